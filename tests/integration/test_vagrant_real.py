@@ -1,0 +1,141 @@
+"""Rendered Vagrantfiles against the real Vagrant + vagrant-libvirt: validate, and what Vagrant sees."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool, write_box
+from vagabond import boxes, paths, process, render
+from vagabond.errors import BoxDefinitionError
+
+pytestmark = pytest.mark.real
+
+DUMP = Path(__file__).with_name("vagrant_config_dump.rb")
+SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-selinux"]
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_tool("vagrant", "ruby")
+
+
+def vagrant_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # A private VAGRANT_HOME: no user Vagrantfile or box store leaks into the test.
+    env.update(VAGRANT_HOME=str(home), VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt")
+    env.pop("VAGABOND_DRIVER", None)
+    return env
+
+
+@pytest.mark.parametrize("driver", ["qemu", "kvm"])
+@pytest.mark.parametrize("name", SHIPPED)
+def test_vagrant_validate_passes_for_shipped_boxes(tmp_path, name, driver):
+    box = boxes.find_box(name, paths.shipped_boxes_dir())
+    render.write_vagrantfile(box, render.RenderOptions(driver=driver), tmp_path / "Vagrantfile")
+    result = process.run(["vagrant", "validate"], cwd=tmp_path, env=vagrant_env(tmp_path / "home"), timeout=120)
+    assert "Vagrantfile validated successfully." in result.stdout
+
+
+def test_vagrant_sees_the_rendered_values(tmp_path):
+    box = boxes.find_box("centos7-selinux", paths.shipped_boxes_dir())
+    render.write_vagrantfile(box, render.RenderOptions(driver="qemu"), tmp_path / "Vagrantfile")
+    seen = json.loads(process.run(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home")).stdout)
+    assert seen["default"]["box"] == "centos/7"
+    assert seen["default"]["box_version"] == ">= 2004.01"
+    assert seen["default"]["driver"] == "qemu"
+    assert seen["default"]["memory"] == 1024
+    assert seen["default"]["default_prefix"] == render.domain_prefix("centos7-selinux", tmp_path)
+
+
+def test_vagrantfile_honours_vagabond_driver_at_up_time(tmp_path):
+    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    render.write_vagrantfile(box, render.RenderOptions(driver="qemu"), tmp_path / "Vagrantfile")
+    env = vagrant_env(tmp_path / "home") | {"VAGABOND_DRIVER": "kvm"}
+    assert json.loads(process.run(["ruby", DUMP, tmp_path], env=env).stdout)["default"]["driver"] == "kvm"
+    env["VAGABOND_DRIVER"] = "xen"
+    bad = process.run(["vagrant", "validate"], cwd=tmp_path, env=env, check=False)
+    assert bad.returncode != 0 and "VAGABOND_DRIVER must be 'kvm' or 'qemu', not 'xen'" in bad.stderr
+
+
+# --- injection corpus ------------------------------------------------------------------------------
+
+CORPUS = [
+    "#{system('touch CANARY')}",
+    "#{`touch CANARY`}",
+    "'",
+    "\"",
+    "\\",
+    "ends with a backslash\\",
+    "`touch CANARY`",
+    "%q(touch CANARY)",
+    "';system('touch CANARY');'",
+    "\\';system('touch CANARY');#",
+    "__END__",
+    "non-ASCII: héllo ✓ 日本",
+    "\"; system('touch CANARY'); \"",
+]
+REFUSED = ["new\nline", "nul\x00byte", "tab\there", "cr\rhere"]
+
+# Every free-text field that reaches the Vagrantfile, with the prefix its schema requires.
+FREE_TEXT = {
+    "description": ("", lambda d: d["description"]),
+    "base.url": ("", lambda d: d["box_url"][0]),  # Vagrant keeps box_url as a list
+    "synced_folders[0].src": ("", lambda d: d["synced_folders"][1][0]),
+    "synced_folders[0].dest": ("/", lambda d: d["synced_folders"][1][1]),
+}
+
+
+def box_yaml(payload: str) -> str:
+    q = json.dumps  # a JSON string is a valid YAML double-quoted scalar
+    return (
+        f"description: {q(payload)}\n"
+        f"base:\n  box: centos/7\n  url: {q(payload)}\n"
+        f"synced_folders:\n  - src: {q(payload)}\n    dest: {q('/' + payload)}\n"
+    )
+
+
+@pytest.mark.parametrize("payload", CORPUS, ids=range(len(CORPUS)))
+def test_injection_corpus_comes_out_byte_exact_and_runs_nothing(project, payload):
+    write_box(project, "inj", box_yaml(payload))
+    work = project / "work"
+    render.write_vagrantfile(boxes.find_box("inj", project / "boxes"), render.RenderOptions(driver="qemu"), work / "Vagrantfile")
+    env = vagrant_env(project / "home")
+    # `vagrant validate` executes the Vagrantfile: the point is that nothing in it runs the payload.
+    process.run(["vagrant", "validate"], cwd=work, env=env, check=False, timeout=120)
+    seen = json.loads(process.run(["ruby", DUMP, work], cwd=work, env=env).stdout)["default"]
+    for field, (prefix, get) in FREE_TEXT.items():
+        assert get(seen) == prefix + payload, f"{field} changed on its way to Vagrant"
+    assert not list(project.rglob("CANARY")), "the payload ran"
+
+
+@pytest.mark.parametrize("payload", REFUSED, ids=["newline", "nul", "tab", "cr"])
+def test_control_characters_are_refused_with_clear_error(project, payload):
+    write_box(project, "inj", box_yaml(payload))
+    with pytest.raises(BoxDefinitionError) as info:
+        boxes.find_box("inj", project / "boxes")
+    assert len(info.value.problems) == 4
+    for problem in info.value.problems:
+        assert "control character" in problem and problem.startswith("boxes/inj.yaml:")
+
+
+@pytest.mark.parametrize(
+    ("field", "yaml"),
+    [
+        ("base.box", "base: {box: \"centos/7'#{system('touch CANARY')}\"}"),
+        ("base.version", "base: {box: centos/7, version: \"#{system('touch CANARY')}\"}"),
+        ("guest", "base: {box: centos/7}\nguest: \"debian; system('touch CANARY')\""),
+        ("machines[0].name", "base: {box: centos/7}\nmachines: [{name: \"#{system('touch CANARY')}\"}]"),
+        ("synced_folders[0].type", "base: {box: centos/7}\nsynced_folders: [{src: a, dest: /b, type: \"rsync'\"}]"),
+        ("forwarded_ports[0].host_ip", "base: {box: centos/7}\nforwarded_ports: [{guest: 1, host: 2, host_ip: \"'\"}]"),
+        ("env.A'B", "base: {box: centos/7}\nenv: {\"A'B\": x}"),
+    ],
+)
+def test_allow_listed_fields_refuse_payloads(project, field, yaml):
+    write_box(project, "inj", f"description: x\n{yaml}\n")
+    with pytest.raises(BoxDefinitionError) as info:
+        boxes.find_box("inj", project / "boxes")
+    assert any(f": {field}: " in p or f": {field.split('.')[0]}" in p for p in info.value.problems), info.value.problems

@@ -1,0 +1,177 @@
+"""Box schema: shipped boxes load, and every kind of mistake gets a pinned file:line message."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import write_box
+from vagabond import boxes, paths
+from vagabond.errors import BoxDefinitionError, BoxNotFound
+
+VALID = """\
+description: AlmaLinux 9 in FIPS mode
+base:
+  box: almalinux/9
+guest: redhat
+resources:
+  cpus: 2
+  memory: 2048
+modes:
+  fips: true
+"""
+
+
+def problems(project, text, name="alma9-fips"):
+    write_box(project, name, text)
+    with pytest.raises(BoxDefinitionError) as info:
+        boxes.find_box(name, project / "boxes")
+    return info.value.problems
+
+
+def test_shipped_boxes_load():
+    found = {b.name: b for b in boxes.list_boxes(paths.shipped_boxes_dir())}
+    assert {"centos7-selinux", "alma9-fips", "debian12", "debian12-selinux"} <= set(found)
+    assert found["centos7-selinux"].spec.modes.selinux == "enforcing"
+    assert found["alma9-fips"].spec.modes.fips is True
+    assert found["debian12"].spec.base.kind == "mmdebstrap"
+
+
+def test_valid_box_defaults(project):
+    write_box(project, "alma9-fips", VALID)
+    box = boxes.find_box("alma9-fips", project / "boxes")
+    assert box.spec.resources.memory == 2048
+    assert box.spec.resources.disk == 20
+    assert box.spec.base.kind == "vagrant"
+    assert box.spec.synced_folders == []
+    assert box.machine_names() == ["default"]
+
+
+def test_wrong_type_names_file_line_and_field(project):
+    text = VALID.replace("memory: 2048", "memory: lots")
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:7: resources.memory: Input should be a valid integer"]
+
+
+def test_string_number_is_not_silently_converted(project):
+    text = VALID.replace("memory: 2048", 'memory: "2048"')
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:7: resources.memory: Input should be a valid integer"]
+
+
+def test_unknown_key_is_an_error(project):
+    text = VALID.replace("  cpus: 2", "  cpu: 2")
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:6: resources.cpu: unknown key (check the spelling; see the box reference in README.md)"
+    ]
+
+
+def test_missing_required_key(project):
+    text = VALID.replace("description: AlmaLinux 9 in FIPS mode\n", "")
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:1: description: required key is missing"]
+
+
+def test_missing_nested_key_points_at_its_parent(project):
+    text = VALID.replace("  box: almalinux/9\n", "  version: '>= 9'\n")
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:3: base.box: required key is missing"]
+
+
+def test_bad_mode_value(project):
+    text = VALID.replace("  fips: true", "  selinux: enforced")
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:9: modes.selinux: Input should be 'enforcing', 'permissive' or 'disabled'"
+    ]
+
+
+def test_out_of_range(project):
+    text = VALID.replace("cpus: 2", "cpus: 0")
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpus: Input should be greater than or equal to 1"]
+
+
+def test_several_problems_are_all_reported(project):
+    text = VALID.replace("cpus: 2", "cpus: many").replace("memory: 2048", "memory: lots")
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:6: resources.cpus: Input should be a valid integer",
+        "boxes/alma9-fips.yaml:7: resources.memory: Input should be a valid integer",
+    ]
+
+
+def test_yaml_syntax_error_has_line(project):
+    text = VALID.replace("  cpus: 2", "  cpus: [2")
+    (problem,) = problems(project, text)
+    assert problem.startswith("boxes/alma9-fips.yaml:")
+    assert "YAML syntax error" in problem
+
+
+def test_duplicate_key_is_refused(project):
+    (problem,) = problems(project, VALID + "guest: debian\n")
+    assert problem.startswith("boxes/alma9-fips.yaml:") and "duplicate key" in problem
+
+
+def test_control_characters_are_refused(project):
+    text = VALID.replace("description: AlmaLinux 9 in FIPS mode", 'description: "two\\nlines"')
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:1: description: control character '\\n' is not allowed "
+        "(write the value on one line, without tabs or NUL)"
+    ]
+
+
+def test_machine_names_are_allow_listed(project):
+    text = VALID + "machines:\n  - name: \"web'; system('x')\"\n"
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:11: machines[0].name: "
+        "\"web'; system('x')\" is not a valid name (lowercase letters, digits and '-', starting with a letter)"
+    ]
+
+
+def test_duplicate_machine_names(project):
+    text = VALID + "machines:\n  - name: web\n  - name: web\n"
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:1: machine names must be unique: web repeated"]
+
+
+def test_unknown_base_kind(project):
+    text = VALID.replace("  box: almalinux/9", "  kind: iso\n  box: almalinux/9")
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:3: base.kind: must be one of: vagrant, mmdebstrap (got 'iso')"
+    ]
+
+
+def test_missing_playbook_is_reported_with_line(project):
+    text = VALID + "playbooks:\n  - playbooks/deps.yml\n"
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:11: playbooks[0].path: 'playbooks/deps.yml' does not exist"]
+
+
+def test_playbook_shorthand_and_vars(project):
+    (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
+    write_box(project, "x", VALID + "playbooks:\n  - playbooks/deps.yml\n  - path: playbooks/deps.yml\n    vars: {a: 1}\n")
+    box = boxes.find_box("x", project / "boxes")
+    assert [p.vars for p in box.spec.playbooks] == [{}, {"a": 1}]
+    assert box.playbook_paths() == [project / "playbooks" / "deps.yml"] * 2
+
+
+def test_bad_file_name(project):
+    write_box(project, "Bad Name", VALID)
+    with pytest.raises(BoxDefinitionError, match=r"^boxes/Bad Name.yaml:1: box file name 'Bad Name' must be"):
+        boxes.load_box(project / "boxes" / "Bad Name.yaml")
+
+
+def test_not_a_mapping(project):
+    assert problems(project, "- just\n- a list\n") == [
+        "boxes/alma9-fips.yaml:1: a box file must be a mapping of keys (description, base, ...)"
+    ]
+
+
+def test_unknown_box_lists_available(project):
+    write_box(project, "one", VALID)
+    with pytest.raises(BoxNotFound, match=r"^no box named 'two' in boxes \(available: one\)$"):
+        boxes.find_box("two", project / "boxes")
+
+
+def test_boxes_dir_precedence(project, monkeypatch):
+    assert paths.boxes_dir(None) == (project / "boxes", "./boxes")
+    monkeypatch.setenv("VAGABOND_BOXES", "/elsewhere")
+    assert paths.boxes_dir(None)[1] == "VAGABOND_BOXES"
+    assert paths.boxes_dir("/opt/b") == (paths.Path("/opt/b"), "--boxes-dir")
+
+
+def test_shipped_boxes_when_no_local_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VAGABOND_BOXES", raising=False)
+    assert paths.boxes_dir(None) == (paths.shipped_boxes_dir(), "shipped boxes")

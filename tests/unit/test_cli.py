@@ -1,0 +1,156 @@
+"""The CLI at the process seam: stub programs on PATH, real argument parsing, the one error funnel."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_box
+from vagabond import detect, paths
+from vagabond.cli import app
+from vagabond.detect import HostFacts
+
+runner = CliRunner()
+SHIPPED = str(paths.shipped_boxes_dir())
+
+PVM_HOST = HostFacts("ok", cpu_flags=frozenset({"fpu", "hypervisor"}), modules=frozenset({"kvm", "kvm_pvm"}))
+
+STUBS = {
+    "vagrant": """#!/bin/sh
+echo "$@" >> "$STUB_LOG"
+case "$1" in
+  --version) echo "Vagrant 2.3.4" ;;
+  plugin) echo "1,,plugin-name,vagrant-libvirt"; echo "1,vagrant-libvirt,plugin-version,0.11.2%!(VAGRANT_COMMA) system" ;;
+esac
+""",
+    "virsh": """#!/bin/sh
+echo "virsh $@" >> "$STUB_LOG"
+case "$3" in
+  uri) echo qemu:///system ;;
+  pool-info) printf 'Name: default\\nState:          running\\n' ;;
+  domcapabilities) echo '<domain>kvm</domain>' ;;
+esac
+""",
+    "qemu-system-x86_64": "#!/bin/sh\necho 'QEMU emulator version 7.2.22'\n",
+    "qemu-img": "#!/bin/sh\necho 'qemu-img version 7.2.22'\n",
+    "ansible-playbook": "#!/bin/sh\necho 'ansible-playbook [core 2.16.19]'\n",
+    "mmdebstrap": "#!/bin/sh\necho 'mmdebstrap 1.3.5'\n",
+}
+
+
+@pytest.fixture
+def stubs(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "stub-bin"
+    bin_dir.mkdir()
+    for name, text in STUBS.items():
+        path = bin_dir / name
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / "stub.log"
+    log.write_text("")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("STUB_LOG", str(log))
+    monkeypatch.setattr(detect, "probe_host", lambda **kw: PVM_HOST)
+    return bin_dir, log
+
+
+def test_help_teaches():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("list", "render", "doctor"):
+        assert command in result.output
+    result = runner.invoke(app, ["render", "--help"])
+    assert "Example: vagabond render centos7-selinux" in result.output
+
+
+def test_list_json_shipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VAGABOND_BOXES", raising=False)
+    result = runner.invoke(app, ["list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    names = {r["name"] for r in rows}
+    assert {"centos7-selinux", "alma9-fips", "debian12", "debian12-selinux"} <= names
+    assert all(r["description"] for r in rows)
+    assert next(r for r in rows if r["name"] == "centos7-selinux")["modes"] == {"selinux": "enforcing"}
+
+
+def test_list_reports_broken_box_files(project):
+    write_box(project, "bad", "description: x\nbase: {box: a/b}\nresources: {memory: lots}\n")
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 2
+    assert result.stderr == "error: boxes/bad.yaml:3: resources.memory: Input should be a valid integer\n"
+
+
+def test_render_unknown_box_is_one_line_without_traceback(project):
+    result = runner.invoke(app, ["--boxes-dir", str(project / "boxes"), "render", "nope", "--driver", "qemu"])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: no box named 'nope' in boxes (available: none)")
+
+
+def test_render_writes_file_with_override(project, stubs):
+    out = project / "vm"
+    out.mkdir()
+    result = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12", "-o", str(out), "--driver", "kvm"])
+    assert result.exit_code == 0, result.output
+    text = (out / "Vagrantfile").read_text()
+    assert "vagabond_driver = ENV.fetch('VAGABOND_DRIVER', 'kvm')" in text
+    assert "set by --driver" in result.stderr
+
+
+def test_render_stdout_uses_detection(project, stubs):
+    result = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12"])
+    assert result.exit_code == 0
+    assert "ENV.fetch('VAGABOND_DRIVER', 'qemu')" in result.stdout
+
+
+def test_bad_driver_env_is_a_clear_error(project, stubs, monkeypatch):
+    monkeypatch.setenv("VAGABOND_DRIVER", "xen")
+    result = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12"])
+    assert result.exit_code == 2
+    assert result.stderr == "error: driver must be 'kvm' or 'qemu', not 'xen' (from VAGABOND_DRIVER)\n"
+
+
+def test_doctor_json_all_present(project, stubs):
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["driver"] == "qemu" and "kvm_pvm" in report["driver_reason"]
+    assert report["ok"] is True
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["vagrant-libvirt"]["detail"] == "plugin 0.11.2 (system)"
+    assert checks["storage pool"]["ok"]
+    log = stubs[1].read_text().splitlines()
+    assert "plugin list --machine-readable" in log
+    assert "virsh -c qemu:///system pool-info default" in log
+
+
+def test_doctor_missing_vagrant_fails_with_fix(project, stubs):
+    (stubs[0] / "vagrant").unlink()
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    vagrant = next(c for c in report["checks"] if c["name"] == "vagrant")
+    assert not vagrant["ok"] and "apt-get install vagrant" in vagrant["fix"]
+
+
+def test_doctor_text_shows_fix(project, stubs):
+    (stubs[0] / "virsh").write_text("#!/bin/sh\necho 'error: failed to connect to the hypervisor' >&2\nexit 1\n")
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 1
+    assert "MISSING libvirt" in result.stdout
+    assert "fix: start the daemons" in result.stdout
+
+
+def test_python_dash_m_works(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "vagabond", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("vagabond ")

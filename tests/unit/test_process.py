@@ -1,0 +1,78 @@
+"""The process gateway: argv in, Result or a CommandFailed that names the command out."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from vagabond import process
+from vagabond.errors import CommandFailed, ToolMissing
+
+
+def test_run_captures_output():
+    r = process.run([sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"])
+    assert (r.returncode, r.stdout, r.stderr) == (0, "out\n", "err\n")
+
+
+def test_failure_names_the_command_and_keeps_output():
+    with pytest.raises(CommandFailed) as info:
+        process.run([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
+    err = info.value
+    assert err.returncode == 3 and err.stderr == "boom\n"
+    assert str(err).startswith(f"Command '{sys.executable} -c ")
+    assert str(err).endswith("' returned 3. Last output: boom")
+
+
+def test_check_false_returns_the_code():
+    assert process.run(["false"], check=False).returncode == 1
+
+
+def test_missing_tool():
+    with pytest.raises(ToolMissing, match="^'no-such-tool-xyz' was not found"):
+        process.run(["no-such-tool-xyz"])
+
+
+def test_arguments_are_never_shell_parsed(tmp_path):
+    r = process.run(["echo", "$(touch x)", ";", "rm", "-rf", "/"], cwd=tmp_path)
+    assert r.stdout == "$(touch x) ; rm -rf /\n"
+    assert not (tmp_path / "x").exists()
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    script = f"import subprocess,time; p=subprocess.Popen(['sleep','60']); open('{pidfile}','w').write(str(p.pid)); time.sleep(60)"
+    started = time.monotonic()
+    with pytest.raises(CommandFailed, match="timed out after 1s"):
+        process.run([sys.executable, "-c", script], timeout=1)
+    assert time.monotonic() - started < 10
+    child = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not _alive(child), "the grandchild survived the timeout"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie is dead; only its parent (init here) has yet to reap it
+
+
+def test_stream_to_callback_keeps_a_copy():
+    seen = []
+    r = process.run(["printf", "a\\nb\\n"], stream=seen.append)
+    assert seen == ["a\n", "b\n"] and r.stdout == "a\nb\n"
+
+
+def test_input_is_fed():
+    assert process.run(["cat"], input="hello").stdout == "hello"
+
+
+def test_secrets_are_redacted_from_errors():
+    process.register_secret("s3cr3t-token")
+    with pytest.raises(CommandFailed) as info:
+        process.run([sys.executable, "-c", "import sys; print('token s3cr3t-token', file=sys.stderr); sys.exit(1)"])
+    assert "s3cr3t-token" not in str(info.value) and "***" in info.value.stderr

@@ -1,0 +1,5 @@
+"""`python -m vagabond`."""
+
+from vagabond.cli import run
+
+run()

@@ -1,0 +1,402 @@
+"""Box definitions: load boxes/<name>.yaml strictly and report problems as file:line: field: message."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from vagabond import paths
+from vagabond.errors import BoxDefinitionError, BoxNotFound
+
+# --- field types --------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    match = _CONTROL.search(value)
+    if match:
+        raise ValueError(
+            f"control character {match.group()!r} is not allowed (write the value on one line, without tabs or NUL)"
+        )
+    return value
+
+
+def _pattern(regex: str, what: str):
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Free text: anything printable. It reaches Ruby only through the ruby-literal filter.
+Text = Annotated[str, AfterValidator(_printable)]
+# Names that become Ruby identifiers or libvirt/vagrant names are allow-listed, not escaped.
+Identifier = Annotated[
+    str, _pattern(r"[a-z][a-z0-9-]{0,30}", "name (lowercase letters, digits and '-', starting with a letter)")
+]
+BoxName = Annotated[
+    str,
+    _pattern(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", "Vagrant box name (like 'centos/7')"),
+]
+VersionConstraint = Annotated[
+    str,
+    _pattern(
+        r"\s*(?:(?:[<>]=?|=|!=|~>)\s*)?\d+(?:\.\d+)*(?:\s*,\s*(?:(?:[<>]=?|=|!=|~>)\s*)?\d+(?:\.\d+)*)*\s*",
+        "version constraint (like '>= 2004.01' or '~> 9.4, < 10')",
+    ),
+]
+Checksum = Annotated[str, _pattern(r"sha(256|384|512):[0-9a-fA-F]{64,128}", "checksum (sha256:HEX)")]
+EnvName = Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "environment variable name")]
+GuestPath = Annotated[str, AfterValidator(_printable), _pattern(r"/.*", "absolute guest path")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _ip(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- base box kinds -----------------------------------------------------------------------------
+
+
+class VagrantBase(_Strict):
+    """A box Vagrant can add by name: from a box catalog, a URL or the local box store."""
+
+    kind: Literal["vagrant"] = "vagrant"
+    box: BoxName
+    version: VersionConstraint | None = None
+    url: Text | None = None
+    checksum: Checksum | None = None
+
+    @property
+    def box_name(self) -> str:
+        return self.box
+
+
+class MmdebstrapBase(_Strict):
+    """A Debian/Ubuntu base box built locally from the distribution's packages (vagabond base build)."""
+
+    kind: Literal["mmdebstrap"]
+    suite: Annotated[str, _pattern(r"[a-z][a-z0-9-]*", "suite name (like 'bookworm')")]
+    box: BoxName
+    packages: list[Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]*", "Debian package name")]] = []
+    disk: int = Field(8, ge=2, le=1024)
+
+    @property
+    def box_name(self) -> str:
+        return self.box
+
+    @property
+    def version(self) -> None:
+        return None
+
+    @property
+    def url(self) -> None:
+        return None
+
+    @property
+    def checksum(self) -> None:
+        return None
+
+
+Base = Annotated[
+    Union[VagrantBase, MmdebstrapBase],
+    Field(discriminator="kind"),
+    BeforeValidator(lambda v: {"kind": "vagrant", **v} if isinstance(v, dict) and "kind" not in v else v),
+]
+
+# --- the rest of a box ---------------------------------------------------------------------------
+
+
+class Resources(_Strict):
+    memory: int = Field(1024, ge=256, le=1024 * 1024, description="MiB")
+    cpus: int = Field(1, ge=1, le=256)
+    disk: int = Field(20, ge=1, le=65536, description="GiB")
+
+
+class ResourceOverrides(_Strict):
+    memory: int | None = Field(None, ge=256, le=1024 * 1024)
+    cpus: int | None = Field(None, ge=1, le=256)
+    disk: int | None = Field(None, ge=1, le=65536)
+
+
+class Modes(_Strict):
+    selinux: Literal["enforcing", "permissive", "disabled"] | None = None
+    fips: bool = False
+
+
+class Playbook(_Strict):
+    path: Annotated[str, AfterValidator(_printable)]
+    vars: dict[Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "Ansible variable name")], Any] = {}
+
+
+class Prebuilt(_Strict):
+    name: BoxName
+    catalog: Text
+
+
+class SyncedFolder(_Strict):
+    src: Text
+    dest: GuestPath
+    type: Literal["rsync", "nfs", "9p", "virtiofs"] = "rsync"
+    exclude: list[Text] = []
+
+
+class ForwardedPort(_Strict):
+    guest: Port
+    host: Port
+    host_ip: Annotated[str, AfterValidator(_ip)] = "127.0.0.1"
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class Machine(_Strict):
+    name: Identifier
+    primary: bool = False
+    resources: ResourceOverrides = ResourceOverrides()
+    forwarded_ports: list[ForwardedPort] | None = None
+
+
+class BoxSpec(_Strict):
+    description: Text
+    base: Base
+    guest: Literal["debian", "ubuntu", "redhat", "fedora", "suse", "arch", "linux"] | None = None
+    resources: Resources = Resources()
+    modes: Modes = Modes()
+    playbooks: list[Annotated[Playbook, BeforeValidator(lambda v: {"path": v} if isinstance(v, str) else v)]] = []
+    prebuilt: Prebuilt | None = None
+    machines: list[Machine] = []
+    synced_folders: list[SyncedFolder] = []
+    forwarded_ports: list[ForwardedPort] = []
+    env: dict[EnvName, Text] = {}
+
+    @model_validator(mode="after")
+    def _unique_machines(self) -> "BoxSpec":
+        names = [m.name for m in self.machines]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"machine names must be unique: {', '.join(dupes)} repeated")
+        if sum(m.primary for m in self.machines) > 1:
+            raise ValueError("at most one machine can be primary")
+        return self
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+BOX_FILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class Box:
+    name: str
+    path: Path
+    spec: BoxSpec
+
+    @property
+    def project_dir(self) -> Path:
+        """Playbook paths in a box file are relative to the directory above boxes/."""
+        return self.path.parent.parent
+
+    def machine_names(self) -> list[str]:
+        return [m.name for m in self.spec.machines] or ["default"]
+
+    def playbook_paths(self) -> list[Path]:
+        return [resolve_playbook(self, p.path) for p in self.spec.playbooks]
+
+
+def resolve_playbook(box: Box, path: str) -> Path:
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return candidate
+    local = box.project_dir / candidate
+    if local.exists():
+        return local
+    shipped = paths.data_dir() / candidate
+    return shipped if shipped.exists() else local
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_box(path: Path) -> Box:
+    """Load and validate one box file; raise BoxDefinitionError listing every problem with its line."""
+    shown = display_path(path)
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if not BOX_FILE_NAME.fullmatch(name):
+        raise BoxDefinitionError(
+            [f"{shown}:1: box file name {name!r} must be lowercase letters, digits, '.', '_' or '-'"]
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BoxDefinitionError([f"{shown}:1: not UTF-8 text ({exc.reason})"]) from None
+    except OSError as exc:
+        raise BoxNotFound(f"cannot read box file {shown}: {exc.strerror}") from None
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise BoxDefinitionError([f"{shown}:{line}: YAML syntax error: {problem}"]) from None
+    if not isinstance(doc, CommentedMap):
+        raise BoxDefinitionError([f"{shown}:1: a box file must be a mapping of keys (description, base, ...)"])
+    try:
+        spec = BoxSpec.model_validate(_plain(doc))
+    except ValidationError as exc:
+        found = sorted((_line_of(doc, _error_loc(err)), _format_error(shown, doc, err)) for err in exc.errors())
+        raise BoxDefinitionError([text for _, text in found]) from None
+    box = Box(name=name, path=path, spec=spec)
+    missing = [
+        f"{shown}:{_line_of(doc, ('playbooks', i))}: playbooks[{i}].path: {p.path!r} does not exist"
+        for i, p in enumerate(spec.playbooks)
+        if not resolve_playbook(box, p.path).is_file()
+    ]
+    if missing:
+        raise BoxDefinitionError(missing)
+    return box
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip types -> plain dict/list/str/int/float/bool, so strict mode sees plain types."""
+    if isinstance(node, dict):
+        return {str(k) if not isinstance(k, (int, bool)) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _walk(doc: Any, loc: tuple) -> Iterator[tuple[Any, Any, Any]]:
+    """Follow a pydantic error location through the YAML document: yields (parent, key, label).
+
+    Location parts that are not in the data (union tags such as 'vagrant', validator names) are
+    skipped so the user sees the path as written in the file.
+    """
+    node = doc
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            yield node, part, str(part)
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            yield node, part, f"[{part}]"
+            node = node[part]
+        elif isinstance(node, CommentedMap) and isinstance(part, str) and not _is_tag(part):
+            # A key that is missing from the data: name it, report at its parent.
+            yield node, None, part
+            return
+        # else: a union tag or validator name pydantic put in the location; not in the file.
+
+
+_TAGS = {"vagrant", "mmdebstrap", "str", "int"}
+
+
+def _is_tag(part: str) -> bool:
+    return part in _TAGS or "[" in part or part.startswith("function-")
+
+
+def _line_of(doc: CommentedMap, loc: tuple) -> int:
+    line = 0
+    for parent, key, _ in _walk(doc, loc):
+        if key is None:
+            line = parent.lc.line
+            continue
+        if isinstance(parent, CommentedMap):
+            line = parent.lc.key(key)[0]
+        else:
+            line = parent.lc.item(key)[0]
+    return line + 1
+
+
+def _label(doc: CommentedMap, loc: tuple) -> str:
+    label = ""
+    for _, _, part in _walk(doc, loc):
+        label += part if part.startswith("[") or not label else "." + part
+    return label
+
+
+def _error_loc(err: dict) -> tuple:
+    loc = tuple(err.get("loc", ()))
+    return loc + ("kind",) if err.get("type") == "union_tag_invalid" else loc
+
+
+def _format_error(shown: str, doc: CommentedMap, err: dict) -> str:
+    loc = _error_loc(err)
+    message = err["msg"]
+    kind = err.get("type")
+    if kind == "extra_forbidden":
+        message = "unknown key (check the spelling; see the box reference in README.md)"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind in ("value_error", "assertion_error"):
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    elif kind == "union_tag_invalid":
+        message = f"must be one of: vagrant, mmdebstrap (got {err.get('input', {}).get('kind')!r})"
+    label = _label(doc, loc)
+    return f"{shown}:{_line_of(doc, loc)}: {label + ': ' if label else ''}{message}"
+
+
+def box_files(directory: Path) -> list[Path]:
+    found = (p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and p.is_file())
+    return sorted(found, key=lambda p: p.stem)
+
+
+def list_boxes(directory: Path) -> list[Box]:
+    """Load every box in ``directory``; all problems of all files are reported together."""
+    if not directory.is_dir():
+        raise BoxNotFound(f"boxes directory {display_path(directory)} does not exist")
+    boxes, problems = [], []
+    for path in box_files(directory):
+        try:
+            boxes.append(load_box(path))
+        except BoxDefinitionError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise BoxDefinitionError(problems)
+    return boxes
+
+
+def find_box(name: str, directory: Path) -> Box:
+    for suffix in (".yaml", ".yml"):
+        path = directory / f"{name}{suffix}"
+        if path.is_file():
+            return load_box(path)
+    available = ", ".join(p.stem for p in box_files(directory)) or "none"
+    raise BoxNotFound(f"no box named {name!r} in {display_path(directory)} (available: {available})")

@@ -1,0 +1,90 @@
+"""The one exception family vagabond raises; the CLI turns it into a message and an exit code."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+
+class VagabondError(Exception):
+    """A failure the user can act on. ``str(err)`` is the one-line message shown on stderr."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(VagabondError):
+    """Bad input on the command line or in the environment."""
+
+    exit_code = 2
+
+
+class BoxDefinitionError(VagabondError):
+    """A box file that does not match the schema; one line per problem, each with file:line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class BoxNotFound(VagabondError):
+    exit_code = 2
+
+
+class RenderError(VagabondError):
+    """A value that cannot be written safely into a Vagrantfile."""
+
+    exit_code = 2
+
+
+class ToolMissing(VagabondError):
+    """An external program vagabond needs is not installed."""
+
+    exit_code = 3
+
+
+def format_argv(argv: Sequence[str]) -> str:
+    return shlex.join(str(a) for a in argv)
+
+
+class CommandFailed(VagabondError):
+    """An external command exited non-zero (or timed out); carries everything needed to diagnose it."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int | None,
+        stdout: str = "",
+        stderr: str = "",
+        *,
+        timeout: float | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.argv = [str(a) for a in argv]
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.timeout = timeout
+        if timeout is not None:
+            what = f"timed out after {timeout:g}s"
+        else:
+            what = f"returned {returncode}"
+        last = _last_line(stderr) or _last_line(stdout)
+        message = f"Command '{format_argv(self.argv)}' {what}."
+        if last:
+            message += f" Last output: {last}"
+        super().__init__(message, hint=hint)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,57 @@
+"""Where vagabond finds its shipped data (template, boxes, playbooks) and keeps its cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def data_dir() -> Path:
+    """The directory holding Vagrantfile.j2, boxes/ and playbooks/.
+
+    A wheel carries them inside the package (``vagabond/_data``, see pyproject.toml); a source
+    checkout or editable install keeps them at the top of the repository.
+    """
+    bundled = _PACKAGE / "_data"
+    if (bundled / "Vagrantfile.j2").is_file():
+        return bundled
+    source = _PACKAGE.parent
+    if (source / "Vagrantfile.j2").is_file():
+        return source
+    raise FileNotFoundError(f"vagabond's data files (Vagrantfile.j2) are missing next to {_PACKAGE}")
+
+
+def template_path() -> Path:
+    return data_dir() / "Vagrantfile.j2"
+
+
+def shipped_boxes_dir() -> Path:
+    return data_dir() / "boxes"
+
+
+def shipped_playbooks_dir() -> Path:
+    return data_dir() / "playbooks"
+
+
+def boxes_dir(option: str | Path | None = None, cwd: Path | None = None) -> tuple[Path, str]:
+    """The boxes directory in use and why: --boxes-dir, then $VAGABOND_BOXES, then ./boxes, then shipped."""
+    if option:
+        return Path(option), "--boxes-dir"
+    env = os.environ.get("VAGABOND_BOXES")
+    if env:
+        return Path(env), "VAGABOND_BOXES"
+    local = (cwd or Path.cwd()) / "boxes"
+    if local.is_dir():
+        return local, "./boxes"
+    return shipped_boxes_dir(), "shipped boxes"
+
+
+def cache_dir() -> Path:
+    """Large artifacts (base boxes, probe kernels, verdicts) live here, never in a repository."""
+    env = os.environ.get("VAGABOND_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "vagabond"

@@ -1,0 +1,223 @@
+"""The only module that starts external programs: argv lists in, Result or CommandFailed out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from vagabond.errors import CommandFailed, ToolMissing, format_argv
+
+log = logging.getLogger("vagabond.process")
+
+# Seconds between SIGTERM and SIGKILL when a command's process group must go.
+KILL_GRACE = 5.0
+
+_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Make sure ``value`` never shows up in logs or error messages (it may still travel in env)."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+LineSink = Callable[[str], None]
+
+
+def which(name: str) -> str | None:
+    """PATH first, then the directory of the running interpreter, so an unactivated venv still
+    finds the ansible-playbook installed beside vagabond."""
+    found = shutil.which(name)
+    if found:
+        return found
+    return shutil.which(name, path=os.path.dirname(sys.executable))
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    stream: bool | LineSink = False,
+    check: bool = True,
+    input: str | None = None,
+    interactive: bool = False,
+    hint: str | None = None,
+) -> Result:
+    """Run ``argv`` (never through a shell) and return its Result.
+
+    ``stream`` echoes output live as it arrives (True: to our stdout/stderr; a callable: each line
+    to it) while keeping a copy for the error message. ``interactive`` hands the terminal to the
+    child. On timeout or Ctrl-C the whole process group is killed. ``check`` raises CommandFailed
+    on a non-zero exit; without it the caller inspects ``Result.returncode``.
+    """
+    args = [os.fspath(a) for a in argv]
+    if not args:
+        raise ValueError("empty argv")
+    if os.sep not in args[0]:
+        args[0] = which(args[0]) or args[0]
+    log.debug("run: %s (cwd=%s)", redact(format_argv(args)), cwd or ".")
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=None if interactive else (subprocess.PIPE if input is not None else subprocess.DEVNULL),
+            stdout=None if interactive else subprocess.PIPE,
+            stderr=None if interactive else subprocess.PIPE,
+            # A session of its own, so a timeout or Ctrl-C can kill every child it spawned
+            # (vagrant -> ruby -> ssh, ansible-playbook -> ssh). Interactive commands keep our
+            # session so the terminal's job control still reaches them.
+            start_new_session=not interactive,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissing(
+            f"'{args[0]}' was not found",
+            hint=hint or "run 'vagabond doctor' to see what is missing and how to install it",
+        ) from exc
+    except PermissionError as exc:
+        raise ToolMissing(f"'{args[0]}' is not executable: {exc.strerror}") from exc
+
+    out_buf: list[str] = []
+    err_buf: list[str] = []
+    threads: list[threading.Thread] = []
+    if not interactive:
+        if input is not None and proc.stdin is not None:
+            _feed(proc.stdin, input)
+        out_sink, err_sink = _sinks(stream)
+        threads = [
+            threading.Thread(target=_pump, args=(proc.stdout, out_buf, out_sink), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, err_buf, err_sink), daemon=True),
+        ]
+        for t in threads:
+            t.start()
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        for t in threads:
+            t.join(timeout=2)
+        raise CommandFailed(
+            [redact(a) for a in args], None, redact("".join(out_buf)), redact("".join(err_buf)), timeout=timeout, hint=hint
+        ) from None
+    except BaseException:
+        # KeyboardInterrupt / SystemExit from a signal handler: never leave the child running.
+        _kill_group(proc)
+        raise
+    for t in threads:
+        t.join()
+    result = Result(
+        argv=args,
+        returncode=returncode,
+        stdout="".join(out_buf),
+        stderr="".join(err_buf),
+        duration=time.monotonic() - started,
+    )
+    log.debug("exit %s after %.1fs: %s", returncode, result.duration, redact(format_argv(args)))
+    if check and returncode != 0:
+        raise CommandFailed([redact(a) for a in args], returncode, redact(result.stdout), redact(result.stderr), hint=hint)
+    return result
+
+
+def check_output(argv: Sequence[str | os.PathLike[str]], **kwargs) -> str:
+    """Run and return stdout; raise CommandFailed on failure."""
+    return run(argv, check=True, **kwargs).stdout
+
+
+def _feed(pipe: IO[str], data: str) -> None:
+    def writer() -> None:
+        try:
+            pipe.write(data)
+        except BrokenPipeError:
+            pass
+        finally:
+            try:
+                pipe.close()
+            except BrokenPipeError:
+                pass
+
+    threading.Thread(target=writer, daemon=True).start()
+
+
+def _sinks(stream: bool | LineSink) -> tuple[LineSink | None, LineSink | None]:
+    if stream is True:
+        return (_writer(sys.stdout), _writer(sys.stderr))
+    if callable(stream):
+        return (stream, stream)
+    return (None, None)
+
+
+def _writer(fh: IO[str]) -> LineSink:
+    def write(line: str) -> None:
+        fh.write(redact(line))
+        fh.flush()
+
+    return write
+
+
+def _pump(pipe: IO[str] | None, buf: list[str], sink: LineSink | None) -> None:
+    if pipe is None:
+        return
+    with pipe:
+        for line in iter(pipe.readline, ""):
+            buf.append(line)
+            if sink is not None:
+                sink(line)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    own = pgid == os.getpgid(0)
+    try:
+        if own:
+            proc.terminate()
+        else:
+            os.killpg(pgid, signal.SIGTERM)
+        proc.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        if own:
+            proc.kill()
+        else:
+            os.killpg(pgid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+

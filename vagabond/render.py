@@ -1,0 +1,171 @@
+"""Render Vagrantfile.j2: decisions are made here in Python, every value reaches Ruby as a safe literal."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from vagabond import paths
+from vagabond.boxes import Box
+from vagabond.errors import RenderError
+
+# Boot takes minutes under software emulation: scale Vagrant's waits (tmt does the same with 10x).
+BOOT_TIMEOUT_KVM = 300
+NON_KVM_TIMEOUT_COEF = 4
+
+# A CPU model every qemu TCG build provides. RHEL 9 family boxes need x86-64-v2, so they ask for
+# a model with SSE4.2/POPCNT; the box decides through its guest family (see cpu_model_for).
+QEMU_CPU_MODEL = "qemu64"
+QEMU_CPU_MODEL_V2 = "Nehalem"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9-]{0,30}|default")
+_SYMBOL = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class RubyCode(str):
+    """Text that is already a Ruby literal; the only thing the template may print."""
+
+
+def ruby(value: Any) -> RubyCode:
+    """Any box value -> Ruby literal. Strings become single-quoted (no #{} interpolation in Ruby)."""
+    if isinstance(value, RubyCode):
+        return value
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # raises UndefinedError naming the missing variable
+    if value is None:
+        return RubyCode("nil")
+    if isinstance(value, bool):
+        return RubyCode("true" if value else "false")
+    if isinstance(value, int):
+        return RubyCode(str(value))
+    if isinstance(value, str):
+        match = _CONTROL.search(value)
+        if match:
+            raise RenderError(
+                f"value {value[:40]!r} contains control character {match.group()!r}, which cannot go into a Vagrantfile"
+            )
+        return RubyCode("'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
+    if isinstance(value, (list, tuple)):
+        return RubyCode("[" + ", ".join(ruby(v) for v in value) + "]")
+    raise RenderError(f"cannot write a {type(value).__name__} into a Vagrantfile")
+
+
+def ruby_identifier(value: Any) -> RubyCode:
+    """A machine name: allow-listed, then quoted; never escaped into shape."""
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise RenderError(f"{value!r} is not an allowed machine name (lowercase letters, digits, '-')")
+    return ruby(value)
+
+
+def ruby_symbol(value: Any) -> RubyCode:
+    if not isinstance(value, str) or not _SYMBOL.fullmatch(value):
+        raise RenderError(f"{value!r} is not an allowed Ruby symbol")
+    return RubyCode(":" + value)
+
+
+def _only_literals(value: Any) -> Any:
+    # Jinja calls this on every {{ expression }}: anything that skipped the filters is a bug.
+    if isinstance(value, RubyCode):
+        return value
+    raise RenderError(f"template printed {value!r} without the ruby filter")
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(paths.template_path().parent)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+        finalize=_only_literals,
+    )
+    env.filters["ruby"] = ruby
+    env.filters["ruby_identifier"] = ruby_identifier
+    env.filters["ruby_symbol"] = ruby_symbol
+    return env
+
+
+def domain_hash(workdir: Path) -> str:
+    """Matches the Vagrantfile's own Digest::SHA256.hexdigest(__dir__)[0, 8]."""
+    return hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:8]
+
+
+def domain_prefix(box_name: str, workdir: Path) -> str:
+    return f"vagabond-{box_name}-{domain_hash(workdir)}-"
+
+
+def cpu_model_for(box: Box) -> str:
+    return QEMU_CPU_MODEL_V2 if box.spec.guest in ("redhat", "fedora") else QEMU_CPU_MODEL
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    driver: str
+    driver_reason: str = ""
+
+
+def context(box: Box, options: RenderOptions) -> dict[str, Any]:
+    if options.driver not in ("kvm", "qemu"):
+        raise RenderError(f"driver must be 'kvm' or 'qemu', not {options.driver!r}")
+    spec = box.spec
+    base = spec.base
+    machines = []
+    for machine in spec.machines or [None]:
+        res = spec.resources
+        over = machine.resources if machine else None
+        machines.append(
+            {
+                "name": machine.name if machine else "default",
+                "primary": machine.primary if machine else True,
+                "memory": (over.memory if over and over.memory else res.memory),
+                "cpus": (over.cpus if over and over.cpus else res.cpus),
+                "disk": (over.disk if over and over.disk else res.disk),
+                "forwarded_ports": [
+                    p.model_dump()
+                    for p in (machine.forwarded_ports if machine and machine.forwarded_ports is not None else spec.forwarded_ports)
+                ],
+            }
+        )
+    checksum_type, _, checksum = (base.checksum or "").partition(":")
+    return {
+        "box_name": box.name,
+        "description": spec.description,
+        "default_driver": options.driver,
+        "driver_reason": options.driver_reason,
+        "base_box": base.box_name,
+        "base_version": base.version,
+        "base_url": base.url,
+        "checksum_type": checksum_type or None,
+        "checksum": checksum or None,
+        "guest": spec.guest,
+        "qemu_cpu_model": cpu_model_for(box),
+        "boot_timeout_kvm": BOOT_TIMEOUT_KVM,
+        "boot_timeout_qemu": BOOT_TIMEOUT_KVM * NON_KVM_TIMEOUT_COEF,
+        "machines": machines,
+        "synced_folders": [f.model_dump() for f in spec.synced_folders],
+    }
+
+
+def render(box: Box, options: RenderOptions) -> str:
+    template = environment().get_template(paths.template_path().name)
+    try:
+        return template.render(context(box, options))
+    except jinja2.UndefinedError as exc:
+        raise RenderError(f"Vagrantfile.j2: {exc.message}") from None
+
+
+def write_vagrantfile(box: Box, options: RenderOptions, output: Path) -> Path:
+    """Render and write atomically: a failed render never leaves a half-written Vagrantfile."""
+    text = render(box, options)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)
+    return output

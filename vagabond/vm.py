@@ -1,0 +1,72 @@
+"""The only python-vagrant adapter: every vagrant call goes through process.run and fails loudly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import vagrant
+
+from vagabond import process
+
+# Vagrant prints its own version check and usage hints unless told not to; CI logs need neither.
+QUIET_ENV = {
+    "VAGRANT_CHECKPOINT_DISABLE": "1",
+    "VAGRANT_NO_COLOR": "1",
+    "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+}
+
+DEFAULT_TIMEOUT = 600.0
+
+
+def vagrant_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(QUIET_ENV)
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Vagrant(vagrant.Vagrant):
+    """python-vagrant's parsing with vagabond's process gateway underneath.
+
+    python-vagrant runs subprocess itself and, in some paths, swallows CalledProcessError and
+    parses whatever came back; routing its three runners through process.run gives one timeout
+    policy, live output and a CommandFailed that names the vagrant command.
+    """
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        stream: bool | process.LineSink = False,
+    ) -> None:
+        super().__init__(root=str(root) if root else None, env=vagrant_env(env))
+        self.timeout = timeout
+        self.stream = stream
+
+    def _exe(self, args) -> list[str]:
+        exe = process.which("vagrant") or "vagrant"
+        return [exe] + [str(a) for a in args if a is not None]
+
+    def _call_vagrant_command(self, args) -> None:
+        process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=self.stream)
+
+    def _run_vagrant_command(self, args) -> str:
+        return process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout).stdout
+
+    def _stream_vagrant_command(self, args) -> Iterator[str]:
+        lines: list[str] = []
+        process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=lines.append)
+        yield from lines
+
+    def validate(self, directory=None) -> process.Result:  # python-vagrant's own calls subprocess directly
+        return process.run(self._exe(["validate"]), cwd=directory or self.root, env=self.env, timeout=120)
+
+    def version(self) -> str:
+        # python-vagrant parses `vagrant --version`; keep the call in our gateway.
+        out = self._run_vagrant_command(["--version"])
+        return out.strip().removeprefix("Vagrant ").strip()

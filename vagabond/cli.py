@@ -14,7 +14,8 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from vagabond import __version__, boxes, detect, doctor, paths, render, ui
+from vagabond import __version__, base, boxes, detect, doctor, lifecycle, paths, remote, render, ui
+from vagabond.workdir import Workdir
 from vagabond.errors import VagabondError
 
 _state = {"debug": False, "boxes_dir": None}
@@ -178,6 +179,141 @@ def doctor_(
                 ui.out.print(f"{'':>7} {'':<17} [dim]fix:[/] {escape(c.fix)}", markup=True)
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+BoxArg = Annotated[str, typer.Argument(help="Box name (a file boxes/<name>.yaml).")]
+WorkdirOption = Annotated[
+    Optional[Path], typer.Option("--workdir", help="Work directory for this box (default: .vagabond/<box>).")
+]
+MachineOption = Annotated[
+    Optional[str], typer.Option("--machine", "-m", help="Machine of a multi-machine box (default: the primary).")
+]
+ExtraVarsOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--extra-vars", "-e", help="Passed to ansible-playbook as is: key=value, JSON or @file. Repeatable."),
+]
+
+
+def _box_and_workdir(name: str, workdir: Optional[Path]) -> tuple[boxes.Box, Workdir]:
+    box = boxes.find_box(name, _boxes_dir())
+    return box, Workdir.for_box(box, workdir)
+
+
+@app.command("up")
+def up_(
+    box: BoxArg,
+    workdir: WorkdirOption = None,
+    driver: DriverOption = None,
+    extra_vars: ExtraVarsOption = None,
+    keep_on_failure: Annotated[
+        bool, typer.Option("--keep-on-failure", help="Leave the VM in place when a step fails, for debugging.")
+    ] = False,
+    no_provision: Annotated[bool, typer.Option("--no-provision", help="Boot only; skip playbooks.")] = False,
+) -> None:
+    """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
+
+    Local base boxes (kind mmdebstrap) are built and added first when missing. A failed or
+    interrupted run removes what it created, so running it again starts clean.
+
+    Example: vagabond up centos7-selinux && vagabond run centos7-selinux -- getenforce
+    """
+    definition, wd = _box_and_workdir(box, workdir)
+    opts = lifecycle.Options(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
+                             extra_vars=extra_vars or (), provision=not no_provision)  # fmt: skip
+    state = lifecycle.up(definition, wd, opts)
+    total = sum(state.get("timings", {}).values())
+    ui.info(f"{box} is up ({total:.0f}s); run commands with: vagabond run {box} -- COMMAND")
+
+
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run_(
+    box: BoxArg,
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments, after --.")],
+    workdir: WorkdirOption = None,
+    machine: MachineOption = None,
+) -> None:
+    """Run a command in the VM; its output streams and its exit code becomes vagabond's.
+
+    Reuses one SSH connection (ControlMaster), so calls after the first cost milliseconds.
+    The box's env: variables are set for the command.
+
+    Example: vagabond run centos7-selinux -- make -C /src test
+    """
+    definition, wd = _box_and_workdir(box, workdir)
+    target = machine or lifecycle.primary(definition)
+    result = remote.run(wd, target, command, env=definition.spec.env or None)
+    raise typer.Exit(result.returncode)
+
+
+@app.command("ssh")
+def ssh_(box: BoxArg, workdir: WorkdirOption = None, machine: MachineOption = None) -> None:
+    """Open an interactive shell in the VM."""
+    definition, wd = _box_and_workdir(box, workdir)
+    raise typer.Exit(remote.interactive(wd, machine or lifecycle.primary(definition)))
+
+
+@app.command("provision")
+def provision_(box: BoxArg, workdir: WorkdirOption = None, extra_vars: ExtraVarsOption = None) -> None:
+    """Run the box's playbooks again and re-check its modes (a second run should change nothing)."""
+    definition, wd = _box_and_workdir(box, workdir)
+    recaps = lifecycle.reprovision(definition, wd, extra_vars or ())
+    for r in recaps:
+        ui.out.print(f"{r.host}: ok={r.ok} changed={r.changed} unreachable={r.unreachable} failed={r.failed}")
+
+
+@app.command("halt")
+def halt_(box: BoxArg, workdir: WorkdirOption = None) -> None:
+    """Shut the VM down (vagabond up boots it again)."""
+    definition, wd = _box_and_workdir(box, workdir)
+    lifecycle.halt(definition, wd)
+
+
+@app.command("destroy")
+def destroy_(box: BoxArg, workdir: WorkdirOption = None) -> None:
+    """Remove the VM: domains, their volumes and the work directory's state.
+
+    Works even when the .vagrant directory is gone: libvirt objects are found by the names
+    vagabond gave them (vagabond-<box>-<hash of the work directory>-<machine>).
+    """
+    definition, wd = _box_and_workdir(box, workdir)
+    removed = lifecycle.destroy(definition, wd)
+    ui.info(f"destroyed {box}: " + (", ".join(removed) if removed else "nothing was left"))
+
+
+@app.command("status")
+def status_(box: BoxArg, workdir: WorkdirOption = None, as_json: JsonOption = False) -> None:
+    """Show the VM's state per machine (from libvirt), its driver and whether it is provisioned."""
+    definition, wd = _box_and_workdir(box, workdir)
+    result = lifecycle.status(definition, wd)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for m in result["machines"]:
+        ui.out.print(f"{box}/{m['name']}: {m['state']} (domain {m['domain']}, driver {result['driver'] or '-'}, "
+                     f"{'provisioned' if result['provisioned'] else 'not provisioned'})", markup=False)  # fmt: skip
+
+
+base_app = typer.Typer(help="Base boxes built locally from the distribution's packages (no box catalog needed).",
+                        no_args_is_help=True)
+app.add_typer(base_app, name="base")
+
+
+@base_app.command("build")
+def base_build(
+    box: Annotated[str, typer.Argument(help="A box whose base is of kind mmdebstrap (e.g. debian12).")],
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached build exists.")] = False,
+    add: Annotated[bool, typer.Option("--add/--no-add", help="Also add it to Vagrant's box store.")] = True,
+) -> None:
+    """Build a Debian/Ubuntu base box with mmdebstrap (cached in ~/.cache/vagabond; needs root).
+
+    The box has a 'vagrant' user with Vagrant's insecure key, passwordless sudo, DHCP on the first
+    NIC, python3 for Ansible, and no machine-id or SSH host keys (each VM makes its own).
+    """
+    definition = boxes.find_box(box, _boxes_dir())
+    built = base.build(definition, force=force)
+    if add:
+        base.ensure_added(definition, built=built)
+    print(built.box_file)
 
 
 def run() -> None:

@@ -20,6 +20,9 @@ log = logging.getLogger("vagabond.process")
 
 # Seconds between SIGTERM and SIGKILL when a command's process group must go.
 KILL_GRACE = 5.0
+# Seconds to keep reading a finished command's pipes. A daemon it left behind can hold them open
+# forever (ssh's ControlPersist master keeps stderr), so stop waiting after this.
+DRAIN_AFTER_EXIT = 2.0
 
 _secrets: set[str] = set()
 
@@ -138,7 +141,7 @@ def run(
         _kill_group(proc)
         raise
     for t in threads:
-        t.join()
+        t.join(timeout=DRAIN_AFTER_EXIT)
     result = Result(
         argv=args,
         returncode=returncode,

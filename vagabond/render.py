@@ -23,6 +23,9 @@ NON_KVM_TIMEOUT_COEF = 4
 QEMU_CPU_MODEL = "qemu64"
 QEMU_CPU_MODEL_V2 = "Nehalem"
 
+# The guest's serial console goes to a file here (written by libvirt's virtlogd), kept on failure.
+SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9-]{0,30}|default")
 _SYMBOL = re.compile(r"[a-z][a-z0-9_]*")
@@ -146,6 +149,7 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         "checksum": checksum or None,
         "guest": spec.guest,
         "qemu_cpu_model": cpu_model_for(box),
+        "serial_log_dir": SERIAL_LOG_DIR,
         "boot_timeout_kvm": BOOT_TIMEOUT_KVM,
         "boot_timeout_qemu": BOOT_TIMEOUT_KVM * NON_KVM_TIMEOUT_COEF,
         "machines": machines,

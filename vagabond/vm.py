@@ -70,3 +70,14 @@ class Vagrant(vagrant.Vagrant):
         # python-vagrant parses `vagrant --version`; keep the call in our gateway.
         out = self._run_vagrant_command(["--version"])
         return out.strip().removeprefix("Vagrant ").strip()
+
+    def has_box(self, name: str, version: str | None = None) -> bool:
+        return any(
+            b.name == name and (version is None or b.version == version) and b.provider in ("libvirt", None)
+            for b in self.box_list()
+        )
+
+    def box_add_catalog(self, url: str) -> None:
+        """Add a box from a catalog (metadata.json) URL; Vagrant checks the checksum it lists."""
+        # python-vagrant's box_add always passes --name, which Vagrant refuses for catalog URLs.
+        self._call_vagrant_command(["box", "add", "--force", "--provider", "libvirt", url])

@@ -1,0 +1,132 @@
+"""Lifecycle pieces at the process seam: SSH argv, inventory, ansible env, locks, box archives."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import struct
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_box
+from vagabond import boxes, images, paths, process, provision, remote
+from vagabond.workdir import Busy, Workdir
+
+VAGRANT_SSH_CONFIG = """Host default
+  HostName 192.168.121.50
+  User vagrant
+  Port 22
+  IdentityFile /root/.vagrant.d/insecure_private_key
+"""
+
+
+@pytest.fixture
+def wd(project):
+    box = boxes.find_box("debian12-selinux", paths.shipped_boxes_dir())
+    w = Workdir.for_box(box, project / ".vagabond" / "debian12-selinux")
+    w.path.mkdir(parents=True)
+    return w
+
+
+def test_ssh_config_adds_connection_sharing(wd):
+    remote.write_ssh_config(wd, VAGRANT_SSH_CONFIG)
+    text = wd.ssh_config.read_text()
+    assert text.startswith(VAGRANT_SSH_CONFIG)
+    assert "ControlMaster auto" in text and "ControlPersist 10m" in text
+    assert f"ControlPath {remote.control_dir()}/%C" in text
+    assert len(str(remote.control_dir() / ("x" * 40))) < 108
+    assert remote.hosts(wd) == ["default"]
+
+
+def test_ssh_argv_quotes_each_argument(wd):
+    remote.write_ssh_config(wd, VAGRANT_SSH_CONFIG)
+    argv = remote.ssh_argv(wd, "default", ["sh", "-c", "echo $HOME; rm -rf /", "a b"], env={"X": "1 2"})
+    assert argv[:5] == ["ssh", "-F", str(wd.ssh_config), "-q", "-T"]
+    assert argv[5:7] == ["default", "--"]
+    assert shlex.split(argv[7]) == ["env", "X=1 2", "--", "sh", "-c", "echo $HOME; rm -rf /", "a b"]
+
+
+def test_run_before_up_says_what_to_do(wd):
+    with pytest.raises(remote.NotRunning, match=r"^no SSH configuration for 'debian12-selinux' machine 'default' \(run 'vagabond up debian12-selinux' first\)$"):
+        remote.ssh_argv(wd, "default", ["true"])
+
+
+def test_site_playbook_modes_first_then_deps(project):
+    (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
+    write_box(project, "b", "description: x\nbase: {box: a/b}\nmodes: {selinux: permissive}\n"
+                           "playbooks: [{path: playbooks/deps.yml, vars: {v: 1}}]\n")  # fmt: skip
+    box = boxes.find_box("b", project / "boxes")
+    w = Workdir.for_box(box)
+    w.path.mkdir(parents=True)
+    site = json.loads(provision.write_site(w, provision.all_playbooks(box)).read_text())
+    assert site[0]["import_playbook"].endswith("playbooks/modes/selinux.yml")
+    assert site[0]["vars"] == {"selinux_state": "permissive"}
+    assert site[1] == {"import_playbook": str(project / "playbooks" / "deps.yml"), "vars": {"v": 1}}
+    assert [c.expect for c in provision.mode_checks(box)] == ["Permissive"]
+
+
+def test_inventory_and_env(wd):
+    remote.write_ssh_config(wd, VAGRANT_SSH_CONFIG)
+    assert provision.write_inventory(wd).read_text() == "[all]\ndefault ansible_user=vagrant\n"
+    env = provision.ansible_env(wd)
+    assert env["ANSIBLE_PIPELINING"] == "True"
+    assert env["ANSIBLE_SSH_ARGS"] == f"-F {wd.ssh_config}"
+    assert env["ANSIBLE_CONFIG"] == "/dev/null"
+
+
+def test_recap_parsing():
+    out = "PLAY RECAP ****\ndefault                    : ok=7    changed=0    unreachable=0    failed=0    skipped=5\n"
+    (r,) = provision.parse_recap(out)
+    assert (r.host, r.ok, r.changed, r.failed) == ("default", 7, 0, 0)
+
+
+def test_lock_refuses_a_second_holder(wd):
+    with wd.lock("up"):
+        with pytest.raises(Busy, match=r"^box 'debian12-selinux' is busy: 'vagabond up' \(pid \d+\) holds "):
+            with Workdir(wd.path, wd.box).lock("provision"):
+                pass
+    with wd.lock("provision"):  # released: free again
+        pass
+
+
+def test_prefix_depends_on_workdir(project):
+    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    a = Workdir.for_box(box, project / "a")
+    b = Workdir.for_box(box, project / "b")
+    assert a.prefix != b.prefix and a.prefix.startswith("vagabond-debian12-")
+    assert a.domain("default") == a.prefix + "default"
+
+
+def test_mbr_and_box_archive(tmp_path):
+    disk = tmp_path / "disk.raw"
+    images.write_mbr(disk, 64 * 2**20)
+    raw = disk.read_bytes()[:512]
+    status, _, ptype, _, start, count = struct.unpack("<B3sB3sII", raw[446:462])
+    assert (status, ptype, start, count) == (0x80, 0x83, 2048, 64 * 2048 - 2048)
+    assert raw[510:] == b"\x55\xaa"
+    img = tmp_path / "box.img"
+    img.write_bytes(b"qcow")
+    box = images.write_box(img, tmp_path / "x.box", virtual_size_gib=8)
+    with tarfile.open(box) as tar:
+        assert sorted(tar.getnames()) == ["Vagrantfile", "box.img", "metadata.json"]
+        meta = json.load(tar.extractfile("metadata.json"))
+        assert "libvirt.driver" not in tar.extractfile("Vagrantfile").read().decode()
+    assert meta == {"provider": "libvirt", "format": "qcow2", "virtual_size": 8}
+    assert not (tmp_path / "x.box.parts").exists()
+
+
+def test_catalog_format(tmp_path):
+    path = tmp_path / "metadata.json"
+    images.write_catalog(path, name="vagabond/debian12", description="d", version="1.0", box_url="file:///x.box", sha256="ab")
+    catalog = json.loads(path.read_text())
+    (provider,) = catalog["versions"][0]["providers"]
+    assert provider == {"name": "libvirt", "url": "file:///x.box", "checksum_type": "sha256", "checksum": "ab",
+                        "architecture": "amd64", "default_architecture": True}  # fmt: skip
+
+
+def test_process_drains_pipes_held_by_a_daemon(tmp_path):
+    # Like ssh's ControlPersist master: a background child keeps stderr open after the parent exits.
+    r = process.run(["sh", "-c", "sleep 30 >/dev/null 2>&2 & echo done"], timeout=20)
+    assert r.stdout == "done\n" and r.duration < 10

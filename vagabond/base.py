@@ -1,0 +1,285 @@
+"""Base boxes without a box cloud: a Debian/Ubuntu box built from the distribution's packages."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from vagabond import images, paths, process, ui
+from vagabond.boxes import Box, MmdebstrapBase
+from vagabond.errors import UsageError, VagabondError
+
+# Bump when the recipe below changes what ends up in the image: cached boxes are keyed on it.
+RECIPE_VERSION = 2
+
+BASE_PACKAGES = [
+    "linux-image-cloud-amd64",  # small kernel with the virtio drivers a VM needs
+    "grub-pc",  # BIOS boot; update-grub lets guests change the command line (selinux-activate does)
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "sudo",
+    "python3",  # Ansible's modules run on it
+    "python3-apt",  # Ansible's apt module needs it and would otherwise fetch it on first use
+    "rsync",  # rsync synced folders
+]
+
+NETWORK_UNIT = """\
+[Match]
+Name=en* eth*
+
+[Network]
+DHCP=ipv4
+"""
+
+# Debian's sshd does not create missing host keys; the box ships none so each VM makes its own.
+SSH_KEYGEN_DROPIN = """\
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+"""
+
+GRUB_DEFAULTS = """\
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=0
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+"""
+
+
+@dataclass(frozen=True)
+class BaseBox:
+    """A built base box in the cache: the .box file, its catalog and the kernel inside it."""
+
+    name: str
+    version: str
+    box_file: Path
+    catalog: Path
+    kernel: Path
+    sha256: str
+
+    @property
+    def catalog_url(self) -> str:
+        return self.catalog.resolve().as_uri()
+
+
+def recipe_digest(base: MmdebstrapBase) -> str:
+    data = {"recipe": RECIPE_VERSION, "suite": base.suite, "packages": BASE_PACKAGES + base.packages, "disk": base.disk}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_dir_for(base: MmdebstrapBase) -> Path:
+    return paths.cache_dir() / "boxes" / base.box.replace("/", "-") / recipe_digest(base)
+
+
+def cached(base: MmdebstrapBase) -> BaseBox | None:
+    info = cache_dir_for(base) / "base.json"
+    try:
+        data = json.loads(info.read_text())
+        box = BaseBox(**{k: Path(v) if k in ("box_file", "catalog", "kernel") else v for k, v in data.items()})
+    except (OSError, ValueError, TypeError):
+        return None
+    return box if box.box_file.is_file() and box.catalog.is_file() else None
+
+
+def build(box: Box, *, force: bool = False) -> BaseBox:
+    """Build the box's mmdebstrap base once; later calls return the cached one."""
+    base = box.spec.base
+    if not isinstance(base, MmdebstrapBase):
+        raise UsageError(f"box {box.name!r} has a base of kind {base.kind!r}; only mmdebstrap bases are built locally")
+    if not force and (hit := cached(base)):
+        ui.info(f"base box {hit.name} {hit.version} is cached: {hit.box_file}")
+        return hit
+    if os.geteuid() != 0:
+        raise UsageError("building a base box needs root (loop devices, mount, chroot): run it with sudo")
+    for tool in ("mmdebstrap", "losetup", "partx", "mkfs.ext4", "qemu-img"):
+        if not process.which(tool):
+            raise UsageError(f"'{tool}' is needed to build base boxes", hint="run scripts/install.sh")
+    out_dir = cache_dir_for(base)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vagabond-base-", dir=out_dir) as tmp:
+        work = Path(tmp)
+        rootfs_tar = rootfs(base)
+        raw = work / "disk.raw"
+        kernel = out_dir / "vmlinuz"
+        with ui.step(f"disk image ({base.disk} GiB, ext4, GRUB)"):
+            make_disk(raw, rootfs_tar, base.disk, kernel_out=kernel)
+        qcow = work / "box.img"
+        with ui.step("qemu-img convert to compressed qcow2"):
+            images.convert_to_qcow2(raw, qcow)
+        raw.unlink()
+        version = time.strftime("%Y%m%d.%H%M%S", time.gmtime())
+        box_file = out_dir / f"{base.box.replace('/', '-')}.box"
+        images.write_box(qcow, box_file, virtual_size_gib=base.disk)
+    sha = images.sha256_file(box_file)
+    catalog = out_dir / "metadata.json"
+    images.write_catalog(catalog, name=base.box, description=f"{base.suite} base box built by vagabond",
+                         version=version, box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip
+    # The probe kernel lets `vagabond doctor` smoke-boot a real kernel under KVM.
+    kernels = paths.cache_dir() / "kernels"
+    kernels.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(kernel, kernels / f"vmlinuz-{base.suite}")
+    result = BaseBox(name=base.box, version=version, box_file=box_file, catalog=catalog, kernel=kernel, sha256=sha)
+    (out_dir / "base.json").write_text(json.dumps({k: str(v) for k, v in result.__dict__.items()}, indent=2))
+    ui.info(f"base box {base.box} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
+    return result
+
+
+def rootfs(base: MmdebstrapBase, extra_packages: list[str] | None = None, *, keep_debs: bool = False) -> Path:
+    """The suite's root file system as a tar, cached by its package list (the slow, download part)."""
+    packages = BASE_PACKAGES + base.packages + (extra_packages or [])
+    key = hashlib.sha256(json.dumps([base.suite, packages, keep_debs]).encode()).hexdigest()[:12]
+    target = paths.cache_dir() / "rootfs" / f"{base.suite}-{key}.tar"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial.tar")
+    with ui.step(f"mmdebstrap {base.suite} ({len(packages)} packages)"):
+        run_mmdebstrap(base, partial, packages, keep_debs=keep_debs)
+    partial.replace(target)
+    return target
+
+
+def run_mmdebstrap(base: MmdebstrapBase, target: Path, packages: list[str], *, keep_debs: bool = False) -> None:
+    # No mirror argument: mmdebstrap uses the distribution's mirror for the suite, as the host's apt does.
+    argv = [
+        "mmdebstrap", "--variant=apt", "--mode=root", "--format=tar",
+        "--include=" + ",".join(packages),
+        "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
+    ]  # fmt: skip
+    if keep_debs:
+        # Keep the downloaded .debs: they become a local apt repository for offline guests.
+        argv.append("--skip=download/empty")
+    argv += [base.suite, str(target)]
+    process.run(argv, timeout=3600, stream=_progress("mmdebstrap"))
+
+
+def _progress(prefix: str):
+    def sink(line: str) -> None:
+        if line.startswith(("I: ", "E: ", "W: ")):
+            ui.info(f"{prefix}: {line.strip()}")
+
+    return sink
+
+
+def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path) -> None:
+    images.write_mbr(raw, size_gib * 2**30)
+    with contextlib.ExitStack() as stack:
+        loop = process.run(["losetup", "--find", "--show", str(raw)], timeout=60).stdout.strip()
+        stack.callback(process.run, ["losetup", "--detach", loop], check=False, timeout=60)
+        # This kernel has no MSDOS partition scan for loop devices (losetup -P finds nothing): partx does.
+        process.run(["partx", "--add", loop], timeout=60)
+        stack.callback(process.run, ["partx", "--delete", loop], check=False, timeout=60)
+        part = f"{loop}p1"
+        _wait_for(Path(part))
+        process.run(["mkfs.ext4", "-q", "-L", "root", "-m", "1", part], timeout=300)
+        uuid = process.run(["blkid", "-s", "UUID", "-o", "value", part], timeout=60).stdout.strip()
+        mnt = raw.parent / "mnt"
+        mnt.mkdir()
+        process.run(["mount", part, str(mnt)], timeout=60)
+        stack.callback(process.run, ["umount", "--recursive", str(mnt)], check=False, timeout=120)
+        process.run(["tar", "--extract", "--preserve-permissions", "--numeric-owner", "--xattrs",
+                     "--file", str(rootfs_tar), "--directory", str(mnt)], timeout=600)  # fmt: skip
+        configure_guest(mnt, uuid)
+        for fs in ("dev", "proc", "sys"):
+            process.run(["mount", "--rbind" if fs == "dev" else "--bind", f"/{fs}", str(mnt / fs)], timeout=60)
+        process.run(["chroot", str(mnt), "grub-install", "--target=i386-pc", "--modules=part_msdos ext2", loop],
+                    timeout=300)  # fmt: skip
+        # grub-mkconfig writes root=UUID=... only when /dev/disk/by-uuid has the link, which udev
+        # would make; without udev the kernel would be told root=/dev/loopNp1.
+        by_uuid = Path("/dev/disk/by-uuid") / uuid
+        by_uuid.parent.mkdir(parents=True, exist_ok=True)
+        by_uuid.symlink_to(part)
+        stack.callback(by_uuid.unlink, missing_ok=True)
+        process.run(["chroot", str(mnt), "update-grub"], timeout=300, env=_chroot_env())
+        grub_cfg = (mnt / "boot/grub/grub.cfg").read_text()
+        if f"root=UUID={uuid}" not in grub_cfg:
+            raise VagabondError("update-grub did not write root=UUID=... into grub.cfg; the box would not boot")
+        kernel = sorted((mnt / "boot").glob("vmlinuz-*"))[-1]
+        shutil.copy2(kernel, kernel_out)
+        _scrub(mnt)
+
+
+def _chroot_env() -> dict[str, str]:
+    # A minimal, predictable environment for commands run inside the guest's root.
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def configure_guest(root: Path, uuid: str) -> None:
+    """Everything that turns a Debian root file system into a Vagrant base box."""
+    (root / "etc/fstab").write_text(f"UUID={uuid} / ext4 errors=remount-ro 0 1\n")
+    (root / "etc/hostname").write_text("vagabond\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 vagabond\n::1 localhost ip6-localhost ip6-loopback\n")
+    (root / "etc/default/grub").write_text(GRUB_DEFAULTS)
+    net = root / "etc/systemd/network/20-dhcp.network"
+    net.write_text(NETWORK_UNIT)
+    dropin = root / "etc/systemd/system/ssh.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "host-keys.conf").write_text(SSH_KEYGEN_DROPIN)
+    # Reverse DNS lookups of the host make every SSH login wait under emulation.
+    sshd = root / "etc/ssh/sshd_config.d"
+    sshd.mkdir(parents=True, exist_ok=True)
+    (sshd / "vagabond.conf").write_text("UseDNS no\n")
+    env = _chroot_env()
+    chroot = ["chroot", str(root)]
+    process.run(chroot + ["systemctl", "enable", "systemd-networkd", "ssh"], env=env, timeout=120)
+    # Boot must not wait for "network online": DHCP comes when it comes, and vagrant waits for it.
+    process.run(chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=120)
+    process.run(chroot + ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant"],
+                env=env, timeout=120)  # fmt: skip
+    process.run(chroot + ["chpasswd"], input="vagrant:vagrant\nroot:vagrant\n", env=env, timeout=60)
+    ssh_dir = root / "home/vagrant/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(images.INSECURE_PUBLIC_KEY + "\n")
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    process.run(chroot + ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"], env=env, timeout=60)
+    sudoers = root / "etc/sudoers.d/vagrant"
+    sudoers.write_text("vagrant ALL=(ALL) NOPASSWD: ALL\nDefaults:vagrant !requiretty\n")
+    sudoers.chmod(0o440)
+
+
+def _scrub(root: Path) -> None:
+    """Per-instance identity out: each VM gets its own machine-id and SSH host keys on first boot."""
+    (root / "etc/machine-id").write_text("")
+    with contextlib.suppress(FileNotFoundError):
+        (root / "var/lib/dbus/machine-id").unlink()
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for item in (root / leftover).glob("*"):
+            if item.is_file():
+                item.unlink()
+
+
+def _wait_for(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise VagabondError(f"{path} did not appear after partx; is this kernel's loop driver usable?")
+        time.sleep(0.1)
+
+
+def ensure_added(box: Box, *, built: BaseBox | None = None, env: dict[str, str] | None = None) -> BaseBox:
+    """Build (or reuse) the base box and make sure Vagrant's box store has this version."""
+    from vagabond.vm import Vagrant  # local: vm imports nothing from here, keep the graph one-way
+
+    built = built or build(box)
+    v = Vagrant(env=env, timeout=1800)
+    if not v.has_box(built.name, built.version):
+        with ui.step(f"vagrant box add {built.name} {built.version}"):
+            v.box_add_catalog(built.catalog_url)
+    return built

@@ -1,0 +1,287 @@
+"""The VM lifecycle recipes: up (render, boot, provision, verify), provision, run, halt, destroy, status."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vagabond import base, detect, libvirt, provision, remote, render, ui
+from vagabond.boxes import Box, MmdebstrapBase
+from vagabond.errors import VagabondError
+from vagabond.vm import Vagrant
+from vagabond.workdir import Workdir
+
+# Vagrant's own boot_timeout covers "wait for IP + SSH"; this bounds the whole `vagrant up` call
+# (box upload, domain creation) on top of it.
+UP_SLACK = 900.0
+
+
+class Interrupted(VagabondError):
+    exit_code = 130
+
+
+class StepFailed(VagabondError):
+    """A lifecycle step failed: the message names the step, then the cause."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        self.step = step
+        self.cause = cause
+        super().__init__(f"{step} failed: {cause}")
+        self.exit_code = getattr(cause, "exit_code", 1)
+
+
+@dataclass
+class Options:
+    driver: str | None = None
+    keep_on_failure: bool = False
+    extra_vars: Sequence[str] = ()
+    provision: bool = True
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM (CI cancelling a job) behaves like Ctrl-C: unwind, clean up, exit non-zero."""
+
+    def handler(signum, frame):
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted by SIGINT") from None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Cleanup must finish: ignore further SIGINT/SIGTERM while it runs (CI sends both)."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def machines(box: Box) -> list[str]:
+    return box.machine_names()
+
+
+def primary(box: Box) -> str:
+    for m in box.spec.machines:
+        if m.primary:
+            return m.name
+    return machines(box)[0]
+
+
+def _vagrant(wd: Workdir, timeout: float = 600, stream=False) -> Vagrant:
+    return Vagrant(wd.path, timeout=timeout, stream=stream)
+
+
+def _log_sink(wd: Workdir, name: str):
+    wd.logs.mkdir(parents=True, exist_ok=True)
+    fh = (wd.logs / f"{name}.log").open("a", encoding="utf-8")
+
+    def sink(line: str) -> None:
+        fh.write(line)
+        fh.flush()
+        text = line.strip()
+        # vagrant-libvirt redraws a progress bar with escape codes: keep those out of the log lines.
+        if text and "Progress:" not in text:
+            ui.info(f"vagrant: {text}")
+
+    return sink, fh
+
+
+def render_workdir(wd: Workdir, decision: detect.Decision) -> None:
+    render.write_vagrantfile(wd.box, render.RenderOptions(decision.driver, decision.reason), wd.vagrantfile)
+
+
+def refresh_ssh_config(wd: Workdir) -> None:
+    v = _vagrant(wd, timeout=300)
+    configs = [v.ssh_config(vm_name=m) for m in machines(wd.box)]
+    remote.write_ssh_config(wd, "\n".join(configs))
+
+
+@dataclass
+class Created:
+    """libvirt objects that did not exist before this run: what a failed run must take away again."""
+
+    volumes_before: set[str] = field(default_factory=set)
+    networks_before: set[str] = field(default_factory=set)
+
+    @classmethod
+    def snapshot(cls) -> "Created":
+        return cls(set(libvirt.volumes()), set(libvirt.networks()))
+
+
+def up(box: Box, wd: Workdir, opts: Options) -> dict:
+    """Render, boot, provision and verify. Any failure names its step; a failed or interrupted run
+    removes what it created (unless keep_on_failure), so the next run starts clean."""
+    timings: dict[str, float] = {}
+    with wd.lock("up"), interruptible():
+        decision = detect.choose_driver(opts.driver)
+        ui.info(f"driver {decision.driver}: {decision.reason}")
+        step = "prepare base box"
+        was_new = not (wd.path / ".vagrant").exists() or not libvirt.domains(wd.prefix)
+        before = Created.snapshot() if was_new else None
+        try:
+            if isinstance(box.spec.base, MmdebstrapBase):
+                with _timed(timings, step), ui.step(step):
+                    base.ensure_added(box)
+            step = "render Vagrantfile"
+            render_workdir(wd, decision)
+            wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
+                           machines=machines(box), provisioned=wd.read_state().get("provisioned", False) and not was_new)  # fmt: skip
+            step = "vagrant up"
+            boot_timeout = render.BOOT_TIMEOUT_KVM * (1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF)
+            sink, fh = _log_sink(wd, "vagrant")
+            try:
+                with _timed(timings, step), ui.step(f"vagrant up ({decision.driver})"):
+                    _vagrant(wd, timeout=boot_timeout + UP_SLACK, stream=sink).up(provider="libvirt", provision=False)
+            finally:
+                fh.close()
+            step = "ssh config"
+            refresh_ssh_config(wd)
+            if opts.provision and not wd.read_state().get("provisioned"):
+                step = "provision"
+                with _timed(timings, step), ui.step("provision (ansible-playbook)"):
+                    recaps = provision.run_playbooks(wd, opts.extra_vars)
+                wd.write_state(provisioned=True, recap=[r.__dict__ for r in recaps])
+            step = "verify modes"
+            with _timed(timings, step):
+                results = provision.run_checks(wd, machines(box))
+            for machine, check, got in results:
+                ui.info(f"{check.mode} on {machine}: {got}")
+        except (VagabondError, KeyboardInterrupt) as exc:
+            _save_console(wd)
+            if before is not None and not opts.keep_on_failure:
+                with shielded():
+                    ui.info(f"{step} failed: removing what this run created (keep it with --keep-on-failure)")
+                    _cleanup(wd, before)
+            if isinstance(exc, Interrupted):
+                raise Interrupted(f"{exc.message} during step '{step}'") from None
+            if isinstance(exc, StepFailed):
+                raise
+            raise StepFailed(step, exc) from None
+        state = wd.write_state(up_at=time.time(), timings=timings)
+        return state
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.monotonic() - started, 1)
+
+
+def _save_console(wd: Workdir) -> None:
+    """Keep the serial console and qemu logs: the domain may be gone after cleanup."""
+    for machine in machines(wd.box):
+        domain = wd.domain(machine)
+        for src in (serial_log_path(domain), Path(f"/var/log/libvirt/qemu/{domain}.log")):
+            if src.is_file():
+                wd.logs.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(src, wd.logs / src.name)
+
+
+def serial_log_path(domain: str) -> Path:
+    return Path(render.SERIAL_LOG_DIR) / f"{domain}-serial.log"
+
+
+def _cleanup(wd: Workdir, before: Created) -> list[str]:
+    removed = _remove_libvirt_objects(wd)
+    for vol in set(libvirt.volumes()) - before.volumes_before:
+        # e.g. a base box image whose upload this run started: it may be incomplete.
+        if libvirt.virsh("vol-delete", "--pool", libvirt.POOL, vol, check=False).ok:
+            removed.append(f"volume {vol}")
+    for net in set(libvirt.networks()) - before.networks_before:
+        if not libvirt.network_in_use(net) and libvirt.remove_network(net):
+            removed.append(f"network {net}")
+    wd.remove_state()
+    for item in removed:
+        ui.info(f"removed {item}")
+    return removed
+
+
+def _remove_libvirt_objects(wd: Workdir) -> list[str]:
+    removed = []
+    for machine in machines(wd.box):
+        remote.close_master(wd, machine)
+    for name in libvirt.domains(wd.prefix):
+        removed += libvirt.remove_domain(name)
+    for vol in libvirt.volumes(wd.prefix):
+        if libvirt.virsh("vol-delete", "--pool", libvirt.POOL, vol, check=False).ok:
+            removed.append(f"volume {vol}")
+    for machine in machines(wd.box):
+        domain = wd.domain(machine)
+        serial_log_path(domain).unlink(missing_ok=True)
+        Path(f"{render.SERIAL_LOG_DIR}/{domain}.log").unlink(missing_ok=True)
+    return removed
+
+
+def destroy(box: Box, wd: Workdir) -> list[str]:
+    """Remove the domains, their volumes and the work directory's state, with or without .vagrant."""
+    with wd.lock("destroy"), shielded():
+        removed: list[str] = []
+        if (wd.path / ".vagrant").exists() and wd.vagrantfile.is_file():
+            try:
+                _vagrant(wd, timeout=600).destroy()
+            except VagabondError as exc:
+                ui.info(f"vagrant destroy failed ({exc}); removing the libvirt objects directly")
+        removed += _remove_libvirt_objects(wd)
+        if libvirt.MGMT_NETWORK in libvirt.networks() and not libvirt.network_in_use(libvirt.MGMT_NETWORK):
+            if libvirt.remove_network(libvirt.MGMT_NETWORK):
+                removed.append(f"network {libvirt.MGMT_NETWORK}")
+        wd.remove_state()
+        return removed
+
+
+def halt(box: Box, wd: Workdir) -> None:
+    with wd.lock("halt"):
+        for machine in machines(box):
+            remote.close_master(wd, machine)
+        _vagrant(wd, timeout=600, stream=_log_sink(wd, "vagrant")[0]).halt()
+
+
+def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[provision.Recap]:
+    with wd.lock("provision"), interruptible():
+        _require_up(wd)
+        refresh_ssh_config(wd)
+        recaps = provision.run_playbooks(wd, extra_vars)
+        wd.write_state(provisioned=True, recap=[r.__dict__ for r in recaps])
+        provision.run_checks(wd, machines(box))
+        return recaps
+
+
+def _require_up(wd: Workdir) -> None:
+    if not wd.vagrantfile.is_file():
+        raise remote.NotRunning(f"box {wd.box.name!r} has not been brought up here", hint=f"run 'vagabond up {wd.box.name}'")
+
+
+def status(box: Box, wd: Workdir) -> dict:
+    """What Vagrant and libvirt say, without taking the lock (status must answer while up runs)."""
+    state = wd.read_state()
+    domains = libvirt.domains(wd.prefix)
+    result = {
+        "box": box.name,
+        "workdir": str(wd.path),
+        "driver": state.get("driver"),
+        "provisioned": bool(state.get("provisioned")),
+        "machines": [],
+    }
+    for machine in machines(box):
+        domain = wd.domain(machine)
+        result["machines"].append({"name": machine, "domain": domain, "state": domains.get(domain, "not created")})
+    return result

@@ -1,0 +1,168 @@
+"""Ansible: inventory from the SSH config, one ansible-playbook run, and the checks that prove a mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vagabond import paths, process, remote, ui
+from vagabond.boxes import Box
+from vagabond.errors import VagabondError
+from vagabond.workdir import Workdir
+
+PLAYBOOK_TIMEOUT = 3600.0
+
+
+class ModeCheckFailed(VagabondError):
+    pass
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    path: Path
+    vars: dict
+
+
+@dataclass(frozen=True)
+class ModeCheck:
+    mode: str
+    argv: tuple[str, ...]
+    expect: str
+
+
+def mode_playbooks(box: Box) -> list[PlaybookRun]:
+    modes = box.spec.modes
+    runs = []
+    if modes.selinux is not None:
+        runs.append(PlaybookRun(paths.shipped_playbooks_dir() / "modes" / "selinux.yml", {"selinux_state": modes.selinux}))
+    if modes.fips:
+        runs.append(PlaybookRun(paths.shipped_playbooks_dir() / "modes" / "fips.yml", {}))
+    return runs
+
+
+def mode_checks(box: Box) -> list[ModeCheck]:
+    modes = box.spec.modes
+    checks = []
+    if modes.selinux is not None:
+        checks.append(ModeCheck("selinux", ("getenforce",), modes.selinux.capitalize()))
+    if modes.fips:
+        checks.append(ModeCheck("fips", ("cat", "/proc/sys/crypto/fips_enabled"), "1"))
+    return checks
+
+
+def all_playbooks(box: Box) -> list[PlaybookRun]:
+    """Modes first (they may reboot the guest), then the box's dependency playbooks in order."""
+    deps = [PlaybookRun(path, dict(p.vars)) for path, p in zip(box.playbook_paths(), box.spec.playbooks)]
+    return mode_playbooks(box) + deps
+
+
+def write_site(wd: Workdir, runs: Sequence[PlaybookRun]) -> Path:
+    """One playbook importing all of them: a single ansible-playbook start-up and SSH connection."""
+    site = [{"import_playbook": str(r.path.resolve()), "vars": r.vars} if r.vars else {"import_playbook": str(r.path.resolve())} for r in runs]
+    path = wd.path / "site.yml"
+    path.write_text(json.dumps(site, indent=2) + "\n")  # JSON is YAML: no quoting surprises
+    return path
+
+
+def write_inventory(wd: Workdir) -> Path:
+    lines = ["[all]"]
+    for host in remote.hosts(wd):
+        # The host name is the ssh_config alias: ssh resolves address, port, user and key from -F.
+        lines.append(f"{host} ansible_user=vagrant")
+    path = wd.path / "inventory.ini"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ansible_env(wd: Workdir) -> dict[str, str]:
+    state = wd.path / "ansible"
+    env = dict(os.environ)
+    env.update(
+        {
+            # Ignore any ansible.cfg in the user's cwd or home: the same settings everywhere.
+            "ANSIBLE_CONFIG": str(os.devnull),
+            "ANSIBLE_HOME": str(state),
+            "ANSIBLE_LOCAL_TEMP": str(state / "tmp"),
+            # Same SSH config and master connection as `vagabond run`.
+            "ANSIBLE_SSH_ARGS": f"-F {wd.ssh_config}",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(remote.control_dir()),
+            # One SSH round trip per task instead of three: modules go over stdin.
+            "ANSIBLE_PIPELINING": "True",
+            # Throwaway VMs get new host keys on every boot.
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+            # Facts are gathered once per play and cached between runs (`vagabond provision`).
+            "ANSIBLE_GATHERING": "smart",
+            "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state / "facts"),
+            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "7200",
+            "ANSIBLE_FORKS": "10",
+            "ANSIBLE_NOCOLOR": "0" if ui.interactive() else "1",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        }
+    )
+    return env
+
+
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+@dataclass(frozen=True)
+class Recap:
+    host: str
+    ok: int
+    changed: int
+    unreachable: int
+    failed: int
+
+
+def parse_recap(output: str) -> list[Recap]:
+    return [Recap(m[0], int(m[1]), int(m[2]), int(m[3]), int(m[4])) for m in RECAP.findall(output)]
+
+
+def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float = PLAYBOOK_TIMEOUT) -> list[Recap]:
+    runs = all_playbooks(wd.box)
+    if not runs:
+        ui.info("no playbooks to run")
+        return []
+    site = write_site(wd, runs)
+    inventory = write_inventory(wd)
+    argv = [process.which("ansible-playbook") or "ansible-playbook", "-i", str(inventory), str(site)]
+    for value in extra_vars:
+        argv += ["--extra-vars", value]
+    wd.logs.mkdir(parents=True, exist_ok=True)
+    log = (wd.logs / "ansible.log").open("a", encoding="utf-8")
+    try:
+        def sink(line: str) -> None:
+            log.write(line)
+            ui.info(f"ansible: {line.rstrip()}") if line.strip() else None
+
+        result = process.run(argv, cwd=wd.path, env=ansible_env(wd), timeout=timeout, stream=sink, check=False)
+    finally:
+        log.close()
+    recaps = parse_recap(result.stdout)
+    if result.returncode != 0:
+        from vagabond.errors import CommandFailed
+
+        raise CommandFailed(argv, result.returncode, result.stdout, result.stderr,
+                            hint=f"full output in {wd.logs / 'ansible.log'}")  # fmt: skip
+    return recaps
+
+
+def run_checks(wd: Workdir, machines: Sequence[str]) -> list[tuple[str, ModeCheck, str]]:
+    """Prove each mode from inside each machine; raise ModeCheckFailed naming the first that is off."""
+    results = []
+    for machine in machines:
+        for check in mode_checks(wd.box):
+            got = remote.check_output(wd, machine, list(check.argv)).strip()
+            results.append((machine, check, got))
+            if got != check.expect:
+                raise ModeCheckFailed(
+                    f"{check.mode} check failed on {machine}: '{' '.join(check.argv)}' printed {got!r}, expected {check.expect!r}"
+                )
+    return results

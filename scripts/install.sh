@@ -29,6 +29,7 @@ PACKAGES=(
   mmdebstrap                                 # Debian base boxes from Debian's packages
   python3 python3-venv                       # vagabond itself and Ansible run in a venv
   openssh-client rsync iproute2 procps       # ssh to guests, synced folders, sandbox namespaces
+  dpkg-dev                                   # dpkg-scanpackages for local apt mirrors (scripts/local-apt-repo.sh)
 )
 
 missing=()
@@ -79,9 +80,14 @@ fi
 
 ((run_main)) || exit 0
 
-# The main job: check the host, render a box and let the real Vagrant validate it.
+# The main job: check the host, then boot a real VM with SELinux enforcing (scripts/demo.sh).
 log "main job: vagabond doctor"
 "${IN_SANDBOX[@]}" "$VENV/bin/vagabond" doctor
-demo="$ROOT/.vagabond/demo"
-"${IN_SANDBOX[@]}" "$VENV/bin/vagabond" render centos7-selinux -o "$demo/Vagrantfile"
-(cd "$demo" && "${IN_SANDBOX[@]}" vagrant validate)
+if ((${#IN_SANDBOX[@]})); then
+  "$ROOT/scripts/demo.sh"
+else
+  # With a service manager, libvirt's networks live in the host's namespace already.
+  log "main job: vagabond up debian12-selinux (needs a route from the guest to Debian's mirror)"
+  "$VENV/bin/vagabond" up debian12-selinux
+  echo "getenforce inside the VM says: $("$VENV/bin/vagabond" run debian12-selinux -- getenforce)"
+fi

@@ -18,7 +18,7 @@ from vagabond.boxes import Box, MmdebstrapBase
 from vagabond.errors import UsageError, VagabondError
 
 # Bump when the recipe below changes what ends up in the image: cached boxes are keyed on it.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 BASE_PACKAGES = [
     "linux-image-cloud-amd64",  # small kernel with the virtio drivers a VM needs
@@ -225,6 +225,9 @@ def configure_guest(root: Path, uuid: str) -> None:
     (root / "etc/hostname").write_text("vagabond\n")
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 vagabond\n::1 localhost ip6-localhost ip6-loopback\n")
     (root / "etc/default/grub").write_text(GRUB_DEFAULTS)
+    # sshd runs commands with a PATH that lacks the sbin directories (getenforce, sysctl ...);
+    # pam_env gives every session this one, as Ubuntu does.
+    (root / "etc/environment").write_text('PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"\n')
     net = root / "etc/systemd/network/20-dhcp.network"
     net.write_text(NETWORK_UNIT)
     dropin = root / "etc/systemd/system/ssh.service.d"
@@ -259,7 +262,7 @@ def _scrub(root: Path) -> None:
         (root / "var/lib/dbus/machine-id").unlink()
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+    for leftover in ("var/cache/apt/archives", "var/lib/apt/lists", "var/lib/apt/periodic"):
         for item in (root / leftover).glob("*"):
             if item.is_file():
                 item.unlink()

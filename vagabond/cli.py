@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from vagabond import __version__, base, boxes, detect, doctor, lifecycle, paths, remote, render, ui
+from vagabond import __version__, base, boxes, detect, doctor, lifecycle, paths, process, remote, render, ui
 from vagabond.workdir import Workdir
 from vagabond.errors import VagabondError
 
@@ -235,14 +235,14 @@ def run_(
     """Run a command in the VM; its output streams and its exit code becomes vagabond's.
 
     Reuses one SSH connection (ControlMaster), so calls after the first cost milliseconds.
-    The box's env: variables are set for the command.
+    The box's env: variables (as of the last up or provision) are set for the command.
 
     Example: vagabond run centos7-selinux -- make -C /src test
     """
     definition, wd = _box_and_workdir(box, workdir)
     target = machine or lifecycle.primary(definition)
-    result = remote.run(wd, target, command, env=definition.spec.env or None)
-    raise typer.Exit(result.returncode)
+    # Become ssh: output streams untouched and its exit code is ours. env: as of the last up/provision.
+    process.exec_replace(remote.ssh_argv(wd, target, command, env=wd.read_state().get("env")))
 
 
 @app.command("ssh")
@@ -317,4 +317,8 @@ def base_build(
 
 
 def run() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "run":
+        from vagabond import quickrun
+
+        quickrun.main(sys.argv[2:])  # execs ssh, or returns when the full CLI should answer
     app()

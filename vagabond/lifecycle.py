@@ -140,7 +140,8 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             step = "render Vagrantfile"
             render_workdir(wd, decision)
             wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
-                           machines=machines(box), provisioned=wd.read_state().get("provisioned", False) and not was_new)  # fmt: skip
+                           machines=machines(box), primary=primary(box), env=box.spec.env,
+                           provisioned=wd.read_state().get("provisioned", False) and not was_new)  # fmt: skip
             step = "vagrant up"
             boot_timeout = render.BOOT_TIMEOUT_KVM * (1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF)
             sink, fh = _log_sink(wd, "vagrant")
@@ -258,9 +259,10 @@ def halt(box: Box, wd: Workdir) -> None:
 def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[provision.Recap]:
     with wd.lock("provision"), interruptible():
         _require_up(wd)
-        refresh_ssh_config(wd)
+        if not wd.ssh_config.is_file():
+            refresh_ssh_config(wd)
         recaps = provision.run_playbooks(wd, extra_vars)
-        wd.write_state(provisioned=True, recap=[r.__dict__ for r in recaps])
+        wd.write_state(provisioned=True, env=box.spec.env, recap=[r.__dict__ for r in recaps])
         provision.run_checks(wd, machines(box))
         return recaps
 

@@ -224,3 +224,16 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
 
+
+
+def exec_replace(argv: Sequence[str | os.PathLike[str]]) -> None:
+    """Become ``argv`` (no child, no copy of its output): for `vagabond run`, whose exit code,
+    output and signals must be the command's own, with no Python left in between."""
+    args = [os.fspath(a) for a in argv]
+    exe = which(args[0]) if os.sep not in args[0] else args[0]
+    if not exe:
+        raise ToolMissing(f"'{args[0]}' was not found")
+    log.debug("exec: %s", redact(format_argv(args)))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(exe, args)

@@ -48,7 +48,8 @@ def mode_checks(box: Box) -> list[ModeCheck]:
     modes = box.spec.modes
     checks = []
     if modes.selinux is not None:
-        checks.append(ModeCheck("selinux", ("getenforce",), modes.selinux.capitalize()))
+        # Through sudo: its secure_path has the sbin directories whatever the box's login PATH is.
+        checks.append(ModeCheck("selinux", ("sudo", "-n", "getenforce"), modes.selinux.capitalize()))
     if modes.fips:
         checks.append(ModeCheck("fips", ("cat", "/proc/sys/crypto/fips_enabled"), "1"))
     return checks
@@ -80,11 +81,15 @@ def write_inventory(wd: Workdir) -> Path:
 
 def ansible_env(wd: Workdir) -> dict[str, str]:
     state = wd.path / "ansible"
+    # An ansible.cfg of our own, so one in the user's cwd or home cannot change the settings below.
+    config = wd.path / "ansible.cfg"
+    if not config.is_file():
+        wd.path.mkdir(parents=True, exist_ok=True)
+        config.write_text("# Settings come from vagabond's environment variables (vagabond/provision.py).\n[defaults]\n")
     env = dict(os.environ)
     env.update(
         {
-            # Ignore any ansible.cfg in the user's cwd or home: the same settings everywhere.
-            "ANSIBLE_CONFIG": str(os.devnull),
+            "ANSIBLE_CONFIG": str(config),
             "ANSIBLE_HOME": str(state),
             "ANSIBLE_LOCAL_TEMP": str(state / "tmp"),
             # Same SSH config and master connection as `vagabond run`.
@@ -96,6 +101,8 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
             "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
             "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+            # Module files go to a world-writable place, so become (vagrant -> root) needs no chmod dance.
+            "ANSIBLE_REMOTE_TMP": "/tmp/.ansible-${USER}/tmp",
             # Facts are gathered once per play and cached between runs (`vagabond provision`).
             "ANSIBLE_GATHERING": "smart",
             "ANSIBLE_CACHE_PLUGIN": "jsonfile",

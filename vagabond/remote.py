@@ -8,9 +8,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from vagabond import process
-from vagabond.errors import VagabondError
-from vagabond.workdir import Workdir
+from vagabond.errors import CommandFailed, VagabondError
+
+if TYPE_CHECKING:
+    from vagabond.workdir import Workdir
 
 # The master connection outlives each command so the next one skips the SSH handshake.
 CONTROL_PERSIST = "10m"
@@ -27,7 +31,7 @@ def control_dir() -> Path:
     return base
 
 
-def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
+def write_ssh_config(wd: "Workdir", vagrant_config: str) -> Path:
     """Vagrant's ssh-config plus connection sharing, written next to the Vagrantfile."""
     extra = (
         "\nHost *\n"
@@ -44,21 +48,28 @@ def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
     return wd.ssh_config
 
 
-def hosts(wd: Workdir) -> list[str]:
+def hosts(wd: "Workdir") -> list[str]:
+    return config_hosts(wd.ssh_config)
+
+
+def config_hosts(ssh_config: Path) -> list[str]:
     try:
-        lines = wd.ssh_config.read_text().splitlines()
+        lines = ssh_config.read_text().splitlines()
     except OSError:
         return []
     return [line.split()[1] for line in lines if line.startswith("Host ") and line.split()[1] != "*"]
 
 
-def ssh_argv(wd: Workdir, machine: str, command: Sequence[str] | None = None, *, tty: bool = False,
+def ssh_argv(wd: "Workdir", machine: str, command: Sequence[str] | None = None, *, tty: bool = False,
              env: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
-    if not wd.ssh_config.is_file() or machine not in hosts(wd):
-        raise NotRunning(
-            f"no SSH configuration for {wd.box.name!r} machine {machine!r}", hint=f"run 'vagabond up {wd.box.name}' first"
-        )
-    argv = ["ssh", "-F", str(wd.ssh_config), "-q"]
+    return build_ssh_argv(wd.ssh_config, wd.box.name, machine, command, tty=tty, env=env)
+
+
+def build_ssh_argv(ssh_config: Path, box: str, machine: str, command: Sequence[str] | None = None, *,
+                   tty: bool = False, env: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
+    if machine not in config_hosts(ssh_config):
+        raise NotRunning(f"no SSH configuration for {box!r} machine {machine!r}", hint=f"run 'vagabond up {box}' first")
+    argv = ["ssh", "-F", str(ssh_config), "-q"]
     argv.append("-t" if tty else "-T")
     argv.append(machine)
     if command:
@@ -70,25 +81,23 @@ def ssh_argv(wd: Workdir, machine: str, command: Sequence[str] | None = None, *,
     return argv
 
 
-def run(wd: Workdir, machine: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+def run(wd: "Workdir", machine: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
         stream: bool | process.LineSink = True, timeout: float | None = None) -> process.Result:  # fmt: skip
     """Run a command in the guest; the Result's returncode is the command's (255: SSH itself failed)."""
     return process.run(ssh_argv(wd, machine, command, env=env), stream=stream, check=False, timeout=timeout)
 
 
-def check_output(wd: Workdir, machine: str, command: Sequence[str], *, timeout: float = 120) -> str:
+def check_output(wd: "Workdir", machine: str, command: Sequence[str], *, timeout: float = 120) -> str:
     result = run(wd, machine, command, stream=False, timeout=timeout)
     if result.returncode != 0:
-        from vagabond.errors import CommandFailed
-
         raise CommandFailed(result.argv, result.returncode, result.stdout, result.stderr)
     return result.stdout
 
 
-def interactive(wd: Workdir, machine: str, command: Sequence[str] | None = None) -> int:
+def interactive(wd: "Workdir", machine: str, command: Sequence[str] | None = None) -> int:
     return process.run(ssh_argv(wd, machine, command, tty=True), interactive=True, check=False).returncode
 
 
-def close_master(wd: Workdir, machine: str) -> None:
+def close_master(wd: "Workdir", machine: str) -> None:
     if wd.ssh_config.is_file() and machine in hosts(wd):
         process.run(["ssh", "-F", str(wd.ssh_config), "-O", "exit", machine], check=False, timeout=30)

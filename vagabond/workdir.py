@@ -12,9 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import render
-from vagabond.boxes import Box
+from typing import TYPE_CHECKING
+
 from vagabond.errors import VagabondError
+
+if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
+    from vagabond.boxes import Box
 
 DEFAULT_ROOT = Path(".vagabond")
 
@@ -26,10 +29,10 @@ class Busy(VagabondError):
 @dataclass(frozen=True)
 class Workdir:
     path: Path
-    box: Box
+    box: "Box"
 
     @classmethod
-    def for_box(cls, box: Box, option: Path | None = None) -> "Workdir":
+    def for_box(cls, box: "Box", option: Path | None = None) -> "Workdir":
         return cls((option or DEFAULT_ROOT / box.name).absolute(), box)
 
     @property
@@ -51,6 +54,8 @@ class Workdir:
     @property
     def prefix(self) -> str:
         """Every libvirt domain and volume of this work directory starts with this."""
+        from vagabond import render
+
         return render.domain_prefix(self.box.name, self.path)
 
     def domain(self, machine: str) -> str:

@@ -73,7 +73,7 @@ def test_inventory_and_env(wd):
     env = provision.ansible_env(wd)
     assert env["ANSIBLE_PIPELINING"] == "True"
     assert env["ANSIBLE_SSH_ARGS"] == f"-F {wd.ssh_config}"
-    assert env["ANSIBLE_CONFIG"] == "/dev/null"
+    assert env["ANSIBLE_CONFIG"] == str(wd.path / "ansible.cfg")
 
 
 def test_recap_parsing():

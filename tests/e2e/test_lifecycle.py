@@ -1,0 +1,112 @@
+"""The VM lifecycle against real Vagrant, vagrant-libvirt, libvirt, qemu and Ansible.
+
+One debian12-selinux VM serves the checks that need SELinux (they run in file order); a plain
+debian12 VM serves the interruption test. Under software emulation this module takes minutes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from tests.e2e.conftest import ours
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+BOX = "debian12-selinux"
+
+
+def status(vagabond, box=BOX) -> dict:
+    return json.loads(vagabond("status", box, "--json").stdout)
+
+
+@pytest.fixture(scope="module")
+def selinux_vm(vagabond, apt_mirror):
+    result = vagabond("up", BOX, "-e", f"@{apt_mirror}", timeout=5400)
+    yield result
+    if (vagabond.cwd / ".vagabond" / BOX).exists():
+        vagabond("destroy", BOX, check=False)
+
+
+def test_up_provisions_and_verifies_selinux(selinux_vm):
+    assert "selinux on default: Enforcing" in selinux_vm.stderr
+    assert "TASK [Activate SELinux (Debian)]" in selinux_vm.stderr
+
+
+def test_run_getenforce_prints_enforcing(vagabond, selinux_vm):
+    result = vagabond("run", BOX, "--", "getenforce")
+    assert result.stdout == "Enforcing\n"
+
+
+def test_run_passes_the_exit_code(vagabond, selinux_vm):
+    assert vagabond("run", BOX, "--", "false", check=False).returncode == 1
+    assert vagabond("run", BOX, "--", "sh", "-c", "exit 7", check=False).returncode == 7
+
+
+def test_run_keeps_arguments_intact(vagabond, selinux_vm):
+    result = vagabond("run", BOX, "--", "printf", "[%s]\n", "a b", "$HOME", "it's", ";", "*")
+    assert result.stdout == "[a b]\n[$HOME]\n[it's]\n[;]\n[*]\n"
+
+
+def test_status_json(vagabond, selinux_vm):
+    s = status(vagabond)
+    assert s["driver"] == "qemu" and s["provisioned"] is True
+    assert [m["state"] for m in s["machines"]] == ["running"]
+    assert s["machines"][0]["domain"].startswith("vagabond-debian12-selinux-")
+
+
+def test_second_provision_changes_nothing(vagabond, selinux_vm, apt_mirror):
+    result = vagabond("provision", BOX, "-e", f"@{apt_mirror}")
+    assert "default: ok=" in result.stdout and "changed=0 " in result.stdout and "failed=0" in result.stdout
+
+
+def test_a_busy_box_is_refused_clearly(vagabond, selinux_vm):
+    lock = vagabond.cwd / ".vagabond" / BOX / ".lock"
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        result = vagabond("provision", BOX, check=False)
+    assert result.returncode == 75
+    assert f"error: box '{BOX}' is busy:" in result.stderr
+
+
+def test_destroy_without_vagrant_state_leaves_nothing(vagabond, selinux_vm):
+    prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
+    shutil.rmtree(vagabond.cwd / ".vagabond" / BOX / ".vagrant")
+    result = vagabond("destroy", BOX)
+    assert f"domain {prefix}default" in result.stderr
+    assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}
+    assert status(vagabond)["machines"][0]["state"] == "not created"
+
+
+def test_interrupted_up_leaves_nothing_and_rerun_works(vagabond):
+    box = "debian12"
+    proc = vagabond.popen("up", box)
+    deadline = time.monotonic() + 900
+    prefix = None
+    # Interrupt once the domain exists and the guest is booting: the most expensive moment to stop.
+    while time.monotonic() < deadline and proc.poll() is None:
+        wd = vagabond.cwd / ".vagabond" / box / "state.json"
+        if wd.exists():
+            prefix = json.loads(wd.read_text())["prefix"]
+            if ours(prefix)["domains"]:
+                time.sleep(5)
+                break
+        time.sleep(1)
+    assert prefix and proc.poll() is None, "up finished or failed before it could be interrupted"
+    os.kill(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    print(output[-3000:])
+    assert proc.returncode == 130
+    assert "interrupted by SIGINT during step 'vagrant up'" in output
+    assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}
+
+    vagabond("up", box, timeout=1800)
+    assert vagabond("run", box, "--", "cat", "/etc/debian_version").stdout.startswith("12.")
+    vagabond("destroy", box)
+    assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}

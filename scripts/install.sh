@@ -30,6 +30,7 @@ PACKAGES=(
   python3 python3-venv                       # vagabond itself and Ansible run in a venv
   openssh-client rsync iproute2 procps       # ssh to guests, synced folders, sandbox namespaces
   dpkg-dev                                   # dpkg-scanpackages for local apt mirrors (scripts/local-apt-repo.sh)
+  nginx-light                                # serves box catalogs in the tests (any web server works)
 )
 
 missing=()
@@ -40,7 +41,10 @@ done
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   apt-get update -q
+  # policy-rc.d 101: packages must not start their daemons (nginx on :80); vagabond starts what it needs.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  rm -f /usr/sbin/policy-rc.d
 else
   log "system packages already installed"
 fi

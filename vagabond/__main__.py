@@ -1,5 +1,5 @@
 """`python -m vagabond`."""
 
-from vagabond.cli import run
+from vagabond.entry import main
 
-run()
+main()

@@ -293,6 +293,57 @@ def status_(box: BoxArg, workdir: WorkdirOption = None, as_json: JsonOption = Fa
                      f"{'provisioned' if result['provisioned'] else 'not provisioned'})", markup=False)  # fmt: skip
 
 
+@app.command("repackage")
+def repackage_(
+    name: Annotated[str, typer.Argument(help="An installed box, e.g. vagabond/debian12 (see 'vagrant box list').")],
+    version: Annotated[Optional[str], typer.Option("--version", help="Installed version (default: the newest).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the .box and its .box.json.")] = Path("."),
+    as_json: JsonOption = False,
+) -> None:
+    """Re-export an installed box with `vagrant box repackage`, plus a JSON description for publish.
+
+    Note: this re-tars the box as Vagrant stores it; it never includes a VM's state.
+    """
+    from vagabond import build
+
+    info = build.repackage(name, version, out)
+    print(json.dumps(info, indent=2) if as_json else info["path"])
+
+
+@app.command("publish")
+def publish_(
+    box_file: Annotated[Path, typer.Argument(help="The .box file (its .box.json description is read when present).")],
+    catalog: Annotated[str, typer.Option("--catalog", help="Where the catalog lives: DIR, file://DIR or s3://BUCKET/PREFIX.")],
+    version: Annotated[Optional[str], typer.Option("--version", help="Version to publish (default: from the description).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Box name, e.g. myorg/centos7-deps (default: from the description).")] = None,
+    keep: Annotated[Optional[int], typer.Option("--keep", help="Keep only the newest N versions (files and entries).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a version that is already published.")] = False,
+    base_url: Annotated[
+        Optional[str], typer.Option("--base-url", help="URL the catalog is served from (default: file:// or the S3 endpoint).")
+    ] = None,
+    s3_acl: Annotated[
+        Optional[str], typer.Option("--s3-acl", help="Canned ACL for S3 objects, e.g. public-read (Vagrant downloads anonymously).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish a box to a self-hosted Vagrant catalog (metadata.json that `vagrant box add URL` reads).
+
+    The box is uploaded first and read back (size and sha256); only then does metadata.json change,
+    in one atomic step. Published versions are immutable unless --force. S3 endpoint and
+    credentials come from the usual AWS_* environment variables.
+
+    Example: vagabond publish out/debian12-selinux.box --catalog /srv/boxes/debian12-selinux --base-url https://boxes.example.org/debian12-selinux
+    """
+    from vagabond import catalog as catalogs
+
+    result = catalogs.publish(box_file, catalog, name=name, version=version, keep=keep, force=force,
+                              base_url=base_url, acl=s3_acl)  # fmt: skip
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(result["metadata_url"])
+
+
 base_app = typer.Typer(help="Base boxes built locally from the distribution's packages (no box catalog needed).",
                         no_args_is_help=True)
 app.add_typer(base_app, name="base")
@@ -317,8 +368,4 @@ def base_build(
 
 
 def run() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "run":
-        from vagabond import quickrun
-
-        quickrun.main(sys.argv[2:])  # execs ssh, or returns when the full CLI should answer
     app()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -111,6 +112,44 @@ def refresh_ssh_config(wd: Workdir) -> None:
     remote.write_ssh_config(wd, "\n".join(configs))
 
 
+class _EarlySshConfig:
+    """Ask Vagrant for the SSH config as soon as it says the machine is ready.
+
+    `vagrant up` goes on for a few seconds after "Machine booted and ready!"; `vagrant ssh-config`
+    takes no machine lock and costs ~2 s, so running it then keeps it off the critical path.
+    Multi-machine boxes fetch it afterwards as usual.
+    """
+
+    READY = "Machine booted and ready!"
+
+    def __init__(self, wd: Workdir) -> None:
+        self.wd = wd
+        self.thread: threading.Thread | None = None
+        self.text: str | None = None
+
+    def watching(self, sink):
+        def watch(line: str) -> None:
+            sink(line)
+            if self.READY in line and self.thread is None and len(machines(self.wd.box)) == 1:
+                self.thread = threading.Thread(target=self._fetch, daemon=True)
+                self.thread.start()
+
+        return watch
+
+    def _fetch(self) -> None:
+        with contextlib.suppress(VagabondError):
+            self.text = _vagrant(self.wd, timeout=300).ssh_config(vm_name=machines(self.wd.box)[0])
+
+    def result(self) -> bool:
+        if self.thread is None:
+            return False
+        self.thread.join(timeout=300)
+        if not self.text:
+            return False
+        remote.write_ssh_config(self.wd, self.text)
+        return True
+
+
 @dataclass
 class Created:
     """libvirt objects that did not exist before this run: what a failed run must take away again."""
@@ -145,13 +184,17 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             step = "vagrant up"
             boot_timeout = render.BOOT_TIMEOUT_KVM * (1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF)
             sink, fh = _log_sink(wd, "vagrant")
+            early = _EarlySshConfig(wd)
             try:
                 with _timed(timings, step), ui.step(f"vagrant up ({decision.driver})"):
-                    _vagrant(wd, timeout=boot_timeout + UP_SLACK, stream=sink).up(provider="libvirt", provision=False)
+                    _vagrant(wd, timeout=boot_timeout + UP_SLACK, stream=early.watching(sink)).up(
+                        provider="libvirt", provision=False
+                    )
             finally:
                 fh.close()
             step = "ssh config"
-            refresh_ssh_config(wd)
+            if not early.result():
+                refresh_ssh_config(wd)
             if opts.provision and not wd.read_state().get("provisioned"):
                 step = "provision"
                 with _timed(timings, step), ui.step("provision (ansible-playbook)"):
@@ -236,11 +279,14 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
     """Remove the domains, their volumes and the work directory's state, with or without .vagrant."""
     with wd.lock("destroy"), shielded():
         removed: list[str] = []
+        before = libvirt.domains(wd.prefix)
         if (wd.path / ".vagrant").exists() and wd.vagrantfile.is_file():
             try:
                 _vagrant(wd, timeout=600).destroy()
             except VagabondError as exc:
                 ui.info(f"vagrant destroy failed ({exc}); removing the libvirt objects directly")
+            gone = set(before) - set(libvirt.domains(wd.prefix))
+            removed += [f"domain {name} (vagrant destroy)" for name in sorted(gone)]
         removed += _remove_libvirt_objects(wd)
         if libvirt.MGMT_NETWORK in libvirt.networks() and not libvirt.network_in_use(libvirt.MGMT_NETWORK):
             if libvirt.remove_network(libvirt.MGMT_NETWORK):

@@ -82,3 +82,10 @@ class Vagrant(vagrant.Vagrant):
         """Add a box from a catalog (metadata.json) URL; Vagrant checks the checksum it lists."""
         # python-vagrant's box_add always passes --name, which Vagrant refuses for catalog URLs.
         self._call_vagrant_command(["box", "add", "--force", "--provider", "libvirt", url])
+
+    def box_repackage(self, name: str, version: str) -> None:
+        """`vagrant box repackage NAME libvirt VERSION`: writes package.box into this Vagrant's root."""
+        self._call_vagrant_command(["box", "repackage", name, "libvirt", version])
+
+    def box_versions(self, name: str) -> list[str]:
+        return [b.version for b in self.box_list() if b.name == name and b.provider in ("libvirt", None)]

@@ -1,0 +1,245 @@
+"""Publishing to real catalogs: a directory served by nginx and an S3 server (moto's), both on
+127.0.0.1, read by the real `vagrant box add`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+from vagabond import catalog, images, process
+from vagabond.catalog import PublishError
+
+pytestmark = pytest.mark.real
+
+VAGABOND = [sys.executable, "-m", "vagabond"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # the server answers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def tiny_box(tmp_path_factory) -> Path:
+    """A real (tiny) vagrant-libvirt box: a 16 MiB qcow2, metadata.json and a Vagrantfile."""
+    require_tool("qemu-img")
+    work = tmp_path_factory.mktemp("tinybox")
+    process.run(["qemu-img", "create", "-q", "-f", "qcow2", work / "box.img", "16M"])
+    return images.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
+
+
+def make_version(tiny_box: Path, tmp: Path, version: str) -> Path:
+    box = tmp / f"tiny-{version}.box"
+    shutil.copy(tiny_box, box)
+    (tmp / f"tiny-{version}.box.json").write_text(json.dumps({
+        "name": "vagabond-test/tiny", "version": version, "provider": "libvirt", "architecture": "amd64",
+        "sha256": images.sha256_file(box), "description": "tiny test box", "definition_digest": "d" * 64,
+    }))  # fmt: skip
+    return box
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory):
+    require_tool("nginx")
+    root = tmp_path_factory.mktemp("www")
+    port = free_port()
+    conf = root.parent / f"nginx-{port}.conf"
+    conf.write_text(
+        # Workers as root: pytest's temporary directories are private to root.
+        f"user root; daemon off; pid {root.parent}/nginx-{port}.pid; error_log stderr;\n"
+        "events {}\n"
+        f"http {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {root.parent}/body;\n"
+        f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n"
+    )
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root.parent)], stderr=subprocess.PIPE)
+    wait_for(f"http://127.0.0.1:{port}/")
+    yield root, f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    if not Path(server).exists():
+        pytest.skip("REAL TOOL MISSING: moto_server (pip install 'moto[server]')")
+    port = free_port()
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_for(endpoint)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret",
+           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="boxes")
+    yield endpoint
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def vagrant_home(tmp_path):
+    require_tool("vagrant")
+    return dict(os.environ, VAGRANT_HOME=str(tmp_path / "vagrant.d"), VAGRANT_CHECKPOINT_DISABLE="1")
+
+
+def box_add(url: str, env) -> process.Result:
+    return process.run(["vagrant", "box", "add", "--provider", "libvirt", url], env=env, check=False, timeout=300)
+
+
+def test_directory_catalog_served_by_nginx(tiny_box, tmp_path, nginx, vagrant_home):
+    root, http = nginx
+    cat_dir = root / "tiny"
+    box = make_version(tiny_box, tmp_path, "1.0.0")
+    result = json.loads(process.run([*VAGABOND, "publish", box, "--catalog", f"file://{cat_dir}",
+                                     "--base-url", f"{http}/tiny", "--json"]).stdout)  # fmt: skip
+    assert result["url"] == f"{http}/tiny/1.0.0/vagabond-test-tiny-1.0.0-libvirt.box"
+    with urllib.request.urlopen(f"{http}/tiny/metadata.json") as resp:
+        assert resp.headers["Content-Type"] == "application/json"
+        doc = json.load(resp)
+    assert doc["name"] == "vagabond-test/tiny"
+    (v,) = doc["versions"]
+    assert v["version"] == "1.0.0" and v["vagabond"] == {"definition_digest": "d" * 64}
+    assert v["providers"] == [{"name": "libvirt", "url": result["url"], "checksum_type": "sha256",
+                               "checksum": images.sha256_file(box), "architecture": "amd64", "default_architecture": True}]  # fmt: skip
+    added = box_add(f"{http}/tiny/metadata.json", vagrant_home)
+    assert added.ok, added.stderr
+    listed = process.run(["vagrant", "box", "list"], env=vagrant_home).stdout
+    assert "vagabond-test/tiny (libvirt, 1.0.0" in listed
+
+
+def test_tampered_box_is_refused_and_nothing_installed(tiny_box, tmp_path, nginx, vagrant_home):
+    root, http = nginx
+    cat_dir = root / "tampered"
+    box = make_version(tiny_box, tmp_path, "2.0.0")
+    catalog.publish(box, str(cat_dir), base_url=f"{http}/tampered")
+    published = cat_dir / "2.0.0" / "vagabond-test-tiny-2.0.0-libvirt.box"
+    with published.open("r+b") as fh:  # flip bytes inside the published file
+        fh.seek(10_000)
+        fh.write(b"tampered")
+    added = box_add(f"{http}/tampered/metadata.json", vagrant_home)
+    assert not added.ok
+    assert "checksum" in (added.stderr + added.stdout).lower()
+    assert "vagabond-test/tiny" not in process.run(["vagrant", "box", "list"], env=vagrant_home).stdout
+
+
+def test_published_versions_are_immutable(tiny_box, tmp_path):
+    cat = tmp_path / "cat"
+    box = make_version(tiny_box, tmp_path, "1.0.0")
+    catalog.publish(box, str(cat))
+    with pytest.raises(PublishError, match=r"^vagabond-test/tiny 1.0.0 is already in .*published boxes are immutable"):
+        catalog.publish(box, str(cat))
+    catalog.publish(box, str(cat), force=True)
+    assert [v["version"] for v in json.loads((cat / "metadata.json").read_text())["versions"]] == ["1.0.0"]
+
+
+def test_keep_prunes_files_and_entries(tiny_box, tmp_path):
+    cat = tmp_path / "cat"
+    for version in ("1.0.0", "1.1.0", "1.10.0", "1.2.0"):
+        catalog.publish(make_version(tiny_box, tmp_path, version), str(cat), keep=2)
+    doc = json.loads((cat / "metadata.json").read_text())
+    assert [v["version"] for v in doc["versions"]] == ["1.2.0", "1.10.0"]
+    assert sorted(p.name for p in cat.iterdir() if p.is_dir()) == ["1.10.0", "1.2.0"]
+
+
+def test_changed_box_file_is_refused_before_upload(tiny_box, tmp_path):
+    box = make_version(tiny_box, tmp_path, "3.0.0")
+    with box.open("ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(PublishError, match="does not match the sha256"):
+        catalog.publish(box, str(tmp_path / "cat"))
+    assert not (tmp_path / "cat").exists()
+
+
+def _concurrent(target: str, tiny_box: Path, tmp_path: Path, env: dict) -> None:
+    boxes = [make_version(tiny_box, tmp_path, f"5.0.{i}") for i in range(4)]
+    procs = [subprocess.Popen([*VAGABOND, "publish", str(b), "--catalog", target], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for b in boxes]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+
+
+def test_concurrent_publishes_to_a_directory_lose_nothing(tiny_box, tmp_path):
+    cat = tmp_path / "cat"
+    _concurrent(str(cat), tiny_box, tmp_path, dict(os.environ))
+    doc = json.loads((cat / "metadata.json").read_text())
+    assert [v["version"] for v in doc["versions"]] == ["5.0.0", "5.0.1", "5.0.2", "5.0.3"]
+
+
+def test_s3_catalog(tiny_box, tmp_path, s3, vagrant_home):
+    box = make_version(tiny_box, tmp_path, "1.0.0")
+    result = catalog.publish(box, "s3://boxes/ci/tiny", acl="public-read")
+    assert result["metadata_url"] == f"{s3}/boxes/ci/tiny/metadata.json"
+    with urllib.request.urlopen(result["metadata_url"]) as resp:
+        assert resp.headers["Content-Type"] == "application/json"
+        assert json.load(resp)["versions"][0]["providers"][0]["url"] == f"{s3}/boxes/ci/tiny/1.0.0/vagabond-test-tiny-1.0.0-libvirt.box"
+    added = box_add(result["metadata_url"], vagrant_home)
+    assert added.ok, added.stderr
+    with pytest.raises(PublishError, match="immutable"):
+        catalog.publish(box, "s3://boxes/ci/tiny")
+
+
+def test_concurrent_publishes_to_s3_lose_nothing(tiny_box, tmp_path, s3):
+    _concurrent("s3://boxes/concurrent", tiny_box, tmp_path, dict(os.environ))  # conditional writes + retry
+    import boto3
+
+    body = boto3.client("s3").get_object(Bucket="boxes", Key="concurrent/metadata.json")["Body"].read()
+    assert [v["version"] for v in json.loads(body)["versions"]] == ["5.0.0", "5.0.1", "5.0.2", "5.0.3"]
+
+
+def test_credentials_never_reach_output(tiny_box, tmp_path, s3):
+    box = make_version(tiny_box, tmp_path, "9.0.0")
+    out = process.run([*VAGABOND, "--debug", "publish", box, "--catalog", "s3://boxes/secret"], check=False)
+    assert "test-secret" not in out.stdout + out.stderr
+
+
+def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
+    root, http = nginx
+    box = make_version(tiny_box, tmp_path, "7.0.0")
+    catalog.publish(box, str(root / "repack"), base_url=f"{http}/repack")
+    assert box_add(f"{http}/repack/metadata.json", vagrant_home).ok
+    out = tmp_path / "out"
+    env = {k: v for k, v in vagrant_home.items()}
+    info = json.loads(process.run([*VAGABOND, "repackage", "vagabond-test/tiny", "--out", out, "--json"], env=env).stdout)
+    assert info["version"] == "7.0.0" and info["provider"] == "libvirt"
+    repacked = Path(info["path"])
+    assert repacked.name == "vagabond-test-tiny-7.0.0-libvirt.box"
+    assert info["sha256"] == images.sha256_file(repacked) and info["size"] == repacked.stat().st_size
+    # The description travels: publish reads name and version from it.
+    result = catalog.publish(repacked, str(tmp_path / "cat2"))
+    assert (result["name"], result["version"]) == ("vagabond-test/tiny", "7.0.0")
+    missing = process.run([*VAGABOND, "repackage", "nope/none", "--out", out], env=env, check=False)
+    assert missing.returncode == 2 and "no libvirt box named 'nope/none'" in missing.stderr

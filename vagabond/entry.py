@@ -1,0 +1,15 @@
+"""Console entry point: `vagabond run` takes the fast path before the CLI framework is imported."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "run":
+        from vagabond import quickrun
+
+        quickrun.main(sys.argv[2:])  # execs ssh, or returns when the full CLI should answer
+    from vagabond.cli import app
+
+    app()

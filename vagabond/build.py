@@ -7,10 +7,29 @@ import json
 import time
 from pathlib import Path
 
-from vagabond import images, provision, ui
+from vagabond import images, libvirt, lifecycle, provision, remote, ui
 from vagabond.boxes import Box
-from vagabond.errors import UsageError
+from vagabond.errors import UsageError, VagabondError
 from vagabond.vm import Vagrant
+from vagabond.workdir import Workdir
+
+# Run in the guest as root before packaging: nothing that identifies this VM, no caches, no logs.
+# The box keeps Vagrant's insecure public key (insert_key = false), never a private key.
+CLEAN_GUEST = r"""
+set -u
+(command -v apt-get >/dev/null && apt-get clean) || true
+(command -v dnf >/dev/null && dnf clean all) || (command -v yum >/dev/null && yum clean all) || true
+rm -rf /var/lib/apt/lists/* /var/cache/dnf/* /var/cache/yum/*
+truncate -s 0 /etc/machine-id
+rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*
+rm -rf /var/lib/dhcp/* /var/lib/dhclient/* /var/lib/NetworkManager/*.lease /run/systemd/netif/leases/*
+(command -v journalctl >/dev/null && journalctl --rotate && journalctl --vacuum-time=1s) >/dev/null 2>&1 || true
+find /var/log -type f -exec truncate -s 0 {} +
+rm -rf /tmp/* /var/tmp/* /root/.ansible /home/*/.ansible /tmp/.ansible-*
+rm -f /root/.bash_history /home/*/.bash_history
+sync
+fstrim -av || true
+"""
 
 
 def definition_digest(box: Box) -> str:
@@ -60,3 +79,44 @@ def repackage(name: str, version: str | None, out: Path) -> dict:
         v.box_repackage(name, version)
     package.replace(target)
     return describe(target, name=name, version=version, base={"box": name, "version": version}) | {"path": str(target)}
+
+
+def default_name(box: Box) -> str:
+    return box.spec.prebuilt.name if box.spec.prebuilt else f"vagabond/{box.name}"
+
+
+def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version: str | None = None) -> dict:
+    """Base box + playbooks -> a prebuilt dependency box: up, provision, verify, clean, halt,
+    flatten the disk into a compressed qcow2, write the box and its description, destroy the VM."""
+    version = version or time.strftime("%Y%m%d.%H%M%S", time.gmtime())
+    name = default_name(box)
+    digest = definition_digest(box)
+    opts.prebuilt = False  # a dependency box is always built from its base, never from itself
+    lifecycle.up(box, wd, opts)
+    try:
+        machine = lifecycle.primary(box)
+        with ui.step("clean the guest for reuse"):
+            result = remote.run(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], stream=False, timeout=1800)
+            if result.returncode != 0:
+                raise VagabondError(f"cleaning the guest failed: {result.stderr.strip()[-300:]}")
+        lifecycle.halt(box, wd)
+        domain = wd.domain(machine)
+        disks = libvirt.domain_volumes(domain)
+        if not disks:
+            raise VagabondError(f"domain {domain} has no disk to package")
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"{name.replace('/', '-')}-{version}-libvirt.box"
+        img = out / f".{target.stem}.img"
+        with ui.step("qemu-img convert (flatten, compress)"):
+            images.convert_to_qcow2(Path(disks[0]), img)
+        virtual = images.image_info(img)["virtual-size"]
+        images.write_box(img, target, virtual_size_gib=max(1, -(-virtual // 2**30)))
+        img.unlink()
+        base = box.spec.base
+        state = json.loads((wd.path / "state.json").read_text())
+        info = describe(target, name=name, version=version, description=box.spec.description,
+                        base={"box": base.box_name, "version": state.get("base_version")}, digest=digest)  # fmt: skip
+    finally:
+        lifecycle.destroy(box, wd)
+    ui.info(f"built {name} {version}: {target} ({info['size'] / 2**20:.0f} MiB)")
+    return info | {"path": str(target)}

@@ -295,3 +295,41 @@ def publish(path: Path, catalog: str, *, name: str | None = None, version: str |
     ui.info(f"published {box.name} {box.version} ({size / 2**20:.0f} MiB, sha256 {sha[:12]}...) to {catalog}")
     return {"name": box.name, "version": box.version, "url": store.url(key), "sha256": sha, "size": size,
             "catalog": catalog, "metadata_url": store.url(METADATA), "pruned": pruned}  # fmt: skip
+
+
+# --- reading a catalog (vagabond up with a prebuilt box) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """A catalog version whose recorded definition digest matches the box as it is now."""
+
+    name: str
+    version: str
+    catalog_url: str
+
+
+def fetch_metadata(url: str, timeout: float = 30) -> dict:
+    """GET a catalog's metadata.json (http(s):// or file://) as Vagrant would."""
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the user's own catalog URL
+        return json.loads(resp.read())
+
+
+def find_current(url: str, digest: str) -> tuple[Prebuilt | None, str]:
+    """The newest version built from this exact definition, or None and the reason there is none."""
+    try:
+        doc = fetch_metadata(url)
+    except (OSError, ValueError) as exc:
+        return None, f"catalog {url} could not be read ({exc})"
+    matching = [
+        v for v in doc.get("versions", [])
+        if v.get("vagabond", {}).get("definition_digest") == digest
+        and any(p.get("name") == "libvirt" for p in v.get("providers", []))
+    ]  # fmt: skip
+    if not matching:
+        return None, (f"no version in {url} was built from this box definition and its playbooks "
+                      f"(digest {digest[:12]}...; {len(doc.get('versions', []))} versions listed)")  # fmt: skip
+    best = max(matching, key=lambda v: version_key(v["version"]))
+    return Prebuilt(doc["name"], best["version"], url), f"prebuilt {doc['name']} {best['version']} matches this definition"

@@ -209,6 +209,9 @@ def up_(
         bool, typer.Option("--keep-on-failure", help="Leave the VM in place when a step fails, for debugging.")
     ] = False,
     no_provision: Annotated[bool, typer.Option("--no-provision", help="Boot only; skip playbooks.")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore the prebuilt box: base box + full provisioning.")
+    ] = False,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
 
@@ -219,7 +222,7 @@ def up_(
     """
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.Options(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
-                             extra_vars=extra_vars or (), provision=not no_provision)  # fmt: skip
+                             extra_vars=extra_vars or (), provision=not no_provision, prebuilt=not fresh)  # fmt: skip
     state = lifecycle.up(definition, wd, opts)
     total = sum(state.get("timings", {}).values())
     ui.info(f"{box} is up ({total:.0f}s); run commands with: vagabond run {box} -- COMMAND")
@@ -291,6 +294,33 @@ def status_(box: BoxArg, workdir: WorkdirOption = None, as_json: JsonOption = Fa
     for m in result["machines"]:
         ui.out.print(f"{box}/{m['name']}: {m['state']} (domain {m['domain']}, driver {result['driver'] or '-'}, "
                      f"{'provisioned' if result['provisioned'] else 'not provisioned'})", markup=False)  # fmt: skip
+
+
+@app.command("build")
+def build_(
+    box: BoxArg,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the .box and its .box.json.")] = Path("dist"),
+    version: Annotated[Optional[str], typer.Option("--version", help="Box version (default: UTC timestamp).")] = None,
+    workdir: WorkdirOption = None,
+    driver: DriverOption = None,
+    extra_vars: ExtraVarsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build the box's prebuilt dependency box: base box + playbooks, verified, cleaned, packaged.
+
+    Steps: up from the base box, run the mode and dependency playbooks, check the modes, clean the
+    guest (machine-id, SSH host keys, leases, logs, caches; free blocks trimmed), halt, flatten the
+    disk into a compressed qcow2, write the .box and a .box.json (sha256, size, base box, and a
+    digest of the box definition and playbooks that `vagabond up` compares), destroy the VM.
+
+    Example (nightly): vagabond build centos7-selinux --out dist && vagabond publish dist/*.box --catalog s3://boxes/centos7
+    """
+    from vagabond import build
+
+    definition, wd = _box_and_workdir(box, workdir)
+    opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or ())
+    info = build.build(definition, wd, opts, out=out, version=version)
+    print(json.dumps(info, indent=2) if as_json else info["path"])
 
 
 @app.command("repackage")

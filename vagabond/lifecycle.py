@@ -42,6 +42,7 @@ class Options:
     keep_on_failure: bool = False
     extra_vars: Sequence[str] = ()
     provision: bool = True
+    prebuilt: bool = True  # use the box's prebuilt dependency box when its catalog has a current one
 
 
 @contextlib.contextmanager
@@ -102,8 +103,27 @@ def _log_sink(wd: Workdir, name: str):
     return sink, fh
 
 
-def render_workdir(wd: Workdir, decision: detect.Decision) -> None:
-    render.write_vagrantfile(wd.box, render.RenderOptions(decision.driver, decision.reason), wd.vagrantfile)
+def render_workdir(wd: Workdir, decision: detect.Decision, source: render.BoxSource | None = None) -> None:
+    options = render.RenderOptions(decision.driver, decision.reason, source)
+    render.write_vagrantfile(wd.box, options, wd.vagrantfile)
+
+
+def choose_source(box: Box, opts: Options) -> render.BoxSource | None:
+    """The prebuilt box when its catalog has a version built from this exact definition; otherwise
+    None (base box + full provisioning), always saying why."""
+    if box.spec.prebuilt is None:
+        return None
+    if not opts.prebuilt:
+        ui.info("--fresh: using the base box with full provisioning")
+        return None
+    from vagabond import build, catalog
+
+    found, why = catalog.find_current(box.spec.prebuilt.catalog, build.definition_digest(box))
+    if found is None:
+        ui.info(f"using the base box with full provisioning: {why}")
+        return None
+    ui.info(f"using {why}")
+    return render.BoxSource(found.name, found.version, found.catalog_url)
 
 
 def refresh_ssh_config(wd: Workdir) -> None:
@@ -173,14 +193,17 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
         was_new = not (wd.path / ".vagrant").exists() or not libvirt.domains(wd.prefix)
         before = Created.snapshot() if was_new else None
         try:
-            if isinstance(box.spec.base, MmdebstrapBase):
+            source = choose_source(box, opts)
+            base_version = box.spec.base.version
+            if source is None and isinstance(box.spec.base, MmdebstrapBase):
                 with _timed(timings, step), ui.step(step):
-                    base.ensure_added(box)
+                    base_version = base.ensure_added(box).version
             step = "render Vagrantfile"
-            render_workdir(wd, decision)
+            render_workdir(wd, decision, source)
+            provisioned = (wd.read_state().get("provisioned", False) and not was_new) or source is not None
             wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
-                           machines=machines(box), primary=primary(box), env=box.spec.env,
-                           provisioned=wd.read_state().get("provisioned", False) and not was_new)  # fmt: skip
+                           machines=machines(box), primary=primary(box), env=box.spec.env, base_version=base_version,
+                           prebuilt=source.__dict__ if source else None, provisioned=provisioned)  # fmt: skip
             step = "vagrant up"
             boot_timeout = render.BOOT_TIMEOUT_KVM * (1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF)
             sink, fh = _log_sink(wd, "vagrant")

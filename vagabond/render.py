@@ -109,9 +109,19 @@ def cpu_model_for(box: Box) -> str:
 
 
 @dataclass(frozen=True)
+class BoxSource:
+    """Where the VM's box comes from when it is not the box file's base (a prebuilt dependency box)."""
+
+    name: str
+    version: str
+    url: str
+
+
+@dataclass(frozen=True)
 class RenderOptions:
     driver: str
     driver_reason: str = ""
+    source: BoxSource | None = None
 
 
 def context(box: Box, options: RenderOptions) -> dict[str, Any]:
@@ -137,14 +147,19 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
             }
         )
     checksum_type, _, checksum = (base.checksum or "").partition(":")
+    box_name, box_version, box_url = base.box_name, base.version, base.url
+    if options.source is not None:
+        # A catalog lists each box's checksum itself; Vagrant checks it on download.
+        box_name, box_version, box_url = options.source.name, f"= {options.source.version}", options.source.url
+        checksum_type = checksum = ""
     return {
         "box_name": box.name,
         "description": spec.description,
         "default_driver": options.driver,
         "driver_reason": options.driver_reason,
-        "base_box": base.box_name,
-        "base_version": base.version,
-        "base_url": base.url,
+        "base_box": box_name,
+        "base_version": box_version,
+        "base_url": box_url,
         "checksum_type": checksum_type or None,
         "checksum": checksum or None,
         "guest": spec.guest,

@@ -22,6 +22,7 @@ SANDBOX = REPO / "scripts" / "sandbox.sh"
 APT_REPO_SCRIPT = REPO / "scripts" / "local-apt-repo.sh"
 NETNS = os.environ.get("VAGABOND_NETNS", "vagabond")
 MIRROR_PORT = 8321
+CATALOG_PORT = 8322
 # The libvirt management network's host side, as the guests see it (vagrant-libvirt's default).
 HOST_FROM_GUEST = "192.168.121.1"
 SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
@@ -86,8 +87,35 @@ class Vagabond:
 
 
 @pytest.fixture(scope="session")
-def project(tmp_path_factory):
-    return tmp_path_factory.mktemp("project")
+def catalog_server(sandbox, tmp_path_factory):
+    """nginx serving a box catalog directory on 127.0.0.1 inside the namespace."""
+    if not shutil.which("nginx"):
+        pytest.skip("REAL TOOL MISSING: nginx (run scripts/install.sh)")
+    root = tmp_path_factory.mktemp("catalog")
+    conf = root.parent / "nginx-catalog.conf"
+    conf.write_text(
+        f"user root; daemon off; pid {root.parent}/nginx-catalog.pid; error_log stderr;\n"
+        f"events {{}}\nhttp {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {root.parent}/body;\n"
+        f"  server {{ listen 127.0.0.1:{CATALOG_PORT}; root {root}; }} }}\n"
+    )
+    proc = subprocess.Popen([SANDBOX, "exec", "nginx", "-c", str(conf), "-p", str(root.parent)])
+    time.sleep(1)
+    assert proc.poll() is None, "nginx did not start"
+    yield root, f"http://127.0.0.1:{CATALOG_PORT}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory, catalog_server):
+    """A project with its own boxes/: the shipped Debian boxes, debian12-selinux with a prebuilt catalog."""
+    path = tmp_path_factory.mktemp("project")
+    (path / "boxes").mkdir()
+    for name in ("debian12", "debian12-selinux"):
+        shutil.copy(REPO / "boxes" / f"{name}.yaml", path / "boxes")
+    with open(path / "boxes" / "debian12-selinux.yaml", "a") as fh:
+        fh.write(f"prebuilt:\n  name: vagabond/debian12-selinux\n  catalog: {catalog_server[1]}/debian12-selinux/metadata.json\n")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import tarfile
 import time
 
 import pytest
@@ -35,6 +36,8 @@ def selinux_vm(vagabond, apt_mirror):
 
 
 def test_up_provisions_and_verifies_selinux(selinux_vm):
+    # Nothing is published yet: up says why it falls back to the base box.
+    assert "using the base box with full provisioning: catalog http://127.0.0.1:8322/debian12-selinux/metadata.json could not be read" in selinux_vm.stderr
     assert "selinux on default: Enforcing" in selinux_vm.stderr
     assert "TASK [Activate SELinux (Debian)]" in selinux_vm.stderr
 
@@ -75,7 +78,50 @@ def test_a_busy_box_is_refused_clearly(vagabond, selinux_vm):
     assert f"error: box '{BOX}' is busy:" in result.stderr
 
 
-def test_destroy_without_vagrant_state_leaves_nothing(vagabond, selinux_vm):
+def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_server, tmp_path_factory):
+    """vagabond build reuses the provisioned VM (up is idempotent), cleans, packages, destroys it."""
+    root, http = catalog_server
+    prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
+    out = tmp_path_factory.mktemp("dist")
+    info = json.loads(vagabond("build", BOX, "--out", str(out), "--version", "1.0.0", "--json", timeout=3600).stdout)
+    box = out / "vagabond-debian12-selinux-1.0.0-libvirt.box"
+    assert info["path"] == str(box) and info["name"] == "vagabond/debian12-selinux"
+    assert info["base"]["box"] == "vagabond/debian12" and info["base"]["version"]
+    assert len(info["definition_digest"]) == 64 and info["size"] == box.stat().st_size
+    assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}, "build must destroy its VM"
+    with tarfile.open(box) as tar:
+        names = tar.getnames()
+        assert sorted(names) == ["Vagrantfile", "box.img", "metadata.json"]
+        assert "vagrant_private_key" not in names
+        assert "libvirt.driver" not in tar.extractfile("Vagrantfile").read().decode()
+    result = vagabond("publish", str(box), "--catalog", str(root / "debian12-selinux"),
+                      "--base-url", f"{http}/debian12-selinux", "--json")  # fmt: skip
+    assert json.loads(result.stdout)["metadata_url"] == f"{http}/debian12-selinux/metadata.json"
+
+
+def test_up_from_prebuilt_box_skips_provisioning(vagabond, catalog_server):
+    result = vagabond("up", BOX, timeout=1800)
+    assert "using prebuilt vagabond/debian12-selinux 1.0.0 matches this definition" in result.stderr
+    assert "TASK [" not in result.stderr  # no playbook ran: no install, no relabel, no reboot
+    assert "selinux on default: Enforcing" in result.stderr
+    assert vagabond("run", BOX, "--", "getenforce").stdout == "Enforcing\n"
+
+
+def test_vms_from_the_same_box_have_their_own_identity(vagabond):
+    twin = vagabond.cwd / "twin"
+    vagabond("up", BOX, "--workdir", str(twin), timeout=1800)
+    try:
+        probe = ["sh", "-c", "cat /etc/machine-id; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"]
+        one = vagabond("run", BOX, "--", *probe).stdout.split()
+        two = vagabond("run", BOX, "--workdir", str(twin), "--", *probe).stdout.split()
+        assert len(one[0]) == 32 and len(two[0]) == 32, "machine-id must be regenerated at first boot"
+        assert one[0] != two[0], "two VMs share a machine-id"
+        assert one[2] != two[2], "two VMs share an SSH host key"
+    finally:
+        vagabond("destroy", BOX, "--workdir", str(twin))
+
+
+def test_destroy_without_vagrant_state_leaves_nothing(vagabond):
     prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
     shutil.rmtree(vagabond.cwd / ".vagabond" / BOX / ".vagrant")
     result = vagabond("destroy", BOX)

@@ -185,8 +185,11 @@ def _sinks(stream: bool | LineSink) -> tuple[LineSink | None, LineSink | None]:
 
 def _writer(fh: IO[str]) -> LineSink:
     def write(line: str) -> None:
-        fh.write(redact(line))
-        fh.flush()
+        try:
+            fh.write(redact(line))
+            fh.flush()
+        except (OSError, ValueError):
+            pass  # our reader is gone; the command runs on and its output stays in Result
 
     return write
 

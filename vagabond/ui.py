@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
@@ -19,15 +20,19 @@ def interactive() -> bool:
 
 
 def info(message: str) -> None:
-    if interactive():
-        err.print(message)
-    else:
-        print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+    # A reader that went away (a cancelled CI job closing the log pipe) must not stop vagabond
+    # half-way, least of all in the middle of cleaning up after itself.
+    with contextlib.suppress(OSError, ValueError):
+        if interactive():
+            err.print(message)
+        else:
+            print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 def error(message: str) -> None:
-    for line in message.splitlines() or [""]:
-        print(f"error: {line}", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError, ValueError):
+        for line in message.splitlines() or [""]:
+            print(f"error: {line}", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils                 # the hypervisor (kvm or emulation) and qemu-img
   dnsmasq-base iptables                      # DHCP/NAT for vagrant-libvirt's management network
   mmdebstrap                                 # Debian base boxes from Debian's packages
+  cloud-image-utils                          # cloud-localds: NoCloud seeds for 'vagabond import'
   python3 python3-venv                       # vagabond itself and Ansible run in a venv
   openssh-client rsync iproute2 procps       # ssh to guests, synced folders, sandbox namespaces
   dpkg-dev                                   # dpkg-scanpackages for local apt mirrors (scripts/local-apt-repo.sh)

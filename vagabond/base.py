@@ -176,7 +176,7 @@ def _progress(prefix: str):
     return sink
 
 
-def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path) -> None:
+def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, vagrant_user: bool = True) -> None:
     images.write_mbr(raw, size_gib * 2**30)
     with contextlib.ExitStack() as stack:
         loop = process.run(["losetup", "--find", "--show", str(raw)], timeout=60).stdout.strip()
@@ -194,7 +194,7 @@ def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path) -
         stack.callback(process.run, ["umount", "--recursive", str(mnt)], check=False, timeout=120)
         process.run(["tar", "--extract", "--preserve-permissions", "--numeric-owner", "--xattrs",
                      "--file", str(rootfs_tar), "--directory", str(mnt)], timeout=600)  # fmt: skip
-        configure_guest(mnt, uuid)
+        configure_guest(mnt, uuid, vagrant_user=vagrant_user)
         for fs in ("dev", "proc", "sys"):
             process.run(["mount", "--rbind" if fs == "dev" else "--bind", f"/{fs}", str(mnt / fs)], timeout=60)
         process.run(["chroot", str(mnt), "grub-install", "--target=i386-pc", "--modules=part_msdos ext2", loop],
@@ -219,8 +219,9 @@ def _chroot_env() -> dict[str, str]:
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 
 
-def configure_guest(root: Path, uuid: str) -> None:
-    """Everything that turns a Debian root file system into a Vagrant base box."""
+def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None:
+    """Everything that turns a Debian root file system into a Vagrant base box (or, without the
+    vagrant user, into a generic cloud image that cloud-init completes)."""
     (root / "etc/fstab").write_text(f"UUID={uuid} / ext4 errors=remount-ro 0 1\n")
     (root / "etc/hostname").write_text("vagabond\n")
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 vagabond\n::1 localhost ip6-localhost ip6-loopback\n")
@@ -242,6 +243,8 @@ def configure_guest(root: Path, uuid: str) -> None:
     process.run(chroot + ["systemctl", "enable", "systemd-networkd", "ssh"], env=env, timeout=120)
     # Boot must not wait for "network online": DHCP comes when it comes, and vagrant waits for it.
     process.run(chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=120)
+    if not vagrant_user:
+        return
     process.run(chroot + ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant"],
                 env=env, timeout=120)  # fmt: skip
     process.run(chroot + ["chpasswd"], input="vagrant:vagrant\nroot:vagrant\n", env=env, timeout=60)
@@ -276,11 +279,33 @@ def _wait_for(path: Path, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+def imported(box: Box) -> BaseBox:
+    """The box's cloud image imported once (cached by image and checksum)."""
+    from vagabond import cloudimage
+
+    spec = box.spec.base
+    key = hashlib.sha256(json.dumps([RECIPE_VERSION, spec.image, spec.checksum]).encode()).hexdigest()[:12]
+    out_dir = paths.cache_dir() / "boxes" / spec.box.replace("/", "-") / f"imported-{key}"
+    info = out_dir / "base.json"
+    try:
+        data = json.loads(info.read_text())
+        hit = BaseBox(**{k: Path(v) if k in ("box_file", "catalog", "kernel") else v for k, v in data.items()})
+        if hit.box_file.is_file():
+            return hit
+    except (OSError, ValueError, TypeError):
+        pass
+    result = cloudimage.import_image(spec.box, spec.image, checksum=spec.checksum, out=out_dir)
+    info.write_text(json.dumps({k: str(v) for k, v in result.__dict__.items()}, indent=2))
+    return result
+
+
 def ensure_added(box: Box, *, built: BaseBox | None = None, env: dict[str, str] | None = None) -> BaseBox:
-    """Build (or reuse) the base box and make sure Vagrant's box store has this version."""
+    """Build or import (or reuse) the base box and make sure Vagrant's box store has this version."""
+    from vagabond.boxes import ImageBase
     from vagabond.vm import Vagrant  # local: vm imports nothing from here, keep the graph one-way
 
-    built = built or build(box)
+    if built is None:
+        built = imported(box) if isinstance(box.spec.base, ImageBase) else build(box)
     v = Vagrant(env=env, timeout=1800)
     if not v.has_box(built.name, built.version):
         with ui.step(f"vagrant box add {built.name} {built.version}"):

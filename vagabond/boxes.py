@@ -125,8 +125,29 @@ class MmdebstrapBase(_Strict):
         return None
 
 
+class ImageBase(_Strict):
+    """A distribution's generic cloud image (qcow2 with cloud-init), imported with `vagabond import`."""
+
+    kind: Literal["image"]
+    image: Text  # a local path or an http(s)/file URL
+    checksum: Checksum | None = None
+    box: BoxName
+
+    @property
+    def box_name(self) -> str:
+        return self.box
+
+    @property
+    def version(self) -> None:
+        return None
+
+    @property
+    def url(self) -> None:
+        return None
+
+
 Base = Annotated[
-    Union[VagrantBase, MmdebstrapBase],
+    Union[VagrantBase, MmdebstrapBase, ImageBase],
     Field(discriminator="kind"),
     BeforeValidator(lambda v: {"kind": "vagrant", **v} if isinstance(v, dict) and "kind" not in v else v),
 ]
@@ -325,7 +346,7 @@ def _walk(doc: Any, loc: tuple) -> Iterator[tuple[Any, Any, Any]]:
         # else: a union tag or validator name pydantic put in the location; not in the file.
 
 
-_TAGS = {"vagrant", "mmdebstrap", "str", "int"}
+_TAGS = {"vagrant", "mmdebstrap", "image", "str", "int"}
 
 
 def _is_tag(part: str) -> bool:
@@ -368,7 +389,7 @@ def _format_error(shown: str, doc: CommentedMap, err: dict) -> str:
     elif kind in ("value_error", "assertion_error"):
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     elif kind == "union_tag_invalid":
-        message = f"must be one of: vagrant, mmdebstrap (got {err.get('input', {}).get('kind')!r})"
+        message = f"must be one of: vagrant, mmdebstrap, image (got {err.get('input', {}).get('kind')!r})"
     label = _label(doc, loc)
     return f"{shown}:{_line_of(doc, loc)}: {label + ': ' if label else ''}{message}"
 

@@ -323,6 +323,32 @@ def build_(
     print(json.dumps(info, indent=2) if as_json else info["path"])
 
 
+@app.command("import")
+def import_(
+    name: Annotated[str, typer.Argument(help="Box name to create, e.g. local/centos7.")],
+    image: Annotated[str, typer.Option("--image", help="The cloud image (qcow2 with cloud-init): a path or URL.")],
+    checksum: Annotated[Optional[str], typer.Option("--checksum", help="sha256:HEX the image must have.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the box (default: the cache).")] = None,
+    add: Annotated[bool, typer.Option("--add/--no-add", help="Also add it to Vagrant's box store.")] = True,
+    driver: DriverOption = None,
+) -> None:
+    """Turn a distribution's generic cloud image into a vagrant-libvirt box (CentOS, Alma, Rocky ...).
+
+    A NoCloud seed (cloud-localds) creates the 'vagrant' user with Vagrant's insecure key and
+    passwordless sudo; one boot without any network applies it; the guest then runs
+    'cloud-init clean', drops its machine-id and SSH host keys, and powers off; the disk becomes the box.
+    Box files can name such a base directly: base: {kind: image, image: URL, checksum: sha256:..., box: NAME}.
+    """
+    from vagabond import cloudimage
+    from vagabond.vm import Vagrant
+
+    result = cloudimage.import_image(name, image, checksum=checksum, out=out, driver=driver.value if driver else None)
+    if add:
+        with ui.step(f"vagrant box add {name} {result.version}"):
+            Vagrant(timeout=1800).box_add_catalog(result.catalog_url)
+    print(result.box_file)
+
+
 @app.command("repackage")
 def repackage_(
     name: Annotated[str, typer.Argument(help="An installed box, e.g. vagabond/debian12 (see 'vagrant box list').")],

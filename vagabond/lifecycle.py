@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vagabond import base, detect, libvirt, provision, remote, render, ui
-from vagabond.boxes import Box, MmdebstrapBase
+from vagabond.boxes import Box, ImageBase, MmdebstrapBase
 from vagabond.errors import VagabondError
 from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
@@ -195,7 +195,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
         try:
             source = choose_source(box, opts)
             base_version = box.spec.base.version
-            if source is None and isinstance(box.spec.base, MmdebstrapBase):
+            if source is None and isinstance(box.spec.base, (MmdebstrapBase, ImageBase)):
                 with _timed(timings, step), ui.step(step):
                     base_version = base.ensure_added(box).version
             step = "render Vagrantfile"

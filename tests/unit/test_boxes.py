@@ -129,7 +129,7 @@ def test_duplicate_machine_names(project):
 def test_unknown_base_kind(project):
     text = VALID.replace("  box: almalinux/9", "  kind: iso\n  box: almalinux/9")
     assert problems(project, text) == [
-        "boxes/alma9-fips.yaml:3: base.kind: must be one of: vagrant, mmdebstrap (got 'iso')"
+        "boxes/alma9-fips.yaml:3: base.kind: must be one of: vagrant, mmdebstrap, image (got 'iso')"
     ]
 
 

@@ -1,0 +1,30 @@
+"""A stand-in for a distribution's generic cloud image, built from Debian's packages: cloud-init
+and openssh, no vagrant user (as the images distributions publish). Cached like base boxes."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from vagabond import base, images, paths
+from vagabond.boxes import MmdebstrapBase
+
+
+def build_generic_image() -> Path:
+    target = paths.cache_dir() / "images" / f"debian12-genericcloud-r{base.RECIPE_VERSION}.qcow2"
+    if target.is_file():
+        return target
+    spec = MmdebstrapBase(kind="mmdebstrap", suite="bookworm", box="test/generic", packages=["cloud-init"], disk=4)
+    rootfs = base.rootfs(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        raw = Path(tmp) / "disk.raw"
+        base.make_disk(raw, rootfs, spec.disk, kernel_out=Path(tmp) / "vmlinuz", vagrant_user=False)
+        partial = target.with_suffix(".partial")
+        images.convert_to_qcow2(raw, partial)
+        partial.replace(target)
+    return target
+
+
+if __name__ == "__main__":
+    print(build_generic_image())

@@ -1,0 +1,38 @@
+"""`vagabond import`: a generic cloud image (cloud-init, no vagrant user) becomes a box that boots."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import ours
+from tests.e2e.generic_image import build_generic_image
+from vagabond import images
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+
+def test_wrong_checksum_is_refused(vagabond, tmp_path):
+    image = build_generic_image()
+    result = vagabond("import", "test/bad", "--image", str(image), "--checksum", "sha256:" + "0" * 64, check=False)
+    assert result.returncode == 1
+    assert "refusing a changed or corrupt image" in result.stderr
+
+
+def test_cloud_image_base_boots_with_vagrant_user(vagabond):
+    image = build_generic_image()
+    (vagabond.cwd / "boxes" / "debian12-cloud.yaml").write_text(
+        "description: Debian 12 from a generic cloud image\n"
+        f"base:\n  kind: image\n  image: {image}\n  checksum: sha256:{images.sha256_file(image)}\n  box: test/debian12-cloud\n"
+        "guest: debian\nresources: {memory: 1024, cpus: 2, disk: 4}\n"
+    )
+    result = vagabond("up", "debian12-cloud", timeout=3600)
+    assert "first boot with cloud-init" in result.stderr
+    try:
+        assert vagabond("run", "debian12-cloud", "--", "id", "-un").stdout == "vagrant\n"
+        assert vagabond("run", "debian12-cloud", "--", "sudo", "-n", "id", "-u").stdout == "0\n"
+        # cloud-init was cleaned before packaging: this boot found no seed and made no user of its own.
+        assert vagabond("run", "debian12-cloud", "--", "test", "-s", "/etc/machine-id").returncode == 0
+    finally:
+        prefix = [m for m in vagabond("status", "debian12-cloud", "--json").stdout.split('"') if m.startswith("vagabond-debian12-cloud-")][0]
+        vagabond("destroy", "debian12-cloud")
+    assert ours(prefix.removesuffix("default")) == {"domains": [], "volumes": [], "networks": []}

@@ -147,7 +147,9 @@ def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float
     try:
         def sink(line: str) -> None:
             log.write(line)
-            ui.info(f"ansible: {line.rstrip()}") if line.strip() else None
+            log.flush()  # the log is what a person reads while a long task runs
+            if line.strip():
+                ui.info(f"ansible: {line.rstrip()}")
 
         result = process.run(argv, cwd=wd.path, env=ansible_env(wd), timeout=timeout, stream=sink, check=False)
     finally:

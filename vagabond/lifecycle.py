@@ -190,10 +190,15 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
         decision = detect.choose_driver(opts.driver)
         ui.info(f"driver {decision.driver}: {decision.reason}")
         step = "prepare base box"
-        was_new = not (wd.path / ".vagrant").exists() or not libvirt.domains(wd.prefix)
+        # Only a run that creates the domain may remove it again on failure.
+        was_new = not libvirt.domains(wd.prefix)
         before = Created.snapshot() if was_new else None
         try:
-            source = choose_source(box, opts)
+            if was_new:
+                source = choose_source(box, opts)
+            else:  # an existing VM keeps the box it was made from
+                previous = wd.read_state().get("prebuilt")
+                source = render.BoxSource(**previous) if previous else None
             base_version = box.spec.base.version
             if source is None and isinstance(box.spec.base, (MmdebstrapBase, ImageBase)):
                 with _timed(timings, step), ui.step(step):

@@ -99,14 +99,10 @@ class VagrantBase(_Strict):
         return self.box
 
 
-class MmdebstrapBase(_Strict):
-    """A Debian/Ubuntu base box built locally from the distribution's packages (vagabond base build)."""
+class _LocalBase(_Strict):
+    """A base box vagabond makes itself: it has a box name, but no catalog version or URL."""
 
-    kind: Literal["mmdebstrap"]
-    suite: Annotated[str, _pattern(r"[a-z][a-z0-9-]*", "suite name (like 'bookworm')")]
     box: BoxName
-    packages: list[Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]*", "Debian package name")]] = []
-    disk: int = Field(8, ge=2, le=1024)
 
     @property
     def box_name(self) -> str:
@@ -119,31 +115,27 @@ class MmdebstrapBase(_Strict):
     @property
     def url(self) -> None:
         return None
+
+
+class MmdebstrapBase(_LocalBase):
+    """A Debian/Ubuntu base box built locally from the distribution's packages (vagabond base build)."""
+
+    kind: Literal["mmdebstrap"]
+    suite: Annotated[str, _pattern(r"[a-z][a-z0-9-]*", "suite name (like 'bookworm')")]
+    packages: list[Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]*", "Debian package name")]] = []
+    disk: int = Field(8, ge=2, le=1024)
 
     @property
     def checksum(self) -> None:
         return None
 
 
-class ImageBase(_Strict):
+class ImageBase(_LocalBase):
     """A distribution's generic cloud image (qcow2 with cloud-init), imported with `vagabond import`."""
 
     kind: Literal["image"]
     image: Text  # a local path or an http(s)/file URL
     checksum: Checksum | None = None
-    box: BoxName
-
-    @property
-    def box_name(self) -> str:
-        return self.box
-
-    @property
-    def version(self) -> None:
-        return None
-
-    @property
-    def url(self) -> None:
-        return None
 
 
 Base = Annotated[

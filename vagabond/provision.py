@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -79,6 +80,22 @@ def write_inventory(wd: Workdir) -> Path:
     return path
 
 
+def mitogen_strategies() -> Path | None:
+    """Mitogen's strategy plugins, unless VAGABOND_MITOGEN=0.
+
+    Mitogen keeps one Python interpreter per host for the whole run instead of starting one per
+    task: under software emulation, where each Python start costs seconds, an 8-task playbook
+    takes a quarter of the time (bench/lifecycle.py).
+    """
+    if os.environ.get("VAGABOND_MITOGEN", "1") == "0":
+        return None
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "plugins" / "strategy"
+    return path if path.is_dir() else None
+
+
 def ansible_env(wd: Workdir) -> dict[str, str]:
     state = wd.path / "ansible"
     # An ansible.cfg of our own, so one in the user's cwd or home cannot change the settings below.
@@ -113,6 +130,10 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
             "ANSIBLE_DEPRECATION_WARNINGS": "False",
         }
     )
+    strategies = mitogen_strategies()
+    if strategies is not None:
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(strategies)
+        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
     return env
 
 

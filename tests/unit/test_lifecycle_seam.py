@@ -74,6 +74,14 @@ def test_inventory_and_env(wd):
     assert env["ANSIBLE_PIPELINING"] == "True"
     assert env["ANSIBLE_SSH_ARGS"] == f"-F {wd.ssh_config}"
     assert env["ANSIBLE_CONFIG"] == str(wd.path / "ansible.cfg")
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert (provision.Path(env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
+
+
+def test_mitogen_can_be_turned_off(wd, monkeypatch):
+    monkeypatch.setenv("VAGABOND_MITOGEN", "0")
+    env = provision.ansible_env(wd)
+    assert "ANSIBLE_STRATEGY" not in env or env.get("ANSIBLE_STRATEGY") != "mitogen_linear"
 
 
 def test_recap_parsing():

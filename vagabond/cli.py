@@ -212,6 +212,10 @@ def up_(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Ignore the prebuilt box: base box + full provisioning.")
     ] = False,
+    boot_timeout: Annotated[
+        Optional[int],
+        typer.Option("--boot-timeout", min=1, help="Seconds to wait for the guest's IP and SSH (default 300, x4 under qemu)."),
+    ] = None,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
 
@@ -222,7 +226,8 @@ def up_(
     """
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.Options(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
-                             extra_vars=extra_vars or (), provision=not no_provision, prebuilt=not fresh)  # fmt: skip
+                             extra_vars=extra_vars or (), provision=not no_provision, prebuilt=not fresh,
+                             boot_timeout=boot_timeout)  # fmt: skip
     state = lifecycle.up(definition, wd, opts)
     total = sum(state.get("timings", {}).values())
     ui.info(f"{box} is up ({total:.0f}s); run commands with: vagabond run {box} -- COMMAND")

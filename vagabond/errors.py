@@ -67,6 +67,7 @@ class CommandFailed(VagabondError):
         stderr: str = "",
         *,
         timeout: float | None = None,
+        stopped: str | None = None,
         hint: str | None = None,
     ) -> None:
         self.argv = [str(a) for a in argv]
@@ -74,7 +75,9 @@ class CommandFailed(VagabondError):
         self.stdout = stdout
         self.stderr = stderr
         self.timeout = timeout
-        if timeout is not None:
+        if stopped is not None:
+            what = f"was stopped: {stopped}"
+        elif timeout is not None:
             what = f"timed out after {timeout:g}s"
         else:
             what = f"returned {returncode}"

@@ -43,6 +43,7 @@ class Options:
     extra_vars: Sequence[str] = ()
     provision: bool = True
     prebuilt: bool = True  # use the box's prebuilt dependency box when its catalog has a current one
+    boot_timeout: int | None = None
 
 
 @contextlib.contextmanager
@@ -103,8 +104,9 @@ def _log_sink(wd: Workdir, name: str):
     return sink, fh
 
 
-def render_workdir(wd: Workdir, decision: detect.Decision, source: render.BoxSource | None = None) -> None:
-    options = render.RenderOptions(decision.driver, decision.reason, source)
+def render_workdir(wd: Workdir, decision: detect.Decision, source: render.BoxSource | None = None,
+                   boot_timeout: int | None = None) -> None:  # fmt: skip
+    options = render.RenderOptions(decision.driver, decision.reason, source, boot_timeout)
     render.write_vagrantfile(wd.box, options, wd.vagrantfile)
 
 
@@ -130,6 +132,27 @@ def refresh_ssh_config(wd: Workdir) -> None:
     v = _vagrant(wd, timeout=300)
     configs = [v.ssh_config(vm_name=m) for m in machines(wd.box)]
     remote.write_ssh_config(wd, "\n".join(configs))
+
+
+class _IpWatch:
+    """vagrant-libvirt waits up to 10 minutes for a DHCP lease whatever boot_timeout says: stop
+    `vagrant up` when the guest has no IP address after the boot timeout."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.since: float | None = None
+        self.done = False
+
+    def see(self, line: str) -> None:
+        if "Waiting for domain to get an IP address" in line and self.since is None:
+            self.since = time.monotonic()
+        elif "SSH address:" in line or "Waiting for machine to boot" in line:
+            self.done = True
+
+    def __call__(self) -> str | None:
+        if self.since is not None and not self.done and time.monotonic() - self.since > self.limit:
+            return f"the guest got no IP address within {self.limit:.0f}s (its serial console log is kept in logs/)"
+        return None
 
 
 class _EarlySshConfig:
@@ -204,20 +227,29 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                 with _timed(timings, step), ui.step(step):
                     base_version = base.ensure_added(box).version
             step = "render Vagrantfile"
-            render_workdir(wd, decision, source)
+            render_workdir(wd, decision, source, opts.boot_timeout)
             provisioned = (wd.read_state().get("provisioned", False) and not was_new) or source is not None
             wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
                            machines=machines(box), primary=primary(box), env=box.spec.env, base_version=base_version,
                            prebuilt=source.__dict__ if source else None, provisioned=provisioned)  # fmt: skip
             step = "vagrant up"
-            boot_timeout = render.BOOT_TIMEOUT_KVM * (1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF)
+            boot_timeout = opts.boot_timeout or render.BOOT_TIMEOUT_KVM * (
+                1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF
+            )
             sink, fh = _log_sink(wd, "vagrant")
             early = _EarlySshConfig(wd)
+            ip_watch = _IpWatch(boot_timeout)
+            forward = early.watching(sink)
+
+            def watch(line: str) -> None:
+                ip_watch.see(line)
+                forward(line)
+
             try:
                 with _timed(timings, step), ui.step(f"vagrant up ({decision.driver})"):
-                    _vagrant(wd, timeout=boot_timeout + UP_SLACK, stream=early.watching(sink)).up(
-                        provider="libvirt", provision=False
-                    )
+                    v = _vagrant(wd, timeout=boot_timeout + UP_SLACK, stream=watch)
+                    v.watchdog = ip_watch
+                    v.up(provider="libvirt", provision=False)
             finally:
                 fh.close()
             step = "ssh config"

@@ -75,13 +75,16 @@ def run(
     input: str | None = None,
     interactive: bool = False,
     hint: str | None = None,
+    watchdog: Callable[[], str | None] | None = None,
 ) -> Result:
     """Run ``argv`` (never through a shell) and return its Result.
 
     ``stream`` echoes output live as it arrives (True: to our stdout/stderr; a callable: each line
     to it) while keeping a copy for the error message. ``interactive`` hands the terminal to the
-    child. On timeout or Ctrl-C the whole process group is killed. ``check`` raises CommandFailed
-    on a non-zero exit; without it the caller inspects ``Result.returncode``.
+    child. On timeout or Ctrl-C the whole process group is killed. ``watchdog`` is asked once a
+    second; a string it returns is a reason to stop the command now (killed like a timeout, and the
+    reason is the error). ``check`` raises CommandFailed on a non-zero exit; without it the caller
+    inspects ``Result.returncode``.
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -128,18 +131,21 @@ def run(
         for t in threads:
             t.start()
     try:
-        returncode = proc.wait(timeout=timeout)
+        returncode, reason = _wait(proc, timeout, watchdog)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        for t in threads:
-            t.join(timeout=2)
-        raise CommandFailed(
-            [redact(a) for a in args], None, redact("".join(out_buf)), redact("".join(err_buf)), timeout=timeout, hint=hint
-        ) from None
+        returncode, reason = None, None
     except BaseException:
         # KeyboardInterrupt / SystemExit from a signal handler: never leave the child running.
         _kill_group(proc)
         raise
+    if returncode is None:
+        _kill_group(proc)
+        for t in threads:
+            t.join(timeout=2)
+        raise CommandFailed(
+            [redact(a) for a in args], None, redact("".join(out_buf)), redact("".join(err_buf)),
+            timeout=timeout, stopped=reason, hint=hint,
+        )  # fmt: skip
     for t in threads:
         t.join(timeout=DRAIN_AFTER_EXIT)
     result = Result(
@@ -153,6 +159,23 @@ def run(
     if check and returncode != 0:
         raise CommandFailed([redact(a) for a in args], returncode, redact(result.stdout), redact(result.stderr), hint=hint)
     return result
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None, watchdog: Callable[[], str | None] | None):
+    """(returncode, None) when the command ends; (None, reason) when the watchdog stops it;
+    TimeoutExpired past ``timeout``."""
+    if watchdog is None:
+        return proc.wait(timeout=timeout), None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            return proc.wait(timeout=1.0), None
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() > deadline:
+                raise
+            reason = watchdog()
+            if reason:
+                return None, reason
 
 
 def check_output(argv: Sequence[str | os.PathLike[str]], **kwargs) -> str:

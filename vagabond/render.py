@@ -122,6 +122,7 @@ class RenderOptions:
     driver: str
     driver_reason: str = ""
     source: BoxSource | None = None
+    boot_timeout: int | None = None  # seconds for IP + SSH; default scales with the driver
 
 
 def context(box: Box, options: RenderOptions) -> dict[str, Any]:
@@ -165,8 +166,8 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         "guest": spec.guest,
         "qemu_cpu_model": cpu_model_for(box),
         "serial_log_dir": SERIAL_LOG_DIR,
-        "boot_timeout_kvm": BOOT_TIMEOUT_KVM,
-        "boot_timeout_qemu": BOOT_TIMEOUT_KVM * NON_KVM_TIMEOUT_COEF,
+        "boot_timeout_kvm": options.boot_timeout or BOOT_TIMEOUT_KVM,
+        "boot_timeout_qemu": options.boot_timeout or BOOT_TIMEOUT_KVM * NON_KVM_TIMEOUT_COEF,
         "machines": machines,
         "synced_folders": [f.model_dump() for f in spec.synced_folders],
     }

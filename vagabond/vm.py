@@ -47,13 +47,15 @@ class Vagrant(vagrant.Vagrant):
         super().__init__(root=str(root) if root else None, env=vagrant_env(env))
         self.timeout = timeout
         self.stream = stream
+        self.watchdog = None  # see process.run: a callable that may stop a long vagrant command
 
     def _exe(self, args) -> list[str]:
         exe = process.which("vagrant") or "vagrant"
         return [exe] + [str(a) for a in args if a is not None]
 
     def _call_vagrant_command(self, args) -> None:
-        process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=self.stream)
+        process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=self.stream,
+                    watchdog=self.watchdog)  # fmt: skip
 
     def _run_vagrant_command(self, args) -> str:
         return process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout).stdout

@@ -76,3 +76,17 @@ def test_secrets_are_redacted_from_errors():
     with pytest.raises(CommandFailed) as info:
         process.run([sys.executable, "-c", "import sys; print('token s3cr3t-token', file=sys.stderr); sys.exit(1)"])
     assert "s3cr3t-token" not in str(info.value) and "***" in info.value.stderr
+
+
+def test_watchdog_stops_a_command_with_its_reason():
+    started = time.monotonic()
+    seen = []
+    with pytest.raises(CommandFailed, match=r"' was stopped: no progress\. Last output: waiting$") as info:
+        process.run(["sh", "-c", "echo waiting; sleep 60"], stream=seen.append,
+                    watchdog=lambda: "no progress" if seen else None)  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert info.value.stdout == "waiting\n"
+
+
+def test_watchdog_that_stays_quiet_changes_nothing():
+    assert process.run(["sh", "-c", "sleep 1.5; echo ok"], watchdog=lambda: None).stdout == "ok\n"

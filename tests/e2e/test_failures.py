@@ -1,0 +1,33 @@
+"""A guest that never boots: up fails within its boot timeout, keeps the console log, cleans up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import SANDBOX, ours
+from vagabond import images, process
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+
+def test_guest_that_never_gets_an_ip_fails_in_time_and_leaves_nothing(vagabond, tmp_path):
+    # An empty disk: SeaBIOS finds nothing to boot, so no DHCP lease ever comes.
+    process.run(["qemu-img", "create", "-q", "-f", "qcow2", tmp_path / "box.img", "64M"])
+    box = images.write_box(tmp_path / "box.img", tmp_path / "noboot.box", virtual_size_gib=1)
+    subprocess.run([SANDBOX, "exec", "vagrant", "box", "add", "--force", "--name", "vagabond-test/noboot", str(box)],
+                   check=True, capture_output=True)  # fmt: skip
+    (vagabond.cwd / "boxes" / "noboot.yaml").write_text(
+        "description: a box that never boots\nbase: {box: vagabond-test/noboot}\nresources: {memory: 256, cpus: 1, disk: 1}\n"
+    )
+    result = vagabond("up", "noboot", "--boot-timeout", "30", check=False, timeout=600)
+    assert result.returncode != 0
+    assert "error: vagrant up failed:" in result.stderr
+    wd = vagabond.cwd / ".vagabond" / "noboot"
+    logs = sorted(p.name for p in (wd / "logs").iterdir())
+    assert any(name.endswith("-serial.log") for name in logs), logs
+    prefix = json.loads(vagabond("status", "noboot", "--json").stdout)["machines"][0]["domain"].removesuffix("default")
+    assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}
+    subprocess.run([SANDBOX, "exec", "vagrant", "box", "remove", "--force", "vagabond-test/noboot"], capture_output=True)

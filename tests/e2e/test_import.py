@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
-from tests.e2e.conftest import ours
+from tests.e2e.conftest import cache_dir, ours
 from tests.e2e.generic_image import build_generic_image
 from vagabond import images
 
@@ -25,14 +28,16 @@ def test_cloud_image_base_boots_with_vagrant_user(vagabond):
         f"base:\n  kind: image\n  image: {image}\n  checksum: sha256:{images.sha256_file(image)}\n  box: test/debian12-cloud\n"
         "guest: debian\nresources: {memory: 1024, cpus: 2, disk: 4}\n"
     )
-    result = vagabond("up", "debian12-cloud", timeout=3600)
-    assert "first boot with cloud-init" in result.stderr
+    # Imports are cached per image: drop an earlier one so this run really imports.
+    shutil.rmtree(cache_dir() / "boxes" / "test-debian12-cloud", ignore_errors=True)
     try:
+        result = vagabond("up", "debian12-cloud", timeout=3600)
+        assert "first boot with cloud-init" in result.stderr
         assert vagabond("run", "debian12-cloud", "--", "id", "-un").stdout == "vagrant\n"
         assert vagabond("run", "debian12-cloud", "--", "sudo", "-n", "id", "-u").stdout == "0\n"
         # cloud-init was cleaned before packaging: this boot found no seed and made no user of its own.
         assert vagabond("run", "debian12-cloud", "--", "test", "-s", "/etc/machine-id").returncode == 0
     finally:
-        prefix = [m for m in vagabond("status", "debian12-cloud", "--json").stdout.split('"') if m.startswith("vagabond-debian12-cloud-")][0]
+        domain = json.loads(vagabond("status", "debian12-cloud", "--json").stdout)["machines"][0]["domain"]
         vagabond("destroy", "debian12-cloud")
-    assert ours(prefix.removesuffix("default")) == {"domains": [], "volumes": [], "networks": []}
+    assert ours(domain.removesuffix("default")) == {"domains": [], "volumes": [], "networks": []}

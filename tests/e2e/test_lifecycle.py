@@ -21,6 +21,9 @@ from tests.e2e.conftest import ours
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 BOX = "debian12-selinux"
+# A version of this run's own: Vagrant's box store keeps earlier ones, and up must boot the box
+# this run built, not one left from a previous run.
+VERSION = f"1.0.{int(time.time())}"
 
 
 def status(vagabond, box=BOX) -> dict:
@@ -83,8 +86,8 @@ def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_serv
     root, http = catalog_server
     prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
     out = tmp_path_factory.mktemp("dist")
-    info = json.loads(vagabond("build", BOX, "--out", str(out), "--version", "1.0.0", "--json", timeout=3600).stdout)
-    box = out / "vagabond-debian12-selinux-1.0.0-libvirt.box"
+    info = json.loads(vagabond("build", BOX, "--out", str(out), "--version", VERSION, "--json", timeout=3600).stdout)
+    box = out / f"vagabond-debian12-selinux-{VERSION}-libvirt.box"
     assert info["path"] == str(box) and info["name"] == "vagabond/debian12-selinux"
     assert info["base"]["box"] == "vagabond/debian12" and info["base"]["version"]
     assert len(info["definition_digest"]) == 64 and info["size"] == box.stat().st_size
@@ -101,7 +104,7 @@ def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_serv
 
 def test_up_from_prebuilt_box_skips_provisioning(vagabond, catalog_server):
     result = vagabond("up", BOX, timeout=1800)
-    assert "using prebuilt vagabond/debian12-selinux 1.0.0 matches this definition" in result.stderr
+    assert f"using prebuilt vagabond/debian12-selinux {VERSION} matches this definition" in result.stderr
     assert "TASK [" not in result.stderr  # no playbook ran: no install, no relabel, no reboot
     assert "selinux on default: Enforcing" in result.stderr
     assert vagabond("run", BOX, "--", "getenforce").stdout == "Enforcing\n"

@@ -85,14 +85,18 @@ def cache_dir_for(base: MmdebstrapBase) -> Path:
     return paths.cache_dir() / "boxes" / base.box.replace("/", "-") / recipe_digest(base)
 
 
-def cached(base: MmdebstrapBase) -> BaseBox | None:
-    info = cache_dir_for(base) / "base.json"
+def read_cached(info: Path) -> BaseBox | None:
+    """A base.json written by build or import, when its box file is still there."""
     try:
         data = json.loads(info.read_text())
         box = BaseBox(**{k: Path(v) if k in ("box_file", "catalog", "kernel") else v for k, v in data.items()})
     except (OSError, ValueError, TypeError):
         return None
     return box if box.box_file.is_file() and box.catalog.is_file() else None
+
+
+def cached(base: MmdebstrapBase) -> BaseBox | None:
+    return read_cached(cache_dir_for(base) / "base.json")
 
 
 def build(box: Box, *, force: bool = False) -> BaseBox:
@@ -287,13 +291,8 @@ def imported(box: Box) -> BaseBox:
     key = hashlib.sha256(json.dumps([RECIPE_VERSION, spec.image, spec.checksum]).encode()).hexdigest()[:12]
     out_dir = paths.cache_dir() / "boxes" / spec.box.replace("/", "-") / f"imported-{key}"
     info = out_dir / "base.json"
-    try:
-        data = json.loads(info.read_text())
-        hit = BaseBox(**{k: Path(v) if k in ("box_file", "catalog", "kernel") else v for k, v in data.items()})
-        if hit.box_file.is_file():
-            return hit
-    except (OSError, ValueError, TypeError):
-        pass
+    if hit := read_cached(info):
+        return hit
     result = cloudimage.import_image(spec.box, spec.image, checksum=spec.checksum, out=out_dir)
     info.write_text(json.dumps({k: str(v) for k, v in result.__dict__.items()}, indent=2))
     return result

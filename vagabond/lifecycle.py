@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vagabond import base, detect, libvirt, provision, remote, render, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase
-from vagabond.errors import VagabondError
+from vagabond.errors import CommandFailed, VagabondError
 from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
 
@@ -124,8 +124,28 @@ def choose_source(box: Box, opts: Options) -> render.BoxSource | None:
     if found is None:
         ui.info(f"using the base box with full provisioning: {why}")
         return None
-    ui.info(f"using {why}")
-    return render.BoxSource(found.name, found.version, found.catalog_url)
+    source = fetch_prebuilt(render.BoxSource(found.name, found.version, found.catalog_url))
+    if source is not None:
+        ui.info(f"using {why}")
+    return source
+
+
+def fetch_prebuilt(source: render.BoxSource) -> render.BoxSource | None:
+    """Download the prebuilt box before `vagrant up`, so that a failed download (server down,
+    checksum mismatch) falls back to the base box instead of failing the run. Vagrant checks the
+    checksum from the catalog and keeps nothing of a box that does not match."""
+    v = Vagrant(timeout=3600)
+    if v.has_box(source.name, source.version):
+        return source
+    try:
+        with ui.step(f"download {source.name} {source.version}"):
+            v.box_add_catalog(source.url, source.version)
+    except CommandFailed as exc:
+        # Vagrant's message is a paragraph (then details): keep the paragraph, on one line.
+        reason = " ".join(exc.stderr.strip().split("\n\n")[0].split()) or str(exc)
+        ui.info(f"using the base box with full provisioning: download of {source.name} {source.version} failed: {reason}")
+        return None
+    return source
 
 
 def refresh_ssh_config(wd: Workdir) -> None:

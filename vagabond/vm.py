@@ -80,10 +80,11 @@ class Vagrant(vagrant.Vagrant):
         # Vagrant 2.4 adds an architecture level: <version>/<arch>/<provider>.
         return (version_dir / "libvirt").is_dir() or any(version_dir.glob("*/libvirt/metadata.json"))
 
-    def box_add_catalog(self, url: str) -> None:
+    def box_add_catalog(self, url: str, version: str | None = None) -> None:
         """Add a box from a catalog (metadata.json) URL; Vagrant checks the checksum it lists."""
         # python-vagrant's box_add always passes --name, which Vagrant refuses for catalog URLs.
-        self._call_vagrant_command(["box", "add", "--force", "--provider", "libvirt", url])
+        pin = ["--box-version", version] if version else []
+        self._call_vagrant_command(["box", "add", "--force", "--provider", "libvirt", *pin, url])
 
     def box_repackage(self, name: str, version: str) -> None:
         """`vagrant box repackage NAME libvirt VERSION`: writes package.box into this Vagrant's root."""

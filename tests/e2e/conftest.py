@@ -23,6 +23,7 @@ APT_REPO_SCRIPT = REPO / "scripts" / "local-apt-repo.sh"
 NETNS = os.environ.get("VAGABOND_NETNS", "vagabond")
 MIRROR_PORT = 8321
 CATALOG_PORT = 8322
+S3_PORT = 8323
 # The libvirt management network's host side, as the guests see it (vagrant-libvirt's default).
 HOST_FROM_GUEST = "192.168.121.1"
 SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
@@ -73,9 +74,11 @@ class Vagabond:
     def argv(self, *args: str) -> list[str]:
         return [str(SANDBOX), "exec", self.exe, *args]
 
-    def __call__(self, *args: str, timeout: float = 3600, check: bool = True) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, timeout: float = 3600, check: bool = True,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
         started = time.monotonic()
-        result = subprocess.run(self.argv(*args), cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(self.argv(*args), cwd=self.cwd, capture_output=True, text=True, timeout=timeout,
+                                env=dict(os.environ, **(env or {})))  # fmt: skip
         print(f"$ vagabond {' '.join(args)}  ({time.monotonic() - started:.0f}s, exit {result.returncode})")
         print(result.stdout[-4000:], result.stderr[-6000:], sep="\n")
         if check and result.returncode != 0:
@@ -102,6 +105,31 @@ def catalog_server(sandbox, tmp_path_factory):
     time.sleep(1)
     assert proc.poll() is None, "nginx did not start"
     yield root, f"http://127.0.0.1:{CATALOG_PORT}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server(sandbox):
+    """moto's S3 server on 127.0.0.1 inside the namespace, with a bucket `boxes`; yields the
+    environment a publisher needs (endpoint and throwaway credentials)."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        pytest.skip("REAL TOOL MISSING: moto_server (pip install 'moto[server]')")
+    proc = subprocess.Popen([SANDBOX, "exec", server, "-H", "127.0.0.1", "-p", str(S3_PORT)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "AWS_ACCESS_KEY_ID": "e2e",
+           "AWS_SECRET_ACCESS_KEY": "e2e-secret", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    make_bucket = "import boto3\nboto3.client('s3').create_bucket(Bucket='boxes')"
+    for _ in range(60):
+        done = subprocess.run([SANDBOX, "exec", sys.executable, "-c", make_bucket], env=dict(os.environ, **env),
+                              capture_output=True)  # fmt: skip
+        if done.returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"moto_server did not start: {done.stderr.decode()[-500:]}")
+    yield env
     proc.terminate()
     proc.wait(timeout=10)
 

@@ -11,12 +11,13 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tarfile
 import time
 
 import pytest
 
-from tests.e2e.conftest import ours
+from tests.e2e.conftest import SANDBOX, ours
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -81,7 +82,7 @@ def test_a_busy_box_is_refused_clearly(vagabond, selinux_vm):
     assert f"error: box '{BOX}' is busy:" in result.stderr
 
 
-def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_server, tmp_path_factory):
+def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_server, s3_server, tmp_path_factory):
     """vagabond build reuses the provisioned VM (up is idempotent), cleans, packages, destroys it."""
     root, http = catalog_server
     prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
@@ -100,6 +101,18 @@ def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_serv
     result = vagabond("publish", str(box), "--catalog", str(root / "debian12-selinux"),
                       "--base-url", f"{http}/debian12-selinux", "--json")  # fmt: skip
     assert json.loads(result.stdout)["metadata_url"] == f"{http}/debian12-selinux/metadata.json"
+
+    # The same box in an S3 catalog, read back by the real `vagrant box add` (its checksum included).
+    result = vagabond("publish", str(box), "--catalog", "s3://boxes/nightly/debian12-selinux", "--s3-acl",
+                      "public-read", "--json", env=s3_server)  # fmt: skip
+    url = json.loads(result.stdout)["metadata_url"]
+    assert url == f"{s3_server['AWS_ENDPOINT_URL']}/boxes/nightly/debian12-selinux/metadata.json"
+    home = tmp_path_factory.mktemp("vagrant-home")
+    added = subprocess.run([SANDBOX, "exec", "vagrant", "box", "add", "--provider", "libvirt", url],
+                           env=dict(os.environ, VAGRANT_HOME=str(home)), capture_output=True, text=True)  # fmt: skip
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert (home / "boxes" / "vagabond-VAGRANTSLASH-debian12-selinux" / VERSION).is_dir()
+    shutil.rmtree(home)
 
 
 def test_up_from_prebuilt_box_skips_provisioning(vagabond, catalog_server):

@@ -1,0 +1,124 @@
+"""Prebuilt dependency box benchmark, side by side in one run (run it inside the sandbox namespace):
+
+  scripts/sandbox.sh exec .venv/bin/python bench/prebuilt.py
+
+1. time to a ready debian12-selinux VM (SELinux enforcing, verified) from the base box with full
+   provisioning (`vagabond up --fresh`) against from the prebuilt box published to a local
+   catalog (`vagabond up`, download and box add included)                      (target >= 3x faster)
+2. the size of vagabond's box (`vagabond build`) against plain `vagrant package` of a VM with the
+   same disk contents (libguestfs' virt-sysprep and virt-sparsify, as vagrant-libvirt runs them)
+                                                                                (target <= 0.6x)
+
+The SELinux packages come from a local apt mirror served inside the namespace (as in the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vagabond import process
+
+ROOT = Path(__file__).resolve().parent.parent
+BOX = "debian12-selinux"
+VAGABOND = str(Path(sys.executable).with_name("vagabond"))
+ENV = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt",
+           PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # fmt: skip
+CACHE = Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagabond")
+MIRROR_PORT, CATALOG_PORT = 8321, 8324
+SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
+
+
+def timed(argv, cwd, timeout=7200) -> tuple[float, process.Result]:
+    started = time.monotonic()
+    result = process.run(argv, cwd=cwd, env=ENV, timeout=timeout, stream=lambda line: print(f"  | {line}", flush=True))
+    return time.monotonic() - started, result
+
+
+def serve(directory: Path, port: int, bind: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", bind, str(port), "--directory", str(directory)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(1)
+    if proc.poll() is not None:
+        raise SystemExit(f"bench: could not serve {directory} on port {port}")
+    return proc
+
+
+def guestfs_env() -> dict[str, str]:
+    """libguestfs builds its appliance from a kernel in /boot (linux-image-cloud-amd64 here)."""
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    if not shutil.which("virt-sysprep") or not kernels:
+        raise SystemExit("bench: plain `vagrant package` needs libguestfs-tools and a kernel in /boot "
+                         "(apt-get install --no-install-recommends libguestfs-tools linux-image-cloud-amd64)")  # fmt: skip
+    release = kernels[-1].removeprefix("/boot/vmlinuz-")
+    return {"LIBGUESTFS_BACKEND": "direct", "SUPERMIN_KERNEL": kernels[-1], "SUPERMIN_MODULES": f"/lib/modules/{release}"}
+
+
+def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    ENV.update(guestfs_env())
+    process.run([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
+    project = Path(tempfile.mkdtemp(prefix="vagabond-bench-prebuilt-"))
+    version = f"0.0.{int(time.time())}"  # never one Vagrant's box store already holds
+    name = "vagabond-bench/debian12-selinux"
+    (project / "boxes").mkdir()
+    (project / "catalog").mkdir()
+    shutil.copy(ROOT / "boxes" / "debian12.yaml", project / "boxes")
+    (project / "boxes" / f"{BOX}.yaml").write_text(
+        (ROOT / "boxes" / f"{BOX}.yaml").read_text()
+        + f"prebuilt:\n  name: {name}\n  catalog: http://127.0.0.1:{CATALOG_PORT}/metadata.json\n"
+    )
+    (project / "vars.json").write_text(json.dumps({"vagabond_apt_sources": [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]}))
+    fresh, prebuilt = project / "fresh", project / "prebuilt"
+    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, "0.0.0.0"), serve(project / "catalog", CATALOG_PORT, "127.0.0.1")]
+    try:
+        # Both sides start from cached inputs: the base box is built and uploaded to the pool first.
+        process.run([VAGABOND, "up", "debian12", "--no-provision", "--workdir", project / "warm"], cwd=project, env=ENV, timeout=3600)
+        process.run([VAGABOND, "destroy", "debian12", "--workdir", project / "warm"], cwd=project, env=ENV)
+
+        print("base box + full provisioning ...", flush=True)
+        t_fresh, _ = timed([VAGABOND, "up", BOX, "--fresh", "-e", f"@{project / 'vars.json'}", "--workdir", fresh], project)
+        info = json.loads(process.run([VAGABOND, "build", BOX, "--workdir", fresh, "--out", project / "dist",
+                                       "--version", version, "--json"], cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
+        process.run([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
+                     "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
+
+        print("prebuilt box from the catalog ...", flush=True)
+        t_prebuilt, result = timed([VAGABOND, "up", BOX, "--workdir", prebuilt], project)
+        if f"using prebuilt {name} {version}" not in result.stderr:
+            raise SystemExit("bench: up did not use the prebuilt box")
+
+        print("plain `vagrant package` of a VM with the same disk ...", flush=True)
+        process.run([VAGABOND, "halt", BOX, "--workdir", prebuilt], cwd=project, env=ENV)
+        plain = project / "plain.box"
+        timed(["vagrant", "package", "--output", plain], prebuilt)
+        size_ours, size_plain = info["size"], plain.stat().st_size
+    finally:
+        for workdir in (fresh, prebuilt):
+            process.run([VAGABOND, "destroy", BOX, "--workdir", workdir], cwd=project, env=ENV, check=False)
+        process.run(["vagrant", "box", "remove", "--force", "--all", name], env=ENV, check=False)
+        for vol in process.run(["virsh", "-c", "qemu:///system", "vol-list", "default", "--name"], check=False).stdout.split():
+            if vol.startswith(name.replace("/", "-VAGRANTSLASH-")):
+                process.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", vol], check=False)
+        for server in servers:
+            server.terminate()
+        shutil.rmtree(project, ignore_errors=True)
+    speedup = t_fresh / t_prebuilt
+    print(f"time to ready {BOX}: base box + provisioning {t_fresh:.0f}s vs prebuilt {t_prebuilt:.0f}s "
+          f"-> {speedup:.1f}x faster ({'meets' if speedup >= 3 else 'MISSES'} target >= 3x)")  # fmt: skip
+    ratio = size_ours / size_plain
+    print(f"box size: vagabond build {size_ours / 2**20:.0f} MiB vs vagrant package {size_plain / 2**20:.0f} MiB "
+          f"-> ratio {ratio:.2f}x ({'meets' if ratio <= 0.6 else 'MISSES'} target <= 0.6x)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

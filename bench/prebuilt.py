@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vagabond import process
+from vagabond import detect, process
 
 ROOT = Path(__file__).resolve().parent.parent
 BOX = "debian12-selinux"
@@ -59,7 +59,10 @@ def guestfs_env() -> dict[str, str]:
         raise SystemExit("bench: plain `vagrant package` needs libguestfs-tools and a kernel in /boot "
                          "(apt-get install --no-install-recommends libguestfs-tools linux-image-cloud-amd64)")  # fmt: skip
     release = kernels[-1].removeprefix("/boot/vmlinuz-")
-    return {"LIBGUESTFS_BACKEND": "direct", "SUPERMIN_KERNEL": kernels[-1], "SUPERMIN_MODULES": f"/lib/modules/{release}"}
+    env = {"LIBGUESTFS_BACKEND": "direct", "SUPERMIN_KERNEL": kernels[-1], "SUPERMIN_MODULES": f"/lib/modules/{release}"}
+    if detect.choose_driver(None).driver == "qemu":  # libguestfs would try /dev/kvm and abort here
+        env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
+    return env
 
 
 def main() -> int:

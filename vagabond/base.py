@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import images, paths, process, ui
+from vagabond import images, paths, process, registry, ui
 from vagabond.boxes import Box, MmdebstrapBase
 from vagabond.errors import UsageError, VagabondError
 
@@ -307,6 +307,7 @@ def ensure_added(box: Box, *, built: BaseBox | None = None, env: dict[str, str] 
         built = imported(box) if isinstance(box.spec.base, ImageBase) else build(box)
     v = Vagrant(env=env, timeout=1800)
     if not v.has_box(built.name, built.version):
+        registry.add_box(built.name)  # before the add: an interrupted add can leave an image behind
         with ui.step(f"vagrant box add {built.name} {built.version}"):
             v.box_add_catalog(built.catalog_url)
     return built

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import traceback
 from enum import Enum
 from pathlib import Path
@@ -25,16 +26,44 @@ class _Funnel(TyperGroup):
     """The one place a VagabondError becomes a message on stderr and an exit code."""
 
     def invoke(self, ctx):
+        started = time.monotonic()
+        command = " ".join(_command_words(sys.argv[1:]))
+        ok, detail = False, ""
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            ok = True
+            return result
         except VagabondError as exc:
             if _state["debug"]:
                 traceback.print_exc()
-            ui.error(str(exc))
+            detail = str(exc)
+            ui.error(detail, title=f"vagabond {command}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            ui.error("interrupted")
+            detail = "interrupted"
+            ui.error(detail, title=f"vagabond {command}")
             sys.exit(130)
+        except SystemExit as exc:  # typer.Exit from a command that reports failure itself
+            ok = exc.code in (0, None)
+            raise
+        finally:
+            if command:
+                ui.write_step_summary(command, ok, time.monotonic() - started, detail)
+
+
+def _command_words(args: list[str]) -> list[str]:
+    """The subcommand and its box, for titles: never option values (they may be paths or URLs)."""
+    words: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--boxes-dir":  # the one global option with a value
+            next(rest, None)
+        elif arg.startswith("-"):
+            if words:
+                break
+        else:
+            words.append(arg)
+    return words[:3]
 
 
 app = typer.Typer(
@@ -188,6 +217,12 @@ WorkdirOption = Annotated[
 MachineOption = Annotated[
     Optional[str], typer.Option("--machine", "-m", help="Machine of a multi-machine box (default: the primary).")
 ]
+LogsOnFailureOption = Annotated[
+    Optional[Path],
+    typer.Option("--logs-on-failure", metavar="DIR",
+                 help="On failure, collect logs (as 'vagabond logs') into DIR. Default under CI ($CI, $GITHUB_ACTIONS): "
+                      "./vagabond-logs; also $VAGABOND_LOGS_ON_FAILURE."),
+]  # fmt: skip
 ExtraVarsOption = Annotated[
     Optional[list[str]],
     typer.Option("--extra-vars", "-e", help="Passed to ansible-playbook as is: key=value, JSON or @file. Repeatable."),
@@ -216,6 +251,7 @@ def up_(
         Optional[int],
         typer.Option("--boot-timeout", min=1, help="Seconds to wait for the guest's IP and SSH (default 300, x4 under qemu)."),
     ] = None,
+    logs_on_failure: LogsOnFailureOption = None,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
 
@@ -227,7 +263,7 @@ def up_(
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.Options(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
                              extra_vars=extra_vars or (), provision=not no_provision, prebuilt=not fresh,
-                             boot_timeout=boot_timeout)  # fmt: skip
+                             boot_timeout=boot_timeout, logs_dir=paths.logs_on_failure_dir(logs_on_failure))  # fmt: skip
     state = lifecycle.up(definition, wd, opts)
     total = sum(state.get("timings", {}).values())
     ui.info(f"{box} is up ({total:.0f}s); run commands with: vagabond run {box} -- COMMAND")
@@ -239,18 +275,54 @@ def run_(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments, after --.")],
     workdir: WorkdirOption = None,
     machine: MachineOption = None,
+    logs_on_failure: LogsOnFailureOption = None,
 ) -> None:
     """Run a command in the VM; its output streams and its exit code becomes vagabond's.
 
     Reuses one SSH connection (ControlMaster), so calls after the first cost milliseconds.
     The box's env: variables (as of the last up or provision) are set for the command.
+    When the command fails and logs are wanted (--logs-on-failure, or under CI), they are collected.
 
     Example: vagabond run centos7-selinux -- make -C /src test
     """
     definition, wd = _box_and_workdir(box, workdir)
     target = machine or lifecycle.primary(definition)
-    # Become ssh: output streams untouched and its exit code is ours. env: as of the last up/provision.
-    process.exec_replace(remote.ssh_argv(wd, target, command, env=wd.read_state().get("env")))
+    argv = remote.ssh_argv(wd, target, command, env=wd.read_state().get("env"))
+    logs_dir = paths.logs_on_failure_dir(logs_on_failure)
+    if logs_dir is None:
+        # Become ssh: output streams untouched and its exit code is ours. env: as of the last up/provision.
+        process.exec_replace(argv)
+    code = process.run(argv, interactive=True, check=False).returncode
+    if code != 0:
+        lifecycle.collect_logs(definition, wd, logs_dir)
+    raise typer.Exit(code)
+
+
+@app.command("logs")
+def logs_(
+    box: BoxArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write into (a subdirectory per box).")] = Path("vagabond-logs"),
+    workdir: WorkdirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Collect what a failed run leaves behind, for a person or a CI artifact.
+
+    Host: serial console and qemu logs, the rendered Vagrantfile, vagrant's and Ansible's output,
+    vagabond's state. Guest (when it answers): journal of the current boot, SELinux AVC denials,
+    dmesg. What cannot be had is listed with the reason in summary.json; the rest still comes.
+
+    Example: vagabond logs centos7-selinux --out artifacts/
+    """
+    from vagabond import logs
+
+    definition, wd = _box_and_workdir(box, workdir)
+    summary = logs.collect(definition, wd, out)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    for item in summary["items"]:
+        ui.out.print(f"{'ok' if item['ok'] else 'missing':>7}  {item['name']:<24} {item['detail'] or item['source']}", markup=False)
+    ui.info(f"logs of {box} in {summary['out']}")
 
 
 @app.command("ssh")
@@ -344,11 +416,12 @@ def import_(
     'cloud-init clean', drops its machine-id and SSH host keys, and powers off; the disk becomes the box.
     Box files can name such a base directly: base: {kind: image, image: URL, checksum: sha256:..., box: NAME}.
     """
-    from vagabond import cloudimage
+    from vagabond import cloudimage, registry
     from vagabond.vm import Vagrant
 
     result = cloudimage.import_image(name, image, checksum=checksum, out=out, driver=driver.value if driver else None)
     if add:
+        registry.add_box(name)
         with ui.step(f"vagrant box add {name} {result.version}"):
             Vagrant(timeout=1800).box_add_catalog(result.catalog_url)
     print(result.box_file)
@@ -403,6 +476,35 @@ def publish_(
         print(json.dumps(result, indent=2))
     else:
         print(result["metadata_url"])
+
+
+@app.command("gc")
+def gc_(
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove what vagabond left in libvirt that nothing owns any more.
+
+    Domains and volumes of work directories that were deleted or now hold another VM, base-box
+    image volumes of boxes no longer in Vagrant's box store (vagrant-libvirt leaves them in the
+    pool), and networks a vagabond run created that no domain uses. Only objects vagabond recorded
+    creating are considered; a work directory in use is skipped.
+
+    Example: vagabond gc --dry-run && vagabond gc
+    """
+    from vagabond import gc
+
+    orphans = gc.collect(dry_run=dry_run)
+    if as_json:
+        print(json.dumps({"dry_run": dry_run, "orphans": gc.as_dicts(orphans)}, indent=2))
+        return
+    for o in orphans:
+        verb = "would remove" if dry_run else ("removed" if o.removed else "FAILED to remove")
+        ui.out.print(f"{verb} {o.kind} {o.name}: {o.reason}", markup=False)
+    if not orphans:
+        ui.info("nothing to collect: every libvirt object vagabond created has an owner")
+    if not dry_run and any(not o.removed for o in orphans):
+        raise typer.Exit(1)
 
 
 base_app = typer.Typer(help="Base boxes built locally from the distribution's packages (no box catalog needed).",

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import base, detect, libvirt, provision, remote, render, ui
+from vagabond import base, detect, libvirt, provision, registry, remote, render, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase
 from vagabond.errors import CommandFailed, VagabondError
 from vagabond.vm import Vagrant
@@ -44,6 +44,7 @@ class Options:
     provision: bool = True
     prebuilt: bool = True  # use the box's prebuilt dependency box when its catalog has a current one
     boot_timeout: int | None = None
+    logs_dir: Path | None = None  # collect `vagabond logs` here when up fails, before cleaning up
 
 
 @contextlib.contextmanager
@@ -137,6 +138,7 @@ def fetch_prebuilt(source: render.BoxSource) -> render.BoxSource | None:
     v = Vagrant(timeout=3600)
     if v.has_box(source.name, source.version):
         return source
+    registry.add_box(source.name)
     try:
         with ui.step(f"download {source.name} {source.version}"):
             v.box_add_catalog(source.url, source.version)
@@ -252,6 +254,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
                            machines=machines(box), primary=primary(box), env=box.spec.env, base_version=base_version,
                            prebuilt=source.__dict__ if source else None, provisioned=provisioned)  # fmt: skip
+            registry.add_workdir(wd.prefix, wd.path)  # `vagabond gc` finds what this directory leaves
             step = "vagrant up"
             boot_timeout = opts.boot_timeout or render.BOOT_TIMEOUT_KVM * (
                 1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF
@@ -287,6 +290,8 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                 ui.info(f"{check.mode} on {machine}: {got}")
         except (VagabondError, KeyboardInterrupt) as exc:
             _save_console(wd)
+            if opts.logs_dir is not None and not isinstance(exc, (Interrupted, KeyboardInterrupt)):
+                collect_logs(box, wd, opts.logs_dir)
             if before is not None and not opts.keep_on_failure:
                 with shielded():
                     ui.info(f"{step} failed: removing what this run created (keep it with --keep-on-failure)")
@@ -296,6 +301,8 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             if isinstance(exc, StepFailed):
                 raise
             raise StepFailed(step, exc) from None
+        if before is not None:
+            registry.add_networks(sorted(set(libvirt.networks()) - before.networks_before))
         state = wd.write_state(up_at=time.time(), timings=timings)
         return state
 
@@ -318,6 +325,19 @@ def _save_console(wd: Workdir) -> None:
                 wd.logs.mkdir(parents=True, exist_ok=True)
                 with contextlib.suppress(OSError):
                     shutil.copyfile(src, wd.logs / src.name)
+
+
+def collect_logs(box: Box, wd: Workdir, out: Path) -> None:
+    """Best effort: a failure to collect logs must not hide the failure that asked for them."""
+    from vagabond import logs
+
+    try:
+        with ui.step(f"collect logs into {out}"):
+            summary = logs.collect(box, wd, out)
+        missing = [i["name"] for i in summary["items"] if not i["ok"]]
+        ui.info(f"logs of {box.name} in {summary['out']}" + (f" (not available: {', '.join(missing)})" if missing else ""))
+    except (VagabondError, OSError) as exc:
+        ui.info(f"collecting logs failed: {exc}")
 
 
 def serial_log_path(domain: str) -> Path:

@@ -55,3 +55,25 @@ def cache_dir() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "vagabond"
+
+
+def logs_on_failure_dir(option: str | Path | None = None) -> Path | None:
+    """Where up and run collect logs when they fail: --logs-on-failure, $VAGABOND_LOGS_ON_FAILURE,
+    or ./vagabond-logs when running under CI ($CI or $GITHUB_ACTIONS); otherwise nowhere."""
+    if option:
+        return Path(option)
+    env = os.environ.get("VAGABOND_LOGS_ON_FAILURE")
+    if env:
+        return Path(env)
+    if os.environ.get("CI", "").lower() in ("true", "1") or os.environ.get("GITHUB_ACTIONS") == "true":
+        return Path("vagabond-logs")
+    return None
+
+
+def state_dir() -> Path:
+    """Small records that outlive a work directory (what vagabond created in libvirt, for gc)."""
+    env = os.environ.get("VAGABOND_STATE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "vagabond"

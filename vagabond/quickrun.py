@@ -9,9 +9,10 @@ prints the proper help or error.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from vagabond import process, remote
+from vagabond import paths, process, remote
 from vagabond.errors import VagabondError
 
 _VALUE_OPTIONS = {"--workdir": "workdir", "--machine": "machine", "-m": "machine"}
@@ -56,4 +57,23 @@ def main(argv: list[str]) -> None:
         ssh = remote.build_ssh_argv(workdir / "ssh_config", args["box"], machine, args["command"], env=state.get("env"))
     except (OSError, ValueError, KeyError, VagabondError):
         return
-    process.exec_replace(ssh)
+    logs_dir = paths.logs_on_failure_dir()
+    if logs_dir is None:
+        process.exec_replace(ssh)
+    # Under CI a failing command also brings back the logs; only then is the rest of vagabond imported.
+    code = process.run(ssh, interactive=True, check=False).returncode
+    if code != 0:
+        _collect_logs(args["box"], workdir, logs_dir)
+    raise SystemExit(code)
+
+
+def _collect_logs(name: str, workdir: Path, out: Path) -> None:
+    from vagabond import boxes, lifecycle
+    from vagabond.workdir import Workdir
+
+    try:
+        box = boxes.find_box(name, paths.boxes_dir()[0])
+    except VagabondError as exc:
+        print(f"error: cannot collect logs: {exc}", file=sys.stderr)
+        return
+    lifecycle.collect_logs(box, Workdir.for_box(box, workdir), out)

@@ -1,8 +1,13 @@
-"""Terminal output: rich when on a TTY, plain timestamped lines otherwise (CI logs)."""
+"""Terminal output: rich when on a TTY, plain timestamped lines otherwise (CI logs).
+
+Under GitHub Actions (GITHUB_ACTIONS=true) long steps also become collapsible log groups, errors
+become annotations, and every step and its duration is kept for the job's step summary.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -15,8 +20,29 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
 
+# (title, seconds, ok) of every step this process ran: the GitHub step summary lists them.
+steps: list[tuple[str, float, bool]] = []
+_depth = 0
+
+
 def interactive() -> bool:
     return err.is_terminal
+
+
+def github() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def _command(text: str) -> None:
+    """A GitHub workflow command. The runner reads them from stderr as well as stdout, and stdout
+    stays clean for --json."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
+
+
+def escape_data(text: str) -> str:
+    """Workflow command data: %, CR and LF are escaped so the message stays one command."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def info(message: str) -> None:
@@ -29,21 +55,57 @@ def info(message: str) -> None:
             print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-def error(message: str) -> None:
+def error(message: str, title: str = "vagabond") -> None:
     with contextlib.suppress(OSError, ValueError):
         for line in message.splitlines() or [""]:
             print(f"error: {line}", file=sys.stderr, flush=True)
+    if github():
+        title = title.replace("%", "%25").replace(":", "%3A").replace(",", "%2C")
+        _command(f"::error title={escape_data(title)}::{escape_data(message)}")
 
 
 @contextmanager
 def step(title: str) -> Iterator[None]:
-    """A long step: a spinner on a TTY, start/finish lines with durations otherwise."""
+    """A long step: a spinner on a TTY, start/finish lines with durations otherwise; a log group
+    under GitHub Actions (outermost steps only: groups do not nest there)."""
+    global _depth
     started = time.monotonic()
-    if interactive():
-        with err.status(title):
+    group = github() and _depth == 0
+    if group:
+        _command(f"::group::{escape_data(title)}")
+    _depth += 1
+    ok = False
+    try:
+        if interactive():
+            with err.status(title):
+                yield
+            err.print(f"[green]✓[/] {title} ({time.monotonic() - started:.0f}s)")
+        else:
+            info(f"{title} ...")
             yield
-        err.print(f"[green]✓[/] {title} ({time.monotonic() - started:.0f}s)")
-    else:
-        info(f"{title} ...")
-        yield
-        info(f"{title}: done in {time.monotonic() - started:.1f}s")
+            info(f"{title}: done in {time.monotonic() - started:.1f}s")
+        ok = True
+    finally:
+        _depth -= 1
+        steps.append((title, time.monotonic() - started, ok))
+        if group:
+            _command("::endgroup::")
+
+
+def write_step_summary(command: str, ok: bool, seconds: float, detail: str = "") -> None:
+    """Append what ran and how long each step took to $GITHUB_STEP_SUMMARY (GitHub Actions)."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not github() or not path:
+        return
+    lines = [f"### {'✅' if ok else '❌'} `vagabond {command}` ({seconds:.0f}s)", ""]
+    if detail:
+        lines += [f"> {line}" for line in detail.splitlines()] + [""]
+    if steps:
+        lines += ["| step | time | result |", "|---|---:|---|"]
+        for title, took, good in steps:
+            cell = title.replace("|", "\\|")
+            lines.append(f"| {cell} | {took:.1f}s | {'ok' if good else 'failed'} |")
+        lines.append("")
+    with contextlib.suppress(OSError):
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")

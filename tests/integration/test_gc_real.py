@@ -1,0 +1,101 @@
+"""`vagabond gc` against the real libvirt: objects leaked on purpose, next to objects that are not
+vagabond's or still have an owner. Nothing here boots; the registry and box store are private."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.real
+
+POOL_DIR = "/var/lib/libvirt/images"
+ALIVE, DEAD, REUSED, STRANGER = "vagabond-gcalive-11111111-", "vagabond-gcdead-22222222-", "vagabond-gcreused-33333333-", "vagabond-gcstranger-44444444-"
+OUR_BOX_IMAGE = "vagabond-gctest-VAGRANTSLASH-gone_vagrant_box_image_1.0.0_box.img"
+KEPT_BOX_IMAGE = "vagabond-gctest-VAGRANTSLASH-kept_vagrant_box_image_2.0.0_box.img"
+THEIR_BOX_IMAGE = "someone-VAGRANTSLASH-else_vagrant_box_image_1.0.0_box.img"
+NETWORK = "vagabond-gc-test"
+
+
+def virsh(*args: str, check: bool = True) -> str:
+    return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, check=check).stdout
+
+
+def define_domain(name: str, disk: str) -> None:
+    xml = (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+           "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+           f"<driver name='qemu' type='qcow2'/><source file='{POOL_DIR}/{disk}'/><target dev='vda' bus='virtio'/>"
+           "</disk></devices></domain>")  # fmt: skip
+    subprocess.run(["virsh", "-c", "qemu:///system", "define", "/dev/stdin"], input=xml, text=True, check=True, capture_output=True)
+
+
+@pytest.fixture
+def leaked(tmp_path):
+    require_tool("virsh")
+    if subprocess.run(["virsh", "-c", "qemu:///system", "uri"], capture_output=True).returncode != 0:
+        pytest.skip("REAL TOOL MISSING: libvirtd is not running (scripts/sandbox.sh start)")
+    env = dict(os.environ, VAGABOND_STATE=str(tmp_path / "state"), VAGRANT_HOME=str(tmp_path / "vagrant.d"))
+    alive, reused = tmp_path / "alive", tmp_path / "reused"
+    for wd, prefix in ((alive, ALIVE), (reused, "vagabond-gcreused-99999999-")):
+        wd.mkdir()
+        (wd / "state.json").write_text(json.dumps({"prefix": prefix}))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "registry.json").write_text(json.dumps({
+        "workdirs": {ALIVE: str(alive), DEAD: str(tmp_path / "deleted"), REUSED: str(reused)},
+        "boxes": ["vagabond-gctest/gone", "vagabond-gctest/kept"],
+        "networks": [NETWORK],
+    }))  # fmt: skip
+    # vagabond-gctest/kept 2.0.0 is still in the (private) box store; gone 1.0.0 is not.
+    store = tmp_path / "vagrant.d" / "boxes" / "vagabond-gctest-VAGRANTSLASH-kept" / "2.0.0" / "libvirt"
+    store.mkdir(parents=True)
+    (store / "metadata.json").write_text('{"provider": "libvirt"}')
+    volumes = [f"{p}default.img" for p in (ALIVE, DEAD, REUSED, STRANGER)] + [f"{DEAD}default-disk2.img", OUR_BOX_IMAGE, KEPT_BOX_IMAGE, THEIR_BOX_IMAGE]  # fmt: skip
+    for vol in volumes:
+        virsh("vol-create-as", "default", vol, "1M", "--format", "qcow2")
+    for prefix in (ALIVE, DEAD, STRANGER):
+        define_domain(f"{prefix}default", f"{prefix}default.img")
+    subprocess.run(["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"], input=f"<network><name>{NETWORK}</name></network>",
+                   text=True, check=True, capture_output=True)  # fmt: skip
+    yield env
+    for prefix in (ALIVE, DEAD, STRANGER):
+        virsh("undefine", f"{prefix}default", check=False)
+    for vol in volumes:
+        virsh("vol-delete", "--pool", "default", vol, check=False)
+    virsh("net-undefine", NETWORK, check=False)
+
+
+def gc(env, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "vagabond", "gc", "--json", *args], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_gc_removes_only_what_vagabond_leaked(leaked):
+    expected = {
+        ("domain", f"{DEAD}default"), ("volume", f"{DEAD}default.img"), ("volume", f"{DEAD}default-disk2.img"),
+        ("volume", f"{REUSED}default.img"), ("box image", OUR_BOX_IMAGE), ("network", NETWORK),
+    }  # fmt: skip
+    dry = gc(leaked, "--dry-run")
+    assert {(o["kind"], o["name"]) for o in dry["orphans"]} == expected
+    assert all(not o["removed"] for o in dry["orphans"])
+    assert f"{DEAD}default" in virsh("list", "--all", "--name"), "--dry-run removed something"
+
+    done = gc(leaked)
+    assert {(o["kind"], o["name"]) for o in done["orphans"]} == expected
+    assert all(o["removed"] for o in done["orphans"]), done
+    domains = virsh("list", "--all", "--name").split()
+    volumes = virsh("vol-list", "default").split()
+    assert f"{DEAD}default" not in domains and f"{ALIVE}default" in domains and f"{STRANGER}default" in domains
+    for gone in (f"{DEAD}default.img", f"{DEAD}default-disk2.img", f"{REUSED}default.img", OUR_BOX_IMAGE):
+        assert gone not in volumes
+    for kept in (f"{ALIVE}default.img", f"{STRANGER}default.img", KEPT_BOX_IMAGE, THEIR_BOX_IMAGE):
+        assert kept in volumes
+    assert NETWORK not in virsh("net-list", "--all", "--name").split()
+    registry = json.loads(open(leaked["VAGABOND_STATE"] + "/registry.json").read())
+    assert set(registry["workdirs"]) == {ALIVE}, "the registry must forget what no longer exists"
+    assert gc(leaked)["orphans"] == [], "a second gc finds nothing"

@@ -1,0 +1,152 @@
+"""`vagabond gc`: remove what vagabond created in libvirt and nothing still owns.
+
+Owners are work directories and Vagrant's box store. An object is vagabond's only when the
+registry (vagabond.registry) ties it to vagabond: a domain or volume whose name starts with a
+recorded work directory prefix, a base-box image volume of a box vagabond added (vagrant-libvirt
+leaves those in the pool when the box is removed), a network a vagabond run brought into being.
+Everything else in libvirt is left alone, whatever its name.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vagabond import libvirt, process, registry, ui
+from vagabond.vm import Vagrant
+
+# vagrant-libvirt names a box's image volume <name, '/' as -VAGRANTSLASH->_vagrant_box_image_<version>_box[_N].img
+BOX_IMAGE = re.compile(r"^(?P<box>.+)_vagrant_box_image_(?P<version>.+?)_box(?:_\d+)?\.img$")
+
+
+@dataclass
+class Orphan:
+    kind: str  # domain, volume, box image, network
+    name: str
+    reason: str
+    removed: bool = False
+
+
+def _workdir_verdict(prefix: str, workdir: Path) -> str | None:
+    """None while the work directory still owns this prefix (or is busy); otherwise why not."""
+    state_file = workdir / "state.json"
+    if not workdir.is_dir():
+        return f"its work directory {workdir} is gone"
+    lock = workdir / ".lock"
+    if lock.exists():
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return None  # a vagabond command is running there right now
+            raise
+        finally:
+            os.close(fd)
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return f"its work directory {workdir} holds no VM (destroyed)"
+    if state.get("prefix") != prefix:
+        return f"its work directory {workdir} now holds another VM"
+    return None
+
+
+def _backing_files(domains: list[str]) -> set[str]:
+    """Every file the disks of these domains read from, backing chains included."""
+    used: set[str] = set()
+    for name in domains:
+        for disk in libvirt.domain_volumes(name):
+            used.add(os.path.basename(disk))
+            info = process.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], check=False, timeout=60)
+            if info.ok:
+                for layer in json.loads(info.stdout):
+                    for key in ("filename", "backing-filename", "full-backing-filename"):
+                        if layer.get(key):
+                            used.add(os.path.basename(layer[key]))
+    return used
+
+
+def find() -> list[Orphan]:
+    data = registry.read()
+    domains = list(libvirt.domains())
+    volumes = libvirt.volumes()
+    orphans: list[Orphan] = []
+    dead_prefixes = {}
+    for prefix, workdir in sorted(data["workdirs"].items()):
+        reason = _workdir_verdict(prefix, Path(workdir))
+        if reason:
+            dead_prefixes[prefix] = reason
+    for name in domains:
+        for prefix, reason in dead_prefixes.items():
+            if name.startswith(prefix):
+                orphans.append(Orphan("domain", name, reason))
+    for vol in volumes:
+        for prefix, reason in dead_prefixes.items():
+            if vol.startswith(prefix):
+                orphans.append(Orphan("volume", vol, reason))
+    kept_domains = [d for d in domains if not any(o.kind == "domain" and o.name == d for o in orphans)]
+    in_use = _backing_files(kept_domains) if kept_domains else set()
+    store = Vagrant()
+    ours = {b.replace("/", "-VAGRANTSLASH-"): b for b in data["boxes"]}
+    for vol in volumes:
+        match = BOX_IMAGE.match(vol)
+        if not match or match["box"] not in ours:
+            continue
+        box, version = ours[match["box"]], match["version"]
+        if vol in in_use or store.has_box(box, version):
+            continue
+        orphans.append(Orphan("box image", vol, f"box {box} {version} is no longer in Vagrant's box store"))
+    existing = libvirt.networks()
+    for net in data["networks"]:
+        if net in existing and not _network_used(net, kept_domains):
+            orphans.append(Orphan("network", net, "no domain uses it"))
+    return orphans
+
+
+def _network_used(network: str, domains: list[str]) -> bool:
+    return any(f"<source network='{network}'" in libvirt.virsh("dumpxml", d, check=False).stdout for d in domains)
+
+
+def collect(dry_run: bool = False) -> list[Orphan]:
+    """Find the orphans and, unless dry_run, remove them; the registry forgets what is gone."""
+    orphans = find()
+    if dry_run:
+        return orphans
+    gone: set[str] = set()
+    for orphan in orphans:
+        if orphan.kind == "domain":
+            removed = libvirt.remove_domain(orphan.name)
+            orphan.removed = f"domain {orphan.name}" in removed
+            gone |= {item.split(" ", 1)[1] for item in removed if item.startswith("volume ")}
+        elif orphan.kind in ("volume", "box image"):
+            orphan.removed = orphan.name in gone or libvirt.virsh(
+                "vol-delete", "--pool", libvirt.POOL, orphan.name, check=False
+            ).ok
+        elif orphan.kind == "network":
+            orphan.removed = libvirt.remove_network(orphan.name)
+        if not orphan.removed:
+            ui.info(f"could not remove {orphan.kind} {orphan.name}")
+    _forget_finished()
+    return orphans
+
+
+def _forget_finished() -> None:
+    """Drop registry entries that own nothing any more: the record stays as small as the host's state."""
+    data = registry.read()
+    domains, volumes, networks = list(libvirt.domains()), libvirt.volumes(), libvirt.networks()
+    stale = []
+    for prefix, workdir in data["workdirs"].items():
+        leftovers = [n for n in domains + volumes if n.startswith(prefix)]
+        if not leftovers and _workdir_verdict(prefix, Path(workdir)):
+            stale.append(prefix)
+    registry.forget(workdirs=stale, networks=[n for n in data["networks"] if n not in networks])
+
+
+def as_dicts(orphans: list[Orphan]) -> list[dict]:
+    return [asdict(o) for o in orphans]

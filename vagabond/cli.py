@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from vagabond import __version__, base, boxes, detect, doctor, lifecycle, paths, process, remote, render, ui
 from vagabond.workdir import Workdir
+from vagabond import errors
 from vagabond.errors import VagabondError
 
 _state = {"debug": False, "boxes_dir": None}
@@ -505,6 +506,92 @@ def gc_(
         ui.info("nothing to collect: every libvirt object vagabond created has an owner")
     if not dry_run and any(not o.removed for o in orphans):
         raise typer.Exit(1)
+
+
+@app.command("prepare")
+def prepare_(
+    boxes_opt: Annotated[
+        Optional[list[str]], typer.Option("--boxes", help="Boxes this host will run, comma-separated or repeated (default: all).")
+    ] = None,
+    swap: Annotated[
+        Optional[str], typer.Option("--swap", metavar="SIZE", help="Swap file size, e.g. 4G (default: what the boxes need beyond RAM; 0 removes it).")
+    ] = None,
+    swap_file: Annotated[Path, typer.Option("--swap-file", help="Where the swap file lives.")] = Path("/var/lib/vagabond/swapfile"),
+    as_json: JsonOption = False,
+) -> None:
+    """Prepare this host (a fresh CI runner) for VMs; safe to run again, it only acts when needed.
+
+    Swap when RAM is short of what the boxes need (an OOM-killed VM ends the whole run); /dev/kvm
+    opened with a udev rule when the hardware can run KVM but the device is closed (GitHub's x64
+    runners), then the driver probe again; libvirtd and the storage pool 'default' started when no
+    service manager did; Docker's DOCKER-USER chain opened for libvirt's bridges. Needs root.
+
+    Example (CI): sudo vagabond prepare --boxes centos7-selinux
+    """
+    from vagabond import prepare
+
+    directory = _boxes_dir()
+    names = [n.strip() for item in boxes_opt or [] for n in item.split(",") if n.strip()]
+    chosen = [boxes.find_box(n, directory) for n in names] if names else boxes.list_boxes(directory)
+    actions = prepare.prepare(chosen, swap=swap, swap_file=swap_file)
+    if as_json:
+        print(json.dumps(prepare.as_dicts(actions), indent=2))
+        return
+    for a in actions:
+        ui.out.print(f"{'changed' if a.changed else 'ok':>7}  {a.step:<9} {a.detail}", markup=False)
+
+
+ci_app = typer.Typer(help="Continuous integration: generate the workflow that runs your boxes in CI.", no_args_is_help=True)
+app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command("github")
+def ci_github(
+    boxes_opt: Annotated[
+        Optional[list[str]], typer.Option("--boxes", help="Boxes to test, comma-separated or repeated (default: all).")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Write here, e.g. .github/workflows/vagabond.yml (default: stdout).")
+    ] = None,
+    test_command: Annotated[
+        str, typer.Option("--test-command", help="Shell command that runs the tests, in the box's first synced folder.")
+    ] = "make test",
+    runs_on: Annotated[str, typer.Option("--runs-on", help="GitHub runner label.")] = "ubuntu-24.04",
+    vagabond_spec: Annotated[
+        Optional[str], typer.Option("--vagabond-spec", help="What the runner pip-installs (default: this vagabond's version).")
+    ] = None,
+    cron: Annotated[str, typer.Option("--cron", help="When the nightly prebuilt-box job runs (UTC).")] = "17 3 * * *",
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Prebuilt versions kept in the catalog.")] = 5,
+    timeout: Annotated[int, typer.Option("--timeout", min=10, help="Job timeout in minutes.")] = 120,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file that vagabond did not generate.")] = False,
+) -> None:
+    """Write a GitHub Actions workflow: a runner per box boots it, runs the tests, keeps logs on failure.
+
+    Each push and pull request: install Vagrant, vagrant-libvirt, libvirt and qemu, 'vagabond prepare'
+    (KVM access, swap, libvirt), restore cached boxes, 'vagabond up', the test command through
+    'vagabond run', logs uploaded as an artifact on failure, 'vagabond destroy' always. Boxes with a
+    prebuilt: section also get a nightly job that builds and publishes their dependency box to the
+    catalog in the repository variable VAGABOND_CATALOG.
+
+    Example: vagabond ci github --boxes centos7-selinux,alma9-fips --test-command 'make check' -o .github/workflows/vagabond.yml
+    """
+    from vagabond import workflow
+
+    directory = _boxes_dir()
+    names = [n.strip() for item in boxes_opt or [] for n in item.split(",") if n.strip()]
+    chosen = [boxes.find_box(n, directory) for n in names] if names else boxes.list_boxes(directory)
+    settings = workflow.Settings(runs_on=runs_on, test_command=test_command, cron=cron, keep=keep, timeout=timeout,
+                                 vagabond_spec=vagabond_spec or workflow.Settings.vagabond_spec)  # fmt: skip
+    settings.command = workflow.command_line([b.name for b in chosen], settings, output)
+    text = workflow.render(chosen, settings)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_file() and not force and not output.read_text(errors="replace").startswith("# Generated by `vagabond ci github`"):
+        raise errors.UsageError(f"{output} exists and was not generated by vagabond", hint="use --force to overwrite it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    ui.info(f"wrote {output} ({len(chosen)} box{'es' if len(chosen) != 1 else ''})")
 
 
 base_app = typer.Typer(help="Base boxes built locally from the distribution's packages (no box catalog needed).",

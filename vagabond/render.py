@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +170,8 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         "boot_timeout_kvm": options.boot_timeout or BOOT_TIMEOUT_KVM,
         "boot_timeout_qemu": options.boot_timeout or BOOT_TIMEOUT_KVM * NON_KVM_TIMEOUT_COEF,
         "machines": machines,
-        "synced_folders": [f.model_dump() for f in spec.synced_folders],
+        # A relative src is the project's (the directory holding boxes/), not the work directory's.
+        "synced_folders": [f.model_dump() | {"src": os.path.join(box.path.parent.parent, f.src)} for f in spec.synced_folders],
     }
 
 

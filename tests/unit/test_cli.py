@@ -154,3 +154,41 @@ def test_python_dash_m_works(tmp_path):
 
     out = subprocess.run([sys.executable, "-m", "vagabond", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("vagabond ")
+
+
+def test_github_actions_groups_annotations_and_step_summary(project, monkeypatch, tmp_path):
+    """Under GitHub Actions: long steps are log groups, the error is an annotation, and the step
+    summary lists what ran with its duration, whether the command succeeded or not."""
+    from vagabond import ui
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setattr(ui, "steps", [])
+    monkeypatch.setattr("sys.argv", ["vagabond", "up", "nosuchbox"])
+    result = CliRunner().invoke(app, ["up", "nosuchbox"])
+    assert result.exit_code == 2
+    assert "::error title=vagabond up nosuchbox::no box named 'nosuchbox' in boxes" in result.output
+    text = summary.read_text()
+    assert text.startswith("### ❌ `vagabond up nosuchbox` (")
+    assert "> no box named 'nosuchbox' in boxes" in text
+
+    with ui.step("a long step"):
+        pass
+    ui.write_step_summary("build x", True, 3.0)
+    tail = summary.read_text().split("### ✅ `vagabond build x` (3s)")[1]
+    assert "| a long step | 0.0s | ok |" in tail
+
+
+def test_github_group_lines_wrap_outer_steps_only(monkeypatch, capsys):
+    from vagabond import ui
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setattr(ui, "steps", [])
+    with ui.step("outer 100%"):
+        with ui.step("inner"):
+            pass
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "::group::outer 100%25"
+    assert err[-1] == "::endgroup::"
+    assert sum(line.startswith("::group::") for line in err) == 1

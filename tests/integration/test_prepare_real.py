@@ -1,0 +1,107 @@
+"""`vagabond prepare` on this host, for real: a swap file made, kept and removed; Docker's firewall
+chain opened in a network namespace of the test's own; libvirtd started when it is not running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.real
+
+VAGABOND = [sys.executable, "-m", "vagabond"]
+NETNS = os.environ.get("VAGABOND_NETNS", "vagabond")
+
+
+@pytest.fixture(autouse=True)
+def root_only():
+    if os.geteuid() != 0:
+        pytest.skip("REAL TOOL MISSING: prepare changes the host and needs root")
+
+
+def prepare(*args: str, netns: str = NETNS, project: Path = REPO) -> tuple[int, list[dict] | str]:
+    out = subprocess.run(["ip", "netns", "exec", netns, *VAGABOND, "prepare", "--json", *args], cwd=project,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    return out.returncode, (json.loads(out.stdout) if out.returncode == 0 else out.stderr)
+
+
+def by_step(actions: list[dict]) -> dict[str, dict]:
+    return {a["step"]: a for a in actions}
+
+
+def swaps() -> str:
+    return Path("/proc/swaps").read_text()
+
+
+def test_swap_file_is_made_once_and_removed(tmp_path):
+    swap_file = Path("/var/tmp") / f"vagabond-test-swap-{uuid.uuid4().hex[:8]}"  # /tmp may be tmpfs: no swap there
+    try:
+        code, actions = prepare("--swap", "256M", "--swap-file", str(swap_file))
+        assert code == 0, actions
+        assert by_step(actions)["swap"] == {"step": "swap", "changed": True,
+                                            "detail": f"created and enabled {swap_file} (256 MiB; --swap 256M)"}  # fmt: skip
+        assert str(swap_file) in swaps() and oct(swap_file.stat().st_mode & 0o777) == "0o600"
+        code, actions = prepare("--swap", "256M", "--swap-file", str(swap_file))
+        assert by_step(actions)["swap"]["changed"] is False, "a second run must change nothing"
+        code, actions = prepare("--swap", "0", "--swap-file", str(swap_file))
+        assert by_step(actions)["swap"]["changed"] is True
+        assert str(swap_file) not in swaps() and not swap_file.exists()
+    finally:
+        if str(swap_file) in swaps():
+            subprocess.run(["swapoff", str(swap_file)])
+        swap_file.unlink(missing_ok=True)
+
+
+def test_swap_beyond_the_disk_is_refused_clearly(tmp_path):
+    (tmp_path / "boxes").mkdir()
+    (tmp_path / "boxes" / "huge.yaml").write_text("description: x\nbase: {box: a/b}\nresources: {memory: 1048576}\n")
+    swap_file = Path("/var/tmp") / f"vagabond-test-swap-{uuid.uuid4().hex[:8]}"
+    code, err = prepare("--swap-file", str(swap_file), project=tmp_path)
+    assert code != 0
+    assert "error: not enough disk for a" in err and f"swap file in {swap_file.parent}" in err
+    assert not swap_file.exists() and str(swap_file) not in swaps()
+
+
+def test_docker_user_chain_is_opened_for_libvirt_bridges():
+    netns = f"vagabond-fw-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        ipt = ["ip", "netns", "exec", netns, "iptables", "-w"]
+        subprocess.run([*ipt, "-N", "DOCKER-USER"], check=True)
+        subprocess.run([*ipt, "-A", "DOCKER-USER", "-j", "RETURN"], check=True)
+        code, actions = prepare(netns=netns)
+        assert code == 0, actions
+        assert by_step(actions)["firewall"]["changed"] is True
+        rules = subprocess.run([*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout.splitlines()
+        assert rules[1:3] == ["-A DOCKER-USER -o virbr+ -j ACCEPT", "-A DOCKER-USER -i virbr+ -j ACCEPT"], rules
+        code, actions = prepare(netns=netns)
+        assert by_step(actions)["firewall"]["changed"] is False
+    finally:
+        subprocess.run(["ip", "netns", "delete", netns])
+
+
+def test_libvirtd_is_started_when_nothing_runs_it():
+    if subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name"], capture_output=True, text=True).stdout.strip():
+        pytest.skip("a VM is running: stopping libvirtd now would disturb it")
+    subprocess.run(["pkill", "-x", "libvirtd"])
+    for _ in range(100):
+        if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode != 0:
+            break
+        time.sleep(0.1)
+    code, actions = prepare()
+    assert code == 0, actions
+    assert by_step(actions)["libvirt"]["changed"] is True
+    assert "started virtlogd and libvirtd (no service manager)" in by_step(actions)["libvirt"]["detail"]
+    pid = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True).stdout.split()[0]
+    assert subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True).stdout.strip() == NETNS
+    code, actions = prepare()
+    assert by_step(actions)["libvirt"] == {"step": "libvirt", "changed": False,
+                                           "detail": "libvirtd answers; storage pool default is running"}  # fmt: skip

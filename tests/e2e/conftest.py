@@ -78,7 +78,7 @@ class Vagabond:
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
         started = time.monotonic()
         result = subprocess.run(self.argv(*args), cwd=self.cwd, capture_output=True, text=True, timeout=timeout,
-                                env=dict(os.environ, **(env or {})))  # fmt: skip
+                                env=self.env(env))  # fmt: skip
         print(f"$ vagabond {' '.join(args)}  ({time.monotonic() - started:.0f}s, exit {result.returncode})")
         print(result.stdout[-4000:], result.stderr[-6000:], sep="\n")
         if check and result.returncode != 0:
@@ -86,7 +86,15 @@ class Vagabond:
         return result
 
     def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(*args), cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(self.argv(*args), cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=self.env())  # fmt: skip
+
+    @staticmethod
+    def env(extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The test's environment without the CI markers (a CI run of these tests must behave as a
+        developer's), plus what the test asks for."""
+        base = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")}
+        return base | (extra or {})
 
 
 @pytest.fixture(scope="session")

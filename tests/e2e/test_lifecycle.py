@@ -73,6 +73,36 @@ def test_second_provision_changes_nothing(vagabond, selinux_vm, apt_mirror):
     assert "default: ok=" in result.stdout and "changed=0 " in result.stdout and "failed=0" in result.stdout
 
 
+def test_logs_from_the_vm_with_an_avc_denial(vagabond, selinux_vm, tmp_path):
+    # A denial on purpose: unconfined root may not enter the DHCP client's domain with /bin/true.
+    denied = vagabond("run", BOX, "--", "sudo", "runcon", "-u", "system_u", "-r", "system_r", "-t", "dhcpc_t",
+                      "/bin/true", check=False)  # fmt: skip
+    assert denied.returncode != 0, "SELinux enforcing must refuse this"
+    summary = json.loads(vagabond("logs", BOX, "--out", str(tmp_path), "--json").stdout)
+    items = {item["name"]: item for item in summary["items"]}
+    for name in ("Vagrantfile", "state.json", "vagrant.log", "ansible.log", "default-serial.log", "default-qemu.log",
+                 "default-journal.log", "default-avc-denials.log", "default-dmesg.log"):  # fmt: skip
+        assert items[name]["ok"], items[name]
+    out = tmp_path / BOX
+    avc = (out / "default-avc-denials.log").read_text()
+    assert "denied" in avc and "dhcpc_t" in avc, avc[-2000:]
+    assert "Linux version" in (out / "default-dmesg.log").read_text()
+    assert "Linux version" in (out / "default-serial.log").read_text(errors="replace")
+    assert "systemd" in (out / "default-journal.log").read_text()
+    assert "PLAY RECAP" in (out / "ansible.log").read_text()
+    assert "config.vm.box" in (out / "Vagrantfile").read_text()
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_a_failing_command_under_ci_brings_logs_back(vagabond, selinux_vm):
+    result = vagabond("run", BOX, "--", "sh", "-c", "exit 3", check=False, env={"CI": "true"})
+    assert result.returncode == 3
+    summary = json.loads((vagabond.cwd / "vagabond-logs" / BOX / "summary.json").read_text())
+    assert {i["name"] for i in summary["items"] if i["ok"]} >= {"Vagrantfile", "default-journal.log", "default-serial.log"}
+    assert f"logs of {BOX} in" in result.stderr
+    shutil.rmtree(vagabond.cwd / "vagabond-logs")
+
+
 def test_a_busy_box_is_refused_clearly(vagabond, selinux_vm):
     lock = vagabond.cwd / ".vagabond" / BOX / ".lock"
     with open(lock, "a+") as fh:
@@ -134,7 +164,17 @@ def test_vms_from_the_same_box_have_their_own_identity(vagabond):
         assert one[0] != two[0], "two VMs share a machine-id"
         assert one[2] != two[2], "two VMs share an SSH host key"
     finally:
-        vagabond("destroy", BOX, "--workdir", str(twin))
+        twin_prefix = json.loads((twin / "state.json").read_text())["prefix"]
+        # The twin's work directory goes away by hand: gc must find its VM, and only its VM.
+        shutil.rmtree(twin)
+        dry = json.loads(vagabond("gc", "--dry-run", "--json").stdout)["orphans"]
+        assert ("domain", f"{twin_prefix}default") in {(o["kind"], o["name"]) for o in dry}
+        assert ours(twin_prefix)["domains"], "--dry-run removed something"
+        done = json.loads(vagabond("gc", "--json").stdout)["orphans"]
+        assert all(o["removed"] for o in done), done
+        assert not any(o["name"].startswith(status(vagabond)["machines"][0]["domain"].removesuffix("default")) for o in done)
+    assert ours(twin_prefix) == {"domains": [], "volumes": [], "networks": []}
+    assert status(vagabond)["machines"][0]["state"] == "running", "gc must leave a VM that has an owner alone"
 
 
 def test_destroy_without_vagrant_state_leaves_nothing(vagabond):

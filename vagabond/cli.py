@@ -44,8 +44,8 @@ class _Funnel(TyperGroup):
             detail = "interrupted"
             ui.error(detail, title=f"vagabond {command}")
             sys.exit(130)
-        except SystemExit as exc:  # typer.Exit from a command that reports failure itself
-            ok = exc.code in (0, None)
+        except typer.Exit as exc:  # a command that sets its own exit code (doctor, run, gc)
+            ok = getattr(exc, "exit_code", 0) == 0
             raise
         finally:
             if command:
@@ -382,6 +382,7 @@ def build_(
     workdir: WorkdirOption = None,
     driver: DriverOption = None,
     extra_vars: ExtraVarsOption = None,
+    logs_on_failure: LogsOnFailureOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build the box's prebuilt dependency box: base box + playbooks, verified, cleaned, packaged.
@@ -396,7 +397,8 @@ def build_(
     from vagabond import build
 
     definition, wd = _box_and_workdir(box, workdir)
-    opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or ())
+    opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or (),
+                             logs_dir=paths.logs_on_failure_dir(logs_on_failure))  # fmt: skip
     info = build.build(definition, wd, opts, out=out, version=version)
     print(json.dumps(info, indent=2) if as_json else info["path"])
 

@@ -192,3 +192,19 @@ def test_github_group_lines_wrap_outer_steps_only(monkeypatch, capsys):
     assert err[0] == "::group::outer 100%25"
     assert err[-1] == "::endgroup::"
     assert sum(line.startswith("::group::") for line in err) == 1
+
+
+def test_step_summary_reports_the_exit_code_a_command_chose(project, monkeypatch, tmp_path):
+    from vagabond import doctor, ui
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setattr(ui, "steps", [])
+    monkeypatch.setattr("sys.argv", ["vagabond", "doctor", "--json"])
+    monkeypatch.setattr(detect, "choose_driver", lambda *a, **kw: detect.Decision("qemu", "test"))
+    monkeypatch.setattr(doctor, "run_doctor", lambda boxes, decision: [])
+    for ok, mark in ((False, "❌"), (True, "✅")):
+        monkeypatch.setattr(doctor, "report", lambda checks, decision, ok=ok: {"ok": ok})
+        assert CliRunner().invoke(app, ["doctor", "--json"]).exit_code == (0 if ok else 1)
+        assert summary.read_text().split("### ")[-1].startswith(f"{mark} `vagabond doctor` (")

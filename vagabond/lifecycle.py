@@ -338,6 +338,8 @@ def collect_logs(box: Box, wd: Workdir, out: Path) -> None:
         ui.info(f"logs of {box.name} in {summary['out']}" + (f" (not available: {', '.join(missing)})" if missing else ""))
     except (VagabondError, OSError) as exc:
         ui.info(f"collecting logs failed: {exc}")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while collecting: the cleanup after this must still run
+        ui.info("collecting logs was interrupted")
 
 
 def serial_log_path(domain: str) -> Path:

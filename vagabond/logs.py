@@ -96,16 +96,22 @@ def _kind(src: Path) -> str:
 
 def _guest(wd: Workdir, machine: str, target: Path) -> list[Item]:
     items = []
+    unreachable = ""  # once the guest does not answer, the other items are not tried
     for name, argv in GUEST_ITEMS.items():
         filename = f"{machine}-{name}"
         source = f"guest {machine}: {' '.join(argv[:2]) if argv[0] != 'sh' else 'ausearch/journalctl'}"
+        if unreachable:
+            items.append(Item(filename, source, False, unreachable))
+            continue
         try:
             result = remote.run(wd, machine, ["sudo", "-n", *argv], stream=False, timeout=GUEST_TIMEOUT)
         except VagabondError as exc:  # not up, no SSH config, or ssh timed out
-            items.append(Item(filename, source, False, str(exc)))
+            unreachable = str(exc)
+            items.append(Item(filename, source, False, unreachable))
             continue
         if result.returncode == 255:  # ssh's own failure: the guest does not answer
-            items.append(Item(filename, source, False, f"guest unreachable: {result.stderr.strip()[-200:]}"))
+            unreachable = f"guest unreachable: {result.stderr.strip()[-200:]}"
+            items.append(Item(filename, source, False, unreachable))
             continue
         (target / filename).write_text(result.stdout + (f"\n[stderr]\n{result.stderr}" if result.stderr.strip() else ""))
         ok = result.returncode == 0

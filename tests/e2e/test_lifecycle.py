@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -59,6 +61,32 @@ def test_run_passes_the_exit_code(vagabond, selinux_vm):
 def test_run_keeps_arguments_intact(vagabond, selinux_vm):
     result = vagabond("run", BOX, "--", "printf", "[%s]\n", "a b", "$HOME", "it's", ";", "*")
     assert result.stdout == "[a b]\n[$HOME]\n[it's]\n[;]\n[*]\n"
+
+
+def test_ssh_gives_an_interactive_shell(vagabond, selinux_vm):
+    """`vagabond ssh` on a terminal: a login shell with a tty, its exit status passed back."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: vagabond ssh on the pty's slave side
+        os.chdir(vagabond.cwd)
+        os.execvpe(vagabond.argv("ssh", BOX)[0], vagabond.argv("ssh", BOX), vagabond.env())
+    os.write(fd, b"tty; echo SEEN-$(getenforce); exit 5\n")
+    output = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the pty
+                break
+            if not chunk:
+                break
+            output += chunk
+    _, status_code = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert "SEEN-Enforcing" in text, text[-2000:]
+    assert "/dev/pts/" in text, "the shell must have a terminal"
+    assert os.waitstatus_to_exitcode(status_code) == 5
 
 
 def test_status_json(vagabond, selinux_vm):

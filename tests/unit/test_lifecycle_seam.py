@@ -138,3 +138,23 @@ def test_process_drains_pipes_held_by_a_daemon(tmp_path):
     # Like ssh's ControlPersist master: a background child keeps stderr open after the parent exits.
     r = process.run(["sh", "-c", "sleep 30 >/dev/null 2>&2 & echo done"], timeout=20)
     assert r.stdout == "done\n" and r.duration < 10
+
+
+def test_logs_collect_host_files_and_say_what_is_missing(wd, tmp_path):
+    from vagabond import logs
+
+    wd.vagrantfile.write_text("Vagrant.configure('2') {}\n")
+    wd.logs.mkdir()
+    (wd.logs / "vagrant.log").write_text("==> default: Waiting for domain to get an IP address...\n")
+    saved_serial = wd.logs / f"{wd.domain('default')}-serial.log"
+    saved_serial.write_text("SeaBIOS\n")  # kept by a failed up after libvirt's copy went away
+    summary = logs.collect(wd.box, wd, tmp_path / "out")
+    items = {i["name"]: i for i in summary["items"]}
+    out = tmp_path / "out" / "debian12-selinux"
+    assert items["Vagrantfile"]["ok"] and (out / "Vagrantfile").read_text() == "Vagrant.configure('2') {}\n"
+    assert items["vagrant.log"]["ok"] and items["default-serial.log"]["ok"]
+    assert (out / "default-serial.log").read_text() == "SeaBIOS\n"
+    assert items["ansible.log"] == {"name": "ansible.log", "source": str(wd.logs / "ansible.log"), "ok": False, "detail": "not found"}
+    guest = [items[f"default-{n}"] for n in ("journal.log", "avc-denials.log", "dmesg.log")]
+    assert all(not g["ok"] and "no SSH configuration" in g["detail"] for g in guest)
+    assert json.loads((out / "summary.json").read_text()) == summary

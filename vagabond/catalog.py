@@ -48,7 +48,9 @@ class DirStore:
     def exists(self, key: str) -> bool:
         return (self.root / key).exists()
 
-    def put_file(self, key: str, source: Path) -> None:
+    def put_file(self, key: str, source: Path, *, replace: bool = False) -> None:
+        """Copy in under a temporary name, then link it into place: without replace, a file that
+        appeared meanwhile (a concurrent publish of the same version) is never overwritten."""
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -57,7 +59,15 @@ class DirStore:
                 dst.write(block)
             dst.flush()
             os.fsync(dst.fileno())
-        tmp.replace(target)
+        if replace:
+            tmp.replace(target)
+            return
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise Conflict from None
+        finally:
+            tmp.unlink()
 
     def read_back(self, key: str) -> tuple[int, str]:
         path = self.root / key
@@ -131,9 +141,26 @@ class S3Store:
                 return False
             raise
 
-    def put_file(self, key: str, source: Path) -> None:
-        self.client.upload_file(str(source), self.bucket, self._key(key),
-                                ExtraArgs={"ContentType": "application/octet-stream", **self.acl})  # fmt: skip
+    def put_file(self, key: str, source: Path, *, replace: bool = False) -> None:
+        """Without replace, a conditional PUT (If-None-Match: *): an object that appeared meanwhile
+        (a concurrent publish of the same version) is never overwritten."""
+        if replace:
+            self.client.upload_file(str(source), self.bucket, self._key(key),
+                                    ExtraArgs={"ContentType": "application/octet-stream", **self.acl})  # fmt: skip
+            return
+        try:
+            with source.open("rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*",
+                                       ContentType="application/octet-stream", **self.acl)  # fmt: skip
+        except Exception as exc:
+            if self._conflict(exc):
+                raise Conflict from None
+            raise
+
+    @staticmethod
+    def _conflict(exc: Exception) -> bool:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        return code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 
     def read_back(self, key: str) -> tuple[int, str]:
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
@@ -165,8 +192,7 @@ class S3Store:
             self.client.put_object(Bucket=self.bucket, Key=self._key(METADATA), ContentType="application/json",
                                    Body=(json.dumps(data, indent=2) + "\n").encode(), **condition, **self.acl)  # fmt: skip
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            if self._conflict(exc):
                 raise Conflict from None
             raise
 
@@ -267,11 +293,15 @@ def publish(path: Path, catalog: str, *, name: str | None = None, version: str |
     key = box_key(box)
     metadata, _ = store.get_metadata()
     published = {v.get("version") for v in (metadata or {}).get("versions", [])}
+    immutable = PublishError(f"{box.name} {box.version} is already in {catalog}; published boxes are immutable "
+                             "(publish a new version, or --force to replace it)")  # fmt: skip
     if not force and (box.version in published or store.exists(key)):
-        raise PublishError(f"{box.name} {box.version} is already in {catalog}; published boxes are immutable "
-                           "(publish a new version, or --force to replace it)")  # fmt: skip
-    with ui.step(f"upload {path.name} to {catalog}"):
-        store.put_file(key, path)
+        raise immutable
+    try:
+        with ui.step(f"upload {path.name} to {catalog}"):
+            store.put_file(key, path, replace=force)
+    except Conflict:
+        raise immutable from None  # a concurrent publish of this version got there first
     size, sha = store.read_back(key)
     if (size, sha) != (path.stat().st_size, box.sha256):
         store.delete(key)

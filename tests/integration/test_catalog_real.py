@@ -243,3 +243,44 @@ def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     assert (result["name"], result["version"]) == ("vagabond-test/tiny", "7.0.0")
     missing = process.run([*VAGABOND, "repackage", "nope/none", "--out", out], env=env, check=False)
     assert missing.returncode == 2 and "no libvirt box named 'nope/none'" in missing.stderr
+
+
+def _same_version_race(target: str, tiny_box: Path, tmp_path: Path) -> tuple[list[int], list[Path]]:
+    files = []
+    for i in range(2):
+        d = tmp_path / f"racer{i}"
+        d.mkdir()
+        box = make_version(tiny_box, d, "6.0.0")
+        with open(box, "ab") as fh:  # two different files claiming the same version
+            fh.write(f"racer {i}".encode())
+        info = json.loads(box.with_name(box.name + ".json").read_text())
+        info["sha256"] = images.sha256_file(box)
+        box.with_name(box.name + ".json").write_text(json.dumps(info))
+        files.append(box)
+    procs = [subprocess.Popen([*VAGABOND, "publish", str(b), "--catalog", target], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for b in files]  # fmt: skip
+    codes = []
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        codes.append(p.returncode)
+        assert p.returncode == 0 or "published boxes are immutable" in err, err
+    return codes, files
+
+
+def test_same_version_published_twice_at_once_keeps_one_consistent_box(tiny_box, tmp_path):
+    cat = tmp_path / "race"
+    codes, files = _same_version_race(str(cat), tiny_box, tmp_path)
+    assert sorted(codes) == [0, 1], "exactly one publish of a version may win"
+    doc = json.loads((cat / "metadata.json").read_text())
+    provider = doc["versions"][0]["providers"][0]
+    stored = cat / "6.0.0" / "vagabond-test-tiny-6.0.0-libvirt.box"
+    assert provider["checksum"] == images.sha256_file(stored), "the catalog must describe the file it serves"
+
+
+def test_box_objects_are_never_overwritten_without_force(tiny_box, tmp_path, s3):
+    for store in (catalog.DirStore(tmp_path / "dir", None), catalog.open_store("s3://boxes/noclobber")):
+        store.put_file("1.0.0/a.box", tiny_box)
+        with pytest.raises(catalog.Conflict):
+            store.put_file("1.0.0/a.box", tiny_box)
+        store.put_file("1.0.0/a.box", tiny_box, replace=True)
+        assert store.read_back("1.0.0/a.box")[1] == images.sha256_file(tiny_box)

@@ -306,8 +306,8 @@ def ensure_added(box: Box, *, built: BaseBox | None = None, env: dict[str, str] 
     if built is None:
         built = imported(box) if isinstance(box.spec.base, ImageBase) else build(box)
     v = Vagrant(env=env, timeout=1800)
+    registry.add_box(built.name)  # vagabond's own base: `vagabond gc` may remove images of its old versions
     if not v.has_box(built.name, built.version):
-        registry.add_box(built.name)  # before the add: an interrupted add can leave an image behind
         with ui.step(f"vagrant box add {built.name} {built.version}"):
             v.box_add_catalog(built.catalog_url)
     return built

@@ -136,9 +136,9 @@ def fetch_prebuilt(source: render.BoxSource) -> render.BoxSource | None:
     checksum mismatch) falls back to the base box instead of failing the run. Vagrant checks the
     checksum from the catalog and keeps nothing of a box that does not match."""
     v = Vagrant(timeout=3600)
+    registry.add_box(source.name)
     if v.has_box(source.name, source.version):
         return source
-    registry.add_box(source.name)
     try:
         with ui.step(f"download {source.name} {source.version}"):
             v.box_add_catalog(source.url, source.version)

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import SANDBOX, ours
+from tests.e2e.conftest import SANDBOX, ours, virsh
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -212,6 +212,20 @@ def test_destroy_without_vagrant_state_leaves_nothing(vagabond):
     assert f"domain {prefix}default" in result.stderr
     assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}
     assert status(vagabond)["machines"][0]["state"] == "not created"
+
+
+def test_gc_removes_the_image_a_removed_box_left_in_the_pool(vagabond):
+    """vagrant-libvirt leaves a box's image volume in the pool when the box is removed."""
+    image = f"vagabond-VAGRANTSLASH-debian12-selinux_vagrant_box_image_{VERSION}_box.img"
+    assert image in virsh("vol-list", "default"), "the prebuilt box's image should be in the pool"
+    subprocess.run([SANDBOX, "exec", "vagrant", "box", "remove", "--force", "--provider", "libvirt",
+                    "--box-version", VERSION, "vagabond/debian12-selinux"], check=True, capture_output=True)  # fmt: skip
+    assert image in virsh("vol-list", "default"), "vagrant box remove is expected to leave the image behind"
+    done = json.loads(vagabond("gc", "--json").stdout)["orphans"]
+    assert {"kind": "box image", "name": image, "removed": True,
+            "reason": f"box vagabond/debian12-selinux {VERSION} is no longer in Vagrant's box store"} in done  # fmt: skip
+    assert image not in virsh("vol-list", "default")
+    assert json.loads(vagabond("gc", "--dry-run", "--json").stdout)["orphans"] == []
 
 
 def test_interrupted_up_leaves_nothing_and_rerun_works(vagabond):

@@ -70,7 +70,9 @@ def leaked(tmp_path):
 
 
 def gc(env, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "vagabond", "gc", "--json", *args], env=env, capture_output=True, text=True)
+    # Like every command that manages VMs here, gc runs inside the sandbox's network namespace.
+    netns = ["ip", "netns", "exec", os.environ.get("VAGABOND_NETNS", "vagabond")] if os.geteuid() == 0 else []
+    out = subprocess.run([*netns, sys.executable, "-m", "vagabond", "gc", "--json", *args], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

@@ -183,13 +183,8 @@ def _progress(prefix: str):
 def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, vagrant_user: bool = True) -> None:
     images.write_mbr(raw, size_gib * 2**30)
     with contextlib.ExitStack() as stack:
-        loop = process.run(["losetup", "--find", "--show", str(raw)], timeout=60).stdout.strip()
-        stack.callback(process.run, ["losetup", "--detach", loop], check=False, timeout=60)
-        # This kernel has no MSDOS partition scan for loop devices (losetup -P finds nothing): partx does.
-        process.run(["partx", "--add", loop], timeout=60)
-        stack.callback(process.run, ["partx", "--delete", loop], check=False, timeout=60)
-        part = f"{loop}p1"
-        _wait_for(Path(part))
+        loop, parts = stack.enter_context(images.attached(raw))
+        part = parts[0]
         process.run(["mkfs.ext4", "-q", "-L", "root", "-m", "1", part], timeout=300)
         uuid = process.run(["blkid", "-s", "UUID", "-o", "value", part], timeout=60).stdout.strip()
         mnt = raw.parent / "mnt"
@@ -275,12 +270,6 @@ def _scrub(root: Path) -> None:
                 item.unlink()
 
 
-def _wait_for(path: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise VagabondError(f"{path} did not appear after partx; is this kernel's loop driver usable?")
-        time.sleep(0.1)
 
 
 def imported(box: Box) -> BaseBox:

@@ -30,6 +30,14 @@ if command -v journalctl >/dev/null; then
     systemd-journald.service >/dev/null 2>&1 || true
   rm -rf /var/log/journal/*
 fi
+# The initramfs needs only this VM's own drivers (virtio), as RHEL's dracut builds it by default
+# (hostonly); Debian's "most" carries every storage driver, compressed past what xz can shrink.
+if [ -f /etc/initramfs-tools/initramfs.conf ] && command -v update-initramfs >/dev/null; then
+  sed -i 's/^MODULES=.*/MODULES=dep/; s/^COMPRESS=.*/COMPRESS=xz/' /etc/initramfs-tools/initramfs.conf
+  update-initramfs -u -k all >/dev/null
+elif command -v dracut >/dev/null; then
+  dracut --force --hostonly --regenerate-all >/dev/null 2>&1 || true
+fi
 find /var/log -type f -exec truncate -s 0 {} +
 rm -rf /tmp/* /var/tmp/* /root/.ansible /home/*/.ansible /tmp/.ansible-*
 rm -f /root/.bash_history /home/*/.bash_history

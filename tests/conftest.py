@@ -14,6 +14,14 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["VAGRANT_CHECKPOINT_DISABLE"] = "1"
 
 
+@pytest.fixture(autouse=True)
+def not_under_ci(monkeypatch):
+    """Tests run alike on a laptop and in CI: what vagabond does differently under CI (logs on
+    failure, GitHub log groups) is switched on by the tests that check it."""
+    for name in ("CI", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "VAGABOND_LOGS_ON_FAILURE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """An empty project directory as cwd, with boxes/ and playbooks/ ready for box files."""

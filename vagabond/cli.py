@@ -510,6 +510,13 @@ def gc_(
         raise typer.Exit(1)
 
 
+def _selected_boxes(option: Optional[list[str]]) -> list[boxes.Box]:
+    """--boxes a,b (or repeated): those boxes; none given: every box in the boxes directory."""
+    directory = _boxes_dir()
+    names = [n.strip() for item in option or [] for n in item.split(",") if n.strip()]
+    return [boxes.find_box(n, directory) for n in names] if names else boxes.list_boxes(directory)
+
+
 @app.command("prepare")
 def prepare_(
     boxes_opt: Annotated[
@@ -532,9 +539,7 @@ def prepare_(
     """
     from vagabond import prepare
 
-    directory = _boxes_dir()
-    names = [n.strip() for item in boxes_opt or [] for n in item.split(",") if n.strip()]
-    chosen = [boxes.find_box(n, directory) for n in names] if names else boxes.list_boxes(directory)
+    chosen = _selected_boxes(boxes_opt)
     actions = prepare.prepare(chosen, swap=swap, swap_file=swap_file)
     if as_json:
         print(json.dumps(prepare.as_dicts(actions), indent=2))
@@ -579,9 +584,7 @@ def ci_github(
     """
     from vagabond import workflow
 
-    directory = _boxes_dir()
-    names = [n.strip() for item in boxes_opt or [] for n in item.split(",") if n.strip()]
-    chosen = [boxes.find_box(n, directory) for n in names] if names else boxes.list_boxes(directory)
+    chosen = _selected_boxes(boxes_opt)
     settings = workflow.Settings(runs_on=runs_on, test_command=test_command, cron=cron, keep=keep, timeout=timeout,
                                  vagabond_spec=vagabond_spec or workflow.Settings.vagabond_spec)  # fmt: skip
     settings.command = workflow.command_line([b.name for b in chosen], settings, output)

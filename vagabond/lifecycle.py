@@ -111,9 +111,9 @@ def render_workdir(wd: Workdir, decision: detect.Decision, source: render.BoxSou
     render.write_vagrantfile(wd.box, options, wd.vagrantfile)
 
 
-def choose_source(box: Box, opts: Options) -> render.BoxSource | None:
-    """The prebuilt box when its catalog has a version built from this exact definition; otherwise
-    None (base box + full provisioning), always saying why."""
+def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:
+    """The prebuilt box, downloaded into Vagrant's box store, when its catalog has a version built
+    from this exact definition; otherwise None (base box + full provisioning), always saying why."""
     if box.spec.prebuilt is None:
         return None
     if not opts.prebuilt:
@@ -240,7 +240,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
         before = Created.snapshot() if was_new else None
         try:
             if was_new:
-                source = choose_source(box, opts)
+                source = fetch_current_prebuilt(box, opts)
             else:  # an existing VM keeps the box it was made from
                 previous = wd.read_state().get("prebuilt")
                 source = render.BoxSource(**previous) if previous else None

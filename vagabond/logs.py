@@ -22,13 +22,14 @@ from vagabond.workdir import Workdir
 GUEST_TIMEOUT = 120.0
 
 # AVC denials: ausearch reads the audit log (auditd); denials from before auditd
-# started, or on a guest without it, are in the kernel log. `ausearch` exits 1 when nothing
-# matches, which is an answer, not a failure.
+# started, or on a guest without it, are in the kernel log. Without a terminal (as over ssh here)
+# ausearch reads its standard input instead of the log unless told --input-logs. It exits 1 when
+# nothing matches, which is an answer, not a failure.
 AVC_SCRIPT = r"""
 cd /
 if command -v ausearch >/dev/null 2>&1 && [ -s /var/log/audit/audit.log ]; then
   echo "== audit log: ausearch -m AVC,USER_AVC,SELINUX_ERR (/var/log/audit)"
-  ausearch -m AVC,USER_AVC,SELINUX_ERR -i 2>&1; rc=$?; [ $rc -le 1 ] || exit $rc
+  ausearch --input-logs -m AVC,USER_AVC,SELINUX_ERR -i </dev/null 2>&1; rc=$?; [ $rc -le 1 ] || exit $rc
 fi
 echo "== kernel log: denials before auditd started, or without auditd"
 journalctl -k -b --no-pager 2>/dev/null | grep -E 'avc: +denied' || dmesg | grep -E 'avc: +denied' || true

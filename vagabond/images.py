@@ -119,6 +119,14 @@ end
 """
 
 
+# A disk image repeats itself hundreds of MiB apart (libraries, kernel modules, SELinux's copies of
+# its policy): a 256 MiB dictionary finds those repeats where -9's 64 MiB does not, 8% smaller on a
+# debian12-selinux box. Compressing then needs 2.7 GiB per thread; xz stays within 40% of RAM by
+# using fewer threads, then a smaller dictionary. Unpacking needs 257 MiB. xz itself, not Python's
+# lzma: it can use every core (--threads=0).
+XZ_OPTIONS = ["--threads=0", "--memlimit-compress=40%", "--lzma2=preset=9,dict=256MiB"]
+
+
 def write_box(box_img: Path, out: Path, *, virtual_size_gib: int, vagrantfile: str = BOX_VAGRANTFILE,
               xz: bool = False) -> Path:  # fmt: skip
     """Assemble a vagrant-libvirt box (v1 format: box.img + metadata.json + Vagrantfile) as a tar.
@@ -136,8 +144,7 @@ def write_box(box_img: Path, out: Path, *, virtual_size_gib: int, vagrantfile: s
         tar.add(staging / "Vagrantfile", arcname="Vagrantfile")
         tar.add(box_img, arcname="box.img")
     if xz:
-        # xz itself, not Python's lzma: it uses every core (-T0).
-        process.run(["xz", "--threads=0", "-9", "--force", str(tmp)], timeout=7200)
+        process.run(["xz", *XZ_OPTIONS, "--force", str(tmp)], timeout=7200)
         tmp = tmp.with_name(tmp.name + ".xz")
     tmp.replace(out)
     for p in staging.iterdir():

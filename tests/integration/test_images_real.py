@@ -72,6 +72,8 @@ def test_xz_box_is_a_tar_vagrant_can_unpack(disk, tmp_path):
     images.convert_to_qcow2(disk, img, compress=False)
     box = images.write_box(img, tmp_path / "x.box", virtual_size_gib=1, xz=True)
     assert box.read_bytes()[:6] == b"\xfd7zXZ\x00"
+    listing = subprocess.run(["xz", "--list", "-vv", box], capture_output=True, text=True, check=True).stdout
+    assert "--lzma2=dict=256MiB" in listing, listing  # the large dictionary, not -9's 64 MiB
     with tarfile.open(box) as tar:
         assert sorted(tar.getnames()) == ["Vagrantfile", "box.img", "metadata.json"]
     out = tmp_path / "unpacked"

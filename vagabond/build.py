@@ -18,7 +18,7 @@ from vagabond.workdir import Workdir
 # The box keeps Vagrant's insecure public key (insert_key = false), never a private key.
 CLEAN_GUEST = r"""
 set -u
-cd /
+cd /  # under SELinux, update-initramfs fails when it cannot return to a home directory
 (command -v apt-get >/dev/null && apt-get clean) || true
 (command -v dnf >/dev/null && dnf clean all) || (command -v yum >/dev/null && yum clean all) || true
 rm -rf /var/lib/apt/lists/* /var/cache/dnf/* /var/cache/yum/*
@@ -35,9 +35,9 @@ fi
 # (hostonly); Debian's "most" carries every storage driver, compressed past what xz can shrink.
 if [ -f /etc/initramfs-tools/initramfs.conf ] && command -v update-initramfs >/dev/null; then
   sed -i 's/^MODULES=.*/MODULES=dep/; s/^COMPRESS=.*/COMPRESS=xz/' /etc/initramfs-tools/initramfs.conf
-  (cd / && update-initramfs -u -k all) >/dev/null  # under SELinux it may not return to a home directory
+  update-initramfs -u -k all >/dev/null
 elif command -v dracut >/dev/null; then
-  (cd / && dracut --force --hostonly --regenerate-all) >/dev/null 2>&1 || true
+  dracut --force --hostonly --regenerate-all >/dev/null 2>&1 || true
 fi
 find /var/log -type f -exec truncate -s 0 {} +
 rm -rf /tmp/* /var/tmp/* /root/.ansible /home/*/.ansible /tmp/.ansible-*

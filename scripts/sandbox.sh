@@ -5,14 +5,19 @@
 # tests: the VMs' private networks (192.168.121.0/24 ...) exist only inside the namespace and
 # disappear with it, and nothing reaches them from the host's own network.
 #
+# vagabond itself runs outside it (mmdebstrap and downloads need the host's network) and starts only
+# the programs that talk to VMs (vagrant up, ssh, ansible-playbook) inside: `start` records the
+# namespace in /run/vagabond/netns, where vagabond finds it ($VAGABOND_NETNS overrides it).
+#
 #   scripts/sandbox.sh start         create the namespace, start virtlogd + libvirtd in it, pool 'default'
-#   scripts/sandbox.sh exec CMD ...  run CMD inside the namespace (vagrant, ssh, ansible, vagabond up ...)
+#   scripts/sandbox.sh exec CMD ...  run CMD inside the namespace (vagrant, virsh, ssh by hand)
 #   scripts/sandbox.sh stop          stop the daemons and delete the namespace
 #   scripts/sandbox.sh status
 set -euo pipefail
 
 NETNS="${VAGABOND_NETNS:-vagabond}"
 IMAGES=/var/lib/libvirt/images
+SETTING=/run/vagabond/netns  # read by vagabond (vagabond/sandbox.py)
 export VAGRANT_CHECKPOINT_DISABLE=1  # never phone home for version checks
 
 log() { echo "sandbox: $*" >&2; }
@@ -91,10 +96,13 @@ start() {
   start_daemon libvirtd -d
   wait_libvirt
   ensure_pool
-  log "ready: libvirtd in namespace $NETNS, pool 'default' running"
+  mkdir -p "$(dirname "$SETTING")"
+  echo "$NETNS" >"$SETTING.tmp" && mv "$SETTING.tmp" "$SETTING"
+  log "ready: libvirtd in namespace $NETNS, pool 'default' running; vagabond starts VM-facing programs there ($SETTING)"
 }
 
 stop() {
+  rm -f "$SETTING"
   for name in libvirtd virtlogd; do
     pid=$(daemon_pid "$name")
     [[ -n "$pid" ]] && kill "$pid" && log "stopped $name"
@@ -111,6 +119,7 @@ status() {
     pid=$(daemon_pid "$name")
     if [[ -n "$pid" ]]; then echo "$name: pid $pid, namespace '$(netns_of "$pid")'"; else echo "$name: not running"; fi
   done
+  echo "vagabond's setting: $(cat "$SETTING" 2>/dev/null || echo "none ($SETTING missing)")"
 }
 
 case "${1:-}" in

@@ -153,7 +153,7 @@ def ensure_libvirt() -> Action:
     else:
         for daemon in ("virtlogd", "libvirtd"):
             if not process.run(["pgrep", "-x", daemon], check=False).ok:
-                process.run([daemon, "-d"], timeout=60)
+                process.run([daemon, "-d"], timeout=60, vm_network=True)  # guests' networks live where libvirtd does
         started = "started virtlogd and libvirtd (no service manager)"
     if started:
         deadline = time.monotonic() + 30

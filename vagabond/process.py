@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from vagabond import sandbox
 from vagabond.errors import CommandFailed, ToolMissing, format_argv
 
 log = logging.getLogger("vagabond.process")
@@ -76,6 +77,7 @@ def run(
     interactive: bool = False,
     hint: str | None = None,
     watchdog: Callable[[], str | None] | None = None,
+    vm_network: bool = False,
 ) -> Result:
     """Run ``argv`` (never through a shell) and return its Result.
 
@@ -84,13 +86,10 @@ def run(
     child. On timeout or Ctrl-C the whole process group is killed. ``watchdog`` is asked once a
     second; a string it returns is a reason to stop the command now (killed like a timeout, and the
     reason is the error). ``check`` raises CommandFailed on a non-zero exit; without it the caller
-    inspects ``Result.returncode``.
+    inspects ``Result.returncode``. ``vm_network`` starts a program that talks to VMs inside their
+    network namespace, when the host keeps them in one (see vagabond.sandbox).
     """
-    args = [os.fspath(a) for a in argv]
-    if not args:
-        raise ValueError("empty argv")
-    if os.sep not in args[0]:
-        args[0] = which(args[0]) or args[0]
+    args = _argv(argv, vm_network)
     log.debug("run: %s (cwd=%s)", redact(format_argv(args)), cwd or ".")
     started = time.monotonic()
     try:
@@ -159,6 +158,19 @@ def run(
     if check and returncode != 0:
         raise CommandFailed([redact(a) for a in args], returncode, redact(result.stdout), redact(result.stderr), hint=hint)
     return result
+
+
+def _argv(argv: Sequence[str | os.PathLike[str]], vm_network: bool) -> list[str]:
+    args = [os.fspath(a) for a in argv]
+    if not args:
+        raise ValueError("empty argv")
+    if os.sep not in args[0]:
+        args[0] = which(args[0]) or args[0]
+    if not vm_network:
+        return args
+    if not os.path.isfile(args[0]):  # `ip netns exec` would hide it behind its own error
+        raise ToolMissing(f"'{args[0]}' was not found", hint="run 'vagabond doctor' to see what is missing and how to install it")
+    return sandbox.wrap(args)
 
 
 def _wait(proc: subprocess.Popen, timeout: float | None, watchdog: Callable[[], str | None] | None):
@@ -252,10 +264,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 
-def exec_replace(argv: Sequence[str | os.PathLike[str]]) -> None:
+def exec_replace(argv: Sequence[str | os.PathLike[str]], *, vm_network: bool = False) -> None:
     """Become ``argv`` (no child, no copy of its output): for `vagabond run`, whose exit code,
     output and signals must be the command's own, with no Python left in between."""
-    args = [os.fspath(a) for a in argv]
+    args = _argv(argv, vm_network)
     exe = which(args[0]) if os.sep not in args[0] else args[0]
     if not exe:
         raise ToolMissing(f"'{args[0]}' was not found")

@@ -172,7 +172,8 @@ def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float
             if line.strip():
                 ui.info(f"ansible: {line.rstrip()}")
 
-        result = process.run(argv, cwd=wd.path, env=ansible_env(wd), timeout=timeout, stream=sink, check=False)
+        result = process.run(argv, cwd=wd.path, env=ansible_env(wd), timeout=timeout, stream=sink, check=False,
+                             vm_network=True)  # fmt: skip
     finally:
         log.close()
     recaps = parse_recap(result.stdout)

@@ -84,7 +84,8 @@ def build_ssh_argv(ssh_config: Path, box: str, machine: str, command: Sequence[s
 def run(wd: "Workdir", machine: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
         stream: bool | process.LineSink = True, timeout: float | None = None) -> process.Result:  # fmt: skip
     """Run a command in the guest; the Result's returncode is the command's (255: SSH itself failed)."""
-    return process.run(ssh_argv(wd, machine, command, env=env), stream=stream, check=False, timeout=timeout)
+    return process.run(ssh_argv(wd, machine, command, env=env), stream=stream, check=False, timeout=timeout,
+                       vm_network=True)  # fmt: skip
 
 
 def check_output(wd: "Workdir", machine: str, command: Sequence[str], *, timeout: float = 120) -> str:
@@ -95,9 +96,9 @@ def check_output(wd: "Workdir", machine: str, command: Sequence[str], *, timeout
 
 
 def interactive(wd: "Workdir", machine: str, command: Sequence[str] | None = None) -> int:
-    return process.run(ssh_argv(wd, machine, command, tty=True), interactive=True, check=False).returncode
+    return process.run(ssh_argv(wd, machine, command, tty=True), interactive=True, check=False, vm_network=True).returncode
 
 
 def close_master(wd: "Workdir", machine: str) -> None:
     if wd.ssh_config.is_file() and machine in hosts(wd):
-        process.run(["ssh", "-F", str(wd.ssh_config), "-O", "exit", machine], check=False, timeout=30)
+        process.run(["ssh", "-F", str(wd.ssh_config), "-O", "exit", machine], check=False, timeout=30, vm_network=True)

@@ -19,6 +19,11 @@ QUIET_ENV = {
 
 DEFAULT_TIMEOUT = 600.0
 
+# Subcommands that talk to VMs run in the VMs' network namespace (vagabond.sandbox); the box
+# store's commands download from catalogs and stay on the host's network.
+VM_FACING = frozenset({"up", "halt", "destroy", "reload", "resume", "suspend", "provision", "ssh", "ssh-config", "status",
+                       "package"})  # fmt: skip
+
 
 def vagrant_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
@@ -53,16 +58,22 @@ class Vagrant(vagrant.Vagrant):
         exe = process.which("vagrant") or "vagrant"
         return [exe] + [str(a) for a in args if a is not None]
 
+    @staticmethod
+    def _vm_facing(args) -> bool:
+        return bool(args) and str(args[0]) in VM_FACING
+
     def _call_vagrant_command(self, args) -> None:
         process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=self.stream,
-                    watchdog=self.watchdog)  # fmt: skip
+                    watchdog=self.watchdog, vm_network=self._vm_facing(args))  # fmt: skip
 
     def _run_vagrant_command(self, args) -> str:
-        return process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout).stdout
+        return process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout,
+                           vm_network=self._vm_facing(args)).stdout  # fmt: skip
 
     def _stream_vagrant_command(self, args) -> Iterator[str]:
         lines: list[str] = []
-        process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=lines.append)
+        process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=lines.append,
+                    vm_network=self._vm_facing(args))  # fmt: skip
         yield from lines
 
     def validate(self, directory=None) -> process.Result:  # python-vagrant's own calls subprocess directly

@@ -1,7 +1,9 @@
 """End-to-end harness: libvirtd in a private network namespace, an offline apt mirror, real VMs.
 
-Everything that talks to a VM (vagrant, ssh, ansible, vagabond itself) runs inside the namespace
-made by scripts/sandbox.sh; the guests' 192.168.121.0/24 network never exists outside it.
+libvirtd runs inside the namespace made by scripts/sandbox.sh, so the guests' 192.168.121.0/24
+network never exists outside it. vagabond runs on the host, as a user runs it, and starts what
+talks to VMs (vagrant up, ssh, ansible) in the namespace itself (VAGABOND_NETNS); what downloads
+(mmdebstrap, box catalogs on 127.0.0.1) stays on the host's network.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import MISSING, NETNS, REPO
 
 SANDBOX = REPO / "scripts" / "sandbox.sh"
 APT_REPO_SCRIPT = REPO / "scripts" / "local-apt-repo.sh"
-NETNS = os.environ.get("VAGABOND_NETNS", "vagabond")
 MIRROR_PORT = 8321
 CATALOG_PORT = 8322
 S3_PORT = 8323
@@ -33,15 +34,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagabond")
 
 
+GUEST_NET = "192.168.121.0/24"
+
+
 @pytest.fixture(scope="session")
 def sandbox():
     if os.geteuid() != 0:
-        pytest.skip("REAL TOOL MISSING: the end-to-end tier needs root (network namespace, libvirtd)")
+        pytest.skip(f"{MISSING}: the end-to-end tier needs root (network namespace, libvirtd)")
     for tool in ("ip", "vagrant", "virsh", "qemu-system-x86_64", "mmdebstrap"):
         if not shutil.which(tool):
-            pytest.skip(f"REAL TOOL MISSING: {tool} (run scripts/install.sh)")
-    subprocess.run([SANDBOX, "start"], check=True)
-    return NETNS
+            pytest.skip(f"{MISSING}: {tool} (run scripts/install.sh)")
+    subprocess.run([SANDBOX, "start"], check=True, env=dict(os.environ, VAGABOND_NETNS=NETNS))
+    # A safety net for the tests' own sake: should a program that talks to a guest ever start
+    # outside the namespace, it fails at once instead of sending the guests' traffic out of the host.
+    guard = subprocess.run(["ip", "route", "add", "unreachable", GUEST_NET], capture_output=True).returncode == 0
+    yield NETNS
+    if guard:
+        subprocess.run(["ip", "route", "del", "unreachable", GUEST_NET], capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -65,14 +74,14 @@ def apt_mirror(sandbox, tmp_path_factory):
 
 
 class Vagabond:
-    """Runs the installed vagabond inside the namespace, from a project directory."""
+    """Runs the installed vagabond on the host, from a project directory, as a user would."""
 
     def __init__(self, cwd: Path):
         self.cwd = cwd
         self.exe = str(Path(sys.executable).with_name("vagabond"))
 
     def argv(self, *args: str) -> list[str]:
-        return [str(SANDBOX), "exec", self.exe, *args]
+        return [self.exe, *args]
 
     def __call__(self, *args: str, timeout: float = 3600, check: bool = True,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
@@ -92,16 +101,17 @@ class Vagabond:
     @staticmethod
     def env(extra: dict[str, str] | None = None) -> dict[str, str]:
         """The test's environment without the CI markers (a CI run of these tests must behave as a
-        developer's), plus what the test asks for."""
+        developer's), with the VMs' namespace, plus what the test asks for."""
         base = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")}
-        return base | (extra or {})
+        return base | {"VAGABOND_NETNS": NETNS} | (extra or {})
 
 
 @pytest.fixture(scope="session")
 def catalog_server(sandbox, tmp_path_factory):
-    """nginx serving a box catalog directory on 127.0.0.1 inside the namespace."""
+    """nginx serving a box catalog directory on the host's 127.0.0.1, where vagabond and
+    `vagrant box add` read catalogs."""
     if not shutil.which("nginx"):
-        pytest.skip("REAL TOOL MISSING: nginx (run scripts/install.sh)")
+        pytest.skip(f"{MISSING}: nginx (run scripts/install.sh)")
     root = tmp_path_factory.mktemp("catalog")
     conf = root.parent / "nginx-catalog.conf"
     conf.write_text(
@@ -109,7 +119,7 @@ def catalog_server(sandbox, tmp_path_factory):
         f"events {{}}\nhttp {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {root.parent}/body;\n"
         f"  server {{ listen 127.0.0.1:{CATALOG_PORT}; root {root}; }} }}\n"
     )
-    proc = subprocess.Popen([SANDBOX, "exec", "nginx", "-c", str(conf), "-p", str(root.parent)])
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root.parent)])
     time.sleep(1)
     assert proc.poll() is None, "nginx did not start"
     yield root, f"http://127.0.0.1:{CATALOG_PORT}"
@@ -119,19 +129,18 @@ def catalog_server(sandbox, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def s3_server(sandbox):
-    """moto's S3 server on 127.0.0.1 inside the namespace, with a bucket `boxes`; yields the
-    environment a publisher needs (endpoint and throwaway credentials)."""
+    """moto's S3 server on the host's 127.0.0.1, with a bucket `boxes`; yields the environment a
+    publisher needs (endpoint and throwaway credentials)."""
     server = Path(sys.executable).with_name("moto_server")
     if not server.exists():
-        pytest.skip("REAL TOOL MISSING: moto_server (pip install 'moto[server]')")
-    proc = subprocess.Popen([SANDBOX, "exec", server, "-H", "127.0.0.1", "-p", str(S3_PORT)],
+        pytest.skip(f"{MISSING}: moto_server (pip install 'moto[server]')")
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(S3_PORT)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "AWS_ACCESS_KEY_ID": "e2e",
            "AWS_SECRET_ACCESS_KEY": "e2e-secret", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     make_bucket = "import boto3\nboto3.client('s3').create_bucket(Bucket='boxes')"
     for _ in range(60):
-        done = subprocess.run([SANDBOX, "exec", sys.executable, "-c", make_bucket], env=dict(os.environ, **env),
-                              capture_output=True)  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", make_bucket], env=dict(os.environ, **env), capture_output=True)
         if done.returncode == 0:
             break
         time.sleep(0.5)

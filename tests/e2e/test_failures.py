@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import SANDBOX, ours
+from tests.e2e.conftest import ours
 from vagabond import images, process
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -17,7 +17,7 @@ def test_guest_that_never_gets_an_ip_fails_in_time_and_leaves_nothing(vagabond, 
     # An empty disk: SeaBIOS finds nothing to boot, so no DHCP lease ever comes.
     process.run(["qemu-img", "create", "-q", "-f", "qcow2", tmp_path / "box.img", "64M"])
     box = images.write_box(tmp_path / "box.img", tmp_path / "noboot.box", virtual_size_gib=1)
-    subprocess.run([SANDBOX, "exec", "vagrant", "box", "add", "--force", "--name", "vagabond-test/noboot", str(box)],
+    subprocess.run(["vagrant", "box", "add", "--force", "--name", "vagabond-test/noboot", str(box)],
                    check=True, capture_output=True)  # fmt: skip
     (vagabond.cwd / "boxes" / "noboot.yaml").write_text(
         "description: a box that never boots\nbase: {box: vagabond-test/noboot}\nresources: {memory: 256, cpus: 1, disk: 1}\n"
@@ -36,4 +36,4 @@ def test_guest_that_never_gets_an_ip_fails_in_time_and_leaves_nothing(vagabond, 
     assert not items["default-journal.log"]["ok"], "a guest that never booted has no journal to give"
     prefix = json.loads(vagabond("status", "noboot", "--json").stdout)["machines"][0]["domain"].removesuffix("default")
     assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}
-    subprocess.run([SANDBOX, "exec", "vagrant", "box", "remove", "--force", "vagabond-test/noboot"], capture_output=True)
+    subprocess.run(["vagrant", "box", "remove", "--force", "vagabond-test/noboot"], capture_output=True)

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import SANDBOX, ours, virsh
+from tests.e2e.conftest import ours, virsh
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -169,7 +169,7 @@ def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_serv
     url = json.loads(result.stdout)["metadata_url"]
     assert url == f"{s3_server['AWS_ENDPOINT_URL']}/boxes/nightly/debian12-selinux/metadata.json"
     home = tmp_path_factory.mktemp("vagrant-home")
-    added = subprocess.run([SANDBOX, "exec", "vagrant", "box", "add", "--provider", "libvirt", url],
+    added = subprocess.run(["vagrant", "box", "add", "--provider", "libvirt", url],
                            env=dict(os.environ, VAGRANT_HOME=str(home)), capture_output=True, text=True)  # fmt: skip
     assert added.returncode == 0, added.stderr[-2000:]
     assert (home / "boxes" / "vagabond-VAGRANTSLASH-debian12-selinux" / VERSION).is_dir()
@@ -223,7 +223,7 @@ def test_gc_removes_the_image_a_removed_box_left_in_the_pool(vagabond):
     """vagrant-libvirt leaves a box's image volume in the pool when the box is removed."""
     image = f"vagabond-VAGRANTSLASH-debian12-selinux_vagrant_box_image_{VERSION}_box.img"
     assert image in virsh("vol-list", "default"), "the prebuilt box's image should be in the pool"
-    subprocess.run([SANDBOX, "exec", "vagrant", "box", "remove", "--force", "--provider", "libvirt",
+    subprocess.run(["vagrant", "box", "remove", "--force", "--provider", "libvirt",
                     "--box-version", VERSION, "vagabond/debian12-selinux"], check=True, capture_output=True)  # fmt: skip
     assert image in virsh("vol-list", "default"), "vagrant box remove is expected to leave the image behind"
     done = json.loads(vagabond("gc", "--json").stdout)["orphans"]

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import NETNS, REPO
 
 pytestmark = pytest.mark.real
 
 VAGABOND = [sys.executable, "-m", "vagabond"]
-NETNS = os.environ.get("VAGABOND_NETNS", "vagabond")
 
 
 @pytest.fixture(autouse=True)
@@ -27,9 +26,12 @@ def root_only():
         pytest.skip("REAL TOOL MISSING: prepare changes the host and needs root")
 
 
-def prepare(*args: str, netns: str = NETNS, project: Path = REPO) -> tuple[int, list[dict] | str]:
-    out = subprocess.run(["ip", "netns", "exec", netns, *VAGABOND, "prepare", "--json", *args], cwd=project,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+def prepare(*args: str, netns: str | None = None, project: Path = REPO) -> tuple[int, list[dict] | str]:
+    """On the host, as a user runs it (libvirtd, when it must be started, goes into the VMs'
+    namespace); inside ``netns`` when the test needs a firewall of its own."""
+    inside = ["ip", "netns", "exec", netns] if netns else []
+    out = subprocess.run([*inside, *VAGABOND, "prepare", "--json", *args], cwd=project, capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, VAGABOND_NETNS=NETNS))  # fmt: skip
     return out.returncode, (json.loads(out.stdout) if out.returncode == 0 else out.stderr)
 
 

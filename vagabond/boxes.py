@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -229,6 +229,7 @@ class Box:
     name: str
     path: Path
     spec: BoxSpec
+    origin: str = ""  # which box directory it came from: project, shipped, --boxes-dir, VAGABOND_BOXES
 
     @property
     def project_dir(self) -> Path:
@@ -391,25 +392,73 @@ def box_files(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stem)
 
 
-def list_boxes(directory: Path) -> list[Box]:
-    """Load every box in ``directory``; all problems of all files are reported together."""
-    if not directory.is_dir():
-        raise BoxNotFound(f"boxes directory {display_path(directory)} does not exist")
-    boxes, problems = [], []
-    for path in box_files(directory):
-        try:
-            boxes.append(load_box(path))
-        except BoxDefinitionError as exc:
-            problems.extend(exc.problems)
+# Where boxes are looked up: one directory, or (directory, origin) pairs in order (paths.box_dirs).
+Where = Path | Sequence[tuple[Path, str]]
+
+
+def _dirs(where: Where) -> list[tuple[Path, str]]:
+    dirs = [(where, "")] if isinstance(where, Path) else list(where)
+    for directory, origin in dirs:
+        # A directory the user named must exist; the project's boxes/ may not (yet).
+        if origin != "project" and not directory.is_dir():
+            raise BoxNotFound(f"boxes directory {display_path(directory)} does not exist")
+    return [(d, o) for d, o in dirs if d.is_dir()]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One box name as `vagabond list` shows it: the box, or why its file does not load."""
+
+    name: str
+    origin: str
+    path: Path
+    box: Box | None
+    problems: tuple[str, ...] = ()
+    overrides: str | None = None  # the origin of a box of the same name that this one hides
+
+
+def scan(where: Where) -> list[Entry]:
+    """Every box name, the first directory's file winning; a broken file is an entry with its problems."""
+    entries: dict[str, Entry] = {}
+    for directory, origin in _dirs(where):
+        for path in box_files(directory):
+            name = path.name.removesuffix(".yaml").removesuffix(".yml")
+            if name in entries:
+                if entries[name].overrides is None and entries[name].origin != origin:
+                    entries[name] = replace(entries[name], overrides=origin)
+                continue
+            try:
+                entries[name] = Entry(name, origin, path, replace(load_box(path), origin=origin))
+            except (BoxDefinitionError, BoxNotFound) as exc:
+                problems = tuple(exc.problems) if isinstance(exc, BoxDefinitionError) else (str(exc),)
+                entries[name] = Entry(name, origin, path, None, problems)
+    return sorted(entries.values(), key=lambda e: e.name)
+
+
+def list_boxes(where: Where) -> list[Box]:
+    """Load every box; all problems of all files are reported together."""
+    entries = scan(where)
+    problems = [p for e in entries for p in e.problems]
     if problems:
         raise BoxDefinitionError(problems)
-    return boxes
+    return [e.box for e in entries if e.box is not None]
 
 
-def find_box(name: str, directory: Path) -> Box:
-    for suffix in (".yaml", ".yml"):
-        path = directory / f"{name}{suffix}"
-        if path.is_file():
-            return load_box(path)
-    available = ", ".join(p.stem for p in box_files(directory)) or "none"
-    raise BoxNotFound(f"no box named {name!r} in {display_path(directory)} (available: {available})")
+def default_selection(where: Where) -> list[Box]:
+    """The boxes a command means when none is named: the project's own, or the shipped boxes
+    when the project has none yet. A broken file among them is an error (all problems together)."""
+    loaded = list_boxes(where)
+    own = [b for b in loaded if b.origin != "shipped"]
+    return own or loaded
+
+
+def find_box(name: str, where: Where) -> Box:
+    dirs = _dirs(where)
+    for directory, origin in dirs:
+        for suffix in (".yaml", ".yml"):
+            path = directory / f"{name}{suffix}"
+            if path.is_file():
+                return replace(load_box(path), origin=origin)
+    available = ", ".join(sorted({p.stem for d, _ in dirs for p in box_files(d)})) or "none"
+    searched = " or ".join("the shipped boxes" if o == "shipped" else display_path(d) for d, o in dirs) or "no boxes directory"
+    raise BoxNotFound(f"no box named {name!r} in {searched} (available: {available})")

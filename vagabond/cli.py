@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from vagabond import __version__, base, boxes, detect, doctor, lifecycle, paths, process, remote, render, ui
+from vagabond import __version__, base, boxes, detect, doctor, lifecycle, paths, process, project, remote, render, ui
 from vagabond.workdir import Workdir
 from vagabond import errors
 from vagabond.errors import VagabondError
@@ -104,8 +104,8 @@ def main(
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
 
 
-def _boxes_dir() -> Path:
-    return paths.boxes_dir(_state["boxes_dir"])[0]
+def _box_dirs() -> list[tuple[Path, str]]:
+    return project.box_dirs(_state["boxes_dir"])
 
 
 class DriverChoice(str, Enum):
@@ -123,33 +123,68 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 @app.command("list")
 def list_(as_json: JsonOption = False) -> None:
-    """List the boxes: name, description and modes.
+    """List the boxes: name, where it comes from, description and modes.
+
+    The project's boxes (boxes/ at the project root, or --boxes-dir) come first and override a
+    shipped box of the same name; the boxes shipped with vagabond are always there. A box file
+    that does not load is listed with its error, and the others still are.
 
     Example: vagabond list --json | jq -r '.[].name'
     """
-    directory = _boxes_dir()
-    found = boxes.list_boxes(directory)
-    rows = [
-        {
-            "name": b.name,
-            "description": b.spec.description,
-            "modes": {k: v for k, v in b.spec.modes.model_dump().items() if v not in (None, False)},
-            "base": b.spec.base.box_name,
-            "base_kind": b.spec.base.kind,
-            "path": str(b.path),
-        }
-        for b in found
-    ]
+    rows = []
+    for entry in boxes.scan(_box_dirs()):
+        row: dict = {"name": entry.name, "origin": entry.origin, "path": str(entry.path), "overrides": entry.overrides}
+        if entry.box is None:
+            row["error"] = list(entry.problems)
+        else:
+            spec = entry.box.spec
+            row |= {"description": spec.description,
+                    "modes": {k: v for k, v in spec.modes.model_dump().items() if v not in (None, False)},
+                    "base": spec.base.box_name, "base_kind": spec.base.kind}  # fmt: skip
+        rows.append(row)
+    broken = [p for r in rows for p in r.get("error", [])]
     if as_json:
         print(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        ui.info(f"no boxes in {directory}")
-        return
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        modes = ", ".join(f"{k}={v if not isinstance(v, bool) else 'on'}" for k, v in r["modes"].items()) or "-"
-        ui.out.print(f"{r['name']:<{width}}  {escape(r['description'])}  [dim]({escape(modes)})[/]", markup=True)
+    else:
+        width = max((len(r["name"]) for r in rows), default=0)
+        for r in rows:
+            origin = r["origin"] + (f", overrides {r['overrides']}" if r["overrides"] else "")
+            if "error" in r:
+                ui.out.print(f"{r['name']:<{width}}  [red]BROKEN[/] [dim]({escape(origin)}; see the error below)[/]",
+                             markup=True)  # fmt: skip
+                continue
+            modes = ", ".join(f"{k}={v if not isinstance(v, bool) else 'on'}" for k, v in r["modes"].items()) or "-"
+            ui.out.print(f"{r['name']:<{width}}  {escape(r['description'])}  [dim]({escape(modes)}; {escape(origin)})[/]",
+                         markup=True)  # fmt: skip
+    if broken:  # every box is listed; the broken ones still make the exit code say so
+        raise errors.BoxDefinitionError(broken)
+
+
+@app.command("init")
+def init_(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Shipped boxes to copy into the project (see 'vagabond list'); none: a commented starter box.",
+        show_default=False)] = None,
+) -> None:
+    """Start a project here: box files in boxes/ and a starter playbook in playbooks/.
+
+    Named boxes are copied from the ones shipped with vagabond, so the project can change them (a
+    project box overrides the shipped box of the same name). Nothing is ever overwritten.
+
+    Example: vagabond init debian12-selinux && vagabond up debian12-selinux
+    """
+    root = Path.cwd()
+    written, kept = project.init(root, names or [])
+    for path in written:
+        ui.info(f"wrote {path.relative_to(root)}")
+    for path in kept:
+        ui.info(f"kept {path.relative_to(root)} (it exists already)")
+    first = (names or [project.STARTER_BOX])[0]
+    steps = [("vagabond doctor", "is this host ready for VMs?"), (f"vagabond up {first}", "boot, provision, check its modes"),
+             (f"vagabond run {first} -- CMD", "run the tests in it"),
+             ("vagabond ci github -o .github/workflows/vagabond.yml", "the same in CI")]  # fmt: skip
+    width = max(len(cmd) for cmd, _ in steps)
+    ui.out.print("next:\n" + "\n".join(f"  {cmd:<{width}}  # {why}" for cmd, why in steps), markup=False)
 
 
 @app.command("render")
@@ -167,7 +202,7 @@ def render_(
 
     Example: vagabond render centos7-selinux -o vm/Vagrantfile && cd vm && vagrant up
     """
-    definition = boxes.find_box(box, _boxes_dir())
+    definition = boxes.find_box(box, _box_dirs())
     decision = detect.choose_driver(driver.value if driver else None)
     options = render.RenderOptions(driver=decision.driver, driver_reason=decision.reason)
     if output is None:
@@ -191,9 +226,8 @@ def doctor_(
 
     Exits non-zero when something required is missing; each problem comes with its fix.
     """
-    directory = _boxes_dir()
     try:
-        found = boxes.list_boxes(directory)
+        found = boxes.default_selection(_box_dirs())
     except VagabondError:
         found = []  # doctor still reports the host; `vagabond list` shows the box problems
     decision = detect.choose_driver(driver.value if driver else None, smoke="always" if deep else "auto")
@@ -231,7 +265,7 @@ ExtraVarsOption = Annotated[
 
 
 def _box_and_workdir(name: str, workdir: Optional[Path]) -> tuple[boxes.Box, Workdir]:
-    box = boxes.find_box(name, _boxes_dir())
+    box = boxes.find_box(name, _box_dirs())
     return box, Workdir.for_box(box, workdir)
 
 
@@ -292,8 +326,8 @@ def run_(
     logs_dir = paths.logs_on_failure_dir(logs_on_failure)
     if logs_dir is None:
         # Become ssh: output streams untouched and its exit code is ours. env: as of the last up/provision.
-        process.exec_replace(argv)
-    code = process.run(argv, interactive=True, check=False).returncode
+        process.exec_replace(argv, vm_network=True)
+    code = process.run(argv, interactive=True, check=False, vm_network=True).returncode
     if code != 0:
         lifecycle.collect_logs(definition, wd, logs_dir)
     raise typer.Exit(code)
@@ -511,10 +545,11 @@ def gc_(
 
 
 def _selected_boxes(option: Optional[list[str]]) -> list[boxes.Box]:
-    """--boxes a,b (or repeated): those boxes; none given: every box in the boxes directory."""
-    directory = _boxes_dir()
+    """--boxes a,b (or repeated): those boxes; none given: the project's boxes (the shipped ones
+    in a project that has none)."""
+    dirs = _box_dirs()
     names = [n.strip() for item in option or [] for n in item.split(",") if n.strip()]
-    return [boxes.find_box(n, directory) for n in names] if names else boxes.list_boxes(directory)
+    return [boxes.find_box(n, dirs) for n in names] if names else boxes.default_selection(dirs)
 
 
 @app.command("prepare")
@@ -615,7 +650,7 @@ def base_build(
     The box has a 'vagrant' user with Vagrant's insecure key, passwordless sudo, DHCP on the first
     NIC, python3 for Ansible, and no machine-id or SSH host keys (each VM makes its own).
     """
-    definition = boxes.find_box(box, _boxes_dir())
+    definition = boxes.find_box(box, _box_dirs())
     built = base.build(definition, force=force)
     if add:
         base.ensure_added(definition, built=built)

@@ -35,19 +35,6 @@ def shipped_playbooks_dir() -> Path:
     return data_dir() / "playbooks"
 
 
-def boxes_dir(option: str | Path | None = None, cwd: Path | None = None) -> tuple[Path, str]:
-    """The boxes directory in use and why: --boxes-dir, then $VAGABOND_BOXES, then ./boxes, then shipped."""
-    if option:
-        return Path(option), "--boxes-dir"
-    env = os.environ.get("VAGABOND_BOXES")
-    if env:
-        return Path(env), "VAGABOND_BOXES"
-    local = (cwd or Path.cwd()) / "boxes"
-    if local.is_dir():
-        return local, "./boxes"
-    return shipped_boxes_dir(), "shipped boxes"
-
-
 def cache_dir() -> Path:
     """Large artifacts (base boxes, probe kernels, verdicts) live here, never in a repository."""
     env = os.environ.get("VAGABOND_CACHE")

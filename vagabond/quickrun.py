@@ -12,8 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from vagabond import paths, process, remote
+from vagabond import paths, process, project, remote
 from vagabond.errors import VagabondError
+from vagabond.workdir import default_path
 
 _VALUE_OPTIONS = {"--workdir": "workdir", "--machine": "machine", "-m": "machine"}
 
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     if args is None:
         return
-    workdir = (Path(args["workdir"]) if args["workdir"] else Path(".vagabond") / args["box"]).absolute()
+    workdir = (Path(args["workdir"]) if args["workdir"] else default_path(args["box"])).absolute()
     try:
         state = json.loads((workdir / "state.json").read_text())
         machine = args["machine"] or state["primary"]
@@ -58,10 +59,13 @@ def main(argv: list[str]) -> None:
     except (OSError, ValueError, KeyError, VagabondError):
         return
     logs_dir = paths.logs_on_failure_dir()
-    if logs_dir is None:
-        process.exec_replace(ssh)
-    # Under CI a failing command also brings back the logs; only then is the rest of vagabond imported.
-    code = process.run(ssh, interactive=True, check=False).returncode
+    try:
+        if logs_dir is None:
+            process.exec_replace(ssh, vm_network=True)
+        # Under CI a failing command also brings back the logs; only then is the rest of vagabond imported.
+        code = process.run(ssh, interactive=True, check=False, vm_network=True).returncode
+    except VagabondError:
+        return  # ssh or the VMs' namespace is missing: the full CLI says so, through its error funnel
     if code != 0:
         _collect_logs(args["box"], workdir, logs_dir)
     raise SystemExit(code)
@@ -72,7 +76,7 @@ def _collect_logs(name: str, workdir: Path, out: Path) -> None:
     from vagabond.workdir import Workdir
 
     try:
-        box = boxes.find_box(name, paths.boxes_dir()[0])
+        box = boxes.find_box(name, project.box_dirs())
     except VagabondError as exc:
         print(f"error: cannot collect logs: {exc}", file=sys.stderr)
         return

@@ -14,12 +14,18 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from vagabond import project
 from vagabond.errors import VagabondError
 
 if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
     from vagabond.boxes import Box
 
-DEFAULT_ROOT = Path(".vagabond")
+ROOT_NAME = ".vagabond"
+
+
+def default_path(box_name: str, cwd: Path | None = None) -> Path:
+    """<project root>/.vagabond/<box>: the same work directory from anywhere inside the project."""
+    return project.project_root(cwd) / ROOT_NAME / box_name
 
 
 class Busy(VagabondError):
@@ -33,7 +39,14 @@ class Workdir:
 
     @classmethod
     def for_box(cls, box: "Box", option: Path | None = None) -> "Workdir":
-        return cls((option or DEFAULT_ROOT / box.name).absolute(), box)
+        return cls((option or default_path(box.name)).absolute(), box)
+
+    def _make(self) -> None:
+        if self.path.parent.name == ROOT_NAME and not self.path.parent.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Like .pytest_cache: the whole directory is the host's, never the repository's.
+            (self.path.parent / ".gitignore").write_text("# created by vagabond: nothing here belongs in git\n*\n")
+        self.path.mkdir(parents=True, exist_ok=True)
 
     @property
     def vagrantfile(self) -> Path:
@@ -72,7 +85,7 @@ class Workdir:
 
     def write_state(self, **updates) -> dict:
         state = self.read_state() | updates
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._make()
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         tmp.replace(self.state_file)
@@ -81,7 +94,7 @@ class Workdir:
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[None]:
         """One vagabond command at a time per work directory; other boxes are not affected."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._make()
         lock_path = self.path / ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

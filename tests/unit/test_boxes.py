@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import write_box
-from vagabond import boxes, paths
+from vagabond import boxes, paths, workdir
+from vagabond import project as project_mod
 from vagabond.errors import BoxDefinitionError, BoxNotFound
 
 VALID = """\
@@ -164,14 +167,62 @@ def test_unknown_box_lists_available(project):
         boxes.find_box("two", project / "boxes")
 
 
-def test_boxes_dir_precedence(project, monkeypatch):
-    assert paths.boxes_dir(None) == (project / "boxes", "./boxes")
+SHIPPED = (paths.shipped_boxes_dir(), "shipped")
+
+
+def test_box_dirs_precedence_and_the_shipped_boxes_always_last(project, monkeypatch):
+    assert project_mod.box_dirs(None) == [(project / "boxes", "project"), SHIPPED]
     monkeypatch.setenv("VAGABOND_BOXES", "/elsewhere")
-    assert paths.boxes_dir(None)[1] == "VAGABOND_BOXES"
-    assert paths.boxes_dir("/opt/b") == (paths.Path("/opt/b"), "--boxes-dir")
+    assert project_mod.box_dirs(None) == [(Path("/elsewhere"), "VAGABOND_BOXES"), SHIPPED]
+    assert project_mod.box_dirs("/opt/b") == [(Path("/opt/b"), "--boxes-dir"), SHIPPED]
 
 
-def test_shipped_boxes_when_no_local_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("VAGABOND_BOXES", raising=False)
-    assert paths.boxes_dir(None) == (paths.shipped_boxes_dir(), "shipped boxes")
+def test_project_root_is_found_from_a_subdirectory(project):
+    deep = project / "src" / "pkg"
+    deep.mkdir(parents=True)
+    assert project_mod.project_root(deep) == project
+    assert project_mod.box_dirs(cwd=deep)[0] == (project / "boxes", "project")
+    assert workdir.default_path("b", deep) == project / ".vagabond" / "b"
+
+
+def test_a_directory_with_only_a_work_directory_is_a_project_root(tmp_path):
+    (tmp_path / ".vagabond").mkdir()
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert project_mod.project_root(tmp_path / "a" / "b") == tmp_path
+
+
+def test_outside_any_project_the_current_directory_is_the_root(tmp_path):
+    assert project_mod.project_root(tmp_path) == tmp_path
+    assert project_mod.box_dirs(cwd=tmp_path) == [(tmp_path / "boxes", "project"), SHIPPED]
+    # No boxes/ of its own: the shipped boxes are all there is, and nothing complains.
+    names = {b.name for b in boxes.list_boxes(project_mod.box_dirs(cwd=tmp_path))}
+    assert {"debian12", "debian12-selinux", "centos7-selinux", "alma9-fips"} <= names
+
+
+def test_project_boxes_and_shipped_boxes_together(project):
+    write_box(project, "debian12", VALID)  # overrides the shipped box of that name
+    write_box(project, "mine", VALID)
+    dirs = project_mod.box_dirs(cwd=project)
+    entries = {e.name: e for e in boxes.scan(dirs)}
+    assert (entries["debian12"].origin, entries["debian12"].overrides) == ("project", "shipped")
+    assert entries["debian12"].path == project / "boxes" / "debian12.yaml"
+    assert (entries["mine"].origin, entries["mine"].overrides) == ("project", None)
+    assert (entries["centos7-selinux"].origin, entries["centos7-selinux"].overrides) == ("shipped", None)
+    assert boxes.find_box("debian12", dirs).spec.description == "AlmaLinux 9 in FIPS mode"
+    assert boxes.find_box("centos7-selinux", dirs).origin == "shipped"
+    # A command that names no box means the project's own boxes.
+    assert sorted(b.name for b in boxes.default_selection(dirs)) == ["debian12", "mine"]
+
+
+def test_a_broken_box_file_does_not_hide_the_others(project):
+    write_box(project, "good", VALID)
+    write_box(project, "bad", "description: x\nbase: {box: a/b}\nresource: {memory: 1}\n")
+    entries = {e.name: e for e in boxes.scan(project_mod.box_dirs(cwd=project))}
+    assert entries["good"].box is not None and entries["debian12"].box is not None
+    assert entries["bad"].box is None
+    assert entries["bad"].problems == ("boxes/bad.yaml:3: resource: unknown key (check the spelling; see the box reference in README.md)",)
+
+
+def test_a_missing_boxes_dir_given_by_the_user_is_an_error(project):
+    with pytest.raises(BoxNotFound, match=r"^boxes directory /nowhere does not exist$"):
+        boxes.find_box("debian12", project_mod.box_dirs("/nowhere"))

@@ -85,13 +85,16 @@ def test_list_reports_broken_box_files(project):
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 2
     assert result.stderr == "error: boxes/bad.yaml:3: resources.memory: Input should be a valid integer\n"
+    # The broken file is listed as such, and the other boxes are still there.
+    assert "bad" in result.stdout and "BROKEN" in result.stdout and "debian12-selinux" in result.stdout
 
 
 def test_render_unknown_box_is_one_line_without_traceback(project):
     result = runner.invoke(app, ["--boxes-dir", str(project / "boxes"), "render", "nope", "--driver", "qemu"])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: no box named 'nope' in boxes (available: none)")
+    assert result.stderr == ("error: no box named 'nope' in boxes or the shipped boxes "
+                             "(available: alma9-fips, centos7-selinux, debian12, debian12-selinux)\n")
 
 
 def test_render_writes_file_with_override(project, stubs):

@@ -13,13 +13,32 @@ REPO = Path(__file__).resolve().parent.parent
 # Vagrant phones home for version checks unless told not to; tests never talk to the internet.
 os.environ["VAGRANT_CHECKPOINT_DISABLE"] = "1"
 
+# Read before any fixture changes the environment: is this a CI run, and which network namespace
+# holds the VMs (scripts/sandbox.sh) for the tests that boot them.
+UNDER_CI = os.environ.get("CI", "").lower() in ("true", "1")
+NETNS = os.environ.get("VAGABOND_NETNS") or "vagabond"
+MISSING = "REAL TOOL MISSING"
+
 
 @pytest.fixture(autouse=True)
 def not_under_ci(monkeypatch):
     """Tests run alike on a laptop and in CI: what vagabond does differently under CI (logs on
-    failure, GitHub log groups) is switched on by the tests that check it."""
+    failure, GitHub log groups) is switched on by the tests that check it. Programs start where
+    the test runs unless a test puts them in the VMs' namespace (VAGABOND_NETNS) itself."""
     for name in ("CI", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "VAGABOND_LOGS_ON_FAILURE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VAGABOND_NETNS", "")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI a missing real tool is a failure, not a skip: the install step must provide every
+    tool, and a real tier that skipped everything would pass without testing anything."""
+    outcome = yield
+    report = outcome.get_result()
+    if UNDER_CI and report.skipped and MISSING in str(report.longrepr):
+        report.outcome = "failed"
+        report.longrepr = f"{report.longrepr}\n(under CI a real tool that is missing fails the test)"
 
 
 @pytest.fixture
@@ -43,4 +62,4 @@ def require_tool(*names: str) -> None:
     """Skip, loudly, when a real tool is truly absent (the real tier is meant to run in CI)."""
     missing = [n for n in names if not shutil.which(n)]
     if missing:
-        pytest.skip(f"REAL TOOL MISSING: {', '.join(missing)} not installed (run scripts/install.sh)")
+        pytest.skip(f"{MISSING}: {', '.join(missing)} not installed (run scripts/install.sh)")

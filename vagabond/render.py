@@ -164,6 +164,9 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         "base_url": box_url,
         "checksum_type": checksum_type or None,
         "checksum": checksum or None,
+        # A box pinned to one version (prebuilt) or made on this host (mmdebstrap, image) has no
+        # newer version to look for: skip Vagrant's catalog request on every up.
+        "box_check_update": False if options.source is not None or base.kind != "vagrant" else None,
         "guest": spec.guest,
         "qemu_cpu_model": cpu_model_for(box),
         "serial_log_dir": SERIAL_LOG_DIR,

@@ -1,105 +1,111 @@
-"""Lifecycle benchmark, side by side in one run on this host (run it inside the sandbox namespace):
+"""Lifecycle benchmark, side by side in one run on this host (as root; it starts the sandbox when
+the host has no service manager):
 
-  scripts/sandbox.sh exec .venv/bin/python bench/lifecycle.py [--calls 15] [--rounds 2]
+  .venv/bin/python bench/lifecycle.py [--rounds 3] [--calls 15]
 
-1. `vagabond run BOX -- true` against `vagrant ssh -c true` on the same VM      (target <= 0.1x)
-2. the same playbook through `vagabond provision` against Vagrant's own ansible
-   provisioner (`vagrant provision`) on the same VM                              (target <= 0.5x)
-3. `vagabond up` against plain `vagrant up` of the same rendered Vagrantfile     (target <= 1.05x)
+1. `vagabond up` against plain `vagrant up` of the same rendered Vagrantfile      (target <= 1.05x)
+   Each side boots alone: the other side's VM is destroyed first, the order alternates between
+   rounds, and both start from the same box store and pool (the base box image is uploaded once,
+   before the first round).
+2. `vagabond run BOX -- true` against `vagrant ssh -c true` on the same VM       (target <= 0.1x)
+3. the same playbook through `vagabond provision` against Vagrant's own ansible
+   provisioner (`vagrant provision`) on the same VM                               (target <= 0.5x)
+
+Each line gives the ratio of the medians and the spread (min / median / max) of each side.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common import ENV, ROOT, VAGABOND, ensure_sandbox, report, timed
 
 from vagabond import process
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BOX = "debian12-bench"
-VAGABOND = str(Path(sys.executable).with_name("vagabond"))
-ENV = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt",
-           PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # fmt: skip
-
-
-def timed(argv, cwd, env=ENV, timeout=3600) -> float:
-    started = time.monotonic()
-    process.run(argv, cwd=cwd, env=env, timeout=timeout)
-    return time.monotonic() - started
 
 
 def vagabond(*args) -> list[str]:
     return [VAGABOND, "--boxes-dir", str(BENCH / "boxes"), *args]
 
 
-def report(name: str, ours: list[float], theirs: list[float], target: str, ok) -> None:
-    a, b = statistics.median(ours), statistics.median(theirs)
-    verdict = "meets" if ok(a / b) else "MISSES"
-    print(f"{name}: vagabond {a:.3f}s vs baseline {b:.3f}s (median of {len(ours)}/{len(theirs)}) "
-          f"-> ratio {a / b:.3f}x ({verdict} target {target})", flush=True)  # fmt: skip
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per side for up and provision")
     parser.add_argument("--calls", type=int, default=15, help="calls per side for the run benchmark")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per side for up and provision")
     args = parser.parse_args()
+    ensure_sandbox()
 
     project = Path(tempfile.mkdtemp(prefix="vagabond-bench-"))
     baseline = project / "baseline"
     wd = project / ".vagabond" / BOX
-    results = []
-    try:
-        # Build/add the base box and warm the libvirt pool so neither side pays for the first upload.
-        process.run(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
+    verdicts = []
+
+    def ours_up() -> float:
+        return timed(vagabond("up", BOX, "--no-provision"), project)[0]
+
+    def ours_down() -> None:
         process.run(vagabond("destroy", BOX), cwd=project, env=ENV)
 
+    def theirs_up() -> float:
+        return timed(["vagrant", "up", "--provider=libvirt"], baseline, vm_network=True)[0]
+
+    def theirs_down() -> None:
+        process.run(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV, vm_network=True)
+
+    try:
+        # The base box built, added and uploaded to the pool once; the baseline gets the same
+        # Vagrantfile vagabond renders (its own directory, so its own domain names).
+        process.run(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
+        baseline.mkdir()
+        shutil.copy(wd / "Vagrantfile", baseline / "Vagrantfile")
+        ours_down()
+
         up_ours, up_theirs = [], []
-        for _ in range(args.rounds):
-            up_ours.append(timed(vagabond("up", BOX, "--no-provision"), project))
-            baseline.mkdir(exist_ok=True)
-            shutil.copy(wd / "Vagrantfile", baseline / "Vagrantfile")
-            up_theirs.append(timed(["vagrant", "up", "--provider=libvirt"], baseline))
-            process.run(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV)
-            if _ < args.rounds - 1:
-                process.run(vagabond("destroy", BOX), cwd=project, env=ENV)
-        results.append(("up", up_ours, up_theirs, "<= 1.05x", lambda r: r <= 1.05))
+        for i in range(args.rounds):
+            sides = [(ours_up, ours_down, up_ours), (theirs_up, theirs_down, up_theirs)]
+            for up, down, times in sides if i % 2 == 0 else reversed(sides):
+                times.append(up())
+                print(f"round {i + 1}: {'vagabond' if times is up_ours else 'vagrant '} up {times[-1]:.1f}s", flush=True)
+                down()  # alone on the machine: no VM of the other side runs while one side is timed
+        verdicts.append(report("up", up_ours, up_theirs, 1.05))
 
-        # The VM from the last vagabond up serves the run and provision benchmarks.
-        process.run([VAGABOND, "run", BOX, "--", "true"], cwd=project, env=ENV)  # open the shared connection
-        run_ours = [timed([VAGABOND, "run", BOX, "--", "true"], project) for _ in range(args.calls)]
-        run_theirs = [timed(["vagrant", "ssh", "-c", "true"], wd) for _ in range(args.calls)]
-        results.append(("run", run_ours, run_theirs, "<= 0.1x", lambda r: r <= 0.1))
+        # One VM serves the run and provision benchmarks, both sides in turn.
+        process.run(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
+        process.run([VAGABOND, "run", BOX, "--", "true"], cwd=project, env=ENV)  # opens the shared connection
+        run_ours, run_theirs = [], []
+        for _ in range(args.calls):
+            run_ours.append(timed([VAGABOND, "run", BOX, "--", "true"], project)[0])
+            run_theirs.append(timed(["vagrant", "ssh", "-c", "true"], wd, vm_network=True)[0])
+        verdicts.append(report("run", run_ours, run_theirs, 0.1))
 
-        # Vagrant's own ansible provisioner, same playbook, same VM: a second Vagrantfile in the same
-        # directory (VAGRANT_VAGRANTFILE) adds the provisioner and shares the machine state.
+        # Vagrant's own ansible provisioner, same playbook, same VM: a second Vagrantfile in the
+        # work directory (VAGRANT_VAGRANTFILE) adds the provisioner and shares the machine state.
         playbook = BENCH / "playbooks" / "bench.yml"
         (wd / "Vagrantfile.provisioner").write_text(
             (wd / "Vagrantfile").read_text()
             + f"\nVagrant.configure('2') do |config|\n  config.vm.provision 'ansible' do |ansible|\n"
             f"    ansible.playbook = '{playbook}'\n    ansible.compatibility_mode = '2.0'\n  end\nend\n"
         )
-        theirs_env = dict(ENV, VAGRANT_VAGRANTFILE="Vagrantfile.provisioner")
         prov_ours, prov_theirs = [], []
-        for _ in range(args.rounds + 1):
-            prov_ours.append(timed(vagabond("provision", BOX), project))
-            prov_theirs.append(timed(["vagrant", "provision"], wd, env=theirs_env))
-        results.append(("provision", prov_ours, prov_theirs, "<= 0.5x", lambda r: r <= 0.5))
+        for i in range(args.rounds + 1):
+            sides = [(lambda: timed(vagabond("provision", BOX), project)[0], prov_ours),
+                     (lambda: timed(["vagrant", "provision"], wd, vm_network=True,
+                                    env_extra={"VAGRANT_VAGRANTFILE": "Vagrantfile.provisioner"})[0], prov_theirs)]  # fmt: skip
+            for run, times in sides if i % 2 == 0 else reversed(sides):
+                times.append(run())
+        verdicts.append(report("provision", prov_ours, prov_theirs, 0.5))
     finally:
         process.run(vagabond("destroy", BOX), cwd=project, env=ENV, check=False)
-        if baseline.exists():
-            process.run(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV, check=False)
+        if (baseline / "Vagrantfile").exists():
+            process.run(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV, check=False, vm_network=True)
         shutil.rmtree(project, ignore_errors=True)
-    for name, ours, theirs, target, ok in results:
-        report(name, ours, theirs, target, ok)
-    return 0
+    return 0 if all(verdicts) else 1
 
 
 if __name__ == "__main__":

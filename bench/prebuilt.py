@@ -1,6 +1,7 @@
-"""Prebuilt dependency box benchmark, side by side in one run (run it inside the sandbox namespace):
+"""Prebuilt dependency box benchmark, side by side in one run (as root; it starts the sandbox when
+the host has no service manager):
 
-  scripts/sandbox.sh exec .venv/bin/python bench/prebuilt.py
+  .venv/bin/python bench/prebuilt.py
 
 1. time to a ready debian12-selinux VM (SELinux enforcing, verified) from the base box with full
    provisioning (`vagabond up --fresh`) against from the prebuilt box published to a local
@@ -18,39 +19,19 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, serve, timed
+
 from vagabond import detect, process
 
-ROOT = Path(__file__).resolve().parent.parent
 BOX = "debian12-selinux"
-VAGABOND = str(Path(sys.executable).with_name("vagabond"))
-ENV = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt",
-           PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # fmt: skip
-CACHE = Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagabond")
 MIRROR_PORT, CATALOG_PORT = 8321, 8324
 SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
-
-
-def timed(argv, cwd, timeout=7200) -> tuple[float, process.Result]:
-    started = time.monotonic()
-    result = process.run(argv, cwd=cwd, env=ENV, timeout=timeout, stream=lambda line: print(f"  | {line}", flush=True))
-    return time.monotonic() - started, result
-
-
-def serve(directory: Path, port: int, bind: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", bind, str(port), "--directory", str(directory)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    time.sleep(1)
-    if proc.poll() is not None:
-        raise SystemExit(f"bench: could not serve {directory} on port {port}")
-    return proc
 
 
 def guestfs_env() -> dict[str, str]:
@@ -68,6 +49,7 @@ def guestfs_env() -> dict[str, str]:
 
 def main() -> int:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    ensure_sandbox()
     ENV.update(guestfs_env())
     process.run([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
     project = Path(tempfile.mkdtemp(prefix="vagabond-bench-prebuilt-"))
@@ -82,19 +64,20 @@ def main() -> int:
     )
     (project / "vars.json").write_text(json.dumps({"vagabond_apt_sources": [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]}))
     fresh, prebuilt = project / "fresh", project / "prebuilt"
-    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, "0.0.0.0"), serve(project / "catalog", CATALOG_PORT, "127.0.0.1")]
+    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", CATALOG_PORT, for_guests=False)]
     try:
         # Both sides start from cached inputs: the base box is built and uploaded to the pool first.
         process.run([VAGABOND, "up", "debian12", "--no-provision", "--workdir", project / "warm"], cwd=project, env=ENV, timeout=3600)
         process.run([VAGABOND, "destroy", "debian12", "--workdir", project / "warm"], cwd=project, env=ENV)
 
         print("base box + full provisioning ...", flush=True)
-        t_fresh, _ = timed([VAGABOND, "up", BOX, "--fresh", "-e", f"@{project / 'vars.json'}", "--workdir", fresh], project)
+        t_fresh, _ = timed([VAGABOND, "up", BOX, "--fresh", "-e", f"@{project / 'vars.json'}", "--workdir", fresh], project,
+                           stream=True)  # fmt: skip
 
         print("plain `vagrant package` of that VM (it packages a copy of the disk) ...", flush=True)
         process.run([VAGABOND, "halt", BOX, "--workdir", fresh], cwd=project, env=ENV)
         plain = project / "plain.box"
-        timed(["vagrant", "package", "--output", plain], fresh)
+        timed(["vagrant", "package", "--output", plain], fresh, vm_network=True, stream=True)
         size_plain = plain.stat().st_size
         plain.unlink()
 
@@ -105,7 +88,7 @@ def main() -> int:
                      "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
 
         print("prebuilt box from the catalog ...", flush=True)
-        t_prebuilt, result = timed([VAGABOND, "up", BOX, "--workdir", prebuilt], project)
+        t_prebuilt, result = timed([VAGABOND, "up", BOX, "--workdir", prebuilt], project, stream=True)
         if f"using prebuilt {name} {version}" not in result.stderr:
             raise SystemExit("bench: up did not use the prebuilt box")
         size_ours = info["size"]

@@ -1,0 +1,68 @@
+"""What the benchmarks share: the environment they run vagabond and Vagrant in, timing, spreads.
+
+vagabond runs on the host as a user runs it; plain Vagrant and the servers guests reach run in the
+VMs' network namespace when the host keeps them in one (scripts/sandbox.sh, started here when
+there is no service manager), so the baseline talks to its VMs from where vagabond's programs do.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vagabond import process, sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+VAGABOND = str(Path(sys.executable).with_name("vagabond"))
+ENV = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt",
+           PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # fmt: skip
+CACHE = Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagabond")
+
+
+def ensure_sandbox() -> None:
+    """Without a service manager, libvirtd belongs in a namespace of its own (the network rule)."""
+    if os.geteuid() == 0 and not Path("/run/systemd/system").is_dir():
+        process.run([ROOT / "scripts" / "sandbox.sh", "start"], timeout=300)
+        ENV.setdefault("VAGABOND_NETNS", sandbox.configured() or "")
+
+
+def timed(argv, cwd, *, vm_network: bool = False, timeout: float = 7200, stream: bool = False,
+          env_extra: dict[str, str] | None = None) -> tuple[float, process.Result]:  # fmt: skip
+    started = time.monotonic()
+    sink = (lambda line: print(f"  | {line}", end="", flush=True)) if stream else False
+    result = process.run(argv, cwd=cwd, env=ENV | (env_extra or {}), timeout=timeout, vm_network=vm_network, stream=sink)
+    return time.monotonic() - started, result
+
+
+def serve(directory: Path, port: int, *, for_guests: bool) -> subprocess.Popen:
+    """A static HTTP server: for guests, inside their namespace on every address; otherwise on the
+    host's loopback, where vagabond and `vagrant box add` read catalogs."""
+    argv = [sys.executable, "-m", "http.server", "--bind", "0.0.0.0" if for_guests else "127.0.0.1", str(port),
+            "--directory", str(directory)]  # fmt: skip
+    if for_guests:
+        argv = sandbox.wrap(argv)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    time.sleep(1)
+    if proc.poll() is not None:
+        raise SystemExit(f"bench: could not serve {directory} on port {port}")
+    return proc
+
+
+def spread(values: list[float]) -> str:
+    return f"min {min(values):.3g} / median {statistics.median(values):.3g} / max {max(values):.3g}"
+
+
+def report(name: str, ours: list[float], theirs: list[float], target: float, *, lower_is_better: bool = True) -> bool:
+    """Ratio of the medians (vagabond / baseline), each side's spread, and the per-round ratios."""
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    ok = ratio <= target if lower_is_better else ratio >= target
+    rounds = [a / b for a, b in zip(ours, theirs)]
+    print(f"{name}: ratio {ratio:.3f}x ({'meets' if ok else 'MISSES'} target {'<=' if lower_is_better else '>='} {target}x)\n"
+          f"  vagabond  s: {spread(ours)} ({len(ours)} runs)\n"
+          f"  baseline  s: {spread(theirs)} ({len(theirs)} runs)\n"
+          f"  per-round ratios: {spread(rounds)}", flush=True)  # fmt: skip
+    return ok

@@ -26,7 +26,7 @@ CACHE = Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagab
 def ensure_sandbox() -> None:
     """Without a service manager, libvirtd belongs in a namespace of its own (the network rule)."""
     if os.geteuid() == 0 and not Path("/run/systemd/system").is_dir():
-        process.run([ROOT / "scripts" / "sandbox.sh", "start"], timeout=300)
+        process.check([ROOT / "scripts" / "sandbox.sh", "start"], timeout=300)
         ENV.setdefault("VAGABOND_NETNS", sandbox.configured() or "")
 
 
@@ -34,7 +34,7 @@ def timed(argv, cwd, *, vm_network: bool = False, timeout: float = 7200, stream:
           env_extra: dict[str, str] | None = None) -> tuple[float, process.Result]:  # fmt: skip
     started = time.monotonic()
     sink = (lambda line: print(f"  | {line}", end="", flush=True)) if stream else False
-    result = process.run(argv, cwd=cwd, env=ENV | (env_extra or {}), timeout=timeout, vm_network=vm_network, stream=sink)
+    result = process.check(argv, cwd=cwd, env=ENV | (env_extra or {}), timeout=timeout, vm_network=vm_network, stream=sink)
     return time.monotonic() - started, result
 
 

@@ -50,18 +50,18 @@ def main() -> int:
         return timed(vagabond("up", BOX, "--no-provision"), project)[0]
 
     def ours_down() -> None:
-        process.run(vagabond("destroy", BOX), cwd=project, env=ENV)
+        process.check(vagabond("destroy", BOX), cwd=project, env=ENV)
 
     def theirs_up() -> float:
         return timed(["vagrant", "up", "--provider=libvirt"], baseline, vm_network=True)[0]
 
     def theirs_down() -> None:
-        process.run(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV, vm_network=True)
+        process.check(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV, vm_network=True)
 
     try:
         # The base box built, added and uploaded to the pool once; the baseline gets the same
         # Vagrantfile vagabond renders (its own directory, so its own domain names).
-        process.run(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
+        process.check(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
         baseline.mkdir()
         shutil.copy(wd / "Vagrantfile", baseline / "Vagrantfile")
         ours_down()
@@ -76,8 +76,8 @@ def main() -> int:
         verdicts.append(report("up", up_ours, up_theirs, 1.05))
 
         # One VM serves the run and provision benchmarks, both sides in turn.
-        process.run(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
-        process.run([VAGABOND, "run", BOX, "--", "true"], cwd=project, env=ENV)  # opens the shared connection
+        process.check(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
+        process.check([VAGABOND, "run", BOX, "--", "true"], cwd=project, env=ENV)  # opens the shared connection
         run_ours, run_theirs = [], []
         for _ in range(args.calls):
             run_ours.append(timed([VAGABOND, "run", BOX, "--", "true"], project)[0])
@@ -101,9 +101,9 @@ def main() -> int:
                 times.append(run())
         verdicts.append(report("provision", prov_ours, prov_theirs, 0.5))
     finally:
-        process.run(vagabond("destroy", BOX), cwd=project, env=ENV, check=False)
+        process.run(vagabond("destroy", BOX), cwd=project, env=ENV)
         if (baseline / "Vagrantfile").exists():
-            process.run(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV, check=False, vm_network=True)
+            process.run(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV, vm_network=True)
         shutil.rmtree(project, ignore_errors=True)
     return 0 if all(verdicts) else 1
 

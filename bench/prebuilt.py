@@ -51,7 +51,7 @@ def main() -> int:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     ensure_sandbox()
     ENV.update(guestfs_env())
-    process.run([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
+    process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
     project = Path(tempfile.mkdtemp(prefix="vagabond-bench-prebuilt-"))
     version = f"0.0.{int(time.time())}"  # never one Vagrant's box store already holds
     name = "vagabond-bench/debian12-selinux"
@@ -67,24 +67,24 @@ def main() -> int:
     servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", CATALOG_PORT, for_guests=False)]
     try:
         # Both sides start from cached inputs: the base box is built and uploaded to the pool first.
-        process.run([VAGABOND, "up", "debian12", "--no-provision", "--workdir", project / "warm"], cwd=project, env=ENV, timeout=3600)
-        process.run([VAGABOND, "destroy", "debian12", "--workdir", project / "warm"], cwd=project, env=ENV)
+        process.check([VAGABOND, "up", "debian12", "--no-provision", "--workdir", project / "warm"], cwd=project, env=ENV, timeout=3600)
+        process.check([VAGABOND, "destroy", "debian12", "--workdir", project / "warm"], cwd=project, env=ENV)
 
         print("base box + full provisioning ...", flush=True)
         t_fresh, _ = timed([VAGABOND, "up", BOX, "--fresh", "-e", f"@{project / 'vars.json'}", "--workdir", fresh], project,
                            stream=True)  # fmt: skip
 
         print("plain `vagrant package` of that VM (it packages a copy of the disk) ...", flush=True)
-        process.run([VAGABOND, "halt", BOX, "--workdir", fresh], cwd=project, env=ENV)
+        process.check([VAGABOND, "halt", BOX, "--workdir", fresh], cwd=project, env=ENV)
         plain = project / "plain.box"
         timed(["vagrant", "package", "--output", plain], fresh, vm_network=True, stream=True)
         size_plain = plain.stat().st_size
         plain.unlink()
 
         print("vagabond build from the same VM ...", flush=True)
-        info = json.loads(process.run([VAGABOND, "build", BOX, "--workdir", fresh, "--out", project / "dist",
+        info = json.loads(process.check([VAGABOND, "build", BOX, "--workdir", fresh, "--out", project / "dist",
                                        "--version", version, "--json"], cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
-        process.run([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
+        process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
                      "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
 
         print("prebuilt box from the catalog ...", flush=True)
@@ -94,11 +94,11 @@ def main() -> int:
         size_ours = info["size"]
     finally:
         for workdir in (fresh, prebuilt):
-            process.run([VAGABOND, "destroy", BOX, "--workdir", workdir], cwd=project, env=ENV, check=False)
-        process.run(["vagrant", "box", "remove", "--force", "--all", name], env=ENV, check=False)
-        for vol in process.run(["virsh", "-c", "qemu:///system", "vol-list", "default", "--name"], check=False).stdout.split():
+            process.run([VAGABOND, "destroy", BOX, "--workdir", workdir], cwd=project, env=ENV)
+        process.run(["vagrant", "box", "remove", "--force", "--all", name], env=ENV)
+        for vol in process.run(["virsh", "-c", "qemu:///system", "vol-list", "default", "--name"]).stdout.split():
             if vol.startswith(name.replace("/", "-VAGRANTSLASH-")):
-                process.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", vol], check=False)
+                process.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", vol])
         for server in servers:
             server.terminate()
         shutil.rmtree(project, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Base boxes without a box cloud: a Debian/Ubuntu box built from the distribution's packages."""
+"""Base boxes without a box cloud: a Debian/Ubuntu box built from the distribution's packages, or a
+distribution's cloud image imported (cloudimage); either way added to Vagrant's box store."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import images, paths, process, registry, ui
-from vagabond.boxes import Box, MmdebstrapBase
+from vagabond import cloudimage, images, paths, process, registry, timeouts, ui
+from vagabond.boxes import Box, ImageBase, MmdebstrapBase
 from vagabond.errors import UsageError, VagabondError
+from vagabond.images import BaseBox
+from vagabond.vm import Vagrant
 
 # Bump when the recipe below changes what ends up in the image: cached boxes are keyed on it.
 RECIPE_VERSION = 3
@@ -40,14 +41,6 @@ Name=en* eth*
 DHCP=ipv4
 """
 
-# Debian's sshd does not create missing host keys; the box ships none so each VM makes its own.
-SSH_KEYGEN_DROPIN = """\
-[Service]
-ExecStartPre=
-ExecStartPre=/usr/bin/ssh-keygen -A
-ExecStartPre=/usr/sbin/sshd -t
-"""
-
 GRUB_DEFAULTS = """\
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=0
@@ -60,22 +53,6 @@ GRUB_DISABLE_OS_PROBER=true
 """
 
 
-@dataclass(frozen=True)
-class BaseBox:
-    """A built base box in the cache: the .box file, its catalog and the kernel inside it."""
-
-    name: str
-    version: str
-    box_file: Path
-    catalog: Path
-    kernel: Path
-    sha256: str
-
-    @property
-    def catalog_url(self) -> str:
-        return self.catalog.resolve().as_uri()
-
-
 def recipe_digest(base: MmdebstrapBase) -> str:
     data = {"recipe": RECIPE_VERSION, "suite": base.suite, "packages": BASE_PACKAGES + base.packages, "disk": base.disk}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
@@ -85,18 +62,8 @@ def cache_dir_for(base: MmdebstrapBase) -> Path:
     return paths.cache_dir() / "boxes" / base.box.replace("/", "-") / recipe_digest(base)
 
 
-def read_cached(info: Path) -> BaseBox | None:
-    """A base.json written by build or import, when its box file is still there."""
-    try:
-        data = json.loads(info.read_text())
-        box = BaseBox(**{k: Path(v) if k in ("box_file", "catalog", "kernel") else v for k, v in data.items()})
-    except (OSError, ValueError, TypeError):
-        return None
-    return box if box.box_file.is_file() and box.catalog.is_file() else None
-
-
 def cached(base: MmdebstrapBase) -> BaseBox | None:
-    return read_cached(cache_dir_for(base) / "base.json")
+    return BaseBox.load(cache_dir_for(base))
 
 
 def build(box: Box, *, force: bool = False) -> BaseBox:
@@ -137,7 +104,7 @@ def build(box: Box, *, force: bool = False) -> BaseBox:
     kernels.mkdir(parents=True, exist_ok=True)
     shutil.copy2(kernel, kernels / f"vmlinuz-{base.suite}")
     result = BaseBox(name=base.box, version=version, box_file=box_file, catalog=catalog, kernel=kernel, sha256=sha)
-    (out_dir / "base.json").write_text(json.dumps({k: str(v) for k, v in result.__dict__.items()}, indent=2))
+    result.save(out_dir)
     ui.info(f"base box {base.box} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
     return result
 
@@ -169,7 +136,7 @@ def run_mmdebstrap(base: MmdebstrapBase, target: Path, packages: list[str], *, k
         # Keep the downloaded .debs: they become a local apt repository for offline guests.
         argv.append("--skip=download/empty")
     argv += [base.suite, str(target)]
-    process.run(argv, timeout=3600, stream=_progress("mmdebstrap"))
+    process.check(argv, timeout=timeouts.MMDEBSTRAP, stream=_progress("mmdebstrap"))
 
 
 def _progress(prefix: str):
@@ -185,26 +152,26 @@ def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, v
     with contextlib.ExitStack() as stack:
         loop, parts = stack.enter_context(images.attached(raw))
         part = parts[0]
-        process.run(["mkfs.ext4", "-q", "-L", "root", "-m", "1", part], timeout=300)
-        uuid = process.run(["blkid", "-s", "UUID", "-o", "value", part], timeout=60).stdout.strip()
+        process.check(["mkfs.ext4", "-q", "-L", "root", "-m", "1", part], timeout=timeouts.FILESYSTEM)
+        uuid = process.check(["blkid", "-s", "UUID", "-o", "value", part], timeout=timeouts.TOOL).stdout.strip()
         mnt = raw.parent / "mnt"
         mnt.mkdir()
-        process.run(["mount", part, str(mnt)], timeout=60)
-        stack.callback(process.run, ["umount", "--recursive", str(mnt)], check=False, timeout=120)
-        process.run(["tar", "--extract", "--preserve-permissions", "--numeric-owner", "--xattrs",
-                     "--file", str(rootfs_tar), "--directory", str(mnt)], timeout=600)  # fmt: skip
+        process.check(["mount", part, str(mnt)], timeout=timeouts.TOOL)
+        stack.callback(process.run, ["umount", "--recursive", str(mnt)], timeout=timeouts.TOOL)
+        process.check(["tar", "--extract", "--preserve-permissions", "--numeric-owner", "--xattrs",
+                     "--file", str(rootfs_tar), "--directory", str(mnt)], timeout=timeouts.UNPACK)  # fmt: skip
         configure_guest(mnt, uuid, vagrant_user=vagrant_user)
         for fs in ("dev", "proc", "sys"):
-            process.run(["mount", "--rbind" if fs == "dev" else "--bind", f"/{fs}", str(mnt / fs)], timeout=60)
-        process.run(["chroot", str(mnt), "grub-install", "--target=i386-pc", "--modules=part_msdos ext2", loop],
-                    timeout=300)  # fmt: skip
+            process.check(["mount", "--rbind" if fs == "dev" else "--bind", f"/{fs}", str(mnt / fs)], timeout=timeouts.TOOL)
+        process.check(["chroot", str(mnt), "grub-install", "--target=i386-pc", "--modules=part_msdos ext2", loop],
+                      timeout=timeouts.CHROOT)  # fmt: skip
         # grub-mkconfig writes root=UUID=... only when /dev/disk/by-uuid has the link, which udev
         # would make; without udev the kernel would be told root=/dev/loopNp1.
         by_uuid = Path("/dev/disk/by-uuid") / uuid
         by_uuid.parent.mkdir(parents=True, exist_ok=True)
         by_uuid.symlink_to(part)
         stack.callback(by_uuid.unlink, missing_ok=True)
-        process.run(["chroot", str(mnt), "update-grub"], timeout=300, env=_chroot_env())
+        process.check(["chroot", str(mnt), "update-grub"], timeout=timeouts.CHROOT, env=_chroot_env())
         grub_cfg = (mnt / "boot/grub/grub.cfg").read_text()
         if f"root=UUID={uuid}" not in grub_cfg:
             raise VagabondError("update-grub did not write root=UUID=... into grub.cfg; the box would not boot")
@@ -232,26 +199,26 @@ def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None
     net.write_text(NETWORK_UNIT)
     dropin = root / "etc/systemd/system/ssh.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
-    (dropin / "host-keys.conf").write_text(SSH_KEYGEN_DROPIN)
+    (dropin / "host-keys.conf").write_text(images.SSH_KEYGEN_DROPIN)
     # Reverse DNS lookups of the host make every SSH login wait under emulation.
     sshd = root / "etc/ssh/sshd_config.d"
     sshd.mkdir(parents=True, exist_ok=True)
     (sshd / "vagabond.conf").write_text("UseDNS no\n")
     env = _chroot_env()
     chroot = ["chroot", str(root)]
-    process.run(chroot + ["systemctl", "enable", "systemd-networkd", "ssh"], env=env, timeout=120)
+    process.check(chroot + ["systemctl", "enable", "systemd-networkd", "ssh"], env=env, timeout=timeouts.CHROOT)
     # Boot must not wait for "network online": DHCP comes when it comes, and vagrant waits for it.
-    process.run(chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=120)
+    process.check(chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=timeouts.CHROOT)
     if not vagrant_user:
         return
-    process.run(chroot + ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant"],
-                env=env, timeout=120)  # fmt: skip
-    process.run(chroot + ["chpasswd"], input="vagrant:vagrant\nroot:vagrant\n", env=env, timeout=60)
+    process.check(chroot + ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant"],
+                  env=env, timeout=timeouts.CHROOT)  # fmt: skip
+    process.check(chroot + ["chpasswd"], input="vagrant:vagrant\nroot:vagrant\n", env=env, timeout=timeouts.CHROOT)
     ssh_dir = root / "home/vagrant/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(images.INSECURE_PUBLIC_KEY + "\n")
     (ssh_dir / "authorized_keys").chmod(0o600)
-    process.run(chroot + ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"], env=env, timeout=60)
+    process.check(chroot + ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"], env=env, timeout=timeouts.CHROOT)
     sudoers = root / "etc/sudoers.d/vagrant"
     sudoers.write_text("vagrant ALL=(ALL) NOPASSWD: ALL\nDefaults:vagrant !requiretty\n")
     sudoers.chmod(0o440)
@@ -274,29 +241,26 @@ def _scrub(root: Path) -> None:
 
 def imported(box: Box) -> BaseBox:
     """The box's cloud image imported once (cached by image and checksum)."""
-    from vagabond import cloudimage
-
     spec = box.spec.base
     key = hashlib.sha256(json.dumps([RECIPE_VERSION, spec.image, spec.checksum]).encode()).hexdigest()[:12]
     out_dir = paths.cache_dir() / "boxes" / spec.box.replace("/", "-") / f"imported-{key}"
-    info = out_dir / "base.json"
-    if hit := read_cached(info):
+    if hit := BaseBox.load(out_dir):
         return hit
     result = cloudimage.import_image(spec.box, spec.image, checksum=spec.checksum, out=out_dir)
-    info.write_text(json.dumps({k: str(v) for k, v in result.__dict__.items()}, indent=2))
+    result.save(out_dir)
     return result
 
 
-def ensure_added(box: Box, *, built: BaseBox | None = None, env: dict[str, str] | None = None) -> BaseBox:
-    """Build or import (or reuse) the base box and make sure Vagrant's box store has this version."""
-    from vagabond.boxes import ImageBase
-    from vagabond.vm import Vagrant  # local: vm imports nothing from here, keep the graph one-way
-
-    if built is None:
-        built = imported(box) if isinstance(box.spec.base, ImageBase) else build(box)
-    v = Vagrant(env=env, timeout=1800)
+def add_to_store(built: BaseBox) -> BaseBox:
+    """Make sure Vagrant's box store has this version of a box vagabond made."""
     registry.add_box(built.name)  # vagabond's own base: `vagabond gc` may remove images of its old versions
+    v = Vagrant(timeout=timeouts.BOX_ADD)
     if not v.has_box(built.name, built.version):
         with ui.step(f"vagrant box add {built.name} {built.version}"):
             v.box_add_catalog(built.catalog_url)
     return built
+
+
+def ensure_added(box: Box) -> BaseBox:
+    """Build or import (or reuse) the box's base and make sure Vagrant's box store has it."""
+    return add_to_store(imported(box) if isinstance(box.spec.base, ImageBase) else build(box))

@@ -239,6 +239,22 @@ class Box:
     def machine_names(self) -> list[str]:
         return [m.name for m in self.spec.machines] or ["default"]
 
+    def machine_specs(self) -> list[tuple[str, bool, Resources, list[ForwardedPort]]]:
+        """Each machine as it runs: name, primary, resources (its overrides over the box's), ports."""
+        spec = self.spec
+        if not spec.machines:
+            return [("default", True, spec.resources, spec.forwarded_ports)]
+        return [(m.name, m.primary, spec.resources.model_copy(update={k: v for k, v in m.resources.model_dump().items() if v}),
+                 spec.forwarded_ports if m.forwarded_ports is None else m.forwarded_ports) for m in spec.machines]  # fmt: skip
+
+    def memory_mib(self) -> int:
+        """What the box's machines need at once."""
+        return sum(res.memory for _, _, res, _ in self.machine_specs())
+
+    def primary(self) -> str:
+        """The machine commands go to when none is named: the one marked primary, else the first."""
+        return next((m.name for m in self.spec.machines if m.primary), self.machine_names()[0])
+
     def playbook_paths(self) -> list[Path]:
         return [resolve_playbook(self, p.path) for p in self.spec.playbooks]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
-from vagabond import images, libvirt, lifecycle, process, provision, remote, ui
+from vagabond import images, libvirt, lifecycle, process, provision, remote, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import UsageError, VagabondError
 from vagabond.vm import Vagrant
@@ -47,16 +46,6 @@ fstrim -av || true
 """
 
 
-def definition_digest(box: Box) -> str:
-    """sha256 over the box file and every playbook that provisions it, in order: a prebuilt box is
-    current exactly when this matches the digest recorded when it was built."""
-    digest = hashlib.sha256()
-    digest.update(box.path.read_bytes())
-    for run in provision.all_playbooks(box):
-        digest.update(b"\0" + str(run.path.name).encode() + b"\0" + run.path.read_bytes())
-    return digest.hexdigest()
-
-
 def flatten_and_compact(disk: Path, img: Path) -> None:
     """The halted guest's disk (an overlay on its base) -> one sparse qcow2 holding only live data.
 
@@ -66,7 +55,7 @@ def flatten_and_compact(disk: Path, img: Path) -> None:
     raw = img.with_suffix(".raw")
     try:
         with ui.step("qemu-img convert (flatten)"):
-            process.run(["qemu-img", "convert", "-O", "raw", str(disk), str(raw)], timeout=3600)
+            process.check(["qemu-img", "convert", "-O", "raw", str(disk), str(raw)], timeout=timeouts.IMAGE)
         tools = [t for t in ("losetup", "partx", "blkid", "e2fsck", "tune2fs", "dumpe2fs") if not process.which(t)]
         if os.geteuid() != 0 or tools:
             ui.info("skipping the offline compaction of the disk: it needs root and " + ", ".join(tools or ["losetup"]))
@@ -100,7 +89,7 @@ def describe(box_file: Path, *, name: str, version: str, description: str = "", 
 def repackage(name: str, version: str | None, out: Path) -> dict:
     """Re-export a box from Vagrant's box store (`vagrant box repackage`) with its description."""
     out.mkdir(parents=True, exist_ok=True)
-    v = Vagrant(out, timeout=3600)
+    v = Vagrant(out, timeout=timeouts.BOX_ADD)
     versions = v.box_versions(name)
     if not versions:
         raise UsageError(f"no libvirt box named {name!r} in Vagrant's box store (see 'vagrant box list')")
@@ -126,15 +115,13 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
     flatten the disk into a compressed qcow2, write the box and its description, destroy the VM."""
     version = version or time.strftime("%Y%m%d.%H%M%S", time.gmtime())
     name = default_name(box)
-    digest = definition_digest(box)
+    digest = provision.definition_digest(box)
     opts.prebuilt = False  # a dependency box is always built from its base, never from itself
     lifecycle.up(box, wd, opts)
     try:
-        machine = lifecycle.primary(box)
+        machine = box.primary()
         with ui.step("clean the guest for reuse"):
-            result = remote.run(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], stream=False, timeout=1800)
-            if result.returncode != 0:
-                raise VagabondError(f"cleaning the guest failed: {result.stderr.strip()[-300:]}")
+            remote.check(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], timeout=timeouts.GUEST_CLEANUP)
         lifecycle.halt(box, wd)
         domain = wd.domain(machine)
         disks = libvirt.domain_volumes(domain)
@@ -149,7 +136,7 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
             images.write_box(img, target, virtual_size_gib=max(1, -(-virtual // 2**30)), xz=True)
         img.unlink()
         base = box.spec.base
-        state = json.loads((wd.path / "state.json").read_text())
+        state = wd.read_state()
         info = describe(target, name=name, version=version, description=box.spec.description,
                         base={"box": base.box_name, "version": state.get("base_version")}, digest=digest)  # fmt: skip
     finally:

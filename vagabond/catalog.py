@@ -16,16 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import urlopen
 
-from vagabond import images, ui
-from vagabond.errors import UsageError, VagabondError
+from vagabond import images, timeouts, ui
+from vagabond.errors import PublishError, UsageError
 
 METADATA = "metadata.json"
 CONFLICT_RETRIES = 20
-
-
-class PublishError(VagabondError):
-    pass
 
 
 class Conflict(Exception):
@@ -339,10 +336,8 @@ class Prebuilt:
     catalog_url: str
 
 
-def fetch_metadata(url: str, timeout: float = 30) -> dict:
+def fetch_metadata(url: str, timeout: float = timeouts.CATALOG) -> dict:
     """GET a catalog's metadata.json (http(s):// or file://) as Vagrant would."""
-    from urllib.request import urlopen
-
     with urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the user's own catalog URL
         return json.loads(resp.read())
 

@@ -15,10 +15,13 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from vagabond import __version__, base, boxes, detect, doctor, lifecycle, paths, process, project, remote, render, ui
-from vagabond.workdir import Workdir
-from vagabond import errors
+from vagabond import (
+    __version__, base, boxes, build, cloudimage, detect, doctor, errors, gc, lifecycle, logs, paths, prepare, project,
+    remote, render, ui, workflow,
+)
+from vagabond import catalog as catalogs
 from vagabond.errors import VagabondError
+from vagabond.workdir import Workdir
 
 _state = {"debug": False, "boxes_dir": None}
 
@@ -321,16 +324,11 @@ def run_(
     Example: vagabond run centos7-selinux -- make -C /src test
     """
     definition, wd = _box_and_workdir(box, workdir)
-    target = machine or lifecycle.primary(definition)
-    argv = remote.ssh_argv(wd, target, command, env=wd.read_state().get("env"))
+    # env: as of the last up or provision.
+    argv = remote.ssh_argv(wd, machine or definition.primary(), command, env=wd.read_state().get("env"))
     logs_dir = paths.logs_on_failure_dir(logs_on_failure)
-    if logs_dir is None:
-        # Become ssh: output streams untouched and its exit code is ours. env: as of the last up/provision.
-        process.exec_replace(argv, vm_network=True)
-    code = process.run(argv, interactive=True, check=False, vm_network=True).returncode
-    if code != 0:
-        lifecycle.collect_logs(definition, wd, logs_dir)
-    raise typer.Exit(code)
+    on_failure = None if logs_dir is None else (lambda: logs.collect_on_failure(definition, wd, logs_dir))
+    raise typer.Exit(remote.exec_command(argv, on_failure))
 
 
 @app.command("logs")
@@ -348,8 +346,6 @@ def logs_(
 
     Example: vagabond logs centos7-selinux --out artifacts/
     """
-    from vagabond import logs
-
     definition, wd = _box_and_workdir(box, workdir)
     summary = logs.collect(definition, wd, out)
     if as_json:
@@ -364,7 +360,7 @@ def logs_(
 def ssh_(box: BoxArg, workdir: WorkdirOption = None, machine: MachineOption = None) -> None:
     """Open an interactive shell in the VM."""
     definition, wd = _box_and_workdir(box, workdir)
-    raise typer.Exit(remote.interactive(wd, machine or lifecycle.primary(definition)))
+    raise typer.Exit(remote.interactive(wd, machine or definition.primary()))
 
 
 @app.command("provision")
@@ -428,8 +424,6 @@ def build_(
 
     Example (nightly): vagabond build centos7-selinux --out dist && vagabond publish dist/*.box --catalog s3://boxes/centos7
     """
-    from vagabond import build
-
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or (),
                              logs_dir=paths.logs_on_failure_dir(logs_on_failure))  # fmt: skip
@@ -453,14 +447,9 @@ def import_(
     'cloud-init clean', drops its machine-id and SSH host keys, and powers off; the disk becomes the box.
     Box files can name such a base directly: base: {kind: image, image: URL, checksum: sha256:..., box: NAME}.
     """
-    from vagabond import cloudimage, registry
-    from vagabond.vm import Vagrant
-
     result = cloudimage.import_image(name, image, checksum=checksum, out=out, driver=driver.value if driver else None)
     if add:
-        registry.add_box(name)
-        with ui.step(f"vagrant box add {name} {result.version}"):
-            Vagrant(timeout=1800).box_add_catalog(result.catalog_url)
+        base.add_to_store(result)
     print(result.box_file)
 
 
@@ -475,8 +464,6 @@ def repackage_(
 
     Note: this re-tars the box as Vagrant stores it; it never includes a VM's state.
     """
-    from vagabond import build
-
     info = build.repackage(name, version, out)
     print(json.dumps(info, indent=2) if as_json else info["path"])
 
@@ -505,8 +492,6 @@ def publish_(
 
     Example: vagabond publish out/debian12-selinux.box --catalog /srv/boxes/debian12-selinux --base-url https://boxes.example.org/debian12-selinux
     """
-    from vagabond import catalog as catalogs
-
     result = catalogs.publish(box_file, catalog, name=name, version=version, keep=keep, force=force,
                               base_url=base_url, acl=s3_acl)  # fmt: skip
     if as_json:
@@ -529,8 +514,6 @@ def gc_(
 
     Example: vagabond gc --dry-run && vagabond gc
     """
-    from vagabond import gc
-
     orphans = gc.collect(dry_run=dry_run)
     if as_json:
         print(json.dumps({"dry_run": dry_run, "orphans": gc.as_dicts(orphans)}, indent=2))
@@ -572,8 +555,6 @@ def prepare_(
 
     Example (CI): sudo vagabond prepare --boxes centos7-selinux
     """
-    from vagabond import prepare
-
     chosen = _selected_boxes(boxes_opt)
     actions = prepare.prepare(chosen, swap=swap, swap_file=swap_file)
     if as_json:
@@ -617,8 +598,6 @@ def ci_github(
 
     Example: vagabond ci github --boxes centos7-selinux,alma9-fips --test-command 'make check' -o .github/workflows/vagabond.yml
     """
-    from vagabond import workflow
-
     chosen = _selected_boxes(boxes_opt)
     settings = workflow.Settings(runs_on=runs_on, test_command=test_command, cron=cron, keep=keep, timeout=timeout,
                                  vagabond_spec=vagabond_spec or workflow.Settings.vagabond_spec)  # fmt: skip
@@ -627,10 +606,7 @@ def ci_github(
     if output is None:
         sys.stdout.write(text)
         return
-    if output.is_file() and not force and not output.read_text(errors="replace").startswith("# Generated by `vagabond ci github`"):
-        raise errors.UsageError(f"{output} exists and was not generated by vagabond", hint="use --force to overwrite it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    workflow.write(output, text, force=force)
     ui.info(f"wrote {output} ({len(chosen)} box{'es' if len(chosen) != 1 else ''})")
 
 
@@ -656,6 +632,3 @@ def base_build(
         base.ensure_added(definition, built=built)
     print(built.box_file)
 
-
-def run() -> None:
-    app()

@@ -11,11 +11,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from vagabond import base, detect, images, paths, process, render, ui
+from vagabond import detect, images, paths, process, timeouts, ui
 from vagabond.errors import UsageError, VagabondError
-
-# Under software emulation a cloud image's first boot (cloud-init, key generation) takes minutes.
-FIRST_BOOT_TIMEOUT_KVM = 600.0
+from vagabond.images import BaseBox
 
 # Runs once cloud-init has finished (After=cloud-final), then powers the guest off: the next boot
 # starts from a clean cloud-init state, with no machine-id, no SSH host keys and no logs.
@@ -30,10 +28,6 @@ Type=oneshot
 ExecStart=/bin/sh -c 'cloud-init clean --logs; truncate -s 0 /etc/machine-id; rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*; sync'
 ExecStartPost=/bin/systemctl --no-block poweroff
 """
-
-# Debian's sshd does not recreate missing host keys (RHEL's sshd-keygen does): make it do so.
-SSH_KEYGEN_DROPIN = base.SSH_KEYGEN_DROPIN
-
 
 def user_data() -> str:
     config = {
@@ -50,8 +44,8 @@ def user_data() -> str:
         "ssh_pwauth": False,
         "write_files": [
             {"path": "/etc/systemd/system/vagabond-finish.service", "content": FINISH_UNIT},
-            {"path": "/etc/systemd/system/ssh.service.d/host-keys.conf", "content": SSH_KEYGEN_DROPIN},
-            {"path": "/etc/systemd/system/sshd.service.d/host-keys.conf", "content": SSH_KEYGEN_DROPIN},
+            {"path": "/etc/systemd/system/ssh.service.d/host-keys.conf", "content": images.SSH_KEYGEN_DROPIN},
+            {"path": "/etc/systemd/system/sshd.service.d/host-keys.conf", "content": images.SSH_KEYGEN_DROPIN},
         ],
         "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "start", "--no-block", "vagabond-finish.service"]],
     }
@@ -64,7 +58,7 @@ def fetch(image: str, checksum: str | None, dest_dir: Path) -> Path:
         target = dest_dir / (hashlib.sha256(image.encode()).hexdigest()[:16] + "-" + Path(image).name)
         if not target.is_file():
             partial = target.with_suffix(".partial")
-            with ui.step(f"download {image}"), urllib.request.urlopen(image, timeout=60) as resp, partial.open("wb") as fh:  # noqa: S310
+            with ui.step(f"download {image}"), urllib.request.urlopen(image, timeout=timeouts.CONNECT) as resp, partial.open("wb") as fh:  # noqa: S310
                 shutil.copyfileobj(resp, fh, 8 * 2**20)
             partial.replace(target)
         path = target
@@ -83,7 +77,7 @@ def fetch(image: str, checksum: str | None, dest_dir: Path) -> Path:
 
 
 def import_image(name: str, image: str, *, checksum: str | None = None, out: Path | None = None,
-                 driver: str | None = None) -> base.BaseBox:  # fmt: skip
+                 driver: str | None = None) -> BaseBox:  # fmt: skip
     """Cloud image -> vagrant-libvirt box in the cache (or --out), with a catalog to add it from."""
     out_dir = out or paths.cache_dir() / "boxes" / name.replace("/", "-") / "imported"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,12 +89,12 @@ def import_image(name: str, image: str, *, checksum: str | None = None, out: Pat
         work = Path(tmp)
         disk = work / "disk.qcow2"
         with ui.step(f"copy {source.name}"):
-            process.run(["qemu-img", "convert", "-O", "qcow2", str(source), str(disk)], timeout=1800)
+            process.check(["qemu-img", "convert", "-O", "qcow2", str(source), str(disk)], timeout=timeouts.IMAGE)
         (work / "user-data").write_text(user_data())
         (work / "meta-data").write_text(f"instance-id: vagabond-import-{int(time.time())}\nlocal-hostname: vagabond\n")
         seed = work / "seed.iso"
-        process.run(["cloud-localds", str(seed), str(work / "user-data"), str(work / "meta-data")], timeout=120)
-        timeout = FIRST_BOOT_TIMEOUT_KVM * (1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF)
+        process.check(["cloud-localds", str(seed), str(work / "user-data"), str(work / "meta-data")], timeout=timeouts.TOOL)
+        timeout = timeouts.for_driver(timeouts.FIRST_BOOT, decision.driver)
         console = out_dir / "import-console.log"
         accel = ["-accel", "kvm", "-cpu", "host"] if decision.driver == "kvm" else ["-accel", "tcg"]
         argv = [
@@ -112,7 +106,7 @@ def import_image(name: str, image: str, *, checksum: str | None = None, out: Pat
             "-nic", "none",
         ]  # fmt: skip
         with ui.step(f"first boot with cloud-init ({decision.driver}; the guest powers off when done)"):
-            process.run(argv, timeout=timeout, hint=f"the guest's console is in {console}")
+            process.check(argv, timeout=timeout, hint=f"the guest's console is in {console}")
         log = console.read_text(errors="replace")
         if "vagabond-finish" not in log:  # systemd names the unit on the console as it starts it
             if "systemd" in log:  # the console shows the boot, but our clean-up unit never ran
@@ -129,6 +123,6 @@ def import_image(name: str, image: str, *, checksum: str | None = None, out: Pat
     catalog = out_dir / "metadata.json"
     images.write_catalog(catalog, name=name, description=f"imported from {image}", version=version,
                          box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip
-    result = base.BaseBox(name=name, version=version, box_file=box_file, catalog=catalog, kernel=Path(), sha256=sha)
+    result = BaseBox(name=name, version=version, box_file=box_file, catalog=catalog, kernel=Path(), sha256=sha)
     ui.info(f"imported {name} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
     return result

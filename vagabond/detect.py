@@ -11,15 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vagabond import paths, process
+from vagabond import paths, process, timeouts
 from vagabond.errors import CommandFailed, ToolMissing, UsageError
 
 Driver = Literal["kvm", "qemu"]
 DRIVERS = ("kvm", "qemu")
 
-# A kernel that reaches its banner under TCG in ~1 s gets this long under KVM; a host where KVM
-# cannot run ordinary guests (kvm_pvm, broken nesting) never gets there.
-SMOKE_TIMEOUT = 15.0
 BANNER = "Linux version"
 
 
@@ -156,7 +153,7 @@ def loaded_modules(sys_module: Path = Path("/sys/module"), proc_modules: Path = 
     return frozenset(n for n in names if n.startswith("kvm"))
 
 
-def smoke_boot(kernel: Path, accel: str = "kvm", timeout: float = SMOKE_TIMEOUT) -> SmokeBoot:
+def smoke_boot(kernel: Path, accel: str = "kvm", timeout: float = timeouts.SMOKE_BOOT) -> SmokeBoot:
     """Boot ``kernel`` with no disk and watch the serial console for the kernel's banner.
 
     Tiny hand-made guests (a hlt in real or long mode) pass under kvm_pvm; a real kernel does not,
@@ -180,7 +177,7 @@ def smoke_boot(kernel: Path, accel: str = "kvm", timeout: float = SMOKE_TIMEOUT)
             seen["at"] = time.monotonic() - started
 
     try:
-        result = process.run(argv, timeout=timeout, stream=watch, check=False)
+        result = process.run(argv, timeout=timeout, stream=watch)
         detail = "" if seen["banner"] else _last_words(result.stderr or result.stdout)
     except CommandFailed as exc:  # the timeout: the usual outcome when KVM hangs
         detail = _last_words(exc.stdout) and f"last console output: {_last_words(exc.stdout)}"
@@ -277,8 +274,13 @@ def choose_driver(option: str | None = None, *, smoke: Literal["auto", "always",
 # --- other host facts for doctor ---------------------------------------------------------------
 
 
-def meminfo(text: str) -> dict[str, int]:
-    """/proc/meminfo -> MiB per field."""
+def meminfo(text: str | None = None) -> dict[str, int]:
+    """/proc/meminfo (or its text) -> MiB per field; empty when it cannot be read."""
+    if text is None:
+        try:
+            text = Path("/proc/meminfo").read_text()
+        except OSError:
+            return {}
     out = {}
     for line in text.splitlines():
         m = re.match(r"(\w+):\s+(\d+)\s*kB", line)

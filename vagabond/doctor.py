@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import detect, process
+from vagabond import detect, libvirt, process, timeouts
 from vagabond.boxes import Box
 from vagabond.errors import CommandFailed, ToolMissing, VagabondError
 from vagabond.vm import Vagrant
 
 # Memory qemu itself needs besides the guest's RAM (MiB), and room for Vagrant/Ansible on the host.
 HOST_OVERHEAD_MIB = 1024
-LIBVIRT_IMAGES = Path("/var/lib/libvirt/images")
 
 
 @dataclass(frozen=True)
@@ -27,15 +25,11 @@ class Check:
     fix: str = ""
 
 
-def libvirt_uri() -> str:
-    return os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
-
-
 def check_tool(name: str, argv: list[str], fix: str, *, required: bool = True, pattern: str = r"[\d.]+") -> Check:
     if not process.which(argv[0]):
         return Check(name, False, f"{argv[0]} not found on PATH", required, fix)
     try:
-        out = process.run(argv, timeout=60).stdout
+        out = process.check(argv, timeout=timeouts.VAGRANT_QUERY).stdout
     except (CommandFailed, ToolMissing) as exc:
         return Check(name, False, str(exc), required, fix)
     m = re.search(pattern, out)
@@ -49,7 +43,7 @@ def check_vagrant() -> list[Check]:
             Check("vagrant", False, "vagrant not found on PATH", True, fix),
             Check("vagrant-libvirt", False, "cannot check plugins without vagrant", True, fix),
         ]
-    v = Vagrant(timeout=120)
+    v = Vagrant(timeout=timeouts.VAGRANT_QUERY)
     try:
         version = v.version()
     except VagabondError as exc:
@@ -71,27 +65,27 @@ def check_vagrant() -> list[Check]:
 
 
 def check_libvirt() -> list[Check]:
-    uri = libvirt_uri()
+    uri = libvirt.uri()
     fix = "start the daemons: virtlogd -d && libvirtd -d (or systemctl start libvirtd)"
     if not process.which("virsh"):
         return [Check("libvirt", False, "virsh not found", True, "apt-get install libvirt-daemon-system libvirt-clients")]
     try:
-        process.run(["virsh", "-c", uri, "uri"], timeout=30)
+        libvirt.check("uri", timeout=timeouts.PROBE)
     except CommandFailed as exc:
         why = " ".join(exc.stderr.split())[:200]
         return [Check("libvirt", False, f"cannot connect to {uri}: {why}", True, fix)]
     checks = [Check("libvirt", True, f"connected to {uri}")]
-    pool = process.run(["virsh", "-c", uri, "pool-info", "default"], timeout=30, check=False)
+    pool = libvirt.run("pool-info", libvirt.POOL, timeout=timeouts.PROBE)
     state = re.search(r"State:\s+(\S+)", pool.stdout)
     if pool.ok and state and state.group(1) == "running":
         checks.append(Check("storage pool", True, "pool 'default' is running"))
     else:
         checks.append(
             Check("storage pool", False, "pool 'default' is " + (state.group(1) if state else "not defined"), True,
-                  f"virsh pool-define-as default dir --target {LIBVIRT_IMAGES} && virsh pool-build default "
+                  f"virsh pool-define-as default dir --target {libvirt.POOL_DIR} && virsh pool-build default "
                   "&& virsh pool-start default && virsh pool-autostart default")
         )  # fmt: skip
-    caps = process.run(["virsh", "-c", uri, "domcapabilities", "--virttype", "kvm"], timeout=60, check=False)
+    caps = libvirt.run("domcapabilities", "--virttype", "kvm")
     listed = caps.ok and "<domain>kvm</domain>" in caps.stdout
     checks.append(
         Check("libvirt kvm", True,
@@ -102,12 +96,9 @@ def check_libvirt() -> list[Check]:
 
 
 def check_resources(boxes: list[Box]) -> list[Check]:
-    try:
-        mem = detect.meminfo(Path("/proc/meminfo").read_text())
-    except OSError:
-        mem = {}
-    need_mem = max((m.memory for b in boxes for m in _machine_resources(b)), default=0)
-    need_disk = max((b.spec.resources.disk for b in boxes), default=0)
+    mem = detect.meminfo()
+    need_mem = max((b.memory_mib() for b in boxes), default=0)
+    need_disk = max((res.disk for b in boxes for _, _, res, _ in b.machine_specs()), default=0)
     total, swap = mem.get("MemTotal", 0), mem.get("SwapTotal", 0)
     checks = []
     enough = total + swap >= need_mem + HOST_OVERHEAD_MIB
@@ -116,7 +107,7 @@ def check_resources(boxes: list[Box]) -> list[Check]:
               f"RAM {total} MiB, swap {swap} MiB; the largest box needs {need_mem} MiB + {HOST_OVERHEAD_MIB} MiB for the host",
               required=False, fix="" if enough else "add swap: vagabond prepare --swap 4G, or lower resources.memory")
     )  # fmt: skip
-    where = LIBVIRT_IMAGES if LIBVIRT_IMAGES.exists() else Path("/")
+    where = libvirt.POOL_DIR if libvirt.POOL_DIR.exists() else Path("/")
     free_gib = shutil.disk_usage(where).free // 2**30
     # Images are sparse qcow2: a box rarely fills its virtual disk, but plan for half of it.
     disk_ok = free_gib >= need_disk // 2 + 2
@@ -125,13 +116,6 @@ def check_resources(boxes: list[Box]) -> list[Check]:
               required=False, fix="" if disk_ok else f"free space under {where}")
     )  # fmt: skip
     return checks
-
-
-def _machine_resources(box: Box):
-    res = box.spec.resources
-    if not box.spec.machines:
-        return [res]
-    return [res.model_copy(update={k: v for k, v in m.resources.model_dump().items() if v}) for m in box.spec.machines]
 
 
 def run_doctor(boxes: list[Box], decision: detect.Decision) -> list[Check]:

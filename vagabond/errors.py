@@ -52,6 +52,46 @@ class ToolMissing(VagabondError):
     exit_code = 3
 
 
+class NotRunning(VagabondError):
+    """The box's VM is not up in this work directory (or its SSH configuration is gone)."""
+
+    exit_code = 3
+
+
+class Busy(VagabondError):
+    """Another vagabond command holds the work directory's lock."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class Interrupted(VagabondError):
+    """SIGINT, SIGTERM or SIGHUP: what the command created has been cleaned up."""
+
+    exit_code = 130
+
+
+class StepFailed(VagabondError):
+    """A lifecycle step failed: the message names the step, then the cause; the exit code is the cause's."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        self.step = step
+        self.cause = cause
+        super().__init__(f"{step} failed: {cause}")
+        self.exit_code = getattr(cause, "exit_code", 1)
+
+
+class ModeCheckFailed(VagabondError):
+    """The VM is up but a mode (SELinux, FIPS) is not what the box asks for."""
+
+
+class PrepareError(VagabondError):
+    """`vagabond prepare` could not make the host ready."""
+
+
+class PublishError(VagabondError):
+    """A box could not be published, or a catalog is not what vagabond expects."""
+
+
 def format_argv(argv: Sequence[str]) -> str:
     return shlex.join(str(a) for a in argv)
 

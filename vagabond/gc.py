@@ -9,16 +9,15 @@ Everything else in libvirt is left alone, whatever its name.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import libvirt, process, registry, ui
+from vagabond import libvirt, process, registry, timeouts, ui
 from vagabond.vm import Vagrant
+from vagabond.workdir import Workdir
 
 # vagrant-libvirt names a box's image volume <name, '/' as -VAGRANTSLASH->_vagrant_box_image_<version>_box[_N].img
 BOX_IMAGE = re.compile(r"^(?P<box>.+)_vagrant_box_image_(?P<version>.+?)_box(?:_\d+)?\.img$")
@@ -32,28 +31,18 @@ class Orphan:
     removed: bool = False
 
 
-def _workdir_verdict(prefix: str, workdir: Path) -> str | None:
+def _workdir_verdict(prefix: str, path: Path) -> str | None:
     """None while the work directory still owns this prefix (or is busy); otherwise why not."""
-    state_file = workdir / "state.json"
-    if not workdir.is_dir():
-        return f"its work directory {workdir} is gone"
-    lock = workdir / ".lock"
-    if lock.exists():
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return None  # a vagabond command is running there right now
-            raise
-        finally:
-            os.close(fd)
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return f"its work directory {workdir} holds no VM (destroyed)"
+    wd = Workdir.at(path)
+    if not wd.path.is_dir():
+        return f"its work directory {path} is gone"
+    if wd.busy():
+        return None  # a vagabond command is running there right now
+    state = wd.read_state()
+    if not state:
+        return f"its work directory {path} holds no VM (destroyed)"
     if state.get("prefix") != prefix:
-        return f"its work directory {workdir} now holds another VM"
+        return f"its work directory {path} now holds another VM"
     return None
 
 
@@ -63,7 +52,7 @@ def _backing_files(domains: list[str]) -> set[str]:
     for name in domains:
         for disk in libvirt.domain_volumes(name):
             used.add(os.path.basename(disk))
-            info = process.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], check=False, timeout=60)
+            info = process.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL)
             if info.ok:
                 for layer in json.loads(info.stdout):
                     for key in ("filename", "backing-filename", "full-backing-filename"):
@@ -104,13 +93,9 @@ def find() -> list[Orphan]:
         orphans.append(Orphan("box image", vol, f"box {box} {version} is no longer in Vagrant's box store"))
     existing = libvirt.networks()
     for net in data["networks"]:
-        if net in existing and not _network_used(net, kept_domains):
+        if net in existing and not libvirt.network_in_use(net, among=kept_domains):
             orphans.append(Orphan("network", net, "no domain uses it"))
     return orphans
-
-
-def _network_used(network: str, domains: list[str]) -> bool:
-    return any(f"<source network='{network}'" in libvirt.virsh("dumpxml", d, check=False).stdout for d in domains)
 
 
 def collect(dry_run: bool = False) -> list[Orphan]:
@@ -125,9 +110,7 @@ def collect(dry_run: bool = False) -> list[Orphan]:
             orphan.removed = f"domain {orphan.name}" in removed
             gone |= {item.split(" ", 1)[1] for item in removed if item.startswith("volume ")}
         elif orphan.kind in ("volume", "box image"):
-            orphan.removed = orphan.name in gone or libvirt.virsh(
-                "vol-delete", "--pool", libvirt.POOL, orphan.name, check=False
-            ).ok
+            orphan.removed = orphan.name in gone or libvirt.delete_volume(orphan.name)
         elif orphan.kind == "network":
             orphan.removed = libvirt.remove_network(orphan.name)
         if not orphan.removed:

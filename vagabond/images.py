@@ -1,4 +1,5 @@
-"""Disk images and box archives: raw disks, qcow2 conversion, metadata.json, checksums."""
+"""Disk images and box archives: raw disks, qcow2 conversion, box files and their one-version
+catalogs, the base boxes vagabond makes (BaseBox), and what every guest it makes carries."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import struct
 import tarfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import process
+from vagabond import process, timeouts
 from vagabond.errors import VagabondError
 
 # Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
@@ -19,6 +21,48 @@ from vagabond.errors import VagabondError
 INSECURE_PUBLIC_KEY = (
     "ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNltGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnAmCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRdK8jlqm8tehUc9c9WhQ== vagrant insecure public key"
 )
+
+# Debian's sshd does not create missing host keys (RHEL's sshd-keygen does); boxes ship none so
+# that each VM makes its own: this drop-in makes sshd do so.
+SSH_KEYGEN_DROPIN = """\
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+"""
+
+
+@dataclass(frozen=True)
+class BaseBox:
+    """A base box vagabond made (built or imported) in its cache: the .box file, a one-version
+    catalog to add it from, and the kernel inside it when known."""
+
+    name: str
+    version: str
+    box_file: Path
+    catalog: Path
+    kernel: Path
+    sha256: str
+
+    INFO = "base.json"
+
+    @property
+    def catalog_url(self) -> str:
+        return self.catalog.resolve().as_uri()
+
+    def save(self, directory: Path) -> None:
+        (directory / self.INFO).write_text(json.dumps({k: str(v) for k, v in self.__dict__.items()}, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> "BaseBox | None":
+        """The base box recorded in ``directory``, when its box file is still there."""
+        try:
+            data = json.loads((directory / cls.INFO).read_text())
+            box = cls(**{k: Path(v) if k in ("box_file", "catalog", "kernel") else v for k, v in data.items()})
+        except (OSError, ValueError, TypeError):
+            return None
+        return box if box.box_file.is_file() and box.catalog.is_file() else None
+
 
 SECTOR = 512
 PARTITION_START = 2048  # sectors: 1 MiB, room for GRUB's core image before the partition
@@ -37,15 +81,15 @@ def write_mbr(disk: Path, size_bytes: int) -> None:
         fh.write(b"\x55\xaa")
 
 
-def convert_to_qcow2(source: Path, target: Path, *, compress: bool = True, timeout: float = 1800) -> None:
+def convert_to_qcow2(source: Path, target: Path, *, compress: bool = True, timeout: float = timeouts.IMAGE) -> None:
     argv = ["qemu-img", "convert", "-O", "qcow2"]
     if compress:
         argv.append("-c")
     argv += [str(source), str(target)]
-    process.run(argv, timeout=timeout)
+    process.check(argv, timeout=timeout)
 
 
-def wait_for(path: Path, timeout: float = 10.0) -> None:
+def wait_for(path: Path, timeout: float = timeouts.DEVICE_NODE) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
@@ -57,14 +101,14 @@ def wait_for(path: Path, timeout: float = 10.0) -> None:
 def attached(raw: Path) -> Iterator[tuple[str, list[str]]]:
     """A raw disk image as a loop device, and its partitions as block devices (needs root)."""
     with contextlib.ExitStack() as stack:
-        loop = process.run(["losetup", "--find", "--show", str(raw)], timeout=60).stdout.strip()
-        stack.callback(process.run, ["losetup", "--detach", loop], check=False, timeout=60)
+        loop = process.check(["losetup", "--find", "--show", str(raw)], timeout=timeouts.TOOL).stdout.strip()
+        stack.callback(process.run, ["losetup", "--detach", loop], timeout=timeouts.TOOL)
         # This kernel has no MSDOS partition scan for loop devices (losetup -P finds nothing): partx does.
-        listed = process.run(["partx", "--show", "--noheadings", "--output", "NR", loop], check=False, timeout=60)
+        listed = process.run(["partx", "--show", "--noheadings", "--output", "NR", loop], timeout=timeouts.TOOL)
         numbers = listed.stdout.split() if listed.ok else []
         if numbers:
-            process.run(["partx", "--add", loop], timeout=60)
-            stack.callback(process.run, ["partx", "--delete", loop], check=False, timeout=60)
+            process.check(["partx", "--add", loop], timeout=timeouts.TOOL)
+            stack.callback(process.run, ["partx", "--delete", loop], timeout=timeouts.TOOL)
         parts = [f"{loop}p{n}" for n in numbers]
         for part in parts:
             wait_for(Path(part))
@@ -79,27 +123,27 @@ def compact_filesystems(raw: Path) -> list[str]:
     done = []
     with attached(raw) as (loop, parts):
         for dev in parts or [loop]:
-            fstype = process.run(["blkid", "-o", "value", "-s", "TYPE", dev], check=False, timeout=60).stdout.strip()
+            fstype = process.run(["blkid", "-o", "value", "-s", "TYPE", dev], timeout=timeouts.TOOL).stdout.strip()
             if fstype not in ("ext2", "ext3", "ext4"):
                 continue
             _e2fsck(dev)
-            features = process.run(["dumpe2fs", "-h", dev], timeout=120).stdout
+            features = process.check(["dumpe2fs", "-h", dev], timeout=timeouts.FILESYSTEM).stdout
             if "has_journal" in features:
-                process.run(["tune2fs", "-O", "^has_journal", dev], timeout=300)
-                process.run(["tune2fs", "-O", "has_journal", dev], timeout=300)  # a new journal is written zeroed
+                process.check(["tune2fs", "-O", "^has_journal", dev], timeout=timeouts.FILESYSTEM)
+                process.check(["tune2fs", "-O", "has_journal", dev], timeout=timeouts.FILESYSTEM)  # a new journal is written zeroed
             _e2fsck(dev, "-E", "discard")
             done.append(f"{dev} ({fstype})")
     return done
 
 
 def _e2fsck(dev: str, *extra: str) -> None:
-    result = process.run(["e2fsck", "-f", "-y", *extra, dev], check=False, timeout=1800)
+    result = process.run(["e2fsck", "-f", "-y", *extra, dev], timeout=timeouts.FSCK)
     if result.returncode not in (0, 1):  # 1: errors were corrected
         raise VagabondError(f"e2fsck {dev} exited {result.returncode}: {result.stdout.strip()[-300:]}")
 
 
 def image_info(path: Path) -> dict:
-    return json.loads(process.run(["qemu-img", "info", "--output=json", str(path)], timeout=120).stdout)
+    return json.loads(process.check(["qemu-img", "info", "--output=json", str(path)], timeout=timeouts.TOOL).stdout)
 
 
 def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
@@ -144,7 +188,7 @@ def write_box(box_img: Path, out: Path, *, virtual_size_gib: int, vagrantfile: s
         tar.add(staging / "Vagrantfile", arcname="Vagrantfile")
         tar.add(box_img, arcname="box.img")
     if xz:
-        process.run(["xz", *XZ_OPTIONS, "--force", str(tmp)], timeout=7200)
+        process.check(["xz", *XZ_OPTIONS, "--force", str(tmp)], timeout=timeouts.COMPRESS)
         tmp = tmp.with_name(tmp.name + ".xz")
     tmp.replace(out)
     for p in staging.iterdir():

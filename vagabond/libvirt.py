@@ -1,36 +1,61 @@
-"""libvirt objects by name, through virsh: what vagabond created, found even without Vagrant's state."""
+"""libvirt objects by name, through virsh: what vagabond created, found even without Vagrant's state.
+
+The only module that runs virsh and knows where libvirt keeps a domain's logs. virsh talks to
+libvirtd over its Unix socket, so it works the same from the host and from the VMs' namespace.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
-from vagabond import process
+from vagabond import process, timeouts
 
 POOL = "default"
+POOL_DIR = Path("/var/lib/libvirt/images")  # where the pool lives when vagabond defines it
 MGMT_NETWORK = "vagrant-libvirt"
+# libvirt writes each domain's qemu log here; vagabond's Vagrantfile puts the serial console next to it.
+LOG_DIR = Path("/var/log/libvirt/qemu")
 
 
 def uri() -> str:
     return os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
 
 
-def virsh(*args: str, check: bool = True, timeout: float = 120) -> process.Result:
-    return process.run(["virsh", "-c", uri(), *args], check=check, timeout=timeout)
+def run(*args: str, timeout: float = timeouts.VIRSH) -> process.Result:
+    """virsh ARGS; the Result whatever the exit code."""
+    return process.run(["virsh", "-c", uri(), *args], timeout=timeout)
+
+
+def check(*args: str, timeout: float = timeouts.VIRSH, hint: str | None = None) -> process.Result:
+    """virsh ARGS; CommandFailed when it fails."""
+    return process.check(["virsh", "-c", uri(), *args], timeout=timeout, hint=hint)
+
+
+def answers() -> bool:
+    return run("uri", timeout=timeouts.PROBE).ok
+
+
+def serial_log(domain: str) -> Path:
+    return LOG_DIR / f"{domain}-serial.log"
+
+
+def qemu_log(domain: str) -> Path:
+    return LOG_DIR / f"{domain}.log"
 
 
 def domains(prefix: str = "") -> dict[str, str]:
     """name -> state ('running', 'shut off', ...) for every domain whose name starts with prefix."""
-    out = virsh("list", "--all", "--name").stdout.split()
     found = {}
-    for name in out:
+    for name in check("list", "--all", "--name").stdout.split():
         if name.startswith(prefix):
-            found[name] = virsh("domstate", name, check=False).stdout.strip() or "unknown"
+            found[name] = run("domstate", name).stdout.strip() or "unknown"
     return found
 
 
 def volumes(prefix: str = "", pool: str = POOL) -> list[str]:
-    result = virsh("vol-list", pool, check=False)
+    result = run("vol-list", pool)
     if not result.ok:
         return []
     names = []
@@ -41,51 +66,46 @@ def volumes(prefix: str = "", pool: str = POOL) -> list[str]:
     return names
 
 
+def delete_volume(name: str, pool: str = POOL) -> bool:
+    return run("vol-delete", "--pool", pool, name).ok
+
+
 def networks() -> list[str]:
-    return virsh("net-list", "--all", "--name").stdout.split()
+    return check("net-list", "--all", "--name").stdout.split()
+
+
+def domain_xml(name: str) -> str:
+    return run("dumpxml", name).stdout
 
 
 def domain_volumes(name: str) -> list[str]:
     """Source files of the domain's disks (to delete the volumes that belong to it)."""
-    xml = virsh("dumpxml", name, check=False).stdout
-    return re.findall(r"<source file='([^']+)'", xml)
+    return re.findall(r"<source file='([^']+)'", domain_xml(name))
 
 
 def remove_domain(name: str) -> list[str]:
     """Stop and undefine a domain and delete its own disk volumes; returns what was removed."""
     removed = []
     files = domain_volumes(name)
-    state = virsh("domstate", name, check=False).stdout.strip()
-    if state in ("running", "paused", "in shutdown", "idle", "blocked"):
-        virsh("destroy", name, check=False)
-    if virsh("undefine", name, "--nvram", check=False).ok or virsh("undefine", name, check=False).ok:
+    if run("domstate", name).stdout.strip() in ("running", "paused", "in shutdown", "idle", "blocked"):
+        run("destroy", name)
+    if run("undefine", name, "--nvram").ok or run("undefine", name).ok:
         removed.append(f"domain {name}")
     for path in files:
         vol = os.path.basename(path)
-        if vol.startswith(name) and virsh("vol-delete", "--pool", POOL, vol, check=False).ok:
+        if vol.startswith(name) and delete_volume(vol):
             removed.append(f"volume {vol}")
     return removed
 
 
-def network_in_use(network: str) -> bool:
-    for name in virsh("list", "--all", "--name").stdout.split():
-        if f"<source network='{network}'" in virsh("dumpxml", name, check=False).stdout:
-            return True
-    return False
+def network_in_use(network: str, among: list[str] | None = None) -> bool:
+    """Does a domain (every domain, or those named) have a NIC on this network?"""
+    names = check("list", "--all", "--name").stdout.split() if among is None else among
+    return any(f"<source network='{network}'" in domain_xml(name) for name in names)
 
 
 def remove_network(network: str) -> bool:
     if network not in networks():
         return False
-    virsh("net-destroy", network, check=False)
-    return virsh("net-undefine", network, check=False).ok
-
-
-def console_log(name: str) -> str:
-    """libvirt's per-domain qemu log: the command line and qemu's own errors."""
-    path = f"/var/log/libvirt/qemu/{name}.log"
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
+    run("net-destroy", network)
+    return run("net-undefine", network).ok

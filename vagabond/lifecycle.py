@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import threading
 import time
@@ -11,29 +10,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import base, detect, libvirt, provision, registry, remote, render, ui
+from vagabond import base, catalog, detect, libvirt, logs, provision, registry, remote, render, timeouts, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase
-from vagabond.errors import CommandFailed, VagabondError
+from vagabond.errors import CommandFailed, Interrupted, NotRunning, StepFailed, VagabondError
 from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
-
-# Vagrant's own boot_timeout covers "wait for IP + SSH"; this bounds the whole `vagrant up` call
-# (box upload, domain creation) on top of it.
-UP_SLACK = 900.0
-
-
-class Interrupted(VagabondError):
-    exit_code = 130
-
-
-class StepFailed(VagabondError):
-    """A lifecycle step failed: the message names the step, then the cause."""
-
-    def __init__(self, step: str, cause: BaseException) -> None:
-        self.step = step
-        self.cause = cause
-        super().__init__(f"{step} failed: {cause}")
-        self.exit_code = getattr(cause, "exit_code", 1)
 
 
 @dataclass
@@ -75,24 +56,12 @@ def shielded() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def machines(box: Box) -> list[str]:
-    return box.machine_names()
-
-
-def primary(box: Box) -> str:
-    for m in box.spec.machines:
-        if m.primary:
-            return m.name
-    return machines(box)[0]
-
-
-def _vagrant(wd: Workdir, timeout: float = 600, stream=False) -> Vagrant:
+def _vagrant(wd: Workdir, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
     return Vagrant(wd.path, timeout=timeout, stream=stream)
 
 
 def _log_sink(wd: Workdir, name: str):
-    wd.logs.mkdir(parents=True, exist_ok=True)
-    fh = (wd.logs / f"{name}.log").open("a", encoding="utf-8")
+    fh = wd.log_file(name)
 
     def sink(line: str) -> None:
         fh.write(line)
@@ -119,9 +88,7 @@ def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:
     if not opts.prebuilt:
         ui.info("--fresh: using the base box with full provisioning")
         return None
-    from vagabond import build, catalog
-
-    found, why = catalog.find_current(box.spec.prebuilt.catalog, build.definition_digest(box))
+    found, why = catalog.find_current(box.spec.prebuilt.catalog, provision.definition_digest(box))
     if found is None:
         ui.info(f"using the base box with full provisioning: {why}")
         return None
@@ -135,7 +102,7 @@ def fetch_prebuilt(source: render.BoxSource) -> render.BoxSource | None:
     """Download the prebuilt box before `vagrant up`, so that a failed download (server down,
     checksum mismatch) falls back to the base box instead of failing the run. Vagrant checks the
     checksum from the catalog and keeps nothing of a box that does not match."""
-    v = Vagrant(timeout=3600)
+    v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
     registry.add_box(source.name)
     if v.has_box(source.name, source.version):
         return source
@@ -151,8 +118,8 @@ def fetch_prebuilt(source: render.BoxSource) -> render.BoxSource | None:
 
 
 def refresh_ssh_config(wd: Workdir) -> None:
-    v = _vagrant(wd, timeout=300)
-    configs = [v.ssh_config(vm_name=m) for m in machines(wd.box)]
+    v = _vagrant(wd, timeout=timeouts.VAGRANT_QUERY)
+    configs = [v.ssh_config(vm_name=m) for m in wd.box.machine_names()]
     remote.write_ssh_config(wd, "\n".join(configs))
 
 
@@ -195,7 +162,7 @@ class _EarlySshConfig:
     def watching(self, sink):
         def watch(line: str) -> None:
             sink(line)
-            if self.READY in line and self.thread is None and len(machines(self.wd.box)) == 1:
+            if self.READY in line and self.thread is None and len(self.wd.box.machine_names()) == 1:
                 self.thread = threading.Thread(target=self._fetch, daemon=True)
                 self.thread.start()
 
@@ -203,12 +170,12 @@ class _EarlySshConfig:
 
     def _fetch(self) -> None:
         with contextlib.suppress(VagabondError):
-            self.text = _vagrant(self.wd, timeout=300).ssh_config(vm_name=machines(self.wd.box)[0])
+            self.text = _vagrant(self.wd, timeout=timeouts.VAGRANT_QUERY).ssh_config(vm_name=self.wd.box.primary())
 
     def result(self) -> bool:
         if self.thread is None:
             return False
-        self.thread.join(timeout=300)
+        self.thread.join(timeout=timeouts.VAGRANT_QUERY)
         if not self.text:
             return False
         remote.write_ssh_config(self.wd, self.text)
@@ -252,13 +219,11 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             render_workdir(wd, decision, source, opts.boot_timeout)
             provisioned = (wd.read_state().get("provisioned", False) and not was_new) or source is not None
             wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
-                           machines=machines(box), primary=primary(box), env=box.spec.env, base_version=base_version,
+                           machines=box.machine_names(), primary=box.primary(), env=box.spec.env, base_version=base_version,
                            prebuilt=source.__dict__ if source else None, provisioned=provisioned)  # fmt: skip
             registry.add_workdir(wd.prefix, wd.path)  # `vagabond gc` finds what this directory leaves
             step = "vagrant up"
-            boot_timeout = opts.boot_timeout or render.BOOT_TIMEOUT_KVM * (
-                1 if decision.driver == "kvm" else render.NON_KVM_TIMEOUT_COEF
-            )
+            boot_timeout = opts.boot_timeout or timeouts.for_driver(timeouts.BOOT, decision.driver)
             sink, fh = _log_sink(wd, "vagrant")
             early = _EarlySshConfig(wd)
             ip_watch = _IpWatch(boot_timeout)
@@ -270,7 +235,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
 
             try:
                 with _timed(timings, step), ui.step(f"vagrant up ({decision.driver})"):
-                    v = _vagrant(wd, timeout=boot_timeout + UP_SLACK, stream=watch)
+                    v = _vagrant(wd, timeout=boot_timeout + timeouts.UP_SLACK, stream=watch)
                     v.watchdog = ip_watch
                     v.up(provider="libvirt", provision=False)
             finally:
@@ -285,13 +250,13 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                 wd.write_state(provisioned=True, recap=[r.__dict__ for r in recaps])
             step = "verify modes"
             with _timed(timings, step):
-                results = provision.run_checks(wd, machines(box))
+                results = provision.run_checks(wd, box.machine_names())
             for machine, check, got in results:
                 ui.info(f"{check.mode} on {machine}: {got}")
         except (VagabondError, KeyboardInterrupt) as exc:
-            _save_console(wd)
+            wd.save_console(box.machine_names())
             if opts.logs_dir is not None and not isinstance(exc, (Interrupted, KeyboardInterrupt)):
-                collect_logs(box, wd, opts.logs_dir)
+                logs.collect_on_failure(box, wd, opts.logs_dir)
             if before is not None and not opts.keep_on_failure:
                 with shielded():
                     ui.info(f"{step} failed: removing what this run created (keep it with --keep-on-failure)")
@@ -316,41 +281,11 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = round(time.monotonic() - started, 1)
 
 
-def _save_console(wd: Workdir) -> None:
-    """Keep the serial console and qemu logs: the domain may be gone after cleanup."""
-    for machine in machines(wd.box):
-        domain = wd.domain(machine)
-        for src in (serial_log_path(domain), Path(f"/var/log/libvirt/qemu/{domain}.log")):
-            if src.is_file():
-                wd.logs.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(OSError):
-                    shutil.copyfile(src, wd.logs / src.name)
-
-
-def collect_logs(box: Box, wd: Workdir, out: Path) -> None:
-    """Best effort: a failure to collect logs must not hide the failure that asked for them."""
-    from vagabond import logs
-
-    try:
-        with ui.step(f"collect logs into {out}"):
-            summary = logs.collect(box, wd, out)
-        missing = [i["name"] for i in summary["items"] if not i["ok"]]
-        ui.info(f"logs of {box.name} in {summary['out']}" + (f" (not available: {', '.join(missing)})" if missing else ""))
-    except (VagabondError, OSError) as exc:
-        ui.info(f"collecting logs failed: {exc}")
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while collecting: the cleanup after this must still run
-        ui.info("collecting logs was interrupted")
-
-
-def serial_log_path(domain: str) -> Path:
-    return Path(render.SERIAL_LOG_DIR) / f"{domain}-serial.log"
-
-
 def _cleanup(wd: Workdir, before: Created) -> list[str]:
     removed = _remove_libvirt_objects(wd)
     for vol in set(libvirt.volumes()) - before.volumes_before:
         # e.g. a base box image whose upload this run started: it may be incomplete.
-        if libvirt.virsh("vol-delete", "--pool", libvirt.POOL, vol, check=False).ok:
+        if libvirt.delete_volume(vol):
             removed.append(f"volume {vol}")
     for net in set(libvirt.networks()) - before.networks_before:
         if not libvirt.network_in_use(net) and libvirt.remove_network(net):
@@ -363,17 +298,14 @@ def _cleanup(wd: Workdir, before: Created) -> list[str]:
 
 def _remove_libvirt_objects(wd: Workdir) -> list[str]:
     removed = []
-    for machine in machines(wd.box):
+    for machine in wd.box.machine_names():
         remote.close_master(wd, machine)
     for name in libvirt.domains(wd.prefix):
         removed += libvirt.remove_domain(name)
     for vol in libvirt.volumes(wd.prefix):
-        if libvirt.virsh("vol-delete", "--pool", libvirt.POOL, vol, check=False).ok:
+        if libvirt.delete_volume(vol):
             removed.append(f"volume {vol}")
-    for machine in machines(wd.box):
-        domain = wd.domain(machine)
-        serial_log_path(domain).unlink(missing_ok=True)
-        Path(f"{render.SERIAL_LOG_DIR}/{domain}.log").unlink(missing_ok=True)
+    wd.forget_console(wd.box.machine_names())
     return removed
 
 
@@ -384,7 +316,7 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
         before = libvirt.domains(wd.prefix)
         if (wd.path / ".vagrant").exists() and wd.vagrantfile.is_file():
             try:
-                _vagrant(wd, timeout=600).destroy()
+                _vagrant(wd).destroy()
             except VagabondError as exc:
                 ui.info(f"vagrant destroy failed ({exc}); removing the libvirt objects directly")
             gone = set(before) - set(libvirt.domains(wd.prefix))
@@ -399,9 +331,11 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
 
 def halt(box: Box, wd: Workdir) -> None:
     with wd.lock("halt"):
-        for machine in machines(box):
+        for machine in box.machine_names():
             remote.close_master(wd, machine)
-        _vagrant(wd, timeout=600, stream=_log_sink(wd, "vagrant")[0]).halt()
+        sink, fh = _log_sink(wd, "vagrant")
+        with fh:
+            _vagrant(wd, stream=sink).halt()
 
 
 def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[provision.Recap]:
@@ -411,13 +345,13 @@ def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[p
             refresh_ssh_config(wd)
         recaps = provision.run_playbooks(wd, extra_vars)
         wd.write_state(provisioned=True, env=box.spec.env, recap=[r.__dict__ for r in recaps])
-        provision.run_checks(wd, machines(box))
+        provision.run_checks(wd, box.machine_names())
         return recaps
 
 
 def _require_up(wd: Workdir) -> None:
     if not wd.vagrantfile.is_file():
-        raise remote.NotRunning(f"box {wd.box.name!r} has not been brought up here", hint=f"run 'vagabond up {wd.box.name}'")
+        raise NotRunning(f"box {wd.box.name!r} has not been brought up here", hint=f"run 'vagabond up {wd.box.name}'")
 
 
 def status(box: Box, wd: Workdir) -> dict:
@@ -431,7 +365,7 @@ def status(box: Box, wd: Workdir) -> dict:
         "provisioned": bool(state.get("provisioned")),
         "machines": [],
     }
-    for machine in machines(box):
+    for machine in box.machine_names():
         domain = wd.domain(machine)
         result["machines"].append({"name": machine, "domain": domain, "state": domains.get(domain, "not created")})
     return result

@@ -14,12 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import lifecycle, process, remote
+from vagabond import process, remote, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import VagabondError
 from vagabond.workdir import Workdir
-
-GUEST_TIMEOUT = 120.0
 
 # AVC denials: ausearch reads the audit log (auditd); denials from before auditd
 # started, or on a guest without it, are in the kernel log. Without a terminal (as over ssh here)
@@ -65,7 +63,7 @@ def collect(box: Box, wd: Workdir, out: Path) -> dict:
             items.append(Item(name, str(src), True))
         except PermissionError:
             # libvirt's log directory is root's: ask sudo (passwordless on CI runners), never prompt.
-            result = process.run(["sudo", "-n", "cat", str(src)], check=False, timeout=60)
+            result = process.run(["sudo", "-n", "cat", str(src)], timeout=timeouts.TOOL)
             if result.ok:
                 (target / name).write_text(result.stdout)
                 items.append(Item(name, str(src), True, "read with sudo"))
@@ -73,15 +71,14 @@ def collect(box: Box, wd: Workdir, out: Path) -> dict:
                 items.append(Item(name, str(src), False, "permission denied (and sudo -n failed)"))
 
     host_file(wd.vagrantfile, "Vagrantfile")
-    host_file(wd.path / "state.json", "state.json")
+    host_file(wd.state_file, wd.state_file.name)
     for log in ("vagrant.log", "ansible.log"):
         host_file(wd.logs / log, log)
-    for machine in lifecycle.machines(box):
-        domain = wd.domain(machine)
-        for src in (lifecycle.serial_log_path(domain), Path(f"/var/log/libvirt/qemu/{domain}.log")):
+    for machine in box.machine_names():
+        for src, kind in ((wd.serial_log(machine), "serial.log"), (wd.qemu_log(machine), "qemu.log")):
             # A failed up removes the domain (and libvirt's copies); up kept them in logs/.
-            saved = wd.logs / src.name
-            host_file(src if src.is_file() or not saved.is_file() else saved, f"{machine}-{_kind(src)}")
+            saved = wd.saved_log(src)
+            host_file(src if src.is_file() or not saved.is_file() else saved, f"{machine}-{kind}")
         items += _guest(wd, machine, target)
     summary = {
         "box": box.name,
@@ -94,10 +91,6 @@ def collect(box: Box, wd: Workdir, out: Path) -> dict:
     return summary
 
 
-def _kind(src: Path) -> str:
-    return "serial.log" if src.name.endswith("-serial.log") else "qemu.log"
-
-
 def _guest(wd: Workdir, machine: str, target: Path) -> list[Item]:
     items = []
     unreachable = ""  # once the guest does not answer, the other items are not tried
@@ -108,7 +101,7 @@ def _guest(wd: Workdir, machine: str, target: Path) -> list[Item]:
             items.append(Item(filename, source, False, unreachable))
             continue
         try:
-            result = remote.run(wd, machine, ["sudo", "-n", *argv], stream=False, timeout=GUEST_TIMEOUT)
+            result = remote.run(wd, machine, ["sudo", "-n", *argv], stream=False, timeout=timeouts.GUEST_COMMAND)
         except VagabondError as exc:  # not up, no SSH config, or ssh timed out
             unreachable = str(exc)
             items.append(Item(filename, source, False, unreachable))
@@ -121,3 +114,16 @@ def _guest(wd: Workdir, machine: str, target: Path) -> list[Item]:
         ok = result.returncode == 0
         items.append(Item(filename, source, ok, "" if ok else f"exit {result.returncode}"))
     return items
+
+
+def collect_on_failure(box: Box, wd: Workdir, out: Path) -> None:
+    """Best effort: a failure to collect logs must not hide the failure that asked for them."""
+    try:
+        with ui.step(f"collect logs into {out}"):
+            summary = collect(box, wd, out)
+        missing = [i["name"] for i in summary["items"] if not i["ok"]]
+        ui.info(f"logs of {box.name} in {summary['out']}" + (f" (not available: {', '.join(missing)})" if missing else ""))
+    except (VagabondError, OSError) as exc:
+        ui.info(f"collecting logs failed: {exc}")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while collecting: the cleanup after this must still run
+        ui.info("collecting logs was interrupted")

@@ -19,15 +19,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import detect, libvirt, process
+from vagabond import detect, doctor, libvirt, process, timeouts
 from vagabond.boxes import Box
-from vagabond.errors import UsageError, VagabondError
+from vagabond.errors import PrepareError, UsageError
 
 DEFAULT_SWAP_FILE = Path("/var/lib/vagabond/swapfile")
-HOST_HEADROOM_MIB = 1024  # vagrant, ansible and libvirt themselves
+HOST_HEADROOM_MIB = doctor.HOST_OVERHEAD_MIB
 UDEV_RULE = Path("/etc/udev/rules.d/99-vagabond-kvm.rules")
 UDEV_TEXT = 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"\n'
-IMAGES = "/var/lib/libvirt/images"
 
 
 @dataclass
@@ -35,10 +34,6 @@ class Action:
     step: str
     changed: bool
     detail: str
-
-
-class PrepareError(VagabondError):
-    pass
 
 
 def parse_size(text: str) -> int:
@@ -50,25 +45,9 @@ def parse_size(text: str) -> int:
     return number * 1024 if unit == "G" else number
 
 
-def meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
-    """/proc/meminfo in MiB."""
-    values = {}
-    for line in path.read_text().splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            values[key] = int(parts[0]) // 1024
-    return values
-
-
 def needed_mib(boxes: list[Box]) -> int:
     """What the boxes' VMs need at once (every machine of the biggest box), plus the host's own share."""
-    def box_mib(box: Box) -> int:
-        if not box.spec.machines:
-            return box.spec.resources.memory
-        return sum(m.resources.memory or box.spec.resources.memory for m in box.spec.machines)
-
-    return max((box_mib(b) for b in boxes), default=0) + HOST_HEADROOM_MIB
+    return max((b.memory_mib() for b in boxes), default=0) + HOST_HEADROOM_MIB
 
 
 def active_swaps(path: Path = Path("/proc/swaps")) -> dict[str, int]:
@@ -87,10 +66,10 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
     if size is not None and parse_size(size) == 0:
         if ours is None:
             return Action("swap", False, f"no swap file at {swap_file}")
-        process.run(["swapoff", str(swap_file)], timeout=600)
+        process.check(["swapoff", str(swap_file)], timeout=timeouts.SWAP)
         swap_file.unlink(missing_ok=True)
         return Action("swap", True, f"removed {swap_file} ({ours} MiB)")
-    mem = meminfo()
+    mem = detect.meminfo()
     if size is not None:
         want = parse_size(size)
         why = f"--swap {size}"
@@ -104,7 +83,7 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
     if ours is not None and ours >= want - 1:  # the swap header takes a page
         return Action("swap", False, f"{swap_file} already active ({ours} MiB)")
     if ours is not None:
-        process.run(["swapoff", str(swap_file)], timeout=600)
+        process.check(["swapoff", str(swap_file)], timeout=timeouts.SWAP)
     swap_file.parent.mkdir(parents=True, exist_ok=True)
     swap_file.unlink(missing_ok=True)
     free = shutil.disk_usage(swap_file.parent).free // 2**20
@@ -112,12 +91,12 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
         raise PrepareError(f"not enough disk for a {want} MiB swap file in {swap_file.parent} ({free} MiB free)",
                            hint="pass a smaller --swap or another --swap-file")  # fmt: skip
     # fallocate is instant; file systems that cannot swap on preallocated files get a written one.
-    made = process.run(["fallocate", "-l", f"{want}M", str(swap_file)], check=False, timeout=600)
+    made = process.run(["fallocate", "-l", f"{want}M", str(swap_file)], timeout=timeouts.SWAP)
     if not made.ok:
-        process.run(["dd", "if=/dev/zero", f"of={swap_file}", "bs=1M", f"count={want}", "status=none"], timeout=3600)
+        process.check(["dd", "if=/dev/zero", f"of={swap_file}", "bs=1M", f"count={want}", "status=none"], timeout=timeouts.SWAP_WRITE)
     os.chmod(swap_file, 0o600)
-    process.run(["mkswap", str(swap_file)], timeout=600)
-    process.run(["swapon", str(swap_file)], timeout=600, hint="this host may not allow swap files (some containers)")
+    process.check(["mkswap", str(swap_file)], timeout=timeouts.SWAP)
+    process.check(["swapon", str(swap_file)], timeout=timeouts.SWAP, hint="this host may not allow swap files (some containers)")
     return Action("swap", True, f"created and enabled {swap_file} ({want} MiB; {why})")
 
 
@@ -133,45 +112,41 @@ def ensure_kvm_access(device: Path = Path("/dev/kvm")) -> Action:
         return Action("kvm", False, f"{device} is usable (mode {mode:o}); driver {detect.choose_driver(None).driver}")
     UDEV_RULE.parent.mkdir(parents=True, exist_ok=True)
     UDEV_RULE.write_text(UDEV_TEXT)
-    process.run(["udevadm", "control", "--reload-rules"], timeout=60)
-    process.run(["udevadm", "trigger", "--name-match=kvm"], timeout=60)
-    process.run(["udevadm", "settle", "--timeout=10"], check=False, timeout=60)
+    process.check(["udevadm", "control", "--reload-rules"], timeout=timeouts.TOOL)
+    process.check(["udevadm", "trigger", "--name-match=kvm"], timeout=timeouts.TOOL)
+    process.run(["udevadm", "settle", "--timeout=10"], timeout=timeouts.TOOL)
     decision = detect.decide_driver(detect.probe_host(smoke="auto", refresh=True))
     return Action("kvm", True, f"wrote {UDEV_RULE} and re-triggered /dev/kvm; driver now {decision.driver}: {decision.reason}")
 
 
-def _libvirt_answers() -> bool:
-    return libvirt.virsh("uri", check=False, timeout=30).ok
-
-
 def ensure_libvirt() -> Action:
-    if _libvirt_answers():
+    if libvirt.answers():
         started = ""
     elif Path("/run/systemd/system").is_dir():
-        process.run(["systemctl", "start", "libvirtd"], timeout=120)
+        process.check(["systemctl", "start", "libvirtd"], timeout=timeouts.SERVICE)
         started = "started libvirtd (systemctl)"
     else:
         for daemon in ("virtlogd", "libvirtd"):
-            if not process.run(["pgrep", "-x", daemon], check=False).ok:
-                process.run([daemon, "-d"], timeout=60, vm_network=True)  # guests' networks live where libvirtd does
+            if not process.run(["pgrep", "-x", daemon], timeout=timeouts.PROBE).ok:
+                process.check([daemon, "-d"], timeout=timeouts.SERVICE, vm_network=True)  # guests' networks live where libvirtd does
         started = "started virtlogd and libvirtd (no service manager)"
     if started:
         deadline = time.monotonic() + 30
-        while not _libvirt_answers():
+        while not libvirt.answers():
             if time.monotonic() > deadline:
                 raise PrepareError("libvirtd was started but does not answer", hint="see its log: journalctl -u libvirtd")
             time.sleep(0.3)
     done = [started] if started else []
-    info = libvirt.virsh("pool-info", libvirt.POOL, check=False)
+    info = libvirt.run("pool-info", libvirt.POOL)
     if not info.ok:
-        Path(IMAGES).mkdir(parents=True, exist_ok=True)
-        libvirt.virsh("pool-define-as", libvirt.POOL, "dir", "--target", IMAGES)
-        libvirt.virsh("pool-autostart", libvirt.POOL, check=False)
-        done.append(f"defined storage pool {libvirt.POOL} ({IMAGES})")
-        info = libvirt.virsh("pool-info", libvirt.POOL, check=False)
+        libvirt.POOL_DIR.mkdir(parents=True, exist_ok=True)
+        libvirt.check("pool-define-as", libvirt.POOL, "dir", "--target", str(libvirt.POOL_DIR))
+        libvirt.run("pool-autostart", libvirt.POOL)
+        done.append(f"defined storage pool {libvirt.POOL} ({libvirt.POOL_DIR})")
+        info = libvirt.run("pool-info", libvirt.POOL)
     if not re.search(r"State:\s+running", info.stdout):
-        libvirt.virsh("pool-build", libvirt.POOL, check=False)
-        libvirt.virsh("pool-start", libvirt.POOL)
+        libvirt.run("pool-build", libvirt.POOL)
+        libvirt.check("pool-start", libvirt.POOL)
         done.append(f"started storage pool {libvirt.POOL}")
     if done:
         return Action("libvirt", True, "; ".join(done))
@@ -181,12 +156,12 @@ def ensure_libvirt() -> Action:
 def ensure_docker_forwarding() -> Action:
     if not shutil.which("iptables"):
         return Action("firewall", False, "no iptables")
-    if not process.run(["iptables", "-w", "-S", "DOCKER-USER"], check=False, timeout=30).ok:
+    if not process.run(["iptables", "-w", "-S", "DOCKER-USER"], timeout=timeouts.PROBE).ok:
         return Action("firewall", False, "no Docker firewall chain (DOCKER-USER): nothing to open")
     added = []
     for rule in (["-i", "virbr+", "-j", "ACCEPT"], ["-o", "virbr+", "-j", "ACCEPT"]):
-        if not process.run(["iptables", "-w", "-C", "DOCKER-USER", *rule], check=False, timeout=30).ok:
-            process.run(["iptables", "-w", "-I", "DOCKER-USER", *rule], timeout=30)
+        if not process.run(["iptables", "-w", "-C", "DOCKER-USER", *rule], timeout=timeouts.PROBE).ok:
+            process.check(["iptables", "-w", "-I", "DOCKER-USER", *rule], timeout=timeouts.PROBE)
             added.append(" ".join(rule))
     if added:
         return Action("firewall", True, f"DOCKER-USER now accepts libvirt's bridges ({'; '.join(added)})")

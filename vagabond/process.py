@@ -1,4 +1,9 @@
-"""The only module that starts external programs: argv lists in, Result or CommandFailed out."""
+"""The only module that starts external programs: argv lists in, Result or CommandFailed out.
+
+As in hatch, the name says what happens on failure: ``run`` returns the Result whatever the exit
+code, ``check`` raises CommandFailed (naming the command) when it is not 0. Both raise when the
+command cannot finish at all: not found, timed out, stopped by a watchdog.
+"""
 
 from __future__ import annotations
 
@@ -72,22 +77,20 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     stream: bool | LineSink = False,
-    check: bool = True,
     input: str | None = None,
     interactive: bool = False,
     hint: str | None = None,
     watchdog: Callable[[], str | None] | None = None,
     vm_network: bool = False,
 ) -> Result:
-    """Run ``argv`` (never through a shell) and return its Result.
+    """Run ``argv`` (never through a shell) and return its Result, whatever its exit code.
 
     ``stream`` echoes output live as it arrives (True: to our stdout/stderr; a callable: each line
     to it) while keeping a copy for the error message. ``interactive`` hands the terminal to the
     child. On timeout or Ctrl-C the whole process group is killed. ``watchdog`` is asked once a
     second; a string it returns is a reason to stop the command now (killed like a timeout, and the
-    reason is the error). ``check`` raises CommandFailed on a non-zero exit; without it the caller
-    inspects ``Result.returncode``. ``vm_network`` starts a program that talks to VMs inside their
-    network namespace, when the host keeps them in one (see vagabond.sandbox).
+    reason is the error). ``vm_network`` starts a program that talks to VMs inside their network
+    namespace, when the host keeps them in one (see vagabond.sandbox).
     """
     args = _argv(argv, vm_network)
     log.debug("run: %s (cwd=%s)", redact(format_argv(args)), cwd or ".")
@@ -155,8 +158,15 @@ def run(
         duration=time.monotonic() - started,
     )
     log.debug("exit %s after %.1fs: %s", returncode, result.duration, redact(format_argv(args)))
-    if check and returncode != 0:
-        raise CommandFailed([redact(a) for a in args], returncode, redact(result.stdout), redact(result.stderr), hint=hint)
+    return result
+
+
+def check(argv: Sequence[str | os.PathLike[str]], *, hint: str | None = None, **kwargs) -> Result:
+    """``run``, and CommandFailed when the command exits non-zero."""
+    result = run(argv, hint=hint, **kwargs)
+    if result.returncode != 0:
+        raise CommandFailed([redact(a) for a in result.argv], result.returncode, redact(result.stdout),
+                            redact(result.stderr), hint=hint)  # fmt: skip
     return result
 
 
@@ -188,11 +198,6 @@ def _wait(proc: subprocess.Popen, timeout: float | None, watchdog: Callable[[], 
             reason = watchdog()
             if reason:
                 return None, reason
-
-
-def check_output(argv: Sequence[str | os.PathLike[str]], **kwargs) -> str:
-    """Run and return stdout; raise CommandFailed on failure."""
-    return run(argv, check=True, **kwargs).stdout
 
 
 def _feed(pipe: IO[str], data: str) -> None:

@@ -1,7 +1,9 @@
-"""Ansible: inventory from the SSH config, one ansible-playbook run, and the checks that prove a mode."""
+"""Ansible: the playbooks a box runs and their digest, inventory from the SSH config, one
+ansible-playbook run, and the checks that prove a mode."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -10,16 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import paths, process, remote, ui
+from vagabond import paths, process, remote, timeouts, ui
 from vagabond.boxes import Box
-from vagabond.errors import VagabondError
+from vagabond.errors import ModeCheckFailed
 from vagabond.workdir import Workdir
-
-PLAYBOOK_TIMEOUT = 3600.0
-
-
-class ModeCheckFailed(VagabondError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -62,10 +58,20 @@ def all_playbooks(box: Box) -> list[PlaybookRun]:
     return mode_playbooks(box) + deps
 
 
+def definition_digest(box: Box) -> str:
+    """sha256 over the box file and every playbook that provisions it, in order: a prebuilt box is
+    current exactly when this matches the digest recorded when it was built."""
+    digest = hashlib.sha256()
+    digest.update(box.path.read_bytes())
+    for run in all_playbooks(box):
+        digest.update(b"\0" + str(run.path.name).encode() + b"\0" + run.path.read_bytes())
+    return digest.hexdigest()
+
+
 def write_site(wd: Workdir, runs: Sequence[PlaybookRun]) -> Path:
     """One playbook importing all of them: a single ansible-playbook start-up and SSH connection."""
     site = [{"import_playbook": str(r.path.resolve()), "vars": r.vars} if r.vars else {"import_playbook": str(r.path.resolve())} for r in runs]
-    path = wd.path / "site.yml"
+    path = wd.site_playbook
     path.write_text(json.dumps(site, indent=2) + "\n")  # JSON is YAML: no quoting surprises
     return path
 
@@ -75,7 +81,7 @@ def write_inventory(wd: Workdir) -> Path:
     for host in remote.hosts(wd):
         # The host name is the ssh_config alias: ssh resolves address, port, user and key from -F.
         lines.append(f"{host} ansible_user=vagrant")
-    path = wd.path / "inventory.ini"
+    path = wd.inventory
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -97,9 +103,9 @@ def mitogen_strategies() -> Path | None:
 
 
 def ansible_env(wd: Workdir) -> dict[str, str]:
-    state = wd.path / "ansible"
+    state = wd.ansible_home
     # An ansible.cfg of our own, so one in the user's cwd or home cannot change the settings below.
-    config = wd.path / "ansible.cfg"
+    config = wd.ansible_config
     if not config.is_file():
         wd.path.mkdir(parents=True, exist_ok=True)
         config.write_text("# Settings come from vagabond's environment variables (vagabond/provision.py).\n[defaults]\n")
@@ -153,7 +159,7 @@ def parse_recap(output: str) -> list[Recap]:
     return [Recap(m[0], int(m[1]), int(m[2]), int(m[3]), int(m[4])) for m in RECAP.findall(output)]
 
 
-def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float = PLAYBOOK_TIMEOUT) -> list[Recap]:
+def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float = timeouts.PLAYBOOK) -> list[Recap]:
     runs = all_playbooks(wd.box)
     if not runs:
         ui.info("no playbooks to run")
@@ -163,26 +169,16 @@ def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float
     argv = [process.which("ansible-playbook") or "ansible-playbook", "-i", str(inventory), str(site)]
     for value in extra_vars:
         argv += ["--extra-vars", value]
-    wd.logs.mkdir(parents=True, exist_ok=True)
-    log = (wd.logs / "ansible.log").open("a", encoding="utf-8")
-    try:
+    with wd.log_file("ansible") as log:
         def sink(line: str) -> None:
             log.write(line)
             log.flush()  # the log is what a person reads while a long task runs
             if line.strip():
                 ui.info(f"ansible: {line.rstrip()}")
 
-        result = process.run(argv, cwd=wd.path, env=ansible_env(wd), timeout=timeout, stream=sink, check=False,
-                             vm_network=True)  # fmt: skip
-    finally:
-        log.close()
-    recaps = parse_recap(result.stdout)
-    if result.returncode != 0:
-        from vagabond.errors import CommandFailed
-
-        raise CommandFailed(argv, result.returncode, result.stdout, result.stderr,
-                            hint=f"full output in {wd.logs / 'ansible.log'}")  # fmt: skip
-    return recaps
+        result = process.check(argv, cwd=wd.path, env=ansible_env(wd), timeout=timeout, stream=sink, vm_network=True,
+                               hint=f"full output in {wd.logs / 'ansible.log'}")  # fmt: skip
+    return parse_recap(result.stdout)
 
 
 def run_checks(wd: Workdir, machines: Sequence[str]) -> list[tuple[str, ModeCheck, str]]:
@@ -190,7 +186,7 @@ def run_checks(wd: Workdir, machines: Sequence[str]) -> list[tuple[str, ModeChec
     results = []
     for machine in machines:
         for check in mode_checks(wd.box):
-            got = remote.check_output(wd, machine, list(check.argv)).strip()
+            got = remote.check(wd, machine, list(check.argv)).stdout.strip()
             results.append((machine, check, got))
             if got != check.expect:
                 raise ModeCheckFailed(

@@ -8,13 +8,12 @@ prints the proper help or error.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from vagabond import paths, process, project, remote
+from vagabond import paths, project, remote
 from vagabond.errors import VagabondError
-from vagabond.workdir import default_path
+from vagabond.workdir import Workdir, default_path
 
 _VALUE_OPTIONS = {"--workdir": "workdir", "--machine": "machine", "-m": "machine"}
 
@@ -51,33 +50,28 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     if args is None:
         return
-    workdir = (Path(args["workdir"]) if args["workdir"] else default_path(args["box"])).absolute()
-    try:
-        state = json.loads((workdir / "state.json").read_text())
-        machine = args["machine"] or state["primary"]
-        ssh = remote.build_ssh_argv(workdir / "ssh_config", args["box"], machine, args["command"], env=state.get("env"))
-    except (OSError, ValueError, KeyError, VagabondError):
+    wd = Workdir.at(Path(args["workdir"]) if args["workdir"] else default_path(args["box"]))
+    state = wd.read_state()
+    machine = args["machine"] or state.get("primary")
+    if not machine:
         return
     logs_dir = paths.logs_on_failure_dir()
+    on_failure = None if logs_dir is None else (lambda: _collect_logs(args["box"], wd.path, logs_dir))
     try:
-        if logs_dir is None:
-            process.exec_replace(ssh, vm_network=True)
-        # Under CI a failing command also brings back the logs; only then is the rest of vagabond imported.
-        code = process.run(ssh, interactive=True, check=False, vm_network=True).returncode
+        ssh = remote.ssh_argv(wd, machine, args["command"], env=state.get("env"), box=args["box"])
+        # Raises only before the command starts (no ssh, no namespace): the full CLI then says why.
+        code = remote.exec_command(ssh, on_failure)
     except VagabondError:
-        return  # ssh or the VMs' namespace is missing: the full CLI says so, through its error funnel
-    if code != 0:
-        _collect_logs(args["box"], workdir, logs_dir)
+        return
     raise SystemExit(code)
 
 
 def _collect_logs(name: str, workdir: Path, out: Path) -> None:
-    from vagabond import boxes, lifecycle
-    from vagabond.workdir import Workdir
+    """Under CI a failing command also brings back the logs; only then is the rest of vagabond imported."""
+    from vagabond import boxes, logs  # the schema and log collection: only when a failed command asks
 
     try:
         box = boxes.find_box(name, project.box_dirs())
-    except VagabondError as exc:
+        logs.collect_on_failure(box, Workdir.for_box(box, workdir), out)
+    except Exception as exc:  # noqa: BLE001 - the command's own exit code must win, whatever happened here
         print(f"error: cannot collect logs: {exc}", file=sys.stderr)
-        return
-    lifecycle.collect_logs(box, Workdir.for_box(box, workdir), out)

@@ -1,27 +1,23 @@
-"""Commands in the guest over SSH: one config from `vagrant ssh-config`, one persistent connection."""
+"""Commands in the guest over SSH: one config from `vagrant ssh-config`, one persistent connection.
+
+ssh talks to the guest, so it starts in the VMs' network namespace when there is one. As in
+process: ``run`` returns the Result (255: ssh itself failed), ``check`` raises CommandFailed.
+"""
 
 from __future__ import annotations
 
 import os
 import shlex
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
-from vagabond import process
-from vagabond.errors import CommandFailed, VagabondError
-
-if TYPE_CHECKING:
-    from vagabond.workdir import Workdir
+from vagabond import process, timeouts
+from vagabond.errors import CommandFailed, NotRunning
+from vagabond.workdir import Workdir
 
 # The master connection outlives each command so the next one skips the SSH handshake.
 CONTROL_PERSIST = "10m"
-
-
-class NotRunning(VagabondError):
-    exit_code = 3
 
 
 def control_dir() -> Path:
@@ -31,7 +27,7 @@ def control_dir() -> Path:
     return base
 
 
-def write_ssh_config(wd: "Workdir", vagrant_config: str) -> Path:
+def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
     """Vagrant's ssh-config plus connection sharing, written next to the Vagrantfile."""
     extra = (
         "\nHost *\n"
@@ -48,28 +44,20 @@ def write_ssh_config(wd: "Workdir", vagrant_config: str) -> Path:
     return wd.ssh_config
 
 
-def hosts(wd: "Workdir") -> list[str]:
-    return config_hosts(wd.ssh_config)
-
-
-def config_hosts(ssh_config: Path) -> list[str]:
+def hosts(wd: Workdir) -> list[str]:
     try:
-        lines = ssh_config.read_text().splitlines()
+        lines = wd.ssh_config.read_text().splitlines()
     except OSError:
         return []
     return [line.split()[1] for line in lines if line.startswith("Host ") and line.split()[1] != "*"]
 
 
-def ssh_argv(wd: "Workdir", machine: str, command: Sequence[str] | None = None, *, tty: bool = False,
-             env: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
-    return build_ssh_argv(wd.ssh_config, wd.box.name, machine, command, tty=tty, env=env)
-
-
-def build_ssh_argv(ssh_config: Path, box: str, machine: str, command: Sequence[str] | None = None, *,
-                   tty: bool = False, env: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
-    if machine not in config_hosts(ssh_config):
-        raise NotRunning(f"no SSH configuration for {box!r} machine {machine!r}", hint=f"run 'vagabond up {box}' first")
-    argv = ["ssh", "-F", str(ssh_config), "-q"]
+def ssh_argv(wd: Workdir, machine: str, command: Sequence[str] | None = None, *, tty: bool = False,
+             env: Mapping[str, str] | None = None, box: str | None = None) -> list[str]:  # fmt: skip
+    if machine not in hosts(wd):
+        name = box or (wd.box.name if wd.box is not None else wd.path.name)
+        raise NotRunning(f"no SSH configuration for {name!r} machine {machine!r}", hint=f"run 'vagabond up {name}' first")
+    argv = ["ssh", "-F", str(wd.ssh_config), "-q"]
     argv.append("-t" if tty else "-T")
     argv.append(machine)
     if command:
@@ -81,24 +69,37 @@ def build_ssh_argv(ssh_config: Path, box: str, machine: str, command: Sequence[s
     return argv
 
 
-def run(wd: "Workdir", machine: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+def run(wd: Workdir, machine: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
         stream: bool | process.LineSink = True, timeout: float | None = None) -> process.Result:  # fmt: skip
     """Run a command in the guest; the Result's returncode is the command's (255: SSH itself failed)."""
-    return process.run(ssh_argv(wd, machine, command, env=env), stream=stream, check=False, timeout=timeout,
-                       vm_network=True)  # fmt: skip
+    return process.run(ssh_argv(wd, machine, command, env=env), stream=stream, timeout=timeout, vm_network=True)
 
 
-def check_output(wd: "Workdir", machine: str, command: Sequence[str], *, timeout: float = 120) -> str:
-    result = run(wd, machine, command, stream=False, timeout=timeout)
+def check(wd: Workdir, machine: str, command: Sequence[str], *, timeout: float = timeouts.GUEST_COMMAND,
+          stream: bool | process.LineSink = False) -> process.Result:  # fmt: skip
+    """Run a command in the guest; CommandFailed (naming the ssh command) when it fails."""
+    result = run(wd, machine, command, stream=stream, timeout=timeout)
     if result.returncode != 0:
         raise CommandFailed(result.argv, result.returncode, result.stdout, result.stderr)
-    return result.stdout
+    return result
 
 
-def interactive(wd: "Workdir", machine: str, command: Sequence[str] | None = None) -> int:
-    return process.run(ssh_argv(wd, machine, command, tty=True), interactive=True, check=False, vm_network=True).returncode
+def interactive(wd: Workdir, machine: str, command: Sequence[str] | None = None) -> int:
+    return process.run(ssh_argv(wd, machine, command, tty=True), interactive=True, vm_network=True).returncode
 
 
-def close_master(wd: "Workdir", machine: str) -> None:
+def exec_command(argv: list[str], on_failure: Callable[[], None] | None) -> int:
+    """`vagabond run`: become ssh, so output, signals and exit code are the command's own with no
+    Python left in between; only when something must happen after a failure (collecting logs),
+    run it as a child instead and return its exit code."""
+    if on_failure is None:
+        process.exec_replace(argv, vm_network=True)
+    code = process.run(argv, interactive=True, vm_network=True).returncode
+    if code != 0:
+        on_failure()
+    return code
+
+
+def close_master(wd: Workdir, machine: str) -> None:
     if wd.ssh_config.is_file() and machine in hosts(wd):
-        process.run(["ssh", "-F", str(wd.ssh_config), "-O", "exit", machine], check=False, timeout=30, vm_network=True)
+        process.run(["ssh", "-F", str(wd.ssh_config), "-O", "exit", machine], timeout=timeouts.PROBE, vm_network=True)

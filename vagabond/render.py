@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -11,21 +10,14 @@ from typing import Any
 
 import jinja2
 
-from vagabond import paths
+from vagabond import libvirt, paths, timeouts
 from vagabond.boxes import Box
 from vagabond.errors import RenderError
-
-# Boot takes minutes under software emulation: scale Vagrant's waits (tmt does the same with 10x).
-BOOT_TIMEOUT_KVM = 300
-NON_KVM_TIMEOUT_COEF = 4
 
 # A CPU model every qemu TCG build provides. RHEL 9 family boxes need x86-64-v2, so they ask for
 # a model with SSE4.2/POPCNT; the box decides through its guest family (see cpu_model_for).
 QEMU_CPU_MODEL = "qemu64"
 QEMU_CPU_MODEL_V2 = "Nehalem"
-
-# The guest's serial console goes to a file here (written by libvirt's virtlogd), kept on failure.
-SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9-]{0,30}|default")
@@ -96,15 +88,6 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def domain_hash(workdir: Path) -> str:
-    """Matches the Vagrantfile's own Digest::SHA256.hexdigest(__dir__)[0, 8]."""
-    return hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:8]
-
-
-def domain_prefix(box_name: str, workdir: Path) -> str:
-    return f"vagabond-{box_name}-{domain_hash(workdir)}-"
-
-
 def cpu_model_for(box: Box) -> str:
     return QEMU_CPU_MODEL_V2 if box.spec.guest in ("redhat", "fedora") else QEMU_CPU_MODEL
 
@@ -131,23 +114,8 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         raise RenderError(f"driver must be 'kvm' or 'qemu', not {options.driver!r}")
     spec = box.spec
     base = spec.base
-    machines = []
-    for machine in spec.machines or [None]:
-        res = spec.resources
-        over = machine.resources if machine else None
-        machines.append(
-            {
-                "name": machine.name if machine else "default",
-                "primary": machine.primary if machine else True,
-                "memory": (over.memory if over and over.memory else res.memory),
-                "cpus": (over.cpus if over and over.cpus else res.cpus),
-                "disk": (over.disk if over and over.disk else res.disk),
-                "forwarded_ports": [
-                    p.model_dump()
-                    for p in (machine.forwarded_ports if machine and machine.forwarded_ports is not None else spec.forwarded_ports)
-                ],
-            }
-        )
+    machines = [{"name": name, "primary": primary, **res.model_dump(), "forwarded_ports": [p.model_dump() for p in ports]}
+                for name, primary, res, ports in box.machine_specs()]  # fmt: skip
     checksum_type, _, checksum = (base.checksum or "").partition(":")
     box_name, box_version, box_url = base.box_name, base.version, base.url
     if options.source is not None:
@@ -169,9 +137,10 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         "box_check_update": False if options.source is not None or base.kind != "vagrant" else None,
         "guest": spec.guest,
         "qemu_cpu_model": cpu_model_for(box),
-        "serial_log_dir": SERIAL_LOG_DIR,
-        "boot_timeout_kvm": options.boot_timeout or BOOT_TIMEOUT_KVM,
-        "boot_timeout_qemu": options.boot_timeout or BOOT_TIMEOUT_KVM * NON_KVM_TIMEOUT_COEF,
+        # The guest's serial console goes to a file beside libvirt's own log, kept on failure.
+        "serial_log_dir": str(libvirt.LOG_DIR),
+        "boot_timeout_kvm": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "kvm"),
+        "boot_timeout_qemu": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "qemu"),
         "machines": machines,
         # A relative src is the project's (the directory holding boxes/), not the work directory's.
         "synced_folders": [f.model_dump() | {"src": os.path.join(box.path.parent.parent, f.src)} for f in spec.synced_folders],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import vagrant
 
-from vagabond import process
+from vagabond import process, timeouts
 
 # Vagrant prints its own version check and usage hints unless told not to; CI logs need neither.
 QUIET_ENV = {
@@ -16,8 +16,6 @@ QUIET_ENV = {
     "VAGRANT_NO_COLOR": "1",
     "VAGRANT_DEFAULT_PROVIDER": "libvirt",
 }
-
-DEFAULT_TIMEOUT = 600.0
 
 # Subcommands that talk to VMs run in the VMs' network namespace (vagabond.sandbox); the box
 # store's commands download from catalogs and stay on the host's network.
@@ -46,7 +44,7 @@ class Vagrant(vagrant.Vagrant):
         root: Path | None = None,
         *,
         env: Mapping[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = timeouts.VAGRANT,
         stream: bool | process.LineSink = False,
     ) -> None:
         super().__init__(root=str(root) if root else None, env=vagrant_env(env))
@@ -63,21 +61,21 @@ class Vagrant(vagrant.Vagrant):
         return bool(args) and str(args[0]) in VM_FACING
 
     def _call_vagrant_command(self, args) -> None:
-        process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=self.stream,
+        process.check(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=self.stream,
                     watchdog=self.watchdog, vm_network=self._vm_facing(args))  # fmt: skip
 
     def _run_vagrant_command(self, args) -> str:
-        return process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout,
+        return process.check(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout,
                            vm_network=self._vm_facing(args)).stdout  # fmt: skip
 
     def _stream_vagrant_command(self, args) -> Iterator[str]:
         lines: list[str] = []
-        process.run(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=lines.append,
+        process.check(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=lines.append,
                     vm_network=self._vm_facing(args))  # fmt: skip
         yield from lines
 
     def validate(self, directory=None) -> process.Result:  # python-vagrant's own calls subprocess directly
-        return process.run(self._exe(["validate"]), cwd=directory or self.root, env=self.env, timeout=120)
+        return process.check(self._exe(["validate"]), cwd=directory or self.root, env=self.env, timeout=timeouts.VAGRANT_QUERY)
 
     def version(self) -> str:
         # python-vagrant parses `vagrant --version`; keep the call in our gateway.

@@ -1,26 +1,29 @@
-"""A box's work directory (.vagabond/<box>/): Vagrantfile, Vagrant state, SSH config, logs, lock."""
+"""A box's work directory (<project>/.vagabond/<box>/): its layout, state, lock, logs, and the names
+of the libvirt objects it owns. Nothing else opens these files or makes these names."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-from vagabond import project
-from vagabond.errors import VagabondError
+from vagabond import libvirt, project
+from vagabond.errors import Busy
 
 if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
     from vagabond.boxes import Box
 
 ROOT_NAME = ".vagabond"
+# What a VM leaves in its work directory besides its logs: removed when it is destroyed.
+VM_FILES = (".vagrant", "ssh_config", "state.json", "inventory.ini", "ansible", "site.yml", "ansible.cfg")
 
 
 def default_path(box_name: str, cwd: Path | None = None) -> Path:
@@ -28,25 +31,24 @@ def default_path(box_name: str, cwd: Path | None = None) -> Path:
     return project.project_root(cwd) / ROOT_NAME / box_name
 
 
-class Busy(VagabondError):
-    exit_code = 75  # EX_TEMPFAIL: try again later
+def domain_prefix(box_name: str, path: Path) -> str:
+    """Every libvirt domain and volume of the work directory at ``path`` starts with this. The
+    Vagrantfile computes the same in Ruby: Digest::SHA256.hexdigest(__dir__)[0, 8]."""
+    return f"vagabond-{box_name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}-"
 
 
 @dataclass(frozen=True)
 class Workdir:
     path: Path
-    box: "Box"
+    box: Box | None = None  # None for a directory found on disk (gc, `vagabond run`), read through its state
 
     @classmethod
-    def for_box(cls, box: "Box", option: Path | None = None) -> "Workdir":
+    def for_box(cls, box: Box, option: Path | None = None) -> Workdir:
         return cls((option or default_path(box.name)).absolute(), box)
 
-    def _make(self) -> None:
-        if self.path.parent.name == ROOT_NAME and not self.path.parent.is_dir():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Like .pytest_cache: the whole directory is the host's, never the repository's.
-            (self.path.parent / ".gitignore").write_text("# created by vagabond: nothing here belongs in git\n*\n")
-        self.path.mkdir(parents=True, exist_ok=True)
+    @classmethod
+    def at(cls, path: Path) -> Workdir:
+        return cls(path.absolute())
 
     @property
     def vagrantfile(self) -> Path:
@@ -64,18 +66,60 @@ class Workdir:
     def logs(self) -> Path:
         return self.path / "logs"
 
+    # What provisioning writes: one site playbook, its inventory, Ansible's own config and home.
+    @property
+    def site_playbook(self) -> Path:
+        return self.path / "site.yml"
+
+    @property
+    def inventory(self) -> Path:
+        return self.path / "inventory.ini"
+
+    @property
+    def ansible_config(self) -> Path:
+        return self.path / "ansible.cfg"
+
+    @property
+    def ansible_home(self) -> Path:
+        return self.path / "ansible"
+
     @property
     def prefix(self) -> str:
-        """Every libvirt domain and volume of this work directory starts with this."""
-        from vagabond import render
-
-        return render.domain_prefix(self.box.name, self.path)
+        if self.box is not None:
+            return domain_prefix(self.box.name, self.path)
+        return self.read_state().get("prefix", "")
 
     def domain(self, machine: str) -> str:
         return self.prefix + machine
 
-    def exists(self) -> bool:
-        return self.vagrantfile.is_file()
+    def serial_log(self, machine: str) -> Path:
+        return libvirt.serial_log(self.domain(machine))
+
+    def qemu_log(self, machine: str) -> Path:
+        return libvirt.qemu_log(self.domain(machine))
+
+    def saved_log(self, source: Path) -> Path:
+        """Where save_console keeps a copy of libvirt's log of one of our domains."""
+        return self.logs / source.name
+
+    def save_console(self, machines: list[str]) -> None:
+        """Keep the serial console and qemu logs: libvirt's copies go with the domain."""
+        for machine in machines:
+            for src in (self.serial_log(machine), self.qemu_log(machine)):
+                if src.is_file():
+                    self.logs.mkdir(parents=True, exist_ok=True)
+                    with contextlib.suppress(OSError):
+                        shutil.copyfile(src, self.saved_log(src))
+
+    def forget_console(self, machines: list[str]) -> None:
+        for machine in machines:
+            self.serial_log(machine).unlink(missing_ok=True)
+            self.qemu_log(machine).unlink(missing_ok=True)
+
+    def log_file(self, name: str):
+        """logs/<name>.log opened for appending (vagrant's and Ansible's output)."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        return (self.logs / f"{name}.log").open("a", encoding="utf-8")
 
     def read_state(self) -> dict:
         try:
@@ -91,6 +135,39 @@ class Workdir:
         tmp.replace(self.state_file)
         return state
 
+    def remove_state(self) -> None:
+        """Forget the VM: everything but the logs goes."""
+        for name in VM_FILES:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+    def _make(self) -> None:
+        if self.path.parent.name == ROOT_NAME and not self.path.parent.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Like .pytest_cache: the whole directory is the host's, never the repository's.
+            (self.path.parent / ".gitignore").write_text("# created by vagabond: nothing here belongs in git\n*\n")
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def busy(self) -> bool:
+        """Is a vagabond command working here right now? (Asked without waiting, never creating the lock.)"""
+        lock = self.path / ".lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        finally:
+            os.close(fd)
+        return False
+
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[None]:
         """One vagabond command at a time per work directory; other boxes are not affected."""
@@ -104,8 +181,9 @@ class Workdir:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                name = self.box.name if self.box is not None else self.path.name
                 raise Busy(
-                    f"box {self.box.name!r} is busy: {holder} holds {lock_path}",
+                    f"box {name!r} is busy: {holder} holds {lock_path}",
                     hint="wait for it to finish, or use --workdir for a second copy",
                 ) from None
             os.ftruncate(fd, 0)
@@ -113,12 +191,3 @@ class Workdir:
             yield
         finally:
             os.close(fd)
-
-    def remove_state(self) -> None:
-        """Forget everything about the VM, keep nothing but the logs directory's parent gone too."""
-        for name in (".vagrant", "ssh_config", "state.json", "inventory.ini", "ansible", "site.yml", "ansible.cfg"):
-            target = self.path / name
-            if target.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)

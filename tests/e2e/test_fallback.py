@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ours
-from vagabond import boxes, build, images, process
+from vagabond import boxes, build, images, process, provision
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -27,9 +27,9 @@ def test_tampered_prebuilt_box_falls_back_to_the_base_box(vagabond, catalog_serv
         + f"prebuilt:\n  name: {NAME}\n  catalog: {http}/tampered/metadata.json\n"
     )
     # A catalog entry that matches this definition, for a box file altered after publishing.
-    process.run(["qemu-img", "create", "-q", "-f", "qcow2", tmp_path / "box.img", "16M"])
+    process.check(["qemu-img", "create", "-q", "-f", "qcow2", tmp_path / "box.img", "16M"])
     box_file = images.write_box(tmp_path / "box.img", tmp_path / "tampered.box", virtual_size_gib=1)
-    digest = build.definition_digest(boxes.find_box(BOX, vagabond.cwd / "boxes"))
+    digest = provision.definition_digest(boxes.find_box(BOX, vagabond.cwd / "boxes"))
     build.describe(box_file, name=NAME, version="1.0.0", digest=digest)
     vagabond("publish", str(box_file), "--catalog", str(root / "tampered"), "--base-url", f"{http}/tampered")
     published = next((root / "tampered").rglob("*.box"))

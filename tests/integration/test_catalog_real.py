@@ -49,7 +49,7 @@ def tiny_box(tmp_path_factory) -> Path:
     """A real (tiny) vagrant-libvirt box: a 16 MiB qcow2, metadata.json and a Vagrantfile."""
     require_tool("qemu-img")
     work = tmp_path_factory.mktemp("tinybox")
-    process.run(["qemu-img", "create", "-q", "-f", "qcow2", work / "box.img", "16M"])
+    process.check(["qemu-img", "create", "-q", "-f", "qcow2", work / "box.img", "16M"])
     return images.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
 
 
@@ -116,14 +116,14 @@ def vagrant_home(tmp_path):
 
 
 def box_add(url: str, env) -> process.Result:
-    return process.run(["vagrant", "box", "add", "--provider", "libvirt", url], env=env, check=False, timeout=300)
+    return process.run(["vagrant", "box", "add", "--provider", "libvirt", url], env=env, timeout=300)
 
 
 def test_directory_catalog_served_by_nginx(tiny_box, tmp_path, nginx, vagrant_home):
     root, http = nginx
     cat_dir = root / "tiny"
     box = make_version(tiny_box, tmp_path, "1.0.0")
-    result = json.loads(process.run([*VAGABOND, "publish", box, "--catalog", f"file://{cat_dir}",
+    result = json.loads(process.check([*VAGABOND, "publish", box, "--catalog", f"file://{cat_dir}",
                                      "--base-url", f"{http}/tiny", "--json"]).stdout)  # fmt: skip
     assert result["url"] == f"{http}/tiny/1.0.0/vagabond-test-tiny-1.0.0-libvirt.box"
     with urllib.request.urlopen(f"{http}/tiny/metadata.json") as resp:
@@ -136,7 +136,7 @@ def test_directory_catalog_served_by_nginx(tiny_box, tmp_path, nginx, vagrant_ho
                                "checksum": images.sha256_file(box), "architecture": "amd64", "default_architecture": True}]  # fmt: skip
     added = box_add(f"{http}/tiny/metadata.json", vagrant_home)
     assert added.ok, added.stderr
-    listed = process.run(["vagrant", "box", "list"], env=vagrant_home).stdout
+    listed = process.check(["vagrant", "box", "list"], env=vagrant_home).stdout
     assert "vagabond-test/tiny (libvirt, 1.0.0" in listed
 
 
@@ -152,7 +152,7 @@ def test_tampered_box_is_refused_and_nothing_installed(tiny_box, tmp_path, nginx
     added = box_add(f"{http}/tampered/metadata.json", vagrant_home)
     assert not added.ok
     assert "checksum" in (added.stderr + added.stdout).lower()
-    assert "vagabond-test/tiny" not in process.run(["vagrant", "box", "list"], env=vagrant_home).stdout
+    assert "vagabond-test/tiny" not in process.check(["vagrant", "box", "list"], env=vagrant_home).stdout
 
 
 def test_published_versions_are_immutable(tiny_box, tmp_path):
@@ -222,7 +222,7 @@ def test_concurrent_publishes_to_s3_lose_nothing(tiny_box, tmp_path, s3):
 
 def test_credentials_never_reach_output(tiny_box, tmp_path, s3):
     box = make_version(tiny_box, tmp_path, "9.0.0")
-    out = process.run([*VAGABOND, "--debug", "publish", box, "--catalog", "s3://boxes/secret"], check=False)
+    out = process.run([*VAGABOND, "--debug", "publish", box, "--catalog", "s3://boxes/secret"])
     assert "test-secret" not in out.stdout + out.stderr
 
 
@@ -233,7 +233,7 @@ def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     assert box_add(f"{http}/repack/metadata.json", vagrant_home).ok
     out = tmp_path / "out"
     env = {k: v for k, v in vagrant_home.items()}
-    info = json.loads(process.run([*VAGABOND, "repackage", "vagabond-test/tiny", "--out", out, "--json"], env=env).stdout)
+    info = json.loads(process.check([*VAGABOND, "repackage", "vagabond-test/tiny", "--out", out, "--json"], env=env).stdout)
     assert info["version"] == "7.0.0" and info["provider"] == "libvirt"
     repacked = Path(info["path"])
     assert repacked.name == "vagabond-test-tiny-7.0.0-libvirt.box"
@@ -241,7 +241,7 @@ def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     # The description travels: publish reads name and version from it.
     result = catalog.publish(repacked, str(tmp_path / "cat2"))
     assert (result["name"], result["version"]) == ("vagabond-test/tiny", "7.0.0")
-    missing = process.run([*VAGABOND, "repackage", "nope/none", "--out", out], env=env, check=False)
+    missing = process.run([*VAGABOND, "repackage", "nope/none", "--out", out], env=env)
     assert missing.returncode == 2 and "no libvirt box named 'nope/none'" in missing.stderr
 
 

@@ -52,7 +52,7 @@ def test_smoke_boot_separates_kvm_from_tcg_on_this_host(kernel):
 def test_doctor_json_on_this_host(kernel, tmp_path):
     env = dict(os.environ, VAGABOND_CACHE=str(tmp_path), VAGABOND_PROBE_KERNEL=str(kernel))
     env.pop("VAGABOND_DRIVER", None)
-    result = process.run([sys.executable, "-m", "vagabond", "doctor", "--json", "--deep"], env=env, check=False, timeout=300)
+    result = process.run([sys.executable, "-m", "vagabond", "doctor", "--json", "--deep"], env=env, timeout=300)
     report = json.loads(result.stdout)
     assert report["driver"] in ("kvm", "qemu") and report["driver_reason"]
     assert result.returncode == (0 if report["ok"] else 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool, write_box
-from vagabond import boxes, paths, process, render
+from vagabond import boxes, paths, process, render, workdir
 from vagabond.errors import BoxDefinitionError
 
 pytestmark = pytest.mark.real
@@ -36,28 +36,28 @@ def vagrant_env(home: Path) -> dict[str, str]:
 def test_vagrant_validate_passes_for_shipped_boxes(tmp_path, name, driver):
     box = boxes.find_box(name, paths.shipped_boxes_dir())
     render.write_vagrantfile(box, render.RenderOptions(driver=driver), tmp_path / "Vagrantfile")
-    result = process.run(["vagrant", "validate"], cwd=tmp_path, env=vagrant_env(tmp_path / "home"), timeout=120)
+    result = process.check(["vagrant", "validate"], cwd=tmp_path, env=vagrant_env(tmp_path / "home"), timeout=120)
     assert "Vagrantfile validated successfully." in result.stdout
 
 
 def test_vagrant_sees_the_rendered_values(tmp_path):
     box = boxes.find_box("centos7-selinux", paths.shipped_boxes_dir())
     render.write_vagrantfile(box, render.RenderOptions(driver="qemu"), tmp_path / "Vagrantfile")
-    seen = json.loads(process.run(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home")).stdout)
+    seen = json.loads(process.check(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home")).stdout)
     assert seen["default"]["box"] == "centos/7"
     assert seen["default"]["box_version"] == ">= 2004.01"
     assert seen["default"]["driver"] == "qemu"
     assert seen["default"]["memory"] == 1024
-    assert seen["default"]["default_prefix"] == render.domain_prefix("centos7-selinux", tmp_path)
+    assert seen["default"]["default_prefix"] == workdir.domain_prefix("centos7-selinux", tmp_path)
 
 
 def test_vagrantfile_honours_vagabond_driver_at_up_time(tmp_path):
     box = boxes.find_box("debian12", paths.shipped_boxes_dir())
     render.write_vagrantfile(box, render.RenderOptions(driver="qemu"), tmp_path / "Vagrantfile")
     env = vagrant_env(tmp_path / "home") | {"VAGABOND_DRIVER": "kvm"}
-    assert json.loads(process.run(["ruby", DUMP, tmp_path], env=env).stdout)["default"]["driver"] == "kvm"
+    assert json.loads(process.check(["ruby", DUMP, tmp_path], env=env).stdout)["default"]["driver"] == "kvm"
     env["VAGABOND_DRIVER"] = "xen"
-    bad = process.run(["vagrant", "validate"], cwd=tmp_path, env=env, check=False)
+    bad = process.run(["vagrant", "validate"], cwd=tmp_path, env=env)
     assert bad.returncode != 0 and "VAGABOND_DRIVER must be 'kvm' or 'qemu', not 'xen'" in bad.stderr
 
 
@@ -105,8 +105,8 @@ def test_injection_corpus_comes_out_byte_exact_and_runs_nothing(project, payload
     render.write_vagrantfile(boxes.find_box("inj", project / "boxes"), render.RenderOptions(driver="qemu"), work / "Vagrantfile")
     env = vagrant_env(project / "home")
     # `vagrant validate` executes the Vagrantfile: the point is that nothing in it runs the payload.
-    process.run(["vagrant", "validate"], cwd=work, env=env, check=False, timeout=120)
-    seen = json.loads(process.run(["ruby", DUMP, work], cwd=work, env=env).stdout)["default"]
+    process.run(["vagrant", "validate"], cwd=work, env=env, timeout=120)
+    seen = json.loads(process.check(["ruby", DUMP, work], cwd=work, env=env).stdout)["default"]
     for field, (prefix, get) in FREE_TEXT.items():
         if field == "synced_folders[0].src":
             prefix = f"{project}/"  # a relative src is the project's directory

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vagabond import boxes, build, catalog, paths, render
-from vagabond.catalog import BoxFile, PublishError
+from vagabond import boxes, catalog, paths, provision, render
+from vagabond.catalog import BoxFile
+from vagabond.errors import PublishError
 from vagabond.errors import UsageError
 
 
@@ -72,10 +73,10 @@ def test_definition_digest_follows_box_and_playbooks(project):
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
     path = project / "boxes" / "b.yaml"
     path.write_text("description: x\nbase: {box: a/b}\nmodes: {selinux: enforcing}\nplaybooks: [playbooks/deps.yml]\n")
-    first = build.definition_digest(boxes.load_box(path))
-    assert first == build.definition_digest(boxes.load_box(path))
+    first = provision.definition_digest(boxes.load_box(path))
+    assert first == provision.definition_digest(boxes.load_box(path))
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: [{debug: {msg: hi}}]\n")
-    second = build.definition_digest(boxes.load_box(path))
+    second = provision.definition_digest(boxes.load_box(path))
     path.write_text(path.read_text().replace("enforcing", "permissive"))
-    third = build.definition_digest(boxes.load_box(path))
+    third = provision.definition_digest(boxes.load_box(path))
     assert len({first, second, third}) == 3

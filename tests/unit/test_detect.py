@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vagabond import detect
+from vagabond import detect, timeouts
 from vagabond.detect import HostFacts, SmokeBoot, decide_driver
 from vagabond.errors import UsageError
 
@@ -119,7 +119,7 @@ def test_smoke_verdict_is_cached(tmp_path, monkeypatch):
     kernel.write_bytes(b"k")
     calls = []
 
-    def fake(k, accel="kvm", timeout=detect.SMOKE_TIMEOUT):
+    def fake(k, accel="kvm", timeout=timeouts.SMOKE_BOOT):
         calls.append(k)
         return HUNG
 

@@ -6,13 +6,13 @@ import json
 import shlex
 import struct
 import tarfile
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import write_box
 from vagabond import boxes, images, paths, process, provision, remote
-from vagabond.workdir import Busy, Workdir
+from vagabond.errors import Busy, NotRunning
+from vagabond.workdir import Workdir
 
 VAGRANT_SSH_CONFIG = """Host default
   HostName 192.168.121.50
@@ -49,7 +49,7 @@ def test_ssh_argv_quotes_each_argument(wd):
 
 
 def test_run_before_up_says_what_to_do(wd):
-    with pytest.raises(remote.NotRunning, match=r"^no SSH configuration for 'debian12-selinux' machine 'default' \(run 'vagabond up debian12-selinux' first\)$"):
+    with pytest.raises(NotRunning, match=r"^no SSH configuration for 'debian12-selinux' machine 'default' \(run 'vagabond up debian12-selinux' first\)$"):
         remote.ssh_argv(wd, "default", ["true"])
 
 
@@ -136,7 +136,7 @@ def test_catalog_format(tmp_path):
 
 def test_process_drains_pipes_held_by_a_daemon(tmp_path):
     # Like ssh's ControlPersist master: a background child keeps stderr open after the parent exits.
-    r = process.run(["sh", "-c", "sleep 30 >/dev/null 2>&2 & echo done"], timeout=20)
+    r = process.check(["sh", "-c", "sleep 30 >/dev/null 2>&2 & echo done"], timeout=20)
     assert r.stdout == "done\n" and r.duration < 10
 
 

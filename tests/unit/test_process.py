@@ -12,13 +12,13 @@ from vagabond.errors import CommandFailed, ToolMissing
 
 
 def test_run_captures_output():
-    r = process.run([sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"])
+    r = process.check([sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"])
     assert (r.returncode, r.stdout, r.stderr) == (0, "out\n", "err\n")
 
 
 def test_failure_names_the_command_and_keeps_output():
     with pytest.raises(CommandFailed) as info:
-        process.run([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
+        process.check([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
     err = info.value
     assert err.returncode == 3 and err.stderr == "boom\n"
     assert str(err).startswith(f"Command '{sys.executable} -c ")
@@ -26,16 +26,16 @@ def test_failure_names_the_command_and_keeps_output():
 
 
 def test_check_false_returns_the_code():
-    assert process.run(["false"], check=False).returncode == 1
+    assert process.run(["false"]).returncode == 1
 
 
 def test_missing_tool():
     with pytest.raises(ToolMissing, match="^'no-such-tool-xyz' was not found"):
-        process.run(["no-such-tool-xyz"])
+        process.check(["no-such-tool-xyz"])
 
 
 def test_arguments_are_never_shell_parsed(tmp_path):
-    r = process.run(["echo", "$(touch x)", ";", "rm", "-rf", "/"], cwd=tmp_path)
+    r = process.check(["echo", "$(touch x)", ";", "rm", "-rf", "/"], cwd=tmp_path)
     assert r.stdout == "$(touch x) ; rm -rf /\n"
     assert not (tmp_path / "x").exists()
 
@@ -45,7 +45,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     script = f"import subprocess,time; p=subprocess.Popen(['sleep','60']); open('{pidfile}','w').write(str(p.pid)); time.sleep(60)"
     started = time.monotonic()
     with pytest.raises(CommandFailed, match="timed out after 1s"):
-        process.run([sys.executable, "-c", script], timeout=1)
+        process.check([sys.executable, "-c", script], timeout=1)
     assert time.monotonic() - started < 10
     child = int(pidfile.read_text())
     time.sleep(0.2)
@@ -63,18 +63,18 @@ def _alive(pid: int) -> bool:
 
 def test_stream_to_callback_keeps_a_copy():
     seen = []
-    r = process.run(["printf", "a\\nb\\n"], stream=seen.append)
+    r = process.check(["printf", "a\\nb\\n"], stream=seen.append)
     assert seen == ["a\n", "b\n"] and r.stdout == "a\nb\n"
 
 
 def test_input_is_fed():
-    assert process.run(["cat"], input="hello").stdout == "hello"
+    assert process.check(["cat"], input="hello").stdout == "hello"
 
 
 def test_secrets_are_redacted_from_errors():
     process.register_secret("s3cr3t-token")
     with pytest.raises(CommandFailed) as info:
-        process.run([sys.executable, "-c", "import sys; print('token s3cr3t-token', file=sys.stderr); sys.exit(1)"])
+        process.check([sys.executable, "-c", "import sys; print('token s3cr3t-token', file=sys.stderr); sys.exit(1)"])
     assert "s3cr3t-token" not in str(info.value) and "***" in info.value.stderr
 
 
@@ -82,11 +82,11 @@ def test_watchdog_stops_a_command_with_its_reason():
     started = time.monotonic()
     seen = []
     with pytest.raises(CommandFailed, match=r"' was stopped: no progress\. Last output: waiting$") as info:
-        process.run(["sh", "-c", "echo waiting; sleep 60"], stream=seen.append,
+        process.check(["sh", "-c", "echo waiting; sleep 60"], stream=seen.append,
                     watchdog=lambda: "no progress" if seen else None)  # fmt: skip
     assert time.monotonic() - started < 10
     assert info.value.stdout == "waiting\n"
 
 
 def test_watchdog_that_stays_quiet_changes_nothing():
-    assert process.run(["sh", "-c", "sleep 1.5; echo ok"], watchdog=lambda: None).stdout == "ok\n"
+    assert process.check(["sh", "-c", "sleep 1.5; echo ok"], watchdog=lambda: None).stdout == "ok\n"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
 
 import jinja2
 import pytest
 
 from tests.conftest import REPO, write_box
-from vagabond import boxes, paths, render
+from vagabond import boxes, paths, render, workdir
 from vagabond.errors import RenderError
 
 GOLDEN = REPO / "tests" / "golden"
@@ -112,11 +112,11 @@ def test_rhel_family_gets_a_x86_64_v2_cpu_under_emulation():
     assert "libvirt.cpu_model = 'Nehalem'" in render.render(box, render.RenderOptions(driver="qemu"))
 
 
-def test_domain_hash_is_per_directory(tmp_path):
+def test_domain_prefix_is_per_directory(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    assert render.domain_hash(a) != render.domain_hash(b)
-    assert render.domain_prefix("debian12", a) == f"vagabond-debian12-{render.domain_hash(a)}-"
+    assert workdir.domain_prefix("debian12", a) != workdir.domain_prefix("debian12", b)
+    assert re.fullmatch(r"vagabond-debian12-[0-9a-f]{8}-", workdir.domain_prefix("debian12", a))
 
 
 def test_write_is_atomic_and_keeps_old_file_on_error(project, monkeypatch):

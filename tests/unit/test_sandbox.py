@@ -66,10 +66,10 @@ def test_process_run_wraps_only_when_asked(fake_netns, tmp_path, monkeypatch):
         (bin_dir / name).write_text('#!/bin/sh\necho "$(basename "$0") $*"\n')
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    assert process.run(["prog", "a"]).stdout == "prog a\n"
-    assert process.run(["prog", "a"], vm_network=True).stdout == f"ip netns exec vms {bin_dir}/prog a\n"
+    assert process.check(["prog", "a"]).stdout == "prog a\n"
+    assert process.check(["prog", "a"], vm_network=True).stdout == f"ip netns exec vms {bin_dir}/prog a\n"
     with pytest.raises(ToolMissing, match="^'no-such-program' was not found"):
-        process.run(["no-such-program"], vm_network=True)
+        process.check(["no-such-program"], vm_network=True)
 
 
 def test_vagrant_talks_to_vms_from_the_namespace_and_downloads_from_the_host():

@@ -1,0 +1,54 @@
+"""Every timeout vagabond waits for, by name, in seconds.
+
+A timeout is there to end a command that hangs, not to rush a slow one, so each is generous for
+what it waits on. Waits on a guest are scaled under software emulation (``for_driver``), the way
+tmt multiplies its timeouts when KVM is not there.
+"""
+
+from __future__ import annotations
+
+# A guest under software emulation boots and runs this many times slower (measured here: a Debian
+# boot takes 4-5x as long under TCG as under KVM).
+NON_KVM_COEF = 4
+
+# --- host programs ---
+PROBE = 30  # a quick question: virsh uri, iptables -C, ssh -O exit
+TOOL = 60  # a short host tool: blkid, losetup, partx, mount, udevadm, `--version`
+VIRSH = 120  # one virsh call (libvirtd answers slowly while it starts a domain)
+CHROOT = 300  # one command in a base box's root: systemctl, grub-install, update-grub
+FILESYSTEM = 300  # mkfs, tune2fs, dumpe2fs on a disk image
+FSCK = 1800  # e2fsck of a whole file system
+UNPACK = 600  # a root file system tar into a disk image
+IMAGE = 3600  # qemu-img convert of a whole disk
+COMPRESS = 7200  # xz of a box (a 256 MiB dictionary over GiBs)
+MMDEBSTRAP = 3600  # downloads and unpacks a distribution
+SWAP = 600  # swapon, swapoff, mkswap, fallocate
+SWAP_WRITE = 3600  # a swap file written with dd where fallocate cannot make one
+SERVICE = 120  # systemctl start of a daemon
+DEVICE_NODE = 10  # a partition's /dev node after partx
+
+# --- Vagrant ---
+VAGRANT = 600  # a vagrant command that changes a machine: halt, destroy
+VAGRANT_QUERY = 300  # ssh-config, validate, --version, plugin list (Ruby starts slowly under load)
+BOX_ADD = 1800  # vagrant box add / repackage of a local box
+BOX_DOWNLOAD = 3600  # a prebuilt box from a catalog
+UP_SLACK = 900  # `vagrant up` beyond the guest's boot: box upload into the pool, domain creation
+
+# --- the guest ---
+BOOT = 300  # IP address and SSH after `vagrant up` starts the domain (Vagrant's boot_timeout)
+FIRST_BOOT = 600  # a cloud image's first boot, cloud-init included, until it powers off
+GUEST_COMMAND = 120  # one command over SSH: a mode check, a log
+GUEST_CLEANUP = 1800  # the cleanup before packaging (initramfs, fstrim)
+PLAYBOOK = 3600  # one ansible-playbook run, reboots included
+# A real kernel printing its banner under KVM: ~1 s under TCG, so a host where KVM cannot run
+# ordinary guests (kvm_pvm, broken nesting) is found out by this (detect.smoke_boot).
+SMOKE_BOOT = 15.0
+
+# --- the network ---
+CONNECT = 60  # opening a download
+CATALOG = 30  # reading a catalog's metadata.json
+
+
+def for_driver(seconds: float, driver: str) -> float:
+    """A wait on a guest, scaled when the guest runs under software emulation."""
+    return seconds if driver == "kvm" else seconds * NON_KVM_COEF

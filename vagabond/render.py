@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,14 @@ def ruby_identifier(value: Any) -> RubyCode:
     return ruby(value)
 
 
+def xml_text(value: Any) -> str:
+    """Text that vagrant-libvirt copies unescaped into libvirt's domain XML (its ERB template prints
+    it raw): escaped here, so markup in it stays text and libvirt stores the value as it was written."""
+    if not isinstance(value, str):
+        raise RenderError(f"cannot write a {type(value).__name__} into domain XML")
+    return escape(value, {'"': "&quot;", "'": "&apos;"})
+
+
 def ruby_symbol(value: Any) -> RubyCode:
     if not isinstance(value, str) or not _SYMBOL.fullmatch(value):
         raise RenderError(f"{value!r} is not an allowed Ruby symbol")
@@ -85,6 +94,7 @@ def environment() -> jinja2.Environment:
     env.filters["ruby"] = ruby
     env.filters["ruby_identifier"] = ruby_identifier
     env.filters["ruby_symbol"] = ruby_symbol
+    env.filters["xml_text"] = xml_text
     return env
 
 

@@ -1,6 +1,10 @@
 # Load a Vagrantfile with the real Vagrant library and print, as JSON, the values Vagrant ended up
-# with: the test compares them byte for byte with what the box file said.
+# with: the test compares them byte for byte with what the box file said. 'domain_xml' is the domain
+# definition vagrant-libvirt's own template (domain.xml.erb) makes of that configuration, which is
+# what libvirt is given.
 require 'vagrant'
+require 'vagrant-libvirt'
+require 'vagrant-libvirt/util/erb_template'
 require 'json'
 
 env = Vagrant::Environment.new(cwd: ARGV.fetch(0), ui_class: Vagrant::UI::Silent)
@@ -19,5 +23,10 @@ vagrantfile.machine_names.each do |name|
     'default_prefix' => libvirt.default_prefix,
     'synced_folders' => config.vm.synced_folders.values.map { |f| [f[:hostpath], f[:guestpath], f[:type].to_s, f[:disabled] ? true : false] },
   }
+  # The provider's create_domain action renders the same template from the same object.
+  libvirt.extend(VagrantPlugins::ProviderLibvirt::Util::ErbTemplate)
+  libvirt.instance_variable_set(:@name, libvirt.default_prefix.to_s + name.to_s)
+  libvirt.instance_variable_set(:@domain_volumes, [])
+  machines[name.to_s]['domain_xml'] = libvirt.to_xml('domain')
 end
 puts JSON.generate(machines)

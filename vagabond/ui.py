@@ -7,6 +7,7 @@ become annotations, and every step and its duration is kept for the job's step s
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+
+from vagabond.process import redact
 
 # Progress and diagnostics go to stderr so stdout stays clean for --json and piped output.
 err = Console(stderr=True, highlight=False)
@@ -45,7 +48,30 @@ def escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+# Their debug logs carry request headers: the access key id, the session token. Never under --debug.
+WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
+class _Redacting(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+def setup_logging(debug: bool) -> None:
+    """--debug shows each command vagabond runs; every record passes the secret redaction."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    handler.addFilter(_Redacting())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def info(message: str) -> None:
+    message = redact(message)
     # A reader that went away (a cancelled CI job closing the log pipe) must not stop vagabond
     # half-way, least of all in the middle of cleaning up after itself.
     with contextlib.suppress(OSError, ValueError):
@@ -56,6 +82,7 @@ def info(message: str) -> None:
 
 
 def error(message: str, title: str = "vagabond") -> None:
+    message = redact(message)
     with contextlib.suppress(OSError, ValueError):
         for line in message.splitlines() or [""]:
             print(f"error: {line}", file=sys.stderr, flush=True)
@@ -98,6 +125,7 @@ def write_step_summary(command: str, ok: bool, seconds: float, detail: str = "")
     if not github() or not path:
         return
     lines = [f"### {'✅' if ok else '❌'} `vagabond {command}` ({seconds:.0f}s)", ""]
+    detail = redact(detail)
     if detail:
         lines += [f"> {line}" for line in detail.splitlines()] + [""]
     if steps:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import pytest
 
 from tests.conftest import require_tool
 from vagabond import catalog, images, process
-from vagabond.catalog import PublishError
+from vagabond.errors import PublishError
 
 pytestmark = pytest.mark.real
 
@@ -220,10 +221,39 @@ def test_concurrent_publishes_to_s3_lose_nothing(tiny_box, tmp_path, s3):
     assert [v["version"] for v in json.loads(body)["versions"]] == ["5.0.0", "5.0.1", "5.0.2", "5.0.3"]
 
 
-def test_credentials_never_reach_output(tiny_box, tmp_path, s3):
-    box = make_version(tiny_box, tmp_path, "9.0.0")
-    out = process.run([*VAGABOND, "--debug", "publish", box, "--catalog", "s3://boxes/secret"])
-    assert "test-secret" not in out.stdout + out.stderr
+CANARIES = {"AWS_ACCESS_KEY_ID": "CANARYKEYID7Q2W", "AWS_SECRET_ACCESS_KEY": "CANARYSECRET8E3R",
+            "AWS_SESSION_TOKEN": "CANARYTOKEN9T4Y"}  # fmt: skip
+
+
+def _cmdlines() -> str:
+    seen = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            seen.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(seen)
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_credentials_never_reach_output_logs_summary_or_argv(tiny_box, tmp_path, s3, outcome):
+    """A canary in each AWS variable, a --debug publish under GitHub Actions (step summary), success
+    and failure alike: no canary in stdout, stderr, the summary, or any process's argv meanwhile."""
+    box = make_version(tiny_box, tmp_path, "9.0.0" if outcome == "success" else "9.0.1")
+    summary = tmp_path / "summary.md"
+    env = dict(os.environ, **CANARIES, GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
+    target = "s3://boxes/secret" if outcome == "success" else "s3://no-such-bucket/secret"
+    proc = subprocess.Popen([*VAGABOND, "--debug", "publish", str(box), "--catalog", target], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    argv_seen = []
+    while proc.poll() is None:
+        argv_seen.append(_cmdlines())
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    assert (proc.returncode == 0) == (outcome == "success"), err
+    assert "run: " in err or "botocore" not in err, "--debug is on"
+    for name, canary in CANARIES.items():
+        for where, text in (("stdout", out), ("stderr", err), ("step summary", summary.read_text()),
+                            ("argv", "\n".join(argv_seen))):  # fmt: skip
+            assert canary not in text, f"{name} leaked into {where}"
 
 
 def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
@@ -270,7 +300,7 @@ def _same_version_race(target: str, tiny_box: Path, tmp_path: Path) -> tuple[lis
 def test_same_version_published_twice_at_once_keeps_one_consistent_box(tiny_box, tmp_path):
     cat = tmp_path / "race"
     codes, files = _same_version_race(str(cat), tiny_box, tmp_path)
-    assert sorted(codes) == [0, 1], "exactly one publish of a version may win"
+    assert sorted(codes) == [0, PublishError.exit_code], "exactly one publish of a version may win"
     doc = json.loads((cat / "metadata.json").read_text())
     provider = doc["versions"][0]["providers"][0]
     stored = cat / "6.0.0" / "vagabond-test-tiny-6.0.0-libvirt.box"

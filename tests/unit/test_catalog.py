@@ -18,20 +18,20 @@ def box(version: str, digest: str | None = "d1") -> BoxFile:
 
 
 def test_merge_adds_sorted_versions_with_digest():
-    doc, pruned = catalog.merge(None, box("1.10.0"), "http://h/1.10.0.box", keep=None)
-    doc, pruned = catalog.merge(doc, box("1.2.0"), "http://h/1.2.0.box", keep=None)
+    doc, gone = catalog.merge(None, box("1.10.0"), "http://h/1.10.0.box", keep=None)
+    doc, gone = catalog.merge(doc, box("1.2.0"), "http://h/1.2.0.box", keep=None)
     assert [v["version"] for v in doc["versions"]] == ["1.2.0", "1.10.0"]
     assert doc["versions"][0]["vagabond"] == {"definition_digest": "d1"}
     assert doc["versions"][0]["providers"][0]["checksum_type"] == "sha256"
-    assert pruned == []
+    assert gone == []
 
 
 def test_merge_prunes_oldest():
     doc = None
     for v in ("1", "2", "3"):
-        doc, pruned = catalog.merge(doc, box(v), f"http://h/{v}.box", keep=2)
+        doc, gone = catalog.merge(doc, box(v), f"http://h/{v}.box", keep=2)
     assert [v["version"] for v in doc["versions"]] == ["2", "3"]
-    assert pruned == ["http://h/1.box"]
+    assert [v["providers"][0]["url"] for v in gone] == ["http://h/1.box"]
 
 
 def test_merge_refuses_a_catalog_of_another_box():
@@ -47,13 +47,75 @@ def test_find_current_matches_digest(tmp_path):
         doc, _ = catalog.merge(doc, box(v, d), f"file:///{v}.box", keep=None)
     meta = tmp_path / "metadata.json"
     meta.write_text(json.dumps(doc))
-    found, why = catalog.find_current(meta.as_uri(), "cur")
+    found, why = catalog.find_current(meta.as_uri(), "cur", "org/deps")
     assert (found.name, found.version) == ("org/deps", "4")
     assert why == "prebuilt org/deps 4 matches this definition"
-    none, why = catalog.find_current(meta.as_uri(), "nope")
+    none, why = catalog.find_current(meta.as_uri(), "nope", "org/deps")
     assert none is None and why.startswith(f"no version in {meta.as_uri()} was built from this box definition")
-    missing, why = catalog.find_current((tmp_path / "absent.json").as_uri(), "cur")
+    missing, why = catalog.find_current((tmp_path / "absent.json").as_uri(), "cur", "org/deps")
     assert missing is None and "could not be read" in why
+
+
+GOOD_VERSION = {"version": "1", "providers": [{"name": "libvirt", "url": "u"}], "vagabond": {"definition_digest": "cur"}}
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b"", "could not be read (Expecting value"),
+    (b'{"name": "org/deps", "versions": [', "could not be read"),
+    (b"[]", "is not a box catalog vagabond can use: a JSON list instead of an object"),
+    (b'"text"', "a JSON str instead of an object"),
+    (b'{"versions": []}', "no box name"),
+    (b'{"name": "evil/other", "versions": [%s]}' % json.dumps(GOOD_VERSION).encode(), "it holds box 'evil/other', not 'org/deps'"),
+    (b'{"name": "org/deps", "versions": "1"}', "'versions' is not a list"),
+    (b'{"name": "org/deps", "versions": [{"providers": []}]}', "has no version of digits and dots"),
+    (b'{"name": "org/deps", "versions": [{"version": 1}]}', "has no version of digits and dots"),
+    (b'{"name": "org/deps", "versions": [{"version": "latest"}]}', "has no version of digits and dots"),
+    (b'{"name": "org/deps", "versions": [{"version": "1.0.beta"}, {"version": "2"}]}', "has no version of digits and dots"),
+    (b'{"name": "org/deps", "versions": [{"version": "1", "providers": "x"}]}', "version 1 has malformed providers"),
+    (b'{"name": "org/deps", "versions": [{"version": "1", "providers": [{"url": 5}]}]}', "malformed providers"),
+    (b"\xff\xfe", "could not be read"),
+])  # fmt: skip
+def test_a_catalog_that_is_not_what_vagabond_expects_is_a_reason_not_a_crash(tmp_path, body, why):
+    meta = tmp_path / "metadata.json"
+    meta.write_bytes(body)
+    found, reason = catalog.find_current(meta.as_uri(), "cur", "org/deps")
+    assert found is None and why in reason, reason
+
+
+def test_a_catalog_url_that_is_not_http_or_file_is_a_reason(tmp_path):
+    found, reason = catalog.find_current("ftp://h/metadata.json", "cur", "org/deps")
+    assert found is None and reason.startswith("catalog ftp://h/metadata.json could not be read ('ftp://h/metadata.json' is not an http(s)://")
+
+
+def test_the_prebuilt_name_is_the_box_files_not_the_catalogs(tmp_path):
+    meta = tmp_path / "metadata.json"
+    meta.write_text(json.dumps({"name": "org/deps", "versions": [GOOD_VERSION]}))
+    found, _ = catalog.find_current(meta.as_uri(), "cur", "org/deps")
+    assert found.name == "org/deps"
+
+
+@pytest.mark.parametrize("version", ["latest", "../../x", "1.0.beta", "1..2", "", "1.2.", "v1", "1/2", "1" * 12])
+def test_versions_vagrant_cannot_order_are_refused(version):
+    with pytest.raises(PublishError, match=r"is not one Vagrant can order \(use digits and dots"):
+        catalog.check_version(version)
+
+
+def test_dir_store_refuses_keys_outside_its_root(tmp_path):
+    store = catalog.DirStore(tmp_path / "cat", None)
+    (tmp_path / "victim").write_text("keep me")
+    for key in ("../victim", "1.0/../../victim", "/etc/passwd"):
+        with pytest.raises(PublishError, match="points outside the catalog directory"):
+            store.delete(key)
+    assert (tmp_path / "victim").read_text() == "keep me"
+
+
+def test_s3_keys_stay_under_the_prefix():
+    store = catalog.S3Store.__new__(catalog.S3Store)
+    store.bucket, store.prefix = "b", "boxes/deb"
+    assert store._key("1.0/x.box") == "boxes/deb/1.0/x.box"
+    for key in ("../other/x.box", "1.0/../../x", "/abs", "..", "a/../../deb2/x"):
+        with pytest.raises(PublishError, match="points outside s3://b/boxes/deb"):
+            store._key(key)
 
 
 def test_open_store_refuses_http_targets():
@@ -80,3 +142,37 @@ def test_definition_digest_follows_box_and_playbooks(project):
     path.write_text(path.read_text().replace("enforcing", "permissive"))
     third = provision.definition_digest(boxes.load_box(path))
     assert len({first, second, third}) == 3
+
+
+def test_definition_digest_follows_everything_a_playbook_can_load(project):
+    deps = project / "playbooks" / "deps"
+    (deps / "roles" / "app" / "tasks").mkdir(parents=True)
+    (deps / "roles" / "app" / "templates").mkdir(parents=True)
+    (deps / "site.yml").write_text("- hosts: all\n  roles: [app]\n")
+    (deps / "roles" / "app" / "tasks" / "main.yml").write_text("- ansible.builtin.template: {src: app.conf.j2, dest: /etc/app.conf}\n")
+    (deps / "roles" / "app" / "templates" / "app.conf.j2").write_text("port = 80\n")
+    path = project / "boxes" / "b.yaml"
+    path.write_text("description: x\nbase: {box: a/b}\nplaybooks: [playbooks/deps/site.yml]\n")
+    seen = {provision.definition_digest(boxes.load_box(path))}
+    for changed, text in (("roles/app/templates/app.conf.j2", "port = 8080\n"), ("roles/app/tasks/main.yml", "[]\n"),
+                          ("group_vars/all.yml", "x: 1\n")):  # fmt: skip
+        (deps / changed).parent.mkdir(parents=True, exist_ok=True)
+        (deps / changed).write_text(text)
+        seen.add(provision.definition_digest(boxes.load_box(path)))
+    assert len(seen) == 4, "a change in a role, a template or vars must make the prebuilt box stale"
+    (deps / ".git").mkdir()
+    (deps / ".git" / "index").write_text("noise")
+    assert provision.definition_digest(boxes.load_box(path)) in seen, "hidden files are not inputs"
+
+
+def test_a_top_level_playbook_does_not_digest_the_whole_project(project):
+    (project / "deps.yml").write_text("- hosts: all\n  roles: [r]\n")
+    (project / "roles" / "r" / "tasks").mkdir(parents=True)
+    (project / "roles" / "r" / "tasks" / "main.yml").write_text("[]\n")
+    path = project / "boxes" / "b.yaml"
+    path.write_text("description: x\nbase: {box: a/b}\nplaybooks: [deps.yml]\n")
+    first = provision.definition_digest(boxes.load_box(path))
+    (project / "src.py").write_text("print('the code under test changed')\n")
+    assert provision.definition_digest(boxes.load_box(path)) == first
+    (project / "roles" / "r" / "tasks" / "main.yml").write_text("- debug: {msg: changed}\n")
+    assert provision.definition_digest(boxes.load_box(path)) != first

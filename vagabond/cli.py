@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 import traceback
@@ -42,7 +41,8 @@ class _Funnel(TyperGroup):
                 traceback.print_exc()
             detail = str(exc)
             ui.error(detail, title=f"vagabond {command}")
-            sys.exit(exc.exit_code)
+            # `run` exits with the command's status; its own failures keep one code apart, as ssh's do.
+            sys.exit(errors.RUN_OWN_FAILURE if ctx.invoked_subcommand == "run" else exc.exit_code)
         except KeyboardInterrupt:
             detail = "interrupted"
             ui.error(detail, title=f"vagabond {command}")
@@ -76,9 +76,10 @@ app = typer.Typer(
     help=(
         "Test software in real VMs (SELinux enforcing, FIPS mode, kernel modules) with Vagrant + "
         "libvirt: the same Vagrantfile in CI and on a laptop.\n\n"
-        "Boxes are YAML files in ./boxes (or --boxes-dir / $VAGABOND_BOXES); "
-        "start with 'vagabond list' and 'vagabond doctor'."
+        "Boxes are YAML files in the project's boxes/ (or --boxes-dir / $VAGABOND_BOXES), beside the "
+        "boxes shipped with vagabond; start with 'vagabond init', 'vagabond list' and 'vagabond doctor'."
     ),
+    epilog="Exit codes:\n\n" + "\n\n".join(f"{code:>3}  {meaning}" for code, meaning in errors.EXIT_CODES),
     no_args_is_help=True,
     add_completion=False,
     # A token can sit in a local variable; never print locals in a traceback.
@@ -104,7 +105,7 @@ def main(
 ) -> None:
     _state["debug"] = debug
     _state["boxes_dir"] = boxes_dir
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
+    ui.setup_logging(debug)
 
 
 def _box_dirs() -> list[tuple[Path, str]]:

@@ -1,4 +1,9 @@
-"""The one exception family vagabond raises; the CLI turns it into a message and an exit code."""
+"""The one exception family vagabond raises; the CLI turns it into a message and an exit code.
+
+Each class has its own exit code (EXIT_CODES lists them for the README and --help). `vagabond run`
+exits with the command's own status instead, and with RUN_OWN_FAILURE when vagabond (or ssh) itself
+failed, as ssh reserves 255 for its own failures.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +28,13 @@ class VagabondError(Exception):
 class UsageError(VagabondError):
     """Bad input on the command line or in the environment."""
 
-    exit_code = 2
+    exit_code = 2  # as click's own usage errors
 
 
 class BoxDefinitionError(VagabondError):
     """A box file that does not match the schema; one line per problem, each with file:line."""
 
-    exit_code = 2
+    exit_code = 3
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
@@ -37,25 +42,27 @@ class BoxDefinitionError(VagabondError):
 
 
 class BoxNotFound(VagabondError):
-    exit_code = 2
+    """No box of that name (or no such boxes directory)."""
+
+    exit_code = 4
 
 
 class RenderError(VagabondError):
     """A value that cannot be written safely into a Vagrantfile."""
 
-    exit_code = 2
+    exit_code = 3  # a box file's value, like BoxDefinitionError
 
 
 class ToolMissing(VagabondError):
     """An external program vagabond needs is not installed."""
 
-    exit_code = 3
+    exit_code = 5
 
 
 class NotRunning(VagabondError):
     """The box's VM is not up in this work directory (or its SSH configuration is gone)."""
 
-    exit_code = 3
+    exit_code = 6
 
 
 class Busy(VagabondError):
@@ -83,13 +90,19 @@ class StepFailed(VagabondError):
 class ModeCheckFailed(VagabondError):
     """The VM is up but a mode (SELinux, FIPS) is not what the box asks for."""
 
+    exit_code = 7
+
 
 class PrepareError(VagabondError):
     """`vagabond prepare` could not make the host ready."""
 
+    exit_code = 9
+
 
 class PublishError(VagabondError):
     """A box could not be published, or a catalog is not what vagabond expects."""
+
+    exit_code = 8
 
 
 def format_argv(argv: Sequence[str]) -> str:
@@ -131,3 +144,24 @@ class CommandFailed(VagabondError):
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
+
+
+# vagabond run: the command's own exit status, except this one for a failure of vagabond or ssh.
+RUN_OWN_FAILURE = 255
+
+# (code, meaning) for the README and `vagabond --help`; a test keeps it in step with the classes.
+EXIT_CODES = [
+    (0, "success"),
+    (1, "a program vagabond ran failed (the message names it), or another failure"),
+    (UsageError.exit_code, "bad usage: an option, an argument or an environment variable"),
+    (BoxDefinitionError.exit_code, "a box file is invalid (file:line: field: problem)"),
+    (BoxNotFound.exit_code, "no such box or boxes directory"),
+    (ToolMissing.exit_code, "a program vagabond needs is not installed"),
+    (NotRunning.exit_code, "the box's VM is not up here"),
+    (ModeCheckFailed.exit_code, "the VM is up but a mode (SELinux, FIPS) is not what the box asks for"),
+    (PublishError.exit_code, "publishing failed, or a catalog is not what vagabond expects"),
+    (PrepareError.exit_code, "the host could not be prepared"),
+    (Busy.exit_code, "another vagabond command is working on this box (try again later)"),
+    (Interrupted.exit_code, "interrupted (SIGINT, SIGTERM, SIGHUP); what the command created was removed"),
+    (RUN_OWN_FAILURE, "vagabond run: vagabond or ssh failed (otherwise run exits with the command's status)"),
+]

@@ -9,19 +9,12 @@ Everything else in libvirt is left alone, whatever its name.
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import libvirt, process, registry, timeouts, ui
+from vagabond import libvirt, registry, ui
 from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
-
-# vagrant-libvirt names a box's image volume <name, '/' as -VAGRANTSLASH->_vagrant_box_image_<version>_box[_N].img
-BOX_IMAGE = re.compile(r"^(?P<box>.+)_vagrant_box_image_(?P<version>.+?)_box(?:_\d+)?\.img$")
-
 
 @dataclass
 class Orphan:
@@ -46,21 +39,6 @@ def _workdir_verdict(prefix: str, path: Path) -> str | None:
     return None
 
 
-def _backing_files(domains: list[str]) -> set[str]:
-    """Every file the disks of these domains read from, backing chains included."""
-    used: set[str] = set()
-    for name in domains:
-        for disk in libvirt.domain_volumes(name):
-            used.add(os.path.basename(disk))
-            info = process.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL)
-            if info.ok:
-                for layer in json.loads(info.stdout):
-                    for key in ("filename", "backing-filename", "full-backing-filename"):
-                        if layer.get(key):
-                            used.add(os.path.basename(layer[key]))
-    return used
-
-
 def find() -> list[Orphan]:
     data = registry.read()
     domains = list(libvirt.domains())
@@ -80,11 +58,11 @@ def find() -> list[Orphan]:
             if vol.startswith(prefix):
                 orphans.append(Orphan("volume", vol, reason))
     kept_domains = [d for d in domains if not any(o.kind == "domain" and o.name == d for o in orphans)]
-    in_use = _backing_files(kept_domains) if kept_domains else set()
+    in_use = libvirt.volumes_in_use(kept_domains) if kept_domains else set()
     store = Vagrant()
     ours = {b.replace("/", "-VAGRANTSLASH-"): b for b in data["boxes"]}
     for vol in volumes:
-        match = BOX_IMAGE.match(vol)
+        match = libvirt.BOX_IMAGE.match(vol)
         if not match or match["box"] not in ours:
             continue
         box, version = ours[match["box"]], match["version"]

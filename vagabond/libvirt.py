@@ -6,6 +6,7 @@ libvirtd over its Unix socket, so it works the same from the host and from the V
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -81,6 +82,31 @@ def domain_xml(name: str) -> str:
 def domain_volumes(name: str) -> list[str]:
     """Source files of the domain's disks (to delete the volumes that belong to it)."""
     return re.findall(r"<source file='([^']+)'", domain_xml(name))
+
+
+# vagrant-libvirt names a box's image volume <name, '/' as -VAGRANTSLASH->_vagrant_box_image_<version>_box[_N].img
+BOX_IMAGE = re.compile(r"^(?P<box>.+)_vagrant_box_image_(?P<version>.+?)_box(?:_\d+)?\.img$")
+
+
+def box_images(box_name: str) -> list[str]:
+    """The pool's image volumes of a box (every version), as vagrant-libvirt uploads them."""
+    stem = box_name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    return [v for v in volumes(stem) if BOX_IMAGE.match(v)]
+
+
+def volumes_in_use(names: list[str] | None = None) -> set[str]:
+    """Every volume the disks of these domains (every domain) read from, backing chains included."""
+    used: set[str] = set()
+    for name in check("list", "--all", "--name").stdout.split() if names is None else names:
+        for disk in domain_volumes(name):
+            used.add(os.path.basename(disk))
+            info = process.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL)
+            if info.ok:
+                for layer in json.loads(info.stdout):
+                    for key in ("filename", "backing-filename", "full-backing-filename"):
+                        if layer.get(key):
+                            used.add(os.path.basename(layer[key]))
+    return used
 
 
 def remove_domain(name: str) -> list[str]:

@@ -88,7 +88,7 @@ def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:
     if not opts.prebuilt:
         ui.info("--fresh: using the base box with full provisioning")
         return None
-    found, why = catalog.find_current(box.spec.prebuilt.catalog, provision.definition_digest(box))
+    found, why = catalog.find_current(box.spec.prebuilt.catalog, provision.definition_digest(box), box.spec.prebuilt.name)
     if found is None:
         ui.info(f"using the base box with full provisioning: {why}")
         return None
@@ -183,15 +183,28 @@ class _EarlySshConfig:
 
 
 @dataclass
-class Created:
-    """libvirt objects that did not exist before this run: what a failed run must take away again."""
+class Ours:
+    """What a failed `up` may take away again, and nothing else: other projects share the pool and
+    the network, and a volume or network that merely appeared meanwhile may be another job's.
 
-    volumes_before: set[str] = field(default_factory=set)
-    networks_before: set[str] = field(default_factory=set)
+    Ours are the domains and volumes with this work directory's prefix; the box's image volume only
+    when this run started uploading it (vagrant-libvirt says so) and no domain uses it; the
+    management network only when it did not exist before this run and no domain uses it."""
 
-    @classmethod
-    def snapshot(cls) -> "Created":
-        return cls(set(libvirt.volumes()), set(libvirt.networks()))
+    network_existed: bool
+    box_name: str = ""
+    images_before: set[str] = field(default_factory=set)
+    upload_started: bool = False
+
+    UPLOAD = "Uploading base box image as volume"
+
+    def before_up(self, box_name: str) -> None:
+        self.box_name = box_name
+        self.images_before = set(libvirt.box_images(box_name))
+
+    def see(self, line: str) -> None:
+        if self.UPLOAD in line:
+            self.upload_started = True
 
 
 def up(box: Box, wd: Workdir, opts: Options) -> dict:
@@ -204,7 +217,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
         step = "prepare base box"
         # Only a run that creates the domain may remove it again on failure.
         was_new = not libvirt.domains(wd.prefix)
-        before = Created.snapshot() if was_new else None
+        ours = Ours(libvirt.MGMT_NETWORK in libvirt.networks()) if was_new else None
         try:
             if was_new:
                 source = fetch_current_prebuilt(box, opts)
@@ -217,12 +230,18 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                     base_version = base.ensure_added(box).version
             step = "render Vagrantfile"
             render_workdir(wd, decision, source, opts.boot_timeout)
-            provisioned = (wd.read_state().get("provisioned", False) and not was_new) or source is not None
+            # A prebuilt box holds what the playbooks install, unless extra vars ask for something else.
+            provisioned = (wd.read_state().get("provisioned", False) and not was_new) or (
+                source is not None and not opts.extra_vars)
+            if source is not None and opts.extra_vars and opts.provision:
+                ui.info("extra vars given (-e): the playbooks run on the prebuilt box too, so that they apply")
             wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
                            machines=box.machine_names(), primary=box.primary(), env=box.spec.env, base_version=base_version,
                            prebuilt=source.__dict__ if source else None, provisioned=provisioned)  # fmt: skip
             registry.add_workdir(wd.prefix, wd.path)  # `vagabond gc` finds what this directory leaves
             step = "vagrant up"
+            if ours is not None:
+                ours.before_up(source.name if source else box.spec.base.box_name)
             boot_timeout = opts.boot_timeout or timeouts.for_driver(timeouts.BOOT, decision.driver)
             sink, fh = _log_sink(wd, "vagrant")
             early = _EarlySshConfig(wd)
@@ -231,6 +250,8 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
 
             def watch(line: str) -> None:
                 ip_watch.see(line)
+                if ours is not None:
+                    ours.see(line)
                 forward(line)
 
             try:
@@ -257,17 +278,17 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             wd.save_console(box.machine_names())
             if opts.logs_dir is not None and not isinstance(exc, (Interrupted, KeyboardInterrupt)):
                 logs.collect_on_failure(box, wd, opts.logs_dir)
-            if before is not None and not opts.keep_on_failure:
+            if ours is not None and not opts.keep_on_failure:
                 with shielded():
                     ui.info(f"{step} failed: removing what this run created (keep it with --keep-on-failure)")
-                    _cleanup(wd, before)
+                    _cleanup(wd, ours)
             if isinstance(exc, Interrupted):
                 raise Interrupted(f"{exc.message} during step '{step}'") from None
             if isinstance(exc, StepFailed):
                 raise
             raise StepFailed(step, exc) from None
-        if before is not None:
-            registry.add_networks(sorted(set(libvirt.networks()) - before.networks_before))
+        if ours is not None and not ours.network_existed and libvirt.MGMT_NETWORK in libvirt.networks():
+            registry.add_networks([libvirt.MGMT_NETWORK])
         state = wd.write_state(up_at=time.time(), timings=timings)
         return state
 
@@ -281,14 +302,17 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = round(time.monotonic() - started, 1)
 
 
-def _cleanup(wd: Workdir, before: Created) -> list[str]:
+def _cleanup(wd: Workdir, ours: Ours) -> list[str]:
     removed = _remove_libvirt_objects(wd)
-    for vol in set(libvirt.volumes()) - before.volumes_before:
-        # e.g. a base box image whose upload this run started: it may be incomplete.
-        if libvirt.delete_volume(vol):
-            removed.append(f"volume {vol}")
-    for net in set(libvirt.networks()) - before.networks_before:
-        if not libvirt.network_in_use(net) and libvirt.remove_network(net):
+    if ours.upload_started and ours.box_name:
+        # The upload this run started may be incomplete; another job's finished image is in use, or not ours.
+        fresh = set(libvirt.box_images(ours.box_name)) - ours.images_before
+        for vol in sorted(fresh - libvirt.volumes_in_use()):
+            if libvirt.delete_volume(vol):
+                removed.append(f"volume {vol}")
+    net = libvirt.MGMT_NETWORK
+    if not ours.network_existed and net in libvirt.networks() and not libvirt.network_in_use(net):
+        if libvirt.remove_network(net):
             removed.append(f"network {net}")
     wd.remove_state()
     for item in removed:

@@ -19,13 +19,19 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import detect, doctor, libvirt, process, timeouts
+from vagabond import detect, doctor, libvirt, process, registry, timeouts
 from vagabond.boxes import Box
 from vagabond.errors import PrepareError, UsageError
 
 DEFAULT_SWAP_FILE = Path("/var/lib/vagabond/swapfile")
 HOST_HEADROOM_MIB = doctor.HOST_OVERHEAD_MIB
 UDEV_RULE = Path("/etc/udev/rules.d/99-vagabond-kvm.rules")
+# What guests start themselves, and the replies to it; nothing else reaches a guest from outside
+# (they accept Vagrant's public insecure key), as libvirt's own NAT rules have it.
+DOCKER_USER_RULES = (
+    ["-i", "virbr+", "-j", "ACCEPT"],
+    ["-o", "virbr+", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+)
 UDEV_TEXT = 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"\n'
 
 
@@ -60,7 +66,17 @@ def active_swaps(path: Path = Path("/proc/swaps")) -> dict[str, int]:
     return swaps
 
 
+def _check_ours(swap_file: Path) -> None:
+    """Only a swap file vagabond made may be replaced or removed: --swap-file is a path from the
+    command line, and the steps below swapoff, unlink and overwrite it."""
+    if (swap_file.exists() or swap_file.is_symlink()) and str(swap_file.absolute()) not in registry.read()["swapfiles"]:
+        raise UsageError(f"{swap_file} exists and is not a swap file vagabond made: it is left as it is",
+                         hint="choose another --swap-file")  # fmt: skip
+
+
 def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
+    swap_file = swap_file.absolute()
+    _check_ours(swap_file)
     swaps = active_swaps()
     ours = swaps.get(str(swap_file))
     if size is not None and parse_size(size) == 0:
@@ -68,6 +84,7 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
             return Action("swap", False, f"no swap file at {swap_file}")
         process.check(["swapoff", str(swap_file)], timeout=timeouts.SWAP)
         swap_file.unlink(missing_ok=True)
+        registry.forget(swapfiles=[str(swap_file)])
         return Action("swap", True, f"removed {swap_file} ({ours} MiB)")
     mem = detect.meminfo()
     if size is not None:
@@ -90,6 +107,7 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
     if free < want + 1024:
         raise PrepareError(f"not enough disk for a {want} MiB swap file in {swap_file.parent} ({free} MiB free)",
                            hint="pass a smaller --swap or another --swap-file")  # fmt: skip
+    registry.add_swapfile(swap_file)  # recorded before it exists: an interrupted run leaves nothing unowned
     # fallocate is instant; file systems that cannot swap on preallocated files get a written one.
     made = process.run(["fallocate", "-l", f"{want}M", str(swap_file)], timeout=timeouts.SWAP)
     if not made.ok:
@@ -159,13 +177,13 @@ def ensure_docker_forwarding() -> Action:
     if not process.run(["iptables", "-w", "-S", "DOCKER-USER"], timeout=timeouts.PROBE).ok:
         return Action("firewall", False, "no Docker firewall chain (DOCKER-USER): nothing to open")
     added = []
-    for rule in (["-i", "virbr+", "-j", "ACCEPT"], ["-o", "virbr+", "-j", "ACCEPT"]):
+    for rule in DOCKER_USER_RULES:
         if not process.run(["iptables", "-w", "-C", "DOCKER-USER", *rule], timeout=timeouts.PROBE).ok:
             process.check(["iptables", "-w", "-I", "DOCKER-USER", *rule], timeout=timeouts.PROBE)
             added.append(" ".join(rule))
     if added:
-        return Action("firewall", True, f"DOCKER-USER now accepts libvirt's bridges ({'; '.join(added)})")
-    return Action("firewall", False, "DOCKER-USER already accepts libvirt's bridges")
+        return Action("firewall", True, f"DOCKER-USER now lets libvirt's guests out and their replies back ({'; '.join(added)})")
+    return Action("firewall", False, "DOCKER-USER already lets libvirt's guests out and their replies back")
 
 
 def prepare(boxes: list[Box], *, swap: str | None = None, swap_file: Path = DEFAULT_SWAP_FILE) -> list[Action]:

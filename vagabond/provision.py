@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +59,39 @@ def all_playbooks(box: Box) -> list[PlaybookRun]:
     return mode_playbooks(box) + deps
 
 
+# Beside a playbook, what Ansible loads by convention (roles, vars, templates, its own plugins).
+ANSIBLE_DIRS = ("roles", "group_vars", "host_vars", "vars", "tasks", "handlers", "templates", "files", "library",
+                "module_utils", "filter_plugins", "lookup_plugins", "collections", "requirements.yml")  # fmt: skip
+
+
+def playbook_inputs(playbook: Path, project_dir: Path) -> list[Path]:
+    """Every file a playbook can load: its directory tree (roles, included tasks, templates, vars),
+    hidden entries left out. A playbook at the project's top level gets only itself and Ansible's
+    conventional neighbours, not the whole project (the code under test is not a dependency)."""
+    home = playbook.parent
+    if home.resolve() == project_dir.resolve():
+        roots = [playbook] + [home / name for name in ANSIBLE_DIRS]
+    else:
+        roots = [home]
+    found = set()
+    for root in roots:
+        candidates = [root] if root.is_file() else (root.rglob("*") if root.is_dir() else [])
+        for path in candidates:
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(home).parts):
+                found.add(path)
+    return sorted(found)
+
+
 def definition_digest(box: Box) -> str:
-    """sha256 over the box file and every playbook that provisions it, in order: a prebuilt box is
-    current exactly when this matches the digest recorded when it was built."""
+    """sha256 over the box file and everything that provisions it (each playbook with every file it
+    can load), in order: a prebuilt box is current exactly when this matches the digest recorded
+    when it was built, so a changed role, template or vars file makes it stale too."""
     digest = hashlib.sha256()
     digest.update(box.path.read_bytes())
     for run in all_playbooks(box):
-        digest.update(b"\0" + str(run.path.name).encode() + b"\0" + run.path.read_bytes())
+        digest.update(b"\0playbook\0" + run.path.name.encode() + b"\0" + json.dumps(run.vars, sort_keys=True).encode())
+        for path in playbook_inputs(run.path, box.project_dir):
+            digest.update(b"\0" + str(path.relative_to(run.path.parent)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -115,8 +142,9 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
             "ANSIBLE_CONFIG": str(config),
             "ANSIBLE_HOME": str(state),
             "ANSIBLE_LOCAL_TEMP": str(state / "tmp"),
-            # Same SSH config and master connection as `vagabond run`.
-            "ANSIBLE_SSH_ARGS": f"-F {wd.ssh_config}",
+            # Same SSH config and master connection as `vagabond run`. Ansible splits this with
+            # shlex: the path is quoted, so a space, a quote or "-o" in it stays part of the path.
+            "ANSIBLE_SSH_ARGS": f"-F {shlex.quote(str(wd.ssh_config))}",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(remote.control_dir()),
             # One SSH round trip per task instead of three: modules go over stdin.
             "ANSIBLE_PIPELINING": "True",

@@ -6,14 +6,16 @@ process: ``run`` returns the Result (255: ssh itself failed), ``check`` raises C
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import stat
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from vagabond import process, timeouts
-from vagabond.errors import CommandFailed, NotRunning
+from vagabond.errors import CommandFailed, NotRunning, UsageError
 from vagabond.workdir import Workdir
 
 # The master connection outlives each command so the next one skips the SSH handshake.
@@ -21,9 +23,18 @@ CONTROL_PERSIST = "10m"
 
 
 def control_dir() -> Path:
-    """Unix socket paths are limited to 108 bytes: keep the sockets short, outside the work directory."""
+    """Where the shared connections' sockets live: short (Unix socket paths are limited to 108
+    bytes), so outside the work directory, and private. In a shared /tmp another user could make
+    the directory first and serve a control socket of their own: a directory vagabond did not make
+    for this user (owner, mode, a link instead of a directory) is refused, never used."""
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"vagabond-ssh-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        base.mkdir(mode=0o700)
+    st = os.lstat(base)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise UsageError(f"{base} is not a private directory of this user (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); "
+                         "someone else may have made it to intercept SSH connections",
+                         hint="remove it, or set XDG_RUNTIME_DIR to a private directory")  # fmt: skip
     return base
 
 
@@ -32,7 +43,7 @@ def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
     extra = (
         "\nHost *\n"
         "  ControlMaster auto\n"
-        f"  ControlPath {control_dir()}/%C\n"
+        f'  ControlPath "{control_dir()}/%C"\n'
         f"  ControlPersist {CONTROL_PERSIST}\n"
         "  ServerAliveInterval 15\n"
         "  ServerAliveCountMax 8\n"

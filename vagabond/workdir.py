@@ -31,6 +31,12 @@ def default_path(box_name: str, cwd: Path | None = None) -> Path:
     return project.project_root(cwd) / ROOT_NAME / box_name
 
 
+def in_project(cwd: Path | None = None) -> list[Workdir]:
+    """The work directories of the project the current directory belongs to."""
+    root = project.project_root(cwd) / ROOT_NAME
+    return [Workdir.at(p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
+
+
 def domain_prefix(box_name: str, path: Path) -> str:
     """Every libvirt domain and volume of the work directory at ``path`` starts with this. The
     Vagrantfile computes the same in Ruby: Digest::SHA256.hexdigest(__dir__)[0, 8]."""

@@ -9,6 +9,7 @@ reads; none is spliced into a shell script.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,22 @@ def _install_step(spec: str) -> str:
     ])  # fmt: skip
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+OPTIONS = {"runs_on": "--runs-on", "test_command": "--test-command", "vagabond_spec": "--vagabond-spec", "cron": "--cron"}
+
+
+def check_settings(settings: Settings) -> None:
+    """Every value that reaches the workflow stays one line of YAML: a line break of any kind
+    (CR, LF, NEL, U+2028) or another control character could start a new key, so it is refused."""
+    for attr, flag in OPTIONS.items():
+        value = getattr(settings, attr)
+        if match := _CONTROL.search(value):
+            raise UsageError(f"{flag} {value[:40]!r}: control character {match.group()!r} is not allowed in a workflow",
+                             hint="give the value on one line; put longer scripts in a file the command runs")  # fmt: skip
+
+
 def render(boxes: list[Box], settings: Settings) -> str:
+    check_settings(settings)
     if not boxes:
         raise UsageError("no boxes to put in the workflow", hint="add boxes/<name>.yaml or pass --boxes")
     jobs = []
@@ -115,7 +131,7 @@ def command_line(boxes: list[str], settings: Settings, output: Path | None) -> s
             argv += [flag, str(getattr(settings, attr))]
     if output:
         argv += ["-o", str(output)]
-    return " ".join(shlex.quote(a) for a in argv).replace("\n", " ")
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def write(output: Path, text: str, *, force: bool = False) -> None:

@@ -233,27 +233,40 @@ def test_gc_removes_the_image_a_removed_box_left_in_the_pool(vagabond):
     assert json.loads(vagabond("gc", "--dry-run", "--json").stdout)["orphans"] == []
 
 
-def test_interrupted_up_leaves_nothing_and_rerun_works(vagabond):
+def test_interrupted_up_leaves_nothing_of_its_own_and_nothing_else_is_touched(vagabond):
     box = "debian12"
+    theirs_volume, theirs_network = f"someone-elses-disk-{os.getpid()}.qcow2", f"someone-elses-net-{os.getpid()}"
     proc = vagabond.popen("up", box)
     deadline = time.monotonic() + 900
     prefix = None
-    # Interrupt once the domain exists and the guest is booting: the most expensive moment to stop.
-    while time.monotonic() < deadline and proc.poll() is None:
-        wd = vagabond.cwd / ".vagabond" / box / "state.json"
-        if wd.exists():
-            prefix = json.loads(wd.read_text())["prefix"]
-            if ours(prefix)["domains"]:
-                time.sleep(5)
-                break
-        time.sleep(1)
-    assert prefix and proc.poll() is None, "up finished or failed before it could be interrupted"
-    os.kill(proc.pid, signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    print(output[-3000:])
-    assert proc.returncode == 130
-    assert "interrupted by SIGINT during step 'vagrant up'" in output
-    assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}
+    try:
+        # Interrupt once the domain exists and the guest is booting: the most expensive moment to stop.
+        while time.monotonic() < deadline and proc.poll() is None:
+            wd = vagabond.cwd / ".vagabond" / box / "state.json"
+            if wd.exists():
+                prefix = json.loads(wd.read_text())["prefix"]
+                if ours(prefix)["domains"]:
+                    # A second CI job on this host makes a disk and a network meanwhile.
+                    virsh("vol-create-as", "default", theirs_volume, "1M", "--format", "qcow2")
+                    subprocess.run(["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"], check=True,
+                                   input=f"<network><name>{theirs_network}</name></network>", text=True,
+                                   capture_output=True)  # fmt: skip
+                    time.sleep(5)
+                    break
+            time.sleep(1)
+        assert prefix and proc.poll() is None, "up finished or failed before it could be interrupted"
+        os.kill(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+        print(output[-3000:])
+        assert proc.returncode == 130
+        assert "interrupted by SIGINT during step 'vagrant up'" in output
+        assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}
+        assert theirs_volume in virsh("vol-list", "default"), "another job's volume was removed"
+        assert theirs_network in virsh("net-list", "--all", "--name").split(), "another job's network was removed"
+        assert theirs_volume not in output and theirs_network not in output
+    finally:
+        subprocess.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", theirs_volume], capture_output=True)
+        subprocess.run(["virsh", "-c", "qemu:///system", "net-undefine", theirs_network], capture_output=True)
 
     vagabond("up", box, timeout=1800)
     assert vagabond("run", box, "--", "cat", "/etc/debian_version").stdout.startswith("12.")

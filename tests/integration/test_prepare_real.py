@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,12 +27,16 @@ def root_only():
         pytest.skip("REAL TOOL MISSING: prepare changes the host and needs root")
 
 
+# The record of the swap files these tests make, and only theirs.
+STATE = Path(tempfile.mkdtemp(prefix="vagabond-prepare-state-"))
+
+
 def prepare(*args: str, netns: str | None = None, project: Path = REPO) -> tuple[int, list[dict] | str]:
     """On the host, as a user runs it (libvirtd, when it must be started, goes into the VMs'
     namespace); inside ``netns`` when the test needs a firewall of its own."""
     inside = ["ip", "netns", "exec", netns] if netns else []
     out = subprocess.run([*inside, *VAGABOND, "prepare", "--json", *args], cwd=project, capture_output=True, text=True,
-                         timeout=600, env=dict(os.environ, VAGABOND_NETNS=NETNS))  # fmt: skip
+                         timeout=600, env=dict(os.environ, VAGABOND_NETNS=NETNS, VAGABOND_STATE=str(STATE)))  # fmt: skip
     return out.returncode, (json.loads(out.stdout) if out.returncode == 0 else out.stderr)
 
 
@@ -62,6 +67,18 @@ def test_swap_file_is_made_once_and_removed(tmp_path):
         swap_file.unlink(missing_ok=True)
 
 
+@pytest.mark.parametrize("size", ["256M", "0"])
+def test_a_file_that_is_not_vagabonds_swap_file_is_never_touched(tmp_path, size):
+    victim = Path("/var/tmp") / f"vagabond-test-victim-{uuid.uuid4().hex[:8]}"
+    victim.write_text("precious\n")
+    try:
+        code, err = prepare("--swap", size, "--swap-file", str(victim))
+        assert code == 2 and f"error: {victim} exists and is not a swap file vagabond made" in err
+        assert victim.read_text() == "precious\n" and str(victim) not in swaps()
+    finally:
+        victim.unlink(missing_ok=True)
+
+
 def test_swap_beyond_the_disk_is_refused_clearly(tmp_path):
     (tmp_path / "boxes").mkdir()
     (tmp_path / "boxes" / "huge.yaml").write_text("description: x\nbase: {box: a/b}\nresources: {memory: 1048576}\n")
@@ -83,7 +100,10 @@ def test_docker_user_chain_is_opened_for_libvirt_bridges():
         assert code == 0, actions
         assert by_step(actions)["firewall"]["changed"] is True
         rules = subprocess.run([*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout.splitlines()
-        assert rules[1:3] == ["-A DOCKER-USER -o virbr+ -j ACCEPT", "-A DOCKER-USER -i virbr+ -j ACCEPT"], rules
+        # Guests' own traffic out, and only replies back in: nothing from outside reaches a guest.
+        assert rules[1:3] == ["-A DOCKER-USER -o virbr+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                              "-A DOCKER-USER -i virbr+ -j ACCEPT"], rules  # fmt: skip
+        assert "-A DOCKER-USER -o virbr+ -j ACCEPT" not in rules
         code, actions = prepare(netns=netns)
         assert by_step(actions)["firewall"]["changed"] is False
     finally:

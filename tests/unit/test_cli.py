@@ -81,7 +81,7 @@ def test_list_json_shipped(tmp_path, monkeypatch):
 def test_list_reports_broken_box_files(project):
     write_box(project, "bad", "description: x\nbase: {box: a/b}\nresources: {memory: lots}\n")
     result = runner.invoke(app, ["list"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert result.stderr == "error: boxes/bad.yaml:3: resources.memory: Input should be a valid integer\n"
     # The broken file is listed as such, and the other boxes are still there.
     assert "bad" in result.stdout and "BROKEN" in result.stdout and "debian12-selinux" in result.stdout
@@ -89,7 +89,7 @@ def test_list_reports_broken_box_files(project):
 
 def test_render_unknown_box_is_one_line_without_traceback(project):
     result = runner.invoke(app, ["--boxes-dir", str(project / "boxes"), "render", "nope", "--driver", "qemu"])
-    assert result.exit_code == 2
+    assert result.exit_code == 4
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr == ("error: no box named 'nope' in boxes or the shipped boxes "
                              "(available: alma9-fips, centos7-selinux, debian12, debian12-selinux)\n")
@@ -168,7 +168,7 @@ def test_github_actions_groups_annotations_and_step_summary(project, monkeypatch
     monkeypatch.setattr(ui, "steps", [])
     monkeypatch.setattr("sys.argv", ["vagabond", "up", "nosuchbox"])
     result = CliRunner().invoke(app, ["up", "nosuchbox"])
-    assert result.exit_code == 2
+    assert result.exit_code == 4
     assert "::error title=vagabond up nosuchbox::no box named 'nosuchbox' in boxes" in result.output
     text = summary.read_text()
     assert text.startswith("### ❌ `vagabond up nosuchbox` (")
@@ -209,3 +209,24 @@ def test_step_summary_reports_the_exit_code_a_command_chose(project, monkeypatch
         monkeypatch.setattr(doctor, "report", lambda checks, decision, ok=ok: {"ok": ok})
         assert CliRunner().invoke(app, ["doctor", "--json"]).exit_code == (0 if ok else 1)
         assert summary.read_text().split("### ")[-1].startswith(f"{mark} `vagabond doctor` (")
+
+
+def test_every_error_class_has_its_own_exit_code_listed_in_help():
+    import inspect
+
+    from vagabond import errors
+
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.VagabondError)]
+    fixed = {c: c.exit_code for c in classes if c not in (errors.VagabondError, errors.CommandFailed, errors.StepFailed,
+                                                          errors.RenderError)}  # fmt: skip
+    assert len(set(fixed.values())) == len(fixed), "two error classes share an exit code"
+    listed = {code for code, _ in errors.EXIT_CODES}
+    assert set(fixed.values()) <= listed and errors.RUN_OWN_FAILURE in listed
+    help_text = runner.invoke(app, ["--help"]).output
+    for code, meaning in errors.EXIT_CODES:
+        assert f"{code:>3}  {meaning.split()[0]}" in help_text
+
+
+def test_run_keeps_its_commands_exit_code_apart_from_its_own_failure(project):
+    result = runner.invoke(app, ["run", "nosuchbox", "--", "true"])
+    assert result.exit_code == 255 and result.stderr.startswith("error: no box named 'nosuchbox'")

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import write_box
 from vagabond import boxes, images, paths, process, provision, remote
-from vagabond.errors import Busy, NotRunning
+from vagabond.errors import Busy, NotRunning, UsageError
 from vagabond.workdir import Workdir
 
 VAGRANT_SSH_CONFIG = """Host default
@@ -35,7 +35,7 @@ def test_ssh_config_adds_connection_sharing(wd):
     text = wd.ssh_config.read_text()
     assert text.startswith(VAGRANT_SSH_CONFIG)
     assert "ControlMaster auto" in text and "ControlPersist 10m" in text
-    assert f"ControlPath {remote.control_dir()}/%C" in text
+    assert f'ControlPath "{remote.control_dir()}/%C"' in text
     assert len(str(remote.control_dir() / ("x" * 40))) < 108
     assert remote.hosts(wd) == ["default"]
 
@@ -72,7 +72,7 @@ def test_inventory_and_env(wd):
     assert provision.write_inventory(wd).read_text() == "[all]\ndefault ansible_user=vagrant\n"
     env = provision.ansible_env(wd)
     assert env["ANSIBLE_PIPELINING"] == "True"
-    assert env["ANSIBLE_SSH_ARGS"] == f"-F {wd.ssh_config}"
+    assert shlex.split(env["ANSIBLE_SSH_ARGS"]) == ["-F", str(wd.ssh_config)]
     assert env["ANSIBLE_CONFIG"] == str(wd.path / "ansible.cfg")
     assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
     assert (provision.Path(env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
@@ -158,3 +158,34 @@ def test_logs_collect_host_files_and_say_what_is_missing(wd, tmp_path):
     guest = [items[f"default-{n}"] for n in ("journal.log", "avc-denials.log", "dmesg.log")]
     assert all(not g["ok"] and "no SSH configuration" in g["detail"] for g in guest)
     assert json.loads((out / "summary.json").read_text()) == summary
+
+
+@pytest.mark.parametrize("attack", ["mode", "symlink", "owner"])
+def test_a_control_directory_someone_else_prepared_is_refused(tmp_path, monkeypatch, attack):
+    import os
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    target = tmp_path / f"vagabond-ssh-{os.getuid()}"
+    if attack == "mode":
+        target.mkdir(mode=0o777)
+        target.chmod(0o777)
+    elif attack == "symlink":
+        (tmp_path / "theirs").mkdir(mode=0o700)
+        target.symlink_to(tmp_path / "theirs")
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("making a directory owned by another user needs root")
+        target.mkdir(mode=0o700)
+        os.chown(target, 65534, 65534)
+    with pytest.raises(UsageError, match="is not a private directory of this user"):
+        remote.control_dir()
+
+
+def test_the_control_directory_is_made_private(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    made = remote.control_dir()
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700 and made.stat().st_uid == os.getuid()
+    assert remote.control_dir() == made

@@ -53,7 +53,7 @@ def test_no_nightly_job_without_prebuilt_boxes(project):
     assert set(doc["jobs"]) == {"test"} and "schedule" not in doc["on"]
 
 
-@pytest.mark.parametrize("command", ["make test", "pytest -k 'not slow' && echo \"done\"", "a: b # c\n  {x}"])
+@pytest.mark.parametrize("command", ["make test", "pytest -k 'not slow' && echo \"done\"", "a: b # c {x} && '#' --"])
 def test_test_command_arrives_intact(project, command):
     doc = YAML(typ="safe").load(generate(project, "--test-command", command).stdout)
     assert doc["jobs"]["test"]["env"]["TEST_COMMAND"] == command
@@ -75,3 +75,11 @@ def test_foreign_workflow_file_is_not_overwritten(project):
     assert target.read_text() == "name: hand-written\n"
     assert generate(project, "-o", str(target), "--force").exit_code == 0
     assert generate(project, "-o", str(target)).exit_code == 0, "a generated file may be regenerated"
+
+
+@pytest.mark.parametrize("bad", ["make\rtest", "make\ntest", "a\x85b", "a\u2028b", "a\x00b", "a\tb"])
+@pytest.mark.parametrize("option", ["--test-command", "--runs-on", "--vagabond-spec", "--cron"])
+def test_control_characters_never_reach_the_workflow(project, option, bad):
+    result = CliRunner().invoke(app, ["ci", "github", "--boxes", "debian12", option, bad])
+    assert result.exit_code == 2
+    assert f"error: {option} " in result.stderr and "is not allowed in a workflow" in result.stderr

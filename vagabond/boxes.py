@@ -20,7 +20,7 @@ from pydantic import (
 )
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from vagabond import paths
 from vagabond.errors import BoxDefinitionError, BoxNotFound
@@ -63,7 +63,7 @@ BoxName = Annotated[
 VersionConstraint = Annotated[
     str,
     _pattern(
-        r"\s*(?:(?:[<>]=?|=|!=|~>)\s*)?\d+(?:\.\d+)*(?:\s*,\s*(?:(?:[<>]=?|=|!=|~>)\s*)?\d+(?:\.\d+)*)*\s*",
+        r" *(?:(?:[<>]=?|=|!=|~>) *)?[0-9]+(?:\.[0-9]+)*(?: *, *(?:(?:[<>]=?|=|!=|~>) *)?[0-9]+(?:\.[0-9]+)*)* *",
         "version constraint (like '>= 2004.01' or '~> 9.4, < 10')",
     ),
 ]
@@ -299,8 +299,16 @@ def load_box(path: Path) -> Box:
         line = mark.line + 1 if mark else 1
         problem = exc.problem or exc.context or "invalid YAML"
         raise BoxDefinitionError([f"{shown}:{line}: YAML syntax error: {problem}"]) from None
+    except YAMLError as exc:  # e.g. the reader's "special characters are not allowed", with a position
+        line = text[: getattr(exc, "position", 0) or 0].count("\n") + 1
+        problem = " ".join(str(exc).split("\n")[0].split()) or "invalid YAML"
+        raise BoxDefinitionError([f"{shown}:{line}: YAML syntax error: {problem}"]) from None
     if not isinstance(doc, CommentedMap):
         raise BoxDefinitionError([f"{shown}:1: a box file must be a mapping of keys (description, base, ...)"])
+    unencodable = [f"{shown}:{_line_of(doc, loc)}: {_label(doc, loc) or 'key'}: a lone surrogate ({bad!r}) is not "
+                   "text; write the character itself" for loc, bad in _surrogates(doc)]  # fmt: skip
+    if unencodable:
+        raise BoxDefinitionError(unencodable)
     try:
         spec = BoxSpec.model_validate(_plain(doc))
     except ValidationError as exc:
@@ -315,6 +323,23 @@ def load_box(path: Path) -> Box:
     if missing:
         raise BoxDefinitionError(missing)
     return box
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _surrogates(node: Any, loc: tuple = ()) -> Iterator[tuple[tuple, str]]:
+    """Strings YAML's \\uXXXX escapes made that no UTF-8 output can hold (every one, with where it is)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and (m := _SURROGATE.search(key)):
+                yield loc, m.group()
+            yield from _surrogates(value, loc + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _surrogates(value, loc + (i,))
+    elif isinstance(node, str) and (m := _SURROGATE.search(node)):
+        yield loc, m.group()
 
 
 def _plain(node: Any) -> Any:

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -81,8 +80,7 @@ def build(box: Box, *, force: bool = False) -> BaseBox:
             raise UsageError(f"'{tool}' is needed to build base boxes", hint="run scripts/install.sh")
     out_dir = cache_dir_for(base)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="vagabond-base-", dir=out_dir) as tmp:
-        work = Path(tmp)
+    with images.scratch_dir(out_dir, "vagabond-base-") as work:
         rootfs_tar = rootfs(base)
         raw = work / "disk.raw"
         kernel = out_dir / "vmlinuz"
@@ -118,13 +116,20 @@ def rootfs(base: MmdebstrapBase, extra_packages: list[str] | None = None, *, kee
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial.tar")
-    with ui.step(f"mmdebstrap {base.suite} ({len(packages)} packages)"):
-        run_mmdebstrap(base, partial, packages, keep_debs=keep_debs)
-    partial.replace(target)
+    # mmdebstrap's chroot (with /proc, /sys and /dev mounted in it) goes into a directory of ours:
+    # when it is stopped before it can clean up, vagabond unmounts and removes what it left.
+    try:
+        with images.scratch_dir(target.parent, "mmdebstrap-") as work:
+            with ui.step(f"mmdebstrap {base.suite} ({len(packages)} packages)"):
+                run_mmdebstrap(base, partial, packages, keep_debs=keep_debs, tmpdir=work)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 
-def run_mmdebstrap(base: MmdebstrapBase, target: Path, packages: list[str], *, keep_debs: bool = False) -> None:
+def run_mmdebstrap(base: MmdebstrapBase, target: Path, packages: list[str], *, keep_debs: bool = False,
+                   tmpdir: Path | None = None) -> None:  # fmt: skip
     # No mirror argument: mmdebstrap uses the distribution's mirror for the suite, as the host's apt does.
     argv = [
         "mmdebstrap", "--variant=apt", "--mode=root", "--format=tar",
@@ -136,7 +141,8 @@ def run_mmdebstrap(base: MmdebstrapBase, target: Path, packages: list[str], *, k
         # Keep the downloaded .debs: they become a local apt repository for offline guests.
         argv.append("--skip=download/empty")
     argv += [base.suite, str(target)]
-    process.check(argv, timeout=timeouts.MMDEBSTRAP, stream=_progress("mmdebstrap"))
+    env = dict(os.environ, TMPDIR=str(tmpdir)) if tmpdir else None  # where mmdebstrap makes its chroot
+    process.check(argv, env=env, timeout=timeouts.MMDEBSTRAP, stream=_progress("mmdebstrap"))
 
 
 def _progress(prefix: str):

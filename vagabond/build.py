@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from vagabond import images, libvirt, lifecycle, process, provision, remote, timeouts, ui
+from vagabond import catalog, images, interrupts, libvirt, lifecycle, process, provision, remote, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import UsageError, VagabondError
 from vagabond.vm import Vagrant
@@ -113,9 +113,11 @@ def default_name(box: Box) -> str:
 def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version: str | None = None) -> dict:
     """Base box + playbooks -> a prebuilt dependency box: up, provision, verify, clean, halt,
     flatten the disk into a compressed qcow2, write the box and its description, destroy the VM."""
-    version = version or time.strftime("%Y%m%d.%H%M%S", time.gmtime())
+    version = catalog.check_version(version or time.strftime("%Y%m%d.%H%M%S", time.gmtime()))
     name = default_name(box)
     digest = provision.definition_digest(box)
+    target = out / f"{name.replace('/', '-')}-{version}-libvirt.box"
+    img = out / f".{target.stem}.img"
     opts.prebuilt = False  # a dependency box is always built from its base, never from itself
     lifecycle.up(box, wd, opts)
     try:
@@ -128,8 +130,6 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
         if not disks:
             raise VagabondError(f"domain {domain} has no disk to package")
         out.mkdir(parents=True, exist_ok=True)
-        target = out / f"{name.replace('/', '-')}-{version}-libvirt.box"
-        img = out / f".{target.stem}.img"
         flatten_and_compact(Path(disks[0]), img)
         virtual = images.image_info(img)["virtual-size"]
         with ui.step("write the box (tar, xz)"):
@@ -140,6 +140,8 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
         info = describe(target, name=name, version=version, description=box.spec.description,
                         base={"box": base.box_name, "version": state.get("base_version")}, digest=digest)  # fmt: skip
     finally:
-        lifecycle.destroy(box, wd)
+        with interrupts.cleanup():  # an interrupted build leaves neither its VM nor a half-written image
+            img.unlink(missing_ok=True)
+            lifecycle.destroy(box, wd)
     ui.info(f"built {name} {version}: {target} ({info['size'] / 2**20:.0f} MiB)")
     return info | {"path": str(target)}

@@ -43,7 +43,7 @@ class Conflict(Exception):
 
 def check_version(version: str) -> str:
     if not isinstance(version, str) or not VERSION.fullmatch(version):
-        raise PublishError(f"version {version!r} is not one Vagrant can order",
+        raise UsageError(f"version {version!r} is not one Vagrant can order",
                            hint="use digits and dots, e.g. 1.2.0 or 20261127.1200")  # fmt: skip
     return version
 
@@ -79,6 +79,7 @@ class DirStore:
         """Copy in under a temporary name, then link it into place: without replace, a file that
         appeared meanwhile (a concurrent publish of the same version) is never overwritten."""
         target = self._path(key)
+        made_dir = not target.parent.exists()
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
@@ -97,6 +98,9 @@ class DirStore:
                 raise Conflict from None
         finally:
             tmp.unlink(missing_ok=True)
+            if made_dir and not target.exists():
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()  # the version directory this failed upload made
 
     def read_back(self, key: str) -> tuple[int, str]:
         path = self._path(key)

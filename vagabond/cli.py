@@ -15,8 +15,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from vagabond import (
-    __version__, base, boxes, build, cloudimage, detect, doctor, errors, gc, lifecycle, logs, paths, prepare, project,
-    remote, render, ui, workflow,
+    __version__, base, boxes, build, cloudimage, detect, doctor, errors, gc, interrupts, lifecycle, logs, paths, prepare,
+    project, remote, render, ui, workflow,
 )
 from vagabond import catalog as catalogs
 from vagabond.errors import VagabondError
@@ -33,7 +33,8 @@ class _Funnel(TyperGroup):
         command = " ".join(_command_words(sys.argv[1:]))
         ok, detail = False, ""
         try:
-            result = super().invoke(ctx)
+            with interrupts.handled():  # SIGTERM and SIGHUP as Ctrl-C: every command cleans up
+                result = super().invoke(ctx)
             ok = True
             return result
         except VagabondError as exc:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -85,8 +84,7 @@ def import_image(name: str, image: str, *, checksum: str | None = None, out: Pat
     if not process.which("cloud-localds"):
         raise UsageError("'cloud-localds' is needed to import cloud images", hint="apt-get install cloud-image-utils")
     decision = detect.choose_driver(driver)
-    with tempfile.TemporaryDirectory(prefix="vagabond-import-", dir=out_dir) as tmp:
-        work = Path(tmp)
+    with images.scratch_dir(out_dir, "vagabond-import-") as work:
         disk = work / "disk.qcow2"
         with ui.step(f"copy {source.name}"):
             process.check(["qemu-img", "convert", "-O", "qcow2", str(source), str(disk)], timeout=timeouts.IMAGE)

@@ -90,7 +90,7 @@ def collect(dry_run: bool = False) -> list[Orphan]:
         elif orphan.kind in ("volume", "box image"):
             orphan.removed = orphan.name in gone or libvirt.delete_volume(orphan.name)
         elif orphan.kind == "network":
-            orphan.removed = libvirt.remove_network(orphan.name)
+            orphan.removed = libvirt.remove_network_if_unused(orphan.name)
         if not orphan.removed:
             ui.info(f"could not remove {orphan.kind} {orphan.name}")
     _forget_finished()

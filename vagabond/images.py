@@ -6,14 +6,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 import struct
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import process, timeouts
+from vagabond import interrupts, process, timeouts, ui
 from vagabond.errors import VagabondError
 
 # Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
@@ -115,6 +117,46 @@ def attached(raw: Path) -> Iterator[tuple[str, list[str]]]:
         yield loop, parts
 
 
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path``, deepest first (/proc/self/mountinfo escapes spaces as \\040)."""
+    root = str(path.resolve())
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+            if point == root or point.startswith(root + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def unmount_under(path: Path) -> list[str]:
+    """Unmount what a stopped program left mounted below ``path`` (lazily: a busy mount goes as soon
+    as it is free), so that the directory can be removed. Returns what was unmounted."""
+    done = []
+    for point in mounts_under(path):
+        if process.run(["umount", "--lazy", point], timeout=timeouts.TOOL).ok:
+            done.append(point)
+    return done
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A working directory that goes away afterwards, whatever happened in it. What a stopped
+    program left mounted inside (a chroot's /dev, /proc, /sys) is unmounted first; if anything is
+    still mounted there, the directory is kept: removing it would reach into the host's own files."""
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield work
+    finally:
+        with interrupts.cleanup():
+            unmount_under(work)
+            if left := mounts_under(work):
+                ui.info(f"kept {work}: {', '.join(left)} could not be unmounted (remove it by hand once they are)")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+
+
 def compact_filesystems(raw: Path) -> list[str]:
     """Offline, on a halted guest's raw disk: give each ext2/3/4 file system a fresh journal (the
     old one holds stale data blocks) and discard its free blocks (the loop device punches holes in
@@ -179,21 +221,23 @@ def write_box(box_img: Path, out: Path, *, virtual_size_gib: int, vagrantfile: s
     sparse qcow2): far smaller than qcow2's per-cluster zlib, and Vagrant's bsdtar unpacks it as is."""
     metadata = {"provider": "libvirt", "format": "qcow2", "virtual_size": virtual_size_gib}
     staging = out.with_name(out.name + ".parts")
-    staging.mkdir(parents=True, exist_ok=True)
-    (staging / "metadata.json").write_text(json.dumps(metadata) + "\n")
-    (staging / "Vagrantfile").write_text(vagrantfile)
     tmp = out.with_name(f".{out.name}.tmp")
-    with tarfile.open(tmp, "w") as tar:
-        tar.add(staging / "metadata.json", arcname="metadata.json")
-        tar.add(staging / "Vagrantfile", arcname="Vagrantfile")
-        tar.add(box_img, arcname="box.img")
-    if xz:
-        process.check(["xz", *XZ_OPTIONS, "--force", str(tmp)], timeout=timeouts.COMPRESS)
-        tmp = tmp.with_name(tmp.name + ".xz")
-    tmp.replace(out)
-    for p in staging.iterdir():
-        p.unlink()
-    staging.rmdir()
+    packed = tmp.with_name(tmp.name + ".xz")
+    try:  # whatever happens (an interrupt during xz), no half-written box and no staging stay behind
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / "metadata.json").write_text(json.dumps(metadata) + "\n")
+        (staging / "Vagrantfile").write_text(vagrantfile)
+        with tarfile.open(tmp, "w") as tar:
+            tar.add(staging / "metadata.json", arcname="metadata.json")
+            tar.add(staging / "Vagrantfile", arcname="Vagrantfile")
+            tar.add(box_img, arcname="box.img")
+        if xz:
+            process.check(["xz", *XZ_OPTIONS, "--force", str(tmp)], timeout=timeouts.COMPRESS)
+        (packed if xz else tmp).replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        packed.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

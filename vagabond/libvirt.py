@@ -6,9 +6,12 @@ libvirtd over its Unix socket, so it works the same from the host and from the V
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from vagabond import process, timeouts
@@ -18,6 +21,49 @@ POOL_DIR = Path("/var/lib/libvirt/images")  # where the pool lives when vagabond
 MGMT_NETWORK = "vagrant-libvirt"
 # libvirt writes each domain's qemu log here; vagabond's Vagrantfile puts the serial console next to it.
 LOG_DIR = Path("/var/log/libvirt/qemu")
+
+
+# Host-wide, like the libvirt objects it guards: every user of this host's libvirt takes turns here.
+TURN_LOCK = Path("/run/lock/vagabond-libvirt.lock")
+
+
+class Turn:
+    """One vagabond at a time creates its domain (and, first, vagrant-libvirt's management network)
+    or removes that network: two runs doing so at once race in vagrant-libvirt (both create the
+    network, or one removes it while the other is about to use it). The turn is held from the start
+    of `vagrant up` until its domain is waiting for an IP address, so boots still run side by side.
+    Where the lock cannot be opened (another user made it private), runs go without it."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._mutex = threading.Lock()  # release() comes from the thread that reads vagrant's output
+
+    def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
+        try:
+            fd = os.open(TURN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._mutex:
+            self._fd = fd
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> Turn:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def uri() -> str:
@@ -135,3 +181,10 @@ def remove_network(network: str) -> bool:
         return False
     run("net-destroy", network)
     return run("net-undefine", network).ok
+
+
+def remove_network_if_unused(network: str) -> bool:
+    """Remove the network when no domain uses it, in turn with every run that is creating a domain
+    (which may be about to use it)."""
+    with Turn():
+        return network in networks() and not network_in_use(network) and remove_network(network)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import base, catalog, detect, libvirt, logs, provision, registry, remote, render, timeouts, ui
+from vagabond import base, catalog, detect, interrupts, libvirt, logs, provision, registry, remote, render, timeouts, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase
 from vagabond.errors import CommandFailed, Interrupted, NotRunning, StepFailed, VagabondError
 from vagabond.vm import Vagrant
@@ -26,34 +25,6 @@ class Options:
     prebuilt: bool = True  # use the box's prebuilt dependency box when its catalog has a current one
     boot_timeout: int | None = None
     logs_dir: Path | None = None  # collect `vagabond logs` here when up fails, before cleaning up
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGTERM (CI cancelling a job) behaves like Ctrl-C: unwind, clean up, exit non-zero."""
-
-    def handler(signum, frame):
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted by SIGINT") from None
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def shielded() -> Iterator[None]:
-    """Cleanup must finish: ignore further SIGINT/SIGTERM while it runs (CI sends both)."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _vagrant(wd: Workdir, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
@@ -132,8 +103,10 @@ class _IpWatch:
         self.since: float | None = None
         self.done = False
 
+    WAITING = "Waiting for domain to get an IP address"
+
     def see(self, line: str) -> None:
-        if "Waiting for domain to get an IP address" in line and self.since is None:
+        if self.WAITING in line and self.since is None:
             self.since = time.monotonic()
         elif "SSH address:" in line or "Waiting for machine to boot" in line:
             self.done = True
@@ -207,11 +180,17 @@ class Ours:
             self.upload_started = True
 
 
+def already_provisioned(recorded: bool, was_new: bool, prebuilt: bool, extra_vars: Sequence[str]) -> bool:
+    """Whether `up` may skip the playbooks: the VM it keeps was provisioned, or it boots a prebuilt
+    box, which holds what the playbooks install, unless extra vars ask for something else."""
+    return (recorded and not was_new) or (prebuilt and not extra_vars)
+
+
 def up(box: Box, wd: Workdir, opts: Options) -> dict:
     """Render, boot, provision and verify. Any failure names its step; a failed or interrupted run
     removes what it created (unless keep_on_failure), so the next run starts clean."""
     timings: dict[str, float] = {}
-    with wd.lock("up"), interruptible():
+    with wd.lock("up"):
         decision = detect.choose_driver(opts.driver)
         ui.info(f"driver {decision.driver}: {decision.reason}")
         step = "prepare base box"
@@ -230,9 +209,8 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                     base_version = base.ensure_added(box).version
             step = "render Vagrantfile"
             render_workdir(wd, decision, source, opts.boot_timeout)
-            # A prebuilt box holds what the playbooks install, unless extra vars ask for something else.
-            provisioned = (wd.read_state().get("provisioned", False) and not was_new) or (
-                source is not None and not opts.extra_vars)
+            provisioned = already_provisioned(bool(wd.read_state().get("provisioned")), was_new, source is not None,
+                                              opts.extra_vars)  # fmt: skip
             if source is not None and opts.extra_vars and opts.provision:
                 ui.info("extra vars given (-e): the playbooks run on the prebuilt box too, so that they apply")
             wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
@@ -248,18 +226,24 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             ip_watch = _IpWatch(boot_timeout)
             forward = early.watching(sink)
 
+            turn = libvirt.Turn()
+
             def watch(line: str) -> None:
                 ip_watch.see(line)
                 if ours is not None:
                     ours.see(line)
+                if _IpWatch.WAITING in line:
+                    turn.release()  # the domain exists: the next run may create its own
                 forward(line)
 
             try:
                 with _timed(timings, step), ui.step(f"vagrant up ({decision.driver})"):
+                    turn.acquire(on_wait=lambda: ui.info("waiting for another vagabond to create its domain first"))
                     v = _vagrant(wd, timeout=boot_timeout + timeouts.UP_SLACK, stream=watch)
                     v.watchdog = ip_watch
                     v.up(provider="libvirt", provision=False)
             finally:
+                turn.release()
                 fh.close()
             step = "ssh config"
             if not early.result():
@@ -279,7 +263,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             if opts.logs_dir is not None and not isinstance(exc, (Interrupted, KeyboardInterrupt)):
                 logs.collect_on_failure(box, wd, opts.logs_dir)
             if ours is not None and not opts.keep_on_failure:
-                with shielded():
+                with interrupts.cleanup():
                     ui.info(f"{step} failed: removing what this run created (keep it with --keep-on-failure)")
                     _cleanup(wd, ours)
             if isinstance(exc, Interrupted):
@@ -311,9 +295,8 @@ def _cleanup(wd: Workdir, ours: Ours) -> list[str]:
             if libvirt.delete_volume(vol):
                 removed.append(f"volume {vol}")
     net = libvirt.MGMT_NETWORK
-    if not ours.network_existed and net in libvirt.networks() and not libvirt.network_in_use(net):
-        if libvirt.remove_network(net):
-            removed.append(f"network {net}")
+    if not ours.network_existed and libvirt.remove_network_if_unused(net):
+        removed.append(f"network {net}")
     wd.remove_state()
     for item in removed:
         ui.info(f"removed {item}")
@@ -335,7 +318,7 @@ def _remove_libvirt_objects(wd: Workdir) -> list[str]:
 
 def destroy(box: Box, wd: Workdir) -> list[str]:
     """Remove the domains, their volumes and the work directory's state, with or without .vagrant."""
-    with wd.lock("destroy"), shielded():
+    with wd.lock("destroy"), interrupts.cleanup():
         removed: list[str] = []
         before = libvirt.domains(wd.prefix)
         if (wd.path / ".vagrant").exists() and wd.vagrantfile.is_file():
@@ -346,9 +329,8 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
             gone = set(before) - set(libvirt.domains(wd.prefix))
             removed += [f"domain {name} (vagrant destroy)" for name in sorted(gone)]
         removed += _remove_libvirt_objects(wd)
-        if libvirt.MGMT_NETWORK in libvirt.networks() and not libvirt.network_in_use(libvirt.MGMT_NETWORK):
-            if libvirt.remove_network(libvirt.MGMT_NETWORK):
-                removed.append(f"network {libvirt.MGMT_NETWORK}")
+        if libvirt.remove_network_if_unused(libvirt.MGMT_NETWORK):
+            removed.append(f"network {libvirt.MGMT_NETWORK}")
         wd.remove_state()
         return removed
 
@@ -363,7 +345,7 @@ def halt(box: Box, wd: Workdir) -> None:
 
 
 def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[provision.Recap]:
-    with wd.lock("provision"), interruptible():
+    with wd.lock("provision"):
         _require_up(wd)
         if not wd.ssh_config.is_file():
             refresh_ssh_config(wd)

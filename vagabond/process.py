@@ -25,7 +25,7 @@ from vagabond.errors import CommandFailed, ToolMissing, format_argv
 log = logging.getLogger("vagabond.process")
 
 # Seconds between SIGTERM and SIGKILL when a command's process group must go.
-KILL_GRACE = 5.0
+KILL_GRACE = 3.0
 # Seconds to keep reading a finished command's pipes. A daemon it left behind can hold them open
 # forever (ssh's ControlPersist master keeps stderr), so stop waiting after this.
 DRAIN_AFTER_EXIT = 2.0

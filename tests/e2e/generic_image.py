@@ -3,7 +3,6 @@ and openssh, no vagrant user (as the images distributions publish). Cached like 
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from vagabond import base, images, paths
@@ -17,9 +16,9 @@ def build_generic_image() -> Path:
     spec = MmdebstrapBase(kind="mmdebstrap", suite="bookworm", box="test/generic", packages=["cloud-init"], disk=4)
     rootfs = base.rootfs(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        raw = Path(tmp) / "disk.raw"
-        base.make_disk(raw, rootfs, spec.disk, kernel_out=Path(tmp) / "vmlinuz", vagrant_user=False)
+    with images.scratch_dir(target.parent, "generic-") as tmp:
+        raw = tmp / "disk.raw"
+        base.make_disk(raw, rootfs, spec.disk, kernel_out=tmp / "vmlinuz", vagrant_user=False)
         partial = target.with_suffix(".partial")
         images.convert_to_qcow2(raw, partial)
         partial.replace(target)

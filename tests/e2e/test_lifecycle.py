@@ -89,6 +89,22 @@ def test_ssh_gives_an_interactive_shell(vagabond, selinux_vm):
     assert os.waitstatus_to_exitcode(status_code) == 5
 
 
+def test_run_cancelled_like_github_ends_at_once_and_leaves_no_ssh(vagabond, selinux_vm):
+    proc = subprocess.Popen(vagabond.argv("run", BOX, "--", "sleep", "600"), cwd=vagabond.cwd, env=vagabond.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(3)
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=7.5)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=2.5)
+    assert proc.returncode != 0
+    sessions = subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True, text=True).stdout.split()
+    assert sessions == [], "an ssh (or its command) outlived the cancelled run"
+    assert vagabond("run", BOX, "--", "true").returncode == 0, "the shared connection still works afterwards"
+
+
 def test_status_json(vagabond, selinux_vm):
     s = status(vagabond)
     assert s["driver"] == "qemu" and s["provisioned"] is True

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -314,3 +315,43 @@ def test_box_objects_are_never_overwritten_without_force(tiny_box, tmp_path, s3)
             store.put_file("1.0.0/a.box", tiny_box)
         store.put_file("1.0.0/a.box", tiny_box, replace=True)
         assert store.read_back("1.0.0/a.box")[1] == images.sha256_file(tiny_box)
+
+
+def test_a_publish_cancelled_during_the_upload_leaves_no_file_behind(tmp_path):
+    """A real SIGTERM while the box is being copied into the catalog: no box, no temporary file."""
+    work = tmp_path / "big"
+    work.mkdir()
+    with open(work / "box.img", "wb") as fh:
+        fh.truncate(1024**3)  # 1 GiB: the copy takes long enough to be caught in the middle
+    box = images.write_box(work / "box.img", work / "big.box", virtual_size_gib=1)
+    (work / "box.img").unlink()
+    cat = tmp_path / "cat"
+    catalog.publish(make_version(box, tmp_path, "1.0.0"), str(cat))  # an earlier version stays as it is
+    before = sorted(p.relative_to(cat) for p in cat.rglob("*"))
+    proc = subprocess.Popen([*VAGABOND, "publish", str(make_version(box, tmp_path, "2.0.0")), "--catalog", str(cat)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(cat.rglob(".*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert sorted(p.relative_to(cat) for p in cat.rglob("*")) == before, "the cancelled publish left something"
+    assert [v["version"] for v in json.loads((cat / "metadata.json").read_text())["versions"]] == ["1.0.0"]
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE": None, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+      "AWS_CONFIG_FILE": "/nonexistent"}, "no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot reach the S3 endpoint (http://127.0.0.1:9)"),
+    ({}, "the bucket does not exist"),
+])  # fmt: skip
+def test_s3_failures_are_one_line_that_says_what_to_do(tiny_box, tmp_path, s3, env, message):
+    box = make_version(tiny_box, tmp_path, "3.0.0")
+    run_env = dict(os.environ, AWS_MAX_ATTEMPTS="1", AWS_EC2_METADATA_DISABLED="true")
+    for k, v in env.items():
+        run_env.pop(k, None) if v is None else run_env.__setitem__(k, v)
+    target = "s3://no-such-bucket/x" if not env else "s3://boxes/errors"
+    out = process.run([*VAGABOND, "publish", str(box), "--catalog", target], env=run_env, timeout=120)
+    assert out.returncode == PublishError.exit_code, out.stderr
+    assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr

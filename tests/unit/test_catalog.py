@@ -96,7 +96,7 @@ def test_the_prebuilt_name_is_the_box_files_not_the_catalogs(tmp_path):
 
 @pytest.mark.parametrize("version", ["latest", "../../x", "1.0.beta", "1..2", "", "1.2.", "v1", "1/2", "1" * 12])
 def test_versions_vagrant_cannot_order_are_refused(version):
-    with pytest.raises(PublishError, match=r"is not one Vagrant can order \(use digits and dots"):
+    with pytest.raises(UsageError, match=r"is not one Vagrant can order \(use digits and dots"):
         catalog.check_version(version)
 
 

@@ -189,3 +189,16 @@ def test_the_control_directory_is_made_private(tmp_path, monkeypatch):
     made = remote.control_dir()
     assert stat.S_IMODE(made.stat().st_mode) == 0o700 and made.stat().st_uid == os.getuid()
     assert remote.control_dir() == made
+
+
+@pytest.mark.parametrize(("recorded", "was_new", "prebuilt", "extra_vars", "skip"), [
+    (False, True, True, (), True),  # a prebuilt box holds the playbooks' work
+    (False, True, True, ("app_version=2",), False),  # ... but extra vars must apply: the playbooks run
+    (True, False, False, (), True),  # the VM that stays up was provisioned
+    (True, True, False, (), False),  # a new VM from the base box
+    (False, True, False, ("x=1",), False),
+])  # fmt: skip
+def test_extra_vars_are_never_ignored_on_a_prebuilt_box(recorded, was_new, prebuilt, extra_vars, skip):
+    from vagabond import lifecycle
+
+    assert lifecycle.already_provisioned(recorded, was_new, prebuilt, extra_vars) is skip

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from vagabond import catalog, images
 from vagabond.cli import app
-from vagabond.errors import PublishError
+from vagabond.errors import PublishError, UsageError
 
 runner = CliRunner()
 NAME = "org/tiny"
@@ -55,7 +55,7 @@ def test_keep_never_deletes_outside_the_catalog(tmp_path):
 @pytest.mark.parametrize("version", ["../../x", "latest", "1.0.beta"])
 def test_a_version_vagrant_cannot_order_is_refused_before_any_upload(tmp_path, version):
     cat = tmp_path / "cat"
-    with pytest.raises(PublishError, match="is not one Vagrant can order"):
+    with pytest.raises(UsageError, match="is not one Vagrant can order"):
         catalog.publish(make_box(tmp_path, "1.0.0"), str(cat), version=version)
     assert not cat.exists() and not (tmp_path / "x").exists()
 

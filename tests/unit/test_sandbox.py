@@ -77,3 +77,23 @@ def test_vagrant_talks_to_vms_from_the_namespace_and_downloads_from_the_host():
     assert vm.Vagrant._vm_facing(["destroy", "-f"]) and vm.Vagrant._vm_facing(["halt"])
     assert not vm.Vagrant._vm_facing(["box", "add", "--force", "http://127.0.0.1/metadata.json"])
     assert not vm.Vagrant._vm_facing(["box", "list"]) and not vm.Vagrant._vm_facing(["--version"])
+
+
+def test_runs_take_turns_creating_domains(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from vagabond import libvirt
+
+    monkeypatch.setattr(libvirt, "TURN_LOCK", tmp_path / "turn.lock")
+    first, order = libvirt.Turn(), []
+    first.acquire()
+    second = threading.Thread(target=lambda: (libvirt.Turn().acquire(on_wait=lambda: order.append("waited")),
+                                              order.append("second has it")))  # fmt: skip
+    second.start()
+    time.sleep(0.3)
+    assert order == ["waited"], "the second run must wait while the first creates its domain"
+    first.release()  # from another thread than the one that took it, as vagabond's output reader does
+    second.join(timeout=5)
+    assert order == ["waited", "second has it"]
+    first.release()  # releasing twice is harmless

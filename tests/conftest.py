@@ -58,6 +58,18 @@ def write_box(project: Path, name: str, text: str) -> Path:
     return path
 
 
+def stub_programs(tmp_path: Path, monkeypatch, **scripts: str) -> Path:
+    """Executables named after the keywords, first on PATH (the process seam: what vagabond runs
+    is a script the test wrote)."""
+    bin_dir = tmp_path / "stub-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
+
+
 def require_tool(*names: str) -> None:
     """Skip, loudly, when a real tool is truly absent (the real tier is meant to run in CI)."""
     missing = [n for n in names if not shutil.which(n)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from tests.conftest import require_tool, stub_programs
 from vagabond import boxes, paths, process, provision, remote
 from vagabond.workdir import Workdir
 
@@ -29,12 +29,9 @@ def test_a_hostile_work_directory_path_stays_one_argument(tmp_path, monkeypatch,
     ansible = Path(sys.executable).with_name("ansible-playbook")
     if not ansible.exists():
         pytest.skip("REAL TOOL MISSING: ansible-playbook (pip install -e .)")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ssh").write_text(STUB_SSH)
-    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    stub_programs(tmp_path, monkeypatch, ssh=STUB_SSH)
     argv_file = tmp_path / "argv"
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
     monkeypatch.setenv("SSH_ARGV", str(argv_file))
     monkeypatch.setenv("VAGABOND_MITOGEN", mitogen)
 

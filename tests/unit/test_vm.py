@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 
 import pytest
 import vagrant as python_vagrant
 
+from tests.conftest import stub_programs
 from vagabond import vm
 from vagabond.errors import CommandFailed
 
@@ -30,12 +30,8 @@ esac
 
 @pytest.fixture
 def stub(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "vagrant").write_text(STUB)
-    (bin_dir / "vagrant").chmod(0o755)
+    stub_programs(tmp_path, monkeypatch, vagrant=STUB)
     log = tmp_path / "vagrant.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("STUB_LOG", str(log))
     root = tmp_path / "wd"
     root.mkdir()

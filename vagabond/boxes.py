@@ -202,6 +202,8 @@ class BoxSpec(_Strict):
     resources: Resources = Resources()
     modes: Modes = Modes()
     playbooks: list[Annotated[Playbook, BeforeValidator(lambda v: {"path": v} if isinstance(v, str) else v)]] = []
+    # Ansible variables for every playbook, the mode playbooks too (a playbook's own vars win).
+    vars: dict[Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "Ansible variable name")], Any] = {}
     prebuilt: Prebuilt | None = None
     machines: list[Machine] = []
     synced_folders: list[SyncedFolder] = []

@@ -196,27 +196,37 @@ def init_(
 def render_(
     box: Annotated[str, typer.Argument(help="Box name (a file boxes/<name>.yaml).")],
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", help="Write the Vagrantfile here (default: print to stdout).")
+        Optional[Path],
+        typer.Option("-o", "--out", "--output", metavar="DIR",
+                     help="Directory to write the Vagrantfile and its vagabond-provision/ into (default: print the Vagrantfile)."),
     ] = None,
-    driver: DriverOption = None,
+    driver: Annotated[
+        Optional[DriverChoice],
+        typer.Option("--driver", case_sensitive=False,
+                     help="Pin the libvirt driver into the file (default: the file decides on the host it runs on)."),
+    ] = None,
 ) -> None:
-    """Render the box's Vagrantfile, usable with plain `vagrant up`.
+    """Write the box's Vagrantfile for plain `vagrant up`: the same VM as `vagabond up`.
 
-    The libvirt driver is detected (kvm only when hardware virtualization really works) unless
-    --driver or $VAGABOND_DRIVER says otherwise; the file also honours VAGABOND_DRIVER at `vagrant up` time.
+    With -o DIR: DIR/Vagrantfile and DIR/vagabond-provision/ (the one playbook that both
+    `vagrant provision` and `vagabond provision` run, the mode playbooks it needs, the mode checks).
+    Paths are relative to DIR, so the files can be committed and used in any checkout, with no
+    vagabond installed. Rendering again is safe: it says what changed.
 
-    Example: vagabond render centos7-selinux -o vm/Vagrantfile && cd vm && vagrant up
+    Example: vagabond render centos7-selinux -o . && vagrant up && vagrant ssh -c getenforce
     """
     definition = boxes.find_box(box, _box_dirs())
-    decision = detect.choose_driver(driver.value if driver else None)
-    options = render.RenderOptions(driver=decision.driver, driver_reason=decision.reason)
+    options = render.RenderOptions(driver=driver.value if driver else None)
     if output is None:
-        sys.stdout.write(render.render(definition, options))
+        sys.stdout.write(render.render(definition, options, Path.cwd()))
         return
-    if output.is_dir():
-        output = output / "Vagrantfile"
-    render.write_vagrantfile(definition, options, output)
-    ui.info(f"wrote {output} (driver {decision.driver}: {decision.reason})")
+    if output.name == "Vagrantfile" and not output.is_dir():
+        output = output.parent  # -o vm/Vagrantfile, as earlier versions took it
+    changed = render.write(definition, options, output)
+    if changed:
+        ui.info(f"wrote {', '.join(changed)} in {output}")
+    else:
+        ui.info(f"{output}/Vagrantfile and {output}/vagabond-provision are up to date")
 
 
 @app.command("doctor")

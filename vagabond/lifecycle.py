@@ -28,7 +28,10 @@ class Options:
 
 
 def _vagrant(wd: Workdir, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
-    return Vagrant(wd.path, timeout=timeout, stream=stream)
+    # The Vagrantfile decides the driver itself when a person runs it; vagabond hands it its own
+    # decision (which may rest on a smoke boot the file cannot do).
+    driver = wd.read_state().get("driver")
+    return Vagrant(wd.path, timeout=timeout, stream=stream, env={"VAGABOND_DRIVER": driver} if driver else None)
 
 
 def _log_sink(wd: Workdir, name: str):
@@ -45,10 +48,9 @@ def _log_sink(wd: Workdir, name: str):
     return sink, fh
 
 
-def render_workdir(wd: Workdir, decision: detect.Decision, source: render.BoxSource | None = None,
-                   boot_timeout: int | None = None) -> None:  # fmt: skip
-    options = render.RenderOptions(decision.driver, decision.reason, source, boot_timeout)
-    render.write_vagrantfile(wd.box, options, wd.vagrantfile)
+def render_workdir(wd: Workdir, source: render.BoxSource | None = None, boot_timeout: int | None = None) -> None:
+    """The Vagrantfile and provisioning directory `vagrant up` and `vagabond provision` use here."""
+    render.write(wd.box, render.RenderOptions(source=source, boot_timeout=boot_timeout), wd.path)
 
 
 def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:
@@ -208,7 +210,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                 with _timed(timings, step), ui.step(step):
                     base_version = base.ensure_added(box).version
             step = "render Vagrantfile"
-            render_workdir(wd, decision, source, opts.boot_timeout)
+            render_workdir(wd, source, opts.boot_timeout)
             provisioned = already_provisioned(bool(wd.read_state().get("provisioned")), was_new, source is not None,
                                               opts.extra_vars)  # fmt: skip
             if source is not None and opts.extra_vars and opts.provision:
@@ -349,6 +351,8 @@ def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[p
         _require_up(wd)
         if not wd.ssh_config.is_file():
             refresh_ssh_config(wd)
+        previous = wd.read_state().get("prebuilt")
+        render_workdir(wd, render.BoxSource(**previous) if previous else None)  # the playbooks as they are now
         recaps = provision.run_playbooks(wd, extra_vars)
         wd.write_state(provisioned=True, env=box.spec.env, recap=[r.__dict__ for r in recaps])
         provision.run_checks(wd, box.machine_names())

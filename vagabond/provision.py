@@ -1,5 +1,14 @@
-"""Ansible: the playbooks a box runs and their digest, inventory from the SSH config, one
-ansible-playbook run, and the checks that prove a mode."""
+"""Ansible: the playbooks a box runs and their digest, the provisioning directory both routes run
+(plain `vagrant provision` and `vagabond provision`), inventory from the SSH config, one
+ansible-playbook run, and the checks that prove a mode.
+
+The provisioning directory (vagabond-provision/, next to the Vagrantfile) holds site.yml, the one
+playbook both routes run: it first asks the guest which definition it was built from (a prebuilt
+box records its digest in /etc/vagabond/definition) and skips the rest when that is this one; then
+the mode playbooks (copied there, so a committed Vagrantfile needs no vagabond installed), the
+box's own playbooks (referenced relative to it), and the mode checks, which fail the run when a
+mode is off.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +37,9 @@ class PlaybookRun:
 @dataclass(frozen=True)
 class ModeCheck:
     mode: str
-    argv: tuple[str, ...]
+    command: tuple[str, ...]  # run as root: through sudo over SSH, with become in Ansible
     expect: str
+    title: str
 
 
 def mode_playbooks(box: Box) -> list[PlaybookRun]:
@@ -46,10 +56,9 @@ def mode_checks(box: Box) -> list[ModeCheck]:
     modes = box.spec.modes
     checks = []
     if modes.selinux is not None:
-        # Through sudo: its secure_path has the sbin directories whatever the box's login PATH is.
-        checks.append(ModeCheck("selinux", ("sudo", "-n", "getenforce"), modes.selinux.capitalize()))
+        checks.append(ModeCheck("selinux", ("getenforce",), modes.selinux.capitalize(), f"SELinux is {modes.selinux}"))
     if modes.fips:
-        checks.append(ModeCheck("fips", ("cat", "/proc/sys/crypto/fips_enabled"), "1"))
+        checks.append(ModeCheck("fips", ("cat", "/proc/sys/crypto/fips_enabled"), "1", "FIPS mode is on"))
     return checks
 
 
@@ -95,19 +104,131 @@ def definition_digest(box: Box) -> str:
     return digest.hexdigest()
 
 
-def write_site(wd: Workdir, runs: Sequence[PlaybookRun]) -> Path:
-    """One playbook importing all of them: a single ansible-playbook start-up and SSH connection."""
-    site = [{"import_playbook": str(r.path.resolve()), "vars": r.vars} if r.vars else {"import_playbook": str(r.path.resolve())} for r in runs]
-    path = wd.site_playbook
-    path.write_text(json.dumps(site, indent=2) + "\n")  # JSON is YAML: no quoting surprises
-    return path
+PROVISION_DIR = "vagabond-provision"
+DEFINITION_FILE = "/etc/vagabond/definition"  # in the guest: the digest of the definition a prebuilt box holds
+GROUP = "vagabond"  # every machine of the box, in both routes' inventories
+HOST_VARS = {"ansible_user": "vagrant"}
+
+ANSIBLE_CFG = """\
+# Written by vagabond: the settings both plain `vagrant provision` and `vagabond provision` use
+# (vagabond adds its shared SSH connection, fact cache and Mitogen through the environment).
+[defaults]
+host_key_checking = False
+retry_files_enabled = False
+interpreter_python = auto_silent
+deprecation_warnings = False
+# Module files go to a world-writable place, so become (vagrant -> root) needs no chmod dance.
+remote_tmp = /tmp/.ansible-${USER}/tmp
+
+[ssh_connection]
+# One SSH round trip per task instead of three: modules go over stdin.
+pipelining = True
+"""
+
+
+def _relative(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+
+
+def site_plays(box: Box, provision_dir: Path, digest: str) -> list[dict]:
+    """site.yml: the one playbook both routes run (see the module's docstring)."""
+    skip = "not vagabond_current"
+    plays: list[dict] = [{
+        "name": "vagabond: does this VM already hold this definition?",
+        "hosts": "all", "gather_facts": False, "become": True,
+        "vars": {"vagabond_definition": digest},
+        "tasks": [
+            {"name": "Read the definition the box was built from", "ansible.builtin.slurp": {"src": DEFINITION_FILE},
+             "register": "vagabond_built_from", "failed_when": False},
+            {"name": "Skip the playbooks when it holds this one (vagabond_provision=true runs them anyway)",
+             "ansible.builtin.set_fact": {"vagabond_current": "{{ not (vagabond_provision | default(false) | bool) and "
+                                          "(vagabond_built_from.content | default('') | b64decode | trim) == vagabond_definition }}"}},
+        ],
+    }]  # fmt: skip
+    common = dict(box.spec.vars)
+    for run in mode_playbooks(box):
+        plays.append({"import_playbook": f"modes/{run.path.name}", "vars": common | run.vars, "when": skip})
+    for path, spec in zip(box.playbook_paths(), box.spec.playbooks):
+        play = {"import_playbook": _relative(path, provision_dir), "when": skip}
+        plays.append(play | ({"vars": common | dict(spec.vars)} if common or spec.vars else {}))
+    if mode_checks(box):
+        plays.append({"import_playbook": "checks.yml"})
+    return plays
+
+
+def check_plays(box: Box) -> list[dict]:
+    """The mode checks as a play: the run fails when a mode is not what the box asks for."""
+    tasks = []
+    for check in mode_checks(box):
+        var = f"vagabond_{check.mode}"
+        tasks.append({"name": check.title, "ansible.builtin.command": {"argv": list(check.command)}, "register": var,
+                      "changed_when": False, "failed_when": f"{var}.stdout | trim != {json.dumps(check.expect)}"})  # fmt: skip
+    return [{"name": "vagabond: check the modes", "hosts": "all", "gather_facts": False, "become": True, "tasks": tasks}]
+
+
+def provisioning_files(box: Box, vagrantfile_dir: Path) -> dict[str, str]:
+    """Every file of the provisioning directory, by its path relative to it."""
+    target = vagrantfile_dir / PROVISION_DIR
+    files = {f"modes/{run.path.name}": run.path.read_text(encoding="utf-8") for run in mode_playbooks(box)}
+    # JSON is YAML: no quoting surprises whatever the values.
+    files["site.yml"] = "# Written by vagabond from the box file: re-render instead of editing.\n" + json.dumps(
+        site_plays(box, target, definition_digest(box)), indent=2) + "\n"
+    if mode_checks(box):
+        files["checks.yml"] = json.dumps(check_plays(box), indent=2) + "\n"
+    files["ansible.cfg"] = ANSIBLE_CFG
+    return files
+
+
+def write_provisioning(box: Box, vagrantfile_dir: Path) -> list[str]:
+    """Write the provisioning directory next to a Vagrantfile; returns what changed (nothing on a
+    re-render of the same definition). Files of it that no longer belong are removed."""
+    target = vagrantfile_dir / PROVISION_DIR
+    files = provisioning_files(box, vagrantfile_dir)
+    changed = []
+    for rel, text in files.items():
+        path = target / rel
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        changed.append(f"{PROVISION_DIR}/{rel}")
+    if target.is_dir():
+        for path in sorted(target.rglob("*")):
+            if path.is_file() and path.relative_to(target).as_posix() not in files:
+                path.unlink()
+                changed.append(f"{PROVISION_DIR}/{path.relative_to(target).as_posix()} (removed)")
+    return changed
+
+
+def rendered_inputs(box: Box, vagrantfile_dir: Path) -> tuple[dict[str, str], list[str]]:
+    """What a rendered Vagrantfile was made from, relative to its directory: each file's sha256, and
+    the directories whose set of files must stay the same. Plain `vagrant up` compares them when it
+    loads the Vagrantfile, and runs the playbooks in full when the definition changed since. Only
+    files below the Vagrantfile's directory count (a shipped box file is not the project's, and a
+    path out of the directory would not hold in another checkout)."""
+    files = {_relative(box.path, vagrantfile_dir): box.path}
+    roots: set[str] = set()
+    for path in box.playbook_paths():
+        for found in playbook_inputs(path, box.project_dir):
+            files[_relative(found, vagrantfile_dir)] = found
+        if path.parent.resolve() != box.project_dir.resolve():
+            roots.add(_relative(path.parent, vagrantfile_dir))
+    # The mode playbooks are checked where the Vagrantfile runs them: their copies.
+    for run in mode_playbooks(box):
+        files[f"{PROVISION_DIR}/modes/{run.path.name}"] = run.path
+    sums = {rel: hashlib.sha256(path.read_bytes()).hexdigest() for rel, path in sorted(files.items())
+            if not rel.startswith("../")}  # fmt: skip
+    return sums, sorted(r for r in roots if not r.startswith("../") and r != "..")
 
 
 def write_inventory(wd: Workdir) -> Path:
-    lines = ["[all]"]
-    for host in remote.hosts(wd):
-        # The host name is the ssh_config alias: ssh resolves address, port, user and key from -F.
-        lines.append(f"{host} ansible_user=vagrant")
+    """The hosts, the group and the host vars that Vagrant's own ansible provisioner gives them."""
+    hosts = remote.hosts(wd)
+    host_vars = " ".join(f"{k}={v}" for k, v in HOST_VARS.items())
+    # The host name is the ssh_config alias: ssh resolves address, port, user and key from -F.
+    lines = [f"{host} {host_vars}" for host in hosts] + ["", f"[{GROUP}]", *hosts]
     path = wd.inventory
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -131,11 +252,9 @@ def mitogen_strategies() -> Path | None:
 
 def ansible_env(wd: Workdir) -> dict[str, str]:
     state = wd.ansible_home
-    # An ansible.cfg of our own, so one in the user's cwd or home cannot change the settings below.
-    config = wd.ansible_config
-    if not config.is_file():
-        wd.path.mkdir(parents=True, exist_ok=True)
-        config.write_text("# Settings come from vagabond's environment variables (vagabond/provision.py).\n[defaults]\n")
+    # The provisioning directory's ansible.cfg, the one plain `vagrant provision` uses too; one in
+    # the user's cwd or home cannot change these settings.
+    config = wd.path / PROVISION_DIR / "ansible.cfg"
     env = dict(os.environ)
     env.update(
         {
@@ -188,15 +307,18 @@ def parse_recap(output: str) -> list[Recap]:
 
 
 def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float = timeouts.PLAYBOOK) -> list[Recap]:
-    runs = all_playbooks(wd.box)
-    if not runs:
+    """The provisioning directory's site.yml (written with the Vagrantfile), as `vagrant provision`
+    runs it, through the shared SSH connection and Mitogen."""
+    if not all_playbooks(wd.box):
         ui.info("no playbooks to run")
         return []
-    site = write_site(wd, runs)
+    site = wd.path / PROVISION_DIR / "site.yml"
     inventory = write_inventory(wd)
     argv = [process.which("ansible-playbook") or "ansible-playbook", "-i", str(inventory), str(site)]
     for value in extra_vars:
         argv += ["--extra-vars", value]
+    if extra_vars:  # the variables must apply, even on a box built from this very definition
+        argv += ["--extra-vars", "vagabond_provision=true"]
     with wd.log_file("ansible") as log:
         def sink(line: str) -> None:
             log.write(line)
@@ -214,10 +336,11 @@ def run_checks(wd: Workdir, machines: Sequence[str]) -> list[tuple[str, ModeChec
     results = []
     for machine in machines:
         for check in mode_checks(wd.box):
-            got = remote.check(wd, machine, list(check.argv)).stdout.strip()
+            # Through sudo: its secure_path has the sbin directories whatever the box's login PATH is.
+            got = remote.check(wd, machine, ["sudo", "-n", *check.command]).stdout.strip()
             results.append((machine, check, got))
             if got != check.expect:
                 raise ModeCheckFailed(
-                    f"{check.mode} check failed on {machine}: '{' '.join(check.argv)}' printed {got!r}, expected {check.expect!r}"
+                    f"{check.mode} check failed on {machine}: '{' '.join(check.command)}' printed {got!r}, expected {check.expect!r}"
                 )
     return results

@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from vagabond import libvirt, paths, timeouts
+from vagabond import libvirt, paths, provision, timeouts
 from vagabond.boxes import Box
 from vagabond.errors import RenderError
 
@@ -50,6 +50,8 @@ def ruby(value: Any) -> RubyCode:
         return RubyCode("'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
     if isinstance(value, (list, tuple)):
         return RubyCode("[" + ", ".join(ruby(v) for v in value) + "]")
+    if isinstance(value, dict):
+        return RubyCode("{" + ", ".join(f"{ruby(k)} => {ruby(v)}" for k, v in value.items()) + "}")
     raise RenderError(f"cannot write a {type(value).__name__} into a Vagrantfile")
 
 
@@ -113,14 +115,15 @@ class BoxSource:
 
 @dataclass(frozen=True)
 class RenderOptions:
-    driver: str
-    driver_reason: str = ""
-    source: BoxSource | None = None
+    driver: str | None = None  # pinned into the file; None: decided by the file when Vagrant loads it
+    source: BoxSource | None = None  # the box vagabond up chose; None: the prebuilt box if the box file names one
     boot_timeout: int | None = None  # seconds for IP + SSH; default scales with the driver
 
 
-def context(box: Box, options: RenderOptions) -> dict[str, Any]:
-    if options.driver not in ("kvm", "qemu"):
+def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str, Any]:
+    """Everything the template prints, decided here. Paths are relative to the Vagrantfile's own
+    directory: a committed file works in every checkout."""
+    if options.driver not in (None, "kvm", "qemu"):
         raise RenderError(f"driver must be 'kvm' or 'qemu', not {options.driver!r}")
     spec = box.spec
     base = spec.base
@@ -132,11 +135,27 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         # A catalog lists each box's checksum itself; Vagrant checks it on download.
         box_name, box_version, box_url = options.source.name, f"= {options.source.version}", options.source.url
         checksum_type = checksum = ""
+    elif spec.prebuilt is not None:
+        # Plain Vagrant takes the newest prebuilt box from the catalog; site.yml skips the playbooks
+        # when that box holds this definition, and runs them when it does not.
+        box_name, box_version, box_url = spec.prebuilt.name, None, spec.prebuilt.catalog
+        checksum_type = checksum = ""
+    inputs, input_dirs = provision.rendered_inputs(box, vagrantfile_dir)
+    names = box.machine_names()
+    folders = []
+    for f in spec.synced_folders:
+        # A relative src is the project's (the directory holding boxes/), not the work directory's.
+        src = Path(f.src) if os.path.isabs(f.src) else box.project_dir / f.src
+        relative = not os.path.isabs(f.src)
+        if relative:  # "./" first: Ruby's expand_path would read a leading "~" as a home directory
+            rel = os.path.relpath(src, vagrantfile_dir)
+            folders.append(f.model_dump() | {"src": rel if rel.startswith("..") else f"./{rel}", "relative": True})
+        else:
+            folders.append(f.model_dump() | {"relative": False})
     return {
         "box_name": box.name,
         "description": spec.description,
-        "default_driver": options.driver,
-        "driver_reason": options.driver_reason,
+        "pinned_driver": options.driver,
         "base_box": box_name,
         "base_version": box_version,
         "base_url": box_url,
@@ -144,7 +163,7 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         "checksum": checksum or None,
         # A box pinned to one version (prebuilt) or made on this host (mmdebstrap, image) has no
         # newer version to look for: skip Vagrant's catalog request on every up.
-        "box_check_update": False if options.source is not None or base.kind != "vagrant" else None,
+        "box_check_update": False if options.source is not None or (base.kind != "vagrant" and spec.prebuilt is None) else None,
         "guest": spec.guest,
         "qemu_cpu_model": cpu_model_for(box),
         # The guest's serial console goes to a file beside libvirt's own log, kept on failure.
@@ -152,24 +171,36 @@ def context(box: Box, options: RenderOptions) -> dict[str, Any]:
         "boot_timeout_kvm": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "kvm"),
         "boot_timeout_qemu": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "qemu"),
         "machines": machines,
-        # A relative src is the project's (the directory holding boxes/), not the work directory's.
-        "synced_folders": [f.model_dump() | {"src": os.path.join(box.path.parent.parent, f.src)} for f in spec.synced_folders],
+        "synced_folders": folders,
+        "provision": bool(provision.all_playbooks(box)),
+        "inputs": inputs,
+        "input_dirs": input_dirs,
+        "site_playbook": f"{provision.PROVISION_DIR}/site.yml",
+        "ansible_config": f"{provision.PROVISION_DIR}/ansible.cfg",
+        "groups": {provision.GROUP: names},
+        "host_vars": {name: dict(provision.HOST_VARS) for name in names},
     }
 
 
-def render(box: Box, options: RenderOptions) -> str:
+def render(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> str:
     template = environment().get_template(paths.template_path().name)
     try:
-        return template.render(context(box, options))
+        return template.render(context(box, options, vagrantfile_dir))
     except jinja2.UndefinedError as exc:
         raise RenderError(f"Vagrantfile.j2: {exc.message}") from None
 
 
-def write_vagrantfile(box: Box, options: RenderOptions, output: Path) -> Path:
-    """Render and write atomically: a failed render never leaves a half-written Vagrantfile."""
-    text = render(box, options)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
-    return output
+def write(box: Box, options: RenderOptions, directory: Path) -> list[str]:
+    """The Vagrantfile and its provisioning directory, written atomically file by file: a failed
+    render never leaves a half-written Vagrantfile. Returns what changed (nothing when the
+    definition is the same as last time)."""
+    text = render(box, options, directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    changed = provision.write_provisioning(box, directory)
+    output = directory / "Vagrantfile"
+    if not output.is_file() or output.read_text(encoding="utf-8") != text:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+        changed.insert(0, "Vagrantfile")
+    return changed

@@ -22,8 +22,11 @@ if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms:
     from vagabond.boxes import Box
 
 ROOT_NAME = ".vagabond"
-# What a VM leaves in its work directory besides its logs: removed when it is destroyed.
-VM_FILES = (".vagrant", "ssh_config", "state.json", "inventory.ini", "ansible", "site.yml", "ansible.cfg")
+# What a VM leaves in its work directory besides its logs: removed by name when it is destroyed
+# (--workdir may name a directory that holds other things too). The Vagrantfile's provisioning
+# directory is provision.PROVISION_DIR (tests/unit/test_architecture.py keeps the two in step).
+VM_FILES = (".vagrant", "ssh_config", "state.json", "inventory.ini", "ansible", "vagabond-provision",
+            "site.yml", "ansible.cfg")  # the last two: what vagabond 0.1 wrote  # fmt: skip
 
 
 def default_path(box_name: str, cwd: Path | None = None) -> Path:
@@ -72,18 +75,10 @@ class Workdir:
     def logs(self) -> Path:
         return self.path / "logs"
 
-    # What provisioning writes: one site playbook, its inventory, Ansible's own config and home.
-    @property
-    def site_playbook(self) -> Path:
-        return self.path / "site.yml"
-
+    # What provisioning keeps here: the inventory of the VM's machines, Ansible's home (facts, temp).
     @property
     def inventory(self) -> Path:
         return self.path / "inventory.ini"
-
-    @property
-    def ansible_config(self) -> Path:
-        return self.path / "ansible.cfg"
 
     @property
     def ansible_home(self) -> Path:
@@ -142,10 +137,10 @@ class Workdir:
         return state
 
     def remove_state(self) -> None:
-        """Forget the VM: everything but the logs goes."""
+        """Forget the VM: everything it left but the logs goes."""
         for name in VM_FILES:
             target = self.path / name
-            if target.is_dir():
+            if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)

@@ -32,18 +32,18 @@ def vagrant_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("driver", ["qemu", "kvm"])
+@pytest.mark.parametrize("driver", [None, "qemu", "kvm"])
 @pytest.mark.parametrize("name", SHIPPED)
 def test_vagrant_validate_passes_for_shipped_boxes(tmp_path, name, driver):
     box = boxes.find_box(name, paths.shipped_boxes_dir())
-    render.write_vagrantfile(box, render.RenderOptions(driver=driver), tmp_path / "Vagrantfile")
+    render.write(box, render.RenderOptions(driver=driver), tmp_path)
     result = process.check(["vagrant", "validate"], cwd=tmp_path, env=vagrant_env(tmp_path / "home"), timeout=120)
     assert "Vagrantfile validated successfully." in result.stdout
 
 
 def test_vagrant_sees_the_rendered_values(tmp_path):
     box = boxes.find_box("centos7-selinux", paths.shipped_boxes_dir())
-    render.write_vagrantfile(box, render.RenderOptions(driver="qemu"), tmp_path / "Vagrantfile")
+    render.write(box, render.RenderOptions(driver="qemu"), tmp_path)
     seen = json.loads(process.check(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home")).stdout)
     assert seen["default"]["box"] == "centos/7"
     assert seen["default"]["box_version"] == ">= 2004.01"
@@ -54,12 +54,56 @@ def test_vagrant_sees_the_rendered_values(tmp_path):
 
 def test_vagrantfile_honours_vagabond_driver_at_up_time(tmp_path):
     box = boxes.find_box("debian12", paths.shipped_boxes_dir())
-    render.write_vagrantfile(box, render.RenderOptions(driver="qemu"), tmp_path / "Vagrantfile")
+    render.write(box, render.RenderOptions(), tmp_path)
     env = vagrant_env(tmp_path / "home") | {"VAGABOND_DRIVER": "kvm"}
     assert json.loads(process.check(["ruby", DUMP, tmp_path], env=env).stdout)["default"]["driver"] == "kvm"
     env["VAGABOND_DRIVER"] = "xen"
     bad = process.run(["vagrant", "validate"], cwd=tmp_path, env=env)
     assert bad.returncode != 0 and "VAGABOND_DRIVER must be 'kvm' or 'qemu', not 'xen'" in bad.stderr
+
+
+def fake_host(root: Path, *, kvm: str | None = "rw", flags: str = "fpu vmx sse", modules=("kvm", "kvm_intel"),
+              verdict: bool | None = None, cache: Path | None = None) -> None:  # fmt: skip
+    """A /dev, /proc and /sys of our making for the Vagrantfile's driver probe."""
+    (root / "dev").mkdir(parents=True)
+    if kvm == "rw":
+        (root / "dev" / "kvm").write_text("")
+    elif kvm == "unopenable":  # even root cannot open a directory read-write
+        (root / "dev" / "kvm").mkdir()
+    (root / "proc" / "sys" / "kernel" / "random").mkdir(parents=True)
+    (root / "proc" / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    (root / "proc" / "sys" / "kernel" / "random" / "boot_id").write_text("b00t\n")
+    for module in modules:
+        (root / "sys" / "module" / module).mkdir(parents=True)
+    if verdict is not None and cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "driver-probe.json").write_text(json.dumps({"key": "b00t:/k:1:1", "smoke": {"banner": verdict}}))
+
+
+@pytest.mark.parametrize(("host", "override", "driver", "reason"), [
+    ({}, None, "kvm", "hardware virtualization works: /dev/kvm opens, CPU flag vmx, module kvm_intel"),
+    ({"flags": "fpu svm", "modules": ("kvm", "kvm_amd")}, None, "kvm", "CPU flag svm, module kvm_amd"),
+    ({"modules": ("kvm", "kvm_pvm")}, None, "qemu", "no kvm_intel or kvm_amd module is loaded"),
+    ({"kvm": "unopenable"}, None, "qemu", "/dev/kvm cannot be opened read-write"),
+    ({"kvm": None}, None, "qemu", "/dev/kvm does not exist"),
+    ({"flags": "fpu sse"}, None, "qemu", "the CPU shows no vmx/svm flag"),
+    ({"verdict": False}, None, "qemu", "vagabond's smoke boot of a real kernel under KVM hung on this host"),
+    ({"verdict": True}, None, "kvm", "hardware virtualization works"),
+    ({"modules": ("kvm", "kvm_pvm")}, "kvm", "kvm", "set by VAGABOND_DRIVER"),
+    ({}, "qemu", "qemu", "set by VAGABOND_DRIVER"),
+])  # fmt: skip
+def test_the_vagrantfile_decides_the_driver_on_the_host_it_runs_on(tmp_path, host, override, driver, reason):
+    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    render.write(box, render.RenderOptions(), tmp_path / "vm")
+    cache = tmp_path / "cache"
+    fake_host(tmp_path / "host", cache=cache, **host)
+    env = vagrant_env(tmp_path / "home") | {"VAGABOND_PROBE_ROOT": str(tmp_path / "host"), "VAGABOND_CACHE": str(cache)}
+    if override:
+        env["VAGABOND_DRIVER"] = override
+    seen = json.loads(process.check(["ruby", DUMP, tmp_path / "vm"], env=env).stdout)["default"]
+    assert seen["driver"] == driver
+    said = process.check(["ruby", DUMP, tmp_path / "vm", "up"], env=env).stderr
+    assert f"vagabond: libvirt driver {driver}: " in said and reason in said, said
 
 
 # --- injection corpus ------------------------------------------------------------------------------
@@ -76,6 +120,7 @@ CORPUS = [
     "';system('touch CANARY');'",
     "\\';system('touch CANARY');#",
     "__END__",
+    "~root",  # a synced folder's relative src: never a home directory
     "non-ASCII: héllo ✓ 日本",
     "\"; system('touch CANARY'); \"",
     # Markup that reaches libvirt's domain XML through vagrant-libvirt's template.
@@ -116,7 +161,7 @@ def box_yaml(payload: str) -> str:
 def test_injection_corpus_comes_out_byte_exact_and_runs_nothing(project, payload):
     write_box(project, "inj", box_yaml(payload))
     work = project / "work"
-    render.write_vagrantfile(boxes.find_box("inj", project / "boxes"), render.RenderOptions(driver="qemu"), work / "Vagrantfile")
+    render.write(boxes.find_box("inj", project / "boxes"), render.RenderOptions(driver="qemu"), work)
     env = vagrant_env(project / "home")
     # `vagrant validate` executes the Vagrantfile: the point is that nothing in it runs the payload.
     process.run(["vagrant", "validate"], cwd=work, env=env, timeout=120)

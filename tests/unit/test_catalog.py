@@ -125,7 +125,7 @@ def test_open_store_refuses_http_targets():
 
 def test_render_with_prebuilt_source():
     b = boxes.find_box("debian12-selinux", paths.shipped_boxes_dir())
-    text = render.render(b, render.RenderOptions("qemu", source=render.BoxSource("org/deps", "4", "http://h/metadata.json")))
+    text = render.render(b, render.RenderOptions(source=render.BoxSource("org/deps", "4", "http://h/metadata.json")), Path("/"))
     assert "config.vm.box = 'org/deps'" in text
     assert "config.vm.box_version = '= 4'" in text
     assert "config.vm.box_url = 'http://h/metadata.json'" in text

@@ -95,27 +95,24 @@ def test_render_unknown_box_is_one_line_without_traceback(project):
                              "(available: alma9-fips, centos7-selinux, debian12, debian12-selinux)\n")
 
 
-def test_render_writes_file_with_override(project, stubs):
+def test_render_writes_the_vagrantfile_and_its_provisioning_and_says_what_changed(project, stubs):
     out = project / "vm"
-    out.mkdir()
-    result = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12", "-o", str(out), "--driver", "kvm"])
+    result = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12-selinux", "-o", str(out), "--driver", "kvm"])
     assert result.exit_code == 0, result.output
     text = (out / "Vagrantfile").read_text()
-    assert "vagabond_driver = ENV.fetch('VAGABOND_DRIVER', 'kvm')" in text
-    assert "set by --driver" in result.stderr
+    assert "[ENV['VAGABOND_DRIVER'], 'set by VAGABOND_DRIVER']" in text
+    assert "['kvm', 'pinned when this file was rendered (vagabond render --driver)']" in text
+    assert (out / "vagabond-provision" / "site.yml").is_file()
+    assert "wrote Vagrantfile, vagabond-provision/" in result.stderr
+    again = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12-selinux", "-o", str(out), "--driver", "kvm"])
+    assert "are up to date" in again.stderr
 
 
-def test_render_stdout_uses_detection(project, stubs):
+def test_render_to_stdout_lets_the_file_decide_the_driver(project, stubs):
     result = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12"])
     assert result.exit_code == 0
-    assert "ENV.fetch('VAGABOND_DRIVER', 'qemu')" in result.stdout
-
-
-def test_bad_driver_env_is_a_clear_error(project, stubs, monkeypatch):
-    monkeypatch.setenv("VAGABOND_DRIVER", "xen")
-    result = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12"])
-    assert result.exit_code == 2
-    assert result.stderr == "error: driver must be 'kvm' or 'qemu', not 'xen' (from VAGABOND_DRIVER)\n"
+    assert "vagabond_probe_driver(ENV.fetch('VAGABOND_PROBE_ROOT', '/'))" in result.stdout
+    assert "pinned when this file was rendered" not in result.stdout
 
 
 def test_doctor_json_all_present(project, stubs):

@@ -59,21 +59,21 @@ def test_site_playbook_modes_first_then_deps(project):
                            "playbooks: [{path: playbooks/deps.yml, vars: {v: 1}}]\n")  # fmt: skip
     box = boxes.find_box("b", project / "boxes")
     w = Workdir.for_box(box)
-    w.path.mkdir(parents=True)
-    site = json.loads(provision.write_site(w, provision.all_playbooks(box)).read_text())
-    assert site[0]["import_playbook"].endswith("playbooks/modes/selinux.yml")
-    assert site[0]["vars"] == {"selinux_state": "permissive"}
-    assert site[1] == {"import_playbook": str(project / "playbooks" / "deps.yml"), "vars": {"v": 1}}
+    provision.write_provisioning(box, w.path)
+    site = json.loads((w.path / "vagabond-provision" / "site.yml").read_text().split("\n", 1)[1])
+    assert site[1]["import_playbook"] == "modes/selinux.yml" and site[1]["vars"] == {"selinux_state": "permissive"}
+    # From .vagabond/b/vagabond-provision/ to the project's playbooks/: relative, valid in any checkout.
+    assert site[2] == {"import_playbook": "../../../playbooks/deps.yml", "vars": {"v": 1}, "when": "not vagabond_current"}
     assert [c.expect for c in provision.mode_checks(box)] == ["Permissive"]
 
 
 def test_inventory_and_env(wd):
     remote.write_ssh_config(wd, VAGRANT_SSH_CONFIG)
-    assert provision.write_inventory(wd).read_text() == "[all]\ndefault ansible_user=vagrant\n"
+    assert provision.write_inventory(wd).read_text() == "default ansible_user=vagrant\n\n[vagabond]\ndefault\n"
     env = provision.ansible_env(wd)
     assert env["ANSIBLE_PIPELINING"] == "True"
     assert shlex.split(env["ANSIBLE_SSH_ARGS"]) == ["-F", str(wd.ssh_config)]
-    assert env["ANSIBLE_CONFIG"] == str(wd.path / "ansible.cfg")
+    assert env["ANSIBLE_CONFIG"] == str(wd.path / "vagabond-provision" / "ansible.cfg")
     assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
     assert (provision.Path(env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -9,22 +10,40 @@ import jinja2
 import pytest
 
 from tests.conftest import REPO, write_box
-from vagabond import boxes, paths, render, workdir
+from vagabond import boxes, paths, project, provision, render, workdir
 from vagabond.errors import RenderError
 
 GOLDEN = REPO / "tests" / "golden"
 SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-selinux"]
 
 
-@pytest.mark.parametrize("driver", ["qemu", "kvm"])
+def rendered_project(root, name: str) -> dict[str, str]:
+    """A project as `vagabond init NAME` makes it, rendered into its own root: every file written."""
+    project.init(root, [name])
+    render.write(boxes.find_box(name, project.box_dirs(cwd=root)), render.RenderOptions(), root)
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.parametrize("name", SHIPPED)
-def test_golden(name, driver):
-    box = boxes.find_box(name, paths.shipped_boxes_dir())
-    text = render.render(box, render.RenderOptions(driver=driver))
-    golden = GOLDEN / f"{name}.{driver}.Vagrantfile"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(text)
-    assert text == golden.read_text(), f"re-run with UPDATE_GOLDEN=1 if the change to {golden.name} is intended"
+def test_golden(tmp_path, name):
+    files = rendered_project(tmp_path, name)
+    for rel in ("Vagrantfile", "vagabond-provision/site.yml"):
+        golden = GOLDEN / name / rel
+        if os.environ.get("UPDATE_GOLDEN"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(files[rel])
+        assert files[rel] == golden.read_text(), f"re-run with UPDATE_GOLDEN=1 if the change to {golden} is intended"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_no_path_of_the_render_host_in_any_rendered_file(tmp_path, name):
+    """Two checkouts in different places render byte for byte the same files."""
+    one, two = tmp_path / "a", tmp_path / "elsewhere" / "deeper" / "b"
+    one.mkdir(), two.mkdir(parents=True)
+    first, second = rendered_project(one, name), rendered_project(two, name)
+    assert first == second
+    for rel, text in first.items():
+        assert str(tmp_path) not in text and "/work/" not in text and str(paths.data_dir()) not in text, rel
 
 
 @pytest.mark.parametrize(
@@ -57,8 +76,10 @@ def test_ruby_literal_refuses_control_characters(bad):
 
 
 def test_ruby_literal_refuses_other_types():
-    with pytest.raises(RenderError, match="cannot write a dict into a Vagrantfile"):
-        render.ruby({"a": 1})
+    assert render.ruby({"a'": [1, "b"]}) == "{'a\\'' => [1, 'b']}"
+    for value in ({1, 2}, 1.5, object()):
+        with pytest.raises(RenderError, match=f"cannot write a {type(value).__name__} into a Vagrantfile"):
+            render.ruby(value)
 
 
 @pytest.mark.parametrize("name", ["web", "db-1", "default"])
@@ -77,7 +98,7 @@ def test_template_cannot_print_unfiltered_values(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "template_path", lambda: tmp_path / "Vagrantfile.j2")
     box = boxes.find_box("debian12", paths.shipped_boxes_dir())
     with pytest.raises(RenderError, match="without the ruby filter"):
-        render.render(box, render.RenderOptions(driver="qemu"))
+        render.render(box, render.RenderOptions(driver="qemu"), tmp_path)
 
 
 def test_template_undefined_is_an_error(tmp_path, monkeypatch):
@@ -85,13 +106,13 @@ def test_template_undefined_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "template_path", lambda: tmp_path / "Vagrantfile.j2")
     box = boxes.find_box("debian12", paths.shipped_boxes_dir())
     with pytest.raises(RenderError, match="'nope' is undefined"):
-        render.render(box, render.RenderOptions(driver="qemu"))
+        render.render(box, render.RenderOptions(driver="qemu"), tmp_path)
 
 
-def test_driver_must_be_known():
+def test_driver_must_be_known(tmp_path):
     box = boxes.find_box("debian12", paths.shipped_boxes_dir())
     with pytest.raises(RenderError, match="driver must be 'kvm' or 'qemu', not 'xen'"):
-        render.render(box, render.RenderOptions(driver="xen"))
+        render.render(box, render.RenderOptions(driver="xen"), tmp_path)
 
 
 def test_multi_machine_overrides(project):
@@ -101,15 +122,15 @@ def test_multi_machine_overrides(project):
         "description: two\nbase: {box: debian/bookworm64}\nresources: {memory: 1024}\n"
         "machines:\n  - name: web\n    primary: true\n    resources: {memory: 2048}\n  - name: db\n",
     )
-    text = render.render(boxes.find_box("pair", project / "boxes"), render.RenderOptions(driver="kvm"))
+    text = render.render(boxes.find_box("pair", project / "boxes"), render.RenderOptions(), project)
     assert "config.vm.define 'web', primary: true do |node|" in text
     assert "config.vm.define 'db', primary: false do |node|" in text
     assert text.index("libvirt.memory = 2048") < text.index("config.vm.define 'db'") < text.index("libvirt.memory = 1024")
 
 
-def test_rhel_family_gets_a_x86_64_v2_cpu_under_emulation():
+def test_rhel_family_gets_a_x86_64_v2_cpu_under_emulation(tmp_path):
     box = boxes.find_box("alma9-fips", paths.shipped_boxes_dir())
-    assert "libvirt.cpu_model = 'Nehalem'" in render.render(box, render.RenderOptions(driver="qemu"))
+    assert "libvirt.cpu_model = 'Nehalem'" in render.render(box, render.RenderOptions(), tmp_path)
 
 
 def test_domain_prefix_is_per_directory(tmp_path):
@@ -120,14 +141,52 @@ def test_domain_prefix_is_per_directory(tmp_path):
 
 
 def test_write_is_atomic_and_keeps_old_file_on_error(project, monkeypatch):
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
-    out = project / "vm" / "Vagrantfile"
-    render.write_vagrantfile(box, render.RenderOptions(driver="qemu"), out)
-    before = out.read_text()
+    box = boxes.find_box("debian12-selinux", paths.shipped_boxes_dir())
+    out = project / "vm"
+    render.write(box, render.RenderOptions(driver="qemu"), out)
+    before = {p: p.read_text() for p in out.rglob("*") if p.is_file()}
     with pytest.raises(RenderError):
-        render.write_vagrantfile(box, render.RenderOptions(driver="bad"), out)
-    assert out.read_text() == before
-    assert [p.name for p in out.parent.iterdir()] == ["Vagrantfile"]
+        render.write(box, render.RenderOptions(driver="bad"), out)
+    assert {p: p.read_text() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in out.iterdir()) == ["Vagrantfile", "vagabond-provision"]
+
+
+def test_rendering_again_is_idempotent_and_says_what_changed(tmp_path):
+    project.init(tmp_path, ["debian12-selinux"])
+    box = boxes.find_box("debian12-selinux", project.box_dirs(cwd=tmp_path))
+    first = render.write(box, render.RenderOptions(), tmp_path)
+    assert first[0] == "Vagrantfile" and "vagabond-provision/site.yml" in first
+    assert render.write(box, render.RenderOptions(), tmp_path) == []
+    (tmp_path / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: [{ansible.builtin.ping: {}}]\n")
+    again = render.write(box, render.RenderOptions(), tmp_path)
+    assert again == ["Vagrantfile", "vagabond-provision/site.yml"], "the digest and the input list change"
+
+
+def test_the_vagrantfile_runs_the_same_provisioning_as_vagabond(tmp_path):
+    project.init(tmp_path, ["debian12-selinux"])
+    box = boxes.find_box("debian12-selinux", project.box_dirs(cwd=tmp_path))
+    render.write(box, render.RenderOptions(), tmp_path)
+    text = (tmp_path / "Vagrantfile").read_text()
+    assert "ansible.playbook = 'vagabond-provision/site.yml'" in text and "ansible.limit = 'all'" in text
+    assert "ansible.groups = {'vagabond' => ['default']}" in text
+    site = json.loads((tmp_path / "vagabond-provision" / "site.yml").read_text().split("\n", 1)[1])
+    assert [p.get("import_playbook") for p in site[1:]] == ["modes/selinux.yml", "../playbooks/deps.yml", "checks.yml"]
+    assert site[1]["vars"] == {"selinux_state": "enforcing"} and site[1]["when"] == "not vagabond_current"
+    assert site[0]["vars"]["vagabond_definition"] == provision.definition_digest(box)
+    assert (tmp_path / "vagabond-provision" / "modes" / "selinux.yml").read_text() == (
+        paths.shipped_playbooks_dir() / "modes" / "selinux.yml").read_text()
+    checks = json.loads((tmp_path / "vagabond-provision" / "checks.yml").read_text())
+    assert checks[0]["tasks"][0]["ansible.builtin.command"] == {"argv": ["getenforce"]}
+
+
+def test_a_prebuilt_box_is_what_plain_vagrant_asks_for(tmp_path):
+    project.init(tmp_path, ["debian12-selinux"])
+    path = tmp_path / "boxes" / "debian12-selinux.yaml"
+    path.write_text(path.read_text() + "prebuilt: {name: org/deps, catalog: 'https://boxes.example.org/deps/metadata.json'}\n")
+    text = render.render(boxes.load_box(path), render.RenderOptions(), tmp_path)
+    assert "config.vm.box = 'org/deps'" in text
+    assert "config.vm.box_url = 'https://boxes.example.org/deps/metadata.json'" in text
+    assert "box_version" not in text, "the newest version: site.yml skips the playbooks when it holds this definition"
 
 
 def test_jinja_environment_is_strict():

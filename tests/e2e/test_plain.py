@@ -1,0 +1,118 @@
+"""The Vagrantfile vagabond renders, run by plain Vagrant with no vagabond installed: the same VM.
+
+A developer commits `vagabond render BOX -o .` and runs `vagrant up` in another checkout: the box,
+the playbooks, the variables and the mode checks are the ones `vagabond up` uses. Vagrant runs in
+the VMs' network namespace, where these tests also serve the box catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NETNS
+from tests.e2e.conftest import CATALOG_PORT, HOST_FROM_GUEST, MIRROR_PORT, virsh
+from tests.e2e.test_lifecycle import VERSION
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def plain_path(tmp_path_factory) -> str:
+    """PATH with Ansible (which Vagrant's provisioner runs) and the system, and no vagabond."""
+    bin_dir = tmp_path_factory.mktemp("plain-bin")
+    for name in ("ansible", "ansible-playbook"):
+        (bin_dir / name).symlink_to(Path(sys.executable).with_name(name))
+    assert not (bin_dir / "vagabond").exists()
+    return f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def vagrant(directory: Path, plain_path: str, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """Plain Vagrant, in the namespace where the guests' network lives, as a person would run it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAGABOND_", "CI", "GITHUB_"))}
+    env |= {"PATH": plain_path, "VAGRANT_DEFAULT_PROVIDER": "libvirt", "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    started = time.monotonic()
+    result = subprocess.run(["ip", "netns", "exec", NETNS, "vagrant", *args], cwd=directory, env=env, capture_output=True,
+                            text=True, timeout=timeout)  # fmt: skip
+    print(f"$ vagrant {' '.join(args)}  ({time.monotonic() - started:.0f}s, exit {result.returncode})")
+    print(result.stdout[-5000:], result.stderr[-3000:], sep="\n")
+    return result
+
+
+def unrender(project: Path) -> None:
+    (project / "Vagrantfile").unlink(missing_ok=True)
+    shutil.rmtree(project / "vagabond-provision", ignore_errors=True)
+
+
+def render_and_copy(vagabond, box: str, tmp_path: Path) -> Path:
+    """Render into the project, then take the project to another path (another checkout)."""
+    vagabond("render", box, "-o", str(vagabond.cwd))
+    other = tmp_path / "another-checkout"
+    shutil.copytree(vagabond.cwd, other, ignore=shutil.ignore_patterns(".vagabond", "vagabond-logs", "twin"))
+    return other
+
+
+def test_plain_vagrant_up_provisions_the_same_vm_and_provision_changes_nothing(vagabond, apt_mirror, plain_path, tmp_path):
+    # The box as a project would commit it: its Ansible variables (here: the local mirror) in the box file.
+    mirror = [f"deb [trusted=yes] http://{HOST_FROM_GUEST}:{MIRROR_PORT}/ ./"]
+    (vagabond.cwd / "boxes" / "plain-selinux.yaml").write_text(
+        (vagabond.cwd / "boxes" / "debian12.yaml").read_text().replace("description: ", "description: plain ")
+        + "modes: {selinux: enforcing}\n" + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
+    )
+    try:
+        checkout = render_and_copy(vagabond, "plain-selinux", tmp_path)
+        assert not any(str(vagabond.cwd) in p.read_text(errors="replace") for p in checkout.rglob("*")
+                       if p.is_file() and p.name in ("Vagrantfile", "site.yml")), "a path of the render host"  # fmt: skip
+        up = vagrant(checkout, plain_path, "up")
+        assert up.returncode == 0
+        assert "vagabond: libvirt driver qemu: " in up.stderr, "the file decides the driver on this host"
+        assert "TASK [Activate SELinux (Debian)]" in up.stdout and "TASK [SELinux is enforcing]" in up.stdout
+        assert vagrant(checkout, plain_path, "ssh", "-c", "sudo getenforce").stdout.strip() == "Enforcing"
+        again = vagrant(checkout, plain_path, "provision")
+        assert again.returncode == 0 and "changed=0" in again.stdout and "failed=0" in again.stdout
+    finally:
+        if "checkout" in locals():
+            vagrant(checkout, plain_path, "destroy", "--force")
+        (vagabond.cwd / "boxes" / "plain-selinux.yaml").unlink()
+        unrender(vagabond.cwd)
+
+
+@pytest.fixture
+def catalog_in_netns(catalog_server):
+    """The same catalog, also on 127.0.0.1 inside the namespace: plain `vagrant up` downloads there."""
+    root, http = catalog_server
+    conf = root.parent / "nginx-netns.conf"
+    conf.write_text(
+        f"user root; daemon off; pid {root.parent}/nginx-netns.pid; error_log stderr;\n"
+        f"events {{}}\nhttp {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {root.parent}/body-netns;\n"
+        f"  server {{ listen 127.0.0.1:{CATALOG_PORT}; root {root}; }} }}\n"
+    )
+    proc = subprocess.Popen(["ip", "netns", "exec", NETNS, "nginx", "-c", str(conf), "-p", str(root.parent)])
+    time.sleep(1)
+    assert proc.poll() is None, "nginx did not start in the namespace"
+    yield http
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_plain_vagrant_up_from_the_prebuilt_box_skips_what_the_box_holds(vagabond, catalog_in_netns, plain_path, tmp_path):
+    """The catalog holds the debian12-selinux box that test_lifecycle built from this very definition."""
+    checkout = render_and_copy(vagabond, "debian12-selinux", tmp_path)
+    try:
+        up = vagrant(checkout, plain_path, "up")
+        assert up.returncode == 0
+        assert f"Adding box 'vagabond/debian12-selinux' (v{VERSION}) for provider: libvirt" in up.stdout or \
+            "vagabond/debian12-selinux" in up.stdout  # fmt: skip
+        assert "TASK [Activate SELinux (Debian)]" not in up.stdout, "the box holds the playbooks' work"
+        assert "TASK [SELinux is enforcing]" in up.stdout and "failed=0" in up.stdout
+        assert vagrant(checkout, plain_path, "ssh", "-c", "sudo getenforce").stdout.strip() == "Enforcing"
+    finally:
+        vagrant(checkout, plain_path, "destroy", "--force")
+        unrender(vagabond.cwd)
+    assert not [d for d in virsh("list", "--all", "--name").split() if "another-checkout" in d]

@@ -56,13 +56,15 @@ def spread(values: list[float]) -> str:
     return f"min {min(values):.3g} / median {statistics.median(values):.3g} / max {max(values):.3g}"
 
 
-def report(name: str, ours: list[float], theirs: list[float], target: float, *, lower_is_better: bool = True) -> bool:
-    """Ratio of the medians (vagabond / baseline), each side's spread, and the per-round ratios."""
+def report(name: str, ours: list[float], theirs: list[float], target: float, *, lower_is_better: bool = True,
+           labels: tuple[str, str] = ("vagabond", "baseline")) -> bool:  # fmt: skip
+    """Ratio of the medians (first side / second side), each side's spread, and the per-round ratios."""
     ratio = statistics.median(ours) / statistics.median(theirs)
     ok = ratio <= target if lower_is_better else ratio >= target
     rounds = [a / b for a, b in zip(ours, theirs)]
+    width = max(len(label) for label in labels)
     print(f"{name}: ratio {ratio:.3f}x ({'meets' if ok else 'MISSES'} target {'<=' if lower_is_better else '>='} {target}x)\n"
-          f"  vagabond  s: {spread(ours)} ({len(ours)} runs)\n"
-          f"  baseline  s: {spread(theirs)} ({len(theirs)} runs)\n"
+          f"  {labels[0]:<{width}}  s: {spread(ours)} ({len(ours)} runs)\n"
+          f"  {labels[1]:<{width}}  s: {spread(theirs)} ({len(theirs)} runs)\n"
           f"  per-round ratios: {spread(rounds)}", flush=True)  # fmt: skip
     return ok

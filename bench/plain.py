@@ -1,0 +1,108 @@
+"""Plain `vagrant up` of the rendered Vagrantfile against `vagabond up`, both from the same current
+prebuilt box, side by side in one run (as root; it starts the sandbox when the host has no
+service manager):
+
+  .venv/bin/python bench/plain.py [--rounds 3]                                   (target <= 1.2x)
+
+The box (debian12-selinux, its SELinux packages from a local mirror) is built and published to a
+catalog served on loopback, on the host for vagabond and inside the VMs' namespace for plain
+Vagrant. Both sides start with the box in neither Vagrant's box store nor the pool: each round
+removes it, so each side downloads it, uploads it into the pool and boots it. Each side runs
+alone on the machine, in alternating order; the line gives the ratio of the medians and each
+side's spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, report, serve, timed
+
+from vagabond import libvirt, process, sandbox
+
+BOX = "debian12-selinux"
+NAME = "vagabond-bench/plain-selinux"
+MIRROR_PORT, CATALOG_PORT = 8321, 8325
+SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
+
+
+def forget_box() -> None:
+    """Neither side may find the box already downloaded or uploaded."""
+    process.run(["vagrant", "box", "remove", "--force", "--all", NAME], env=ENV)
+    for vol in libvirt.box_images(NAME):
+        libvirt.delete_volume(vol)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    ensure_sandbox()
+    process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
+    project = Path(tempfile.mkdtemp(prefix="vagabond-bench-plain-"))
+    (project / "boxes").mkdir()
+    (project / "catalog").mkdir()
+    shutil.copy(ROOT / "boxes" / "debian12.yaml", project / "boxes")
+    mirror = [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]
+    (project / "boxes" / f"{BOX}.yaml").write_text(
+        (ROOT / "boxes" / f"{BOX}.yaml").read_text() + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
+        + f"prebuilt:\n  name: {NAME}\n  catalog: http://127.0.0.1:{CATALOG_PORT}/metadata.json\n"
+    )
+    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", CATALOG_PORT, for_guests=False)]
+    # Plain Vagrant runs in the VMs' namespace: the same catalog on its loopback too.
+    servers.append(subprocess.Popen(sandbox.wrap([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(CATALOG_PORT),
+                                                  "--directory", str(project / "catalog")]),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+    plain = project / "plain"
+    ours, theirs = [], []
+    try:
+        print("building and publishing the prebuilt box (once) ...", flush=True)
+        info = json.loads(process.check([VAGABOND, "build", BOX, "--out", project / "dist", "--version", "1.0.0", "--json"],
+                                        cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
+        process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
+                       "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
+        process.check([VAGABOND, "render", BOX, "-o", plain], cwd=project, env=ENV)
+
+        def vagabond_side() -> float:
+            took, result = timed([VAGABOND, "up", BOX], project, stream=True)
+            assert f"using prebuilt {NAME} 1.0.0" in result.stderr, "vagabond up did not use the prebuilt box"
+            process.check([VAGABOND, "destroy", BOX], cwd=project, env=ENV)
+            return took
+
+        def plain_side() -> float:
+            took, result = timed(["vagrant", "up"], plain, vm_network=True, stream=True)
+            assert "TASK [Activate SELinux (Debian)]" not in result.stdout, "plain vagrant up ran the playbooks"
+            assert "SELinux is enforcing" in result.stdout
+            process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
+            return took
+
+        for i in range(args.rounds):
+            sides = [(vagabond_side, ours, "vagabond up"), (plain_side, theirs, "vagrant up")]
+            for run, times, name in sides if i % 2 == 0 else reversed(sides):
+                forget_box()
+                times.append(run())
+                print(f"round {i + 1}: {name} {times[-1]:.1f}s", flush=True)
+        # Plain over vagabond: the target is that plain `vagrant up` costs at most 1.2x.
+        ok = report("plain vagrant up / vagabond up, from the prebuilt box", theirs, ours, 1.2,
+                    labels=("vagrant up", "vagabond up"))  # fmt: skip
+    finally:
+        process.run([VAGABOND, "destroy", BOX], cwd=project, env=ENV)
+        if (plain / "Vagrantfile").exists():
+            process.run(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
+        forget_box()
+        for server in servers:
+            server.terminate()
+        shutil.rmtree(project, ignore_errors=True)
+        time.sleep(0.1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -245,14 +245,23 @@ def _scrub(root: Path) -> None:
 
 
 
-def imported(box: Box) -> BaseBox:
-    """The box's cloud image imported once (cached by image and checksum)."""
+def imported(box: Box, image: str | None = None) -> BaseBox:
+    """The box's cloud image imported once, cached by what identifies its content (the pinned
+    checksum, else the checksum file and the image); ``image`` is a local copy to use instead of
+    the box file's URL, checked against the same checksum."""
     spec = box.spec.base
-    key = hashlib.sha256(json.dumps([RECIPE_VERSION, spec.image, spec.checksum]).encode()).hexdigest()[:12]
+    if spec.checksum:
+        identity: object = spec.checksum
+    elif spec.checksums_url:
+        identity = [spec.checksums_url, Path(spec.image).name]
+    else:
+        identity = spec.image
+    key = hashlib.sha256(json.dumps([RECIPE_VERSION, identity]).encode()).hexdigest()[:12]
     out_dir = paths.cache_dir() / "boxes" / spec.box.replace("/", "-") / f"imported-{key}"
     if hit := BaseBox.load(out_dir):
         return hit
-    result = cloudimage.import_image(spec.box, spec.image, checksum=spec.checksum, out=out_dir)
+    result = cloudimage.import_image(spec.box, image or spec.image, checksum=spec.checksum,
+                                     checksums_url=spec.checksums_url, out=out_dir)  # fmt: skip
     result.save(out_dir)
     return result
 
@@ -267,6 +276,8 @@ def add_to_store(built: BaseBox) -> BaseBox:
     return built
 
 
-def ensure_added(box: Box) -> BaseBox:
+def ensure_added(box: Box, image: str | None = None) -> BaseBox:
     """Build or import (or reuse) the box's base and make sure Vagrant's box store has it."""
-    return add_to_store(imported(box) if isinstance(box.spec.base, ImageBase) else build(box))
+    if image is not None and not isinstance(box.spec.base, ImageBase):
+        raise UsageError(f"--image applies to boxes whose base is a cloud image; {box.name}'s is of kind {box.spec.base.kind!r}")
+    return add_to_store(imported(box, image) if isinstance(box.spec.base, ImageBase) else build(box))

@@ -134,8 +134,9 @@ class ImageBase(_LocalBase):
     """A distribution's generic cloud image (qcow2 with cloud-init), imported with `vagabond import`."""
 
     kind: Literal["image"]
-    image: Text  # a local path or an http(s)/file URL
-    checksum: Checksum | None = None
+    image: Text  # a local path or an http(s)/file URL, pinned to a dated file (never a moving "latest")
+    checksum: Checksum | None = None  # sha256:HEX, where the distribution's published value is known
+    checksums_url: Text | None = None  # else the distribution's checksum file (sha256sum or BSD lines)
 
 
 Base = Annotated[

@@ -21,6 +21,8 @@ cd /  # under SELinux, update-initramfs fails when it cannot return to a home di
 (command -v apt-get >/dev/null && apt-get clean) || true
 (command -v dnf >/dev/null && dnf clean all) || (command -v yum >/dev/null && yum clean all) || true
 rm -rf /var/lib/apt/lists/* /var/cache/dnf/* /var/cache/yum/*
+# Cloud images: the next boot is a first boot again (instance data, logs), as after an import.
+(command -v cloud-init >/dev/null && cloud-init clean --logs) || true
 truncate -s 0 /etc/machine-id
 rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*
 rm -rf /var/lib/dhcp/* /var/lib/dhclient/* /var/lib/NetworkManager/*.lease /run/systemd/netif/leases/*
@@ -56,12 +58,19 @@ def flatten_and_compact(disk: Path, img: Path) -> None:
     try:
         with ui.step("qemu-img convert (flatten)"):
             process.check(["qemu-img", "convert", "-O", "raw", str(disk), str(raw)], timeout=timeouts.IMAGE)
+        before = raw.stat().st_blocks * 512
         tools = [t for t in ("losetup", "partx", "blkid", "e2fsck", "tune2fs", "dumpe2fs") if not process.which(t)]
         if os.geteuid() != 0 or tools:
             ui.info("skipping the offline compaction of the disk: it needs root and " + ", ".join(tools or ["losetup"]))
+            done = []
         else:
             with ui.step("compact file systems (fresh journal, discard free blocks)"):
-                images.compact_filesystems(raw)
+                done = images.compact_filesystems(raw)
+        after = raw.stat().st_blocks * 512
+        # XFS and other file systems (EL images) keep what the guest's fstrim discarded before the halt.
+        how = f"compacted {', '.join(done)}" if done else "no ext file system to compact; the guest's fstrim discarded free blocks"
+        ui.info(f"disk: {before / 2**20:.0f} MiB allocated after the guest's fstrim, {after / 2**20:.0f} MiB after "
+                f"compaction ({(before - after) / 2**20:.0f} MiB less; {how})")  # fmt: skip
         images.convert_to_qcow2(raw, img, compress=False)
     finally:
         raw.unlink(missing_ok=True)

@@ -273,6 +273,12 @@ LogsOnFailureOption = Annotated[
                  help="On failure, collect logs (as 'vagabond logs') into DIR. Default under CI ($CI, $GITHUB_ACTIONS): "
                       "./vagabond-logs; also $VAGABOND_LOGS_ON_FAILURE."),
 ]  # fmt: skip
+ImageOption = Annotated[
+    Optional[Path],
+    typer.Option("--image", metavar="PATH",
+                 help="A local copy of the box's cloud image (kind image), used instead of downloading it; "
+                      "it is checked against the box's checksum all the same."),
+]  # fmt: skip
 ExtraVarsOption = Annotated[
     Optional[list[str]],
     typer.Option("--extra-vars", "-e", help="Passed to ansible-playbook as is: key=value, JSON or @file. Repeatable."),
@@ -302,18 +308,22 @@ def up_(
         typer.Option("--boot-timeout", min=1, help="Seconds to wait for the guest's IP and SSH (default 300, x4 under qemu)."),
     ] = None,
     logs_on_failure: LogsOnFailureOption = None,
+    image: ImageOption = None,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
 
-    Local base boxes (kind mmdebstrap) are built and added first when missing. A failed or
-    interrupted run removes what it created, so running it again starts clean.
+    Local base boxes are made first when missing: built from the distribution's packages (kind
+    mmdebstrap), or imported from the distribution's cloud image (kind image), which is downloaded
+    (resumed when interrupted), checked against its sha256 and cached. A failed or interrupted run
+    removes what it created, so running it again starts clean.
 
     Example: vagabond up centos7-selinux && vagabond run centos7-selinux -- getenforce
     """
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.Options(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
                              extra_vars=extra_vars or (), provision=not no_provision, prebuilt=not fresh,
-                             boot_timeout=boot_timeout, logs_dir=paths.logs_on_failure_dir(logs_on_failure))  # fmt: skip
+                             boot_timeout=boot_timeout, logs_dir=paths.logs_on_failure_dir(logs_on_failure),
+                             image=str(image) if image else None)  # fmt: skip
     state = lifecycle.up(definition, wd, opts)
     total = sum(state.get("timings", {}).values())
     ui.info(f"{box} is up ({total:.0f}s); run commands with: vagabond run {box} -- COMMAND")
@@ -425,6 +435,7 @@ def build_(
     driver: DriverOption = None,
     extra_vars: ExtraVarsOption = None,
     logs_on_failure: LogsOnFailureOption = None,
+    image: ImageOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build the box's prebuilt dependency box: base box + playbooks, verified, cleaned, packaged.
@@ -438,7 +449,7 @@ def build_(
     """
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or (),
-                             logs_dir=paths.logs_on_failure_dir(logs_on_failure))  # fmt: skip
+                             logs_dir=paths.logs_on_failure_dir(logs_on_failure), image=str(image) if image else None)  # fmt: skip
     info = build.build(definition, wd, opts, out=out, version=version)
     print(json.dumps(info, indent=2) if as_json else info["path"])
 
@@ -448,6 +459,9 @@ def import_(
     name: Annotated[str, typer.Argument(help="Box name to create, e.g. local/centos7.")],
     image: Annotated[str, typer.Option("--image", help="The cloud image (qcow2 with cloud-init): a path or URL.")],
     checksum: Annotated[Optional[str], typer.Option("--checksum", help="sha256:HEX the image must have.")] = None,
+    checksums_url: Annotated[
+        Optional[str], typer.Option("--checksums-url", help="The distribution's checksum file that names the image's sha256.")
+    ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the box (default: the cache).")] = None,
     add: Annotated[bool, typer.Option("--add/--no-add", help="Also add it to Vagrant's box store.")] = True,
     driver: DriverOption = None,
@@ -459,7 +473,8 @@ def import_(
     'cloud-init clean', drops its machine-id and SSH host keys, and powers off; the disk becomes the box.
     Box files can name such a base directly: base: {kind: image, image: URL, checksum: sha256:..., box: NAME}.
     """
-    result = cloudimage.import_image(name, image, checksum=checksum, out=out, driver=driver.value if driver else None)
+    result = cloudimage.import_image(name, image, checksum=checksum, checksums_url=checksums_url, out=out,
+                                     driver=driver.value if driver else None)  # fmt: skip
     if add:
         base.add_to_store(result)
     print(result.box_file)
@@ -641,6 +656,6 @@ def base_build(
     definition = boxes.find_box(box, _box_dirs())
     built = base.build(definition, force=force)
     if add:
-        base.ensure_added(definition, built=built)
+        base.add_to_store(built)
     print(built.box_file)
 

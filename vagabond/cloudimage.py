@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import re
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -51,36 +52,109 @@ def user_data() -> str:
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"  # JSON is valid YAML
 
 
-def fetch(image: str, checksum: str | None, dest_dir: Path) -> Path:
-    """A local path is used as is; a URL is downloaded once into the cache. Checked when asked."""
-    if "://" in image and not image.startswith("file://"):
-        target = dest_dir / (hashlib.sha256(image.encode()).hexdigest()[:16] + "-" + Path(image).name)
-        if not target.is_file():
-            partial = target.with_suffix(".partial")
-            with ui.step(f"download {image}"), urllib.request.urlopen(image, timeout=timeouts.CONNECT) as resp, partial.open("wb") as fh:  # noqa: S310
-                shutil.copyfileobj(resp, fh, 8 * 2**20)
-            partial.replace(target)
-        path = target
-    else:
+_GNU = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(\S.*)$")  # <digest>  <file>  (sha256sum, "*" for binary mode)
+_BSD = re.compile(r"^SHA256\s*\((.+)\)\s*=\s*([0-9a-fA-F]{64})$")  # SHA256 (file) = digest
+
+
+def parse_checksums(text: str, filename: str) -> str | None:
+    """A distribution's checksum file (sha256sum's lines or the BSD form, signed or not): the
+    sha256 it gives for ``filename``."""
+    for line in text.splitlines():
+        line = line.strip()
+        if (m := _GNU.match(line)) and Path(m[2]).name == filename:
+            return m[1].lower()
+        if (m := _BSD.match(line)) and Path(m[1]).name == filename:
+            return m[2].lower()
+    return None
+
+
+def _open(url: str, headers: dict[str, str] | None = None):
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeouts.CONNECT)  # noqa: S310
+    except (OSError, ValueError) as exc:  # URLError, HTTPError, a timeout, a malformed URL
+        reason = getattr(exc, "reason", None) or exc
+        raise VagabondError(f"cannot download {url}: {' '.join(str(reason).split())}",
+                            hint="check the network, or give a local copy with --image PATH, which is checked "
+                                 "against the box's checksum all the same") from None  # fmt: skip
+
+
+def expected_sha256(image: str, checksum: str | None, checksums_url: str | None) -> tuple[str | None, str]:
+    """The sha256 the image must have, and where that comes from (None: nothing to check it against)."""
+    if checksum:
+        kind, _, value = checksum.partition(":")
+        if kind != "sha256":
+            raise UsageError(f"checksum {checksum!r}: only sha256:HEX is supported")
+        return value.lower(), "the pinned checksum"
+    if checksums_url:
+        with _open(checksums_url) as resp:
+            text = resp.read(2**20).decode("utf-8", "replace")
+        name = Path(image.removeprefix("file://")).name
+        found = parse_checksums(text, name)
+        if found is None:
+            raise VagabondError(f"{checksums_url} gives no sha256 for {name}", hint="check the image's file name")
+        return found, checksums_url
+    return None, ""
+
+
+def _download(url: str, target: Path) -> None:
+    """Into target, resuming a partial download, with progress; nothing left if nothing arrived."""
+    partial = target.with_name(target.name + ".partial")
+    have = partial.stat().st_size if partial.is_file() else 0
+    with _open(url, {"Range": f"bytes={have}-"} if have else None) as resp:
+        resumed = have and resp.status == 206
+        total = int(resp.headers.get("Content-Length") or 0) + (have if resumed else 0)
+        done = have if resumed else 0
+        with ui.step(f"download {url}" + (f" (resuming at {have / 2**20:.0f} MiB)" if resumed else "")):
+            told = time.monotonic()
+            with partial.open("ab" if resumed else "wb") as fh:
+                while block := resp.read(8 * 2**20):
+                    fh.write(block)
+                    done += len(block)
+                    if time.monotonic() - told > 10:
+                        told = time.monotonic()
+                        ui.info(f"download: {done / 2**20:.0f} of {total / 2**20:.0f} MiB" if total else
+                                f"download: {done / 2**20:.0f} MiB")  # fmt: skip
+    partial.replace(target)
+
+
+def fetch(image: str, checksum: str | None, dest_dir: Path, checksums_url: str | None = None) -> Path:
+    """The image as a local file, checked against its sha256 before anything uses it. A local path
+    (or file:// URL) is used where it is; a download is kept in the cache under its sha256, so the
+    same image is downloaded once; an interrupted download resumes. A file that does not match is
+    refused, and a downloaded one is not kept."""
+    expected, source = expected_sha256(image, checksum, checksums_url)
+    local = "://" not in image or image.startswith("file://")
+    if local:
         path = Path(image.removeprefix("file://"))
         if not path.is_file():
             raise UsageError(f"image {path} does not exist")
-    if checksum:
-        kind, _, expected = checksum.partition(":")
-        if kind != "sha256":
-            raise UsageError(f"checksum {checksum!r}: only sha256:HEX is supported")
+    else:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        name = Path(urllib.parse.urlparse(image).path).name or "image"
+        key = expected or hashlib.sha256(image.encode()).hexdigest()
+        path = dest_dir / f"{key[:16]}-{name}"
+        if path.is_file():
+            return path  # checked when it was downloaded
+        _download(image, path)
+    if expected is None:
+        ui.info(f"warning: {image} is not checked against a checksum (the box file names none)")
+        return path
+    with ui.step(f"sha256 of {path.name}"):
         actual = images.sha256_file(path)
-        if actual != expected.lower():
-            raise VagabondError(f"{path}: sha256 is {actual}, expected {expected}: refusing a changed or corrupt image")
+    if actual != expected:
+        if not local:
+            path.unlink(missing_ok=True)  # a download that does not match is not kept
+        raise VagabondError(f"{image}: sha256 is {actual}, {source} says {expected}: refusing a changed or corrupt image"
+                            + ("" if local else "; the download was removed"))  # fmt: skip
     return path
 
 
-def import_image(name: str, image: str, *, checksum: str | None = None, out: Path | None = None,
-                 driver: str | None = None) -> BaseBox:  # fmt: skip
+def import_image(name: str, image: str, *, checksum: str | None = None, checksums_url: str | None = None,
+                 out: Path | None = None, driver: str | None = None) -> BaseBox:  # fmt: skip
     """Cloud image -> vagrant-libvirt box in the cache (or --out), with a catalog to add it from."""
     out_dir = out or paths.cache_dir() / "boxes" / name.replace("/", "-") / "imported"
+    source = fetch(image, checksum, paths.cache_dir() / "images", checksums_url)  # nothing is made before it is good
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = fetch(image, checksum, paths.cache_dir() / "images")
     if not process.which("cloud-localds"):
         raise UsageError("'cloud-localds' is needed to import cloud images", hint="apt-get install cloud-image-utils")
     decision = detect.choose_driver(driver)

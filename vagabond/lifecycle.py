@@ -25,6 +25,7 @@ class Options:
     prebuilt: bool = True  # use the box's prebuilt dependency box when its catalog has a current one
     boot_timeout: int | None = None
     logs_dir: Path | None = None  # collect `vagabond logs` here when up fails, before cleaning up
+    image: str | None = None  # a local copy of a kind-image base's cloud image
 
 
 def _vagrant(wd: Workdir, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
@@ -208,7 +209,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             base_version = box.spec.base.version
             if source is None and isinstance(box.spec.base, (MmdebstrapBase, ImageBase)):
                 with _timed(timings, step), ui.step(step):
-                    base_version = base.ensure_added(box).version
+                    base_version = base.ensure_added(box, opts.image).version
             step = "render Vagrantfile"
             render_workdir(wd, source, opts.boot_timeout)
             provisioned = already_provisioned(bool(wd.read_state().get("provisioned")), was_new, source is not None,

@@ -59,6 +59,9 @@ def mode_checks(box: Box) -> list[ModeCheck]:
         checks.append(ModeCheck("selinux", ("getenforce",), modes.selinux.capitalize(), f"SELinux is {modes.selinux}"))
     if modes.fips:
         checks.append(ModeCheck("fips", ("cat", "/proc/sys/crypto/fips_enabled"), "1", "FIPS mode is on"))
+        if box.spec.guest in ("redhat", "fedora"):  # the crypto policy is the RedHat family's
+            checks.append(ModeCheck("crypto-policy", ("update-crypto-policies", "--show"), "FIPS",
+                                    "the crypto policy is FIPS"))  # fmt: skip
     return checks
 
 

@@ -16,7 +16,7 @@ from vagabond.errors import BoxDefinitionError
 pytestmark = pytest.mark.real
 
 DUMP = Path(__file__).with_name("vagrant_config_dump.rb")
-SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-selinux"]
+SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-fips", "debian12-selinux"]
 
 
 @pytest.fixture(autouse=True)

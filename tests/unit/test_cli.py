@@ -92,7 +92,7 @@ def test_render_unknown_box_is_one_line_without_traceback(project):
     assert result.exit_code == 4
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr == ("error: no box named 'nope' in boxes or the shipped boxes "
-                             "(available: alma9-fips, centos7-selinux, debian12, debian12-selinux)\n")
+                             "(available: alma9-fips, centos7-selinux, debian12, debian12-fips, debian12-selinux)\n")
 
 
 def test_render_writes_the_vagrantfile_and_its_provisioning_and_says_what_changed(project, stubs):

@@ -1,13 +1,18 @@
-"""`vagabond import` pieces: the NoCloud user-data and the image checksum gate."""
+"""Cloud images: the NoCloud user-data, checksum files, and downloads that resume, are checked and
+leave nothing behind when they cannot be had."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from typer.testing import CliRunner
 
-from vagabond import cloudimage, images
+from vagabond import boxes, cloudimage, images, paths
+from vagabond.cli import app
 from vagabond.errors import UsageError, VagabondError
 
 
@@ -23,7 +28,7 @@ def test_user_data_makes_the_vagrant_user_and_a_self_cleaning_unit():
     assert "rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*" in finish["content"]
 
 
-def test_fetch_checks_the_checksum(tmp_path):
+def test_fetch_checks_the_checksum_of_a_local_image(tmp_path):
     image = tmp_path / "img.qcow2"
     image.write_bytes(b"image bytes")
     good = "sha256:" + hashlib.sha256(b"image bytes").hexdigest()
@@ -31,5 +36,106 @@ def test_fetch_checks_the_checksum(tmp_path):
     assert cloudimage.fetch(image.as_uri(), None, tmp_path) == image
     with pytest.raises(VagabondError, match="refusing a changed or corrupt image"):
         cloudimage.fetch(str(image), "sha256:" + "0" * 64, tmp_path)
+    assert image.read_bytes() == b"image bytes", "a local image is the user's: never removed"
     with pytest.raises(UsageError, match="does not exist"):
         cloudimage.fetch(str(tmp_path / "nope.qcow2"), None, tmp_path)
+
+
+SUM = "a" * 64
+
+
+@pytest.mark.parametrize("text", [
+    f"{SUM}  CentOS-7-x86_64-GenericCloud-2211.qcow2\n",
+    f"{'b' * 64}  other.qcow2\n{SUM} *CentOS-7-x86_64-GenericCloud-2211.qcow2\n",
+    f"SHA256 (CentOS-7-x86_64-GenericCloud-2211.qcow2) = {SUM}\n",
+    f"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n# comment\nSHA256 (CentOS-7-x86_64-GenericCloud-2211.qcow2) = {SUM.upper()}\n"
+    "-----BEGIN PGP SIGNATURE-----\nxyz\n-----END PGP SIGNATURE-----\n",
+])  # fmt: skip
+def test_checksum_files_in_either_form(text):
+    assert cloudimage.parse_checksums(text, "CentOS-7-x86_64-GenericCloud-2211.qcow2") == SUM
+    assert cloudimage.parse_checksums(text, "absent.qcow2") is None
+
+
+class Server:
+    """A local HTTP server that honours Range, as distributions' mirrors do, and records requests."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files, self.ranges = files, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                body = outer.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if rng := self.headers.get("Range"):
+                    outer.ranges.append(rng)
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                self.wfile.write(body[start:])
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server():
+    data = bytes(range(256)) * 4096
+    srv = Server({"/img.qcow2": data, "/CHECKSUM": f"SHA256 (img.qcow2) = {hashlib.sha256(data).hexdigest()}\n".encode()})
+    yield srv, data
+    srv.httpd.shutdown()
+
+
+def test_a_download_is_checked_cached_by_checksum_and_resumed(server, tmp_path):
+    srv, data = server
+    sha = hashlib.sha256(data).hexdigest()
+    cache = tmp_path / "images"
+    cache.mkdir()
+    # An earlier download stopped half-way: the rest is asked for with a Range request.
+    (cache / f"{sha[:16]}-img.qcow2.partial").write_bytes(data[:1000])
+    path = cloudimage.fetch(f"{srv.url}/img.qcow2", None, cache, f"{srv.url}/CHECKSUM")
+    assert path == cache / f"{sha[:16]}-img.qcow2" and path.read_bytes() == data
+    assert srv.ranges == ["bytes=1000-"]
+    assert cloudimage.fetch(f"{srv.url}/img.qcow2", f"sha256:{sha}", cache) == path, "downloaded once"
+
+
+def test_a_corrupt_download_is_refused_and_not_kept(server, tmp_path):
+    srv, _ = server
+    with pytest.raises(VagabondError, match=r"sha256 is .*, the pinned checksum says 0+: refusing a changed or corrupt image; the download was removed"):
+        cloudimage.fetch(f"{srv.url}/img.qcow2", "sha256:" + "0" * 64, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_image_is_one_line_naming_the_url_and_leaves_nothing(tmp_path, monkeypatch):
+    from vagabond import libvirt
+
+    monkeypatch.setattr(libvirt, "domains", lambda prefix="": {})  # a host without libvirt will do
+    monkeypatch.setattr(libvirt, "networks", lambda: [])
+    monkeypatch.setattr(libvirt, "volumes", lambda prefix="", pool="default": [])
+    monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "boxes").mkdir()
+    url = "http://127.0.0.1:9/CentOS-7-x86_64-GenericCloud-2211.qcow2"  # nothing listens on port 9
+    (tmp_path / "boxes" / "el7.yaml").write_text(
+        f"description: x\nbase: {{kind: image, image: '{url}', checksum: 'sha256:{SUM}', box: test/el7}}\n")
+    result = CliRunner().invoke(app, ["up", "el7"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"cannot download {url}: " in errors[0], result.stderr
+    assert not list((tmp_path / "cache").rglob("*.qcow2*")) and not list((tmp_path / "cache").rglob("imported*"))
+
+
+def test_no_shipped_box_comes_from_a_box_catalog_that_is_closing():
+    for box in boxes.list_boxes(paths.shipped_boxes_dir()):
+        assert box.spec.base.kind in ("mmdebstrap", "image"), f"{box.name} still needs HCP Vagrant ({box.spec.base.box_name})"
+        if box.spec.base.kind == "image":
+            assert box.spec.base.checksum or box.spec.base.checksums_url, f"{box.name}'s image is not checked"
+            assert "latest" not in box.spec.base.image, f"{box.name}'s image is not pinned to a dated file"

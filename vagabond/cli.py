@@ -309,6 +309,12 @@ def up_(
     ] = None,
     logs_on_failure: LogsOnFailureOption = None,
     image: ImageOption = None,
+    sync: Annotated[
+        Optional[str],
+        typer.Option("--sync", metavar="GUEST_PATH",
+                     help="Also copy the project into the VM at GUEST_PATH (rsync; .git and .vagabond left out), "
+                          "for a box without synced folders of its own."),
+    ] = None,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
 
@@ -323,7 +329,9 @@ def up_(
     opts = lifecycle.Options(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
                              extra_vars=extra_vars or (), provision=not no_provision, prebuilt=not fresh,
                              boot_timeout=boot_timeout, logs_dir=paths.logs_on_failure_dir(logs_on_failure),
-                             image=str(image) if image else None)  # fmt: skip
+                             image=str(image) if image else None, sync_project=sync)  # fmt: skip
+    if sync is not None and not sync.startswith("/"):
+        raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
     state = lifecycle.up(definition, wd, opts)
     total = sum(state.get("timings", {}).values())
     ui.info(f"{box} is up ({total:.0f}s); run commands with: vagabond run {box} -- COMMAND")
@@ -571,6 +579,10 @@ def prepare_(
         Optional[str], typer.Option("--swap", metavar="SIZE", help="Swap file size, e.g. 4G (default: what the boxes need beyond RAM; 0 removes it).")
     ] = None,
     swap_file: Annotated[Path, typer.Option("--swap-file", help="Where the swap file lives.")] = Path("/var/lib/vagabond/swapfile"),
+    user: Annotated[
+        Optional[str],
+        typer.Option("--user", help="Let this user run VMs without root (groups libvirt and kvm, and libvirt's socket now)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Prepare this host (a fresh CI runner) for VMs; safe to run again, it only acts when needed.
@@ -583,7 +595,7 @@ def prepare_(
     Example (CI): sudo vagabond prepare --boxes centos7-selinux
     """
     chosen = _selected_boxes(boxes_opt)
-    actions = prepare.prepare(chosen, swap=swap, swap_file=swap_file)
+    actions = prepare.prepare(chosen, swap=swap, swap_file=swap_file, user=user)
     if as_json:
         print(json.dumps(prepare.as_dicts(actions), indent=2))
         return

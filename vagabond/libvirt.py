@@ -6,6 +6,7 @@ libvirtd over its Unix socket, so it works the same from the host and from the V
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -43,6 +44,8 @@ class Turn:
             fd = os.open(TURN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError:
             return
+        with contextlib.suppress(OSError):  # the umask took write access from the others: give it back
+            os.fchmod(fd, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

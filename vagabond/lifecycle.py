@@ -26,6 +26,7 @@ class Options:
     boot_timeout: int | None = None
     logs_dir: Path | None = None  # collect `vagabond logs` here when up fails, before cleaning up
     image: str | None = None  # a local copy of a kind-image base's cloud image
+    sync_project: str | None = None  # also sync the project to this guest path (a box without synced folders, in CI)
 
 
 def _vagrant(wd: Workdir, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
@@ -49,9 +50,10 @@ def _log_sink(wd: Workdir, name: str):
     return sink, fh
 
 
-def render_workdir(wd: Workdir, source: render.BoxSource | None = None, boot_timeout: int | None = None) -> None:
+def render_workdir(wd: Workdir, source: render.BoxSource | None = None, boot_timeout: int | None = None,
+                   sync_project: str | None = None) -> None:  # fmt: skip
     """The Vagrantfile and provisioning directory `vagrant up` and `vagabond provision` use here."""
-    render.write(wd.box, render.RenderOptions(source=source, boot_timeout=boot_timeout), wd.path)
+    render.write(wd.box, render.RenderOptions(source=source, boot_timeout=boot_timeout, sync_project=sync_project), wd.path)
 
 
 def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:
@@ -211,12 +213,12 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                 with _timed(timings, step), ui.step(step):
                     base_version = base.ensure_added(box, opts.image).version
             step = "render Vagrantfile"
-            render_workdir(wd, source, opts.boot_timeout)
+            render_workdir(wd, source, opts.boot_timeout, opts.sync_project)
             provisioned = already_provisioned(bool(wd.read_state().get("provisioned")), was_new, source is not None,
                                               opts.extra_vars)  # fmt: skip
             if source is not None and opts.extra_vars and opts.provision:
                 ui.info("extra vars given (-e): the playbooks run on the prebuilt box too, so that they apply")
-            wd.write_state(box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
+            wd.write_state(sync_project=opts.sync_project, box=box.name, driver=decision.driver, driver_reason=decision.reason, prefix=wd.prefix,
                            machines=box.machine_names(), primary=box.primary(), env=box.spec.env, base_version=base_version,
                            prebuilt=source.__dict__ if source else None, provisioned=provisioned)  # fmt: skip
             registry.add_workdir(wd.prefix, wd.path)  # `vagabond gc` finds what this directory leaves
@@ -352,8 +354,10 @@ def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[p
         _require_up(wd)
         if not wd.ssh_config.is_file():
             refresh_ssh_config(wd)
-        previous = wd.read_state().get("prebuilt")
-        render_workdir(wd, render.BoxSource(**previous) if previous else None)  # the playbooks as they are now
+        state = wd.read_state()
+        previous = state.get("prebuilt")
+        render_workdir(wd, render.BoxSource(**previous) if previous else None,  # the playbooks as they are now
+                       sync_project=state.get("sync_project"))  # fmt: skip
         recaps = provision.run_playbooks(wd, extra_vars)
         wd.write_state(provisioned=True, env=box.spec.env, recap=[r.__dict__ for r in recaps])
         provision.run_checks(wd, box.machine_names())

@@ -12,7 +12,9 @@ Each step looks first and acts only when needed, and says what it did:
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 import shutil
 import time
@@ -186,10 +188,45 @@ def ensure_docker_forwarding() -> Action:
     return Action("firewall", False, "DOCKER-USER already lets libvirt's guests out and their replies back")
 
 
-def prepare(boxes: list[Box], *, swap: str | None = None, swap_file: Path = DEFAULT_SWAP_FILE) -> list[Action]:
+LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
+
+
+def ensure_user_access(user: str) -> Action:
+    """Let USER run VMs without root (a CI job's own user: its tests and its files stay its own):
+    a member of the groups libvirt and kvm for the sessions to come, and, for the job's session,
+    which started before the groups changed, an ACL on libvirt's socket."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"--user {user!r}: no such user") from None
+    if entry.pw_uid == 0:
+        return Action("user", False, "root needs no access granted")
+    done = []
+    for group in ("libvirt", "kvm"):
+        try:
+            members = grp.getgrnam(group).gr_mem
+        except KeyError:
+            continue
+        if user not in members:
+            process.check(["usermod", "--append", "--groups", group, user], timeout=timeouts.TOOL)
+            done.append(f"added to group {group}")
+    if LIBVIRT_SOCKET.exists():
+        acl = process.run(["getfacl", "--omit-header", "--absolute-names", str(LIBVIRT_SOCKET)], timeout=timeouts.TOOL)
+        if f"user:{user}:rw" not in acl.stdout:
+            process.check(["setfacl", "--modify", f"u:{user}:rw", str(LIBVIRT_SOCKET)], timeout=timeouts.TOOL,
+                          hint="apt-get install acl")  # fmt: skip
+            done.append(f"may use {LIBVIRT_SOCKET} now")
+    if done:
+        return Action("user", True, f"{user}: {'; '.join(done)}")
+    return Action("user", False, f"{user} may already use libvirt and /dev/kvm")
+
+
+def prepare(boxes: list[Box], *, swap: str | None = None, swap_file: Path = DEFAULT_SWAP_FILE,
+            user: str | None = None) -> list[Action]:  # fmt: skip
     if os.geteuid() != 0:
         raise UsageError("vagabond prepare changes the host (swap, udev, daemons, firewall)", hint="run it as root: sudo vagabond prepare")
-    return [ensure_swap(boxes, swap, swap_file), ensure_kvm_access(), ensure_libvirt(), ensure_docker_forwarding()]
+    actions = [ensure_swap(boxes, swap, swap_file), ensure_kvm_access(), ensure_libvirt(), ensure_docker_forwarding()]
+    return actions + ([ensure_user_access(user)] if user else [])
 
 
 def as_dicts(actions: list[Action]) -> list[dict]:

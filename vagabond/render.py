@@ -11,8 +11,8 @@ from typing import Any
 
 import jinja2
 
-from vagabond import libvirt, paths, provision, timeouts
-from vagabond.boxes import Box
+from vagabond import libvirt, paths, project, provision, timeouts
+from vagabond.boxes import Box, SyncedFolder
 from vagabond.errors import RenderError
 
 # A CPU model every qemu TCG build provides. RHEL 9 family boxes need x86-64-v2, so they ask for
@@ -118,6 +118,7 @@ class RenderOptions:
     driver: str | None = None  # pinned into the file; None: decided by the file when Vagrant loads it
     source: BoxSource | None = None  # the box vagabond up chose; None: the prebuilt box if the box file names one
     boot_timeout: int | None = None  # seconds for IP + SSH; default scales with the driver
+    sync_project: str | None = None  # a guest path the project is synced to, besides the box's own folders
 
 
 def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str, Any]:
@@ -143,9 +144,17 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
     inputs, input_dirs = provision.rendered_inputs(box, vagrantfile_dir)
     names = box.machine_names()
     folders = []
-    for f in spec.synced_folders:
-        # A relative src is the project's (the directory holding boxes/), not the work directory's.
-        src = Path(f.src) if os.path.isabs(f.src) else box.project_dir / f.src
+    # A relative src is the project's (the directory holding boxes/), not the work directory's; the
+    # project synced with --sync is the one vagabond runs in (a shipped box has none of its own).
+    wanted = [(f, box.project_dir) for f in spec.synced_folders]
+    if options.sync_project:
+        try:
+            extra = SyncedFolder(src=".", dest=options.sync_project, exclude=[".git", ".vagabond"])
+        except ValueError as exc:  # pydantic's ValidationError: the guest path is the user's
+            raise RenderError(f"--sync {options.sync_project!r}: {exc.errors()[0]['msg']}") from None
+        wanted.append((extra, project.project_root()))
+    for f, home in wanted:
+        src = Path(f.src) if os.path.isabs(f.src) else home / f.src
         relative = not os.path.isabs(f.src)
         if relative:  # "./" first: Ruby's expand_path would read a leading "~" as a home directory
             rel = os.path.relpath(src, vagrantfile_dir)

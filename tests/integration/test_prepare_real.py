@@ -127,3 +127,22 @@ def test_libvirtd_is_started_when_nothing_runs_it():
     code, actions = prepare()
     assert by_step(actions)["libvirt"] == {"step": "libvirt", "changed": False,
                                            "detail": "libvirtd answers; storage pool default is running"}  # fmt: skip
+
+
+def test_a_ci_user_is_let_in_to_libvirt_and_kvm_without_root():
+    user = f"vagabond-ci-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--no-create-home", user], check=True)
+    try:
+        code, actions = prepare("--user", user)
+        assert code == 0, actions
+        step = by_step(actions)["user"]
+        assert step["changed"] and "added to group libvirt" in step["detail"] and "added to group kvm" in step["detail"]
+        groups = subprocess.run(["id", "-nG", user], capture_output=True, text=True).stdout.split()
+        assert {"libvirt", "kvm"} <= set(groups)
+        acl = subprocess.run(["getfacl", "--omit-header", "/run/libvirt/libvirt-sock"], capture_output=True, text=True).stdout
+        assert f"user:{user}:rw" in acl
+        code, actions = prepare("--user", user)
+        assert by_step(actions)["user"]["changed"] is False, "a second run changes nothing"
+    finally:
+        subprocess.run(["setfacl", "--remove", f"u:{user}", "/run/libvirt/libvirt-sock"], capture_output=True)
+        subprocess.run(["userdel", user], capture_output=True)

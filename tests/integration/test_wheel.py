@@ -19,7 +19,7 @@ pytestmark = pytest.mark.real
 def test_wheel_in_fresh_venv(tmp_path_factory):
     dist = tmp_path_factory.mktemp("dist")
     process.check([sys.executable, "-m", "build", "--wheel", "--outdir", dist, REPO], timeout=600)
-    (wheel,) = dist.glob("vagabond-*.whl")
+    (wheel,) = dist.glob("vagabond_vm-*.whl")
     env_dir = tmp_path_factory.mktemp("venv")
     assert REPO not in env_dir.parents
     venv.create(env_dir, with_pip=True)
@@ -33,9 +33,10 @@ def test_wheel_in_fresh_venv(tmp_path_factory):
     assert {"centos7-selinux", "alma9-fips", "debian12", "debian12-selinux"} <= {b["name"] for b in listed}
     assert all(Path(b["path"]).is_relative_to(env_dir) for b in listed), "boxes came from the checkout, not the wheel"
 
-    process.check([exe, "render", "centos7-selinux", "--driver", "qemu", "-o", work / "Vagrantfile"], cwd=work, env=env)
+    process.check([exe, "render", "centos7-selinux", "--driver", "qemu", "-o", work], cwd=work, env=env)
     text = (work / "Vagrantfile").read_text()
-    assert "config.vm.box = 'centos/7'" in text and "libvirt.driver = vagabond_driver" in text
+    assert "config.vm.box = 'vagabond/centos7'" in text and "libvirt.driver = vagabond_driver" in text
+    assert (work / "vagabond-provision" / "modes" / "selinux.yml").is_file(), "the mode playbook came with the wheel"
     # The playbooks travel with the wheel too.
     site = process.check([py, "-c", "import vagabond.paths as p; print(p.shipped_playbooks_dir())"], cwd=work).stdout
     assert (Path(site.strip()) / "modes" / "selinux.yml").is_file()

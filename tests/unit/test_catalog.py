@@ -94,7 +94,7 @@ def test_the_prebuilt_name_is_the_box_files_not_the_catalogs(tmp_path):
     assert found.name == "org/deps"
 
 
-@pytest.mark.parametrize("version", ["latest", "../../x", "1.0.beta", "1..2", "", "1.2.", "v1", "1/2", "1" * 12])
+@pytest.mark.parametrize("version", ["latest", "../../x", "1.0.beta", "1..2", "", "1.2.", "v1", "1/2", "1" * 65, "١"])
 def test_versions_vagrant_cannot_order_are_refused(version):
     with pytest.raises(UsageError, match=r"is not one Vagrant can order \(use digits and dots"):
         catalog.check_version(version)
@@ -176,3 +176,8 @@ def test_a_top_level_playbook_does_not_digest_the_whole_project(project):
     assert provision.definition_digest(boxes.load_box(path)) == first
     (project / "roles" / "r" / "tasks" / "main.yml").write_text("- debug: {msg: changed}\n")
     assert provision.definition_digest(boxes.load_box(path)) != first
+
+
+@pytest.mark.parametrize("version", ["1", "1.0.0", "20261127.123456", "1.0.1764245000", "0.0.99999999999999"])
+def test_versions_vagrant_orders_are_taken(version):
+    assert catalog.check_version(version) == version

@@ -147,7 +147,7 @@ class S3Store:
         try:
             import boto3  # only publishers to S3 pay for importing it (and need the s3 extra)
         except ImportError:
-            raise UsageError("s3:// catalogs need boto3", hint="pip install 'vagabond[s3]'") from None
+            raise UsageError("s3:// catalogs need boto3", hint="pip install 'vagabond-vm[s3]'") from None
         for name in AWS_SECRETS:  # whatever botocore or an error message repeats, the output does not
             process.register_secret(os.environ.get(name, ""))
         with _s3_errors(f"s3://{bucket}"):
@@ -263,7 +263,14 @@ def _parse_json(raw: str | bytes, where: str) -> dict:
         raise PublishError(f"{where} is not valid JSON ({exc})", hint="fix or remove it") from None
 
 
+# S3's canned ACLs: the only values --s3-acl takes.
+S3_CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+                  "bucket-owner-read", "bucket-owner-full-control")  # fmt: skip
+
+
 def open_store(catalog: str, base_url: str | None = None, acl: str | None = None):
+    if acl and acl not in S3_CANNED_ACLS:
+        raise UsageError(f"--s3-acl {acl[:40]!r}: not a canned ACL", hint=f"use one of {', '.join(S3_CANNED_ACLS)}")
     parsed = urlparse(catalog)
     if parsed.scheme == "s3":
         if not parsed.netloc:

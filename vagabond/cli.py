@@ -15,8 +15,26 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from vagabond import (
-    __version__, base, boxes, build, cloudimage, detect, doctor, errors, gc, interrupts, lifecycle, logs, paths, prepare,
-    project, remote, render, ui, workflow,
+    __version__,
+    base,
+    boxes,
+    build,
+    cloudimage,
+    detect,
+    doctor,
+    errors,
+    gc,
+    install,
+    interrupts,
+    lifecycle,
+    logs,
+    paths,
+    prepare,
+    project,
+    remote,
+    render,
+    ui,
+    workflow,
 )
 from vagabond import catalog as catalogs
 from vagabond.errors import VagabondError
@@ -618,35 +636,89 @@ def ci_github(
     test_command: Annotated[
         str, typer.Option("--test-command", help="Shell command that runs the tests, in the box's first synced folder.")
     ] = "make test",
-    runs_on: Annotated[str, typer.Option("--runs-on", help="GitHub runner label.")] = "ubuntu-24.04",
+    runs_on: Annotated[str, typer.Option("--runs-on", help="GitHub runner label (ubuntu-24.04, ubuntu-26.04, or a self-hosted one).")] = "ubuntu-24.04",
     vagabond_spec: Annotated[
-        Optional[str], typer.Option("--vagabond-spec", help="What the runner pip-installs (default: this vagabond's version).")
+        Optional[str], typer.Option("--vagabond-spec", help="What the runner pip-installs: a pinned git URL, a wheel URL, "
+                                    "or vagabond-vm==VERSION (default: this vagabond, as it was installed).")
+    ] = None,
+    vagrant_from: Annotated[
+        str, typer.Option("--vagrant-from", help="hashicorp (Ubuntu: HashiCorp's apt repository + the plugin) or "
+                          "distribution (Debian runners: Debian's vagrant and vagrant-libvirt).")
+    ] = "hashicorp",
+    branch: Annotated[str, typer.Option("--branch", help="The branch whose pushes run the tests (pull requests always do).")] = "main",
+    paths_ignore: Annotated[
+        Optional[str], typer.Option("--paths-ignore", help="Comma-separated globs whose changes run nothing ('' for none; "
+                                    f"default: {','.join(workflow.PATHS_IGNORE)}).")
     ] = None,
     cron: Annotated[str, typer.Option("--cron", help="When the nightly prebuilt-box job runs (UTC).")] = "17 3 * * *",
     keep: Annotated[int, typer.Option("--keep", min=1, help="Prebuilt versions kept in the catalog.")] = 5,
+    environment: Annotated[
+        str, typer.Option("--environment", help="GitHub environment holding the publish step's secrets.")
+    ] = "vagabond-publish",
+    aws_role: Annotated[
+        Optional[str], typer.Option("--aws-role", help="IAM role ARN the publish step assumes by OIDC (no stored keys).")
+    ] = None,
+    s3_acl: Annotated[
+        Optional[str], typer.Option("--s3-acl", help="Canned ACL for published S3 objects (buckets made since 2023 refuse ACLs).")
+    ] = None,
     timeout: Annotated[int, typer.Option("--timeout", min=10, help="Job timeout in minutes.")] = 120,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file that vagabond did not generate.")] = False,
 ) -> None:
     """Write a GitHub Actions workflow: a runner per box boots it, runs the tests, keeps logs on failure.
 
-    Each push and pull request: install Vagrant, vagrant-libvirt, libvirt and qemu, 'vagabond prepare'
-    (KVM access, swap, libvirt), restore cached boxes, 'vagabond up', the test command through
-    'vagabond run', logs uploaded as an artifact on failure, 'vagabond destroy' always. Boxes with a
-    prebuilt: section also get a nightly job that builds and publishes their dependency box to the
-    catalog in the repository variable VAGABOND_CATALOG.
+    Pull requests, pushes to --branch and tags: install Vagrant (HashiCorp's apt repository, key
+    checked), vagrant-libvirt (a cached plugin), libvirt, qemu and this vagabond; 'sudo vagabond
+    prepare' (KVM access, swap, libvirt, the runner user let in); restore cached boxes; 'vagabond up',
+    the test command through 'vagabond run' as the runner user, logs uploaded on failure, 'vagabond
+    destroy' always. Boxes with a prebuilt: section also get a nightly job, from the default branch
+    only, that builds and publishes their dependency box to the catalog in the repository variable
+    VAGABOND_CATALOG, with credentials from a GitHub environment.
 
     Example: vagabond ci github --boxes centos7-selinux,alma9-fips --test-command 'make check' -o .github/workflows/vagabond.yml
     """
     chosen = _selected_boxes(boxes_opt)
-    settings = workflow.Settings(runs_on=runs_on, test_command=test_command, cron=cron, keep=keep, timeout=timeout,
-                                 vagabond_spec=vagabond_spec or workflow.Settings.vagabond_spec)  # fmt: skip
+    settings = workflow.Settings(
+        runs_on=runs_on, test_command=test_command, cron=cron, keep=keep, timeout=timeout, vagabond_spec=vagabond_spec or "",
+        vagrant_from=vagrant_from, branch=branch, environment=environment, aws_role=aws_role or "", s3_acl=s3_acl or "",
+    )  # fmt: skip
+    if paths_ignore is not None:
+        settings.paths_ignore = [p.strip() for p in paths_ignore.split(",") if p.strip()]
     settings.command = workflow.command_line([b.name for b in chosen], settings, output)
+    if not vagabond_spec:
+        settings.vagabond_spec, note = install.pip_spec()
+        if note:
+            ui.info(f"note: {note}")
     text = workflow.render(chosen, settings)
     if output is None:
         sys.stdout.write(text)
         return
     workflow.write(output, text, force=force)
     ui.info(f"wrote {output} ({len(chosen)} box{'es' if len(chosen) != 1 else ''})")
+
+
+@app.command("prebuilt")
+def prebuilt_(
+    box: BoxArg,
+    as_json: JsonOption = False,
+    github_output: Annotated[
+        bool, typer.Option("--github-output", help="Print name=, version= and store= lines for $GITHUB_OUTPUT.")
+    ] = False,
+) -> None:
+    """Which prebuilt box 'up' would boot: the newest version in the box's catalog built from this
+    exact definition and its playbooks, and why there is none otherwise (then 'up' uses the base box).
+
+    Exits 0 either way; scripts read --json or --github-output (version is empty when there is none).
+
+    Example: vagabond prebuilt debian12-selinux --json
+    """
+    result = lifecycle.current_prebuilt(boxes.find_box(box, _box_dirs()))
+    if github_output:
+        for key in ("name", "version", "store"):
+            print(f"{key}={result[key] or ''}")
+    elif as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        ui.out.print(result["reason"] if result["version"] else f"no prebuilt box: {result['reason']}", markup=False)
 
 
 base_app = typer.Typer(help="Base boxes built locally from the distribution's packages (no box catalog needed).",

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import detect, libvirt, process, timeouts
+from vagabond import detect, install, libvirt, process, timeouts
 from vagabond.boxes import Box
 from vagabond.errors import CommandFailed, ToolMissing, VagabondError
 from vagabond.vm import Vagrant
@@ -36,12 +36,12 @@ def check_tool(name: str, argv: list[str], fix: str, *, required: bool = True, p
     return Check(name, True, f"{argv[0]} {m.group(0) if m else out.strip()[:60]}", required)
 
 
-def check_vagrant() -> list[Check]:
-    fix = "apt-get install vagrant vagrant-libvirt (or run scripts/install.sh)"
+def check_vagrant(advice: install.Advice) -> list[Check]:
+    fix = advice.vagrant
     if not process.which("vagrant"):
         return [
             Check("vagrant", False, "vagrant not found on PATH", True, fix),
-            Check("vagrant-libvirt", False, "cannot check plugins without vagrant", True, fix),
+            Check("vagrant-libvirt", False, "cannot check plugins without vagrant", True, advice.plugin),
         ]
     v = Vagrant(timeout=timeouts.VAGRANT_QUERY)
     try:
@@ -52,23 +52,20 @@ def check_vagrant() -> list[Check]:
     try:
         plugins = {p.name: p for p in v.plugin_list()}
     except VagabondError as exc:
-        return checks + [Check("vagrant-libvirt", False, str(exc), True, fix)]
+        return checks + [Check("vagrant-libvirt", False, str(exc), True, advice.plugin)]
     plugin = plugins.get("vagrant-libvirt")
     if plugin:
         checks.append(Check("vagrant-libvirt", True, f"plugin {plugin.version}{' (system)' if plugin.system else ''}"))
     else:
-        checks.append(
-            Check("vagrant-libvirt", False, "plugin not installed", True,
-                  "apt-get install vagrant-libvirt, or: vagrant plugin install vagrant-libvirt")
-        )  # fmt: skip
+        checks.append(Check("vagrant-libvirt", False, "plugin not installed", True, advice.plugin))
     return checks
 
 
-def check_libvirt() -> list[Check]:
+def check_libvirt(advice: install.Advice) -> list[Check]:
     uri = libvirt.uri()
     fix = "start the daemons: virtlogd -d && libvirtd -d (or systemctl start libvirtd)"
     if not process.which("virsh"):
-        return [Check("libvirt", False, "virsh not found", True, "apt-get install libvirt-daemon-system libvirt-clients")]
+        return [Check("libvirt", False, "virsh not found", True, advice.libvirt)]
     try:
         libvirt.check("uri", timeout=timeouts.PROBE)
     except CommandFailed as exc:
@@ -119,14 +116,14 @@ def check_resources(boxes: list[Box]) -> list[Check]:
 
 
 def run_doctor(boxes: list[Box], decision: detect.Decision) -> list[Check]:
-    checks = check_vagrant()
-    checks += check_libvirt()
-    checks.append(check_tool("qemu", ["qemu-system-x86_64", "--version"], "apt-get install qemu-system-x86"))
-    checks.append(check_tool("qemu-img", ["qemu-img", "--version"], "apt-get install qemu-utils"))
+    advice = install.advice()
+    checks = check_vagrant(advice)
+    checks += check_libvirt(advice)
+    checks.append(check_tool("qemu", ["qemu-system-x86_64", "--version"], advice.qemu))
+    checks.append(check_tool("qemu-img", ["qemu-img", "--version"], advice.qemu_img))
     checks.append(check_tool("ansible-playbook", ["ansible-playbook", "--version"],
-                             "pip install vagabond (ansible-core comes with it)", pattern=r"core [\d.]+"))  # fmt: skip
-    checks.append(check_tool("mmdebstrap", ["mmdebstrap", "--version"],
-                             "apt-get install mmdebstrap (only needed to build Debian base boxes)", required=False))  # fmt: skip
+                             f"pip install {install.PACKAGE} (ansible-core comes with it)", pattern=r"core [\d.]+"))  # fmt: skip
+    checks.append(check_tool("mmdebstrap", ["mmdebstrap", "--version"], advice.mmdebstrap, required=False))
     checks += check_resources(boxes)
     checks.append(Check("driver", True, f"{decision.driver}: {decision.reason}", required=False))
     return checks

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vagabond import libvirt, registry, ui
-from vagabond.vm import Vagrant
+from vagabond.vm import Vagrant, store_name
 from vagabond.workdir import Workdir
 
 @dataclass
@@ -60,7 +60,7 @@ def find() -> list[Orphan]:
     kept_domains = [d for d in domains if not any(o.kind == "domain" and o.name == d for o in orphans)]
     in_use = libvirt.volumes_in_use(kept_domains) if kept_domains else set()
     store = Vagrant()
-    ours = {b.replace("/", "-VAGRANTSLASH-"): b for b in data["boxes"]}
+    ours = {store_name(b): b for b in data["boxes"]}
     for vol in volumes:
         match = libvirt.BOX_IMAGE.match(vol)
         if not match or match["box"] not in ours:

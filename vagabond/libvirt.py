@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vagabond import process, timeouts
+from vagabond.vm import store_name
 
 POOL = "default"
 POOL_DIR = Path("/var/lib/libvirt/images")  # where the pool lives when vagabond defines it
@@ -139,7 +140,7 @@ BOX_IMAGE = re.compile(r"^(?P<box>.+)_vagrant_box_image_(?P<version>.+?)_box(?:_
 
 def box_images(box_name: str) -> list[str]:
     """The pool's image volumes of a box (every version), as vagrant-libvirt uploads them."""
-    stem = box_name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    stem = store_name(box_name) + "_vagrant_box_image_"
     return [v for v in volumes(stem) if BOX_IMAGE.match(v)]
 
 

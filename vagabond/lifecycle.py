@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vagabond import base, catalog, detect, interrupts, libvirt, logs, provision, registry, remote, render, timeouts, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase
-from vagabond.errors import CommandFailed, Interrupted, NotRunning, StepFailed, VagabondError
+from vagabond.errors import CommandFailed, Interrupted, NotRunning, StepFailed, UsageError, VagabondError
 from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
 
@@ -54,6 +54,21 @@ def render_workdir(wd: Workdir, source: render.BoxSource | None = None, boot_tim
                    sync_project: str | None = None) -> None:  # fmt: skip
     """The Vagrantfile and provisioning directory `vagrant up` and `vagabond provision` use here."""
     render.write(wd.box, render.RenderOptions(source=source, boot_timeout=boot_timeout, sync_project=sync_project), wd.path)
+
+
+def current_prebuilt(box: Box) -> dict:
+    """Which prebuilt box `up` would boot, and why (for `vagabond prebuilt` and CI cache keys):
+    version is None when the box has no prebuilt section or no catalog version matches."""
+    spec = box.spec.prebuilt
+    if spec is None:
+        return {"box": box.name, "name": None, "catalog": None, "version": None, "store": None,
+                "reason": f"box {box.name!r} has no prebuilt section"}  # fmt: skip
+    found, why = catalog.find_current(spec.catalog, provision.definition_digest(box), spec.name)
+    store = str(Vagrant().box_dir(spec.name))
+    if any(ch in store for ch in "\r\n"):
+        raise UsageError(f"Vagrant's box store path {store!r} spans lines", hint="set VAGRANT_HOME to a plain path")
+    return {"box": box.name, "name": spec.name, "catalog": spec.catalog, "version": found.version if found else None,
+            "store": store, "reason": why}  # fmt: skip
 
 
 def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:

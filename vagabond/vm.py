@@ -10,6 +10,11 @@ import vagrant
 
 from vagabond import process, timeouts
 
+
+def store_name(name: str) -> str:
+    """Box ``name`` as Vagrant spells it on disk and vagrant-libvirt in volume names ('/' as -VAGRANTSLASH-)."""
+    return name.replace("/", "-VAGRANTSLASH-")
+
 # Vagrant prints its own version check and usage hints unless told not to; CI logs need neither.
 QUIET_ENV = {
     "VAGRANT_CHECKPOINT_DISABLE": "1",
@@ -82,10 +87,14 @@ class Vagrant(vagrant.Vagrant):
         out = self._run_vagrant_command(["--version"])
         return out.strip().removeprefix("Vagrant ").strip()
 
+    def box_dir(self, name: str) -> Path:
+        """Where Vagrant's box store keeps every version of box ``name``."""
+        home = Path(self.env.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+        return home / "boxes" / store_name(name)
+
     def has_box(self, name: str, version: str) -> bool:
         """Is this box version in Vagrant's box store? Read from disk: `vagrant box list` costs ~2 s."""
-        home = Path(self.env.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
-        version_dir = home / "boxes" / name.replace("/", "-VAGRANTSLASH-") / version
+        version_dir = self.box_dir(name) / version
         # Vagrant 2.4 adds an architecture level: <version>/<arch>/<provider>.
         return (version_dir / "libvirt").is_dir() or any(version_dir.glob("*/libvirt/metadata.json"))
 

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from tests.conftest import write_box
 from vagabond import boxes, catalog, paths, provision, render
 from vagabond.catalog import BoxFile
-from vagabond.errors import PublishError
-from vagabond.errors import UsageError
+from vagabond.cli import app
+from vagabond.errors import PublishError, UsageError
 
 
 def box(version: str, digest: str | None = "d1") -> BoxFile:
@@ -181,3 +183,32 @@ def test_a_top_level_playbook_does_not_digest_the_whole_project(project):
 @pytest.mark.parametrize("version", ["1", "1.0.0", "20261127.123456", "1.0.1764245000", "0.0.99999999999999"])
 def test_versions_vagrant_orders_are_taken(version):
     assert catalog.check_version(version) == version
+
+
+def test_prebuilt_command_names_the_version_up_would_boot(project, monkeypatch, tmp_path):
+    monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "vagrant home"))
+    meta = tmp_path / "catalog" / "metadata.json"
+    meta.parent.mkdir()
+    write_box(project, "deps", f"description: d\nbase: {{box: a/b}}\nprebuilt: {{name: org/deps, catalog: '{meta.as_uri()}'}}\n")
+    digest = provision.definition_digest(boxes.find_box("deps", [(project / "boxes", "project")]))
+
+    def entry(version, d):
+        return {"version": version, "vagabond": {"definition_digest": d}, "providers": [{"name": "libvirt", "url": "x"}]}
+
+    meta.write_text(json.dumps({"name": "org/deps", "versions": [entry("1.0.2", digest), entry("1.0.3", "other")]}))
+    result = CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"])
+    assert result.exit_code == 0, result.output
+    store = tmp_path / "vagrant home" / "boxes" / "org-VAGRANTSLASH-deps"
+    assert result.stdout == f"name=org/deps\nversion=1.0.2\nstore={store}\n"
+    as_json = json.loads(CliRunner().invoke(app, ["prebuilt", "deps", "--json"]).stdout)
+    assert as_json["version"] == "1.0.2" and as_json["reason"] == "prebuilt org/deps 1.0.2 matches this definition"
+    # A playbook change is a new digest: no version matches, up would use the base box.
+    (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
+    write_box(project, "deps", f"description: d\nbase: {{box: a/b}}\nplaybooks: [playbooks/deps.yml]\n"
+                               f"prebuilt: {{name: org/deps, catalog: '{meta.as_uri()}'}}\n")  # fmt: skip
+    result = CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"])
+    assert result.exit_code == 0 and "version=\n" in result.stdout, result.output
+    assert "no prebuilt box: no version in" in CliRunner().invoke(app, ["prebuilt", "deps"]).stdout
+    # An unreachable catalog is not an error either: the job goes on with the base box.
+    meta.unlink()
+    assert CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"]).stdout.startswith("name=org/deps\nversion=\n")

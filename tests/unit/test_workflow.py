@@ -1,24 +1,36 @@
-"""`vagabond ci github`: the generated workflow, pinned by a golden file; values reach it intact."""
+"""`vagabond ci github`: the generated workflow, pinned by a golden file; values reach it intact;
+least privilege, cache keys, triggers and publishing as the issue asks; and every shell step, run
+by bash against recording stand-ins, calls this vagabond's CLI with options it really has."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
 
 import pytest
+import typer.main
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from tests import workflow_project
-from tests.conftest import REPO, write_box
-from vagabond import __version__
+from tests.conftest import REPO, stub_programs, write_box
+from vagabond import __version__, install
 from vagabond.cli import app
 
 GOLDEN = REPO / "tests" / "golden" / "github-workflow.yml"
+SPEC = "vagabond-vm @ git+https://github.com/example/vagabond.git@0123456789abcdef0123456789abcdef01234567"
 
 
 def generate(project, *args: str):
     workflow_project.make(project)
-    return CliRunner().invoke(app, ["ci", "github", *args])
+    return CliRunner().invoke(app, ["ci", "github", "--vagabond-spec", SPEC, *args])
+
+
+def load(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return YAML(typ="safe").load(result.stdout)
 
 
 def test_workflow_matches_golden(project):
@@ -31,39 +43,159 @@ def test_workflow_matches_golden(project):
     assert text == GOLDEN.read_text(), "re-run with UPDATE_GOLDEN=1 if the change to github-workflow.yml is intended"
 
 
+def steps_named(job: dict) -> dict[str, dict]:
+    return {s.get("name", s.get("uses", "")): s for s in job["steps"]}
+
+
 def test_workflow_structure(project):
-    doc = YAML(typ="safe").load(generate(project).stdout)
+    doc = load(generate(project))
     test = doc["jobs"]["test"]
     assert [m["box"] for m in test["strategy"]["matrix"]["include"]] == ["centos7-selinux", "debian12-selinux"]
     assert [m["test_dir"] for m in test["strategy"]["matrix"]["include"]] == ["/src", "/home/vagrant/project"]
+    assert [m["base"] for m in test["strategy"]["matrix"]["include"]] == ["image", "mmdebstrap"]
     runs = [s.get("run", "") for s in test["steps"]]
-    assert any(r.startswith("vagabond prepare") for r in runs)
+    assert any("vagabond/bin/vagabond\" prepare --boxes \"$BOX\" --user \"$(id -un)\"" in r for r in runs)
     assert any(r.startswith("vagabond up") for r in runs) and any(r.startswith("vagabond run") for r in runs)
-    destroy = next(s for s in test["steps"] if s.get("run", "").startswith("vagabond destroy"))
-    assert destroy["if"] == "always()"
-    upload = next(s for s in test["steps"] if "upload-artifact" in s.get("uses", ""))
-    assert upload["if"] == "failure()" and upload["with"]["path"] == "vagabond-logs"
+    named = steps_named(test)
+    assert named["Destroy the VM"]["if"] == "always()"
+    assert named["Upload the VM's logs"]["if"] == "failure()" and named["Upload the VM's logs"]["with"]["path"] == "vagabond-logs"
     # Only boxes with a prebuilt: section get the nightly job.
     assert [m["box"] for m in doc["jobs"]["prebuilt"]["strategy"]["matrix"]["include"]] == ["debian12-selinux"]
     assert doc["on"]["schedule"] == [{"cron": "17 3 * * *"}]
 
 
+def test_install_route_and_pins_come_from_one_place(project):
+    doc = load(generate(project))
+    assert doc["env"]["VAGRANT_FROM"] == "hashicorp"
+    assert doc["env"]["VAGRANT_APT_FINGERPRINT"] == install.HASHICORP_FINGERPRINT
+    assert doc["env"]["VAGRANT_VERSION"] == install.VAGRANT_VERSION
+    assert doc["env"]["VAGRANT_LIBVIRT_VERSION"] == install.VAGRANT_LIBVIRT_VERSION
+    assert doc["env"]["VAGABOND_SPEC"] == SPEC
+    script = steps_named(doc["jobs"]["test"])["Install Vagrant, vagrant-libvirt, libvirt, qemu and vagabond; prepare the host"]["run"]
+    assert " ".join(install.APT_HOST) in script and " ".join(install.APT_PLUGIN_BUILD) in script
+    # No Ubuntu package named vagrant or vagrant-libvirt outside the Debian route.
+    hashicorp = script.split("hashicorp)")[1]
+    assert "vagrant-libvirt" not in re.sub(r"plugin (list|install) vagrant-libvirt|'\^vagrant-libvirt '", "", hashicorp.split(";;")[0])
+    assert doc["env"] == load(generate(project, "--vagrant-from", "distribution"))["env"] | {"VAGRANT_FROM": "hashicorp"}
+
+
+def test_shipped_boxes_with_no_options(tmp_path, monkeypatch):
+    """A new user's first command: every shipped box gets a job, the project synced where none is named."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["ci", "github"])
+    doc = load(result)
+    shipped = sorted(p.stem for p in (REPO / "boxes").glob("*.yaml"))
+    matrix = doc["jobs"]["test"]["strategy"]["matrix"]["include"]
+    assert [m["box"] for m in matrix] == shipped
+    assert all(m["sync"] == "/src" and m["test_dir"] == "/src" for m in matrix)
+    assert "no synced_folders, so the job syncs the project to /src" in result.stderr
+    assert doc["env"]["VAGABOND_SPEC"].startswith("vagabond-vm")
+
+
+def test_box_with_synced_folder_is_not_synced_again(project):
+    doc = load(generate(project))
+    assert [m["sync"] for m in doc["jobs"]["test"]["strategy"]["matrix"]["include"]] == ["", ""]
+
+
+def test_least_privilege(project):
+    """sudo only where root is needed; the tests run as the runner user; files handed back."""
+    doc = load(generate(project))
+    for job in doc["jobs"].values():
+        for step in job["steps"]:
+            run = step.get("run", "")
+            if "sudo" in run:
+                assert step["name"] in {
+                    "Free disk space for boxes and VM disks (GitHub's hosted runners only)",
+                    "Install Vagrant, vagrant-libvirt, libvirt, qemu and vagabond; prepare the host",
+                    "Build the base box (root for loop devices; a cloud image is imported without)",
+                    "Build the prebuilt dependency box (as root, for the loop devices of the offline compaction)",
+                }, step["name"]
+            if "sudo" in run and "vagabond" in run and "prepare" not in run:
+                assert "chown -R" in run, f"{step['name']}: what root made must go back to the runner user"
+    named = steps_named(doc["jobs"]["test"])
+    assert named["Free disk space for boxes and VM disks (GitHub's hosted runners only)"]["if"] == "runner.environment == 'github-hosted'"
+    assert doc["permissions"] == {"contents": "read"}
+
+
+def test_secrets_only_in_the_publish_step_of_the_default_branch(project):
+    doc = load(generate(project))
+    nightly = doc["jobs"]["prebuilt"]
+    assert nightly["environment"] == "vagabond-publish"
+    assert "github.ref_name == github.event.repository.default_branch" in nightly["if"]
+    for name, job in doc["jobs"].items():
+        assert "secrets." not in json.dumps(job.get("env", {}))
+        for step in job["steps"]:
+            if "secrets." in json.dumps(step):
+                assert (name, step["name"]) == ("prebuilt", "Publish it")
+    publish = steps_named(nightly)["Publish it"]
+    assert publish["env"]["S3_ACL"] == "" and '${S3_ACL:+--s3-acl "$S3_ACL"}' in publish["run"]
+
+
+def test_oidc_instead_of_stored_keys(project):
+    role = "arn:aws:iam::123456789012:role/vagabond-publish"
+    doc = load(generate(project, "--aws-role", role, "--s3-acl", "bucket-owner-full-control", "--environment", "boxes"))
+    nightly = doc["jobs"]["prebuilt"]
+    assert nightly["permissions"] == {"contents": "read", "id-token": "write"} and nightly["environment"] == "boxes"
+    creds = next(s for s in nightly["steps"] if "configure-aws-credentials" in s.get("uses", ""))
+    assert creds["with"]["role-to-assume"] == role
+    assert "secrets." not in json.dumps(doc)
+    assert steps_named(nightly)["Publish it"]["env"]["S3_ACL"] == "bucket-owner-full-control"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--aws-role", "arn:aws:iam::1:role/x"], "not an IAM role ARN"),
+    (["--s3-acl", "public-read; rm -rf /"], "not a canned ACL"),
+    (["--environment", "a b"], "not a GitHub environment name"),
+    (["--vagrant-from", "snap"], "not a route"),
+    (["--test-command", " "], "--test-command is empty"),
+])  # fmt: skip
+def test_bad_settings_are_refused(project, args, message):
+    result = generate(project, *args)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_triggers_and_paths(project):
+    doc = load(generate(project, "--branch", "trunk"))
+    assert doc["on"]["push"]["branches"] == ["trunk"] and doc["on"]["push"]["tags"] == ["v*"]
+    assert doc["on"]["pull_request"]["paths-ignore"] == ["**.md", "docs/**", "LICENSE*", ".github/ISSUE_TEMPLATE/**"]
+    assert load(generate(project, "--paths-ignore", "site/**, *.txt"))["on"]["push"]["paths-ignore"] == ["site/**", "*.txt"]
+    assert "paths-ignore" not in (load(generate(project, "--paths-ignore", ""))["on"]["pull_request"] or {})
+
+
+def test_cache_keys_follow_what_they_cache(project):
+    doc = load(generate(project))
+    named = steps_named(doc["jobs"]["test"])
+    base = named["Restore the base box"]["with"]
+    assert base["key"] == f"vagabond-base-{__version__}-${{{{ matrix.box }}}}-${{{{ hashFiles(matrix.file) }}}}"
+    prebuilt = named["Restore the prebuilt box"]
+    assert prebuilt["with"]["key"].endswith("${{ steps.prebuilt.outputs.version }}")
+    assert prebuilt["with"]["path"] == "${{ steps.prebuilt.outputs.store }}" and prebuilt["if"] == "steps.prebuilt.outputs.version != ''"
+    plugin = named["Restore the vagrant-libvirt plugin"]["with"]
+    assert "${{ env.VAGABOND_OS }}" in plugin["key"] and "${{ env.VAGRANT_LIBVIRT_VERSION }}" in plugin["key"]
+    for job in doc["jobs"].values():
+        for step in job["steps"]:
+            if "actions/cache" in step.get("uses", ""):
+                assert step["with"]["lookup-only"] == "${{ startsWith(github.ref, 'refs/tags/') }}"
+                assert "restore-keys" not in step["with"], "a partial hit would carry stale entries along"
+
+
 def test_no_nightly_job_without_prebuilt_boxes(project):
-    doc = YAML(typ="safe").load(generate(project, "--boxes", "centos7-selinux").stdout)
+    doc = load(generate(project, "--boxes", "centos7-selinux"))
     assert set(doc["jobs"]) == {"test"} and "schedule" not in doc["on"]
 
 
 @pytest.mark.parametrize("command", ["make test", "pytest -k 'not slow' && echo \"done\"", "a: b # c {x} && '#' --"])
 def test_test_command_arrives_intact(project, command):
-    doc = YAML(typ="safe").load(generate(project, "--test-command", command).stdout)
+    doc = load(generate(project, "--test-command", command))
     assert doc["jobs"]["test"]["env"]["TEST_COMMAND"] == command
 
 
-def test_box_without_synced_folder_is_refused(project):
+def test_box_without_synced_folder_gets_the_project_synced(project):
     write_box(project, "bare", "description: x\nbase: {box: a/b}\n")
-    result = CliRunner().invoke(app, ["ci", "github", "--boxes", "bare"])
-    assert result.exit_code == 2
-    assert "box 'bare' has no synced_folders: the VM would not see the code to test" in result.output
+    result = CliRunner().invoke(app, ["ci", "github", "--boxes", "bare", "--vagabond-spec", SPEC])
+    [job] = load(result)["jobs"]["test"]["strategy"]["matrix"]["include"]
+    assert job["sync"] == "/src" and job["test_dir"] == "/src"
+    assert "bare: no synced_folders, so the job syncs the project to /src" in result.stderr
 
 
 def test_foreign_workflow_file_is_not_overwritten(project):
@@ -78,8 +210,118 @@ def test_foreign_workflow_file_is_not_overwritten(project):
 
 
 @pytest.mark.parametrize("bad", ["make\rtest", "make\ntest", "a\x85b", "a\u2028b", "a\x00b", "a\tb"])
-@pytest.mark.parametrize("option", ["--test-command", "--runs-on", "--vagabond-spec", "--cron"])
+@pytest.mark.parametrize("option", ["--test-command", "--runs-on", "--vagabond-spec", "--cron", "--branch", "--paths-ignore"])
 def test_control_characters_never_reach_the_workflow(project, option, bad):
     result = CliRunner().invoke(app, ["ci", "github", "--boxes", "debian12", option, bad])
     assert result.exit_code == 2
     assert f"error: {option} " in result.stderr and "is not allowed in a workflow" in result.stderr
+
+
+# --- the steps, run ------------------------------------------------------------------------------
+
+RECORD = 'printf "%s\\0" "$(basename "$0")" "$@" >> "$STUB_LOG"; printf "\\n" >> "$STUB_LOG"\n'
+STUBS = {
+    name: "#!/bin/sh\n" + RECORD
+    for name in ("sudo", "apt-get", "curl", "tee", "vagrant", "chown", "rm", "vagabond", "pip")
+}
+# gpg --show-keys prints the key's fingerprint the way GitHub's runner would see HashiCorp's key.
+STUBS["gpg"] = "#!/bin/sh\n" + RECORD + 'case "$*" in *--show-keys*) echo "fpr:::::::::$STUB_FINGERPRINT:";; esac\n'
+STUBS["python3"] = ("#!/bin/sh\n" + RECORD + 'mkdir -p "$3/bin"; for t in vagabond pip; do cp "$(dirname "$0")/$t" "$3/bin/$t"; done\n')
+STUBS["vagabond"] = "#!/bin/sh\n" + RECORD + 'case "$*" in *--github-output*) printf "name=\\nversion=\\nstore=\\n";; esac\n'
+
+
+def parse_cli(argv: list[str]):
+    """Parse argv with this vagabond's own CLI, down to the subcommand, without running it."""
+    command = typer.main.get_command(app)
+    ctx = command.make_context("vagabond", list(argv))
+    while hasattr(command, "resolve_command"):
+        name, command, rest = command.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
+        ctx = command.make_context(name, rest, parent=ctx)
+    return ctx
+
+
+def test_parse_cli_rejects_a_typo():
+    assert parse_cli(["up", "debian12", "--sync", "/src"]).params["sync"] == "/src"
+    with pytest.raises(Exception, match="No such option"):
+        parse_cli(["up", "debian12", "--snyc", "/src"])
+
+
+def calls(log: str) -> list[list[str]]:
+    return [entry.split("\0") for entry in log.split("\0\n") if entry]
+
+
+@pytest.mark.parametrize("route", ["hashicorp", "distribution"])
+def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, route):
+    """Each `run:` step, in order, under bash -eo pipefail as GitHub runs it, with the matrix's first
+    box, the programs it calls recorded: every vagabond call parses with this CLI, the install
+    route installs what it should, and a key with the wrong fingerprint stops the job."""
+    doc = load(generate(project, "--vagrant-from", route))
+    stub_programs(tmp_path, monkeypatch, **STUBS)
+    home, temp = tmp_path / "home", tmp_path / "runner-temp"
+    home.mkdir()
+    temp.mkdir()
+    log = tmp_path / "calls"
+
+    def run_job(job: dict, fingerprint: str, variables: dict | None = None) -> subprocess.CompletedProcess:
+        log.write_text("")
+        files = {k: tmp_path / k.lower() for k in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_OUTPUT")}
+        for f in files.values():
+            f.write_text("")
+        matrix = job["strategy"]["matrix"]["include"][0]
+        env = {**os.environ, "HOME": str(home), "RUNNER_TEMP": str(temp), "STUB_LOG": str(log), "STUB_FINGERPRINT": fingerprint,
+               **{k: str(v) for k, v in files.items()}}  # fmt: skip
+        for key, value in {**doc["env"], **job["env"]}.items():
+            value = str(value)
+            value = re.sub(r"\$\{\{ matrix\.(\w+) \}\}", lambda m: str(matrix[m[1]]), value)
+            env[key] = re.sub(r"\$\{\{ (vars|secrets)\.(\w+) \}\}", lambda m: (variables or {}).get(m[2], ""), value)
+        for step in job["steps"]:
+            if "run" not in step:
+                continue
+            assert "${{" not in step["run"], f"{step['name']}: expressions reach a shell only through env"
+            result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                                    env={**env, **{k: str(v) for k, v in step.get("env", {}).items()}}, cwd=project,
+                                    capture_output=True, text=True)  # fmt: skip
+            if result.returncode != 0:
+                return result
+            for line in files["GITHUB_ENV"].read_text().splitlines():
+                key, _, value = line.partition("=")
+                env[key] = value
+            for line in files["GITHUB_PATH"].read_text().splitlines():
+                env["PATH"] = f"{line}:{env['PATH']}"
+            files["GITHUB_ENV"].write_text("")
+            files["GITHUB_PATH"].write_text("")
+        return result
+
+    def vagabond_calls(recorded: list[list[str]]) -> list[str]:
+        called = []
+        for argv in recorded:
+            if argv[0] == "sudo":  # sudo's own options, then the program
+                argv = argv[1:]
+                while argv and argv[0].startswith("-"):
+                    argv = argv[1:]
+            if os.path.basename(argv[0]) == "vagabond":
+                parse_cli(argv[1:])  # an option this vagabond lacks fails here
+                called.append(argv[1])
+        return called
+
+    test_job = doc["jobs"]["test"]
+    result = run_job(test_job, install.HASHICORP_FINGERPRINT)
+    assert result.returncode == 0, result.stderr
+    recorded = calls(log.read_text())
+    assert vagabond_calls(recorded) == ["prepare", "base", "prebuilt", "up", "run", "destroy"]
+    installed = [a for a in recorded if a[:2] == ["sudo", "-E"] and "install" in a]
+    if route == "hashicorp":
+        assert any(f"vagrant={install.VAGRANT_VERSION}" in a for a in installed)
+        assert ["vagrant", "plugin", "install", "vagrant-libvirt", "--plugin-version", install.VAGRANT_LIBVIRT_VERSION] in recorded
+        assert not any("vagrant-libvirt" in a for a in installed), "Ubuntu has no vagrant-libvirt package"
+        bad = run_job(test_job, "0" * 40)
+        assert bad.returncode == 1 and f"not {install.HASHICORP_FINGERPRINT}" in bad.stdout
+        assert not any("vagrant=" in " ".join(a) for a in calls(log.read_text())), "nothing installed from an unchecked key"
+    else:
+        assert any("vagrant-libvirt" in a and "vagrant" in a for a in installed)
+        assert not any(a[0] in ("curl", "gpg") for a in recorded)
+    nightly = run_job(doc["jobs"]["prebuilt"], install.HASHICORP_FINGERPRINT)
+    assert nightly.returncode == 1 and "set the repository variable VAGABOND_CATALOG" in nightly.stdout
+    nightly = run_job(doc["jobs"]["prebuilt"], install.HASHICORP_FINGERPRINT, {"VAGABOND_CATALOG": str(tmp_path / "catalog")})
+    assert nightly.returncode == 0, nightly.stderr
+    assert vagabond_calls(calls(log.read_text())) == ["prepare", "build", "publish"]

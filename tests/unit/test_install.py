@@ -1,0 +1,105 @@
+"""Install routes per distribution, the advice doctor gives, and the pip spec of this vagabond."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from vagabond import doctor, install, process
+
+UBUNTU = {"ID": "ubuntu", "ID_LIKE": "debian", "VERSION_ID": "24.04", "VERSION_CODENAME": "noble"}
+DEBIAN = {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}
+FEDORA = {"ID": "fedora", "VERSION_ID": "41"}
+ROCKY = {"ID": "rocky", "ID_LIKE": "rhel centos fedora"}
+
+
+def test_os_release_is_parsed_like_a_shell_would(tmp_path):
+    path = tmp_path / "os-release"
+    path.write_text('# comment\nID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="Ubuntu 26.04 LTS"\nBROKEN="unterminated\n')
+    assert install.os_release(path) == {"ID": "ubuntu", "ID_LIKE": "debian", "PRETTY_NAME": "Ubuntu 26.04 LTS"}
+    assert install.os_release(tmp_path / "missing") == {}
+
+
+@pytest.mark.parametrize(("release", "family"), [(UBUNTU, "ubuntu"), (DEBIAN, "debian"), (FEDORA, "fedora"),
+                                                 (ROCKY, "fedora"), ({"ID": "arch"}, "")])  # fmt: skip
+def test_family(release, family):
+    assert install.family(release) == family
+
+
+def test_ubuntu_gets_hashicorp_and_the_plugin(monkeypatch):
+    monkeypatch.setattr(install, "source_checkout", lambda: None)
+    advice = install.advice(UBUNTU)
+    assert install.HASHICORP_APT_URL in advice.vagrant and install.HASHICORP_FINGERPRINT in advice.vagrant
+    assert f"vagrant={install.VAGRANT_VERSION}" in advice.vagrant
+    assert f"vagrant plugin install vagrant-libvirt --plugin-version {install.VAGRANT_LIBVIRT_VERSION}" in advice.plugin
+    assert "libvirt-dev" in advice.plugin and "apt-get install vagrant " not in advice.vagrant
+
+
+def test_debian_and_fedora_use_their_packages(monkeypatch):
+    monkeypatch.setattr(install, "source_checkout", lambda: None)
+    assert install.advice(DEBIAN).vagrant == "sudo apt-get install vagrant vagrant-libvirt"
+    assert install.advice(FEDORA).vagrant == "sudo dnf install vagrant vagrant-libvirt"
+    assert "scripts/install.sh" not in json.dumps(install.advice(DEBIAN).__dict__), "a pip install has no scripts/"
+    monkeypatch.setattr(install, "source_checkout", lambda: "/src/vagabond")
+    assert install.advice(DEBIAN).vagrant.endswith("(or run scripts/install.sh)")
+    assert "scripts/install.sh" not in install.advice(UBUNTU).vagrant
+
+
+def test_doctor_gives_the_advice_of_this_distribution(monkeypatch):
+    monkeypatch.setattr(install, "os_release", lambda path=None: UBUNTU)
+    monkeypatch.setattr(process, "which", lambda name: None)
+    checks = {c.name: c for c in doctor.check_vagrant(install.advice())}
+    assert install.HASHICORP_APT_URL in checks["vagrant"].fix
+    assert checks["vagrant-libvirt"].fix.startswith("sudo apt-get install gcc")
+
+
+class FakeDistribution:
+    def __init__(self, direct_url):
+        self.direct_url = direct_url
+
+    def read_text(self, name):
+        return None if self.direct_url is None else json.dumps(self.direct_url)
+
+
+@pytest.mark.parametrize(("direct_url", "spec"), [
+    ({"url": "https://github.com/o/vagabond.git", "vcs_info": {"vcs": "git", "commit_id": "ab" * 20}},
+     f"vagabond-vm @ git+https://github.com/o/vagabond.git@{'ab' * 20}"),
+    ({"url": "https://example.org/vagabond_vm-0.1.0-py3-none-any.whl", "archive_info": {}},
+     "vagabond-vm @ https://example.org/vagabond_vm-0.1.0-py3-none-any.whl"),
+])  # fmt: skip
+def test_pip_spec_from_how_it_was_installed(monkeypatch, direct_url, spec):
+    monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution(direct_url))
+    assert install.pip_spec() == (spec, "")
+
+
+def test_pip_spec_of_a_checkout_is_its_remote_at_head(monkeypatch, tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "f").write_text("1")
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    subprocess.run([*git, "remote", "add", "origin", "git@github.com:o/vagabond.git"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution({"url": f"file://{tmp_path}", "dir_info": {"editable": True}}))
+    monkeypatch.setattr(install, "source_checkout", lambda: tmp_path)
+    assert install.pip_spec() == (f"vagabond-vm @ git+https://github.com/o/vagabond.git@{head}", "")
+    (tmp_path / "f").write_text("2")
+    assert install.pip_spec()[1] == "the checkout has uncommitted changes the runner will not get"
+
+
+def test_pip_spec_otherwise_the_release(monkeypatch):
+    monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution(None))
+    monkeypatch.setattr(install, "source_checkout", lambda: None)
+    spec, note = install.pip_spec()
+    assert spec == f"vagabond-vm=={install.__version__}" and "--vagabond-spec" in note
+
+
+@pytest.mark.parametrize(("url", "https"), [
+    ("git@github.com:o/r.git", "https://github.com/o/r.git"), ("ssh://git@gitlab.com/o/r", "https://gitlab.com/o/r.git"),
+    ("https://github.com/o/r", "https://github.com/o/r"), ("/srv/git/r.git", None), ("file:///srv/r", None),
+    ("https://github.com/o/r x", None),
+])  # fmt: skip
+def test_https_remote(url, https):
+    assert install.https_remote(url) == https

@@ -1,0 +1,165 @@
+"""How Vagrant, vagrant-libvirt, libvirt and qemu get onto a host: one owner for the routes, the
+pinned versions and the package names that `vagabond doctor` advises and the generated GitHub
+workflow runs.
+
+Two routes:
+- distribution: Debian 12 packages vagrant and vagrant-libvirt, Fedora too;
+- hashicorp: Ubuntu 24.04 and later package no Vagrant (its license changed), so Vagrant comes
+  from HashiCorp's apt repository, its signing key checked against a known fingerprint, and
+  vagrant-libvirt is installed as a Vagrant plugin, built against the distribution's libvirt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from vagabond import __version__, paths, process, timeouts
+
+HASHICORP_APT_URL = "https://apt.releases.hashicorp.com"
+# HashiCorp's apt signing key since 2026-09-10 (the one before: 798AEC654E5C15428C8E42EEAA16FCBCA621E701).
+HASHICORP_FINGERPRINT = "D55C0D1AC78A8D8126CB631CFC9CA96ACA026560"
+HASHICORP_KEYRING = "/usr/share/keyrings/hashicorp-archive-keyring.gpg"
+VAGRANT_VERSION = "2.4.9-1"  # the apt version of HashiCorp's package
+VAGRANT_LIBVIRT_VERSION = "0.12.2"
+
+# libvirt, qemu and what vagabond itself calls, from Debian or Ubuntu.
+APT_HOST = [
+    "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils", "dnsmasq-base", "iptables",
+    "acl", "mmdebstrap", "cloud-image-utils", "rsync", "openssh-client", "python3-venv",
+]  # fmt: skip
+APT_VAGRANT = ["vagrant", "vagrant-libvirt"]
+# What `vagrant plugin install vagrant-libvirt` compiles against (vagrant-libvirt's install docs).
+APT_PLUGIN_BUILD = ["gcc", "make", "pkg-config", "libvirt-dev", "libxml2-dev", "libxslt1-dev", "zlib1g-dev", "ruby-dev"]
+DNF_HOST = ["vagrant", "vagrant-libvirt", "libvirt-daemon-kvm", "libvirt-client", "qemu-kvm", "qemu-img", "acl", "rsync"]
+
+PACKAGE = "vagabond-vm"  # the distribution name on PyPI; the command and the import package are vagabond
+
+
+def os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            try:
+                values[key.strip()] = "".join(shlex.split(value))
+            except ValueError:
+                continue
+    return values
+
+
+def family(release: dict[str, str]) -> str:
+    """'debian', 'ubuntu', 'fedora' (and its relatives) or '' when vagabond has no route for it."""
+    ids = [release.get("ID", "")] + release.get("ID_LIKE", "").split()
+    for known in ("ubuntu", "debian", "fedora"):
+        if known in ids:
+            return known
+    return ""
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One-line commands that install each part on this host's distribution."""
+
+    vagrant: str
+    plugin: str
+    libvirt: str
+    qemu: str
+    qemu_img: str
+    mmdebstrap: str
+
+
+def hashicorp_vagrant_commands(codename: str = "$(. /etc/os-release && echo $VERSION_CODENAME)") -> str:
+    return (
+        f"curl -fsSL {HASHICORP_APT_URL}/gpg | sudo gpg --dearmor -o {HASHICORP_KEYRING}"
+        f" && gpg --show-keys {HASHICORP_KEYRING} (fingerprint must be {HASHICORP_FINGERPRINT})"
+        f' && echo "deb [signed-by={HASHICORP_KEYRING}] {HASHICORP_APT_URL} {codename} main"'
+        " | sudo tee /etc/apt/sources.list.d/hashicorp.list"
+        f" && sudo apt-get update && sudo apt-get install vagrant={VAGRANT_VERSION}"
+    )
+
+
+def advice(release: dict[str, str] | None = None) -> Advice:
+    release = os_release() if release is None else release
+    fam = family(release)
+    if fam == "ubuntu":
+        return Advice(
+            vagrant="Ubuntu packages no Vagrant; from HashiCorp's apt repository: " + hashicorp_vagrant_commands(),
+            plugin=f"sudo apt-get install {' '.join(APT_PLUGIN_BUILD)} && vagrant plugin install vagrant-libvirt"
+                   f" --plugin-version {VAGRANT_LIBVIRT_VERSION}",
+            libvirt="sudo apt-get install libvirt-daemon-system libvirt-clients dnsmasq-base",
+            qemu="sudo apt-get install qemu-system-x86",
+            qemu_img="sudo apt-get install qemu-utils",
+            mmdebstrap="sudo apt-get install mmdebstrap (only needed to build Debian base boxes)",
+        )  # fmt: skip
+    if fam == "fedora":
+        return Advice(
+            vagrant="sudo dnf install vagrant vagrant-libvirt",
+            plugin="sudo dnf install vagrant-libvirt",
+            libvirt="sudo dnf install libvirt-daemon-kvm libvirt-client && sudo systemctl enable --now libvirtd",
+            qemu="sudo dnf install qemu-kvm",
+            qemu_img="sudo dnf install qemu-img",
+            mmdebstrap="sudo dnf install mmdebstrap (only needed to build Debian base boxes)",
+        )
+    suffix = " (or run scripts/install.sh)" if source_checkout() else ""
+    return Advice(  # Debian, and the best guess elsewhere
+        vagrant="sudo apt-get install vagrant vagrant-libvirt" + suffix,
+        plugin="sudo apt-get install vagrant-libvirt" + suffix,
+        libvirt="sudo apt-get install libvirt-daemon-system libvirt-clients dnsmasq-base" + suffix,
+        qemu="sudo apt-get install qemu-system-x86" + suffix,
+        qemu_img="sudo apt-get install qemu-utils" + suffix,
+        mmdebstrap="sudo apt-get install mmdebstrap (only needed to build Debian base boxes)",
+    )
+
+
+def source_checkout() -> Path | None:
+    """The repository this vagabond runs from, when it is a source checkout (scripts/install.sh beside it)."""
+    root = paths.data_dir()
+    return root if (root / "scripts" / "install.sh").is_file() else None
+
+
+def pip_spec() -> tuple[str, str]:
+    """What `pip install` takes to get exactly this vagabond somewhere else, and a note when that is
+    a guess. From how it was installed (PEP 610's direct_url.json): a git URL pinned to the commit or
+    a wheel URL; from a source checkout: its origin remote at HEAD; otherwise the released version."""
+    direct = None
+    try:
+        direct = json.loads(metadata.distribution(PACKAGE).read_text("direct_url.json") or "null")
+    except (metadata.PackageNotFoundError, ValueError, OSError):
+        pass
+    if isinstance(direct, dict):
+        url = direct.get("url", "")
+        vcs = direct.get("vcs_info")
+        if isinstance(vcs, dict) and vcs.get("vcs") == "git" and vcs.get("commit_id") and url.startswith("https://"):
+            return f"{PACKAGE} @ git+{url}@{vcs['commit_id']}", ""
+        if "archive_info" in direct and url.startswith("https://"):
+            return f"{PACKAGE} @ {url}", ""
+    checkout = source_checkout()
+    if checkout is not None:
+        remote = process.run(["git", "-C", str(checkout), "remote", "get-url", "origin"], timeout=timeouts.PROBE)
+        head = process.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], timeout=timeouts.PROBE)
+        url = https_remote(remote.stdout.strip()) if remote.ok else None
+        if url and head.ok:
+            dirty = process.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+                                timeout=timeouts.PROBE).stdout.strip()  # fmt: skip
+            note = "the checkout has uncommitted changes the runner will not get" if dirty else ""
+            return f"{PACKAGE} @ git+{url}@{head.stdout.strip()}", note
+    return f"{PACKAGE}=={__version__}", (f"the runner installs {PACKAGE}=={__version__} from PyPI; to run this "
+                                         "exact vagabond, pass --vagabond-spec (a git URL with a commit, or a wheel URL)")
+
+
+def https_remote(url: str) -> str | None:
+    """A git remote as the https URL pip fetches (git@github.com:o/r.git -> https://github.com/o/r.git)."""
+    if m := re.fullmatch(r"(?:ssh://)?git@([\w.-]+)[:/]([\w.-]+/[\w.-]+?)(?:\.git)?/?", url):
+        return f"https://{m[1]}/{m[2]}.git"
+    if re.fullmatch(r"https://[\w.-]+/[\w./-]+", url):
+        return url
+    return None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from vagabond import process
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Vagrant phones home for version checks unless told not to; tests never talk to the internet.
@@ -39,6 +41,13 @@ def pytest_runtest_makereport(item, call):
     if UNDER_CI and report.skipped and MISSING in str(report.longrepr):
         report.outcome = "failed"
         report.longrepr = f"{report.longrepr}\n(under CI a real tool that is missing fails the test)"
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets():
+    """Secrets registered by one test (from its AWS_* variables) must not mask another test's output."""
+    yield
+    process._secrets.clear()
 
 
 @pytest.fixture

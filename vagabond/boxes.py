@@ -210,6 +210,8 @@ class BoxSpec(_Strict):
     synced_folders: list[SyncedFolder] = []
     forwarded_ports: list[ForwardedPort] = []
     env: dict[EnvName, Text] = {}
+    # Shell command lines `vagabond test` runs in the primary machine after provisioning, each its own result.
+    verify: list[Text] = []
 
     @model_validator(mode="after")
     def _unique_machines(self) -> "BoxSpec":

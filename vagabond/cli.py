@@ -33,6 +33,7 @@ from vagabond import (
     project,
     remote,
     render,
+    testrun,
     ui,
     workflow,
 )
@@ -379,6 +380,57 @@ def run_(
     raise typer.Exit(remote.exec_command(argv, on_failure))
 
 
+@app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def test_(
+    box: BoxArg,
+    command: Annotated[Optional[list[str]], typer.Argument(help="A verify command and its arguments, after --.")] = None,
+    workdir: WorkdirOption = None,
+    driver: DriverOption = None,
+    extra_vars: ExtraVarsOption = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the prebuilt box: base box + full provisioning.")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the VM running at the end (destroy it yourself).")] = False,
+    no_idempotence: Annotated[bool, typer.Option("--no-idempotence", help="Skip the second provisioning run.")] = False,
+    junit: Annotated[
+        Optional[Path], typer.Option("--junit", metavar="PATH", help="Write the phases as JUnit XML (one test case each).")
+    ] = None,
+    logs_on_failure: LogsOnFailureOption = None,
+    image: ImageOption = None,
+    sync: Annotated[
+        Optional[str], typer.Option("--sync", metavar="GUEST_PATH", help="Also copy the project into the VM at GUEST_PATH.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole sequence: up, idempotence, verify, destroy; each phase timed, the first failure decides the exit code.
+
+    up: boot the VM (the prebuilt box when current) and provision it, with its mode checks.
+
+    idempotence: run every playbook again in full; any task that reports a change fails the phase, and is named.
+
+    verify: the box file's verify: lines (each through sh -c) and the command after --, each its own result, in the primary machine.
+
+    On failure, logs are collected (--logs-on-failure, or under CI). destroy: always, unless --keep.
+
+    Exit codes: 10 up, 11 idempotence, 12 verify, 13 destroy failed.
+
+    Example: vagabond test debian12-selinux --junit results/vagabond.xml -- getenforce
+    """
+    definition, wd = _box_and_workdir(box, workdir)
+    if sync is not None and not sync.startswith("/"):
+        raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
+    opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or (), prebuilt=not fresh,
+                             logs_dir=paths.logs_on_failure_dir(logs_on_failure), image=str(image) if image else None,
+                             sync_project=sync)  # fmt: skip
+    result = testrun.run(definition, wd, opts, command or [], keep=keep, idempotence=not no_idempotence)
+    if junit is not None:
+        testrun.write_junit(result, junit)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        for phase in result.phases:
+            ui.out.print(f"{phase.status:>7}  {phase.seconds:7.1f}s  {phase.name}", markup=False, highlight=False)
+    testrun.raise_for(result)
+
+
 @app.command("logs")
 def logs_(
     box: BoxArg,
@@ -412,10 +464,24 @@ def ssh_(box: BoxArg, workdir: WorkdirOption = None, machine: MachineOption = No
 
 
 @app.command("provision")
-def provision_(box: BoxArg, workdir: WorkdirOption = None, extra_vars: ExtraVarsOption = None) -> None:
-    """Run the box's playbooks again and re-check its modes (a second run should change nothing)."""
+def provision_(
+    box: BoxArg,
+    workdir: WorkdirOption = None,
+    extra_vars: ExtraVarsOption = None,
+    check_idempotence: Annotated[
+        bool, typer.Option("--check-idempotence", help="Run every playbook in full and fail, naming them, if any task changes something.")
+    ] = False,
+) -> None:
+    """Run the box's playbooks again and re-check its modes (a second run should change nothing).
+
+    On a box built from this very definition (a prebuilt box), the playbooks are skipped unless
+    -e is given or --check-idempotence asks for the full run.
+    """
     definition, wd = _box_and_workdir(box, workdir)
-    recaps = lifecycle.reprovision(definition, wd, extra_vars or ())
+    if check_idempotence:
+        recaps = lifecycle.check_idempotence(definition, wd, extra_vars or ())
+    else:
+        recaps = lifecycle.reprovision(definition, wd, extra_vars or ())
     for r in recaps:
         ui.out.print(f"{r.host}: ok={r.ok} changed={r.changed} unreachable={r.unreachable} failed={r.failed}")
 
@@ -450,6 +516,39 @@ def status_(box: BoxArg, workdir: WorkdirOption = None, as_json: JsonOption = Fa
     for m in result["machines"]:
         ui.out.print(f"{box}/{m['name']}: {m['state']} (domain {m['domain']}, driver {result['driver'] or '-'}, "
                      f"{'provisioned' if result['provisioned'] else 'not provisioned'})", markup=False)  # fmt: skip
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@app.command("ps")
+def ps_(as_json: JsonOption = False) -> None:
+    """List every VM vagabond runs on this host: box, work directory, machine, state, driver, address, age.
+
+    From vagabond's record of its work directories and what libvirt says of their domains now, so
+    VMs of every project show up, wherever they were started.
+
+    Example: vagabond ps --json
+    """
+    rows = lifecycle.running()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        ui.info("no VMs of vagabond's on this host")
+        return
+    table = [("BOX", "MACHINE", "STATE", "DRIVER", "ADDRESS", "AGE", "WORKDIR")]
+    table += [(r["box"], r["machine"], r["state"], r["driver"] or "-", r["address"] or "-", _age(r["age_seconds"]), r["workdir"])
+              for r in rows]  # fmt: skip
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        ui.out.print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) + "  " + row[-1], markup=False, highlight=False)
 
 
 @app.command("build")

@@ -105,6 +105,24 @@ class PublishError(VagabondError):
     exit_code = 8
 
 
+class NotIdempotent(VagabondError):
+    """A second provisioning run changed something (the message names the tasks)."""
+
+    exit_code = 11
+
+
+class PhaseFailed(VagabondError):
+    """`vagabond test`: a phase failed; the exit code says which (TEST_PHASE_CODES)."""
+
+    def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
+# `vagabond test`: the phase that failed first.
+TEST_PHASE_CODES = {"up": 10, "idempotence": NotIdempotent.exit_code, "verify": 12, "destroy": 13}
+
+
 def format_argv(argv: Sequence[str]) -> str:
     return shlex.join(str(a) for a in argv)
 
@@ -161,6 +179,10 @@ EXIT_CODES = [
     (ModeCheckFailed.exit_code, "the VM is up but a mode (SELinux, FIPS) is not what the box asks for"),
     (PublishError.exit_code, "publishing failed, or a catalog is not what vagabond expects"),
     (PrepareError.exit_code, "the host could not be prepared"),
+    (TEST_PHASE_CODES["up"], "vagabond test: bringing the VM up failed"),
+    (NotIdempotent.exit_code, "the second provisioning run changed something (vagabond test, provision --check-idempotence)"),
+    (TEST_PHASE_CODES["verify"], "vagabond test: a verify command failed"),
+    (TEST_PHASE_CODES["destroy"], "vagabond test: destroying the VM failed (every other phase passed)"),
     (Busy.exit_code, "another vagabond command is working on this box (try again later)"),
     (Interrupted.exit_code, "interrupted (SIGINT, SIGTERM, SIGHUP); what the command created was removed"),
     (RUN_OWN_FAILURE, "vagabond run: vagabond or ssh failed (otherwise run exits with the command's status)"),

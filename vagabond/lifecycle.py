@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vagabond import base, catalog, detect, interrupts, libvirt, logs, provision, registry, remote, render, timeouts, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase
-from vagabond.errors import CommandFailed, Interrupted, NotRunning, StepFailed, UsageError, VagabondError
+from vagabond.errors import CommandFailed, Interrupted, NotIdempotent, NotRunning, StepFailed, UsageError, VagabondError
 from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
 
@@ -364,7 +364,7 @@ def halt(box: Box, wd: Workdir) -> None:
             _vagrant(wd, stream=sink).halt()
 
 
-def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[provision.Recap]:
+def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = (), *, force: bool = False) -> list[provision.Recap]:
     with wd.lock("provision"):
         _require_up(wd)
         if not wd.ssh_config.is_file():
@@ -373,15 +373,61 @@ def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[p
         previous = state.get("prebuilt")
         render_workdir(wd, render.BoxSource(**previous) if previous else None,  # the playbooks as they are now
                        sync_project=state.get("sync_project"))  # fmt: skip
-        recaps = provision.run_playbooks(wd, extra_vars)
+        recaps = provision.run_playbooks(wd, extra_vars, force=force)
         wd.write_state(provisioned=True, env=box.spec.env, recap=[r.__dict__ for r in recaps])
         provision.run_checks(wd, box.machine_names())
         return recaps
 
 
+def check_idempotence(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[provision.Recap]:
+    """Run every playbook once more, in full (a prebuilt box's too), and fail naming each task that
+    reported a change: a converged VM must come out of a second run unchanged."""
+    if not provision.all_playbooks(box):
+        return []
+    recaps = reprovision(box, wd, extra_vars, force=True)
+    changed = [f"{r.host}: {task}" for r in recaps for task in r.changed_tasks]
+    if changed or any(r.changed for r in recaps):
+        counted = sum(r.changed for r in recaps)
+        raise NotIdempotent(
+            f"the second provisioning run changed {counted} task{'s' if counted != 1 else ''}: "
+            + ("; ".join(changed) if changed else "(names not in the output)"),
+            hint="make those tasks report no change when nothing needs doing (a state check, changed_when, creates:)",
+        )
+    return recaps
+
+
 def _require_up(wd: Workdir) -> None:
     if not wd.vagrantfile.is_file():
         raise NotRunning(f"box {wd.box.name!r} has not been brought up here", hint=f"run 'vagabond up {wd.box.name}'")
+
+
+def running() -> list[dict]:
+    """`vagabond ps`: every VM of a work directory vagabond recorded, one row per machine, with what
+    libvirt says of its domain now; a work directory whose domains are all gone is left out."""
+    domains = libvirt.domains()
+    rows = []
+    now = time.time()
+    for prefix, path in sorted(registry.read()["workdirs"].items(), key=lambda item: item[1]):
+        mine = {name: st for name, st in domains.items() if name.startswith(prefix)}
+        if not mine:
+            continue
+        wd = Workdir.at(Path(path))
+        state = wd.read_state() if state_matches(wd, prefix) else {}
+        address = remote.addresses(wd) if state else {}
+        for domain, domain_state in sorted(mine.items()):
+            machine = domain.removeprefix(prefix)
+            up_at = state.get("up_at")
+            rows.append({
+                "box": state.get("box") or "?", "workdir": path, "machine": machine, "domain": domain, "state": domain_state,
+                "driver": state.get("driver"), "address": address.get(machine), "up_at": up_at,
+                "age_seconds": round(now - up_at) if isinstance(up_at, (int, float)) else None,
+            })  # fmt: skip
+    return rows
+
+
+def state_matches(wd: Workdir, prefix: str) -> bool:
+    """Does this work directory still describe the VM with these domains (not one made since)?"""
+    return wd.read_state().get("prefix") == prefix
 
 
 def status(box: Box, wd: Workdir) -> dict:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import paths, process, remote, timeouts, ui
+from vagabond import ansiblecfg, paths, process, remote, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import ModeCheckFailed
 from vagabond.workdir import Workdir
@@ -95,11 +95,15 @@ def playbook_inputs(playbook: Path, project_dir: Path) -> list[Path]:
 
 
 def definition_digest(box: Box) -> str:
-    """sha256 over the box file and everything that provisions it (each playbook with every file it
-    can load), in order: a prebuilt box is current exactly when this matches the digest recorded
-    when it was built, so a changed role, template or vars file makes it stale too."""
+    """sha256 over the box definition and everything that provisions it (each playbook with every
+    file it can load), in order: a prebuilt box is current exactly when this matches the digest
+    recorded when it was built, so a changed role, template or vars file makes it stale too. The
+    `verify:` commands run after provisioning: changing them keeps the prebuilt box current."""
     digest = hashlib.sha256()
-    digest.update(box.path.read_bytes())
+    digest.update(json.dumps(box.spec.model_dump(mode="json", exclude={"verify"}), sort_keys=True).encode())
+    for extra in [ansiblecfg.project_config_path(box), *ansiblecfg.requirements_files(box, box.playbook_paths())]:
+        if extra is not None:
+            digest.update(b"\0" + extra.name.encode() + b"\0" + extra.read_bytes())
     for run in all_playbooks(box):
         digest.update(b"\0playbook\0" + run.path.name.encode() + b"\0" + json.dumps(run.vars, sort_keys=True).encode())
         for path in playbook_inputs(run.path, box.project_dir):
@@ -111,23 +115,6 @@ PROVISION_DIR = "vagabond-provision"
 DEFINITION_FILE = "/etc/vagabond/definition"  # in the guest: the digest of the definition a prebuilt box holds
 GROUP = "vagabond"  # every machine of the box, in both routes' inventories
 HOST_VARS = {"ansible_user": "vagrant"}
-
-ANSIBLE_CFG = """\
-# Written by vagabond: the settings both plain `vagrant provision` and `vagabond provision` use
-# (vagabond adds its shared SSH connection, fact cache and Mitogen through the environment).
-[defaults]
-host_key_checking = False
-retry_files_enabled = False
-interpreter_python = auto_silent
-deprecation_warnings = False
-# Module files go to a world-writable place, so become (vagrant -> root) needs no chmod dance.
-remote_tmp = /tmp/.ansible-${USER}/tmp
-
-[ssh_connection]
-# One SSH round trip per task instead of three: modules go over stdin.
-pipelining = True
-"""
-
 
 def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
@@ -178,8 +165,15 @@ def provisioning_files(box: Box, vagrantfile_dir: Path) -> dict[str, str]:
         site_plays(box, target, definition_digest(box)), indent=2) + "\n"
     if mode_checks(box):
         files["checks.yml"] = json.dumps(check_plays(box), indent=2) + "\n"
-    files["ansible.cfg"] = ANSIBLE_CFG
+    requirements = ansiblecfg.requirements_files(box, box.playbook_paths())
+    files["ansible.cfg"] = ansiblecfg.config_text(box, target, galaxy=bool(requirements))
     return files
+
+
+def relative_requirements(box: Box, vagrantfile_dir: Path) -> str | None:
+    """The box's first requirements file, relative to the Vagrantfile's directory (None when none)."""
+    found = ansiblecfg.requirements_files(box, box.playbook_paths())
+    return _relative(found[0], vagrantfile_dir) if found else None
 
 
 def write_provisioning(box: Box, vagrantfile_dir: Path) -> list[str]:
@@ -199,7 +193,10 @@ def write_provisioning(box: Box, vagrantfile_dir: Path) -> list[str]:
         changed.append(f"{PROVISION_DIR}/{rel}")
     if target.is_dir():
         for path in sorted(target.rglob("*")):
-            if path.is_file() and path.relative_to(target).as_posix() not in files:
+            rel = path.relative_to(target)
+            if rel.parts[0] == ansiblecfg.GALAXY:  # what ansible-galaxy installed, not a rendered file
+                continue
+            if path.is_file() and rel.as_posix() not in files:
                 path.unlink()
                 changed.append(f"{PROVISION_DIR}/{path.relative_to(target).as_posix()} (removed)")
     return changed
@@ -259,23 +256,14 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
     # the user's cwd or home cannot change these settings.
     config = wd.path / PROVISION_DIR / "ansible.cfg"
     env = dict(os.environ)
-    env.update(
+    env.update({"ANSIBLE_CONFIG": str(config), "ANSIBLE_HOME": str(state), "ANSIBLE_LOCAL_TEMP": str(state / "tmp")})
+    wanted = dict(
         {
-            "ANSIBLE_CONFIG": str(config),
-            "ANSIBLE_HOME": str(state),
-            "ANSIBLE_LOCAL_TEMP": str(state / "tmp"),
             # Same SSH config and master connection as `vagabond run`. Ansible splits this with
             # shlex: the path is quoted, so a space, a quote or "-o" in it stays part of the path.
             "ANSIBLE_SSH_ARGS": f"-F {shlex.quote(str(wd.ssh_config))}",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(remote.control_dir()),
-            # One SSH round trip per task instead of three: modules go over stdin.
-            "ANSIBLE_PIPELINING": "True",
-            # Throwaway VMs get new host keys on every boot.
-            "ANSIBLE_HOST_KEY_CHECKING": "False",
-            "ANSIBLE_RETRY_FILES_ENABLED": "False",
-            "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
-            # Module files go to a world-writable place, so become (vagrant -> root) needs no chmod dance.
-            "ANSIBLE_REMOTE_TMP": "/tmp/.ansible-${USER}/tmp",
+            # (Pipelining, host keys, remote_tmp and the rest are in ansible.cfg: see vagabond.ansiblecfg.)
             # Facts are gathered once per play and cached between runs (`vagabond provision`).
             "ANSIBLE_GATHERING": "smart",
             "ANSIBLE_CACHE_PLUGIN": "jsonfile",
@@ -283,17 +271,24 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
             "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "7200",
             "ANSIBLE_FORKS": "10",
             "ANSIBLE_NOCOLOR": "0" if ui.interactive() else "1",
-            "ANSIBLE_DEPRECATION_WARNINGS": "False",
         }
     )
     strategies = mitogen_strategies()
     if strategies is not None:
         env["ANSIBLE_STRATEGY_PLUGINS"] = str(strategies)
-        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
-    return env
+        wanted["ANSIBLE_STRATEGY"] = "mitogen_linear"
+    chosen, notes = ansiblecfg.environment(wd.box, wanted)
+    for note in notes:
+        ui.info(note)
+    return env | chosen
 
 
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TASK_HEADER = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(.*)\] \**\s*$")
+CHANGED = re.compile(r"^changed: \[([^\]]+)\]")
 
 
 @dataclass(frozen=True)
@@ -303,15 +298,34 @@ class Recap:
     changed: int
     unreachable: int
     failed: int
+    changed_tasks: tuple[str, ...] = ()  # the names of the tasks that reported a change on this host
+
+
+def changed_tasks(output: str) -> dict[str, list[str]]:
+    """Per host, the tasks that reported `changed` in ansible-playbook's output (default or Mitogen
+    strategy: both print through the default callback), in order, each once."""
+    found: dict[str, list[str]] = {}
+    task = ""
+    for line in ANSI.sub("", output).splitlines():
+        if header := TASK_HEADER.match(line):
+            task = header[1]
+        elif (changed := CHANGED.match(line)) and task:
+            host = changed[1].split(" -> ")[0]
+            if task not in found.setdefault(host, []):
+                found[host].append(task)
+    return found
 
 
 def parse_recap(output: str) -> list[Recap]:
-    return [Recap(m[0], int(m[1]), int(m[2]), int(m[3]), int(m[4])) for m in RECAP.findall(output)]
+    tasks = changed_tasks(output)
+    return [Recap(m[0], int(m[1]), int(m[2]), int(m[3]), int(m[4]), tuple(tasks.get(m[0], ()))) for m in RECAP.findall(output)]
 
 
-def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float = timeouts.PLAYBOOK) -> list[Recap]:
+def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float = timeouts.PLAYBOOK,
+                  force: bool = False) -> list[Recap]:  # fmt: skip
     """The provisioning directory's site.yml (written with the Vagrantfile), as `vagrant provision`
-    runs it, through the shared SSH connection and Mitogen."""
+    runs it, through the shared SSH connection and Mitogen. With force (or extra variables), the
+    playbooks run even on a box built from this very definition."""
     if not all_playbooks(wd.box):
         ui.info("no playbooks to run")
         return []
@@ -320,7 +334,7 @@ def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float
     argv = [process.which("ansible-playbook") or "ansible-playbook", "-i", str(inventory), str(site)]
     for value in extra_vars:
         argv += ["--extra-vars", value]
-    if extra_vars:  # the variables must apply, even on a box built from this very definition
+    if extra_vars or force:  # the variables must apply, even on a box built from this very definition
         argv += ["--extra-vars", "vagabond_provision=true"]
     with wd.log_file("ansible") as log:
         def sink(line: str) -> None:
@@ -329,8 +343,13 @@ def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float
             if line.strip():
                 ui.info(f"ansible: {line.rstrip()}")
 
-        result = process.check(argv, cwd=wd.path, env=ansible_env(wd), timeout=timeout, stream=sink, vm_network=True,
-                               hint=f"full output in {wd.logs / 'ansible.log'}")  # fmt: skip
+        env = ansible_env(wd)
+        ansiblecfg.install_requirements(ansiblecfg.requirements_files(wd.box, wd.box.playbook_paths()),
+                                        wd.path / PROVISION_DIR, env)  # fmt: skip
+        hint = f"full output in {wd.logs / 'ansible.log'}"
+        if env.get("ANSIBLE_STRATEGY") == "mitogen_linear":
+            hint += f"; if Mitogen is the trouble, retry with Ansible's stock strategy: VAGABOND_MITOGEN=0 vagabond provision {wd.box.name}"
+        result = process.check(argv, cwd=wd.path, env=env, timeout=timeout, stream=sink, vm_network=True, hint=hint)
     return parse_recap(result.stdout)
 
 

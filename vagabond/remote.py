@@ -63,6 +63,22 @@ def hosts(wd: Workdir) -> list[str]:
     return [line.split()[1] for line in lines if line.startswith("Host ") and line.split()[1] != "*"]
 
 
+def addresses(wd: Workdir) -> dict[str, str]:
+    """Each machine's address, as its SSH configuration has it (empty when there is none)."""
+    found, host = {}, None
+    try:
+        lines = wd.ssh_config.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        words = line.split()
+        if len(words) == 2 and words[0] == "Host":
+            host = words[1]
+        elif len(words) == 2 and words[0] == "HostName" and host:
+            found[host] = words[1]
+    return found
+
+
 def ssh_argv(wd: Workdir, machine: str, command: Sequence[str] | None = None, *, tty: bool = False,
              env: Mapping[str, str] | None = None, box: str | None = None) -> list[str]:  # fmt: skip
     if machine not in hosts(wd):

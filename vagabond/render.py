@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from vagabond import libvirt, paths, project, provision, timeouts
+from vagabond import ansiblecfg, libvirt, paths, project, provision, timeouts
 from vagabond.boxes import Box, SyncedFolder
 from vagabond.errors import RenderError
 
@@ -186,6 +186,10 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "input_dirs": input_dirs,
         "site_playbook": f"{provision.PROVISION_DIR}/site.yml",
         "ansible_config": f"{provision.PROVISION_DIR}/ansible.cfg",
+        # Plain `vagrant up` installs the requirements through Vagrant's own galaxy support, into the
+        # directory vagabond's route installs them to (the first requirements file: Vagrant takes one).
+        "galaxy_role_file": provision.relative_requirements(box, vagrantfile_dir),
+        "galaxy_roles_path": f"{provision.PROVISION_DIR}/{ansiblecfg.GALAXY}/roles",
         "groups": {provision.GROUP: names},
         "host_vars": {name: dict(provision.HOST_VARS) for name in names},
     }

@@ -119,6 +119,11 @@ def step(title: str) -> Iterator[None]:
             _command("::endgroup::")
 
 
+def record_step(title: str, seconds: float, ok: bool) -> None:
+    """A step timed elsewhere (a phase of `vagabond test`), for the step summary."""
+    steps.append((title, seconds, ok))
+
+
 def write_step_summary(command: str, ok: bool, seconds: float, detail: str = "") -> None:
     """Append what ran and how long each step took to $GITHUB_STEP_SUMMARY (GitHub Actions)."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")

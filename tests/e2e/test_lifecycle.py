@@ -16,6 +16,7 @@ import signal
 import subprocess
 import tarfile
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -110,6 +111,9 @@ def test_status_json(vagabond, selinux_vm):
     assert s["driver"] == "qemu" and s["provisioned"] is True
     assert [m["state"] for m in s["machines"]] == ["running"]
     assert s["machines"][0]["domain"].startswith("vagabond-debian12-selinux-")
+    [row] = [r for r in json.loads(vagabond("ps", "--json").stdout) if r["domain"] == s["machines"][0]["domain"]]
+    assert (row["box"], row["machine"], row["state"], row["driver"]) == (BOX, "default", "running", "qemu")
+    assert row["address"].startswith("192.168.121.") and 0 <= row["age_seconds"] < 7200
 
 
 def test_second_provision_changes_nothing(vagabond, selinux_vm, apt_mirror):
@@ -198,6 +202,48 @@ def test_up_from_prebuilt_box_skips_provisioning(vagabond, catalog_server):
     assert "TASK [" not in result.stderr  # no playbook ran: no install, no relabel, no reboot
     assert "selinux on default: Enforcing" in result.stderr
     assert vagabond("run", BOX, "--", "getenforce").stdout == "Enforcing\n"
+
+
+def test_check_idempotence_runs_every_playbook_on_the_prebuilt_vm(vagabond, apt_mirror):
+    result = vagabond("provision", BOX, "--check-idempotence", "-e", f"@{apt_mirror}", timeout=3600)
+    assert "TASK [Activate SELinux (Debian)]" in result.stderr, "the playbooks must really run on a prebuilt VM"
+    assert "default: ok=" in result.stdout and " changed=0 " in result.stdout
+
+
+def test_a_task_that_is_not_idempotent_is_named(vagabond, apt_mirror):
+    box_file = vagabond.cwd / "boxes" / f"{BOX}.yaml"
+    original = box_file.read_text()
+    (vagabond.cwd / "stamp.yml").write_text(
+        "- hosts: all\n  become: true\n  tasks:\n"
+        "    - name: Stamp the time\n      ansible.builtin.command: touch /var/tmp/stamp\n"
+        "    - name: Read the stamp\n      ansible.builtin.command: cat /var/tmp/stamp\n      changed_when: false\n"
+    )
+    box_file.write_text(original + "playbooks: [stamp.yml]\n")
+    try:
+        result = vagabond("provision", BOX, "--check-idempotence", "-e", f"@{apt_mirror}", check=False, timeout=3600)
+    finally:
+        box_file.write_text(original)
+    assert result.returncode == 11, result.stderr[-3000:]
+    assert "the second provisioning run changed 1 task: default: Stamp the time" in result.stderr
+
+
+def test_vagabond_test_runs_the_sequence_and_writes_junit(vagabond, apt_mirror, tmp_path):
+    """up (from the prebuilt box), idempotence, verify, destroy, in a work directory of its own."""
+    from tests.junit_schema import junit_schema
+
+    schema = junit_schema()
+    work, junit = tmp_path / "seq", tmp_path / "junit.xml"
+    result = vagabond("test", BOX, "--workdir", str(work), "--junit", str(junit), "-e", f"@{apt_mirror}", "--", "getenforce",
+                      timeout=5400)  # fmt: skip
+    assert "Enforcing\n" in result.stdout
+    schema.validate(str(junit))
+    broken = junit.read_text().replace("<testcase ", "<testcase nonsense=\"1\" ", 1)
+    assert not schema.is_valid(broken), "the schema must be able to say no"
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert [(c.get("name"), c.find("failure") is None) for c in suite] == [
+        ("up", True), ("idempotence", True), ("verify: getenforce", True), ("destroy", True)]
+    after = json.loads(vagabond("status", BOX, "--workdir", str(work), "--json").stdout)
+    assert [m["state"] for m in after["machines"]] == ["not created"], "the destroy phase must remove the VM"
 
 
 def test_vms_from_the_same_box_have_their_own_identity(vagabond):

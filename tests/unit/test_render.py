@@ -193,3 +193,15 @@ def test_jinja_environment_is_strict():
     env = render.environment()
     assert env.undefined is jinja2.StrictUndefined
     assert env.trim_blocks and env.lstrip_blocks and not env.autoescape
+
+
+def test_requirements_reach_plain_vagrant_through_its_galaxy_support(project):
+    (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
+    (project / "playbooks" / "requirements.yml").write_text("roles: []\n")
+    write_box(project, "g", "description: x\nbase: {box: a/b}\nplaybooks: [playbooks/deps.yml]\n")
+    box = boxes.find_box("g", project / "boxes")
+    text = render.render(box, render.RenderOptions(), project / ".vagabond" / "g")
+    assert "ansible.galaxy_role_file = File.expand_path('./../../playbooks/requirements.yml', __dir__)" in text
+    assert "ansible.galaxy_roles_path = File.expand_path('./vagabond-provision/galaxy/roles', __dir__)" in text
+    (project / "playbooks" / "requirements.yml").unlink()
+    assert "galaxy_role_file" not in render.render(box, render.RenderOptions(), project / ".vagabond" / "g")

@@ -55,9 +55,10 @@ def test_workflow_structure(project):
     assert [m["base"] for m in test["strategy"]["matrix"]["include"]] == ["image", "mmdebstrap"]
     runs = [s.get("run", "") for s in test["steps"]]
     assert any("vagabond/bin/vagabond\" prepare --boxes \"$BOX\" --user \"$(id -un)\"" in r for r in runs)
-    assert any(r.startswith("vagabond up") for r in runs) and any(r.startswith("vagabond run") for r in runs)
+    assert any(r.startswith("vagabond test \"$BOX\" --junit vagabond-results/junit.xml") for r in runs)
     named = steps_named(test)
-    assert named["Destroy the VM"]["if"] == "always()"
+    assert named["Destroy the VM (when the test step did not get to)"]["if"] == "always()"
+    assert named["Upload the test results"]["if"] == "always()"
     assert named["Upload the VM's logs"]["if"] == "failure()" and named["Upload the VM's logs"]["with"]["path"] == "vagabond-logs"
     # Only boxes with a prebuilt: section get the nightly job.
     assert [m["box"] for m in doc["jobs"]["prebuilt"]["strategy"]["matrix"]["include"]] == ["debian12-selinux"]
@@ -308,7 +309,7 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
     result = run_job(test_job, install.HASHICORP_FINGERPRINT)
     assert result.returncode == 0, result.stderr
     recorded = calls(log.read_text())
-    assert vagabond_calls(recorded) == ["prepare", "base", "prebuilt", "up", "run", "destroy"]
+    assert vagabond_calls(recorded) == ["prepare", "base", "prebuilt", "test", "destroy"]
     installed = [a for a in recorded if a[:2] == ["sudo", "-E"] and "install" in a]
     if route == "hashicorp":
         assert any(f"vagrant={install.VAGRANT_VERSION}" in a for a in installed)

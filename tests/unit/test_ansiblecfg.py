@@ -1,0 +1,90 @@
+"""The project's ansible.cfg honoured (rebased, vagabond's settings only where it is silent, a note
+wherever the two disagree); requirements files found and kept across re-renders."""
+
+from __future__ import annotations
+
+import configparser
+
+from tests.conftest import write_box
+from vagabond import ansiblecfg, boxes, provision
+from vagabond.workdir import Workdir
+
+PROJECT_CFG = """[defaults]
+roles_path = roles:/opt/roles
+forks = 3
+host_key_checking = True ; the project's own choice
+[ssh_connection]
+ssh_args = -o ControlMaster=no
+pipelining = False
+"""
+
+
+def load(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.read_string(text)
+    return parser
+
+
+def make(project, cfg: str | None = PROJECT_CFG, requirements: str | None = None):
+    if cfg is not None:
+        (project / "ansible.cfg").write_text(cfg)
+    (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
+    if requirements is not None:
+        (project / "playbooks" / "requirements.yml").write_text(requirements)
+    write_box(project, "b", "description: x\nbase: {box: a/b}\nplaybooks: [playbooks/deps.yml]\n")
+    return boxes.find_box("b", project / "boxes")
+
+
+def test_without_a_project_cfg_vagabond_settings_only(project):
+    box = make(project, cfg=None)
+    cfg = load(ansiblecfg.config_text(box, project / ".vagabond" / "b" / "vagabond-provision", galaxy=False))
+    assert cfg.get("ssh_connection", "pipelining") == "True" and cfg.get("defaults", "host_key_checking") == "False"
+    assert cfg.get("defaults", "remote_tmp") == "/tmp/.ansible-${USER}/tmp"
+
+
+def test_the_project_cfg_wins_and_its_paths_follow_it(project):
+    box = make(project)
+    provision_dir = project / ".vagabond" / "b" / "vagabond-provision"
+    cfg = load(ansiblecfg.config_text(box, provision_dir, galaxy=False))
+    assert cfg.get("defaults", "roles_path") == "../../../roles:/opt/roles"
+    assert cfg.get("defaults", "forks") == "3" and cfg.get("ssh_connection", "pipelining") == "False"
+    assert cfg.get("defaults", "host_key_checking") == "True"
+    assert cfg.get("defaults", "retry_files_enabled") == "False", "what the project leaves unset, vagabond sets"
+    env, notes = ansiblecfg.environment(box, {"ANSIBLE_FORKS": "10", "ANSIBLE_SSH_ARGS": "-F x", "ANSIBLE_GATHERING": "smart"})
+    assert env == {"ANSIBLE_SSH_ARGS": "-F x", "ANSIBLE_GATHERING": "smart"}
+    assert "ansible.cfg: the project's forks = 3 wins over vagabond's 10" in notes
+    assert "ansible.cfg: vagabond's ssh_args wins over the project's (its shared SSH connection needs it)" in notes
+    assert "ansible.cfg: the project's pipelining = False wins over vagabond's True" in notes
+
+
+def test_galaxy_paths_come_first(project):
+    box = make(project, requirements="roles:\n  - src: ./role.tar.gz\n    name: r\n")
+    assert ansiblecfg.requirements_files(box, box.playbook_paths()) == [project / "playbooks" / "requirements.yml"]
+    cfg = load(ansiblecfg.config_text(box, project / "x" / "vagabond-provision", galaxy=True))
+    assert cfg.get("defaults", "roles_path") == "galaxy/roles:../../roles:/opt/roles"
+    assert cfg.get("defaults", "collections_path").startswith("galaxy/collections:~/.ansible/collections")
+
+
+def test_rendering_keeps_what_galaxy_installed_and_the_digest_follows_the_files(project):
+    box = make(project, requirements="[]\n")
+    wd = Workdir.for_box(box)
+    provision.write_provisioning(box, wd.path)
+    installed = wd.path / "vagabond-provision" / "galaxy" / "roles" / "r" / "tasks" / "main.yml"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("[]\n")
+    provision.write_provisioning(box, wd.path)
+    assert installed.is_file(), "a re-render must not delete installed roles"
+    before = provision.definition_digest(box)
+    (project / "playbooks" / "requirements.yml").write_text("- src: ./other.tar.gz\n")
+    (project / "ansible.cfg").write_text("[defaults]\nforks = 2\n")
+    assert provision.definition_digest(box) != before
+
+
+def test_a_broken_project_cfg_is_a_clear_error(project):
+    box = make(project, cfg="not a section\n")
+    try:
+        ansiblecfg.config_text(box, project, galaxy=False)
+    except Exception as exc:  # noqa: BLE001
+        assert "ansible.cfg: not an ansible.cfg vagabond can read" in str(exc)
+    else:
+        raise AssertionError("a broken ansible.cfg must be refused")

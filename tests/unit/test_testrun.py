@@ -1,0 +1,128 @@
+"""`vagabond test`: phases in order, each timed, the first failure decides the exit code, the VM
+destroyed whatever happens (unless --keep), JUnit XML with one case per phase and verify command;
+changed tasks named from ansible-playbook's own output."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_box
+from vagabond import lifecycle, process, provision, remote, testrun
+from vagabond.cli import app
+from vagabond.errors import Interrupted, ModeCheckFailed, NotIdempotent
+
+OUTPUT = """
+PLAY [all] *********************************************************************
+
+TASK [Gathering Facts] *********************************************************
+ok: [default]
+
+TASK [selinux : Install the policy] ********************************************
+changed: [default]
+changed: [other] => (item=a)
+
+TASK [Write /etc/motd] *********************************************************
+\x1b[0;33mchanged: [default]\x1b[0m
+
+RUNNING HANDLER [restart x] ****************************************************
+changed: [default -> localhost]
+
+TASK [Read it back] ************************************************************
+ok: [default]
+
+PLAY RECAP *********************************************************************
+default                    : ok=5    changed=3    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0
+other                      : ok=2    changed=1    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0
+"""
+
+
+def test_changed_tasks_are_named_per_host():
+    recaps = {r.host: r for r in provision.parse_recap(OUTPUT)}
+    assert recaps["default"].changed_tasks == ("selinux : Install the policy", "Write /etc/motd", "restart x")
+    assert recaps["other"].changed_tasks == ("selinux : Install the policy",)
+    assert provision.parse_recap(OUTPUT.replace("changed: [default", "ok: [default"))[0].changed_tasks == ()
+
+
+@pytest.fixture
+def seams(project, monkeypatch):
+    """The phases' real work replaced by records: what ran, in which order."""
+    write_box(project, "b", "description: x\nbase: {box: a/b}\nplaybooks: [p.yml]\nverify: [getenforce, 'test -e /etc/x']\n")
+    (project / "p.yml").write_text("- hosts: all\n  tasks: []\n")
+    calls, outcomes = [], {}
+
+    def act(name, *args):
+        calls.append(name)
+        outcome = outcomes.get(name)
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+    monkeypatch.setattr(lifecycle, "up", lambda box, wd, opts: act("up"))
+    monkeypatch.setattr(lifecycle, "check_idempotence", lambda box, wd, extra: act("idempotence"))
+    monkeypatch.setattr(lifecycle, "destroy", lambda box, wd: act("destroy") or [])
+
+    def guest(wd, machine, argv, env=None, stream=True, timeout=None):
+        name = " ".join(argv)
+        calls.append(name)
+        stream(f"output of {name}\n")
+        return process.Result(list(argv), outcomes.get(name, 0), "", "", 0.1)
+
+    monkeypatch.setattr(remote, "run", guest)
+    return calls, outcomes
+
+
+def test_all_phases_pass(seams, project):
+    calls, _ = seams
+    result = CliRunner().invoke(app, ["test", "b", "--junit", "out/junit.xml", "--", "uname", "-r"])
+    assert result.exit_code == 0, result.output
+    assert calls == ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "uname -r", "destroy"]
+    cases = ET.parse(project / "out" / "junit.xml").getroot().find("testsuite")
+    assert [c.get("name") for c in cases] == ["up", "idempotence", "verify: getenforce", "verify: test -e /etc/x",
+                                              "verify: uname -r", "destroy"]  # fmt: skip
+    assert cases.get("failures") == "0" and cases.get("tests") == "6"
+
+
+@pytest.mark.parametrize(("failing", "code", "ran"), [
+    ("up", 10, ["up", "destroy"]),
+    ("idempotence", 11, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
+    ("sh -c getenforce", 12, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
+    ("destroy", 13, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
+])  # fmt: skip
+def test_the_first_failed_phase_decides(seams, project, failing, code, ran):
+    calls, outcomes = seams
+    outcomes[failing] = {
+        "up": ModeCheckFailed("selinux is permissive"), "idempotence": NotIdempotent("changed 1 task: default: x"),
+        "destroy": ModeCheckFailed("cannot"), "sh -c getenforce": 1,
+    }[failing]  # fmt: skip
+    result = CliRunner().invoke(app, ["test", "b", "--junit", "j.xml"])
+    assert result.exit_code == code, result.output
+    assert calls == ran
+    suite = ET.parse(project / "j.xml").getroot().find("testsuite")
+    failed = [c for c in suite if c.find("failure") is not None]
+    assert len(failed) == 1 and suite.get("failures") == "1"
+    if failing == "sh -c getenforce":
+        assert "output of sh -c getenforce" in failed[0].find("failure").text
+        assert "phase verify: getenforce failed: sh -c getenforce exited 1" in result.stderr
+
+
+def test_keep_leaves_the_vm_and_skips_destroy(seams, project):
+    calls, _ = seams
+    result = CliRunner().invoke(app, ["test", "b", "--keep", "--no-idempotence", "--json"])
+    assert result.exit_code == 0 and calls == ["up", "sh -c getenforce", "sh -c test -e /etc/x"]
+    assert "--keep" in result.stderr
+
+
+def test_an_interrupted_test_still_destroys(seams, project):
+    calls, outcomes = seams
+    outcomes["idempotence"] = Interrupted("interrupted by SIGTERM")
+    result = CliRunner().invoke(app, ["test", "b"])
+    assert result.exit_code == 130 and calls == ["up", "idempotence", "destroy"]
+
+
+def test_junit_holds_any_output(tmp_path):
+    result = testrun.Result("b", [testrun.Phase("verify: x", "verify", "failed", 1.5, "x exited 1", "bell\x07 nul\x00 ü ✓\n")])
+    testrun.write_junit(result, tmp_path / "j.xml")
+    failure = ET.parse(tmp_path / "j.xml").getroot().find("testsuite/testcase/failure")
+    assert failure.text == "bell nul ü ✓\n" and failure.get("type") == "verify"

@@ -1,0 +1,198 @@
+"""Ansible the way a project already has it: its ansible.cfg and its requirements.yml.
+
+The provisioning directory's ansible.cfg (the one both routes use: plain `vagrant provision` and
+`vagabond provision`) is the project's own ansible.cfg, its relative paths rebased, plus the
+settings vagabond needs that the project does not set. Where the project sets one of them, the
+project's value wins and vagabond says so, except for the two it cannot do without (its shared SSH
+connection), where vagabond's wins and says so too.
+
+A requirements.yml (roles and collections, in Ansible Galaxy's format) at the top of the project,
+in roles/ or collections/, or next to a playbook, is installed with ansible-galaxy into the
+provisioning directory (galaxy/roles, galaxy/collections) before the playbooks run; the merged
+ansible.cfg puts those directories first on the roles and collections paths.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import io
+import os
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from vagabond import process, timeouts, ui
+from vagabond.boxes import Box
+from vagabond.errors import BoxDefinitionError
+
+# (section, key, value, the environment variable that would override it): what vagabond wants.
+SETTINGS = [
+    ("defaults", "host_key_checking", "False", "ANSIBLE_HOST_KEY_CHECKING"),  # throwaway VMs, new host keys each boot
+    ("defaults", "retry_files_enabled", "False", "ANSIBLE_RETRY_FILES_ENABLED"),
+    ("defaults", "interpreter_python", "auto_silent", "ANSIBLE_PYTHON_INTERPRETER"),
+    ("defaults", "deprecation_warnings", "False", "ANSIBLE_DEPRECATION_WARNINGS"),
+    # Module files go to a world-writable place, so become (vagrant -> root) needs no chmod dance.
+    ("defaults", "remote_tmp", "/tmp/.ansible-${USER}/tmp", "ANSIBLE_REMOTE_TMP"),
+    # One SSH round trip per task instead of three: modules go over stdin.
+    ("ssh_connection", "pipelining", "True", "ANSIBLE_PIPELINING"),
+]
+# Set through the environment by `vagabond provision` only (its fact cache, its output), unless
+# the project's ansible.cfg says otherwise.
+ENV_ONLY = {
+    "ANSIBLE_GATHERING": ("defaults", "gathering"),
+    "ANSIBLE_CACHE_PLUGIN": ("defaults", "fact_caching"),
+    "ANSIBLE_CACHE_PLUGIN_CONNECTION": ("defaults", "fact_caching_connection"),
+    "ANSIBLE_CACHE_PLUGIN_TIMEOUT": ("defaults", "fact_caching_timeout"),
+    "ANSIBLE_FORKS": ("defaults", "forks"),
+    "ANSIBLE_NOCOLOR": ("colors", "nocolor"),
+    "ANSIBLE_STRATEGY": ("defaults", "strategy"),
+}
+# vagabond cannot work without these: its value wins over the project's.
+REQUIRED = {"ANSIBLE_SSH_ARGS": ("ssh_connection", "ssh_args"),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": ("ssh_connection", "control_path_dir")}  # fmt: skip
+GALAXY = "galaxy"  # below the provisioning directory: roles/ and collections/
+REQUIREMENTS = "requirements.yml"
+# Settings whose values are paths (a list of them, ':'-separated): relative ones are rebased.
+PATH_KEYS = {"roles_path", "collections_path", "collections_paths", "library", "module_utils", "inventory", "log_path",
+             "vault_password_file", "action_plugins", "callback_plugins", "connection_plugins", "filter_plugins",
+             "lookup_plugins", "strategy_plugins", "test_plugins", "vars_plugins", "inventory_plugins",
+             "cache_plugins", "become_plugins", "cliconf_plugins", "httpapi_plugins", "netconf_plugins",
+             "terminal_plugins", "doc_fragment_plugins", "playbook_dir", "private_key_file"}  # fmt: skip
+
+
+def project_config_path(box: Box) -> Path | None:
+    path = box.project_dir / "ansible.cfg"
+    return path if path.is_file() else None
+
+
+def read_project_config(box: Box) -> configparser.ConfigParser | None:
+    path = project_config_path(box)
+    if path is None:
+        return None
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",), strict=False)
+    parser.optionxform = str  # keys as written
+    try:
+        parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise BoxDefinitionError([f"{path}: not an ansible.cfg vagabond can read: {' '.join(str(exc).split())[:200]}"]) from None
+    return parser
+
+
+def _rebase(value: str, project_dir: Path, provision_dir: Path) -> str:
+    parts = []
+    for entry in value.split(os.pathsep):
+        if entry and not entry.startswith(("/", "~", "$")):
+            entry = os.path.relpath((project_dir / entry).resolve(), provision_dir.resolve())
+        parts.append(entry)
+    return os.pathsep.join(parts)
+
+
+def config_text(box: Box, provision_dir: Path, galaxy: bool) -> str:
+    """The provisioning directory's ansible.cfg: the project's, rebased, plus vagabond's settings the
+    project leaves unset; with galaxy, the installed roles and collections first on their paths."""
+    project = read_project_config(box)
+    merged = configparser.ConfigParser(interpolation=None)
+    merged.optionxform = str
+    if project is not None:
+        for section in project.sections():
+            merged.add_section(section)
+            for key, value in project.items(section, raw=True):
+                merged.set(section, key, _rebase(value, box.project_dir, provision_dir) if key in PATH_KEYS else value)
+    for section, key, value, _ in SETTINGS:
+        if not merged.has_option(section, key):
+            if not merged.has_section(section):
+                merged.add_section(section)
+            merged.set(section, key, value)
+    if galaxy:
+        if not merged.has_section("defaults"):
+            merged.add_section("defaults")
+        # Ansible's defaults, kept after the installed ones when the project names no paths of its own.
+        roles = merged.get("defaults", "roles_path", fallback="~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles")
+        collections = merged.get("defaults", "collections_path", fallback=None) or merged.get(
+            "defaults", "collections_paths", fallback="~/.ansible/collections:/usr/share/ansible/collections")
+        merged.set("defaults", "roles_path", f"{GALAXY}/roles{os.pathsep}{roles}")
+        merged.set("defaults", "collections_path", f"{GALAXY}/collections{os.pathsep}{collections}")
+        merged.remove_option("defaults", "collections_paths")
+    out = io.StringIO()
+    merged.write(out)
+    source = f" from {project_config_path(box).name} of the project," if project is not None else ""
+    return (f"# Written by vagabond{source} with the settings both plain `vagrant provision` and\n"
+            "# `vagabond provision` need: re-render instead of editing.\n" + out.getvalue())  # fmt: skip
+
+
+def environment(box: Box, wanted: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Of the environment vagabond would set, what it sets, and a note for each project setting that
+    wins (or loses, for what vagabond cannot do without)."""
+    project = read_project_config(box)
+    if project is None:
+        return dict(wanted), []
+    env, notes = {}, []
+    for var, value in wanted.items():
+        if var in REQUIRED and project.has_option(*REQUIRED[var]):
+            section, key = REQUIRED[var]
+            notes.append(f"ansible.cfg: vagabond's {key} wins over the project's (its shared SSH connection needs it)")
+        elif var in ENV_ONLY and project.has_option(*ENV_ONLY[var]):
+            section, key = ENV_ONLY[var]
+            notes.append(f"ansible.cfg: the project's {key} = {project.get(section, key, raw=True)} wins over vagabond's {value}")
+            continue
+        env[var] = value
+    for section, key, value, _ in SETTINGS:
+        if project.has_option(section, key) and project.get(section, key, raw=True) != value:
+            notes.append(f"ansible.cfg: the project's {key} = {project.get(section, key, raw=True)} wins over vagabond's {value}")
+    return env, notes
+
+
+def requirements_files(box: Box, playbooks: list[Path]) -> list[Path]:
+    """requirements.yml at the project's top, in its roles/ and collections/, and next to each playbook."""
+    places = [box.project_dir, box.project_dir / "roles", box.project_dir / "collections", *(p.parent for p in playbooks)]
+    found: list[Path] = []
+    for place in places:
+        path = place / REQUIREMENTS
+        if path.is_file() and path.resolve() not in [f.resolve() for f in found]:
+            found.append(path)
+    return found
+
+
+def _kinds(path: Path) -> tuple[bool, bool]:
+    """(roles, collections): which kinds a requirements file lists."""
+    try:
+        doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except (YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise BoxDefinitionError([f"{path}: not a requirements file: {' '.join(str(exc).split())[:200]}"]) from None
+    if doc is None:
+        return False, False
+    if isinstance(doc, list):
+        return bool(doc), False
+    if isinstance(doc, dict):
+        return bool(doc.get("roles")), bool(doc.get("collections"))
+    raise BoxDefinitionError([f"{path}: a requirements file is a list of roles or a mapping with roles: and collections:"])
+
+
+def install_requirements(files: list[Path], provision_dir: Path, env: dict[str, str]) -> list[str]:
+    """Install what the requirements files list into the provisioning directory, once per content
+    (a stamp of their sha256); returns what was installed."""
+    if not files:
+        return []
+    galaxy = provision_dir / GALAXY
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    stamp = galaxy / ".installed"
+    if stamp.is_file() and stamp.read_text() == digest:
+        return []
+    exe = process.which("ansible-galaxy") or "ansible-galaxy"
+    done = []
+    for path in files:
+        roles, collections = _kinds(path)
+        with ui.step(f"ansible-galaxy: {path.name} from {path.parent}"):
+            if roles:
+                process.check([exe, "role", "install", "-r", str(path), "--roles-path", str(galaxy / "roles"), "--force"],
+                              cwd=path.parent, env=env, timeout=timeouts.TOOL * 10, hint=f"check {path}")  # fmt: skip
+                done.append(f"roles of {path}")
+            if collections:
+                process.check([exe, "collection", "install", "-r", str(path), "-p", str(galaxy / "collections"), "--force"],
+                              cwd=path.parent, env=env, timeout=timeouts.TOOL * 10, hint=f"check {path}")  # fmt: skip
+                done.append(f"collections of {path}")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
+    return done

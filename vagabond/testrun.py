@@ -1,0 +1,168 @@
+"""`vagabond test`: the whole sequence in one command, as molecule's `test` runs it: up (provision
+and the mode checks included), idempotence (the playbooks again: nothing may change), verify
+(the box's `verify:` commands and the command line's, each its own result), logs on failure,
+destroy (unless kept). Each phase is timed; the first failed phase decides the exit code; the
+result can be written as JUnit XML for CI."""
+
+from __future__ import annotations
+
+import shlex
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vagabond import lifecycle, logs, provision, remote, ui
+from vagabond.boxes import Box
+from vagabond.errors import TEST_PHASE_CODES, Interrupted, PhaseFailed, VagabondError
+from vagabond.workdir import Workdir
+
+# Output kept per failed phase: enough to see why, small enough for a CI report.
+OUTPUT_TAIL = 20000
+
+
+@dataclass
+class Phase:
+    name: str  # up, idempotence, verify: <command>, destroy
+    kind: str  # the key of TEST_PHASE_CODES
+    status: str = "skipped"  # passed, failed, skipped
+    seconds: float = 0.0
+    message: str = ""
+    output: str = ""
+
+
+@dataclass
+class Result:
+    box: str
+    phases: list[Phase] = field(default_factory=list)
+
+    @property
+    def failed(self) -> Phase | None:
+        return next((p for p in self.phases if p.status == "failed"), None)
+
+    def as_dict(self) -> dict:
+        return {"box": self.box, "ok": self.failed is None,
+                "phases": [p.__dict__ for p in self.phases]}  # fmt: skip
+
+
+def verify_commands(box: Box, command: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(name, argv) of each verify command: the box's `verify:` lines (run by sh -c) and the command
+    line's (run as given)."""
+    found = [(line, ["sh", "-c", line]) for line in box.spec.verify]
+    if command:
+        found.append((shlex.join(command), list(command)))
+    return found
+
+
+def run(box: Box, wd: Workdir, opts: lifecycle.Options, command: Sequence[str], *, keep: bool = False,
+        idempotence: bool = True) -> Result:  # fmt: skip
+    result = Result(box.name)
+    try:
+        _converge_and_verify(result, box, wd, opts, command, idempotence)
+    finally:  # an interrupted test still destroys its VM (destroy runs as a cleanup section)
+        if keep:
+            _phase(result, "destroy", "destroy", "skipped: --keep")
+            ui.info(f"the VM stays (--keep): vagabond run {box.name} -- ..., and vagabond destroy {box.name} when done")
+        else:
+            _timed(_phase(result, "destroy", "destroy"), lambda: lifecycle.destroy(box, wd))
+    return result
+
+
+def _converge_and_verify(result: Result, box: Box, wd: Workdir, opts: lifecycle.Options, command: Sequence[str],
+                         idempotence: bool) -> None:  # fmt: skip
+    up = _phase(result, "up", "up")
+    if _timed(up, lambda: lifecycle.up(box, wd, opts)):
+        if not idempotence:
+            _phase(result, "idempotence", "idempotence", "skipped: --no-idempotence")
+        elif not provision.all_playbooks(box):
+            _phase(result, "idempotence", "idempotence", "skipped: the box has no playbooks")
+        else:
+            _timed(_phase(result, "idempotence", "idempotence"), lambda: lifecycle.check_idempotence(box, wd, opts.extra_vars))
+        env = wd.read_state().get("env")
+        for name, argv in verify_commands(box, command):
+            _timed(_phase(result, f"verify: {name}", "verify"), lambda argv=argv: _verify(wd, box, argv, env))
+        if result.failed is not None and opts.logs_dir is not None:
+            logs.collect_on_failure(box, wd, opts.logs_dir)
+
+
+def _phase(result: Result, name: str, kind: str, skipped: str = "") -> Phase:
+    phase = Phase(name, kind, message=skipped)
+    result.phases.append(phase)
+    if skipped:
+        ui.info(f"phase {name}: {skipped}")
+    return phase
+
+
+def _timed(phase: Phase, action) -> bool:
+    ui.info(f"phase {phase.name} ...")
+    started = time.monotonic()
+    try:
+        action()
+        phase.status = "passed"
+    except Interrupted:
+        phase.status, phase.message = "failed", "interrupted"
+        raise
+    except VagabondError as exc:
+        phase.status, phase.message = "failed", str(exc)
+        phase.output = phase.output or getattr(exc, "stderr", "") or ""
+    finally:
+        phase.seconds = time.monotonic() - started
+        ui.record_step(f"phase {phase.name}", phase.seconds, phase.status == "passed")
+        ui.info(f"phase {phase.name}: {phase.status} in {phase.seconds:.1f}s" + (f": {phase.message}" if phase.message else ""))
+    return phase.status == "passed"
+
+
+def _verify(wd: Workdir, box: Box, argv: list[str], env) -> None:
+    lines: list[str] = []
+
+    def sink(line: str) -> None:
+        lines.append(line)
+        ui.out.print(line.rstrip("\n"), markup=False, highlight=False)
+
+    outcome = remote.run(wd, box.primary(), argv, env=env, stream=sink)
+    if outcome.returncode != 0:
+        error = PhaseFailed(f"{shlex.join(argv)} exited {outcome.returncode}", TEST_PHASE_CODES["verify"])
+        error.stderr = "".join(lines)[-OUTPUT_TAIL:]
+        raise error
+
+
+def raise_for(result: Result) -> None:
+    """The first failed phase as the command's error (its exit code names the phase)."""
+    failed = result.failed
+    if failed is None:
+        return
+    others = [p.name for p in result.phases if p.status == "failed" and p is not failed]
+    also = f" (also failed: {', '.join(others)})" if others else ""
+    raise PhaseFailed(f"vagabond test {result.box}: phase {failed.name} failed: {failed.message}{also}",
+                      TEST_PHASE_CODES[failed.kind])  # fmt: skip
+
+
+def write_junit(result: Result, path: Path) -> None:
+    """JUnit XML as CI systems read it (Jenkins' junit-10 schema): one test case per phase and per
+    verify command; a failure carries its message and the end of its output."""
+    cases = result.phases
+    suite = ET.Element("testsuite", {
+        "name": f"vagabond test {result.box}", "tests": str(len(cases)),
+        "failures": str(sum(p.status == "failed" for p in cases)), "errors": "0",
+        "skipped": str(sum(p.status == "skipped" for p in cases)),
+        "time": f"{sum(p.seconds for p in cases):.3f}", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })  # fmt: skip
+    for phase in cases:
+        case = ET.SubElement(suite, "testcase", {"classname": f"vagabond.{result.box}", "name": phase.name,
+                                                 "time": f"{phase.seconds:.3f}"})  # fmt: skip
+        if phase.status == "failed":
+            failure = ET.SubElement(case, "failure", {"message": _xml_text(phase.message)[:2000], "type": phase.kind})
+            failure.text = _xml_text(phase.output or phase.message)
+        elif phase.status == "skipped":
+            ET.SubElement(case, "skipped", {"message": _xml_text(phase.message)})
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _xml_text(text: str) -> str:
+    """XML 1.0 cannot hold most control characters (a guest's output may have any): drop them."""
+    return "".join(ch for ch in text if ch in "\t\n\r" or (" " <= ch and ch not in "\ufffe\uffff" and not "\ud800" <= ch <= "\udfff"))

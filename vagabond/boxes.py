@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -123,7 +125,7 @@ class MmdebstrapBase(_LocalBase):
     kind: Literal["mmdebstrap"]
     suite: Annotated[str, _pattern(r"[a-z][a-z0-9-]*", "suite name (like 'bookworm')")]
     packages: list[Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]*", "Debian package name")]] = []
-    disk: int = Field(8, ge=2, le=1024)
+    disk: GiB = Field(8, ge=2, le=1024)
 
     @property
     def checksum(self) -> None:
@@ -148,16 +150,41 @@ Base = Annotated[
 # --- the rest of a box ---------------------------------------------------------------------------
 
 
+_SIZE = re.compile(r"\s*(\d+)\s*([KMGT]i?B?)?\s*", re.I)
+_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}  # in MiB
+
+
+def _size_in(unit: str):
+    """A size given as a number (in ``unit``) or with a unit of its own: 2G, 2048M, 2 GiB."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, str):
+            return value
+        match = _SIZE.fullmatch(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a size: write a number of {unit}, or one with a unit (512M, 2G)")
+        mib = int(match[1]) * _UNITS[(match[2] or unit[0]).upper()[0]]
+        amount = mib / _UNITS[unit[0]]
+        if amount != int(amount):
+            raise ValueError(f"{value!r} is not a whole number of {unit}")
+        return int(amount)
+
+    return BeforeValidator(convert)
+
+
+MiB = Annotated[int, _size_in("MiB")]
+GiB = Annotated[int, _size_in("GiB")]
+
+
 class Resources(_Strict):
-    memory: int = Field(1024, ge=256, le=1024 * 1024, description="MiB")
+    memory: MiB = Field(1024, ge=256, le=1024 * 1024, description="MiB, or with a unit: 2G, 2048M")
     cpus: int = Field(1, ge=1, le=256)
-    disk: int = Field(20, ge=1, le=65536, description="GiB")
+    disk: GiB = Field(20, ge=1, le=65536, description="GiB, or with a unit: 40G")
 
 
 class ResourceOverrides(_Strict):
-    memory: int | None = Field(None, ge=256, le=1024 * 1024)
+    memory: MiB | None = Field(None, ge=256, le=1024 * 1024)
     cpus: int | None = Field(None, ge=1, le=256)
-    disk: int | None = Field(None, ge=1, le=65536)
+    disk: GiB | None = Field(None, ge=1, le=65536)
 
 
 class Modes(_Strict):
@@ -422,15 +449,54 @@ def _format_error(shown: str, doc: CommentedMap, err: dict) -> str:
     message = err["msg"]
     kind = err.get("type")
     if kind == "extra_forbidden":
-        message = "unknown key (check the spelling; see the box reference in README.md)"
+        message = "unknown key" + _did_you_mean(str(loc[-1]), _known_keys(loc[:-1]))
     elif kind == "missing":
         message = "required key is missing"
     elif kind in ("value_error", "assertion_error"):
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    elif "input" in err and isinstance(err["input"], (str, int, float, bool)) and kind != "missing":
+        message += f" (got {err['input']!r})"  # the offending value, echoed
+    if kind in ("greater_than_equal", "less_than_equal") and loc and loc[-1] in ("memory", "disk"):
+        message += f"; {loc[-1]} is in {'MiB' if loc[-1] == 'memory' else 'GiB'} unless it has a unit (2G, 2048M)"
     elif kind == "union_tag_invalid":
         message = f"must be one of: vagrant, mmdebstrap, image (got {err.get('input', {}).get('kind')!r})"
     label = _label(doc, loc)
     return f"{shown}:{_line_of(doc, loc)}: {label + ': ' if label else ''}{message}"
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys the schema takes where an unknown one was found (every key of every part, when
+    the place cannot be told)."""
+    model: Any = BoxSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:  # a tagged union member (base: mmdebstrap ...) or a mapping
+            model = None
+            break
+        model = _model_of(field.annotation)
+    if model is not None and hasattr(model, "model_fields"):
+        return list(model.model_fields)
+    return sorted({k for m in _Strict.__subclasses__() + [MmdebstrapBase, ImageBase] for k in m.model_fields})
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside list[...], Optional[...] and Annotated[...], if any."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f": did you mean {close[0]!r}?"
+    return f" (this place takes: {', '.join(sorted(known))})" if len(known) <= 12 else " (see the box reference in README.md)"
 
 
 def box_files(directory: Path) -> list[Path]:

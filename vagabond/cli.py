@@ -47,6 +47,14 @@ _state = {"debug": False, "boxes_dir": None}
 class _Funnel(TyperGroup):
     """The one place a VagabondError becomes a message on stderr and an exit code."""
 
+    def parse_args(self, ctx, args):
+        # --debug is global, but users type it after the subcommand too: move it in front (never
+        # from after "--", where it belongs to the command run in the VM).
+        cut = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[1:cut]:
+            args = ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < cut)]
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         started = time.monotonic()
         command = " ".join(_command_words(sys.argv[1:]))
@@ -101,7 +109,7 @@ app = typer.Typer(
     ),
     epilog="Exit codes:\n\n" + "\n\n".join(f"{code:>3}  {meaning}" for code, meaning in errors.EXIT_CODES),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     # A token can sit in a local variable; never print locals in a traceback.
     pretty_exceptions_show_locals=False,
     pretty_exceptions_enable=False,
@@ -120,7 +128,10 @@ def main(
     boxes_dir: Annotated[
         Optional[Path], typer.Option("--boxes-dir", help="Directory of box files (default: $VAGABOND_BOXES, ./boxes, shipped boxes).")
     ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show commands as they run and tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="VAGABOND_DEBUG",
+                           help="Show commands as they run and tracebacks on errors (also after the subcommand, or VAGABOND_DEBUG=1).")
+    ] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     _state["debug"] = debug
@@ -279,7 +290,15 @@ def doctor_(
         raise typer.Exit(1)
 
 
-BoxArg = Annotated[str, typer.Argument(help="Box name (a file boxes/<name>.yaml).")]
+def _complete_box(incomplete: str) -> list[str]:
+    """Shell completion: the names of the boxes this project sees (broken ones included)."""
+    try:
+        return sorted({e.name for e in boxes.scan(_box_dirs()) if e.name.startswith(incomplete)})
+    except VagabondError:
+        return []
+
+
+BoxArg = Annotated[str, typer.Argument(help="Box name (a file boxes/<name>.yaml).", autocompletion=_complete_box)]
 WorkdirOption = Annotated[
     Optional[Path], typer.Option("--workdir", help="Work directory for this box (default: .vagabond/<box>).")
 ]
@@ -373,6 +392,7 @@ def run_(
     Example: vagabond run centos7-selinux -- make -C /src test
     """
     definition, wd = _box_and_workdir(box, workdir)
+    lifecycle.require_up(wd)
     # env: as of the last up or provision.
     argv = remote.ssh_argv(wd, machine or definition.primary(), command, env=wd.read_state().get("env"))
     logs_dir = paths.logs_on_failure_dir(logs_on_failure)
@@ -460,6 +480,7 @@ def logs_(
 def ssh_(box: BoxArg, workdir: WorkdirOption = None, machine: MachineOption = None) -> None:
     """Open an interactive shell in the VM."""
     definition, wd = _box_and_workdir(box, workdir)
+    lifecycle.require_up(wd)
     raise typer.Exit(remote.interactive(wd, machine or definition.primary()))
 
 
@@ -554,7 +575,7 @@ def ps_(as_json: JsonOption = False) -> None:
 @app.command("build")
 def build_(
     box: BoxArg,
-    out: Annotated[Path, typer.Option("--out", help="Directory for the .box and its .box.json.")] = Path("dist"),
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for the .box and its .box.json.")] = Path("dist"),
     version: Annotated[Optional[str], typer.Option("--version", help="Box version (default: UTC timestamp).")] = None,
     workdir: WorkdirOption = None,
     driver: DriverOption = None,
@@ -587,7 +608,7 @@ def import_(
     checksums_url: Annotated[
         Optional[str], typer.Option("--checksums-url", help="The distribution's checksum file that names the image's sha256.")
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Directory for the box (default: the cache).")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Directory for the box (default: the cache).")] = None,
     add: Annotated[bool, typer.Option("--add/--no-add", help="Also add it to Vagrant's box store.")] = True,
     driver: DriverOption = None,
 ) -> None:
@@ -609,7 +630,7 @@ def import_(
 def repackage_(
     name: Annotated[str, typer.Argument(help="An installed box, e.g. vagabond/debian12 (see 'vagrant box list').")],
     version: Annotated[Optional[str], typer.Option("--version", help="Installed version (default: the newest).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Directory for the .box and its .box.json.")] = Path("."),
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for the .box and its .box.json.")] = Path("."),
     as_json: JsonOption = False,
 ) -> None:
     """Re-export an installed box with `vagrant box repackage`, plus a JSON description for publish.
@@ -730,7 +751,7 @@ def ci_github(
         Optional[list[str]], typer.Option("--boxes", help="Boxes to test, comma-separated or repeated (default: all).")
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", help="Write here, e.g. .github/workflows/vagabond.yml (default: stdout).")
+        Optional[Path], typer.Option("-o", "--out", "--output", help="Write here, e.g. .github/workflows/vagabond.yml (default: stdout).")
     ] = None,
     test_command: Annotated[
         str, typer.Option("--test-command", help="Shell command that runs the tests, in the box's first synced folder.")

@@ -16,6 +16,7 @@ from vagabond import libvirt, registry, ui
 from vagabond.vm import Vagrant, store_name
 from vagabond.workdir import Workdir
 
+
 @dataclass
 class Orphan:
     kind: str  # domain, volume, box image, network

@@ -357,6 +357,7 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
 
 def halt(box: Box, wd: Workdir) -> None:
     with wd.lock("halt"):
+        require_up(wd)
         for machine in box.machine_names():
             remote.close_master(wd, machine)
         sink, fh = _log_sink(wd, "vagrant")
@@ -366,7 +367,7 @@ def halt(box: Box, wd: Workdir) -> None:
 
 def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = (), *, force: bool = False) -> list[provision.Recap]:
     with wd.lock("provision"):
-        _require_up(wd)
+        require_up(wd)
         if not wd.ssh_config.is_file():
             refresh_ssh_config(wd)
         state = wd.read_state()
@@ -396,9 +397,12 @@ def check_idempotence(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> 
     return recaps
 
 
-def _require_up(wd: Workdir) -> None:
-    if not wd.vagrantfile.is_file():
-        raise NotRunning(f"box {wd.box.name!r} has not been brought up here", hint=f"run 'vagabond up {wd.box.name}'")
+def require_up(wd: Workdir) -> None:
+    """The one answer for a box with no VM in this work directory (run, ssh, halt, status, provision)."""
+    # Files first: `vagabond run` must not pay for a virsh call.
+    if not wd.vagrantfile.is_file() and not wd.ssh_config.is_file() and not libvirt.domains(wd.prefix):
+        raise NotRunning(f"box {wd.box.name!r} is not up here ({wd.path})", hint=f"run 'vagabond up {wd.box.name}' first")
+
 
 
 def running() -> list[dict]:
@@ -432,6 +436,8 @@ def state_matches(wd: Workdir, prefix: str) -> bool:
 
 def status(box: Box, wd: Workdir) -> dict:
     """What Vagrant and libvirt say, without taking the lock (status must answer while up runs)."""
+    if not wd.busy():
+        require_up(wd)
     state = wd.read_state()
     domains = libvirt.domains(wd.prefix)
     result = {

@@ -9,6 +9,7 @@ import pytest
 
 from tests.e2e.conftest import ours
 from vagabond import images, process
+from vagabond.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -34,6 +35,6 @@ def test_guest_that_never_gets_an_ip_fails_in_time_and_leaves_nothing(vagabond, 
     assert items["default-serial.log"]["ok"] and items["vagrant.log"]["ok"] and items["Vagrantfile"]["ok"]
     assert "Waiting for domain to get an IP address" in (tmp_path / "logs" / "noboot" / "vagrant.log").read_text()
     assert not items["default-journal.log"]["ok"], "a guest that never booted has no journal to give"
-    prefix = json.loads(vagabond("status", "noboot", "--json").stdout)["machines"][0]["domain"].removesuffix("default")
+    prefix = domain_prefix("noboot", vagabond.cwd / ".vagabond" / "noboot")
     assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}
     subprocess.run(["vagrant", "box", "remove", "--force", "vagabond-test/noboot"], capture_output=True)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import ours
 from vagabond import boxes, build, images, process, provision
+from vagabond.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -46,7 +47,7 @@ def test_tampered_prebuilt_box_falls_back_to_the_base_box(vagabond, catalog_serv
         assert NAME not in listed, "a box refused by checksum must leave nothing installed"
         assert json.loads((vagabond.cwd / ".vagabond" / BOX / "state.json").read_text())["prebuilt"] is None
     finally:
-        prefix = json.loads(vagabond("status", BOX, "--json").stdout)["machines"][0]["domain"].removesuffix("default")
+        prefix = domain_prefix(BOX, vagabond.cwd / ".vagabond" / BOX)
         vagabond("destroy", BOX)
         definition.unlink()
         shutil.rmtree(root / "tampered")

@@ -3,11 +3,10 @@ fips=1 on its command line (the FIPS mode playbook's Debian branch) turns the ke
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.e2e.conftest import ours
+from vagabond.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -22,6 +21,6 @@ def test_debian12_fips_comes_up_in_fips_mode_and_says_so(vagabond):
         again = vagabond("provision", "debian12-fips")
         assert "changed=0" in again.stdout and "failed=0" in again.stdout
     finally:
-        prefix = json.loads(vagabond("status", "debian12-fips", "--json").stdout)["machines"][0]["domain"].removesuffix("default")
+        prefix = domain_prefix("debian12-fips", vagabond.cwd / ".vagabond" / "debian12-fips")
         vagabond("destroy", "debian12-fips")
     assert ours(prefix)["domains"] == []

@@ -50,19 +50,39 @@ def test_valid_box_defaults(project):
 
 
 def test_wrong_type_names_file_line_and_field(project):
-    text = VALID.replace("memory: 2048", "memory: lots")
-    assert problems(project, text) == ["boxes/alma9-fips.yaml:7: resources.memory: Input should be a valid integer"]
+    text = VALID.replace("cpus: 2", "cpus: [2]")
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpus: Input should be a valid integer"]
 
 
 def test_string_number_is_not_silently_converted(project):
-    text = VALID.replace("memory: 2048", 'memory: "2048"')
-    assert problems(project, text) == ["boxes/alma9-fips.yaml:7: resources.memory: Input should be a valid integer"]
+    text = VALID.replace("cpus: 2", 'cpus: "2"')
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpus: Input should be a valid integer (got '2')"]
+
+
+@pytest.mark.parametrize(("memory", "disk", "mib", "gib"), [
+    ("2048", "20", 2048, 20), ("2G", "40G", 2048, 40), ("2048M", "40GiB", 2048, 40), ("'1 GiB'", "'1T'", 1024, 1024),
+    ('"3072"', "8", 3072, 8),
+])  # fmt: skip
+def test_sizes_take_units(project, memory, disk, mib, gib):
+    write_box(project, "s", f"description: x\nbase: {{box: a/b}}\nresources: {{memory: {memory}, disk: {disk}}}\n")
+    resources = boxes.find_box("s", project / "boxes").spec.resources
+    assert (resources.memory, resources.disk) == (mib, gib)
+
+
+@pytest.mark.parametrize(("memory", "problem"), [
+    ("lots", "resources.memory: 'lots' is not a size: write a number of MiB, or one with a unit (512M, 2G)"),
+    ("1500K", "resources.memory: '1500K' is not a whole number of MiB"),
+    ("100", "resources.memory: Input should be greater than or equal to 256 (got 100); memory is in MiB unless it has a unit (2G, 2048M)"),
+])  # fmt: skip
+def test_a_size_that_is_not_one_says_which_unit(project, memory, problem):
+    text = f"description: x\nbase: {{box: a/b}}\nresources: {{memory: {memory}}}\n"
+    assert problems(project, text, name="s") == [f"boxes/s.yaml:3: {problem}"]
 
 
 def test_unknown_key_is_an_error(project):
     text = VALID.replace("  cpus: 2", "  cpu: 2")
     assert problems(project, text) == [
-        "boxes/alma9-fips.yaml:6: resources.cpu: unknown key (check the spelling; see the box reference in README.md)"
+        "boxes/alma9-fips.yaml:6: resources.cpu: unknown key: did you mean 'cpus'?"
     ]
 
 
@@ -79,20 +99,20 @@ def test_missing_nested_key_points_at_its_parent(project):
 def test_bad_mode_value(project):
     text = VALID.replace("  fips: true", "  selinux: enforced")
     assert problems(project, text) == [
-        "boxes/alma9-fips.yaml:9: modes.selinux: Input should be 'enforcing', 'permissive' or 'disabled'"
+        "boxes/alma9-fips.yaml:9: modes.selinux: Input should be 'enforcing', 'permissive' or 'disabled' (got 'enforced')"
     ]
 
 
 def test_out_of_range(project):
     text = VALID.replace("cpus: 2", "cpus: 0")
-    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpus: Input should be greater than or equal to 1"]
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpus: Input should be greater than or equal to 1 (got 0)"]
 
 
 def test_several_problems_are_all_reported(project):
     text = VALID.replace("cpus: 2", "cpus: many").replace("memory: 2048", "memory: lots")
     assert problems(project, text) == [
-        "boxes/alma9-fips.yaml:6: resources.cpus: Input should be a valid integer",
-        "boxes/alma9-fips.yaml:7: resources.memory: Input should be a valid integer",
+        "boxes/alma9-fips.yaml:6: resources.cpus: Input should be a valid integer (got 'many')",
+        "boxes/alma9-fips.yaml:7: resources.memory: 'lots' is not a size: write a number of MiB, or one with a unit (512M, 2G)",
     ]
 
 
@@ -220,7 +240,7 @@ def test_a_broken_box_file_does_not_hide_the_others(project):
     entries = {e.name: e for e in boxes.scan(project_mod.box_dirs(cwd=project))}
     assert entries["good"].box is not None and entries["debian12"].box is not None
     assert entries["bad"].box is None
-    assert entries["bad"].problems == ("boxes/bad.yaml:3: resource: unknown key (check the spelling; see the box reference in README.md)",)
+    assert entries["bad"].problems == ("boxes/bad.yaml:3: resource: unknown key: did you mean 'resources'?",)
 
 
 def test_a_missing_boxes_dir_given_by_the_user_is_an_error(project):

@@ -82,7 +82,7 @@ def test_list_reports_broken_box_files(project):
     write_box(project, "bad", "description: x\nbase: {box: a/b}\nresources: {memory: lots}\n")
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 3
-    assert result.stderr == "error: boxes/bad.yaml:3: resources.memory: Input should be a valid integer\n"
+    assert result.stderr == "error: boxes/bad.yaml:3: resources.memory: 'lots' is not a size: write a number of MiB, or one with a unit (512M, 2G)\n"
     # The broken file is listed as such, and the other boxes are still there.
     assert "bad" in result.stdout and "BROKEN" in result.stdout and "debian12-selinux" in result.stdout
 
@@ -227,3 +227,46 @@ def test_every_error_class_has_its_own_exit_code_listed_in_help():
 def test_run_keeps_its_commands_exit_code_apart_from_its_own_failure(project):
     result = runner.invoke(app, ["run", "nosuchbox", "--", "true"])
     assert result.exit_code == 255 and result.stderr.startswith("error: no box named 'nosuchbox'")
+
+
+def test_s3_without_boto3_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from tests.unit.test_publish import make_box
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if the s3 extra were not installed
+    result = runner.invoke(app, ["publish", str(make_box(tmp_path, "1.0.0")), "--catalog", "s3://bucket/prefix"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().endswith("s3:// catalogs need boto3 (pip install 'vagabond-vm[s3]')")
+
+
+def test_debug_after_the_subcommand_and_from_the_environment(project):
+    for argv, env in ((["list", "--debug"], {}), (["list"], {"VAGABOND_DEBUG": "1"}), (["--debug", "list"], {})):
+        result = runner.invoke(app, argv, env=env)
+        assert result.exit_code == 0, result.output
+    # After "--" it belongs to the command in the VM, not to vagabond.
+    result = runner.invoke(app, ["run", "debian12", "--", "echo", "--debug"])
+    assert "No such option" not in result.output
+
+
+def test_completion_offers_box_names(project):
+    write_box(project, "webapp", "description: x\nbase: {box: a/b}\n")
+    result = runner.invoke(app, [], prog_name="vagabond",
+                           env={"_VAGABOND_COMPLETE": "complete_bash", "COMP_WORDS": "vagabond up web", "COMP_CWORD": "2"})  # fmt: skip
+    assert result.stdout.split() == ["webapp"], result.output
+    result = runner.invoke(app, [], prog_name="vagabond",
+                           env={"_VAGABOND_COMPLETE": "complete_bash", "COMP_WORDS": "vagabond test debian12", "COMP_CWORD": "2"})  # fmt: skip
+    assert set(result.stdout.split()) == {"debian12", "debian12-fips", "debian12-selinux"}
+    assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
+
+
+def test_every_command_that_writes_a_file_takes_o(project):
+    import typer.main
+
+    command = typer.main.get_command(app)
+    writers = {"render": "--out", "logs": "--out", "build": "--out", "import": "--out", "repackage": "--out"}
+    for name, long in writers.items():
+        options = next(p for p in command.commands[name].params if long in p.opts)
+        assert "-o" in options.opts, name
+    ci = command.commands["ci"].commands["github"]
+    assert {"-o", "--out", "--output"} <= set(next(p for p in ci.params if "-o" in p.opts).opts)

@@ -69,4 +69,5 @@ def test_run_before_up_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "vagabond", "run", "debian12", "--", "true"], cwd=tmp_path,
                             capture_output=True, text=True, env=dict(os.environ, VAGABOND_BOXES=""))  # fmt: skip
     assert result.returncode == 255, "vagabond's own failure in run: the code ssh reserves for its own"
-    assert result.stderr == "error: no SSH configuration for 'debian12' machine 'default' (run 'vagabond up debian12' first)\n"
+    workdir = tmp_path / ".vagabond" / "debian12"
+    assert result.stderr == f"error: box 'debian12' is not up here ({workdir}) (run 'vagabond up debian12' first)\n"

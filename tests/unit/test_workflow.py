@@ -172,7 +172,7 @@ def test_cache_keys_follow_what_they_cache(project):
     assert prebuilt["with"]["key"].endswith("${{ steps.prebuilt.outputs.version }}")
     assert prebuilt["with"]["path"] == "${{ steps.prebuilt.outputs.store }}" and prebuilt["if"] == "steps.prebuilt.outputs.version != ''"
     plugin = named["Restore the vagrant-libvirt plugin"]["with"]
-    assert "${{ env.VAGABOND_OS }}" in plugin["key"] and "${{ env.VAGRANT_LIBVIRT_VERSION }}" in plugin["key"]
+    assert "${{ steps.paths.outputs.os }}" in plugin["key"] and "${{ env.VAGRANT_LIBVIRT_VERSION }}" in plugin["key"]
     for job in doc["jobs"].values():
         for step in job["steps"]:
             if "actions/cache" in step.get("uses", ""):
@@ -296,10 +296,14 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
     def vagabond_calls(recorded: list[list[str]]) -> list[str]:
         called = []
         for argv in recorded:
-            if argv[0] == "sudo":  # sudo's own options, then the program
+            if argv[0] == "sudo":  # sudo's own options, then the program (maybe through env NAME=VALUE)
                 argv = argv[1:]
                 while argv and argv[0].startswith("-"):
                     argv = argv[1:]
+                if argv and argv[0] == "env":
+                    argv = argv[1:]
+                    while argv and "=" in argv[0]:
+                        argv = argv[1:]
             if os.path.basename(argv[0]) == "vagabond":
                 parse_cli(argv[1:])  # an option this vagabond lacks fails here
                 called.append(argv[1])
@@ -326,3 +330,24 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
     nightly = run_job(doc["jobs"]["prebuilt"], install.HASHICORP_FINGERPRINT, {"VAGABOND_CATALOG": str(tmp_path / "catalog")})
     assert nightly.returncode == 0, nightly.stderr
     assert vagabond_calls(calls(log.read_text())) == ["prepare", "build", "publish"]
+
+
+def test_use_action_replaces_the_inline_steps(project):
+    ref = "example/vagabond@" + "ab" * 20
+    doc = load(generate(project, "--use-action", ref))
+    steps = doc["jobs"]["test"]["steps"]
+    assert [s.get("uses", s.get("name")) for s in steps] == [
+        steps[0]["uses"], ref, "Run the tests in the VM", "example/vagabond/cleanup@" + "ab" * 20]
+    assert steps[1]["with"] == {"box": "${{ matrix.box }}", "sync": "${{ matrix.sync }}"}
+    assert steps[3]["if"] == "always()" and steps[3]["with"]["upload-logs"] == "${{ job.status != 'success' }}"
+    assert "prebuilt" in doc["jobs"], "the nightly job keeps its own steps"
+    bad = generate(project, "--use-action", "vagabond@v1")
+    assert bad.exit_code == 2 and "not OWNER/REPO@REF" in bad.stderr
+
+
+def test_the_action_files_are_current(tmp_path):
+    assert CliRunner().invoke(app, ["ci", "action", "--check", "-o", str(REPO)]).exit_code == 0
+    stale = CliRunner().invoke(app, ["ci", "action", "--check", "-o", str(tmp_path)])
+    assert stale.exit_code == 2 and "out of date: action.yml, cleanup/action.yml" in stale.stderr
+    assert CliRunner().invoke(app, ["ci", "action", "-o", str(tmp_path)]).exit_code == 0
+    assert (tmp_path / "action.yml").read_text() == (REPO / "action.yml").read_text()

@@ -68,3 +68,30 @@ def report(name: str, ours: list[float], theirs: list[float], target: float, *, 
           f"  {labels[1]:<{width}}  s: {spread(theirs)} ({len(theirs)} runs)\n"
           f"  per-round ratios: {spread(rounds)}", flush=True)  # fmt: skip
     return ok
+
+
+MIRROR_PORT = 8321
+SELINUX_BOX = "debian12-selinux"
+SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
+
+
+def selinux_project(prefix: str, name: str, catalog_port: int) -> tuple[Path, list[subprocess.Popen]]:
+    """A project whose debian12-selinux gets its SELinux packages from a local mirror (guests reach
+    it in their namespace) and names a prebuilt box ``name`` in a catalog served on the host's
+    loopback; returns the project and the two servers."""
+    import json
+    import shutil
+    import tempfile
+
+    process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
+    project = Path(tempfile.mkdtemp(prefix=prefix))
+    (project / "boxes").mkdir()
+    (project / "catalog").mkdir()
+    shutil.copy(ROOT / "boxes" / "debian12.yaml", project / "boxes")
+    mirror = [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]
+    (project / "boxes" / f"{SELINUX_BOX}.yaml").write_text(
+        (ROOT / "boxes" / f"{SELINUX_BOX}.yaml").read_text() + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
+        + f"prebuilt:\n  name: {name}\n  catalog: http://127.0.0.1:{catalog_port}/metadata.json\n"
+    )
+    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", catalog_port, for_guests=False)]
+    return project, servers

@@ -19,18 +19,15 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, report, serve, timed
+from common import ENV, VAGABOND, ensure_sandbox, report, selinux_project, timed
+from common import SELINUX_BOX as BOX
 
 from vagabond import libvirt, process, sandbox
 
-BOX = "debian12-selinux"
 NAME = "vagabond-bench/plain-selinux"
-MIRROR_PORT, CATALOG_PORT = 8321, 8325
-SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
+CATALOG_PORT = 8325
 
 
 def forget_box() -> None:
@@ -45,17 +42,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ensure_sandbox()
-    process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
-    project = Path(tempfile.mkdtemp(prefix="vagabond-bench-plain-"))
-    (project / "boxes").mkdir()
-    (project / "catalog").mkdir()
-    shutil.copy(ROOT / "boxes" / "debian12.yaml", project / "boxes")
-    mirror = [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]
-    (project / "boxes" / f"{BOX}.yaml").write_text(
-        (ROOT / "boxes" / f"{BOX}.yaml").read_text() + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
-        + f"prebuilt:\n  name: {NAME}\n  catalog: http://127.0.0.1:{CATALOG_PORT}/metadata.json\n"
-    )
-    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", CATALOG_PORT, for_guests=False)]
+    project, servers = selinux_project("vagabond-bench-plain-", NAME, CATALOG_PORT)
     # Plain Vagrant runs in the VMs' namespace: the same catalog on its loopback too.
     servers.append(subprocess.Popen(sandbox.wrap([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(CATALOG_PORT),
                                                   "--directory", str(project / "catalog")]),

@@ -22,18 +22,15 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, report, serve, timed
+from common import ENV, VAGABOND, ensure_sandbox, report, selinux_project, timed
+from common import SELINUX_BOX as BOX
 
 from vagabond import process
 
-BOX = "debian12-selinux"
 NAME = "vagabond-bench/sequence-selinux"
-MIRROR_PORT, CATALOG_PORT = 8321, 8326
-SELINUX_PACKAGES = ["selinux-basics", "selinux-policy-default", "auditd"]
+CATALOG_PORT = 8326
 
 
 def main() -> int:
@@ -41,17 +38,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ensure_sandbox()
-    process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
-    project = Path(tempfile.mkdtemp(prefix="vagabond-bench-sequence-"))
-    (project / "boxes").mkdir()
-    (project / "catalog").mkdir()
-    shutil.copy(ROOT / "boxes" / "debian12.yaml", project / "boxes")
-    mirror = [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]
-    (project / "boxes" / f"{BOX}.yaml").write_text(
-        (ROOT / "boxes" / f"{BOX}.yaml").read_text() + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
-        + f"prebuilt:\n  name: {NAME}\n  catalog: http://127.0.0.1:{CATALOG_PORT}/metadata.json\n"
-    )
-    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", CATALOG_PORT, for_guests=False)]
+    project, servers = selinux_project("vagabond-bench-sequence-", NAME, CATALOG_PORT)
     plain = project / "plain"
     ours, theirs = [], []
     ok = False

@@ -246,7 +246,8 @@ def runner_root(packages_and_rootfs, wheels, tmp_path):
     # The stand-ins' coordinates: what a user would change if HashiCorp moved.
     overrides = {"VAGRANT_APT_URL": "file:///srv/hashicorp", "VAGRANT_APT_FINGERPRINT": fingerprint,
                  "VAGRANT_VERSION": sh(["dpkg-deb", "-f", str(vagrant_deb), "Version"]).stdout.strip()}  # fmt: skip
-    return {"root": root, "workspace": workspace, "env": env, "overrides": overrides, "wheel": wheel}
+    yield {"root": root, "workspace": workspace, "env": env, "overrides": overrides, "wheel": wheel}
+    subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)  # the test's key is done
 
 
 CHECKS = {

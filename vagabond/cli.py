@@ -612,6 +612,10 @@ def import_(
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Directory for the box (default: the cache).")] = None,
     add: Annotated[bool, typer.Option("--add/--no-add", help="Also add it to Vagrant's box store.")] = True,
     driver: DriverOption = None,
+    disk: Annotated[
+        Optional[int], typer.Option("--disk", min=1, metavar="GIB",
+                                    help="Grow a smaller image to this many GiB first; cloud-init's growpart extends the root partition.")
+    ] = None,
 ) -> None:
     """Turn a distribution's generic cloud image into a vagrant-libvirt box (CentOS, Alma, Rocky ...).
 
@@ -621,7 +625,7 @@ def import_(
     Box files can name such a base directly: base: {kind: image, image: URL, checksum: sha256:..., box: NAME}.
     """
     result = cloudimage.import_image(name, image, checksum=checksum, checksums_url=checksums_url, out=out,
-                                     driver=driver.value if driver else None)  # fmt: skip
+                                     driver=driver.value if driver else None, disk_gib=disk)  # fmt: skip
     if add:
         base.add_to_store(result)
     print(result.box_file)

@@ -150,8 +150,10 @@ def fetch(image: str, checksum: str | None, dest_dir: Path, checksums_url: str |
 
 
 def import_image(name: str, image: str, *, checksum: str | None = None, checksums_url: str | None = None,
-                 out: Path | None = None, driver: str | None = None) -> BaseBox:  # fmt: skip
-    """Cloud image -> vagrant-libvirt box in the cache (or --out), with a catalog to add it from."""
+                 out: Path | None = None, driver: str | None = None, disk_gib: int | None = None) -> BaseBox:  # fmt: skip
+    """Cloud image -> vagrant-libvirt box in the cache (or --out), with a catalog to add it from.
+    With disk_gib, a smaller image is grown to that size before its first boot, where cloud-init's
+    growpart and resizefs extend the root partition and its file system."""
     out_dir = out or paths.cache_dir() / "boxes" / name.replace("/", "-") / "imported"
     source = fetch(image, checksum, paths.cache_dir() / "images", checksums_url)  # nothing is made before it is good
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,8 @@ def import_image(name: str, image: str, *, checksum: str | None = None, checksum
         disk = work / "disk.qcow2"
         with ui.step(f"copy {source.name}"):
             process.check(["qemu-img", "convert", "-O", "qcow2", str(source), str(disk)], timeout=timeouts.IMAGE)
+        if disk_gib and images.image_info(disk)["virtual-size"] < disk_gib * 2**30:
+            process.check(["qemu-img", "resize", str(disk), f"{disk_gib}G"], timeout=timeouts.TOOL)
         (work / "user-data").write_text(user_data())
         (work / "meta-data").write_text(f"instance-id: vagabond-import-{int(time.time())}\nlocal-hostname: vagabond\n")
         seed = work / "seed.iso"

@@ -83,6 +83,19 @@ def write_mbr(disk: Path, size_bytes: int) -> None:
         fh.write(b"\x55\xaa")
 
 
+# GPT partition type of GRUB's core image on a BIOS machine (no EFI), as in generic cloud images.
+BIOS_BOOT_PARTITION = "21686148-6449-6E6F-744E-656564454649"
+
+
+def write_gpt(disk: Path, size_bytes: int) -> None:
+    """A sparse raw disk laid out like a distribution's generic cloud image: GPT, a 1 MiB BIOS boot
+    partition for GRUB, and the root partition last, filling the rest (so growpart can extend it)."""
+    with disk.open("wb") as fh:
+        fh.truncate(size_bytes)
+    table = f"label: gpt\nstart=2048, size=2048, type={BIOS_BOOT_PARTITION}, name=bios\nstart=4096, type=L, name=root\n"
+    process.check(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk)], input=table, timeout=timeouts.TOOL)
+
+
 def convert_to_qcow2(source: Path, target: Path, *, compress: bool = True, timeout: float = timeouts.IMAGE) -> None:
     argv = ["qemu-img", "convert", "-O", "qcow2"]
     if compress:

@@ -1,5 +1,6 @@
 """A stand-in for a distribution's generic cloud image, built from Debian's packages: cloud-init
-and openssh, no vagrant user (as the images distributions publish). Cached like base boxes."""
+(with growpart from cloud-guest-utils) and openssh, no vagrant user, a GPT disk with a BIOS boot
+partition and the root partition last, as the images distributions publish. Cached like base boxes."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from vagabond.boxes import MmdebstrapBase
 
 
 def build_generic_image() -> Path:
-    target = paths.cache_dir() / "images" / f"debian12-genericcloud-r{base.RECIPE_VERSION}.qcow2"
+    target = paths.cache_dir() / "images" / f"debian12-genericcloud-gpt-r{base.RECIPE_VERSION}.qcow2"
     if target.is_file():
         return target
-    spec = MmdebstrapBase(kind="mmdebstrap", suite="bookworm", box="test/generic", packages=["cloud-init"], disk=4)
+    spec = MmdebstrapBase(kind="mmdebstrap", suite="bookworm", box="test/generic", packages=["cloud-init", "cloud-guest-utils", "fdisk"], disk=4)
     rootfs = base.rootfs(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
     with images.scratch_dir(target.parent, "generic-") as tmp:
         raw = tmp / "disk.raw"
-        base.make_disk(raw, rootfs, spec.disk, kernel_out=tmp / "vmlinuz", vagrant_user=False)
+        base.make_disk(raw, rootfs, spec.disk, kernel_out=tmp / "vmlinuz", vagrant_user=False, gpt=True)
         partial = target.with_suffix(".partial")
         images.convert_to_qcow2(raw, partial)
         partial.replace(target)

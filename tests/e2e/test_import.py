@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from tests.e2e.conftest import cache_dir, ours
+from vagabond.workdir import domain_prefix
 from tests.e2e.generic_image import build_generic_image
 from vagabond import images
 
@@ -26,7 +27,7 @@ def test_cloud_image_base_boots_with_vagrant_user(vagabond):
     (vagabond.cwd / "boxes" / "debian12-cloud.yaml").write_text(
         "description: Debian 12 from a generic cloud image\n"
         f"base:\n  kind: image\n  image: {image}\n  checksum: sha256:{images.sha256_file(image)}\n  box: test/debian12-cloud\n"
-        "guest: debian\nresources: {memory: 1024, cpus: 2, disk: 4}\n"
+        "guest: debian\nresources: {memory: 1024, cpus: 2, disk: 8}\n"
     )
     # Imports are cached per image: drop an earlier one so this run really imports.
     shutil.rmtree(cache_dir() / "boxes" / "test-debian12-cloud", ignore_errors=True)
@@ -37,7 +38,15 @@ def test_cloud_image_base_boots_with_vagrant_user(vagabond):
         assert vagabond("run", "debian12-cloud", "--", "sudo", "-n", "id", "-u").stdout == "0\n"
         # cloud-init was cleaned before packaging: this boot found no seed and made no user of its own.
         assert vagabond("run", "debian12-cloud", "--", "test", "-s", "/etc/machine-id").returncode == 0
+        # The image's layout, as distributions make them: GPT, GRUB's BIOS boot partition, root last,
+        # grown by cloud-init's growpart from the image's 4 GiB to the 8 GiB the box asks for.
+        layout = vagabond("run", "debian12-cloud", "--", "sudo", "-n", "sfdisk", "--dump", "/dev/vda").stdout
+        assert "label: gpt" in layout and f"type={images.BIOS_BOOT_PARTITION}" in layout
+        root = vagabond("run", "debian12-cloud", "--", "findmnt", "-no", "SOURCE", "/").stdout.strip()
+        assert root == "/dev/vda2", root
+        size = int(vagabond("run", "debian12-cloud", "--", "df", "--output=size", "-B1", "/").stdout.split()[-1])
+        assert size > 7 * 2**30, f"the root file system was not grown: {size} bytes"
     finally:
-        domain = json.loads(vagabond("status", "debian12-cloud", "--json").stdout)["machines"][0]["domain"]
+        prefix = domain_prefix("debian12-cloud", vagabond.cwd / ".vagabond" / "debian12-cloud")
         vagabond("destroy", "debian12-cloud")
-    assert ours(domain.removesuffix("default")) == {"domains": [], "volumes": [], "networks": []}
+    assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}

@@ -81,3 +81,21 @@ def test_xz_box_is_a_tar_vagrant_can_unpack(disk, tmp_path):
     # The same command Vagrant runs to unpack a box it adds.
     subprocess.run(["bsdtar", "--no-same-owner", "--no-same-permissions", "-x", "-m", "-C", out, "-f", box], check=True)
     assert images.image_info(out / "box.img")["format"] == "qcow2"
+
+
+def test_a_gpt_disk_like_a_cloud_image(tmp_path):
+    """write_gpt: a BIOS boot partition for GRUB and the root partition last, filling the disk."""
+    if os.geteuid() != 0:
+        pytest.skip("REAL TOOL MISSING: loop devices need root")
+    require_tool("losetup", "partx", "sfdisk")
+    raw = tmp_path / "disk.raw"
+    images.write_gpt(raw, 256 * 2**20)
+    dump = subprocess.run(["sfdisk", "--dump", str(raw)], capture_output=True, text=True, check=True).stdout
+    assert "label: gpt" in dump
+    lines = [line for line in dump.splitlines() if line.startswith(str(raw))]
+    assert len(lines) == 2 and f"type={images.BIOS_BOOT_PARTITION}" in lines[0] and "size=        2048" in lines[0]
+    assert "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4" in lines[1]
+    with images.attached(raw) as (_, parts):
+        assert len(parts) == 2
+        size = int(subprocess.run(["blockdev", "--getsize64", parts[-1]], capture_output=True, text=True, check=True).stdout)
+        assert 250 * 2**20 < size < 256 * 2**20, "the root partition fills the rest of the disk"

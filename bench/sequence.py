@@ -6,7 +6,7 @@ root; it starts the sandbox when the host has no service manager):
 Box: debian12-selinux, its SELinux packages from a local mirror. The sequence is what a project
 tests with: a provisioned VM, the playbooks again for idempotence, a verify command, destroy.
 
-- plain Vagrant: the Vagrantfile `vagabond render` writes (base box, Vagrant's ansible
+- plain Vagrant: the Vagrantfile `vagabond render --fresh` writes (base box, Vagrant's ansible
   provisioner, no prebuilt box: what a project without vagabond has), `vagrant up`, `vagrant
   provision`, `vagrant ssh -c getenforce`, `vagrant destroy -f`;
 - vagabond: `vagabond test debian12-selinux -- getenforce`, with the nightly prebuilt box of this
@@ -49,7 +49,7 @@ def main() -> int:
                                         cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
         process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
                        "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
-        process.check([VAGABOND, "render", BOX, "-o", plain], cwd=project, env=ENV)  # the base box: no prebuilt in it
+        process.check([VAGABOND, "render", BOX, "--fresh", "-o", plain], cwd=project, env=ENV)  # the base box: no prebuilt
 
         def vagabond_side() -> float:
             took, result = timed([VAGABOND, "test", BOX, "--", "getenforce"], project, stream=True)

@@ -236,6 +236,9 @@ def render_(
         typer.Option("--driver", case_sensitive=False,
                      help="Pin the libvirt driver into the file (default: the file decides on the host it runs on)."),
     ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="The base box even when the box file names a prebuilt one (full provisioning).")
+    ] = False,
 ) -> None:
     """Write the box's Vagrantfile for plain `vagrant up`: the same VM as `vagabond up`.
 
@@ -247,7 +250,7 @@ def render_(
     Example: vagabond render centos7-selinux -o . && vagrant up && vagrant ssh -c getenforce
     """
     definition = boxes.find_box(box, _box_dirs())
-    options = render.RenderOptions(driver=driver.value if driver else None)
+    options = render.RenderOptions(driver=driver.value if driver else None, fresh=fresh)
     if output is None:
         sys.stdout.write(render.render(definition, options, Path.cwd()))
         return

@@ -52,8 +52,11 @@ def _log_sink(wd: Workdir, name: str):
 
 def render_workdir(wd: Workdir, source: render.BoxSource | None = None, boot_timeout: int | None = None,
                    sync_project: str | None = None) -> None:  # fmt: skip
-    """The Vagrantfile and provisioning directory `vagrant up` and `vagabond provision` use here."""
-    render.write(wd.box, render.RenderOptions(source=source, boot_timeout=boot_timeout, sync_project=sync_project), wd.path)
+    """The Vagrantfile and provisioning directory `vagrant up` and `vagabond provision` use here:
+    the box vagabond chose (the prebuilt one it downloaded), else the base box, never a catalog
+    vagabond found unusable."""
+    options = render.RenderOptions(source=source, boot_timeout=boot_timeout, sync_project=sync_project, fresh=source is None)
+    render.write(wd.box, options, wd.path)
 
 
 def current_prebuilt(box: Box) -> dict:

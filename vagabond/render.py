@@ -119,6 +119,7 @@ class RenderOptions:
     source: BoxSource | None = None  # the box vagabond up chose; None: the prebuilt box if the box file names one
     boot_timeout: int | None = None  # seconds for IP + SSH; default scales with the driver
     sync_project: str | None = None  # a guest path the project is synced to, besides the box's own folders
+    fresh: bool = False  # the base box even when the box file names a prebuilt one (vagabond up chose it)
 
 
 def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         # A catalog lists each box's checksum itself; Vagrant checks it on download.
         box_name, box_version, box_url = options.source.name, f"= {options.source.version}", options.source.url
         checksum_type = checksum = ""
-    elif spec.prebuilt is not None:
+    elif spec.prebuilt is not None and not options.fresh:
         # Plain Vagrant takes the newest prebuilt box from the catalog; site.yml skips the playbooks
         # when that box holds this definition, and runs them when it does not.
         box_name, box_version, box_url = spec.prebuilt.name, None, spec.prebuilt.catalog

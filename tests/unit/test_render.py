@@ -205,3 +205,21 @@ def test_requirements_reach_plain_vagrant_through_its_galaxy_support(project):
     assert "ansible.galaxy_roles_path = File.expand_path('./vagabond-provision/galaxy/roles', __dir__)" in text
     (project / "playbooks" / "requirements.yml").unlink()
     assert "galaxy_role_file" not in render.render(box, render.RenderOptions(), project / ".vagabond" / "g")
+
+
+def test_the_base_box_when_vagabond_found_no_usable_prebuilt_one(project):
+    """Plain Vagrant takes the newest prebuilt box from the catalog; vagabond up, having found none
+    it can use (catalog down, no version of this definition), must boot the base box instead."""
+    from vagabond import lifecycle
+
+    write_box(project, "p", "description: x\nbase: {box: a/b}\nprebuilt: {name: org/p, catalog: 'http://127.0.0.1:1/p.json'}\n")
+    box = boxes.find_box("p", project / "boxes")
+    plain = render.render(box, render.RenderOptions(), project)
+    assert "config.vm.box = 'org/p'" in plain and "config.vm.box_url = 'http://127.0.0.1:1/p.json'" in plain
+    assert "config.vm.box = 'a/b'" in render.render(box, render.RenderOptions(fresh=True), project)
+    wd = workdir.Workdir.for_box(box)
+    lifecycle.render_workdir(wd, None)
+    text = (wd.path / "Vagrantfile").read_text()
+    assert "config.vm.box = 'a/b'" in text and "127.0.0.1:1" not in text
+    lifecycle.render_workdir(wd, render.BoxSource("org/p", "1.2", "http://127.0.0.1:1/p.json"))
+    assert "config.vm.box = 'org/p'" in (wd.path / "Vagrantfile").read_text()

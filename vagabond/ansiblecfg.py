@@ -27,16 +27,16 @@ from vagabond import process, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import BoxDefinitionError
 
-# (section, key, value, the environment variable that would override it): what vagabond wants.
+# (section, key, value, the other sections Ansible also reads the key from): what vagabond wants.
 SETTINGS = [
-    ("defaults", "host_key_checking", "False", "ANSIBLE_HOST_KEY_CHECKING"),  # throwaway VMs, new host keys each boot
-    ("defaults", "retry_files_enabled", "False", "ANSIBLE_RETRY_FILES_ENABLED"),
-    ("defaults", "interpreter_python", "auto_silent", "ANSIBLE_PYTHON_INTERPRETER"),
-    ("defaults", "deprecation_warnings", "False", "ANSIBLE_DEPRECATION_WARNINGS"),
+    ("defaults", "host_key_checking", "False", ("ssh_connection",)),  # throwaway VMs, new host keys each boot
+    ("defaults", "retry_files_enabled", "False", ()),
+    ("defaults", "interpreter_python", "auto_silent", ()),
+    ("defaults", "deprecation_warnings", "False", ()),
     # Module files go to a world-writable place, so become (vagrant -> root) needs no chmod dance.
-    ("defaults", "remote_tmp", "/tmp/.ansible-${USER}/tmp", "ANSIBLE_REMOTE_TMP"),
+    ("defaults", "remote_tmp", "/tmp/.ansible-${USER}/tmp", ()),
     # One SSH round trip per task instead of three: modules go over stdin.
-    ("ssh_connection", "pipelining", "True", "ANSIBLE_PIPELINING"),
+    ("ssh_connection", "pipelining", "True", ("defaults", "connection")),
 ]
 # Set through the environment by `vagabond provision` only (its fact cache, its output), unless
 # the project's ansible.cfg says otherwise.
@@ -46,12 +46,15 @@ ENV_ONLY = {
     "ANSIBLE_CACHE_PLUGIN_CONNECTION": ("defaults", "fact_caching_connection"),
     "ANSIBLE_CACHE_PLUGIN_TIMEOUT": ("defaults", "fact_caching_timeout"),
     "ANSIBLE_FORKS": ("defaults", "forks"),
-    "ANSIBLE_NOCOLOR": ("colors", "nocolor"),
+    "ANSIBLE_NOCOLOR": ("defaults", "nocolor"),
     "ANSIBLE_STRATEGY": ("defaults", "strategy"),
 }
 # vagabond cannot work without these: its value wins over the project's.
 REQUIRED = {"ANSIBLE_SSH_ARGS": ("ssh_connection", "ssh_args"),
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": ("ssh_connection", "control_path_dir")}  # fmt: skip
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": ("ssh_connection", "control_path_dir"),
+            # vagabond reads the recap and the changed tasks from this callback's plain output.
+            "ANSIBLE_STDOUT_CALLBACK": ("defaults", "stdout_callback"),
+            "ANSIBLE_FORCE_COLOR": ("defaults", "force_color")}  # fmt: skip
 GALAXY = "galaxy"  # below the provisioning directory: roles/ and collections/
 REQUIREMENTS = "requirements.yml"
 # Settings whose values are paths (a list of them, ':'-separated): relative ones are rebased.
@@ -71,8 +74,8 @@ def read_project_config(box: Box) -> configparser.ConfigParser | None:
     path = project_config_path(box)
     if path is None:
         return None
+    # As Ansible reads it: keys in lower case, values raw, ';' comments after a value.
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",), strict=False)
-    parser.optionxform = str  # keys as written
     try:
         parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
     except (configparser.Error, UnicodeDecodeError) as exc:
@@ -94,14 +97,13 @@ def config_text(box: Box, provision_dir: Path, galaxy: bool) -> str:
     project leaves unset; with galaxy, the installed roles and collections first on their paths."""
     project = read_project_config(box)
     merged = configparser.ConfigParser(interpolation=None)
-    merged.optionxform = str
     if project is not None:
         for section in project.sections():
             merged.add_section(section)
             for key, value in project.items(section, raw=True):
                 merged.set(section, key, _rebase(value, box.project_dir, provision_dir) if key in PATH_KEYS else value)
-    for section, key, value, _ in SETTINGS:
-        if not merged.has_option(section, key):
+    for section, key, value, aliases in SETTINGS:
+        if not any(merged.has_option(where, key) for where in (section, *aliases)):
             if not merged.has_section(section):
                 merged.add_section(section)
             merged.set(section, key, value)
@@ -132,16 +134,53 @@ def environment(box: Box, wanted: dict[str, str]) -> tuple[dict[str, str], list[
     for var, value in wanted.items():
         if var in REQUIRED and project.has_option(*REQUIRED[var]):
             section, key = REQUIRED[var]
-            notes.append(f"ansible.cfg: vagabond's {key} wins over the project's (its shared SSH connection needs it)")
+            notes.append(f"ansible.cfg: vagabond's {key} wins over the project's (vagabond needs it: its shared SSH "
+                         "connection, and the plain output it reads the recap from)")  # fmt: skip
         elif var in ENV_ONLY and project.has_option(*ENV_ONLY[var]):
             section, key = ENV_ONLY[var]
             notes.append(f"ansible.cfg: the project's {key} = {project.get(section, key, raw=True)} wins over vagabond's {value}")
             continue
         env[var] = value
-    for section, key, value, _ in SETTINGS:
-        if project.has_option(section, key) and project.get(section, key, raw=True) != value:
-            notes.append(f"ansible.cfg: the project's {key} = {project.get(section, key, raw=True)} wins over vagabond's {value}")
+    for section, key, value, aliases in SETTINGS:
+        for where in (section, *aliases):
+            if project.has_option(where, key) and project.get(where, key, raw=True) != value:
+                notes.append(f"ansible.cfg: the project's {key} = {project.get(where, key, raw=True)} wins over vagabond's {value}")
     return env, notes
+
+
+def project_setting(box: Box, section: str, key: str) -> str | None:
+    """A path-valued setting of the project's ansible.cfg, its relative entries made absolute."""
+    project = read_project_config(box)
+    if project is None or not project.has_option(section, key):
+        return None
+    return os.pathsep.join(str(box.project_dir / e) if e and not e.startswith(("/", "~", "$")) else e
+                           for e in project.get(section, key, raw=True).split(os.pathsep))  # fmt: skip
+
+
+def project_inputs(box: Box) -> list[Path]:
+    """Every file of the project that its ansible.cfg brings into a run: the file itself, and what
+    its path settings name inside the project (roles_path, collections_path, library ...)."""
+    path = project_config_path(box)
+    if path is None:
+        return []
+    project = read_project_config(box)
+    found = [path]
+    root = box.project_dir.resolve()
+    for section in project.sections():
+        for key, value in project.items(section, raw=True):
+            if key not in PATH_KEYS:
+                continue
+            for entry in value.split(os.pathsep):
+                if not entry or entry.startswith(("~", "$")):
+                    continue
+                target = (box.project_dir / entry).resolve()
+                if not target.is_relative_to(root) or target == root:
+                    continue  # outside the project (a system path): not the definition's
+                if target.is_file():
+                    found.append(target)
+                elif target.is_dir():
+                    found += sorted(p for p in target.rglob("*") if p.is_file())
+    return found
 
 
 def requirements_files(box: Box, playbooks: list[Path]) -> list[Path]:

@@ -248,10 +248,10 @@ def _scrub(root: Path) -> None:
 
 
 
-def imported(box: Box, image: str | None = None) -> BaseBox:
-    """The box's cloud image imported once, cached by what identifies its content (the pinned
-    checksum, else the checksum file and the image); ``image`` is a local copy to use instead of
-    the box file's URL, checked against the same checksum."""
+def import_key(box: Box) -> str:
+    """What identifies an imported image's box: its content (the pinned checksum, else the checksum
+    file and the image's name, else the image) and the disk the box's largest machine asks for (the
+    import grows the image to it before its first boot, and cloud-init's growpart fills it)."""
     spec = box.spec.base
     if spec.checksum:
         identity: object = spec.checksum
@@ -259,15 +259,32 @@ def imported(box: Box, image: str | None = None) -> BaseBox:
         identity = [spec.checksums_url, Path(spec.image).name]
     else:
         identity = spec.image
-    # The disk the box's largest machine asks for: the import grows the image to it before its
-    # first boot, and cloud-init's growpart extends the root partition to fill it.
     disk = max(res.disk for _, _, res, _ in box.machine_specs())
-    key = hashlib.sha256(json.dumps([RECIPE_VERSION, identity, disk]).encode()).hexdigest()[:12]
-    out_dir = paths.cache_dir() / "boxes" / spec.box.replace("/", "-") / f"imported-{key}"
+    return hashlib.sha256(json.dumps([RECIPE_VERSION, identity, disk]).encode()).hexdigest()[:12]
+
+
+def cache_key(box: Box) -> str:
+    """The name of the cache entry that holds the box's base (a CI cache key), or "" for a base
+    Vagrant downloads itself: it changes exactly when vagabond would make the base again."""
+    spec = box.spec.base
+    if isinstance(spec, MmdebstrapBase):
+        return f"vagabond-base-{spec.box.replace('/', '-')}-{recipe_digest(spec)}"
+    if isinstance(spec, ImageBase):
+        return f"vagabond-base-{spec.box.replace('/', '-')}-imported-{import_key(box)}"
+    return ""
+
+
+def imported(box: Box, image: str | None = None) -> BaseBox:
+    """The box's cloud image imported once, cached by what identifies its content (the pinned
+    checksum, else the checksum file and the image); ``image`` is a local copy to use instead of
+    the box file's URL, checked against the same checksum."""
+    spec = box.spec.base
+    out_dir = paths.cache_dir() / "boxes" / spec.box.replace("/", "-") / f"imported-{import_key(box)}"
     if hit := BaseBox.load(out_dir):
         return hit
     result = cloudimage.import_image(spec.box, image or spec.image, checksum=spec.checksum,
-                                     checksums_url=spec.checksums_url, out=out_dir, disk_gib=disk)  # fmt: skip
+                                     checksums_url=spec.checksums_url, out=out_dir,
+                                     disk_gib=max(res.disk for _, _, res, _ in box.machine_specs()))  # fmt: skip
     result.save(out_dir)
     return result
 

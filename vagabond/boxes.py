@@ -8,6 +8,7 @@ import re
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -150,8 +151,8 @@ Base = Annotated[
 # --- the rest of a box ---------------------------------------------------------------------------
 
 
-_SIZE = re.compile(r"\s*(\d+)\s*([KMGT]i?B?)?\s*", re.I)
-_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}  # in MiB
+_SIZE = re.compile(r"\s*(\d{1,9}(?:\.\d{1,6})?)\s*([KMGT]i?B?)?\s*", re.I)
+_UNITS = {"K": Fraction(1, 1024), "M": 1, "G": 1024, "T": 1024 * 1024}  # in MiB
 
 
 def _size_in(unit: str):
@@ -162,9 +163,9 @@ def _size_in(unit: str):
         match = _SIZE.fullmatch(value)
         if not match:
             raise ValueError(f"{value!r} is not a size: write a number of {unit}, or one with a unit (512M, 2G)")
-        mib = int(match[1]) * _UNITS[(match[2] or unit[0]).upper()[0]]
-        amount = mib / _UNITS[unit[0]]
-        if amount != int(amount):
+        mib = Fraction(match[1]) * Fraction(_UNITS[(match[2] or unit[0]).upper()[0]])
+        amount = mib / Fraction(_UNITS[unit[0]])
+        if amount.denominator != 1:
             raise ValueError(f"{value!r} is not a whole number of {unit}")
         return int(amount)
 
@@ -439,9 +440,18 @@ def _label(doc: CommentedMap, loc: tuple) -> str:
     return label
 
 
+_BASE_KINDS = {"vagrant": "VagrantBase", "mmdebstrap": "MmdebstrapBase", "image": "ImageBase"}
+
+
 def _error_loc(err: dict) -> tuple:
     loc = tuple(err.get("loc", ()))
-    return loc + ("kind",) if err.get("type") == "union_tag_invalid" else loc
+    if err.get("type") == "union_tag_invalid":
+        return loc + ("kind",)
+    if len(loc) > 1 and loc[0] == "base" and loc[1] in _BASE_KINDS:
+        # pydantic names the tagged union's member ('image'), which is not a key of the file (and
+        # 'image' is also a real key of an image base): keep it out of the path.
+        return (loc[0], *loc[2:])
+    return loc
 
 
 def _format_error(shown: str, doc: CommentedMap, err: dict) -> str:
@@ -449,7 +459,10 @@ def _format_error(shown: str, doc: CommentedMap, err: dict) -> str:
     message = err["msg"]
     kind = err.get("type")
     if kind == "extra_forbidden":
-        message = "unknown key" + _did_you_mean(str(loc[-1]), _known_keys(loc[:-1]))
+        raw = tuple(err.get("loc", ()))
+        model = globals()[_BASE_KINDS[raw[1]]] if len(raw) > 2 and raw[0] == "base" and raw[1] in _BASE_KINDS else None
+        known = list(model.model_fields) if model is not None and len(raw) == 3 else _known_keys(loc[:-1])
+        message = "unknown key" + _did_you_mean(str(loc[-1]), known)
     elif kind == "missing":
         message = "required key is missing"
     elif kind in ("value_error", "assertion_error"):

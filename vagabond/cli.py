@@ -48,12 +48,7 @@ class _Funnel(TyperGroup):
     """The one place a VagabondError becomes a message on stderr and an exit code."""
 
     def parse_args(self, ctx, args):
-        # --debug is global, but users type it after the subcommand too: move it in front (never
-        # from after "--", where it belongs to the command run in the VM).
-        cut = args.index("--") if "--" in args else len(args)
-        if "--debug" in args[1:cut]:
-            args = ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < cut)]
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, _hoist_debug(self, ctx, list(args)))
 
     def invoke(self, ctx):
         started = time.monotonic()
@@ -81,6 +76,37 @@ class _Funnel(TyperGroup):
         finally:
             if command:
                 ui.write_step_summary(command, ok, time.monotonic() - started, detail)
+
+
+def _hoist_debug(group, ctx, args: list[str]) -> list[str]:
+    """--debug is global, but users type it after the subcommand too: move it in front. Never an
+    option's value (-e --debug), nothing after "--", and for run and test nothing after the box
+    (the rest is the command for the VM)."""
+    cut = args.index("--") if "--" in args else len(args)
+    i = 0
+    while i < cut and args[i].startswith("-"):  # vagabond's own options, before the subcommand
+        i += 2 if args[i] == "--boxes-dir" else 1
+    command, takes_value, positionals, found = group, set(), 0, []
+    while i < cut:
+        token = args[i]
+        if hasattr(command, "get_command") and not token.startswith("-"):
+            command = command.get_command(ctx, token)
+            if command is None:
+                break
+            takes_value = {o for p in command.params if getattr(p, "param_type_name", "") == "option"
+                           and not getattr(p, "is_flag", False) and not getattr(p, "count", False) for o in p.opts}  # fmt: skip
+        elif token == "--debug":
+            found.append(i)
+        elif token in takes_value:
+            i += 1  # its value, whatever it looks like
+        elif not token.startswith("-"):
+            positionals += 1
+            if positionals > 1 and (command.context_settings or {}).get("allow_extra_args"):
+                break  # run BOX CMD ...: CMD and its arguments are the guest's
+        i += 1
+    if not found:
+        return args
+    return ["--debug"] + [a for j, a in enumerate(args) if j not in found]
 
 
 def _command_words(args: list[str]) -> list[str]:
@@ -157,17 +183,29 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 @app.command("list")
-def list_(as_json: JsonOption = False) -> None:
+def list_(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Only these boxes (each must load).", metavar="[BOX]...")] = None,
+    as_json: JsonOption = False,
+) -> None:
     """List the boxes: name, where it comes from, description and modes.
 
     The project's boxes (boxes/ at the project root, or --boxes-dir) come first and override a
     shipped box of the same name; the boxes shipped with vagabond are always there. A box file
     that does not load is listed with its error, and the others still are.
 
-    Example: vagabond list --json | jq -r '.[].name'
+    With box names, only those (an unknown or broken one is an error, others' problems are not).
+
+    Example: vagabond list --json | jq -r '.[].name'   (or: vagabond list centos7-selinux --json)
     """
     rows = []
-    for entry in boxes.scan(_box_dirs()):
+    entries = boxes.scan(_box_dirs())
+    if names:
+        known = {e.name: e for e in entries}
+        missing = [n for n in names if n not in known]
+        if missing:
+            boxes.find_box(missing[0], _box_dirs())  # the one "no box named ..." answer, with its hint
+        entries = [known[n] for n in names]
+    for entry in entries:
         row: dict = {"name": entry.name, "origin": entry.origin, "path": str(entry.path), "overrides": entry.overrides}
         if entry.box is None:
             row["error"] = list(entry.problems)
@@ -417,6 +455,9 @@ def test_(
     junit: Annotated[
         Optional[Path], typer.Option("--junit", metavar="PATH", help="Write the phases as JUnit XML (one test case each).")
     ] = None,
+    verify_timeout: Annotated[
+        int, typer.Option("--verify-timeout", min=1, metavar="SECONDS", help="Longest a verify command may run.")
+    ] = 3600,
     logs_on_failure: LogsOnFailureOption = None,
     image: ImageOption = None,
     sync: Annotated[
@@ -443,10 +484,9 @@ def test_(
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
     opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or (), prebuilt=not fresh,
                              logs_dir=paths.logs_on_failure_dir(logs_on_failure), image=str(image) if image else None,
-                             sync_project=sync)  # fmt: skip
-    result = testrun.run(definition, wd, opts, command or [], keep=keep, idempotence=not no_idempotence)
-    if junit is not None:
-        testrun.write_junit(result, junit)
+                             sync_project=sync, keep_on_failure=keep)  # fmt: skip
+    result = testrun.run(definition, wd, opts, command or [], keep=keep, idempotence=not no_idempotence,
+                         verify_timeout=verify_timeout, junit=junit)  # fmt: skip
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
@@ -816,6 +856,11 @@ def ci_github(
     )  # fmt: skip
     if paths_ignore is not None:
         settings.paths_ignore = [p.strip() for p in paths_ignore.split(",") if p.strip()]
+    if _state["boxes_dir"] is not None:
+        root, given = project.project_root(), Path(_state["boxes_dir"]).resolve()
+        if not given.is_relative_to(root):
+            raise errors.UsageError(f"--boxes-dir {_state['boxes_dir']}: outside the repository ({root}), where the runner cannot see it")
+        settings.boxes_dir = given.relative_to(root).as_posix()
     settings.command = workflow.command_line([b.name for b in chosen], settings, output)
     if not vagabond_spec:
         settings.vagabond_spec, note = install.pip_spec()
@@ -881,6 +926,16 @@ def prebuilt_(
 base_app = typer.Typer(help="Base boxes built locally from the distribution's packages (no box catalog needed).",
                         no_args_is_help=True)
 app.add_typer(base_app, name="base")
+
+
+@base_app.command("key")
+def base_key(box: BoxArg) -> None:
+    """Print the cache key of the box's base: it changes exactly when vagabond would build or
+    import the base again (CI caches key on it); empty for a base Vagrant downloads itself.
+
+    Example: vagabond base key debian12-selinux
+    """
+    print(base.cache_key(boxes.find_box(box, _box_dirs())))
 
 
 @base_app.command("build")

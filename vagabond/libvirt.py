@@ -96,8 +96,9 @@ def qemu_log(domain: str) -> Path:
     return LOG_DIR / f"{domain}.log"
 
 
-def domains(prefix: str = "") -> dict[str, str]:
-    """name -> state ('running', 'shut off', ...) for every domain whose name starts with prefix."""
+def domains(prefix: str | tuple[str, ...] = "") -> dict[str, str]:
+    """name -> state ('running', 'shut off', ...) for every domain whose name starts with prefix
+    (or with one of several; an empty tuple matches nothing)."""
     found = {}
     for name in check("list", "--all", "--name").stdout.split():
         if name.startswith(prefix):

@@ -275,7 +275,8 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                 step = "provision"
                 with _timed(timings, step), ui.step("provision (ansible-playbook)"):
                     recaps = provision.run_playbooks(wd, opts.extra_vars)
-                wd.write_state(provisioned=True, recap=[r.__dict__ for r in recaps])
+                # They ran in full: a base box holds no definition, and -e on a prebuilt one forces them.
+                wd.write_state(provisioned=True, playbooks_ran=True, recap=[r.__dict__ for r in recaps])
             step = "verify modes"
             with _timed(timings, step):
                 results = provision.run_checks(wd, box.machine_names())
@@ -378,7 +379,9 @@ def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = (), *, force:
         render_workdir(wd, render.BoxSource(**previous) if previous else None,  # the playbooks as they are now
                        sync_project=state.get("sync_project"))  # fmt: skip
         recaps = provision.run_playbooks(wd, extra_vars, force=force)
-        wd.write_state(provisioned=True, env=box.spec.env, recap=[r.__dict__ for r in recaps])
+        # On a prebuilt box of this definition, site.yml skips the playbooks unless forced.
+        ran = force or bool(extra_vars) or not state.get("prebuilt") or bool(state.get("playbooks_ran"))
+        wd.write_state(provisioned=True, playbooks_ran=ran, env=box.spec.env, recap=[r.__dict__ for r in recaps])
         provision.run_checks(wd, box.machine_names())
         return recaps
 
@@ -388,7 +391,15 @@ def check_idempotence(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> 
     reported a change: a converged VM must come out of a second run unchanged."""
     if not provision.all_playbooks(box):
         return []
+    if not wd.read_state().get("playbooks_ran"):
+        # A prebuilt box: the playbooks ran when it was built, in another VM, and the build cleaned
+        # up after them (apt lists, caches). A first run here may rightly change things; the second may not.
+        ui.info("the playbooks have not run on this VM (a prebuilt box): converging once before the idempotence run")
+        reprovision(box, wd, extra_vars, force=True)
     recaps = reprovision(box, wd, extra_vars, force=True)
+    if not recaps:
+        raise NotIdempotent("the idempotence run printed no recap: cannot tell what changed",
+                            hint="see the ansible log in the work directory's logs/")  # fmt: skip
     changed = [f"{r.host}: {task}" for r in recaps for task in r.changed_tasks]
     if changed or any(r.changed for r in recaps):
         counted = sum(r.changed for r in recaps)
@@ -402,8 +413,9 @@ def check_idempotence(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> 
 
 def require_up(wd: Workdir) -> None:
     """The one answer for a box with no VM in this work directory (run, ssh, halt, status, provision)."""
-    # Files first: `vagabond run` must not pay for a virsh call.
-    if not wd.vagrantfile.is_file() and not wd.ssh_config.is_file() and not libvirt.domains(wd.prefix):
+    # Files first: `vagabond run` must not pay for a virsh call. (The Vagrantfile stays after a
+    # destroy, as a rendered file a user may keep; the VM's state and ssh_config do not.)
+    if not wd.ssh_config.is_file() and not wd.state_file.is_file() and not libvirt.domains(wd.prefix):
         raise NotRunning(f"box {wd.box.name!r} is not up here ({wd.path})", hint=f"run 'vagabond up {wd.box.name}' first")
 
 
@@ -411,10 +423,11 @@ def require_up(wd: Workdir) -> None:
 def running() -> list[dict]:
     """`vagabond ps`: every VM of a work directory vagabond recorded, one row per machine, with what
     libvirt says of its domain now; a work directory whose domains are all gone is left out."""
-    domains = libvirt.domains()
+    recorded = registry.read()["workdirs"]
+    domains = libvirt.domains(tuple(recorded))  # the state of ours only: one virsh call per domain
     rows = []
     now = time.time()
-    for prefix, path in sorted(registry.read()["workdirs"].items(), key=lambda item: item[1]):
+    for prefix, path in sorted(recorded.items(), key=lambda item: item[1]):
         mine = {name: st for name, st in domains.items() if name.startswith(prefix)}
         if not mine:
             continue

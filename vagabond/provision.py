@@ -94,16 +94,23 @@ def playbook_inputs(playbook: Path, project_dir: Path) -> list[Path]:
     return sorted(found)
 
 
+# Box file fields that act only after provisioning (or only on the host): changing them keeps a
+# prebuilt box current.
+AFTER_PROVISIONING = {"verify", "description", "env", "forwarded_ports", "prebuilt"}
+
+
 def definition_digest(box: Box) -> str:
     """sha256 over the box definition and everything that provisions it (each playbook with every
     file it can load), in order: a prebuilt box is current exactly when this matches the digest
-    recorded when it was built, so a changed role, template or vars file makes it stale too. The
-    `verify:` commands run after provisioning: changing them keeps the prebuilt box current."""
+    recorded when it was built, so a changed role, template or vars file makes it stale too, and so
+    does a role the project's ansible.cfg reaches. What acts only after provisioning
+    (AFTER_PROVISIONING) does not count."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(box.spec.model_dump(mode="json", exclude={"verify"}), sort_keys=True).encode())
-    for extra in [ansiblecfg.project_config_path(box), *ansiblecfg.requirements_files(box, box.playbook_paths())]:
-        if extra is not None:
-            digest.update(b"\0" + extra.name.encode() + b"\0" + extra.read_bytes())
+    digest.update(json.dumps(box.spec.model_dump(mode="json", exclude=AFTER_PROVISIONING), sort_keys=True).encode())
+    for extra in [*ansiblecfg.project_inputs(box), *ansiblecfg.requirements_files(box, box.playbook_paths())]:
+        digest.update(b"\0" + str(extra.relative_to(box.project_dir.resolve()) if extra.is_absolute() and
+                                    extra.is_relative_to(box.project_dir.resolve()) else extra.name).encode()
+                      + b"\0" + extra.read_bytes())  # fmt: skip
     for run in all_playbooks(box):
         digest.update(b"\0playbook\0" + run.path.name.encode() + b"\0" + json.dumps(run.vars, sort_keys=True).encode())
         for path in playbook_inputs(run.path, box.project_dir):
@@ -263,6 +270,9 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
             # shlex: the path is quoted, so a space, a quote or "-o" in it stays part of the path.
             "ANSIBLE_SSH_ARGS": f"-F {shlex.quote(str(wd.ssh_config))}",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(remote.control_dir()),
+            # vagabond reads the recap and the changed tasks from the default callback's output.
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+            "ANSIBLE_FORCE_COLOR": "0",
             # (Pipelining, host keys, remote_tmp and the rest are in ansible.cfg: see vagabond.ansiblecfg.)
             # Facts are gathered once per play and cached between runs (`vagabond provision`).
             "ANSIBLE_GATHERING": "smart",
@@ -275,7 +285,8 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
     )
     strategies = mitogen_strategies()
     if strategies is not None:
-        env["ANSIBLE_STRATEGY_PLUGINS"] = str(strategies)
+        theirs = ansiblecfg.project_setting(wd.box, "defaults", "strategy_plugins")  # kept, after Mitogen's
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(strategies) + (os.pathsep + theirs if theirs else "")
         wanted["ANSIBLE_STRATEGY"] = "mitogen_linear"
     chosen, notes = ansiblecfg.environment(wd.box, wanted)
     for note in notes:
@@ -317,6 +328,7 @@ def changed_tasks(output: str) -> dict[str, list[str]]:
 
 
 def parse_recap(output: str) -> list[Recap]:
+    output = ANSI.sub("", output)
     tasks = changed_tasks(output)
     return [Recap(m[0], int(m[1]), int(m[2]), int(m[3]), int(m[4]), tuple(tasks.get(m[0], ()))) for m in RECAP.findall(output)]
 

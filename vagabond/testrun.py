@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import lifecycle, logs, provision, remote, ui
+from vagabond import libvirt, lifecycle, logs, provision, remote, ui
 from vagabond.boxes import Box
-from vagabond.errors import TEST_PHASE_CODES, Interrupted, PhaseFailed, VagabondError
+from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
 from vagabond.workdir import Workdir
 
 # Output kept per failed phase: enough to see why, small enough for a CI report.
@@ -56,21 +56,30 @@ def verify_commands(box: Box, command: Sequence[str]) -> list[tuple[str, list[st
 
 
 def run(box: Box, wd: Workdir, opts: lifecycle.Options, command: Sequence[str], *, keep: bool = False,
-        idempotence: bool = True) -> Result:  # fmt: skip
+        idempotence: bool = True, verify_timeout: float = 3600, junit: Path | None = None) -> Result:  # fmt: skip
+    """The sequence, in a work directory of its own: a VM already there is someone's (a developer's
+    `vagabond up`), and the destroy phase must never take it."""
+    if wd.read_state() or libvirt.domains(wd.prefix):
+        raise UsageError(f"box {box.name!r} already has a VM in {wd.path}: vagabond test brings up its own and destroys it",
+                         hint=f"use another work directory (--workdir DIR), or 'vagabond destroy {box.name}' first")  # fmt: skip
     result = Result(box.name)
     try:
-        _converge_and_verify(result, box, wd, opts, command, idempotence)
-    finally:  # an interrupted test still destroys its VM (destroy runs as a cleanup section)
-        if keep:
-            _phase(result, "destroy", "destroy", "skipped: --keep")
-            ui.info(f"the VM stays (--keep): vagabond run {box.name} -- ..., and vagabond destroy {box.name} when done")
-        else:
-            _timed(_phase(result, "destroy", "destroy"), lambda: lifecycle.destroy(box, wd))
+        _converge_and_verify(result, box, wd, opts, command, idempotence, verify_timeout)
+    finally:  # an interrupted test still destroys its VM (destroy runs as a cleanup section) and reports
+        try:
+            if keep:
+                _phase(result, "destroy", "destroy", "skipped: --keep")
+                ui.info(f"the VM stays (--keep): vagabond run {box.name} -- ..., and vagabond destroy {box.name} when done")
+            else:
+                _timed(_phase(result, "destroy", "destroy"), lambda: lifecycle.destroy(box, wd))
+        finally:
+            if junit is not None:
+                write_junit(result, junit)
     return result
 
 
 def _converge_and_verify(result: Result, box: Box, wd: Workdir, opts: lifecycle.Options, command: Sequence[str],
-                         idempotence: bool) -> None:  # fmt: skip
+                         idempotence: bool, verify_timeout: float) -> None:  # fmt: skip
     up = _phase(result, "up", "up")
     if _timed(up, lambda: lifecycle.up(box, wd, opts)):
         if not idempotence:
@@ -81,7 +90,7 @@ def _converge_and_verify(result: Result, box: Box, wd: Workdir, opts: lifecycle.
             _timed(_phase(result, "idempotence", "idempotence"), lambda: lifecycle.check_idempotence(box, wd, opts.extra_vars))
         env = wd.read_state().get("env")
         for name, argv in verify_commands(box, command):
-            _timed(_phase(result, f"verify: {name}", "verify"), lambda argv=argv: _verify(wd, box, argv, env))
+            _timed(_phase(result, f"verify: {name}", "verify"), lambda argv=argv: _verify(wd, box, argv, env, verify_timeout))
         if result.failed is not None and opts.logs_dir is not None:
             logs.collect_on_failure(box, wd, opts.logs_dir)
 
@@ -113,14 +122,20 @@ def _timed(phase: Phase, action) -> bool:
     return phase.status == "passed"
 
 
-def _verify(wd: Workdir, box: Box, argv: list[str], env) -> None:
+def _verify(wd: Workdir, box: Box, argv: list[str], env, timeout: float) -> None:
     lines: list[str] = []
 
     def sink(line: str) -> None:
         lines.append(line)
         ui.out.print(line.rstrip("\n"), markup=False, highlight=False)
 
-    outcome = remote.run(wd, box.primary(), argv, env=env, stream=sink)
+    try:
+        outcome = remote.run(wd, box.primary(), argv, env=env, stream=sink, timeout=timeout)
+    except CommandFailed as exc:  # timed out: the command was killed
+        error = PhaseFailed(f"{shlex.join(argv)} {'timed out after %gs' % timeout if exc.timeout else 'failed'}",
+                            TEST_PHASE_CODES["verify"])  # fmt: skip
+        error.stderr = "".join(lines)[-OUTPUT_TAIL:]
+        raise error from None
     if outcome.returncode != 0:
         error = PhaseFailed(f"{shlex.join(argv)} exited {outcome.returncode}", TEST_PHASE_CODES["verify"])
         error.stderr = "".join(lines)[-OUTPUT_TAIL:]
@@ -149,7 +164,7 @@ def write_junit(result: Result, path: Path) -> None:
         "time": f"{sum(p.seconds for p in cases):.3f}", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })  # fmt: skip
     for phase in cases:
-        case = ET.SubElement(suite, "testcase", {"classname": f"vagabond.{result.box}", "name": phase.name,
+        case = ET.SubElement(suite, "testcase", {"classname": f"vagabond.{result.box}", "name": _xml_text(phase.name),
                                                  "time": f"{phase.seconds:.3f}"})  # fmt: skip
         if phase.status == "failed":
             failure = ET.SubElement(case, "failure", {"message": _xml_text(phase.message)[:2000], "type": phase.kind})

@@ -34,7 +34,10 @@ DEFAULT_SYNC = "/src"
 # Actions pinned to the commit of a release (a tag can be moved; a commit cannot). All run on Node 24.
 ACTIONS = {
     "checkout": "actions/checkout@d23441a48e516b6c34aea4fa41551a30e30af803  # v6.1.0",
-    "cache": "actions/cache@27d5ce7f107fe9357f9df03efb73ab90386fccae  # v5.0.5",
+    # Restore and save apart: a tag's run restores nothing and saves nothing, and lookup-only alone
+    # would still save on a miss (actions/cache's README).
+    "cache_restore": "actions/cache/restore@27d5ce7f107fe9357f9df03efb73ab90386fccae  # v5.0.5",
+    "cache_save": "actions/cache/save@27d5ce7f107fe9357f9df03efb73ab90386fccae  # v5.0.5",
     "upload_artifact": "actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f  # v7.0.0",
     "aws_credentials": "aws-actions/configure-aws-credentials@e6de054238d6b7531b4efff3b6587d9aade6a06c  # v6.2.3",
 }
@@ -57,13 +60,13 @@ class Settings:
     s3_acl: str = ""
     vagrant_from: str = "hashicorp"
     use_action: str = ""  # OWNER/REPO@REF: the test job uses vagabond's action instead of inline steps
+    boxes_dir: str = ""  # the box files' directory relative to the repository root, when not boxes/
     command: str = "vagabond ci github"
 
 
 @dataclass
 class _Job:
     name: str
-    file: str  # the box file, relative to the repository root (its hash keys the cache)
     base_kind: str
     test_dir: str
     sync: str  # a guest path when the job syncs the project itself (--sync), else ""
@@ -111,7 +114,7 @@ def jobs_for(boxes: list[Box]) -> list[_Job]:
         else:
             test_dir = sync = DEFAULT_SYNC
             unsynced.append(box.name)
-        jobs.append(_Job(box.name, f"{box.path.parent.name}/{box.path.name}", box.spec.base.kind, test_dir, sync))
+        jobs.append(_Job(box.name, box.spec.base.kind, test_dir, sync))
     if unsynced:
         ui.info(f"note: {', '.join(unsynced)}: no synced_folders, so the job syncs the project to {DEFAULT_SYNC} "
                 "(vagabond up --sync); add synced_folders to the box file to choose where")  # fmt: skip
@@ -153,6 +156,7 @@ def render(boxes: list[Box], settings: Settings) -> str:
         apt_plugin_build=" ".join(install.APT_PLUGIN_BUILD),
         pins={},
         use_action=settings.use_action,
+        boxes_dir=settings.boxes_dir,
         cleanup_action=settings.use_action.replace("@", "/cleanup@", 1),
     )
     return text.rstrip("\n") + "\n"
@@ -193,9 +197,10 @@ def render_action() -> dict[str, str]:
 
 def command_line(boxes: list[str], settings: Settings, output: Path | None) -> str:
     """The command that regenerates this workflow, written into its header."""
-    argv = ["vagabond", "ci", "github", "--boxes", ",".join(boxes)]
+    argv = ["vagabond", *(["--boxes-dir", settings.boxes_dir] if settings.boxes_dir else []), "ci", "github",
+            "--boxes", ",".join(boxes)]  # fmt: skip
     defaults = Settings()
-    for attr in (*OPTIONS, "keep", "timeout", "vagrant_from"):
+    for attr in (*OPTIONS, "keep", "timeout", "vagrant_from"):  # boxes_dir: a global option, above
         value = getattr(settings, attr)
         if value != getattr(defaults, attr):
             argv += [OPTIONS.get(attr) or "--" + attr.replace("_", "-"), ",".join(value) if isinstance(value, list) else str(value)]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 
 from tests.e2e.conftest import cache_dir, ours
-from vagabond.workdir import domain_prefix
 from tests.e2e.generic_image import build_generic_image
 from vagabond import images
+from vagabond.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

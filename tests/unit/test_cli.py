@@ -270,3 +270,22 @@ def test_every_command_that_writes_a_file_takes_o(project):
         assert "-o" in options.opts, name
     ci = command.commands["ci"].commands["github"]
     assert {"-o", "--out", "--output"} <= set(next(p for p in ci.params if "-o" in p.opts).opts)
+
+
+@pytest.mark.parametrize(("argv", "hoisted"), [
+    (["list", "--debug"], ["--debug", "list"]),
+    (["up", "b", "--debug", "--fresh"], ["--debug", "up", "b", "--fresh"]),
+    (["up", "b", "-e", "--debug"], ["up", "b", "-e", "--debug"]),  # the value of -e
+    (["ci", "github", "--test-command", "--debug"], ["ci", "github", "--test-command", "--debug"]),
+    (["run", "b", "make", "--debug"], ["run", "b", "make", "--debug"]),  # the guest command's
+    (["run", "b", "--debug", "--", "make"], ["--debug", "run", "b", "--", "make"]),
+    (["run", "b", "--", "echo", "--debug"], ["run", "b", "--", "echo", "--debug"]),
+    (["--boxes-dir", "x", "base", "build", "b", "--debug"], ["--debug", "--boxes-dir", "x", "base", "build", "b"]),
+])  # fmt: skip
+def test_debug_is_moved_only_when_it_is_vagabonds(argv, hoisted):
+    import typer.main
+
+    from vagabond.cli import _hoist_debug
+
+    group = typer.main.get_command(app)
+    assert _hoist_debug(group, group.make_context("vagabond", ["list"]), list(argv)) == hoisted

@@ -28,7 +28,13 @@ def test_ps_lists_recorded_vms_only(tmp_path, monkeypatch):
     make_workdir(tmp_path, "gone", "vagabond-old-3333-", "old", ["default"])  # no domains any more: not listed
     domains = {"vagabond-web-1111-default": "running", "vagabond-db-2222-primary": "running",
                "vagabond-db-2222-replica": "shut off", "someone-elses-vm": "running"}  # fmt: skip
-    monkeypatch.setattr(libvirt, "domains", lambda prefix="": {k: v for k, v in domains.items() if k.startswith(prefix)})
+    asked = []
+
+    def states(prefix=""):
+        asked.append(prefix)
+        return {k: v for k, v in domains.items() if k.startswith(prefix)}
+
+    monkeypatch.setattr(libvirt, "domains", states)
     result = CliRunner().invoke(app, ["ps", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
@@ -37,6 +43,7 @@ def test_ps_lists_recorded_vms_only(tmp_path, monkeypatch):
         ("db", "primary", "running", "192.168.121.10"), ("db", "replica", "shut off", "192.168.121.11"),
     ]
     assert all(3600 <= r["age_seconds"] < 3800 and r["driver"] == "qemu" for r in rows)
+    assert [sorted(a) for a in asked] == [["vagabond-db-2222-", "vagabond-old-3333-", "vagabond-web-1111-"]], "only ours"
     table = CliRunner().invoke(app, ["ps"]).stdout
     assert "someone-elses-vm" not in table and "1h" in table and "replica" in table
 

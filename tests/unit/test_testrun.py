@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_box
-from vagabond import lifecycle, process, provision, remote, testrun
+from vagabond import libvirt, lifecycle, process, provision, remote, testrun
 from vagabond.cli import app
-from vagabond.errors import Interrupted, ModeCheckFailed, NotIdempotent
+from vagabond.errors import CommandFailed, Interrupted, ModeCheckFailed, NotIdempotent
 
 OUTPUT = """
 PLAY [all] *********************************************************************
@@ -59,6 +59,7 @@ def seams(project, monkeypatch):
         if isinstance(outcome, BaseException):
             raise outcome
 
+    monkeypatch.setattr(libvirt, "domains", lambda prefix="": {})
     monkeypatch.setattr(lifecycle, "up", lambda box, wd, opts: act("up"))
     monkeypatch.setattr(lifecycle, "check_idempotence", lambda box, wd, extra: act("idempotence"))
     monkeypatch.setattr(lifecycle, "destroy", lambda box, wd: act("destroy") or [])
@@ -67,6 +68,8 @@ def seams(project, monkeypatch):
         name = " ".join(argv)
         calls.append(name)
         stream(f"output of {name}\n")
+        if outcomes.get(name) == "hang":
+            raise CommandFailed(["ssh", *argv], None, timeout=timeout)
         return process.Result(list(argv), outcomes.get(name, 0), "", "", 0.1)
 
     monkeypatch.setattr(remote, "run", guest)
@@ -114,15 +117,34 @@ def test_keep_leaves_the_vm_and_skips_destroy(seams, project):
     assert "--keep" in result.stderr
 
 
-def test_an_interrupted_test_still_destroys(seams, project):
+def test_an_interrupted_test_still_destroys_and_reports(seams, project):
     calls, outcomes = seams
     outcomes["idempotence"] = Interrupted("interrupted by SIGTERM")
-    result = CliRunner().invoke(app, ["test", "b"])
+    result = CliRunner().invoke(app, ["test", "b", "--junit", "j.xml"])
     assert result.exit_code == 130 and calls == ["up", "idempotence", "destroy"]
+    cases = ET.parse(project / "j.xml").getroot().find("testsuite")
+    assert [(c.get("name"), c.find("failure") is not None) for c in cases] == [("up", False), ("idempotence", True), ("destroy", False)]
+
+
+def test_a_verify_command_that_hangs_is_stopped(seams, project):
+    calls, outcomes = seams
+    outcomes["sh -c getenforce"] = "hang"
+    result = CliRunner().invoke(app, ["test", "b", "--verify-timeout", "5"])
+    assert result.exit_code == 12 and calls[-1] == "destroy"
+    assert "sh -c getenforce timed out after 5s" in result.stderr
+
+
+def test_a_vm_already_in_the_workdir_is_not_taken(seams, project, monkeypatch):
+    calls, _ = seams
+    monkeypatch.setattr(libvirt, "domains", lambda prefix="": {f"{prefix}default": "running"})
+    result = CliRunner().invoke(app, ["test", "b"])
+    assert result.exit_code == 2 and calls == [], "nothing may run, and above all no destroy"
+    assert "already has a VM in" in result.stderr and "--workdir" in result.stderr
 
 
 def test_junit_holds_any_output(tmp_path):
-    result = testrun.Result("b", [testrun.Phase("verify: x", "verify", "failed", 1.5, "x exited 1", "bell\x07 nul\x00 ü ✓\n")])
+    result = testrun.Result("b", [testrun.Phase("verify: printf '\x1b[31m'", "verify", "failed", 1.5, "x exited 1", "bell\x07 nul\x00 ü ✓\n")])
     testrun.write_junit(result, tmp_path / "j.xml")
     failure = ET.parse(tmp_path / "j.xml").getroot().find("testsuite/testcase/failure")
     assert failure.text == "bell nul ü ✓\n" and failure.get("type") == "verify"
+    assert ET.parse(tmp_path / "j.xml").getroot().find("testsuite/testcase").get("name") == "verify: printf '[31m'"

@@ -54,7 +54,7 @@ def test_workflow_structure(project):
     assert [m["test_dir"] for m in test["strategy"]["matrix"]["include"]] == ["/src", "/home/vagrant/project"]
     assert [m["base"] for m in test["strategy"]["matrix"]["include"]] == ["image", "mmdebstrap"]
     runs = [s.get("run", "") for s in test["steps"]]
-    assert any("vagabond/bin/vagabond\" prepare --boxes \"$BOX\" --user \"$(id -un)\"" in r for r in runs)
+    assert any('vagabond/bin/vagabond" ${BOXES_DIR:+--boxes-dir "$BOXES_DIR"} prepare --boxes "$BOX" --user "$(id -un)"' in r for r in runs)
     assert any(r.startswith("vagabond test \"$BOX\" --junit vagabond-results/junit.xml") for r in runs)
     named = steps_named(test)
     assert named["Destroy the VM (when the test step did not get to)"]["if"] == "always()"
@@ -76,7 +76,7 @@ def test_install_route_and_pins_come_from_one_place(project):
     assert " ".join(install.APT_HOST) in script and " ".join(install.APT_PLUGIN_BUILD) in script
     # No Ubuntu package named vagrant or vagrant-libvirt outside the Debian route.
     hashicorp = script.split("hashicorp)")[1]
-    assert "vagrant-libvirt" not in re.sub(r"plugin (list|install) vagrant-libvirt|'\^vagrant-libvirt '", "", hashicorp.split(";;")[0])
+    assert "vagrant-libvirt" not in re.sub(r"plugin (list|install) vagrant-libvirt|\"vagrant-libvirt \(", "", hashicorp.split(";;")[0])
     assert doc["env"] == load(generate(project, "--vagrant-from", "distribution"))["env"] | {"VAGRANT_FROM": "hashicorp"}
 
 
@@ -111,10 +111,12 @@ def test_least_privilege(project):
                     "Build the base box (root for loop devices; a cloud image is imported without)",
                     "Build the prebuilt dependency box (as root, for the loop devices of the offline compaction)",
                 }, step["name"]
-            if "sudo" in run and "vagabond" in run and "prepare" not in run:
-                assert "chown -R" in run, f"{step['name']}: what root made must go back to the runner user"
+            if "sudo env" in run:
+                assert "trap 'sudo chown -R" in run, f"{step['name']}: what root made must go back to the runner user"
     named = steps_named(doc["jobs"]["test"])
     assert named["Free disk space for boxes and VM disks (GitHub's hosted runners only)"]["if"] == "runner.environment == 'github-hosted'"
+    base = named["Build the base box (root for loop devices; a cloud image is imported without)"]["run"]
+    assert base.startswith("trap 'sudo chown -R"), "what root made goes back to the runner user even when the build fails"
     assert doc["permissions"] == {"contents": "read"}
 
 
@@ -166,18 +168,41 @@ def test_triggers_and_paths(project):
 def test_cache_keys_follow_what_they_cache(project):
     doc = load(generate(project))
     named = steps_named(doc["jobs"]["test"])
-    base = named["Restore the base box"]["with"]
-    assert base["key"] == f"vagabond-base-{__version__}-${{{{ matrix.box }}}}-${{{{ hashFiles(matrix.file) }}}}"
+    assert named["Restore the base box"]["with"]["key"] == "${{ steps.boxes.outputs.base }}"
+    assert "vagabond base key" in named["Which base box, which prebuilt box"]["run"]
     prebuilt = named["Restore the prebuilt box"]
-    assert prebuilt["with"]["key"].endswith("${{ steps.prebuilt.outputs.version }}")
-    assert prebuilt["with"]["path"] == "${{ steps.prebuilt.outputs.store }}" and prebuilt["if"] == "steps.prebuilt.outputs.version != ''"
+    assert prebuilt["with"]["key"].endswith("${{ steps.boxes.outputs.version }}")
+    assert prebuilt["with"]["path"] == "${{ steps.boxes.outputs.store }}" and prebuilt["if"] == "steps.boxes.outputs.version != ''"
     plugin = named["Restore the vagrant-libvirt plugin"]["with"]
     assert "${{ steps.paths.outputs.os }}" in plugin["key"] and "${{ env.VAGRANT_LIBVIRT_VERSION }}" in plugin["key"]
     for job in doc["jobs"].values():
         for step in job["steps"]:
-            if "actions/cache" in step.get("uses", ""):
-                assert step["with"]["lookup-only"] == "${{ startsWith(github.ref, 'refs/tags/') }}"
+            uses = step.get("uses", "")
+            assert not uses.startswith("actions/cache@"), "restore and save apart"
+            if uses.startswith("actions/cache/save@"):
+                assert "!startsWith(github.ref, 'refs/tags/')" in step["if"], "a tag's run saves no cache"
+            if uses.startswith("actions/cache/"):
                 assert "restore-keys" not in step["with"], "a partial hit would carry stale entries along"
+    saves = [s["name"] for s in doc["jobs"]["test"]["steps"] if s.get("uses", "").startswith("actions/cache/save@")]
+    assert saves == ["Save the vagrant-libvirt plugin", "Save the base box", "Save the prebuilt box"]
+
+
+def test_the_nightly_job_runs_on_schedule_and_does_not_cancel(project):
+    doc = load(generate(project))
+    assert doc["jobs"]["prebuilt"]["if"].startswith("github.event_name == 'schedule' ||")
+    assert "'nightly'" in doc["concurrency"]["group"]
+
+
+def test_boxes_dir_reaches_the_runner(project):
+    (project / "ci" / "boxes").mkdir(parents=True)
+    write_box(project, "x", "description: x\nbase: {box: a/b}\n")
+    (project / "boxes" / "x.yaml").rename(project / "ci" / "boxes" / "x.yaml")
+    result = CliRunner().invoke(app, ["--boxes-dir", "ci/boxes", "ci", "github", "--boxes", "x", "--vagabond-spec", SPEC])
+    doc = load(result)
+    assert doc["env"]["VAGABOND_BOXES"] == "ci/boxes"
+    assert "vagabond --boxes-dir ci/boxes ci github --boxes x" in result.stdout
+    outside = CliRunner().invoke(app, ["--boxes-dir", "/tmp", "ci", "github", "--boxes", "debian12"])
+    assert outside.exit_code == 2 and "outside the repository" in outside.stderr
 
 
 def test_no_nightly_job_without_prebuilt_boxes(project):
@@ -223,12 +248,16 @@ def test_control_characters_never_reach_the_workflow(project, option, bad):
 RECORD = 'printf "%s\\0" "$(basename "$0")" "$@" >> "$STUB_LOG"; printf "\\n" >> "$STUB_LOG"\n'
 STUBS = {
     name: "#!/bin/sh\n" + RECORD
-    for name in ("sudo", "apt-get", "curl", "tee", "vagrant", "chown", "rm", "vagabond", "pip")
+    for name in ("sudo", "apt-get", "curl", "tee", "vagrant", "chown", "rm", "vagabond", "pip", "install", "ln")
 }
 # gpg --show-keys prints the key's fingerprint the way GitHub's runner would see HashiCorp's key.
-STUBS["gpg"] = "#!/bin/sh\n" + RECORD + 'case "$*" in *--show-keys*) echo "fpr:::::::::$STUB_FINGERPRINT:";; esac\n'
-STUBS["python3"] = ("#!/bin/sh\n" + RECORD + 'mkdir -p "$3/bin"; for t in vagabond pip; do cp "$(dirname "$0")/$t" "$3/bin/$t"; done\n')
-STUBS["vagabond"] = "#!/bin/sh\n" + RECORD + 'case "$*" in *--github-output*) printf "name=\\nversion=\\nstore=\\n";; esac\n'
+# gpg exports the key that has the runner's fingerprint, as HashiCorp's key file would have it.
+STUBS["gpg"] = "#!/bin/sh\n" + RECORD + 'case "$*" in *--export*) for last; do :; done; [ "$last" = "$STUB_FINGERPRINT" ] && echo key;; esac\nexit 0\n'
+STUBS["python3"] = ("#!/bin/sh\n" + RECORD + 'if [ "$1" = -m ]; then mkdir -p "$3/bin"; for t in vagabond pip; do cp "$(dirname "$0")/$t" "$3/bin/$t"; done; '
+                    'else exec /usr/bin/python3 "$@"; fi\n')
+STUBS["vagabond"] = "#!/bin/sh\n" + RECORD + (
+    'case "$*" in *--github-output*) printf "name=\\nversion=\\nstore=\\n";; *"base key"*) echo vagabond-base-x-0123;; '
+    '*"list "*--json*) echo \'[{"base_kind": "mmdebstrap", "synced_folders": []}]\';; esac\n')
 
 
 def parse_cli(argv: list[str]):
@@ -313,18 +342,18 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
     result = run_job(test_job, install.HASHICORP_FINGERPRINT)
     assert result.returncode == 0, result.stderr
     recorded = calls(log.read_text())
-    assert vagabond_calls(recorded) == ["prepare", "base", "prebuilt", "test", "destroy"]
+    assert vagabond_calls(recorded) == ["prepare", "base", "prebuilt", "base", "test", "destroy"]
     installed = [a for a in recorded if a[:2] == ["sudo", "-E"] and "install" in a]
     if route == "hashicorp":
         assert any(f"vagrant={install.VAGRANT_VERSION}" in a for a in installed)
         assert ["vagrant", "plugin", "install", "vagrant-libvirt", "--plugin-version", install.VAGRANT_LIBVIRT_VERSION] in recorded
         assert not any("vagrant-libvirt" in a for a in installed), "Ubuntu has no vagrant-libvirt package"
         bad = run_job(test_job, "0" * 40)
-        assert bad.returncode == 1 and f"not {install.HASHICORP_FINGERPRINT}" in bad.stdout
+        assert bad.returncode == 1 and f"holds no key with fingerprint {install.HASHICORP_FINGERPRINT}" in bad.stdout
         assert not any("vagrant=" in " ".join(a) for a in calls(log.read_text())), "nothing installed from an unchecked key"
     else:
         assert any("vagrant-libvirt" in a and "vagrant" in a for a in installed)
-        assert not any(a[0] in ("curl", "gpg") for a in recorded)
+        assert not any(a[0] in ("gpg",) for a in recorded) and not any("hashicorp" in " ".join(a) for a in recorded)
     nightly = run_job(doc["jobs"]["prebuilt"], install.HASHICORP_FINGERPRINT)
     assert nightly.returncode == 1 and "set the repository variable VAGABOND_CATALOG" in nightly.stdout
     nightly = run_job(doc["jobs"]["prebuilt"], install.HASHICORP_FINGERPRINT, {"VAGABOND_CATALOG": str(tmp_path / "catalog")})
@@ -338,7 +367,7 @@ def test_use_action_replaces_the_inline_steps(project):
     steps = doc["jobs"]["test"]["steps"]
     assert [s.get("uses", s.get("name")) for s in steps] == [
         steps[0]["uses"], ref, "Run the tests in the VM", "example/vagabond/cleanup@" + "ab" * 20]
-    assert steps[1]["with"] == {"box": "${{ matrix.box }}", "sync": "${{ matrix.sync }}"}
+    assert steps[1]["with"] == {"box": "${{ matrix.box }}", "sync": "${{ matrix.sync }}", "vagrant-from": "${{ env.VAGRANT_FROM }}"}
     assert steps[3]["if"] == "always()" and steps[3]["with"]["upload-logs"] == "${{ job.status != 'success' }}"
     assert "prebuilt" in doc["jobs"], "the nightly job keeps its own steps"
     bad = generate(project, "--use-action", "vagabond@v1")

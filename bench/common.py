@@ -95,3 +95,14 @@ def selinux_project(prefix: str, name: str, catalog_port: int) -> tuple[Path, li
     )
     servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", catalog_port, for_guests=False)]
     return project, servers
+
+
+def alternate(rounds: int, sides: list, before=None) -> None:
+    """Each side once per round, alone, in alternating order (first one side first, then the
+    other): ``sides`` are (run, times, name) with run() returning seconds, appended to times."""
+    for i in range(rounds):
+        for run, times, name in sides if i % 2 == 0 else list(reversed(sides)):
+            if before is not None:
+                before()
+            times.append(run())
+            print(f"round {i + 1}: {name} {times[-1]:.1f}s", flush=True)

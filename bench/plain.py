@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from common import ENV, VAGABOND, ensure_sandbox, report, selinux_project, timed
+from common import ENV, VAGABOND, alternate, ensure_sandbox, report, selinux_project, timed
 from common import SELINUX_BOX as BOX
 
 from vagabond import libvirt, process, sandbox
@@ -70,12 +70,7 @@ def main() -> int:
             process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
             return took
 
-        for i in range(args.rounds):
-            sides = [(vagabond_side, ours, "vagabond up"), (plain_side, theirs, "vagrant up")]
-            for run, times, name in sides if i % 2 == 0 else reversed(sides):
-                forget_box()
-                times.append(run())
-                print(f"round {i + 1}: {name} {times[-1]:.1f}s", flush=True)
+        alternate(args.rounds, [(vagabond_side, ours, "vagabond up"), (plain_side, theirs, "vagrant up")], before=forget_box)
         # Plain over vagabond: the target is that plain `vagrant up` costs at most 1.2x.
         ok = report("plain vagrant up / vagabond up, from the prebuilt box", theirs, ours, 1.2,
                     labels=("vagrant up", "vagabond up"))  # fmt: skip

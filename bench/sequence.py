@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 
-from common import ENV, VAGABOND, ensure_sandbox, report, selinux_project, timed
+from common import ENV, VAGABOND, alternate, ensure_sandbox, report, selinux_project, timed
 from common import SELINUX_BOX as BOX
 
 from vagabond import process
@@ -68,11 +68,7 @@ def main() -> int:
             process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
             return time.monotonic() - started
 
-        for i in range(args.rounds):
-            sides = [(vagabond_side, ours, "vagabond test"), (plain_side, theirs, "plain vagrant")]
-            for run, times, name in sides if i % 2 == 0 else reversed(sides):
-                times.append(run())
-                print(f"round {i + 1}: {name} {times[-1]:.1f}s", flush=True)
+        alternate(args.rounds, [(vagabond_side, ours, "vagabond test"), (plain_side, theirs, "plain vagrant")])
         ok = report("vagabond test / the same sequence with plain Vagrant", ours, theirs, 0.5,
                     labels=("vagabond test", "plain vagrant"))  # fmt: skip
     finally:

@@ -35,6 +35,8 @@ def cache_dir() -> Path:
 
 
 GUEST_NET = "192.168.121.0/24"
+MGMT_NETWORK = "vagrant-libvirt"
+NETWORKS_AT_START: set[str] = set()
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +47,8 @@ def sandbox():
         if not shutil.which(tool):
             pytest.skip(f"{MISSING}: {tool} (run scripts/install.sh)")
     subprocess.run([SANDBOX, "start"], check=True, env=dict(os.environ, VAGABOND_NETNS=NETNS))
+    # A network that was there before the tests is not theirs to judge (a killed earlier run's, another job's).
+    NETWORKS_AT_START.update(virsh("net-list", "--all", "--name").split())
     # A safety net for the tests' own sake: should a program that talks to a guest ever start
     # outside the namespace, it fails at once instead of sending the guests' traffic out of the host.
     guard = subprocess.run(["ip", "route", "add", "unreachable", GUEST_NET], capture_output=True).returncode == 0
@@ -172,9 +176,17 @@ def virsh(*args: str) -> str:
     return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, check=True).stdout
 
 
+def network_users(network: str) -> list[str]:
+    """Every domain, running or not, with an interface on this network."""
+    return [name for name in virsh("list", "--all", "--name").split()
+            if any(line.split()[2:3] == [network] for line in virsh("domiflist", name).splitlines()[2:])]  # fmt: skip
+
+
 def ours(prefix: str) -> dict[str, list[str]]:
-    """What libvirt still holds that carries this prefix, plus vagrant-libvirt's network."""
+    """What libvirt still holds that carries this prefix, plus vagrant-libvirt's network when the
+    tests made it and no domain uses it any more (left behind)."""
     domains = [n for n in virsh("list", "--all", "--name").split() if n.startswith(prefix)]
     volumes = [line.split()[0] for line in virsh("vol-list", "default").splitlines()[2:] if line.split() and line.split()[0].startswith(prefix)]
-    networks = [n for n in virsh("net-list", "--all", "--name").split() if n == "vagrant-libvirt"]
+    networks = [n for n in virsh("net-list", "--all", "--name").split()
+                if n == MGMT_NETWORK and n not in NETWORKS_AT_START and not network_users(n)]  # fmt: skip
     return {"domains": domains, "volumes": volumes, "networks": networks}

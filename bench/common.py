@@ -7,10 +7,13 @@ there is no service manager), so the baseline talks to its VMs from where vagabo
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,10 +82,6 @@ def selinux_project(prefix: str, name: str, catalog_port: int) -> tuple[Path, li
     """A project whose debian12-selinux gets its SELinux packages from a local mirror (guests reach
     it in their namespace) and names a prebuilt box ``name`` in a catalog served on the host's
     loopback; returns the project and the two servers."""
-    import json
-    import shutil
-    import tempfile
-
     process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
     project = Path(tempfile.mkdtemp(prefix=prefix))
     (project / "boxes").mkdir()
@@ -95,6 +94,16 @@ def selinux_project(prefix: str, name: str, catalog_port: int) -> tuple[Path, li
     )
     servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", catalog_port, for_guests=False)]
     return project, servers
+
+
+def publish_prebuilt(project: Path, catalog_port: int) -> None:
+    """Build the project's SELinux box into a prebuilt box (once, before the rounds) and publish it
+    to the project's catalog, as the nightly job does."""
+    print("building and publishing the prebuilt box (once) ...", flush=True)
+    info = json.loads(process.check([VAGABOND, "build", SELINUX_BOX, "--out", project / "dist", "--version", "1.0.0", "--json"],
+                                    cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
+    process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
+                   "--base-url", f"http://127.0.0.1:{catalog_port}"], cwd=project, env=ENV)  # fmt: skip
 
 
 def alternate(rounds: int, sides: list, before=None) -> None:

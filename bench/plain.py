@@ -15,13 +15,12 @@ side's spread.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
 import time
 
-from common import ENV, VAGABOND, alternate, ensure_sandbox, report, selinux_project, timed
+from common import ENV, VAGABOND, alternate, ensure_sandbox, publish_prebuilt, report, selinux_project, timed
 from common import SELINUX_BOX as BOX
 
 from vagabond import libvirt, process, sandbox
@@ -50,11 +49,7 @@ def main() -> int:
     plain = project / "plain"
     ours, theirs = [], []
     try:
-        print("building and publishing the prebuilt box (once) ...", flush=True)
-        info = json.loads(process.check([VAGABOND, "build", BOX, "--out", project / "dist", "--version", "1.0.0", "--json"],
-                                        cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
-        process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
-                       "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
+        publish_prebuilt(project, CATALOG_PORT)
         process.check([VAGABOND, "render", BOX, "-o", plain], cwd=project, env=ENV)
 
         def vagabond_side() -> float:

@@ -19,12 +19,11 @@ alternating order; the line gives the ratio of the medians and each side's sprea
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 
-from common import ENV, VAGABOND, alternate, ensure_sandbox, report, selinux_project, timed
+from common import ENV, VAGABOND, alternate, ensure_sandbox, publish_prebuilt, report, selinux_project, timed
 from common import SELINUX_BOX as BOX
 
 from vagabond import process
@@ -43,12 +42,8 @@ def main() -> int:
     ours, theirs = [], []
     ok = False
     try:
-        print("building and publishing the prebuilt box (once) ...", flush=True)
         process.check([VAGABOND, "base", "build", BOX], cwd=project, env=ENV, timeout=7200)  # in Vagrant's store, for both
-        info = json.loads(process.check([VAGABOND, "build", BOX, "--out", project / "dist", "--version", "1.0.0", "--json"],
-                                        cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
-        process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
-                       "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
+        publish_prebuilt(project, CATALOG_PORT)
         process.check([VAGABOND, "render", BOX, "--fresh", "-o", plain], cwd=project, env=ENV)  # the base box: no prebuilt
 
         def vagabond_side() -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -955,3 +956,24 @@ def base_build(
         base.add_to_store(built)
     print(built.box_file)
 
+
+
+def _reflow(doc: str) -> str:
+    """A docstring with each paragraph on one line, for rich to wrap at the terminal's width (typer
+    keeps the source's line breaks, which break the text twice in a narrow terminal); lines that
+    start a list item or are indented keep their break."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.split("\n"):
+            if lines and not line.startswith((" ", "- ", "* ")):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+for _info in [*app.registered_commands, *(c for g in app.registered_groups for c in g.typer_instance.registered_commands)]:
+    if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.help = _reflow(_info.callback.__doc__)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_box
 from vagabond import detect, paths
-from vagabond.cli import app
+from vagabond.cli import _reflow, app
 from vagabond.detect import HostFacts
 
 runner = CliRunner()
@@ -64,6 +64,17 @@ def test_help_teaches():
         assert command in result.output
     result = runner.invoke(app, ["render", "--help"])
     assert "Example: vagabond render centos7-selinux" in result.output
+
+
+def test_help_paragraphs_wrap_at_the_terminal_not_at_the_source(monkeypatch):
+    """A docstring's line breaks would break a narrow terminal's lines twice: each paragraph is
+    wrapped by rich alone, list items keep their own line."""
+    monkeypatch.setenv("COLUMNS", "300")
+    out = runner.invoke(app, ["render", "--help"]).output
+    assert ("With -o DIR: DIR/Vagrantfile and DIR/vagabond-provision/ (the one playbook that both `vagrant provision` "
+            "and `vagabond provision` run") in out  # fmt: skip
+    assert _reflow("Title.\n\nOne\nparagraph, -e\n-e joined.\n\nList:\n- one\n  more\n- two") == (
+        "Title.\n\nOne paragraph, -e -e joined.\n\nList:\n- one\n  more\n- two")
 
 
 def test_list_json_shipped(tmp_path, monkeypatch):

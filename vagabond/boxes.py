@@ -128,10 +128,6 @@ class MmdebstrapBase(_LocalBase):
     packages: list[Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]*", "Debian package name")]] = []
     disk: GiB = Field(8, ge=2, le=1024)
 
-    @property
-    def checksum(self) -> None:
-        return None
-
 
 class ImageBase(_LocalBase):
     """A distribution's generic cloud image (qcow2 with cloud-init), imported with `vagabond import`."""

@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape
 import jinja2
 
 from vagabond import ansiblecfg, libvirt, paths, project, provision, timeouts
-from vagabond.boxes import Box, SyncedFolder
+from vagabond.boxes import Box, SyncedFolder, VagrantBase
 from vagabond.errors import RenderError
 
 # A CPU model every qemu TCG build provides. RHEL 9 family boxes need x86-64-v2, so they ask for
@@ -131,7 +131,9 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
     base = spec.base
     machines = [{"name": name, "primary": primary, **res.model_dump(), "forwarded_ports": [p.model_dump() for p in ports]}
                 for name, primary, res, ports in box.machine_specs()]  # fmt: skip
-    checksum_type, _, checksum = (base.checksum or "").partition(":")
+    # A catalog box's own checksum, which Vagrant checks on download; an image base's checksum is
+    # the image's, checked by vagabond's import, and its box comes from the local store.
+    checksum_type, _, checksum = ((base.checksum or "") if isinstance(base, VagrantBase) else "").partition(":")
     box_name, box_version, box_url = base.box_name, base.version, base.url
     if options.source is not None:
         # A catalog lists each box's checksum itself; Vagrant checks it on download.

@@ -189,6 +189,19 @@ def test_a_prebuilt_box_is_what_plain_vagrant_asks_for(tmp_path):
     assert "box_version" not in text, "the newest version: site.yml skips the playbooks when it holds this definition"
 
 
+def test_vagrant_checks_a_catalog_box_against_its_checksum_and_never_against_an_images(tmp_path):
+    """A box downloaded by Vagrant carries the box file's checksum; an image base's checksum is the
+    image's (vagabond's import checks it) and means nothing for the box in the local store."""
+    (tmp_path / "boxes").mkdir()
+    sha = "a" * 64
+    path = write_box(tmp_path, "cat", f"description: d\nbase: {{box: org/b, url: 'https://b.example.org/b.box', checksum: 'sha256:{sha}'}}\n")
+    text = render.render(boxes.load_box(path), render.RenderOptions(), tmp_path)
+    assert f"config.vm.box_download_checksum = '{sha}'" in text and "box_download_checksum_type = 'sha256'" in text
+    shipped = boxes.load_box(paths.shipped_boxes_dir() / "centos7-selinux.yaml")
+    assert shipped.spec.base.checksum
+    assert "box_download_checksum" not in render.render(shipped, render.RenderOptions(), tmp_path)
+
+
 def test_jinja_environment_is_strict():
     env = render.environment()
     assert env.undefined is jinja2.StrictUndefined

@@ -49,15 +49,20 @@ def test_centos7_without_its_image_fails_in_seconds_naming_the_url_and_leaves_no
     assert not (tmp_path / ".vagabond" / "centos7-selinux" / "state.json").exists()
 
 
-def test_a_local_copy_of_the_image_is_checked_against_the_pinned_checksum(isolated, tmp_path):
+@pytest.mark.parametrize(("box", "image", "sha256"), [
+    ("centos7-selinux", "CentOS-7-x86_64-GenericCloud-2211.qcow2", "284aab2b23d91318f169ff464bce4d53404a15a0618ceb34562838c59af4adea"),
+    ("alma9-fips", "AlmaLinux-9-GenericCloud-9.5-20241120.x86_64.qcow2", "abddf01589d46c841f718cec239392924a03b34c4fe84929af5d543c50e37e37"),
+])  # fmt: skip
+def test_a_local_copy_of_the_image_is_checked_against_the_pinned_checksum(isolated, tmp_path, box, image, sha256):
+    """Offline (a namespace with no route): the pinned value needs no download to check a local copy."""
     name, env = isolated
-    corrupt = tmp_path / "CentOS-7-x86_64-GenericCloud-2211.qcow2"
+    corrupt = tmp_path / image
     corrupt.write_bytes(b"QFI\xfb" + os.urandom(4096))  # looks like a qcow2, is not the image
-    result = subprocess.run(["ip", "netns", "exec", name, *VAGABOND, "up", "centos7-selinux", "--image", str(corrupt)],
+    result = subprocess.run(["ip", "netns", "exec", name, *VAGABOND, "up", box, "--image", str(corrupt)],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1, result.stderr
-    assert "the pinned checksum says 284aab2b23d91318f169ff464bce4d53404a15a0618ceb34562838c59af4adea" in errors[0]
+    assert f"the pinned checksum says {sha256}" in errors[0]
     assert "refusing a changed or corrupt image" in errors[0]
     assert corrupt.exists(), "the user's own file is never removed"
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

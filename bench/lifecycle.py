@@ -3,7 +3,8 @@ the host has no service manager):
 
   .venv/bin/python bench/lifecycle.py [--rounds 3] [--calls 15]
 
-1. `vagabond up` against plain `vagrant up` of the same rendered Vagrantfile      (target <= 1.05x)
+1. `vagabond up --no-provision` against plain `vagrant up --no-provision` of the Vagrantfile
+   `vagabond render` writes for the same box                                       (target <= 1.05x)
    Each side boots alone: the other side's VM is destroyed first, the order alternates between
    rounds, and both start from the same box store and pool (the base box image is uploaded once,
    before the first round).
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ENV, ROOT, VAGABOND, ensure_sandbox, report, timed
+from common import ENV, ROOT, VAGABOND, alternate, ensure_sandbox, report, timed
 
 from vagabond import process
 
@@ -47,32 +48,24 @@ def main() -> int:
     verdicts = []
 
     def ours_up() -> float:
-        return timed(vagabond("up", BOX, "--no-provision"), project)[0]
-
-    def ours_down() -> None:
-        process.check(vagabond("destroy", BOX), cwd=project, env=ENV)
+        took = timed(vagabond("up", BOX, "--no-provision"), project)[0]
+        process.check(vagabond("destroy", BOX), cwd=project, env=ENV)  # alone: no VM of this side stays
+        return took
 
     def theirs_up() -> float:
-        return timed(["vagrant", "up", "--provider=libvirt"], baseline, vm_network=True)[0]
-
-    def theirs_down() -> None:
+        took = timed(["vagrant", "up", "--provider=libvirt", "--no-provision"], baseline, vm_network=True)[0]
         process.check(["vagrant", "destroy", "--force"], cwd=baseline, env=ENV, vm_network=True)
+        return took
 
     try:
-        # The base box built, added and uploaded to the pool once; the baseline gets the same
-        # Vagrantfile vagabond renders (its own directory, so its own domain names).
+        # The base box built, added and uploaded to the pool once; the baseline is the same box
+        # rendered for plain Vagrant into a directory of its own (so its own domain names).
         process.check(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
-        baseline.mkdir()
-        shutil.copy(wd / "Vagrantfile", baseline / "Vagrantfile")
-        ours_down()
+        process.check(vagabond("destroy", BOX), cwd=project, env=ENV)
+        process.check(vagabond("render", BOX, "-o", baseline), cwd=project, env=ENV)
 
         up_ours, up_theirs = [], []
-        for i in range(args.rounds):
-            sides = [(ours_up, ours_down, up_ours), (theirs_up, theirs_down, up_theirs)]
-            for up, down, times in sides if i % 2 == 0 else reversed(sides):
-                times.append(up())
-                print(f"round {i + 1}: {'vagabond' if times is up_ours else 'vagrant '} up {times[-1]:.1f}s", flush=True)
-                down()  # alone on the machine: no VM of the other side runs while one side is timed
+        alternate(args.rounds, [(ours_up, up_ours, "vagabond up"), (theirs_up, up_theirs, "vagrant up")])
         verdicts.append(report("up", up_ours, up_theirs, 1.05))
 
         # One VM serves the run and provision benchmarks, both sides in turn.
@@ -85,20 +78,22 @@ def main() -> int:
         verdicts.append(report("run", run_ours, run_theirs, 0.1))
 
         # Vagrant's own ansible provisioner, same playbook, same VM: a second Vagrantfile in the
-        # work directory (VAGRANT_VAGRANTFILE) adds the provisioner and shares the machine state.
+        # work directory (VAGRANT_VAGRANTFILE) adds it under a name of its own, and shares the
+        # machine state; `--provision-with` runs it alone (not the rendered file's provisioner).
         playbook = BENCH / "playbooks" / "bench.yml"
         (wd / "Vagrantfile.provisioner").write_text(
             (wd / "Vagrantfile").read_text()
-            + f"\nVagrant.configure('2') do |config|\n  config.vm.provision 'ansible' do |ansible|\n"
+            + f"\nVagrant.configure('2') do |config|\n  config.vm.provision 'bench', type: 'ansible' do |ansible|\n"
             f"    ansible.playbook = '{playbook}'\n    ansible.compatibility_mode = '2.0'\n  end\nend\n"
         )
         prov_ours, prov_theirs = [], []
-        for i in range(args.rounds + 1):
-            sides = [(lambda: timed(vagabond("provision", BOX), project)[0], prov_ours),
-                     (lambda: timed(["vagrant", "provision"], wd, vm_network=True,
-                                    env_extra={"VAGRANT_VAGRANTFILE": "Vagrantfile.provisioner"})[0], prov_theirs)]  # fmt: skip
-            for run, times in sides if i % 2 == 0 else reversed(sides):
-                times.append(run())
+
+        def theirs_provision() -> float:
+            return timed(["vagrant", "provision", "--provision-with", "bench"], wd, vm_network=True,
+                         env_extra={"VAGRANT_VAGRANTFILE": "Vagrantfile.provisioner"})[0]  # fmt: skip
+
+        alternate(args.rounds + 1, [(lambda: timed(vagabond("provision", BOX), project)[0], prov_ours, "vagabond provision"),
+                                    (theirs_provision, prov_theirs, "vagrant provision")])  # fmt: skip
         verdicts.append(report("provision", prov_ours, prov_theirs, 0.5))
     finally:
         process.run(vagabond("destroy", BOX), cwd=project, env=ENV)

@@ -246,16 +246,19 @@ def test_control_characters_never_reach_the_workflow(project, option, bad):
 # --- the steps, run ------------------------------------------------------------------------------
 
 RECORD = 'printf "%s\\0" "$(basename "$0")" "$@" >> "$STUB_LOG"; printf "\\n" >> "$STUB_LOG"\n'
+# A stub fed by a pipe reads it to the end, as the real program would: `echo ... | sudo tee` must not
+# end in SIGPIPE under pipefail because a stub exited before echo wrote.
+DRAIN = "if [ -p /dev/stdin ]; then cat > /dev/null; fi\n"
 STUBS = {
-    name: "#!/bin/sh\n" + RECORD
+    name: "#!/bin/sh\n" + DRAIN + RECORD
     for name in ("sudo", "apt-get", "curl", "tee", "vagrant", "chown", "rm", "vagabond", "pip", "install", "ln")
 }
 # gpg --show-keys prints the key's fingerprint the way GitHub's runner would see HashiCorp's key.
 # gpg exports the key that has the runner's fingerprint, as HashiCorp's key file would have it.
-STUBS["gpg"] = "#!/bin/sh\n" + RECORD + 'case "$*" in *--export*) for last; do :; done; [ "$last" = "$STUB_FINGERPRINT" ] && echo key;; esac\nexit 0\n'
+STUBS["gpg"] = "#!/bin/sh\n" + DRAIN + RECORD + 'case "$*" in *--export*) for last; do :; done; [ "$last" = "$STUB_FINGERPRINT" ] && echo key;; esac\nexit 0\n'
 STUBS["python3"] = ("#!/bin/sh\n" + RECORD + 'if [ "$1" = -m ]; then mkdir -p "$3/bin"; for t in vagabond pip; do cp "$(dirname "$0")/$t" "$3/bin/$t"; done; '
                     'else exec /usr/bin/python3 "$@"; fi\n')
-STUBS["vagabond"] = "#!/bin/sh\n" + RECORD + (
+STUBS["vagabond"] = "#!/bin/sh\n" + DRAIN + RECORD + (
     'case "$*" in *--github-output*) printf "name=\\nversion=\\nstore=\\n";; *"base key"*) echo vagabond-base-x-0123;; '
     '*"list "*--json*) echo \'[{"base_kind": "mmdebstrap", "synced_folders": []}]\';; esac\n')
 
@@ -310,7 +313,7 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
             assert "${{" not in step["run"], f"{step['name']}: expressions reach a shell only through env"
             result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
                                     env={**env, **{k: str(v) for k, v in step.get("env", {}).items()}}, cwd=project,
-                                    capture_output=True, text=True)  # fmt: skip
+                                    stdin=subprocess.DEVNULL, capture_output=True, text=True)  # fmt: skip
             if result.returncode != 0:
                 return result
             for line in files["GITHUB_ENV"].read_text().splitlines():

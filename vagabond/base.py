@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from vagabond import cloudimage, images, paths, process, registry, timeouts, ui
-from vagabond.boxes import Box, ImageBase, MmdebstrapBase
+from vagabond.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import UsageError, VagabondError
 from vagabond.images import BaseBox
 from vagabond.vm import Vagrant
@@ -297,6 +297,20 @@ def add_to_store(built: BaseBox) -> BaseBox:
         with ui.step(f"vagrant box add {built.name} {built.version}"):
             v.box_add_catalog(built.catalog_url)
     return built
+
+
+def download_vagrant_base(spec: VagrantBase) -> bool:
+    """A base that Vagrant downloads (a catalog box, a URL) is added to the box store here, on the
+    host's network: `vagrant up` runs in the VMs' namespace, which has no route out when the host
+    keeps one. A box already in the store is left as it is (Vagrant picks the version); True when
+    this call added it."""
+    v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
+    if v.has_any_version(spec.box):
+        return False
+    registry.add_box(spec.box)
+    with ui.step(f"download {spec.box}" + (f" from {spec.url}" if spec.url else "")):
+        v.box_add_base(spec.box, spec.url, spec.version, spec.checksum)
+    return True
 
 
 def ensure_added(box: Box, image: str | None = None) -> BaseBox:

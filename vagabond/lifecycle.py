@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vagabond import base, catalog, detect, interrupts, libvirt, logs, provision, registry, remote, render, timeouts, ui
-from vagabond.boxes import Box, ImageBase, MmdebstrapBase
+from vagabond.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import CommandFailed, Interrupted, NotIdempotent, NotRunning, StepFailed, UsageError, VagabondError
 from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
@@ -230,6 +230,9 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             if source is None and isinstance(box.spec.base, (MmdebstrapBase, ImageBase)):
                 with _timed(timings, step), ui.step(step):
                     base_version = base.ensure_added(box, opts.image).version
+            elif source is None and isinstance(box.spec.base, VagrantBase):
+                with _timed(timings, step):
+                    base.download_vagrant_base(box.spec.base)
             step = "render Vagrantfile"
             render_workdir(wd, source, opts.boot_timeout, opts.sync_project)
             provisioned = already_provisioned(bool(wd.read_state().get("provisioned")), was_new, source is not None,

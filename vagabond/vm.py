@@ -104,6 +104,24 @@ class Vagrant(vagrant.Vagrant):
         pin = ["--box-version", version] if version else []
         self._call_vagrant_command(["box", "add", "--force", "--provider", "libvirt", *pin, url])
 
+    def has_any_version(self, name: str) -> bool:
+        """Does Vagrant's box store hold any version of box ``name`` for libvirt? Read from disk."""
+        store = self.box_dir(name)
+        return any(store.glob("*/libvirt")) or any(store.glob("*/*/libvirt/metadata.json"))
+
+    def box_add_base(self, name: str, url: str | None = None, version: str | None = None,
+                     checksum: str | None = None) -> None:  # fmt: skip
+        """Add a base box the way its box file names it: by name from the catalog Vagrant knows, from
+        a catalog's metadata.json (which names the box), or from a box file under ``name``."""
+        argv = ["box", "add", "--provider", "libvirt"]
+        if url is None or url.endswith(".json"):
+            argv += ["--box-version", version] if version else []
+            argv.append(url or name)
+        else:  # a box file has no versions; Vagrant checks the checksum the box file gives
+            kind, _, value = (checksum or "").partition(":")
+            argv += ["--name", name, *(["--checksum-type", kind, "--checksum", value] if value else []), url]
+        self._call_vagrant_command(argv)
+
     def box_repackage(self, name: str, version: str) -> None:
         """`vagrant box repackage NAME libvirt VERSION`: writes package.box into this Vagrant's root."""
         self._call_vagrant_command(["box", "repackage", name, "libvirt", version])

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from vagabond import catalog, images, process
-from vagabond.errors import PublishError
+from vagabond import base, catalog, images, process
+from vagabond.boxes import VagrantBase
+from vagabond.errors import CommandFailed, PublishError
 
 pytestmark = pytest.mark.real
 
@@ -155,6 +156,32 @@ def test_tampered_box_is_refused_and_nothing_installed(tiny_box, tmp_path, nginx
     assert not added.ok
     assert "checksum" in (added.stderr + added.stdout).lower()
     assert "vagabond-test/tiny" not in process.check(["vagrant", "box", "list"], env=vagrant_home).stdout
+
+
+def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(tiny_box, tmp_path, nginx, vagrant_home, monkeypatch):
+    """`vagrant up` runs in the VMs' namespace, which may have no route out: a kind: vagrant base
+    is added by vagabond first, on the host's network, with the real `vagrant box add`."""
+    root, http = nginx
+    for name in ("VAGRANT_HOME", "VAGRANT_CHECKPOINT_DISABLE"):
+        monkeypatch.setenv(name, vagrant_home[name])
+    monkeypatch.setenv("VAGABOND_STATE", str(tmp_path / "state"))
+    shutil.copy(tiny_box, root / "base.box")
+    listed = lambda: process.check(["vagrant", "box", "list"], env=vagrant_home).stdout  # noqa: E731
+    wrong = VagrantBase(box="org/base", url=f"{http}/base.box", checksum="sha256:" + "0" * 64)
+    with pytest.raises(CommandFailed, match="vagrant box add"):
+        base.download_vagrant_base(wrong)
+    assert "org/base" not in listed(), "a box that fails its checksum is not kept"
+    right = VagrantBase(box="org/base", url=f"{http}/base.box", checksum=f"sha256:{images.sha256_file(tiny_box)}")
+    assert base.download_vagrant_base(right) is True
+    assert "org/base (libvirt, 0" in listed()
+    assert base.download_vagrant_base(right) is False, "a box in the store is used as it is"
+    # From a catalog, with a version constraint: the newest version that fits.
+    for version in ("3.1.0", "4.0.0"):
+        catalog.publish(make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat")
+    fitting = VagrantBase(box="vagabond-test/tiny", url=f"{http}/basecat/metadata.json", version="~> 3.0")
+    assert base.download_vagrant_base(fitting) is True
+    assert "vagabond-test/tiny (libvirt, 3.1.0" in listed() and "4.0.0" not in listed()
+    assert "vagabond-test/tiny" in json.loads((tmp_path / "state" / "registry.json").read_text())["boxes"]
 
 
 def test_published_versions_are_immutable(tiny_box, tmp_path):

@@ -84,3 +84,24 @@ def test_has_box_reads_the_store_on_disk(tmp_path):
     (home / "boxes" / "org-VAGRANTSLASH-b" / "1.0" / "amd64" / "libvirt" / "metadata.json").write_text(json.dumps({}))
     v = vm.Vagrant(env={"VAGRANT_HOME": str(home)})
     assert v.has_box("org/b", "1.0") and not v.has_box("org/b", "2.0")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("org/b", None, ">= 1.2, < 2"), "box add --provider libvirt --box-version >= 1.2, < 2 org/b"),
+    (("org/b", "https://boxes.example.org/b/metadata.json", "~> 1.0"),
+     "box add --provider libvirt --box-version ~> 1.0 https://boxes.example.org/b/metadata.json"),
+    (("org/b", "https://boxes.example.org/b.box", None, "sha256:" + "c" * 64),
+     "box add --provider libvirt --name org/b --checksum-type sha256 --checksum " + "c" * 64 + " https://boxes.example.org/b.box"),
+])  # fmt: skip
+def test_a_base_box_is_added_the_way_its_box_file_names_it(stub, args, expected):
+    root, log = stub
+    vm.Vagrant(root).box_add_base(*args)
+    assert calls(log)[-1][1] == expected
+
+
+def test_any_version_in_the_store_counts(tmp_path):
+    home = tmp_path / "vagrant.d"
+    v = vm.Vagrant(env={"VAGRANT_HOME": str(home)})
+    assert not v.has_any_version("org/b")
+    (home / "boxes" / "org-VAGRANTSLASH-b" / "0" / "libvirt").mkdir(parents=True)  # Vagrant < 2.4's layout
+    assert v.has_any_version("org/b") and not v.has_any_version("org/c")

@@ -250,8 +250,9 @@ def _scrub(root: Path) -> None:
 
 def import_key(box: Box) -> str:
     """What identifies an imported image's box: its content (the pinned checksum, else the checksum
-    file and the image's name, else the image) and the disk the box's largest machine asks for (the
-    import grows the image to it before its first boot, and cloud-init's growpart fills it)."""
+    file and the image's name, else the image), the disk the box's largest machine asks for (the
+    import grows the image to it before its first boot, and cloud-init's growpart fills it) and
+    what the import boot's cloud-config does."""
     spec = box.spec.base
     if spec.checksum:
         identity: object = spec.checksum
@@ -260,7 +261,8 @@ def import_key(box: Box) -> str:
     else:
         identity = spec.image
     disk = max(res.disk for _, _, res, _ in box.machine_specs())
-    return hashlib.sha256(json.dumps([RECIPE_VERSION, identity, disk]).encode()).hexdigest()[:12]
+    boot = hashlib.sha256(cloudimage.user_data().encode()).hexdigest()  # what the import boot does to the image
+    return hashlib.sha256(json.dumps([RECIPE_VERSION, identity, disk, boot]).encode()).hexdigest()[:12]
 
 
 def cache_key(box: Box) -> str:

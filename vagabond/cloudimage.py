@@ -29,6 +29,20 @@ ExecStart=/bin/sh -c 'cloud-init clean --logs; truncate -s 0 /etc/machine-id; rm
 ExecStartPost=/bin/systemctl --no-block poweroff
 """
 
+# CentOS 7 is end of life: its mirrorlist is gone, so a stock image's yum fails. The import boot
+# points yum at CentOS's vault for 7.9.2009 (the SELinux playbook's vagabond_yum_baseurl can point
+# it elsewhere later); any other image leaves the file unused and removes it.
+CENTOS7_VAULT = "https://vault.centos.org/7.9.2009"
+CENTOS7_REPOS = "# Written by vagabond's import: CentOS 7 is end of life and its mirrorlist is gone.\n" + "".join(
+    f"[{repo}]\nname=CentOS-7.9.2009 - {repo}\nbaseurl={CENTOS7_VAULT}/{path}/$basearch/\ngpgcheck=1\n"
+    f"gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-CentOS-7\n\n"
+    for repo, path in (("base", "os"), ("updates", "updates"), ("extras", "extras"))
+)
+CENTOS7_REPOS_STAGED = "/etc/vagabond/centos7-vault.repo"
+CENTOS7_SWITCH = (f"if grep -qs ' release 7[.]' /etc/centos-release; then cp {CENTOS7_REPOS_STAGED} "
+                  f"/etc/yum.repos.d/CentOS-Base.repo; fi; rm -f {CENTOS7_REPOS_STAGED}; rmdir /etc/vagabond 2>/dev/null; true")  # fmt: skip
+
+
 def user_data() -> str:
     config = {
         "users": [
@@ -46,8 +60,9 @@ def user_data() -> str:
             {"path": "/etc/systemd/system/vagabond-finish.service", "content": FINISH_UNIT},
             {"path": "/etc/systemd/system/ssh.service.d/host-keys.conf", "content": images.SSH_KEYGEN_DROPIN},
             {"path": "/etc/systemd/system/sshd.service.d/host-keys.conf", "content": images.SSH_KEYGEN_DROPIN},
+            {"path": CENTOS7_REPOS_STAGED, "content": CENTOS7_REPOS},
         ],
-        "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "start", "--no-block", "vagabond-finish.service"]],
+        "runcmd": [["sh", "-c", CENTOS7_SWITCH], ["systemctl", "daemon-reload"], ["systemctl", "start", "--no-block", "vagabond-finish.service"]],
     }
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"  # JSON is valid YAML
 

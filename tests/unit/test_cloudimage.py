@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,6 +27,33 @@ def test_user_data_makes_the_vagrant_user_and_a_self_cleaning_unit():
     finish = next(f for f in config["write_files"] if f["path"].endswith("vagabond-finish.service"))
     assert "After=cloud-final.service" in finish["content"] and "cloud-init clean --logs" in finish["content"]
     assert "rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*" in finish["content"]
+
+
+@pytest.mark.parametrize(("release", "switched"), [
+    ("CentOS Linux release 7.9.2009 (Core)\n", True),
+    ("CentOS Stream release 8\n", False),
+    (None, False),  # Debian, AlmaLinux: no /etc/centos-release
+])  # fmt: skip
+def test_the_import_boot_points_only_centos_7_at_the_vault(tmp_path, release, switched):
+    """The cloud-config's own command, run with /etc moved into a scratch root."""
+    config = json.loads(cloudimage.user_data().split("\n", 1)[1])
+    etc = tmp_path / "etc"
+    (etc / "yum.repos.d").mkdir(parents=True)
+    for item in config["write_files"]:
+        if item["path"] == cloudimage.CENTOS7_REPOS_STAGED:
+            staged = tmp_path / item["path"].lstrip("/")
+            staged.parent.mkdir(parents=True)
+            staged.write_text(item["content"])
+    if release is not None:
+        (etc / "centos-release").write_text(release)
+    (command,) = [c for c in config["runcmd"] if c[:2] == ["sh", "-c"]]
+    subprocess.run(["sh", "-c", command[2].replace("/etc/", f"{etc}/")], check=True)
+    repo = etc / "yum.repos.d" / "CentOS-Base.repo"
+    assert repo.exists() == switched
+    if switched:
+        assert "baseurl=https://vault.centos.org/7.9.2009/os/$basearch/" in repo.read_text()
+        assert "[updates]" in repo.read_text() and "[extras]" in repo.read_text()
+    assert not (etc / "vagabond").exists(), "nothing of it stays"
 
 
 def test_fetch_checks_the_checksum_of_a_local_image(tmp_path):

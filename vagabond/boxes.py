@@ -197,6 +197,9 @@ class Playbook(_Strict):
 class Prebuilt(_Strict):
     name: BoxName
     catalog: Text
+    # Which versions may be used (Vagrant's syntax, e.g. '~> 1.0'): plain Vagrant's box_version, and
+    # vagabond picks the newest version built from this definition among them.
+    version: VersionConstraint | None = None
 
 
 class SyncedFolder(_Strict):

@@ -52,6 +52,34 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in check_version(version).split("."))
 
 
+_REQUIREMENT = re.compile(r"\s*(~>|>=|<=|!=|>|<|=)?\s*([0-9]+(?:\.[0-9]+)*)\s*")
+
+
+def satisfies(version: str, constraint: str | None) -> bool:
+    """Does ``version`` meet a Vagrant (RubyGems) constraint such as '>= 1.2, < 2' or '~> 1.4'
+    (>= 1.4, < 2)? 1.0 and 1.0.0 are equal; None allows every version."""
+    if constraint is None:
+        return True
+    have = version_key(version)
+    for part in constraint.split(","):
+        match = _REQUIREMENT.fullmatch(part)
+        if match is None:
+            raise ValueError(f"not a version constraint: {constraint!r}")
+        op, want = match[1] or "=", tuple(int(x) for x in match[2].split("."))
+        width = max(len(have), len(want))
+        a, b = have + (0,) * (width - len(have)), want + (0,) * (width - len(want))
+        if op == "~>":  # at least want, below want with its last segment dropped and the one before bumped
+            top = want[:-1] if len(want) > 1 else want
+            upper = top[:-1] + (top[-1] + 1,)
+            span = max(len(have), len(upper))
+            ok = a >= b and have + (0,) * (span - len(have)) < upper + (0,) * (span - len(upper))
+        else:
+            ok = {"=": a == b, "!=": a != b, ">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
+        if not ok:
+            return False
+    return True
+
+
 # --- stores --------------------------------------------------------------------------------------
 
 
@@ -530,9 +558,10 @@ def fetch_metadata(url: str, timeout: float = timeouts.CATALOG) -> object:
         return json.loads(resp.read())
 
 
-def find_current(url: str, digest: str, name: str) -> tuple[Prebuilt | None, str]:
-    """The newest version of box ``name`` built from this exact definition, or None and the reason
-    there is none. Whatever the catalog holds, the answer is one of the two, never an exception."""
+def find_current(url: str, digest: str, name: str, constraint: str | None = None) -> tuple[Prebuilt | None, str]:
+    """The newest version of box ``name`` built from this exact definition (among the versions the
+    constraint allows), or None and the reason there is none. Whatever the catalog holds, the
+    answer is one of the two, never an exception."""
     try:
         doc = check_catalog(fetch_metadata(url), f"catalog {url}", name)
     except PublishError as exc:
@@ -544,6 +573,11 @@ def find_current(url: str, digest: str, name: str) -> tuple[Prebuilt | None, str
         if isinstance(v.get("vagabond"), dict) and v["vagabond"].get("definition_digest") == digest
         and any(p.get("name") == "libvirt" for p in v.get("providers", []))
     ]  # fmt: skip
+    allowed = [v for v in matching if satisfies(v["version"], constraint)]
+    if matching and not allowed:
+        return None, (f"no version in {url} built from this box definition meets the version constraint "
+                      f"{constraint!r} ({', '.join(v['version'] for v in matching)} do not)")  # fmt: skip
+    matching = allowed
     if not matching:
         return None, (f"no version in {url} was built from this box definition and its playbooks "
                       f"(digest {digest[:12]}...; {len(doc.get('versions', []))} versions listed)")  # fmt: skip

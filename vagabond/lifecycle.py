@@ -66,7 +66,7 @@ def current_prebuilt(box: Box) -> dict:
     if spec is None:
         return {"box": box.name, "name": None, "catalog": None, "version": None, "store": None,
                 "reason": f"box {box.name!r} has no prebuilt section"}  # fmt: skip
-    found, why = catalog.find_current(spec.catalog, provision.definition_digest(box), spec.name)
+    found, why = catalog.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
     store = str(Vagrant().box_dir(spec.name))
     if any(ch in store for ch in "\r\n"):
         raise UsageError(f"Vagrant's box store path {store!r} spans lines", hint="set VAGRANT_HOME to a plain path")
@@ -82,7 +82,8 @@ def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:
     if not opts.prebuilt:
         ui.info("--fresh: using the base box with full provisioning")
         return None
-    found, why = catalog.find_current(box.spec.prebuilt.catalog, provision.definition_digest(box), box.spec.prebuilt.name)
+    spec = box.spec.prebuilt
+    found, why = catalog.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
     if found is None:
         ui.info(f"using the base box with full provisioning: {why}")
         return None

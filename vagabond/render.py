@@ -140,9 +140,9 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         box_name, box_version, box_url = options.source.name, f"= {options.source.version}", options.source.url
         checksum_type = checksum = ""
     elif spec.prebuilt is not None and not options.fresh:
-        # Plain Vagrant takes the newest prebuilt box from the catalog; site.yml skips the playbooks
-        # when that box holds this definition, and runs them when it does not.
-        box_name, box_version, box_url = spec.prebuilt.name, None, spec.prebuilt.catalog
+        # Plain Vagrant takes the newest prebuilt box the constraint allows from the catalog; site.yml
+        # skips the playbooks when that box holds this definition, and runs them when it does not.
+        box_name, box_version, box_url = spec.prebuilt.name, spec.prebuilt.version, spec.prebuilt.catalog
         checksum_type = checksum = ""
     inputs, input_dirs = provision.rendered_inputs(box, vagrantfile_dir)
     names = box.machine_names()

@@ -58,6 +58,29 @@ def test_find_current_matches_digest(tmp_path):
     assert missing is None and "could not be read" in why
 
 
+@pytest.mark.parametrize(("version", "constraint", "meets"), [
+    ("1.4.0", "~> 1.4", True), ("1.9.9", "~> 1.4", True), ("2.0", "~> 1.4", False), ("1.3", "~> 1.4", False),
+    ("1.4.5", "~> 1.4.2", True), ("1.5.0", "~> 1.4.2", False), ("1.4.1", "~> 1.4.2", False),
+    ("1.9", "~> 1", True), ("2", "~> 1", False), ("1.0", "= 1.0.0", True), ("1.0.1", "1.0", False),
+    ("3.1.0", ">= 3, < 4", True), ("4.0.0", ">= 3, < 4", False), ("2.0", "!= 2", False), ("2.1", "> 2", True),
+    ("2.0", "<= 2", True), ("1.0.1795791066", "~> 1.0", True), ("9", None, True),
+])  # fmt: skip
+def test_version_constraints_mean_what_they_mean_to_vagrant(version, constraint, meets):
+    assert catalog.satisfies(version, constraint) is meets
+
+
+def test_the_newest_current_version_the_constraint_allows(tmp_path):
+    doc = None
+    for v, d in (("1.0.5", "cur"), ("1.2.0", "cur"), ("2.0.0", "cur"), ("1.3.0", "old")):
+        doc, _ = catalog.merge(doc, box(v, d), f"file:///{v}.box", keep=None)
+    meta = tmp_path / "metadata.json"
+    meta.write_text(json.dumps(doc))
+    assert catalog.find_current(meta.as_uri(), "cur", "org/deps")[0].version == "2.0.0"
+    assert catalog.find_current(meta.as_uri(), "cur", "org/deps", "~> 1.0")[0].version == "1.2.0"
+    none, why = catalog.find_current(meta.as_uri(), "cur", "org/deps", "~> 3.0")
+    assert none is None and why.endswith("meets the version constraint '~> 3.0' (1.0.5, 1.2.0, 2.0.0 do not)")
+
+
 GOOD_VERSION = {"version": "1", "providers": [{"name": "libvirt", "url": "u"}], "vagabond": {"definition_digest": "cur"}}
 
 

@@ -187,6 +187,10 @@ def test_a_prebuilt_box_is_what_plain_vagrant_asks_for(tmp_path):
     assert "config.vm.box = 'org/deps'" in text
     assert "config.vm.box_url = 'https://boxes.example.org/deps/metadata.json'" in text
     assert "box_version" not in text, "the newest version: site.yml skips the playbooks when it holds this definition"
+    path.write_text(path.read_text().replace("prebuilt: {name: org/deps,", "prebuilt: {version: '~> 1.0', name: org/deps,"))
+    text = render.render(boxes.load_box(path), render.RenderOptions(), tmp_path)
+    assert "config.vm.box_version = '~> 1.0'" in text, "the versions the box file allows, as vagabond up picks among them"
+    assert "box_version" not in render.render(boxes.load_box(path), render.RenderOptions(fresh=True), tmp_path)
 
 
 def test_vagrant_checks_a_catalog_box_against_its_checksum_and_never_against_an_images(tmp_path):

@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import NETNS
 from tests.e2e.conftest import CATALOG_PORT, HOST_FROM_GUEST, MIRROR_PORT, virsh
 from tests.e2e.test_lifecycle import VERSION
+from vagabond import workdir
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -49,6 +50,17 @@ def vagrant(directory: Path, plain_path: str, *args: str, timeout: float = 3600)
 def unrender(project: Path) -> None:
     (project / "Vagrantfile").unlink(missing_ok=True)
     shutil.rmtree(project / "vagabond-provision", ignore_errors=True)
+
+
+def domain_disks(checkout: Path, box: str) -> list[str]:
+    """The file names of the volumes the checkout's running domain boots from: its disk and the
+    backing chain under it (the box image it was made from)."""
+    prefix = workdir.domain_prefix(box, checkout)
+    (domain,) = [d for d in virsh("list", "--name").split() if d.startswith(prefix)]
+    (disk,) = [line.split()[1] for line in virsh("domblklist", domain).splitlines()[2:] if line.split()[:1] == ["vda"]]
+    chain = subprocess.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk],
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return [os.path.basename(layer["filename"]) for layer in json.loads(chain)]
 
 
 def render_and_copy(vagabond, box: str, tmp_path: Path) -> Path:
@@ -108,8 +120,8 @@ def test_plain_vagrant_up_from_the_prebuilt_box_skips_what_the_box_holds(vagabon
     try:
         up = vagrant(checkout, plain_path, "up")
         assert up.returncode == 0
-        assert f"Adding box 'vagabond/debian12-selinux' (v{VERSION}) for provider: libvirt" in up.stdout or \
-            "vagabond/debian12-selinux" in up.stdout  # fmt: skip
+        image = f"vagabond-VAGRANTSLASH-debian12-selinux_vagrant_box_image_{VERSION}_box.img"
+        assert image in domain_disks(checkout, "debian12-selinux"), "plain vagrant up did not boot the prebuilt box"
         # site.yml lists the imported playbooks' tasks, each skipped: the box holds their work.
         assert re.search(r"TASK \[Activate SELinux \(Debian\)\] \**\nskipping: \[default\]", up.stdout), "the playbooks ran"
         assert re.search(r"default\s*: ok=\d+\s+changed=0 ", up.stdout), "a prebuilt box of this definition changes nothing"
@@ -118,4 +130,5 @@ def test_plain_vagrant_up_from_the_prebuilt_box_skips_what_the_box_holds(vagabon
     finally:
         vagrant(checkout, plain_path, "destroy", "--force")
         unrender(vagabond.cwd)
-    assert not [d for d in virsh("list", "--all", "--name").split() if "another-checkout" in d]
+    prefix = workdir.domain_prefix("debian12-selinux", checkout)
+    assert not [d for d in virsh("list", "--all", "--name").split() if d.startswith(prefix)], "vagrant destroy left a domain"

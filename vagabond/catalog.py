@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import re
@@ -39,6 +40,9 @@ AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
 
 class Conflict(Exception):
     """Someone else changed metadata.json (or created the object) since we looked: read again."""
+
+
+log = logging.getLogger("vagabond.catalog")  # --debug: every request to a bucket, by URL
 
 
 def check_version(version: str) -> str:
@@ -201,6 +205,7 @@ class S3Store:
         return f"{self.base_url}/{key}"
 
     def exists(self, key: str) -> bool:
+        log.debug("s3: HEAD %s", self.url(key))
         try:
             with _s3_errors(self.url(key), missing_ok=True):
                 self.client.head_object(Bucket=self.bucket, Key=self._key(key))
@@ -211,6 +216,7 @@ class S3Store:
     def put_file(self, key: str, source: Path, *, replace: bool = False) -> None:
         """Without replace, a conditional PUT (If-None-Match: *): an object that appeared meanwhile
         (a concurrent publish of the same version) is never overwritten."""
+        log.debug("s3: PUT %s%s", self.url(key), "" if replace else " (If-None-Match: *)")
         with _s3_errors(self.url(key)):
             if replace:
                 self.client.upload_file(str(source), self.bucket, self._key(key),
@@ -221,6 +227,7 @@ class S3Store:
                                        ContentType="application/octet-stream", **self.acl)  # fmt: skip
 
     def read_back(self, key: str) -> tuple[int, str]:
+        log.debug("s3: GET %s (read back)", self.url(key))
         with _s3_errors(self.url(key)):
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
             digest, size = hashlib.sha256(), 0
@@ -230,6 +237,7 @@ class S3Store:
         return size, digest.hexdigest()
 
     def delete(self, key: str) -> None:
+        log.debug("s3: DELETE %s", self.url(key))
         with _s3_errors(self.url(key)):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
@@ -238,6 +246,7 @@ class S3Store:
         yield  # no lock: put_metadata is a conditional write (If-Match / If-None-Match)
 
     def get_metadata(self) -> tuple[dict | None, str | None]:
+        log.debug("s3: GET %s", self.url(METADATA))
         try:
             with _s3_errors(self.url(METADATA), missing_ok=True):
                 obj = self.client.get_object(Bucket=self.bucket, Key=self._key(METADATA))
@@ -248,6 +257,7 @@ class S3Store:
 
     def put_metadata(self, data: dict, token: str | None) -> None:
         condition = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
+        log.debug("s3: PUT %s (%s)", self.url(METADATA), f"If-Match: {token}" if token else "If-None-Match: *")
         with _s3_errors(self.url(METADATA)):
             self.client.put_object(Bucket=self.bucket, Key=self._key(METADATA), ContentType="application/json",
                                    Body=(json.dumps(data, indent=2) + "\n").encode(), **condition, **self.acl)  # fmt: skip

@@ -210,14 +210,15 @@ def test_check_idempotence_runs_every_playbook_on_the_prebuilt_vm(vagabond, apt_
     assert "default: ok=" in result.stdout and " changed=0 " in result.stdout
 
 
+STAMP = ("- hosts: all\n  become: true\n  tasks:\n"
+         "    - name: Stamp the time\n      ansible.builtin.command: touch /var/tmp/stamp\n"
+         "    - name: Read the stamp\n      ansible.builtin.command: cat /var/tmp/stamp\n      changed_when: false\n")
+
+
 def test_a_task_that_is_not_idempotent_is_named(vagabond, apt_mirror):
     box_file = vagabond.cwd / "boxes" / f"{BOX}.yaml"
     original = box_file.read_text()
-    (vagabond.cwd / "stamp.yml").write_text(
-        "- hosts: all\n  become: true\n  tasks:\n"
-        "    - name: Stamp the time\n      ansible.builtin.command: touch /var/tmp/stamp\n"
-        "    - name: Read the stamp\n      ansible.builtin.command: cat /var/tmp/stamp\n      changed_when: false\n"
-    )
+    (vagabond.cwd / "stamp.yml").write_text(STAMP)
     box_file.write_text(original + "playbooks: [stamp.yml]\n")
     try:
         result = vagabond("provision", BOX, "--check-idempotence", "-e", f"@{apt_mirror}", check=False, timeout=3600)
@@ -244,6 +245,27 @@ def test_vagabond_test_runs_the_sequence_and_writes_junit(vagabond, apt_mirror, 
         ("up", True), ("idempotence", True), ("verify: getenforce", True), ("destroy", True)]
     after = vagabond("status", BOX, "--workdir", str(work), check=False)
     assert after.returncode == 6 and f"box '{BOX}' is not up here" in after.stderr, "the destroy phase must remove the VM"
+
+
+def test_vagabond_test_fails_in_the_idempotence_phase_naming_the_task(vagabond, tmp_path):
+    """A box whose playbook changes something on every run: exit 11, the task named on stderr and
+    in the JUnit failure, the verify commands still run, the VM destroyed."""
+    (vagabond.cwd / "stamp.yml").write_text(STAMP)
+    stamp_box = vagabond.cwd / "boxes" / "stamp.yaml"
+    stamp_box.write_text((vagabond.cwd / "boxes" / "debian12.yaml").read_text() + "playbooks: [stamp.yml]\n")
+    work, junit = tmp_path / "stamp", tmp_path / "junit.xml"
+    try:
+        result = vagabond("test", "stamp", "--workdir", str(work), "--junit", str(junit), "--", "true", check=False, timeout=3600)
+        after = vagabond("status", "stamp", "--workdir", str(work), check=False)
+    finally:
+        stamp_box.unlink()
+    assert result.returncode == 11, result.stderr[-3000:]
+    assert "default: Stamp the time" in result.stderr
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().find("testsuite")}
+    assert list(cases) == ["up", "idempotence", "verify: true", "destroy"]
+    assert cases["idempotence"].find("failure") is not None and "Stamp the time" in cases["idempotence"].find("failure").get("message")
+    assert all(cases[name].find("failure") is None for name in ("up", "verify: true", "destroy"))
+    assert after.returncode == 6, "the destroy phase runs after a failed phase too"
 
 
 def test_vms_from_the_same_box_have_their_own_identity(vagabond):

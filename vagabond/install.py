@@ -26,6 +26,9 @@ HASHICORP_FINGERPRINT = "D55C0D1AC78A8D8126CB631CFC9CA96ACA026560"
 HASHICORP_KEYRING = "/usr/share/keyrings/hashicorp-archive-keyring.gpg"
 VAGRANT_VERSION = "2.4.9-1"  # the apt version of HashiCorp's package
 VAGRANT_LIBVIRT_VERSION = "0.12.2"
+# The Pythons ansible-core 2.16 runs its controller on (2.16 is the last that manages CentOS 7's
+# Python 2.7, hence vagabond's pin): a runner whose python3 is newer needs actions/setup-python.
+CONTROLLER_PYTHON = ((3, 10), (3, 12))
 
 # libvirt, qemu and what vagabond itself calls, from Debian or Ubuntu.
 APT_HOST = [

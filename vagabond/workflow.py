@@ -172,6 +172,8 @@ def _environment() -> jinja2.Environment:
     )  # fmt: skip
     # A character beyond the BMP stays itself: JSON would write a surrogate pair, which YAML reads as two characters.
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+    low, high = install.CONTROLLER_PYTHON
+    env.globals["controller_python"] = {"low": "%d.%d" % low, "high": "%d.%d" % high, "low_tuple": repr(low), "high_tuple": repr(high)}
     return env
 
 

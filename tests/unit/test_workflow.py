@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import typer.main
@@ -383,3 +384,16 @@ def test_the_action_files_are_current(tmp_path):
     assert stale.exit_code == 2 and "out of date: action.yml, cleanup/action.yml" in stale.stderr
     assert CliRunner().invoke(app, ["ci", "action", "-o", str(tmp_path)]).exit_code == 0
     assert (tmp_path / "action.yml").read_text() == (REPO / "action.yml").read_text()
+
+
+@pytest.mark.parametrize(("version", "accepted"), [((3, 9), False), ((3, 10), True), ((3, 12), True), ((3, 13), False), ((3, 14), False)])
+def test_a_runner_python_that_ansible_core_cannot_run_on_stops_the_job_early(project, version, accepted):
+    """The install step's own check, with the runner's Python version put in its place."""
+    doc = load(generate(project))
+    (install_step,) = [s for s in doc["jobs"]["test"]["steps"] if "python3 -m venv" in s.get("run", "")]
+    (check,) = re.findall(r"python3 -c '(import sys; sys\.exit\(.*?\))'", install_step["run"])
+    assert "sys.version_info[:2]" in check
+    result = subprocess.run([sys.executable, "-c", check.replace("sys.version_info[:2]", repr(version))])
+    assert (result.returncode == 0) is accepted
+    assert "add actions/setup-python with python-version '3.12' before this step" in install_step["run"]
+    assert install.CONTROLLER_PYTHON == ((3, 10), (3, 12)), "ansible-core's controller support matrix for the pinned 2.16"

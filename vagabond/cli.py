@@ -647,8 +647,9 @@ def build_(
 
 @app.command("import")
 def import_(
-    name: Annotated[str, typer.Argument(help="Box name to create, e.g. local/centos7.")],
-    image: Annotated[str, typer.Option("--image", help="The cloud image (qcow2 with cloud-init): a path or URL.")],
+    name: Annotated[str, typer.Argument(help="A box file whose base is a cloud image (e.g. centos7-selinux), or, with "
+                                             "--image, the Vagrant box name to create (e.g. local/centos7).")],
+    image: Annotated[Optional[str], typer.Option("--image", help="The cloud image (qcow2 with cloud-init): a path or URL.")] = None,
     checksum: Annotated[Optional[str], typer.Option("--checksum", help="sha256:HEX the image must have.")] = None,
     checksums_url: Annotated[
         Optional[str], typer.Option("--checksums-url", help="The distribution's checksum file that names the image's sha256.")
@@ -666,13 +667,35 @@ def import_(
     A NoCloud seed (cloud-localds) creates the 'vagrant' user with Vagrant's insecure key and
     passwordless sudo; one boot without any network applies it; the guest then runs
     'cloud-init clean', drops its machine-id and SSH host keys, and powers off; the disk becomes the box.
-    Box files can name such a base directly: base: {kind: image, image: URL, checksum: sha256:..., box: NAME}.
+    Box files can name such a base directly: base: {kind: image, image: URL, checksum: sha256:..., box: NAME};
+    `vagabond import BOX` then imports it (cached, as `vagabond up BOX` does).
+
+    Examples: vagabond import centos7-selinux; vagabond import local/rocky9 --image Rocky-9-GenericCloud.qcow2 --checksum sha256:...
     """
-    result = cloudimage.import_image(name, image, checksum=checksum, checksums_url=checksums_url, out=out,
-                                     driver=driver.value if driver else None, disk_gib=disk)  # fmt: skip
+    if image is None:
+        result = base.imported(_image_box(name, checksum=checksum, checksums_url=checksums_url, out=out, driver=driver, disk=disk))
+    else:
+        result = cloudimage.import_image(name, image, checksum=checksum, checksums_url=checksums_url, out=out,
+                                         driver=driver.value if driver else None, disk_gib=disk)  # fmt: skip
     if add:
         base.add_to_store(result)
     print(result.box_file)
+
+
+def _image_box(name: str, **with_image_only: object) -> boxes.Box:
+    """The box file `vagabond import NAME` (no --image) imports the base of."""
+    given = [f"--{key.replace('_', '-')}" for key, value in with_image_only.items() if value is not None]
+    if given:
+        raise errors.UsageError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --image: a box file names its "
+                                "image, checksum and disk itself")  # fmt: skip
+    if "/" in name:
+        raise errors.UsageError(f"{name!r} is a Vagrant box name: give the image to make it from with --image PATH|URL",
+                         hint="or name a box file whose base is a cloud image: vagabond import centos7-selinux")  # fmt: skip
+    definition = boxes.find_box(name, _box_dirs())
+    if definition.spec.base.kind != "image":
+        raise errors.UsageError(f"box {name!r} has a base of kind {definition.spec.base.kind!r}, not a cloud image",
+                         hint=f"vagabond import takes a box whose base is of kind image; 'vagabond base build {name}' makes this one")  # fmt: skip
+    return definition
 
 
 @app.command("repackage")

@@ -34,10 +34,12 @@ def isolated(tmp_path):
     subprocess.run(["ip", "netns", "delete", name])
 
 
-def test_centos7_without_its_image_fails_in_seconds_naming_the_url_and_leaves_nothing(isolated, tmp_path):
+@pytest.mark.parametrize("command", ["up", "import"])
+def test_centos7_without_its_image_fails_in_seconds_naming_the_url_and_leaves_nothing(isolated, tmp_path, command):
+    """`vagabond up BOX` and `vagabond import BOX` both go for the box file's image, and nothing else."""
     name, env = isolated
     started = time.monotonic()
-    result = subprocess.run(["ip", "netns", "exec", name, *VAGABOND, "up", "centos7-selinux"], cwd=tmp_path, env=env,
+    result = subprocess.run(["ip", "netns", "exec", name, *VAGABOND, command, "centos7-selinux"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     took = time.monotonic() - started
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

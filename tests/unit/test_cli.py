@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -300,3 +301,24 @@ def test_debug_is_moved_only_when_it_is_vagabonds(argv, hoisted):
 
     group = typer.main.get_command(app)
     assert _hoist_debug(group, group.make_context("vagabond", ["list"]), list(argv)) == hoisted
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["import", "local/x"], "error: 'local/x' is a Vagrant box name: give the image to make it from with --image PATH|URL"),
+    (["import", "debian12"], "error: box 'debian12' has a base of kind 'mmdebstrap', not a cloud image"),
+    (["import", "centos7-selinux", "--disk", "9"], "error: --disk goes with --image: a box file names its image"),
+])  # fmt: skip
+def test_import_by_box_file_says_what_it_takes(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_import_by_box_file_imports_its_base(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr("vagabond.base.imported", lambda box: seen.append(box) or SimpleNamespace(box_file=tmp_path / "x.box"))
+    monkeypatch.setattr("vagabond.base.add_to_store", lambda built: built)
+    result = runner.invoke(app, ["import", "alma9-fips"])
+    assert result.exit_code == 0, result.output
+    assert [b.name for b in seen] == ["alma9-fips"] and result.stdout.strip() == str(tmp_path / "x.box")

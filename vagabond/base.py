@@ -291,6 +291,19 @@ def imported(box: Box, image: str | None = None) -> BaseBox:
     return result
 
 
+def copy_box(built: BaseBox, directory: Path) -> Path:
+    """A copy of the cached .box file in ``directory`` (made if missing), written whole or not at all."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{built.name.replace('/', '-')}-{built.version}.box"
+    partial = target.with_name(target.name + ".partial")
+    try:
+        shutil.copyfile(built.box_file, partial)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
 def add_to_store(built: BaseBox) -> BaseBox:
     """Make sure Vagrant's box store has this version of a box vagabond made."""
     registry.add_box(built.name)  # vagabond's own base: `vagabond gc` may remove images of its old versions

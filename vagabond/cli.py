@@ -967,6 +967,8 @@ def base_build(
     box: Annotated[str, typer.Argument(help="A box whose base is of kind mmdebstrap (e.g. debian12).")],
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached build exists.")] = False,
     add: Annotated[bool, typer.Option("--add/--no-add", help="Also add it to Vagrant's box store.")] = True,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", metavar="DIR",
+                                                help="Also copy the .box file into this directory (it stays cached).")] = None,
 ) -> None:
     """Build a Debian/Ubuntu base box with mmdebstrap (cached in ~/.cache/vagabond; needs root).
 
@@ -977,7 +979,7 @@ def base_build(
     built = base.build(definition, force=force)
     if add:
         base.add_to_store(built)
-    print(built.box_file)
+    print(base.copy_box(built, out) if out is not None else built.box_file)
 
 
 

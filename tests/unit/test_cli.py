@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_box
-from vagabond import detect, paths
+from vagabond import detect, images, paths
 from vagabond.cli import _reflow, app
 from vagabond.detect import HostFacts
 
@@ -282,6 +282,22 @@ def test_every_command_that_writes_a_file_takes_o(project):
         assert "-o" in options.opts, name
     ci = command.commands["ci"].commands["github"]
     assert {"-o", "--out", "--output"} <= set(next(p for p in ci.params if "-o" in p.opts).opts)
+    for group, name in (("ci", "action"), ("base", "build")):
+        assert any({"-o", "--out"} <= set(p.opts) for p in command.commands[group].commands[name].params), f"{group} {name}"
+
+
+def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cached = tmp_path / "cache" / "debian12.box"
+    cached.parent.mkdir()
+    cached.write_bytes(b"box bytes" * 1000)
+    built = images.BaseBox("vagabond/debian12", "20261127.1", cached, tmp_path / "m.json", tmp_path / "vmlinuz", "00")
+    monkeypatch.setattr("vagabond.base.build", lambda box, force: built)
+    result = runner.invoke(app, ["base", "build", "debian12", "--no-add", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "out" / "vagabond-debian12-20261127.1.box"
+    assert result.stdout.strip() == str(copy) and copy.read_bytes() == cached.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [copy.name], "no partial file stays"
 
 
 @pytest.mark.parametrize(("argv", "hoisted"), [

@@ -256,6 +256,12 @@ def test_debug_after_the_subcommand_and_from_the_environment(project):
     for argv, env in ((["list", "--debug"], {}), (["list"], {"VAGABOND_DEBUG": "1"}), (["--debug", "list"], {})):
         result = runner.invoke(app, argv, env=env)
         assert result.exit_code == 0, result.output
+    # Debug on shows the traceback behind an error; off, the one line alone.
+    for argv, env, debug in ((["status", "nosuch", "--debug"], {}, True), (["status", "nosuch"], {"VAGABOND_DEBUG": "1"}, True),
+                             (["--debug", "status", "nosuch"], {}, True), (["status", "nosuch"], {}, False)):  # fmt: skip
+        result = runner.invoke(app, argv, env=env)
+        assert result.exit_code == 4 and "error: no box named 'nosuch'" in result.stderr, result.output
+        assert ("Traceback (most recent call last)" in result.stderr) is debug, (argv, env)
     # After "--" it belongs to the command in the VM, not to vagabond.
     result = runner.invoke(app, ["run", "debian12", "--", "echo", "--debug"])
     assert "No such option" not in result.output

@@ -393,6 +393,7 @@ def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = (), *, force:
 def check_idempotence(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> list[provision.Recap]:
     """Run every playbook once more, in full (a prebuilt box's too), and fail naming each task that
     reported a change: a converged VM must come out of a second run unchanged."""
+    require_up(wd)
     if not provision.all_playbooks(box):
         return []
     if not wd.read_state().get("playbooks_ran"):

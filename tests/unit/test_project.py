@@ -70,3 +70,15 @@ def test_commands_answer_about_the_same_vm_from_a_subdirectory(tmp_path, monkeyp
     result = runner.invoke(app, ["status", "debian12", "--json"])
     assert result.exit_code == 6, result.output
     assert f"box 'debian12' is not up here ({tmp_path / '.vagabond' / 'debian12'})" in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["halt", "debian12"], ["ssh", "debian12"], ["provision", "debian12"],
+                                  ["provision", "debian12", "--check-idempotence"]])  # fmt: skip
+def test_a_command_on_a_vm_that_was_never_brought_up_says_so_in_one_line(tmp_path, monkeypatch, argv):
+    project.init(tmp_path, ["debian12"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(libvirt, "domains", lambda prefix="": {})
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 6, result.output
+    assert result.stderr == (f"error: box 'debian12' is not up here ({tmp_path / '.vagabond' / 'debian12'}) "
+                             "(run 'vagabond up debian12' first)\n")  # fmt: skip

@@ -7,6 +7,7 @@ there is no service manager), so the baseline talks to its VMs from where vagabo
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -94,6 +95,13 @@ def selinux_project(prefix: str, name: str, catalog_port: int) -> tuple[Path, li
     )
     servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", catalog_port, for_guests=False)]
     return project, servers
+
+
+def rounds(doc: str) -> int:
+    """The command line every benchmark takes: --help shows its docstring, --rounds N."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per side (default: 3)")
+    return parser.parse_args().rounds
 
 
 def publish_prebuilt(project: Path, catalog_port: int) -> None:

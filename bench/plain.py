@@ -14,13 +14,12 @@ side's spread.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
 import time
 
-from common import ENV, VAGABOND, alternate, ensure_sandbox, publish_prebuilt, report, selinux_project, timed
+from common import ENV, VAGABOND, alternate, ensure_sandbox, publish_prebuilt, report, rounds, selinux_project, timed
 from common import SELINUX_BOX as BOX
 
 from vagabond import libvirt, process, sandbox
@@ -37,9 +36,7 @@ def forget_box() -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    n_rounds = rounds(__doc__)
     ensure_sandbox()
     project, servers = selinux_project("vagabond-bench-plain-", NAME, CATALOG_PORT)
     # Plain Vagrant runs in the VMs' namespace: the same catalog on its loopback too.
@@ -65,7 +62,7 @@ def main() -> int:
             process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
             return took
 
-        alternate(args.rounds, [(vagabond_side, ours, "vagabond up"), (plain_side, theirs, "vagrant up")], before=forget_box)
+        alternate(n_rounds, [(vagabond_side, ours, "vagabond up"), (plain_side, theirs, "vagrant up")], before=forget_box)
         # Plain over vagabond: the target is that plain `vagrant up` costs at most 1.2x.
         ok = report("plain vagrant up / vagabond up, from the prebuilt box", theirs, ours, 1.2,
                     labels=("vagrant up", "vagabond up"))  # fmt: skip

@@ -18,12 +18,11 @@ alternating order; the line gives the ratio of the medians and each side's sprea
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 
-from common import ENV, VAGABOND, alternate, ensure_sandbox, publish_prebuilt, report, selinux_project, timed
+from common import ENV, VAGABOND, alternate, ensure_sandbox, publish_prebuilt, report, rounds, selinux_project, timed
 from common import SELINUX_BOX as BOX
 
 from vagabond import process
@@ -33,9 +32,7 @@ CATALOG_PORT = 8326
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    n_rounds = rounds(__doc__)
     ensure_sandbox()
     project, servers = selinux_project("vagabond-bench-sequence-", NAME, CATALOG_PORT)
     plain = project / "plain"
@@ -63,7 +60,7 @@ def main() -> int:
             process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
             return time.monotonic() - started
 
-        alternate(args.rounds, [(vagabond_side, ours, "vagabond test"), (plain_side, theirs, "plain vagrant")])
+        alternate(n_rounds, [(vagabond_side, ours, "vagabond test"), (plain_side, theirs, "plain vagrant")])
         ok = report("vagabond test / the same sequence with plain Vagrant", ours, theirs, 0.5,
                     labels=("vagabond test", "plain vagrant"))  # fmt: skip
     finally:

@@ -43,12 +43,18 @@ def test_merge_refuses_a_catalog_of_another_box():
         catalog.merge(doc, other, "u", keep=None)
 
 
-def test_find_current_matches_digest(tmp_path):
+def catalog_file(tmp_path, versions) -> Path:
+    """A metadata.json with these (version, definition digest) entries, as publish writes them."""
     doc = None
-    for v, d in (("1", "old"), ("2", "cur"), ("3", "other"), ("4", "cur")):
+    for v, d in versions:
         doc, _ = catalog.merge(doc, box(v, d), f"file:///{v}.box", keep=None)
     meta = tmp_path / "metadata.json"
     meta.write_text(json.dumps(doc))
+    return meta
+
+
+def test_find_current_matches_digest(tmp_path):
+    meta = catalog_file(tmp_path, (("1", "old"), ("2", "cur"), ("3", "other"), ("4", "cur")))
     found, why = catalog.find_current(meta.as_uri(), "cur", "org/deps")
     assert (found.name, found.version) == ("org/deps", "4")
     assert why == "prebuilt org/deps 4 matches this definition"
@@ -70,11 +76,7 @@ def test_version_constraints_mean_what_they_mean_to_vagrant(version, constraint,
 
 
 def test_the_newest_current_version_the_constraint_allows(tmp_path):
-    doc = None
-    for v, d in (("1.0.5", "cur"), ("1.2.0", "cur"), ("2.0.0", "cur"), ("1.3.0", "old")):
-        doc, _ = catalog.merge(doc, box(v, d), f"file:///{v}.box", keep=None)
-    meta = tmp_path / "metadata.json"
-    meta.write_text(json.dumps(doc))
+    meta = catalog_file(tmp_path, (("1.0.5", "cur"), ("1.2.0", "cur"), ("2.0.0", "cur"), ("1.3.0", "old")))
     assert catalog.find_current(meta.as_uri(), "cur", "org/deps")[0].version == "2.0.0"
     assert catalog.find_current(meta.as_uri(), "cur", "org/deps", "~> 1.0")[0].version == "1.2.0"
     none, why = catalog.find_current(meta.as_uri(), "cur", "org/deps", "~> 3.0")

@@ -38,6 +38,11 @@ def control_dir() -> Path:
     return base
 
 
+# A guest that goes away without closing its connections (a reboot under software emulation) is
+# noticed within two minutes, so a waiting ssh (Ansible's reboot) never hangs on a dead one.
+KEEPALIVE = {"ServerAliveInterval": "15", "ServerAliveCountMax": "8"}
+
+
 def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
     """Vagrant's ssh-config plus connection sharing, written next to the Vagrantfile."""
     extra = (
@@ -45,9 +50,8 @@ def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
         "  ControlMaster auto\n"
         f'  ControlPath "{control_dir()}/%C"\n'
         f"  ControlPersist {CONTROL_PERSIST}\n"
-        "  ServerAliveInterval 15\n"
-        "  ServerAliveCountMax 8\n"
-        "  ConnectTimeout 30\n"
+        + "".join(f"  {key} {value}\n" for key, value in KEEPALIVE.items())
+        + "  ConnectTimeout 30\n"
     )
     tmp = wd.ssh_config.with_suffix(".tmp")
     tmp.write_text(vagrant_config.rstrip() + "\n" + extra)

@@ -11,7 +11,7 @@ from xml.sax.saxutils import escape
 
 import jinja2
 
-from vagabond import ansiblecfg, libvirt, paths, project, provision, timeouts
+from vagabond import ansiblecfg, libvirt, paths, project, provision, remote, timeouts
 from vagabond.boxes import Box, SyncedFolder, VagrantBase
 from vagabond.errors import RenderError
 
@@ -189,6 +189,7 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "input_dirs": input_dirs,
         "site_playbook": f"{provision.PROVISION_DIR}/site.yml",
         "ansible_config": f"{provision.PROVISION_DIR}/ansible.cfg",
+        "ssh_keepalive": [f"-o {key}={value}" for key, value in remote.KEEPALIVE.items()],
         # Plain `vagrant up` installs the requirements through Vagrant's own galaxy support, into the
         # directory vagabond's route installs them to (the first requirements file: Vagrant takes one).
         "galaxy_role_file": provision.relative_requirements(box, vagrantfile_dir),

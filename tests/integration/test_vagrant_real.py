@@ -49,6 +49,9 @@ def test_vagrant_sees_the_rendered_values(tmp_path):
     assert seen["default"]["driver"] == "qemu"
     assert seen["default"]["memory"] == 1024
     assert seen["default"]["default_prefix"] == workdir.domain_prefix("centos7-selinux", tmp_path)
+    # Plain Vagrant's Ansible keeps its connection alive as vagabond's does: a reboot cannot hang it.
+    assert seen["default"]["ansible"] == [{"playbook": "vagabond-provision/site.yml",
+                                           "raw_ssh_args": ["-o ServerAliveInterval=15", "-o ServerAliveCountMax=8"]}]  # fmt: skip
 
 
 def test_vagrantfile_honours_vagabond_driver_at_up_time(tmp_path):

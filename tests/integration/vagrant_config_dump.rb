@@ -22,6 +22,9 @@ vagrantfile.machine_names.each do |name|
     'memory' => libvirt.memory,
     'default_prefix' => libvirt.default_prefix,
     'synced_folders' => config.vm.synced_folders.values.map { |f| [f[:hostpath], f[:guestpath], f[:type].to_s, f[:disabled] ? true : false] },
+    'ansible' => config.vm.provisioners.select { |p| p.type.to_s == 'ansible' }.map { |p|
+      { 'playbook' => p.config.playbook, 'raw_ssh_args' => p.config.raw_ssh_args }
+    },
   }
   # The provider's create_domain action renders the same template from the same object.
   libvirt.extend(VagrantPlugins::ProviderLibvirt::Util::ErbTemplate)

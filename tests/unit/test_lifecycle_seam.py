@@ -36,6 +36,7 @@ def test_ssh_config_adds_connection_sharing(wd):
     text = wd.ssh_config.read_text()
     assert text.startswith(VAGRANT_SSH_CONFIG)
     assert "ControlMaster auto" in text and "ControlPersist 10m" in text
+    assert "ServerAliveInterval 15\n  ServerAliveCountMax 8\n" in text, "a guest gone without closing is noticed"
     assert f'ControlPath "{remote.control_dir()}/%C"' in text
     assert len(str(remote.control_dir() / ("x" * 40))) < 108
     assert remote.hosts(wd) == ["default"]

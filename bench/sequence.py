@@ -55,7 +55,7 @@ def main() -> int:
             assert "TASK [Activate SELinux (Debian)]" in up.stdout, "plain vagrant up did not provision"
             again = process.check(["vagrant", "provision"], cwd=plain, env=ENV, vm_network=True, timeout=7200, stream=True)
             assert "changed=0" in again.stdout, "the second run changed something"
-            verify = process.check(["vagrant", "ssh", "-c", "getenforce"], cwd=plain, env=ENV, vm_network=True)
+            verify = process.check(["vagrant", "ssh", "-c", "sudo getenforce"], cwd=plain, env=ENV, vm_network=True)  # not on the user's PATH
             assert "Enforcing" in verify.stdout
             process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
             return time.monotonic() - started

@@ -107,7 +107,7 @@ class Vagrant(vagrant.Vagrant):
     def has_any_version(self, name: str) -> bool:
         """Does Vagrant's box store hold any version of box ``name`` for libvirt? Read from disk."""
         store = self.box_dir(name)
-        return any(store.glob("*/libvirt")) or any(store.glob("*/*/libvirt/metadata.json"))
+        return store.is_dir() and any(self.has_box(name, version.name) for version in store.iterdir())
 
     def box_add_base(self, name: str, url: str | None = None, version: str | None = None,
                      checksum: str | None = None) -> None:  # fmt: skip

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 from vagabond import detect, install, libvirt, process, timeouts
@@ -23,6 +25,8 @@ class Check:
     detail: str
     required: bool = True
     fix: str = ""
+    path: str = ""  # the program this check found, where there is one
+    version: str = ""
 
 
 def check_tool(name: str, argv: list[str], fix: str, *, required: bool = True, pattern: str = r"[\d.]+") -> Check:
@@ -34,6 +38,50 @@ def check_tool(name: str, argv: list[str], fix: str, *, required: bool = True, p
         return Check(name, False, str(exc), required, fix)
     m = re.search(pattern, out)
     return Check(name, True, f"{argv[0]} {m.group(0) if m else out.strip()[:60]}", required)
+
+
+def _version_text(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def check_ansible() -> list[Check]:
+    """The ansible-playbook vagabond runs (its own environment's first, see process.which), and the
+    Mitogen it loads: each within the range vagabond supports, or a failed check that says why."""
+    low, high = install.ANSIBLE_CORE
+    wanted = f"ansible-core {_version_text(low)} to {_version_text(high)}"
+    fix = f"pip install '{install.PACKAGE}' into a fresh virtual environment (it brings {wanted})"
+    path = process.which("ansible-playbook")
+    if not path:
+        return [Check("ansible-playbook", False, "ansible-playbook not found", True, fix)]
+    try:
+        out = process.check([path, "--version"], timeout=timeouts.VAGRANT_QUERY).stdout
+    except (CommandFailed, ToolMissing) as exc:
+        return [Check("ansible-playbook", False, str(exc), True, fix, path=path)]
+    m = re.search(r"\[core (\d+)\.(\d+)\.(\d+)[^\]]*\]", out)
+    if not m:
+        return [Check("ansible-playbook", False, f"{path} --version names no ansible-core release", True, fix, path=path)]
+    version = ".".join(m.groups())
+    found = (int(m[1]), int(m[2]))
+    checks = []
+    if low <= found <= high:
+        checks.append(Check("ansible-playbook", True, f"{path}: ansible-core {version}", path=path, version=version))
+    else:
+        why = ("2.17 and later cannot manage the Python 2.7 of CentOS 7" if found > high
+               else "older releases lack what vagabond's playbooks use")  # fmt: skip
+        checks.append(Check("ansible-playbook", False, f"{path} is ansible-core {version}; vagabond needs {wanted} ({why})",
+                            True, fix, path=path, version=version))  # fmt: skip
+    if os.environ.get("VAGABOND_MITOGEN", "1") == "0":
+        return checks + [Check("mitogen", True, "not used (VAGABOND_MITOGEN=0)", required=False)]
+    try:
+        mitogen = metadata.version("mitogen")
+    except metadata.PackageNotFoundError:
+        return checks + [Check("mitogen", False, "not installed: provisioning uses Ansible's stock strategy, 4x slower "
+                               "under emulation", required=False, fix=fix)]  # fmt: skip
+    parts = tuple(int(p) for p in re.findall(r"\d+", mitogen)[:3])
+    if parts < install.MITOGEN_MIN:
+        return checks + [Check("mitogen", False, f"Mitogen {mitogen} is older than {_version_text(install.MITOGEN_MIN)}, "
+                               f"the first that drives ansible-core {_version_text(high)}", True, fix, version=mitogen)]  # fmt: skip
+    return checks + [Check("mitogen", True, f"Mitogen {mitogen}", required=False, version=mitogen)]
 
 
 def check_vagrant(advice: install.Advice) -> list[Check]:
@@ -121,8 +169,7 @@ def run_doctor(boxes: list[Box], decision: detect.Decision) -> list[Check]:
     checks += check_libvirt(advice)
     checks.append(check_tool("qemu", ["qemu-system-x86_64", "--version"], advice.qemu))
     checks.append(check_tool("qemu-img", ["qemu-img", "--version"], advice.qemu_img))
-    checks.append(check_tool("ansible-playbook", ["ansible-playbook", "--version"],
-                             f"pip install {install.PACKAGE} (ansible-core comes with it)", pattern=r"core [\d.]+"))  # fmt: skip
+    checks += check_ansible()
     checks.append(check_tool("mmdebstrap", ["mmdebstrap", "--version"], advice.mmdebstrap, required=False))
     checks += check_resources(boxes)
     checks.append(Check("driver", True, f"{decision.driver}: {decision.reason}", required=False))

@@ -26,6 +26,12 @@ HASHICORP_FINGERPRINT = "D55C0D1AC78A8D8126CB631CFC9CA96ACA026560"
 HASHICORP_KEYRING = "/usr/share/keyrings/hashicorp-archive-keyring.gpg"
 VAGRANT_VERSION = "2.4.9-1"  # the apt version of HashiCorp's package
 VAGRANT_LIBVIRT_VERSION = "0.12.2"
+# The ansible-core releases vagabond runs (pyproject.toml pins the same; a test keeps them in step):
+# 2.17 dropped Python 2.7 and 3.6 on managed nodes, which CentOS 7 has.
+ANSIBLE_CORE = ((2, 15), (2, 16))
+# Mitogen's strategy (bench/lifecycle.py: 4x faster provisioning under emulation) from this release:
+# the first to support ansible-core 2.16.
+MITOGEN_MIN = (0, 3, 9)
 # The Pythons ansible-core 2.16 runs its controller on (2.16 is the last that manages CentOS 7's
 # Python 2.7, hence vagabond's pin): a runner whose python3 is newer needs actions/setup-python.
 CONTROLLER_PYTHON = ((3, 10), (3, 12))
@@ -38,7 +44,6 @@ APT_HOST = [
 APT_VAGRANT = ["vagrant", "vagrant-libvirt"]
 # What `vagrant plugin install vagrant-libvirt` compiles against (vagrant-libvirt's install docs).
 APT_PLUGIN_BUILD = ["gcc", "make", "pkg-config", "libvirt-dev", "libxml2-dev", "libxslt1-dev", "zlib1g-dev", "ruby-dev"]
-DNF_HOST = ["vagrant", "vagrant-libvirt", "libvirt-daemon-kvm", "libvirt-client", "qemu-kvm", "qemu-img", "acl", "rsync"]
 
 PACKAGE = "vagabond-vm"  # the distribution name on PyPI; the command and the import package are vagabond
 

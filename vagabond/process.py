@@ -63,13 +63,27 @@ class Result:
 LineSink = Callable[[str], None]
 
 
+def own_bin_dir() -> str:
+    """The running interpreter's bin directory: where pip put what came with vagabond
+    (ansible-playbook, ansible-galaxy, ansible-config ...)."""
+    return os.path.dirname(sys.executable)
+
+
+def in_virtual_env() -> bool:
+    return sys.prefix != sys.base_prefix
+
+
 def which(name: str) -> str | None:
-    """PATH first, then the directory of the running interpreter, so an unactivated venv still
-    finds the ansible-playbook installed beside vagabond."""
-    found = shutil.which(name)
-    if found:
+    """A program by name. Inside vagabond's own virtual environment (a venv, pipx), that
+    environment's bin directory first: it holds only what was installed with vagabond, and a host
+    may put another copy ahead on PATH (GitHub's runner image has a newer ansible-core in
+    /opt/pipx_bin, which cannot manage CentOS 7's Python 2.7). PATH after that, and the bin
+    directory last when vagabond runs from a system Python (its bin directory is /usr/bin, where
+    PATH's order must win)."""
+    own = own_bin_dir()
+    if in_virtual_env() and (found := shutil.which(name, path=own)):
         return found
-    return shutil.which(name, path=os.path.dirname(sys.executable))
+    return shutil.which(name) or shutil.which(name, path=own)
 
 
 def run(

@@ -264,6 +264,10 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
     config = wd.path / PROVISION_DIR / "ansible.cfg"
     env = dict(os.environ)
     env.update({"ANSIBLE_CONFIG": str(config), "ANSIBLE_HOME": str(state), "ANSIBLE_LOCAL_TEMP": str(state / "tmp")})
+    if process.in_virtual_env():
+        # What Ansible starts by name (ansible-galaxy, ansible-connection) is vagabond's own copy,
+        # not one a host put ahead on PATH (GitHub's runner image: /opt/pipx_bin).
+        env["PATH"] = os.pathsep.join([process.own_bin_dir(), env.get("PATH", os.defpath)])
     wanted = dict(
         {
             # Same SSH config and master connection as `vagabond run`. Ansible splits this with

@@ -23,7 +23,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from vagabond import process, timeouts, ui
+from vagabond import files, process, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import BoxDefinitionError
 
@@ -209,19 +209,19 @@ def _kinds(path: Path) -> tuple[bool, bool]:
     raise BoxDefinitionError([f"{path}: a requirements file is a list of roles or a mapping with roles: and collections:"])
 
 
-def install_requirements(files: list[Path], provision_dir: Path, env: dict[str, str]) -> list[str]:
+def install_requirements(requirements: list[Path], provision_dir: Path, env: dict[str, str]) -> list[str]:
     """Install what the requirements files list into the provisioning directory, once per content
     (a stamp of their sha256); returns what was installed."""
-    if not files:
+    if not requirements:
         return []
     galaxy = provision_dir / GALAXY
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in requirements)).hexdigest()
     stamp = galaxy / ".installed"
     if stamp.is_file() and stamp.read_text() == digest:
         return []
     exe = process.which("ansible-galaxy") or "ansible-galaxy"
     done = []
-    for path in files:
+    for path in requirements:
         roles, collections = _kinds(path)
         with ui.step(f"ansible-galaxy: {path.name} from {path.parent}"):
             if roles:
@@ -232,6 +232,5 @@ def install_requirements(files: list[Path], provision_dir: Path, env: dict[str, 
                 process.check([exe, "collection", "install", "-r", str(path), "-p", str(galaxy / "collections"), "--force"],
                               cwd=path.parent, env=env, timeout=timeouts.TOOL * 10, hint=f"check {path}")  # fmt: skip
                 done.append(f"collections of {path}")
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(digest)
+    files.write_text(stamp, digest)
     return done

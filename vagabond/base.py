@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from vagabond import cloudimage, images, paths, process, registry, timeouts, ui
+from vagabond import cloudimage, files, images, paths, process, registry, timeouts, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import UsageError, VagabondError
 from vagabond.images import BaseBox
@@ -93,7 +93,7 @@ def build(box: Box, *, force: bool = False) -> BaseBox:
         version = time.strftime("%Y%m%d.%H%M%S", time.gmtime())
         box_file = out_dir / f"{base.box.replace('/', '-')}.box"
         images.write_box(qcow, box_file, virtual_size_gib=base.disk)
-    sha = images.sha256_file(box_file)
+    sha = files.sha256_file(box_file)
     catalog = out_dir / "metadata.json"
     images.write_catalog(catalog, name=base.box, description=f"{base.suite} base box built by vagabond",
                          version=version, box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip
@@ -276,12 +276,28 @@ def cache_key(box: Box) -> str:
     return ""
 
 
+def imported_dir(box: Box) -> Path:
+    return paths.cache_dir() / "boxes" / box.spec.base.box.replace("/", "-") / f"imported-{import_key(box)}"
+
+
+def cache_path(box: Box) -> Path | None:
+    """The directory that holds the box's base once made (what a CI cache saves and restores, and
+    nothing else: the cloud image it was imported from is not needed again); None for a base
+    Vagrant downloads itself."""
+    spec = box.spec.base
+    if isinstance(spec, MmdebstrapBase):
+        return cache_dir_for(spec)
+    if isinstance(spec, ImageBase):
+        return imported_dir(box)
+    return None
+
+
 def imported(box: Box, image: str | None = None) -> BaseBox:
     """The box's cloud image imported once, cached by what identifies its content (the pinned
     checksum, else the checksum file and the image); ``image`` is a local copy to use instead of
     the box file's URL, checked against the same checksum."""
     spec = box.spec.base
-    out_dir = paths.cache_dir() / "boxes" / spec.box.replace("/", "-") / f"imported-{import_key(box)}"
+    out_dir = imported_dir(box)
     if hit := BaseBox.load(out_dir):
         return hit
     result = cloudimage.import_image(spec.box, image or spec.image, checksum=spec.checksum,
@@ -293,15 +309,7 @@ def imported(box: Box, image: str | None = None) -> BaseBox:
 
 def copy_box(built: BaseBox, directory: Path) -> Path:
     """A copy of the cached .box file in ``directory`` (made if missing), written whole or not at all."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{built.name.replace('/', '-')}-{built.version}.box"
-    partial = target.with_name(target.name + ".partial")
-    try:
-        shutil.copyfile(built.box_file, partial)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+    return files.copy(built.box_file, directory / f"{files.safe_name(built.name)}-{built.version}.box")
 
 
 def add_to_store(built: BaseBox) -> BaseBox:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from vagabond import catalog, images, interrupts, libvirt, lifecycle, process, provision, remote, timeouts, ui
+from vagabond import catalog, files, images, interrupts, libvirt, lifecycle, process, provision, remote, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import UsageError, VagabondError
 from vagabond.vm import Vagrant
@@ -84,14 +83,14 @@ def describe(box_file: Path, *, name: str, version: str, description: str = "", 
         "version": version,
         "provider": "libvirt",
         "architecture": "amd64",
-        "sha256": images.sha256_file(box_file),
+        "sha256": files.sha256_file(box_file),
         "size": box_file.stat().st_size,
         "description": description,
         "base": base,
         "definition_digest": digest,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    box_file.with_name(box_file.name + ".json").write_text(json.dumps(info, indent=2) + "\n")
+    files.write_json(box_file.with_name(box_file.name + ".json"), info)
     return info
 
 

@@ -11,7 +11,6 @@ lie inside the catalog's directory or the bucket's prefix.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -19,7 +18,6 @@ import os
 import posixpath
 import re
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,10 +25,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import urlopen
 
-from vagabond import images, process, timeouts, ui
+from vagabond import files, process, timeouts, ui
 from vagabond.errors import PublishError, UsageError
 
 METADATA = "metadata.json"
+LOCK = ".publish.lock"  # beside metadata.json in a directory catalog
 CONFLICT_RETRIES = 20
 # Vagrant orders versions as numbers; vagabond also uses them in paths and keys.
 VERSION = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")  # ASCII: \d would take any script's digits
@@ -112,63 +111,50 @@ class DirStore:
         appeared meanwhile (a concurrent publish of the same version) is never overwritten."""
         target = self._path(key)
         made_dir = not target.parent.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            with source.open("rb") as src, tmp.open("wb") as dst:
-                while block := src.read(8 * 2**20):
-                    dst.write(block)
-                dst.flush()
-                os.fsync(dst.fileno())
-            tmp.chmod(0o644)
-            if replace:
-                tmp.replace(target)
-                return
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise Conflict from None
+            files.make_dirs(target.parent, root=self.root)
+            files.copy(source, target, replace=replace)
+        except FileExistsError:
+            raise Conflict from None
         finally:
-            tmp.unlink(missing_ok=True)
             if made_dir and not target.exists():
                 with contextlib.suppress(OSError):
                     target.parent.rmdir()  # the version directory this failed upload made
 
     def read_back(self, key: str) -> tuple[int, str]:
         path = self._path(key)
-        return path.stat().st_size, images.sha256_file(path)
+        return path.stat().st_size, files.sha256_file(path)
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        path.unlink(missing_ok=True)
+        if path.is_symlink() or path.is_file():
+            path.unlink()  # a link is removed as a link, never what it points at
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # the version directory, once empty
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """A lock file next to metadata.json: publishes to one directory take turns."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".publish.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        files.make_dirs(self.root)
+        fd = files.open_lock(self.root / LOCK)  # others may write this directory: no link is followed
+        try:
+            files.wait_for_lock(fd, self.root / LOCK, timeouts.PUBLISH_LOCK, "publishing to this catalog")
             yield
+        finally:
+            os.close(fd)
 
     def get_metadata(self) -> tuple[dict | None, str | None]:
+        path = self.root / METADATA
+        files.refuse_link(path)
         try:
-            text = (self.root / METADATA).read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None, None
-        return _parse_json(text, str(self.root / METADATA)), None
+        return _parse_json(raw, str(path)), None
 
     def put_metadata(self, data: dict, token: str | None) -> None:
         # Under exclusive(): nobody else writes; temp file + rename makes readers see old or new.
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".metadata.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.root / METADATA)
+        files.write_json(self.root / METADATA, data)
 
 
 class S3Store:
@@ -296,9 +282,9 @@ def _s3_errors(where: str, *, missing_ok: bool = False) -> Iterator[None]:
 
 def _parse_json(raw: str | bytes, where: str) -> dict:
     try:
-        return json.loads(raw)
+        return files.loads(raw, where)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PublishError(f"{where} is not valid JSON ({exc})", hint="fix or remove it") from None
+        raise PublishError(str(exc), hint="fix or remove it") from None
 
 
 # S3's canned ACLs: the only values --s3-acl takes.
@@ -379,7 +365,7 @@ class BoxFile:
             raise PublishError(f"box name {name!r} is not a Vagrant box name (like 'org/name')")
         check_version(version)
         check_box_archive(path)
-        sha = images.sha256_file(path)
+        sha = files.sha256_file(path)
         if info.get("sha256") and info["sha256"] != sha:
             raise PublishError(f"{path} does not match the sha256 in {info_path.name}: the file changed after it was built")
         description = info.get("description", "")

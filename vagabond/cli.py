@@ -24,6 +24,7 @@ from vagabond import (
     detect,
     doctor,
     errors,
+    files,
     gc,
     install,
     interrupts,
@@ -187,6 +188,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 def list_(
     names: Annotated[Optional[list[str]], typer.Argument(help="Only these boxes (each must load).", metavar="[BOX]...")] = None,
     as_json: JsonOption = False,
+    github_output: Annotated[
+        bool, typer.Option("--github-output", help="One box: print name=, kind= (its base's) and synced= (how many synced "
+                                                   "folders it names) lines for $GITHUB_OUTPUT.")
+    ] = False,
 ) -> None:
     """List the boxes: name, where it comes from, description and modes.
 
@@ -218,6 +223,14 @@ def list_(
                     "synced_folders": [f.dest for f in spec.synced_folders]}  # fmt: skip
         rows.append(row)
     broken = [p for r in rows for p in r.get("error", [])]
+    if github_output:
+        if len(rows) != 1 or not names:
+            raise errors.UsageError("--github-output describes one box: name it", hint="vagabond list BOX --github-output")
+        if broken:
+            raise errors.BoxDefinitionError(broken)
+        (row,) = rows
+        sys.stdout.write(ui.github_outputs({"name": row["name"], "kind": row["base_kind"], "synced": len(row["synced_folders"])}))
+        return
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
@@ -278,6 +291,7 @@ def render_(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="The base box even when the box file names a prebuilt one (full provisioning).")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a Vagrantfile in DIR that vagabond did not render.")] = False,
 ) -> None:
     """Write the box's Vagrantfile for plain `vagrant up`: the same VM as `vagabond up`.
 
@@ -295,7 +309,7 @@ def render_(
         return
     if output.name == "Vagrantfile" and not output.is_dir():
         output = output.parent  # -o vm/Vagrantfile, as earlier versions took it
-    changed = render.write(definition, options, output)
+    changed = render.write(definition, options, output, force=force)
     if changed:
         ui.info(f"wrote {', '.join(changed)} in {output}")
     else:
@@ -572,10 +586,20 @@ def destroy_(box: BoxArg, workdir: WorkdirOption = None) -> None:
 
 
 @app.command("status")
-def status_(box: BoxArg, workdir: WorkdirOption = None, as_json: JsonOption = False) -> None:
+def status_(
+    box: BoxArg,
+    workdir: WorkdirOption = None,
+    as_json: JsonOption = False,
+    github_output: Annotated[
+        bool, typer.Option("--github-output", help="Print workdir= and ssh-config= lines for $GITHUB_OUTPUT.")
+    ] = False,
+) -> None:
     """Show the VM's state per machine (from libvirt), its driver and whether it is provisioned."""
     definition, wd = _box_and_workdir(box, workdir)
     result = lifecycle.status(definition, wd)
+    if github_output:
+        sys.stdout.write(ui.github_outputs({"workdir": wd.path, "ssh-config": wd.ssh_config}))
+        return
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -856,8 +880,12 @@ def ci_github(
     timeout: Annotated[int, typer.Option("--timeout", min=10, help="Job timeout in minutes.")] = 120,
     use_action: Annotated[
         Optional[str], typer.Option("--use-action", metavar="OWNER/REPO@REF",
-                                    help="Test jobs use vagabond's action (uses: OWNER/REPO@REF) instead of inline steps.")
+                                    help="Test jobs use vagabond's action (uses: OWNER/REPO@REF) instead of inline steps "
+                                         "(default: the action at this vagabond's commit, when its GitHub repository is known).")
     ] = None,
+    inline: Annotated[
+        bool, typer.Option("--inline", help="Inline install steps in the test jobs, even where vagabond's action could be used.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file that vagabond did not generate.")] = False,
 ) -> None:
     """Write a GitHub Actions workflow: a runner per box boots it, runs the tests, keeps logs on failure.
@@ -876,7 +904,7 @@ def ci_github(
     settings = workflow.Settings(
         runs_on=runs_on, test_command=test_command, cron=cron, keep=keep, timeout=timeout, vagabond_spec=vagabond_spec or "",
         vagrant_from=vagrant_from, branch=branch, environment=environment, aws_role=aws_role or "", s3_acl=s3_acl or "",
-        use_action=use_action or "",
+        use_action=use_action or "", inline=inline,
     )  # fmt: skip
     if paths_ignore is not None:
         settings.paths_ignore = [p.strip() for p in paths_ignore.split(",") if p.strip()]
@@ -885,11 +913,17 @@ def ci_github(
         if not given.is_relative_to(root):
             raise errors.UsageError(f"--boxes-dir {_state['boxes_dir']}: outside the repository ({root}), where the runner cannot see it")
         settings.boxes_dir = given.relative_to(root).as_posix()
-    settings.command = workflow.command_line([b.name for b in chosen], settings, output)
-    if not vagabond_spec:
-        settings.vagabond_spec, note = install.pip_spec()
-        if note:
-            ui.info(f"note: {note}")
+    if inline and use_action:
+        raise errors.UsageError("--inline and --use-action contradict each other", hint="give one of them")
+    workflow.check_settings(settings)  # bad input is said before anything is looked up
+    settings.command = workflow.command_line([b.name for b in chosen], settings, output)  # as typed: it regenerates this file
+    if not vagabond_spec and not (use_action and not workflow.nightly_boxes(chosen)):
+        source = install.origin()  # what the runner installs: a source that exists, or a one-line refusal
+        settings.vagabond_spec = source.spec
+        if not use_action and not inline and source.action:
+            settings.use_action = source.action
+        if source.note:
+            ui.info(f"note: {source.note}")
     text = workflow.render(chosen, settings)
     if output is None:
         sys.stdout.write(text)
@@ -915,8 +949,7 @@ def ci_action(
             continue
         stale.append(rel)
         if not check:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            files.write_text(target, text)
     if check and stale:
         raise errors.UsageError(f"out of date: {', '.join(stale)}", hint="run 'vagabond ci action' in vagabond's repository")
     ui.info(("wrote " if stale else "up to date: ") + ", ".join(stale or workflow.ACTION_FILES))
@@ -927,7 +960,8 @@ def prebuilt_(
     box: BoxArg,
     as_json: JsonOption = False,
     github_output: Annotated[
-        bool, typer.Option("--github-output", help="Print name=, version= and store= lines for $GITHUB_OUTPUT.")
+        bool, typer.Option("--github-output", help="Print name=, version= and store= (the version's directory in Vagrant's "
+                                                   "box store, to cache) lines for $GITHUB_OUTPUT.")
     ] = False,
 ) -> None:
     """Which prebuilt box 'up' would boot: the newest version in the box's catalog built from this
@@ -939,8 +973,7 @@ def prebuilt_(
     """
     result = lifecycle.current_prebuilt(boxes.find_box(box, _box_dirs()))
     if github_output:
-        for key in ("name", "version", "store"):
-            print(f"{key}={result[key] or ''}")
+        sys.stdout.write(ui.github_outputs({key: result[key] for key in ("name", "version", "store")}))
     elif as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -953,13 +986,24 @@ app.add_typer(base_app, name="base")
 
 
 @base_app.command("key")
-def base_key(box: BoxArg) -> None:
+def base_key(
+    box: BoxArg,
+    github_output: Annotated[
+        bool, typer.Option("--github-output", help="Print key= and path= (the directory to cache) lines for $GITHUB_OUTPUT.")
+    ] = False,
+) -> None:
     """Print the cache key of the box's base: it changes exactly when vagabond would build or
     import the base again (CI caches key on it); empty for a base Vagrant downloads itself.
 
+    With --github-output, also the one directory that holds the made base (nothing else needs caching).
+
     Example: vagabond base key debian12-selinux
     """
-    print(base.cache_key(boxes.find_box(box, _box_dirs())))
+    definition = boxes.find_box(box, _box_dirs())
+    if github_output:
+        sys.stdout.write(ui.github_outputs({"key": base.cache_key(definition), "path": base.cache_path(definition) or ""}))
+        return
+    print(base.cache_key(definition))
 
 
 @base_app.command("build")

@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from vagabond import detect, images, paths, process, timeouts, ui
+from vagabond import detect, files, images, paths, process, timeouts, ui
 from vagabond.errors import UsageError, VagabondError
 from vagabond.images import BaseBox
 
@@ -155,7 +155,7 @@ def fetch(image: str, checksum: str | None, dest_dir: Path, checksums_url: str |
         ui.info(f"warning: {image} is not checked against a checksum (the box file names none)")
         return path
     with ui.step(f"sha256 of {path.name}"):
-        actual = images.sha256_file(path)
+        actual = files.sha256_file(path)
     if actual != expected:
         if not local:
             path.unlink(missing_ok=True)  # a download that does not match is not kept
@@ -210,7 +210,7 @@ def import_image(name: str, image: str, *, checksum: str | None = None, checksum
         version = time.strftime("%Y%m%d.%H%M%S", time.gmtime())
         box_file = out_dir / f"{name.replace('/', '-')}.box"
         images.write_box(box_img, box_file, virtual_size_gib=max(1, -(-virtual // 2**30)))
-    sha = images.sha256_file(box_file)
+    sha = files.sha256_file(box_file)
     catalog = out_dir / "metadata.json"
     images.write_catalog(catalog, name=name, description=f"imported from {image}", version=version,
                          box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip

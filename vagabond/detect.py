@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vagabond import paths, process, timeouts
+from vagabond import files, paths, process, timeouts
 from vagabond.errors import CommandFailed, ToolMissing, UsageError
 
 Driver = Literal["kvm", "qemu"]
@@ -225,10 +225,7 @@ def cached_smoke_boot(kernel: Path, *, refresh: bool = False) -> SmokeBoot:
         except (OSError, ValueError, TypeError, KeyError):
             pass
     smoke = smoke_boot(kernel)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "smoke": asdict(smoke)}))
-    tmp.replace(cache)
+    files.write_json(cache, {"key": key, "smoke": asdict(smoke)})
     return smoke
 
 

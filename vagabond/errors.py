@@ -65,6 +65,12 @@ class NotRunning(VagabondError):
     exit_code = 6
 
 
+class UnsafePath(VagabondError):
+    """A path vagabond would write, delete or lock is a link, or not vagabond's: refused, untouched."""
+
+    exit_code = 14
+
+
 class Busy(VagabondError):
     """Another vagabond command holds the work directory's lock."""
 
@@ -183,6 +189,7 @@ EXIT_CODES = [
     (NotIdempotent.exit_code, "the second provisioning run changed something (vagabond test, provision --check-idempotence)"),
     (TEST_PHASE_CODES["verify"], "vagabond test: a verify command failed"),
     (TEST_PHASE_CODES["destroy"], "vagabond test: destroying the VM failed (every other phase passed)"),
+    (UnsafePath.exit_code, "a path to write, delete or lock is a symbolic link or not vagabond's: nothing was touched"),
     (Busy.exit_code, "another vagabond command is working on this box (try again later)"),
     (Interrupted.exit_code, "interrupted (SIGINT, SIGTERM, SIGHUP); what the command created was removed"),
     (RUN_OWN_FAILURE, "vagabond run: vagabond or ssh failed (otherwise run exits with the command's status)"),

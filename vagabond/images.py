@@ -4,7 +4,7 @@ catalogs, the base boxes vagabond makes (BaseBox), and what every guest it makes
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import io
 import json
 import shutil
 import struct
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import interrupts, process, timeouts, ui
+from vagabond import files, interrupts, process, timeouts, ui
 from vagabond.errors import VagabondError
 
 # Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
@@ -53,7 +53,7 @@ class BaseBox:
         return self.catalog.resolve().as_uri()
 
     def save(self, directory: Path) -> None:
-        (directory / self.INFO).write_text(json.dumps({k: str(v) for k, v in self.__dict__.items()}, indent=2))
+        files.write_json(directory / self.INFO, {k: str(v) for k, v in self.__dict__.items()})
 
     @classmethod
     def load(cls, directory: Path) -> "BaseBox | None":
@@ -201,14 +201,6 @@ def image_info(path: Path) -> dict:
     return json.loads(process.check(["qemu-img", "info", "--output=json", str(path)], timeout=timeouts.TOOL).stdout)
 
 
-def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 BOX_VAGRANTFILE = """\
 # Box defaults for vagrant-libvirt. The driver is left to the project's Vagrantfile (vagabond
 # renders it explicitly), so a box never forces kvm onto a host that cannot run it.
@@ -233,24 +225,19 @@ def write_box(box_img: Path, out: Path, *, virtual_size_gib: int, vagrantfile: s
     With xz, the whole tar is compressed as one stream (box.img should then be an uncompressed,
     sparse qcow2): far smaller than qcow2's per-cluster zlib, and Vagrant's bsdtar unpacks it as is."""
     metadata = {"provider": "libvirt", "format": "qcow2", "virtual_size": virtual_size_gib}
-    staging = out.with_name(out.name + ".parts")
-    tmp = out.with_name(f".{out.name}.tmp")
-    packed = tmp.with_name(tmp.name + ".xz")
-    try:  # whatever happens (an interrupt during xz), no half-written box and no staging stay behind
-        staging.mkdir(parents=True, exist_ok=True)
-        (staging / "metadata.json").write_text(json.dumps(metadata) + "\n")
-        (staging / "Vagrantfile").write_text(vagrantfile)
+    # Whatever happens (an interrupt during xz), no half-written box stays behind: it is made in a
+    # private directory beside the target and moved into place whole.
+    with files.private_dir(out.parent) as work:
+        tmp = work / "box.tar"
         with tarfile.open(tmp, "w") as tar:
-            tar.add(staging / "metadata.json", arcname="metadata.json")
-            tar.add(staging / "Vagrantfile", arcname="Vagrantfile")
+            for name, data in (("metadata.json", json.dumps(metadata) + "\n"), ("Vagrantfile", vagrantfile)):
+                member = tarfile.TarInfo(name)
+                member.size, member.mode, member.mtime = len(data.encode()), 0o644, int(time.time())
+                tar.addfile(member, io.BytesIO(data.encode()))
             tar.add(box_img, arcname="box.img")
         if xz:
             process.check(["xz", *XZ_OPTIONS, "--force", str(tmp)], timeout=timeouts.COMPRESS)
-        (packed if xz else tmp).replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-        packed.unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        files.move(tmp.with_name(tmp.name + ".xz") if xz else tmp, out)
     return out
 
 
@@ -275,4 +262,4 @@ def write_catalog(path: Path, *, name: str, description: str, version: str, box_
             }
         ],
     }
-    path.write_text(json.dumps(catalog, indent=2) + "\n")
+    files.write_json(path, catalog)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from vagabond import __version__, paths, process, timeouts
+from vagabond import paths, process, timeouts
+from vagabond.errors import UsageError
 
 HASHICORP_APT_URL = "https://apt.releases.hashicorp.com"
 # HashiCorp's apt signing key since 2026-09-10 (the one before: 798AEC654E5C15428C8E42EEAA16FCBCA621E701).
@@ -136,10 +137,35 @@ def source_checkout() -> Path | None:
     return root if (root / "scripts" / "install.sh").is_file() else None
 
 
-def pip_spec() -> tuple[str, str]:
-    """What `pip install` takes to get exactly this vagabond somewhere else, and a note when that is
-    a guess. From how it was installed (PEP 610's direct_url.json): a git URL pinned to the commit or
-    a wheel URL; from a source checkout: its origin remote at HEAD; otherwise the released version."""
+# Written into the package by vagabond's release workflow (.github/workflows/release.yml) before it
+# builds: the repository and commit a release was built from, so an installed release knows a
+# source every runner can install the same vagabond from. A checkout has none.
+RELEASE_ORIGIN = Path(__file__).with_name("_origin.json")
+GITHUB = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?")
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a CI runner gets exactly this vagabond: what pip installs (a git URL pinned to a commit,
+    or a wheel URL), and vagabond's action pinned to the same commit when the repository is on GitHub."""
+
+    spec: str
+    action: str = ""  # OWNER/REPO@COMMIT
+    note: str = ""
+
+
+def _from_git(url: str, commit: str, note: str = "") -> Origin:
+    m = GITHUB.fullmatch(url)
+    return Origin(f"{PACKAGE} @ git+{url}@{commit}", f"{m[1]}@{commit}" if m else "", note)
+
+
+def origin() -> Origin:
+    """Where this vagabond came from, as something a runner can install; UsageError when nothing
+    says so. From how it was installed (PEP 610's direct_url.json: a git URL with its commit, or a
+    wheel URL), from what the release build recorded (RELEASE_ORIGIN), or from a source checkout
+    whose HEAD its https origin already has. Never a bare PyPI version: the name on PyPI proves
+    nothing about what it serves."""
     direct = None
     try:
         direct = json.loads(metadata.distribution(PACKAGE).read_text("direct_url.json") or "null")
@@ -148,22 +174,42 @@ def pip_spec() -> tuple[str, str]:
     if isinstance(direct, dict):
         url = direct.get("url", "")
         vcs = direct.get("vcs_info")
-        if isinstance(vcs, dict) and vcs.get("vcs") == "git" and vcs.get("commit_id") and url.startswith("https://"):
-            return f"{PACKAGE} @ git+{url}@{vcs['commit_id']}", ""
+        if isinstance(vcs, dict) and vcs.get("vcs") == "git" and COMMIT.fullmatch(str(vcs.get("commit_id"))) \
+                and https_remote(url) == url:  # fmt: skip
+            return _from_git(url, vcs["commit_id"])
         if "archive_info" in direct and url.startswith("https://"):
-            return f"{PACKAGE} @ {url}", ""
+            return Origin(f"{PACKAGE} @ {url}")
+    try:
+        stamp = json.loads(RELEASE_ORIGIN.read_text())
+    except (OSError, ValueError):
+        stamp = None
+    if isinstance(stamp, dict) and https_remote(str(stamp.get("repository"))) and COMMIT.fullmatch(str(stamp.get("commit"))):
+        return _from_git(https_remote(stamp["repository"]), stamp["commit"])
     checkout = source_checkout()
     if checkout is not None:
-        remote = process.run(["git", "-C", str(checkout), "remote", "get-url", "origin"], timeout=timeouts.PROBE)
-        head = process.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], timeout=timeouts.PROBE)
+        git = ["git", "-C", str(checkout)]
+        remote = process.run([*git, "remote", "get-url", "origin"], timeout=timeouts.PROBE)
+        head = process.run([*git, "rev-parse", "HEAD"], timeout=timeouts.PROBE)
         url = https_remote(remote.stdout.strip()) if remote.ok else None
-        if url and head.ok:
-            dirty = process.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
-                                timeout=timeouts.PROBE).stdout.strip()  # fmt: skip
-            note = "the checkout has uncommitted changes the runner will not get" if dirty else ""
-            return f"{PACKAGE} @ git+{url}@{head.stdout.strip()}", note
-    return f"{PACKAGE}=={__version__}", (f"the runner installs {PACKAGE}=={__version__} from PyPI; to run this "
-                                         "exact vagabond, pass --vagabond-spec (a git URL with a commit, or a wheel URL)")
+        if url is None:
+            raise UsageError(
+                f"cannot tell where a runner would install this vagabond from: {checkout} has no https (or GitHub ssh) origin",
+                hint="pass --vagabond-spec (a git URL pinned to a commit, or a wheel URL), or --use-action OWNER/REPO@COMMIT",
+            )
+        # Only a commit the remote has: its remote-tracking branches (as of the last fetch) contain it.
+        pushed = process.run([*git, "branch", "--remotes", "--contains", "HEAD", "--format=%(refname)"], timeout=timeouts.PROBE)
+        if not head.ok or not any(ref.startswith("refs/remotes/origin/") for ref in pushed.stdout.split()):
+            raise UsageError(
+                f"the commit {checkout} is at is not on its origin ({url}) as far as the last fetch knows: "
+                "a runner could not install it",
+                hint="push it (then git fetch), or pass --vagabond-spec or --use-action OWNER/REPO@COMMIT",
+            )
+        dirty = process.run([*git, "status", "--porcelain", "--untracked-files=no"], timeout=timeouts.PROBE).stdout.strip()
+        return _from_git(url, head.stdout.strip(), "the checkout has uncommitted changes the runner will not get" if dirty else "")
+    raise UsageError(
+        "cannot tell where a runner would install this vagabond from (installed from an index, with no record of its source)",
+        hint="pass --vagabond-spec (e.g. vagabond-vm==VERSION from your index, or a pinned git URL), or --use-action OWNER/REPO@COMMIT",
+    )
 
 
 def https_remote(url: str) -> str | None:

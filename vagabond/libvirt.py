@@ -6,17 +6,20 @@ libvirtd over its Unix socket, so it works the same from the host and from the V
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
+import logging
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from vagabond import process, timeouts
+from vagabond import files, process, timeouts
+from vagabond.errors import Busy, UnsafePath
 from vagabond.vm import store_name
+
+log = logging.getLogger("vagabond.libvirt")
 
 POOL = "default"
 POOL_DIR = Path("/var/lib/libvirt/images")  # where the pool lives when vagabond defines it
@@ -25,8 +28,30 @@ MGMT_NETWORK = "vagrant-libvirt"
 LOG_DIR = Path("/var/log/libvirt/qemu")
 
 
-# Host-wide, like the libvirt objects it guards: every user of this host's libvirt takes turns here.
-TURN_LOCK = Path("/run/lock/vagabond-libvirt.lock")
+# Host-wide, like the libvirt objects it guards: every user of this host's libvirt takes turns
+# here. In a directory only root can write (/run is root's; scripts/sandbox.sh keeps its setting
+# beside it), so no one can plant a link at its name; root creates it 0644 and others lock it
+# through a read-only descriptor.
+TURN_LOCK = Path("/run/vagabond/libvirt.lock")
+
+
+def _turn_fd() -> int | None:
+    """The turn's lock file, opened without following a link; None where this user can neither
+    open nor create it (a non-root run before root made it): that run goes without a turn."""
+    directory = TURN_LOCK.parent
+    if os.geteuid() == 0:
+        files.make_dirs(directory)
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise UnsafePath(f"refusing the turn lock in {directory}: it is not a directory only root can write",
+                         hint=f"remove {directory}; vagabond (as root) makes it again")  # fmt: skip
+    try:
+        return files.open_lock(TURN_LOCK)
+    except PermissionError:
+        return None
 
 
 class Turn:
@@ -34,25 +59,22 @@ class Turn:
     or removes that network: two runs doing so at once race in vagrant-libvirt (both create the
     network, or one removes it while the other is about to use it). The turn is held from the start
     of `vagrant up` until its domain is waiting for an IP address, so boots still run side by side.
-    Where the lock cannot be opened (another user made it private), runs go without it."""
+    The wait for it ends after timeouts.TURN with an error naming whoever holds it."""
 
     def __init__(self) -> None:
         self._fd: int | None = None
         self._mutex = threading.Lock()  # release() comes from the thread that reads vagrant's output
 
     def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
-        try:
-            fd = os.open(TURN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError:
+        fd = _turn_fd()
+        if fd is None:
+            log.debug("no turn: %s cannot be opened by this user", TURN_LOCK)
             return
-        with contextlib.suppress(OSError):  # the umask took write access from the others: give it back
-            os.fchmod(fd, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            files.wait_for_lock(fd, TURN_LOCK, timeouts.TURN, "creating a domain or removing a network", on_wait)
+        except BaseException:
+            os.close(fd)
+            raise
         with self._mutex:
             self._fd = fd
 
@@ -190,6 +212,11 @@ def remove_network(network: str) -> bool:
 
 def remove_network_if_unused(network: str) -> bool:
     """Remove the network when no domain uses it, in turn with every run that is creating a domain
-    (which may be about to use it)."""
-    with Turn():
-        return network in networks() and not network_in_use(network) and remove_network(network)
+    (which may be about to use it). When the turn does not come (someone holds it for good), the
+    network stays, and the reason is said: a cleanup must end."""
+    try:
+        with Turn():
+            return network in networks() and not network_in_use(network) and remove_network(network)
+    except Busy as exc:
+        log.warning("left network %s in place: %s", network, exc)
+        return False

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vagabond import base, catalog, detect, interrupts, libvirt, logs, provision, registry, remote, render, timeouts, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
-from vagabond.errors import CommandFailed, Interrupted, NotIdempotent, NotRunning, StepFailed, UsageError, VagabondError
+from vagabond.errors import CommandFailed, Interrupted, NotIdempotent, NotRunning, StepFailed, VagabondError
 from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
 
@@ -56,7 +56,8 @@ def render_workdir(wd: Workdir, source: render.BoxSource | None = None, boot_tim
     the box vagabond chose (the prebuilt one it downloaded), else the base box, never a catalog
     vagabond found unusable."""
     options = render.RenderOptions(source=source, boot_timeout=boot_timeout, sync_project=sync_project, fresh=source is None)
-    render.write(wd.box, options, wd.path)
+    wd.claim(provision.PROVISION_DIR)
+    render.write(wd.box, options, wd.path, force=True)  # the work directory's Vagrantfile is vagabond's own
 
 
 def current_prebuilt(box: Box) -> dict:
@@ -67,9 +68,8 @@ def current_prebuilt(box: Box) -> dict:
         return {"box": box.name, "name": None, "catalog": None, "version": None, "store": None,
                 "reason": f"box {box.name!r} has no prebuilt section"}  # fmt: skip
     found, why = catalog.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
-    store = str(Vagrant().box_dir(spec.name))
-    if any(ch in store for ch in "\r\n"):
-        raise UsageError(f"Vagrant's box store path {store!r} spans lines", hint="set VAGRANT_HOME to a plain path")
+    # The version's own directory: a CI cache of it holds that version once, not every version stored.
+    store = str(Vagrant().box_dir(spec.name) / found.version) if found else None
     return {"box": box.name, "name": spec.name, "catalog": spec.catalog, "version": found.version if found else None,
             "store": store, "reason": why}  # fmt: skip
 
@@ -266,6 +266,7 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             try:
                 with _timed(timings, step), ui.step(f"vagrant up ({decision.driver})"):
                     turn.acquire(on_wait=lambda: ui.info("waiting for another vagabond to create its domain first"))
+                    wd.claim(".vagrant")  # Vagrant's machine state, made by this up
                     v = _vagrant(wd, timeout=boot_timeout + timeouts.UP_SLACK, stream=watch)
                     v.watchdog = ip_watch
                     v.up(provider="libvirt", provision=False)

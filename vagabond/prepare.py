@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import detect, doctor, libvirt, process, registry, timeouts
+from vagabond import detect, doctor, files, libvirt, process, registry, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import PrepareError, UsageError
 
@@ -120,23 +120,51 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
     return Action("swap", True, f"created and enabled {swap_file} ({want} MiB; {why})")
 
 
+# The module a CPU flag asks for: GitHub's x64 runners expose vmx or svm, and the image may not
+# have loaded the module yet.
+KVM_MODULE = {"vmx": "kvm_intel", "svm": "kvm_amd"}
+# What software emulation costs, in the words a job summary gives it (timeouts.NON_KVM_COEF scales waits).
+EMULATION_COST = "VMs run under software emulation (qemu driver), 5-10x slower than under KVM"
+
+
+def _load_kvm_module(facts: detect.HostFacts) -> str:
+    """modprobe kvm_intel or kvm_amd when the CPU has the flag and neither is loaded; what was done."""
+    flag = next((f for f in ("vmx", "svm") if f in facts.cpu_flags), None)
+    if flag is None or facts.modules & detect.HW_MODULES or not shutil.which("modprobe"):
+        return ""
+    result = process.run(["modprobe", KVM_MODULE[flag]], timeout=timeouts.TOOL)
+    return f"loaded {KVM_MODULE[flag]}" if result.ok else f"modprobe {KVM_MODULE[flag]} failed: {result.stderr.strip()[-200:]}"
+
+
 def ensure_kvm_access(device: Path = Path("/dev/kvm")) -> Action:
+    action = _kvm_access(device)
+    if "driver now kvm" not in action.detail and not action.detail.endswith("driver kvm"):
+        # A silent 5-10x is the worst outcome on a CI runner: say it where the job's reader looks.
+        ui.warning(f"{EMULATION_COST}: {action.detail}", title="vagabond prepare: no KVM")
+        ui.summary_line(f"⚠️ No KVM on this runner: {EMULATION_COST}. {action.detail}")
+    return action
+
+
+def _kvm_access(device: Path) -> Action:
     facts = detect.probe_host(smoke="never")
+    loaded = _load_kvm_module(facts)
+    if loaded:
+        facts = detect.probe_host(smoke="never")
+    done = f"{loaded}; " if loaded else ""
     hardware = bool(facts.cpu_flags & {"vmx", "svm"}) and bool(facts.modules & detect.HW_MODULES)
     if facts.kvm_device == "missing":
-        return Action("kvm", False, "no /dev/kvm: VMs run under software emulation (qemu driver)")
+        return Action("kvm", bool(loaded), f"{done}no /dev/kvm: VMs run under software emulation (qemu driver)")
     if not hardware:
-        return Action("kvm", False, f"KVM cannot work on this host ({detect.choose_driver(None).reason}): qemu driver")
+        return Action("kvm", bool(loaded), f"{done}KVM cannot work on this host ({detect.choose_driver(None).reason}): qemu driver")
     mode = device.stat().st_mode & 0o777
     if mode & 0o006 == 0o006 and facts.kvm_device == "ok":
-        return Action("kvm", False, f"{device} is usable (mode {mode:o}); driver {detect.choose_driver(None).driver}")
-    UDEV_RULE.parent.mkdir(parents=True, exist_ok=True)
-    UDEV_RULE.write_text(UDEV_TEXT)
+        return Action("kvm", bool(loaded), f"{done}{device} is usable (mode {mode:o}); driver {detect.choose_driver(None).driver}")
+    files.write_text(UDEV_RULE, UDEV_TEXT)
     process.check(["udevadm", "control", "--reload-rules"], timeout=timeouts.TOOL)
     process.check(["udevadm", "trigger", "--name-match=kvm"], timeout=timeouts.TOOL)
     process.run(["udevadm", "settle", "--timeout=10"], timeout=timeouts.TOOL)
     decision = detect.decide_driver(detect.probe_host(smoke="auto", refresh=True))
-    return Action("kvm", True, f"wrote {UDEV_RULE} and re-triggered /dev/kvm; driver now {decision.driver}: {decision.reason}")
+    return Action("kvm", True, f"{done}wrote {UDEV_RULE} and re-triggered /dev/kvm; driver now {decision.driver}: {decision.reason}")
 
 
 def ensure_libvirt() -> Action:

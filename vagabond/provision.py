@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import ansiblecfg, paths, process, remote, timeouts, ui
+from vagabond import ansiblecfg, files, paths, process, remote, timeouts, ui
 from vagabond.boxes import Box
 from vagabond.errors import ModeCheckFailed
 from vagabond.workdir import Workdir
@@ -166,15 +166,15 @@ def check_plays(box: Box) -> list[dict]:
 def provisioning_files(box: Box, vagrantfile_dir: Path) -> dict[str, str]:
     """Every file of the provisioning directory, by its path relative to it."""
     target = vagrantfile_dir / PROVISION_DIR
-    files = {f"modes/{run.path.name}": run.path.read_text(encoding="utf-8") for run in mode_playbooks(box)}
+    rendered = {f"modes/{run.path.name}": run.path.read_text(encoding="utf-8") for run in mode_playbooks(box)}
     # JSON is YAML: no quoting surprises whatever the values.
-    files["site.yml"] = "# Written by vagabond from the box file: re-render instead of editing.\n" + json.dumps(
+    rendered["site.yml"] = "# Written by vagabond from the box file: re-render instead of editing.\n" + json.dumps(
         site_plays(box, target, definition_digest(box)), indent=2) + "\n"
     if mode_checks(box):
-        files["checks.yml"] = json.dumps(check_plays(box), indent=2) + "\n"
+        rendered["checks.yml"] = json.dumps(check_plays(box), indent=2) + "\n"
     requirements = ansiblecfg.requirements_files(box, box.playbook_paths())
-    files["ansible.cfg"] = ansiblecfg.config_text(box, target, galaxy=bool(requirements))
-    return files
+    rendered["ansible.cfg"] = ansiblecfg.config_text(box, target, galaxy=bool(requirements))
+    return rendered
 
 
 def relative_requirements(box: Box, vagrantfile_dir: Path) -> str | None:
@@ -187,26 +187,28 @@ def write_provisioning(box: Box, vagrantfile_dir: Path) -> list[str]:
     """Write the provisioning directory next to a Vagrantfile; returns what changed (nothing on a
     re-render of the same definition). Files of it that no longer belong are removed."""
     target = vagrantfile_dir / PROVISION_DIR
-    files = provisioning_files(box, vagrantfile_dir)
+    wanted = provisioning_files(box, vagrantfile_dir)
+    files.make_dirs(target, root=vagrantfile_dir)  # a link here would send every file elsewhere: refused
     changed = []
-    for rel, text in files.items():
+    for rel, text in wanted.items():
         path = target / rel
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        changed.append(f"{PROVISION_DIR}/{rel}")
-    if target.is_dir():
-        for path in sorted(target.rglob("*")):
-            rel = path.relative_to(target)
-            if rel.parts[0] == ansiblecfg.GALAXY:  # what ansible-galaxy installed, not a rendered file
-                continue
-            if path.is_file() and rel.as_posix() not in files:
-                path.unlink()
-                changed.append(f"{PROVISION_DIR}/{path.relative_to(target).as_posix()} (removed)")
+        files.make_dirs(path.parent, root=target)
+        if files.write_if_changed(path, text):
+            changed.append(f"{PROVISION_DIR}/{rel}")
+    # A rendered file that no longer belongs goes (a mode turned off); only names vagabond renders,
+    # never a file of someone else's that lies here.
+    for rel in sorted(rendered_names() - set(wanted)):
+        path = target / rel
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            changed.append(f"{PROVISION_DIR}/{rel} (removed)")
     return changed
+
+
+def rendered_names() -> set[str]:
+    """Every name a provisioning directory can hold that vagabond wrote (for any box)."""
+    modes = {f"modes/{p.name}" for p in (paths.shipped_playbooks_dir() / "modes").glob("*.yml")}
+    return {"site.yml", "checks.yml", "ansible.cfg", *modes}
 
 
 def rendered_inputs(box: Box, vagrantfile_dir: Path) -> tuple[dict[str, str], list[str]]:
@@ -236,9 +238,8 @@ def write_inventory(wd: Workdir) -> Path:
     host_vars = " ".join(f"{k}={v}" for k, v in HOST_VARS.items())
     # The host name is the ssh_config alias: ssh resolves address, port, user and key from -F.
     lines = [f"{host} {host_vars}" for host in hosts] + ["", f"[{GROUP}]", *hosts]
-    path = wd.inventory
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    wd.claim(wd.inventory.name, wd.ansible_home.name)  # the inventory, and Ansible's home (facts, temp)
+    return files.write_text(wd.inventory, "\n".join(lines) + "\n")
 
 
 def mitogen_strategies() -> Path | None:

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from vagabond import process, timeouts
+from vagabond import files, process, timeouts
 from vagabond.errors import CommandFailed, NotRunning, UsageError
 from vagabond.workdir import Workdir
 
@@ -53,10 +53,8 @@ def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
         + "".join(f"  {key} {value}\n" for key, value in KEEPALIVE.items())
         + "  ConnectTimeout 30\n"
     )
-    tmp = wd.ssh_config.with_suffix(".tmp")
-    tmp.write_text(vagrant_config.rstrip() + "\n" + extra)
-    tmp.replace(wd.ssh_config)
-    return wd.ssh_config
+    wd.claim(wd.ssh_config.name)
+    return files.write_text(wd.ssh_config, vagrant_config.rstrip() + "\n" + extra)
 
 
 def hosts(wd: Workdir) -> list[str]:

@@ -7,6 +7,18 @@ tmt multiplies its timeouts when KVM is not there.
 
 from __future__ import annotations
 
+import os
+
+
+def _setting(default: float, name: str) -> float:
+    """A timeout with its documented default, which $VAGABOND_TIMEOUT_<NAME> (seconds) overrides."""
+    value = os.environ.get(f"VAGABOND_TIMEOUT_{name}", "")
+    try:
+        return float(value) if value.strip() else default
+    except ValueError:
+        return default  # a malformed override is ignored; the CLI's doctor names it (see OVERRIDES)
+
+
 # A guest under software emulation boots and runs this many times slower (measured here: a Debian
 # boot takes 4-5x as long under TCG as under KVM).
 NON_KVM_COEF = 4
@@ -33,6 +45,10 @@ VAGRANT_QUERY = 300  # ssh-config, validate, --version, plugin list (Ruby starts
 BOX_ADD = 1800  # vagrant box add / repackage of a local box
 BOX_DOWNLOAD = 3600  # a prebuilt box from a catalog
 UP_SLACK = 900  # `vagrant up` beyond the guest's boot: box upload into the pool, domain creation
+# The longest wait for the host-wide turn (libvirt.Turn) or a catalog's publish lock: anyone who
+# can open those files can hold them, so the wait ends in an error naming the holder.
+TURN = _setting(900, "TURN")
+PUBLISH_LOCK = _setting(1800, "PUBLISH_LOCK")
 
 # --- the guest ---
 BOOT = 300  # IP address and SSH after `vagrant up` starts the domain (Vagrant's boot_timeout)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
+from vagabond.errors import UsageError
 from vagabond.process import redact
 
 # Progress and diagnostics go to stderr so stdout stays clean for --json and piped output.
@@ -86,9 +87,28 @@ def error(message: str, title: str = "vagabond") -> None:
     with contextlib.suppress(OSError, ValueError):
         for line in message.splitlines() or [""]:
             print(f"error: {line}", file=sys.stderr, flush=True)
+    _annotation("error", message, title)
+
+
+def _annotation(kind: str, message: str, title: str) -> None:
+    """Under GitHub Actions, an annotation on the job's page (a property value escapes ':' and ',' too)."""
     if github():
-        title = title.replace("%", "%25").replace(":", "%3A").replace(",", "%2C")
-        _command(f"::error title={escape_data(title)}::{escape_data(message)}")
+        title = escape_data(title).replace(":", "%3A").replace(",", "%2C")  # as @actions/core's escapeProperty
+        _command(f"::{kind} title={title}::{escape_data(redact(message))}")
+
+
+def warning(message: str, title: str = "vagabond") -> None:
+    """A warning on stderr, and under GitHub Actions an annotation on the job's page."""
+    info(f"warning: {message}")
+    _annotation("warning", message, title)
+
+
+# Lines for the job's step summary beyond the steps themselves (a warning a reader must see).
+summary_lines: list[str] = []
+
+
+def summary_line(text: str) -> None:
+    summary_lines.append(redact(text))
 
 
 @contextmanager
@@ -119,6 +139,18 @@ def step(title: str) -> Iterator[None]:
             _command("::endgroup::")
 
 
+def github_outputs(values: dict[str, object]) -> str:
+    """name=value lines for $GITHUB_OUTPUT. A line break in a value would start an output of its
+    own (a box file's value could set any output), so a value with one is refused."""
+    lines = []
+    for name, value in values.items():
+        text = "" if value is None else str(value)
+        if any(ch in text for ch in "\r\n\x00") or "\u2028" in text or "\u2029" in text:
+            raise UsageError(f"output {name} {text[:40]!r}: a line break cannot go into $GITHUB_OUTPUT")
+        lines.append(f"{name}={text}\n")
+    return "".join(lines)
+
+
 def record_step(title: str, seconds: float, ok: bool) -> None:
     """A step timed elsewhere (a phase of `vagabond test`), for the step summary."""
     steps.append((title, seconds, ok))
@@ -133,6 +165,8 @@ def write_step_summary(command: str, ok: bool, seconds: float, detail: str = "")
     detail = redact(detail)
     if detail:
         lines += [f"> {line}" for line in detail.splitlines()] + [""]
+    if summary_lines:
+        lines += [*summary_lines, ""]
     if steps:
         lines += ["| step | time | result |", "|---|---:|---|"]
         for title, took, good in steps:

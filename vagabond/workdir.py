@@ -7,26 +7,23 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vagabond import libvirt, project
-from vagabond.errors import Busy
+from vagabond import files, libvirt, project
+from vagabond.errors import Busy, VagabondError
 
 if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
     from vagabond.boxes import Box
 
 ROOT_NAME = ".vagabond"
-# What a VM leaves in its work directory besides its logs: removed by name when it is destroyed
-# (--workdir may name a directory that holds other things too). The Vagrantfile's provisioning
-# directory is provision.PROVISION_DIR (tests/unit/test_architecture.py keeps the two in step).
-VM_FILES = (".vagrant", "ssh_config", "state.json", "inventory.ini", "ansible", "vagabond-provision",
-            "site.yml", "ansible.cfg")  # the last two: what vagabond 0.1 wrote  # fmt: skip
+# What destroy keeps of what vagabond made here: the rendered Vagrantfile (a file a person may use)
+# and the logs of the run.
+KEPT = ("Vagrantfile", "logs", ".lock")
+STATE = "state.json"
 
 
 def default_path(box_name: str, cwd: Path | None = None) -> Path:
@@ -69,7 +66,7 @@ class Workdir:
 
     @property
     def state_file(self) -> Path:
-        return self.path / "state.json"
+        return self.path / STATE
 
     @property
     def logs(self) -> Path:
@@ -108,9 +105,9 @@ class Workdir:
         for machine in machines:
             for src in (self.serial_log(machine), self.qemu_log(machine)):
                 if src.is_file():
-                    self.logs.mkdir(parents=True, exist_ok=True)
-                    with contextlib.suppress(OSError):
-                        shutil.copyfile(src, self.saved_log(src))
+                    with contextlib.suppress(OSError, VagabondError):
+                        files.make_dirs(self.logs, root=self.path)
+                        files.copy(src, self.saved_log(src))
 
     def forget_console(self, machines: list[str]) -> None:
         for machine in machines:
@@ -118,46 +115,59 @@ class Workdir:
             self.qemu_log(machine).unlink(missing_ok=True)
 
     def log_file(self, name: str):
-        """logs/<name>.log opened for appending (vagrant's and Ansible's output)."""
-        self.logs.mkdir(parents=True, exist_ok=True)
-        return (self.logs / f"{name}.log").open("a", encoding="utf-8")
+        """logs/<name>.log opened for appending (vagrant's and Ansible's output), never through a link."""
+        files.make_dirs(self.logs, root=self.path)
+        return files.open_append(self.logs / f"{name}.log")
 
     def read_state(self) -> dict:
         try:
-            return json.loads(self.state_file.read_text())
+            state = files.loads(self.state_file.read_bytes(), str(self.state_file), max_bytes=2**20)
         except (OSError, ValueError):
             return {}
+        return state if isinstance(state, dict) else {}
 
     def write_state(self, **updates) -> dict:
         state = self.read_state() | updates
         self._make()
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        tmp.replace(self.state_file)
+        files.write_json(self.state_file, state, sort_keys=True)
         return state
 
-    def remove_state(self) -> None:
-        """Forget the VM: everything it left but the logs goes."""
-        for name in VM_FILES:
-            target = self.path / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
+    def claim(self, *names: str) -> None:
+        """Say that vagabond is about to make these entries of the work directory: those not there
+        yet are recorded as vagabond's, and only recorded entries are removed again (--workdir may
+        name a directory that holds the project's own ansible.cfg or site.yml)."""
+        state = self.read_state()
+        created = list(state.get("created", []))
+        new = [n for n in names if n not in created and not (self.path / n).exists() and not (self.path / n).is_symlink()]
+        if new:
+            self.write_state(created=created + new)
+
+    def remove_state(self) -> list[str]:
+        """Forget the VM: what vagabond recorded making here goes (the Vagrantfile and the logs
+        stay), nothing else; returns what was removed."""
+        state = self.read_state()
+        removed = []
+        for name in state.get("created", []):
+            if not isinstance(name, str) or name in KEPT or "/" in name or name in (".", ".."):
+                continue
+            if files.remove(self.path / name):
+                removed.append(name)
+        files.remove(self.state_file)
+        return removed
 
     def _make(self) -> None:
         if self.path.parent.name == ROOT_NAME and not self.path.parent.is_dir():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            files.make_dirs(self.path.parent)
             # Like .pytest_cache: the whole directory is the host's, never the repository's.
-            (self.path.parent / ".gitignore").write_text("# created by vagabond: nothing here belongs in git\n*\n")
-        self.path.mkdir(parents=True, exist_ok=True)
+            files.write_text(self.path.parent / ".gitignore", "# created by vagabond: nothing here belongs in git\n*\n")
+        files.make_dirs(self.path)
 
     def busy(self) -> bool:
         """Is a vagabond command working here right now? (Asked without waiting, never creating the lock.)"""
         lock = self.path / ".lock"
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # none there (or a link, which no vagabond made): nobody of ours holds it
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -174,7 +184,7 @@ class Workdir:
         """One vagabond command at a time per work directory; other boxes are not affected."""
         self._make()
         lock_path = self.path / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = files.open_lock(lock_path)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -187,8 +197,9 @@ class Workdir:
                     f"box {name!r} is busy: {holder} holds {lock_path}",
                     hint="wait for it to finish, or use --workdir for a second copy",
                 ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"'vagabond {command}' (pid {os.getpid()})".encode(), 0)
+            with contextlib.suppress(OSError):  # a lock file of another user's, opened read-only
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"'vagabond {command}' (pid {os.getpid()})".encode(), 0)
             yield
         finally:
             os.close(fd)

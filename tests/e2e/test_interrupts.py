@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.conftest import ours
 from tests.e2e.generic_image import build_generic_image
-from vagabond import images
+from vagabond import files, images
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -107,7 +107,7 @@ def test_base_build_cancelled_in_each_phase_leaves_nothing_and_then_builds(vagab
 def test_import_cancelled_during_the_first_boot_leaves_nothing_and_then_imports(vagabond, tmp_path):
     image = build_generic_image()
     out = tmp_path / "imported"
-    args = ("import", "test/interrupted", "--image", str(image), "--checksum", f"sha256:{images.sha256_file(image)}",
+    args = ("import", "test/interrupted", "--image", str(image), "--checksum", f"sha256:{files.sha256_file(image)}",
             "--out", str(out), "--no-add")  # fmt: skip
     run = Watched(vagabond, *args)
     run.wait_for("first boot with cloud-init")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from vagabond import base, catalog, images, process
+from vagabond import base, catalog, files, images, process
 from vagabond.boxes import VagrantBase
 from vagabond.errors import CommandFailed, PublishError
 
@@ -61,7 +61,7 @@ def make_version(tiny_box: Path, tmp: Path, version: str) -> Path:
     shutil.copy(tiny_box, box)
     (tmp / f"tiny-{version}.box.json").write_text(json.dumps({
         "name": "vagabond-test/tiny", "version": version, "provider": "libvirt", "architecture": "amd64",
-        "sha256": images.sha256_file(box), "description": "tiny test box", "definition_digest": "d" * 64,
+        "sha256": files.sha256_file(box), "description": "tiny test box", "definition_digest": "d" * 64,
     }))  # fmt: skip
     return box
 
@@ -136,7 +136,7 @@ def test_directory_catalog_served_by_nginx(tiny_box, tmp_path, nginx, vagrant_ho
     (v,) = doc["versions"]
     assert v["version"] == "1.0.0" and v["vagabond"] == {"definition_digest": "d" * 64}
     assert v["providers"] == [{"name": "libvirt", "url": result["url"], "checksum_type": "sha256",
-                               "checksum": images.sha256_file(box), "architecture": "amd64", "default_architecture": True}]  # fmt: skip
+                               "checksum": files.sha256_file(box), "architecture": "amd64", "default_architecture": True}]  # fmt: skip
     added = box_add(f"{http}/tiny/metadata.json", vagrant_home)
     assert added.ok, added.stderr
     listed = process.check(["vagrant", "box", "list"], env=vagrant_home).stdout
@@ -171,7 +171,7 @@ def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(tiny_box, 
     with pytest.raises(CommandFailed, match="vagrant box add"):
         base.download_vagrant_base(wrong)
     assert "org/base" not in listed(), "a box that fails its checksum is not kept"
-    right = VagrantBase(box="org/base", url=f"{http}/base.box", checksum=f"sha256:{images.sha256_file(tiny_box)}")
+    right = VagrantBase(box="org/base", url=f"{http}/base.box", checksum=f"sha256:{files.sha256_file(tiny_box)}")
     assert base.download_vagrant_base(right) is True
     assert "org/base (libvirt, 0" in listed()
     assert base.download_vagrant_base(right) is False, "a box in the store is used as it is"
@@ -295,7 +295,7 @@ def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     assert info["version"] == "7.0.0" and info["provider"] == "libvirt"
     repacked = Path(info["path"])
     assert repacked.name == "vagabond-test-tiny-7.0.0-libvirt.box"
-    assert info["sha256"] == images.sha256_file(repacked) and info["size"] == repacked.stat().st_size
+    assert info["sha256"] == files.sha256_file(repacked) and info["size"] == repacked.stat().st_size
     # The description travels: publish reads name and version from it.
     result = catalog.publish(repacked, str(tmp_path / "cat2"))
     assert (result["name"], result["version"]) == ("vagabond-test/tiny", "7.0.0")
@@ -312,7 +312,7 @@ def _same_version_race(target: str, tiny_box: Path, tmp_path: Path) -> tuple[lis
         with open(box, "ab") as fh:  # two different files claiming the same version
             fh.write(f"racer {i}".encode())
         info = json.loads(box.with_name(box.name + ".json").read_text())
-        info["sha256"] = images.sha256_file(box)
+        info["sha256"] = files.sha256_file(box)
         box.with_name(box.name + ".json").write_text(json.dumps(info))
         files.append(box)
     procs = [subprocess.Popen([*VAGABOND, "publish", str(b), "--catalog", target], stdout=subprocess.PIPE,
@@ -332,7 +332,7 @@ def test_same_version_published_twice_at_once_keeps_one_consistent_box(tiny_box,
     doc = json.loads((cat / "metadata.json").read_text())
     provider = doc["versions"][0]["providers"][0]
     stored = cat / "6.0.0" / "vagabond-test-tiny-6.0.0-libvirt.box"
-    assert provider["checksum"] == images.sha256_file(stored), "the catalog must describe the file it serves"
+    assert provider["checksum"] == files.sha256_file(stored), "the catalog must describe the file it serves"
 
 
 def test_box_objects_are_never_overwritten_without_force(tiny_box, tmp_path, s3):
@@ -341,7 +341,7 @@ def test_box_objects_are_never_overwritten_without_force(tiny_box, tmp_path, s3)
         with pytest.raises(catalog.Conflict):
             store.put_file("1.0.0/a.box", tiny_box)
         store.put_file("1.0.0/a.box", tiny_box, replace=True)
-        assert store.read_back("1.0.0/a.box")[1] == images.sha256_file(tiny_box)
+        assert store.read_back("1.0.0/a.box")[1] == files.sha256_file(tiny_box)
 
 
 def test_a_publish_cancelled_during_the_upload_leaves_no_file_behind(tmp_path):

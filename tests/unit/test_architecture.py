@@ -106,9 +106,3 @@ def test_errors_live_in_errors_py():
                                                       ("StepFailed", "Interrupted") for b in node.bases):  # fmt: skip
                 owners.add(name)
     assert owners == {"errors"}
-
-
-def test_destroy_removes_the_provisioning_directory_by_its_one_name():
-    from vagabond import provision, workdir
-
-    assert provision.PROVISION_DIR in workdir.VM_FILES

@@ -223,7 +223,7 @@ def test_prebuilt_command_names_the_version_up_would_boot(project, monkeypatch, 
     meta.write_text(json.dumps({"name": "org/deps", "versions": [entry("1.0.2", digest), entry("1.0.3", "other")]}))
     result = CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"])
     assert result.exit_code == 0, result.output
-    store = tmp_path / "vagrant home" / "boxes" / "org-VAGRANTSLASH-deps"
+    store = tmp_path / "vagrant home" / "boxes" / "org-VAGRANTSLASH-deps" / "1.0.2"  # that version alone
     assert result.stdout == f"name=org/deps\nversion=1.0.2\nstore={store}\n"
     as_json = json.loads(CliRunner().invoke(app, ["prebuilt", "deps", "--json"]).stdout)
     assert as_json["version"] == "1.0.2" and as_json["reason"] == "prebuilt org/deps 1.0.2 matches this definition"

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from vagabond import doctor, install, process
+from vagabond.errors import UsageError
 
 UBUNTU = {"ID": "ubuntu", "ID_LIKE": "debian", "VERSION_ID": "24.04", "VERSION_CODENAME": "noble"}
 DEBIAN = {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}
@@ -63,37 +64,75 @@ class FakeDistribution:
         return None if self.direct_url is None else json.dumps(self.direct_url)
 
 
-@pytest.mark.parametrize(("direct_url", "spec"), [
-    ({"url": "https://github.com/o/vagabond.git", "vcs_info": {"vcs": "git", "commit_id": "ab" * 20}},
-     f"vagabond-vm @ git+https://github.com/o/vagabond.git@{'ab' * 20}"),
+SHA = "ab" * 20
+
+
+@pytest.mark.parametrize(("direct_url", "origin"), [
+    ({"url": "https://github.com/o/vagabond.git", "vcs_info": {"vcs": "git", "commit_id": SHA}},
+     install.Origin(f"vagabond-vm @ git+https://github.com/o/vagabond.git@{SHA}", f"o/vagabond@{SHA}")),
+    ({"url": "https://git.example.org/o/vagabond.git", "vcs_info": {"vcs": "git", "commit_id": SHA}},
+     install.Origin(f"vagabond-vm @ git+https://git.example.org/o/vagabond.git@{SHA}")),
     ({"url": "https://example.org/vagabond_vm-0.1.0-py3-none-any.whl", "archive_info": {}},
-     "vagabond-vm @ https://example.org/vagabond_vm-0.1.0-py3-none-any.whl"),
+     install.Origin("vagabond-vm @ https://example.org/vagabond_vm-0.1.0-py3-none-any.whl")),
 ])  # fmt: skip
-def test_pip_spec_from_how_it_was_installed(monkeypatch, direct_url, spec):
+def test_origin_from_how_it_was_installed(monkeypatch, direct_url, origin):
     monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution(direct_url))
-    assert install.pip_spec() == (spec, "")
+    assert install.origin() == origin
 
 
-def test_pip_spec_of_a_checkout_is_its_remote_at_head(monkeypatch, tmp_path):
-    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    (tmp_path / "f").write_text("1")
-    subprocess.run([*git, "add", "f"], check=True)
-    subprocess.run([*git, "commit", "-qm", "one"], check=True)
-    subprocess.run([*git, "remote", "add", "origin", "git@github.com:o/vagabond.git"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution({"url": f"file://{tmp_path}", "dir_info": {"editable": True}}))
-    monkeypatch.setattr(install, "source_checkout", lambda: tmp_path)
-    assert install.pip_spec() == (f"vagabond-vm @ git+https://github.com/o/vagabond.git@{head}", "")
-    (tmp_path / "f").write_text("2")
-    assert install.pip_spec()[1] == "the checkout has uncommitted changes the runner will not get"
-
-
-def test_pip_spec_otherwise_the_release(monkeypatch):
+def test_origin_of_a_release_is_what_its_build_recorded(monkeypatch, tmp_path):
+    stamp = tmp_path / "_origin.json"
+    stamp.write_text(json.dumps({"repository": "https://github.com/o/vagabond", "commit": SHA, "tag": "v1.0.0"}))
+    monkeypatch.setattr(install, "RELEASE_ORIGIN", stamp)
     monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution(None))
     monkeypatch.setattr(install, "source_checkout", lambda: None)
-    spec, note = install.pip_spec()
-    assert spec == f"vagabond-vm=={install.__version__}" and "--vagabond-spec" in note
+    assert install.origin() == install.Origin(f"vagabond-vm @ git+https://github.com/o/vagabond@{SHA}", f"o/vagabond@{SHA}")
+
+
+def _repo(path, remote=None):
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (path / "f").write_text("1")
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    if remote:
+        subprocess.run([*git, "remote", "add", "origin", remote], check=True)
+    return git, subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _checkout(monkeypatch, path):
+    monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution({"url": f"file://{path}", "dir_info": {"editable": True}}))
+    monkeypatch.setattr(install, "source_checkout", lambda: path)
+
+
+def test_origin_of_a_checkout_is_its_remote_at_head_once_pushed(monkeypatch, tmp_path):
+    git, head = _repo(tmp_path, "git@github.com:o/vagabond.git")
+    _checkout(monkeypatch, tmp_path)
+    with pytest.raises(UsageError, match=r"^the commit .* is at is not on its origin \(https://github.com/o/vagabond.git\)"):
+        install.origin()
+    subprocess.run([*git, "update-ref", "refs/remotes/origin/main", "HEAD"], check=True)  # as a push and fetch leave it
+    assert install.origin() == install.Origin(f"vagabond-vm @ git+https://github.com/o/vagabond.git@{head}", f"o/vagabond@{head}")
+    (tmp_path / "f").write_text("2")
+    assert install.origin().note == "the checkout has uncommitted changes the runner will not get"
+
+
+def test_a_local_clone_with_no_https_origin_is_refused_in_one_line(monkeypatch, tmp_path):
+    _repo(tmp_path)
+    _checkout(monkeypatch, tmp_path)
+    with pytest.raises(UsageError) as info:
+        install.origin()
+    assert str(info.value) == (f"cannot tell where a runner would install this vagabond from: {tmp_path} has no https (or "
+                               "GitHub ssh) origin (pass --vagabond-spec (a git URL pinned to a commit, or a wheel URL), "
+                               "or --use-action OWNER/REPO@COMMIT)")  # fmt: skip
+
+
+def test_an_index_install_without_a_record_is_refused(monkeypatch):
+    """Never a bare PyPI version: vagabond-vm==VERSION is whatever the name's owner uploads."""
+    monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution(None))
+    monkeypatch.setattr(install, "source_checkout", lambda: None)
+    monkeypatch.setattr(install, "RELEASE_ORIGIN", install.Path("/nonexistent/_origin.json"))
+    with pytest.raises(UsageError, match="--vagabond-spec .* or --use-action OWNER/REPO@COMMIT"):
+        install.origin()
 
 
 @pytest.mark.parametrize(("url", "https"), [

@@ -56,3 +56,36 @@ def test_kvm_on_hardware_without_virtualization_is_left_alone(monkeypatch, tmp_p
     monkeypatch.setattr(detect, "choose_driver", lambda *a, **kw: detect.decide_driver(_facts("ok", flags=(), modules=("kvm_pvm",))))
     action = prepare.ensure_kvm_access()
     assert not action.changed and action.detail.startswith("KVM cannot work on this host") and not (tmp_path / "rule").exists()
+
+
+def test_a_capable_cpu_gets_its_kvm_module_loaded(monkeypatch, tmp_path):
+    """GitHub's x64 runners show vmx or svm; when the module is not loaded yet, prepare loads it."""
+    calls = []
+    monkeypatch.setattr(prepare, "UDEV_RULE", tmp_path / "rule")
+    monkeypatch.setattr(prepare.shutil, "which", lambda name: f"/sbin/{name}")
+    loaded = lambda: any(a[:1] == ["modprobe"] for a in calls)  # noqa: E731
+    monkeypatch.setattr(detect, "probe_host", lambda **kw: _facts("ok", flags=("svm",), modules=("kvm", "kvm_amd") if loaded() else ("kvm",)))
+    monkeypatch.setattr(detect, "choose_driver", lambda *a, **kw: detect.Decision("kvm", "works"))
+    monkeypatch.setattr(process, "run", lambda argv, **kw: calls.append(argv) or process.Result(argv, 0, "", "", 0.0))
+    device = tmp_path / "kvm"
+    device.touch()
+    device.chmod(0o666)
+    action = prepare.ensure_kvm_access(device)
+    assert calls[0] == ["modprobe", "kvm_amd"]
+    assert action.changed and action.detail.startswith("loaded kvm_amd; ") and action.detail.endswith("driver kvm")
+
+
+def test_no_kvm_under_github_actions_is_a_warning_and_a_summary_line(monkeypatch, tmp_path, capsys):
+    """A silent 5-10x: the job's page and its summary say what emulation costs."""
+    from vagabond import ui
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setattr(ui, "summary_lines", [])
+    monkeypatch.setattr(detect, "probe_host", lambda **kw: _facts("missing", flags=(), modules=()))
+    action = prepare.ensure_kvm_access(tmp_path / "kvm")
+    assert not action.changed
+    err = capsys.readouterr().err
+    assert ("::warning title=vagabond prepare%3A no KVM::VMs run under software emulation (qemu driver), 5-10x slower "
+            "than under KVM: no /dev/kvm") in err  # fmt: skip
+    assert ui.summary_lines == ["⚠️ No KVM on this runner: VMs run under software emulation (qemu driver), 5-10x slower "
+                                "than under KVM. no /dev/kvm: VMs run under software emulation (qemu driver)"]  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vagabond import catalog, images
+from vagabond import catalog, files, images
 from vagabond.cli import app
 from vagabond.errors import PublishError, UsageError
 
@@ -21,11 +21,11 @@ def make_box(tmp: Path, version: str, content: bytes = b"disk") -> Path:
     (tmp / "box.img").write_bytes(content)
     box = images.write_box(tmp / "box.img", tmp / f"tiny-{version}-{len(content)}.box", virtual_size_gib=1)
     box.with_name(box.name + ".json").write_text(json.dumps(
-        {"name": NAME, "version": version, "sha256": images.sha256_file(box), "definition_digest": "d" * 64}))
+        {"name": NAME, "version": version, "sha256": files.sha256_file(box), "definition_digest": "d" * 64}))
     return box
 
 
-def files(root: Path) -> list[str]:
+def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
@@ -36,7 +36,7 @@ def catalog_doc(root: Path) -> dict:
 def test_publish_then_the_catalog_names_exactly_the_files_it_holds(tmp_path):
     cat = tmp_path / "cat"
     result = catalog.publish(make_box(tmp_path, "1.0.0"), str(cat))
-    assert files(cat) == ["1.0.0/org-tiny-1.0.0-libvirt.box", "metadata.json"]
+    assert listing(cat) == ["1.0.0/org-tiny-1.0.0-libvirt.box", "metadata.json"]
     assert result["url"] == (cat / "1.0.0/org-tiny-1.0.0-libvirt.box").as_uri()
 
 
@@ -66,7 +66,7 @@ def test_a_catalog_vagabond_cannot_order_is_refused_before_any_upload(tmp_path):
     (cat / "metadata.json").write_text(json.dumps({"name": NAME, "versions": [{"version": "1.0.beta", "providers": []}]}))
     with pytest.raises(PublishError, match="has no version of digits and dots"):
         catalog.publish(make_box(tmp_path, "1.0.1"), str(cat))
-    assert files(cat) == ["metadata.json"], "a refused publish must leave no file behind"
+    assert listing(cat) == ["metadata.json"], "a refused publish must leave no file behind"
 
 
 def test_force_uploads_beside_the_live_file_then_switches_and_removes_the_old_one(tmp_path):
@@ -76,19 +76,19 @@ def test_force_uploads_beside_the_live_file_then_switches_and_removes_the_old_on
     new = make_box(tmp_path, "1.0.0", b"new contents")
     result = catalog.publish(new, str(cat), force=True)
     provider = catalog_doc(cat)["versions"][0]["providers"][0]
-    assert provider["checksum"] == images.sha256_file(new) != old_sha
+    assert provider["checksum"] == files.sha256_file(new) != old_sha
     assert result["url"] == provider["url"] and result["url"].endswith(f"-{provider['checksum'][:12]}-libvirt.box")
-    assert files(cat) == ["1.0.0/" + Path(provider["url"]).name, "metadata.json"], "the replaced file is gone"
+    assert listing(cat) == ["1.0.0/" + Path(provider["url"]).name, "metadata.json"], "the replaced file is gone"
 
 
 def test_a_failed_read_back_leaves_the_catalog_and_its_file_as_they_were(tmp_path, monkeypatch):
     cat = tmp_path / "cat"
     catalog.publish(make_box(tmp_path, "1.0.0", b"old"), str(cat))
-    before, listed = catalog_doc(cat), files(cat)
+    before, listed = catalog_doc(cat), listing(cat)
     monkeypatch.setattr(catalog.DirStore, "read_back", lambda self, key: (1, "0" * 64))
     with pytest.raises(PublishError, match="reads back as 1 bytes"):
         catalog.publish(make_box(tmp_path, "1.0.0", b"new"), str(cat), force=True)
-    assert catalog_doc(cat) == before and files(cat) == listed
+    assert catalog_doc(cat) == before and listing(cat) == listed
 
 
 def test_keep_refuses_a_version_it_would_prune_at_once(tmp_path):
@@ -97,7 +97,7 @@ def test_keep_refuses_a_version_it_would_prune_at_once(tmp_path):
         catalog.publish(make_box(tmp_path, v), str(cat))
     with pytest.raises(PublishError, match=r"^org/tiny 2 is older than the 2 newest versions in .*: --keep 2 would prune it at once"):
         catalog.publish(make_box(tmp_path, "2"), str(cat), keep=2)
-    assert [v["version"] for v in catalog_doc(cat)["versions"]] == ["3", "4"] and len(files(cat)) == 3
+    assert [v["version"] for v in catalog_doc(cat)["versions"]] == ["3", "4"] and len(listing(cat)) == 3
 
 
 def test_a_version_pruned_by_a_concurrent_publish_is_reported_and_its_file_removed(tmp_path, monkeypatch):
@@ -129,7 +129,7 @@ def test_an_interrupted_publish_leaves_no_upload(tmp_path, monkeypatch):
     monkeypatch.setattr(catalog.DirStore, "put_metadata", interrupted)
     with pytest.raises(KeyboardInterrupt):
         catalog.publish(make_box(tmp_path, "2"), str(cat))
-    assert files(cat) == ["1/org-tiny-1-libvirt.box", "metadata.json"]
+    assert listing(cat) == ["1/org-tiny-1-libvirt.box", "metadata.json"]
 
 
 @pytest.mark.parametrize(("setup", "message"), [

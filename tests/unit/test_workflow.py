@@ -81,9 +81,16 @@ def test_install_route_and_pins_come_from_one_place(project):
     assert doc["env"] == load(generate(project, "--vagrant-from", "distribution"))["env"] | {"VAGRANT_FROM": "hashicorp"}
 
 
+ORIGIN_SHA = "89abcdef" * 5
+
+
 def test_shipped_boxes_with_no_options(tmp_path, monkeypatch):
-    """A new user's first command: every shipped box gets a job, the project synced where none is named."""
+    """A new user's first command, with a vagabond installed from its GitHub repository: every
+    shipped box gets a job, through vagabond's action at the same commit, the project synced where
+    none is named."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(install, "origin", lambda: install.Origin(
+        f"vagabond-vm @ git+https://github.com/example/vagabond.git@{ORIGIN_SHA}", f"example/vagabond@{ORIGIN_SHA}"))
     result = CliRunner().invoke(app, ["ci", "github"])
     doc = load(result)
     shipped = sorted(p.stem for p in (REPO / "boxes").glob("*.yaml"))
@@ -91,7 +98,23 @@ def test_shipped_boxes_with_no_options(tmp_path, monkeypatch):
     assert [m["box"] for m in matrix] == shipped
     assert all(m["sync"] == "/src" and m["test_dir"] == "/src" for m in matrix)
     assert "no synced_folders, so the job syncs the project to /src" in result.stderr
-    assert doc["env"]["VAGABOND_SPEC"].startswith("vagabond-vm")
+    uses = [s["uses"] for s in doc["jobs"]["test"]["steps"] if "uses" in s]
+    assert f"example/vagabond@{ORIGIN_SHA}" in uses and f"example/vagabond/cleanup@{ORIGIN_SHA}" in uses
+    assert result.stdout.splitlines()[1] == "#   vagabond ci github --boxes " + ",".join(shipped), "the header regenerates it as typed"
+
+
+def test_a_vagabond_from_a_local_clone_is_refused_in_one_line(tmp_path, monkeypatch):
+    """No install source that does not exist: vagabond-vm==VERSION is not on PyPI (and whoever
+    registers the name would run code as root in the workflow)."""
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "clone")], check=True)
+    monkeypatch.setattr(install, "source_checkout", lambda: tmp_path / "clone")
+    monkeypatch.setattr(install.metadata, "distribution", lambda name: (_ for _ in ()).throw(install.metadata.PackageNotFoundError))
+    result = CliRunner().invoke(app, ["ci", "github"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "--vagabond-spec" in result.stderr and "--use-action" in result.stderr
+    inline = CliRunner().invoke(app, ["ci", "github", "--inline", "--use-action", f"example/vagabond@{ORIGIN_SHA}"])
+    assert inline.exit_code == 2 and "contradict" in inline.stderr
 
 
 def test_box_with_synced_folder_is_not_synced_again(project):

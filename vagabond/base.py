@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from vagabond import cloudimage, files, images, paths, process, registry, timeouts, ui
+from vagabond import cloudimage, files, images, paths, process, timeouts, ui
 from vagabond.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import UsageError, VagabondError
 from vagabond.images import BaseBox
@@ -314,7 +314,6 @@ def copy_box(built: BaseBox, directory: Path) -> Path:
 
 def add_to_store(built: BaseBox) -> BaseBox:
     """Make sure Vagrant's box store has this version of a box vagabond made."""
-    registry.add_box(built.name)  # vagabond's own base: `vagabond gc` may remove images of its old versions
     v = Vagrant(timeout=timeouts.BOX_ADD)
     if not v.has_box(built.name, built.version):
         with ui.step(f"vagrant box add {built.name} {built.version}"):
@@ -330,7 +329,6 @@ def download_vagrant_base(spec: VagrantBase) -> bool:
     v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
     if v.has_any_version(spec.box):
         return False
-    registry.add_box(spec.box)
     with ui.step(f"download {spec.box}" + (f" from {spec.url}" if spec.url else "")):
         v.box_add_base(spec.box, spec.url, spec.version, spec.checksum)
     return True

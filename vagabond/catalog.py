@@ -403,9 +403,24 @@ def check_box_archive(path: Path) -> None:
 def box_key(box: BoxFile, *, replacing: bool = False) -> str:
     """Where the box lives in the catalog. A forced replacement gets a key of its own (by content),
     so the file the catalog names is never overwritten while the catalog still names it."""
-    safe = box.name.replace("/", "-")
+    safe = files.safe_name(box.name)
     unique = f"-{box.sha256[:12]}" if replacing else ""
     return f"{box.version}/{safe}-{box.version}{unique}-libvirt.box"
+
+
+def own_key(key: str, name: str) -> str | None:
+    """``key`` as box_key writes it for box ``name``, once normalised, or None: the only keys a
+    publish may delete. A catalog entry can name any URL (metadata.json itself, an alias such as
+    '2.0/../1.0/x.box' of a file another entry still lists); only vagabond's own names qualify."""
+    if not key or key.startswith("/") or "\\" in key:
+        return None
+    normal = posixpath.normpath(key)
+    if normal != key or normal.startswith("../") or normal in (METADATA, LOCK):
+        return None
+    match = re.fullmatch(r"([0-9.]+)/(.+)-\1(-[0-9a-f]{12})?-libvirt\.box", normal)
+    if not match or not VERSION.fullmatch(match[1]) or match[2] != files.safe_name(name):
+        return None
+    return normal
 
 
 def merge(metadata: dict | None, box: BoxFile, url: str, *, keep: int | None) -> tuple[dict, list[dict]]:
@@ -517,12 +532,17 @@ def _publish(path: Path, catalog: str, *, name: str | None = None, version: str 
         raise
     listed = _urls(doc["versions"])
     prefix = store.url("")
+    kept = {own_key(u[len(prefix):], box.name) for u in listed if u.startswith(prefix)} - {None}
     for old in sorted(_urls(gone) - listed):
-        if not old.startswith(prefix):
-            ui.info(f"left {old} alone: it is not in {catalog}")
+        key = own_key(old[len(prefix):], box.name) if old.startswith(prefix) else None
+        if key is None:
+            ui.info(f"left {old} alone: not a box file vagabond named in {catalog}")
+            continue
+        if key in kept:
+            ui.info(f"left {old} alone: a version the catalog keeps names it too")
             continue
         try:
-            store.delete(old[len(prefix):])
+            store.delete(key)
         except PublishError as exc:
             ui.info(f"left {old} alone: {exc}")
     if url not in listed:  # --keep dropped the version just published (a newer one landed meanwhile)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vagabond import libvirt, registry, ui
-from vagabond.vm import Vagrant, store_name
+from vagabond.vm import Vagrant, box_name
 from vagabond.workdir import Workdir
 
 
@@ -61,12 +61,11 @@ def find() -> list[Orphan]:
     kept_domains = [d for d in domains if not any(o.kind == "domain" and o.name == d for o in orphans)]
     in_use = libvirt.volumes_in_use(kept_domains) if kept_domains else set()
     store = Vagrant()
-    ours = {store_name(b): b for b in data["boxes"]}
     for vol in volumes:
         match = libvirt.BOX_IMAGE.match(vol)
-        if not match or match["box"] not in ours:
+        if vol not in data["volumes"] or not match:  # only an image a vagabond run uploaded itself
             continue
-        box, version = ours[match["box"]], match["version"]
+        box, version = box_name(match["box"]), match["version"]
         if vol in in_use or store.has_box(box, version):
             continue
         orphans.append(Orphan("box image", vol, f"box {box} {version} is no longer in Vagrant's box store"))
@@ -107,7 +106,8 @@ def _forget_finished() -> None:
         leftovers = [n for n in domains + volumes if n.startswith(prefix)]
         if not leftovers and _workdir_verdict(prefix, Path(workdir)):
             stale.append(prefix)
-    registry.forget(workdirs=stale, networks=[n for n in data["networks"] if n not in networks])
+    registry.forget(workdirs=stale, networks=[n for n in data["networks"] if n not in networks],
+                    volumes=[v for v in data["volumes"] if v not in volumes])
 
 
 def as_dicts(orphans: list[Orphan]) -> list[dict]:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from vagabond import files, process, timeouts
+from vagabond import files, process, timeouts, ui
 from vagabond.errors import Busy, UnsafePath
 from vagabond.vm import store_name
 
@@ -218,5 +218,5 @@ def remove_network_if_unused(network: str) -> bool:
         with Turn():
             return network in networks() and not network_in_use(network) and remove_network(network)
     except Busy as exc:
-        log.warning("left network %s in place: %s", network, exc)
+        ui.warning(f"left network {network} in place: {exc}")
         return False

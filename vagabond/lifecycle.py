@@ -98,7 +98,6 @@ def fetch_prebuilt(source: render.BoxSource) -> render.BoxSource | None:
     checksum mismatch) falls back to the base box instead of failing the run. Vagrant checks the
     checksum from the catalog and keeps nothing of a box that does not match."""
     v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
-    registry.add_box(source.name)
     if v.has_box(source.name, source.version):
         return source
     try:
@@ -302,6 +301,9 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
             raise StepFailed(step, exc) from None
         if ours is not None and not ours.network_existed and libvirt.MGMT_NETWORK in libvirt.networks():
             registry.add_networks([libvirt.MGMT_NETWORK])
+        if ours is not None and ours.upload_started:
+            # The box's image volume this run uploaded: gc may take it once nothing needs it.
+            registry.add_volumes(sorted(set(libvirt.box_images(ours.box_name)) - ours.images_before))
         state = wd.write_state(up_at=time.time(), timings=timings)
         return state
 
@@ -358,8 +360,11 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
             gone = set(before) - set(libvirt.domains(wd.prefix))
             removed += [f"domain {name} (vagrant destroy)" for name in sorted(gone)]
         removed += _remove_libvirt_objects(wd)
-        if libvirt.remove_network_if_unused(libvirt.MGMT_NETWORK):
-            removed.append(f"network {libvirt.MGMT_NETWORK}")
+        # The management network only with the record that a vagabond run made it: another tool's stays.
+        net = libvirt.MGMT_NETWORK
+        if net in registry.read()["networks"] and libvirt.remove_network_if_unused(net):
+            removed.append(f"network {net}")
+            registry.forget(networks=[net])
         wd.remove_state()
         return removed
 

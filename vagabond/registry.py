@@ -8,25 +8,26 @@ is ever touched. The file is small JSON, updated under a lock with an atomic ren
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from vagabond import paths, ui, workdir
+from vagabond import files, paths, timeouts, ui, workdir
 
 
 def path() -> Path:
     return paths.state_dir() / "registry.json"
 
 
+LISTS = ("volumes", "networks", "swapfiles")
+
+
 def _valid(data: object) -> bool:
     return (isinstance(data, dict) and isinstance(data.get("workdirs", {}), dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in data.get("workdirs", {}).items())
             and all(isinstance(data.get(key, []), list) and all(isinstance(x, str) for x in data.get(key, []))
-                    for key in ("boxes", "networks", "swapfiles")))  # fmt: skip
+                    for key in LISTS))  # fmt: skip
 
 
 def read() -> dict:
@@ -34,18 +35,19 @@ def read() -> dict:
     next update would write back, dropping every earlier record) and rebuilt from what is known."""
     target = path()
     try:
-        text = target.read_text()
+        raw = target.read_bytes()
     except FileNotFoundError:
         data = {}
     else:
         try:
-            data = json.loads(text)
+            data = files.loads(raw, str(target))
         except ValueError:
             data = None
         if not _valid(data):
             data = _recover(target)
+    data.pop("boxes", None)  # box names, as earlier versions recorded them: no proof of whose image a volume is
     data.setdefault("workdirs", {})  # libvirt name prefix -> work directory
-    data.setdefault("boxes", [])  # box names vagabond added to Vagrant's box store
+    data.setdefault("volumes", [])  # box image volumes a vagabond run uploaded into the pool
     data.setdefault("networks", [])  # libvirt networks a vagabond run brought into being
     data.setdefault("swapfiles", [])  # swap files `vagabond prepare` made
     return data
@@ -61,22 +63,22 @@ def _recover(target: Path) -> dict:
     workdirs = {wd.prefix: str(wd.path) for wd in workdir.in_project() if wd.prefix}
     ui.info(f"warning: {target} was not a vagabond registry; kept it as {aside.name} and rebuilt the record of "
             f"{len(workdirs)} work directories of this project; gc leaves alone anything the record no longer names")
-    data = {"workdirs": workdirs, "boxes": [], "networks": [], "swapfiles": []}
-    target.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    data = {"workdirs": workdirs, "volumes": [], "networks": [], "swapfiles": []}
+    files.write_json(target, data, sort_keys=True)
     return data
 
 
 @contextlib.contextmanager
 def _updating() -> Iterator[dict]:
     target = path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = files.open_lock(target.with_suffix(".lock"))
+    try:
+        files.wait_for_lock(fd, target.with_suffix(".lock"), timeouts.PUBLISH_LOCK, "recording what vagabond created")
         data = read()
         yield data
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        tmp.replace(target)
+        files.write_json(target, data, sort_keys=True)
+    finally:
+        os.close(fd)
 
 
 def add_workdir(prefix: str, workdir: Path) -> None:
@@ -86,11 +88,13 @@ def add_workdir(prefix: str, workdir: Path) -> None:
         data["workdirs"][prefix] = str(workdir)
 
 
-def add_box(name: str) -> None:
-    if name in read()["boxes"]:
+def add_volumes(names: list[str]) -> None:
+    """Box image volumes this run uploaded (vagrant-libvirt said so): `vagabond gc` may remove them
+    once no box of Vagrant's store and no domain needs them. Nothing else in the pool is ever ours."""
+    if not names or set(names) <= set(read()["volumes"]):
         return
     with _updating() as data:
-        data["boxes"] = sorted(set(data["boxes"]) | {name})
+        data["volumes"] = sorted(set(data["volumes"]) | set(names))
 
 
 def add_networks(names: list[str]) -> None:
@@ -105,10 +109,10 @@ def add_swapfile(path: Path) -> None:
         data["swapfiles"] = sorted(set(data["swapfiles"]) | {str(path)})
 
 
-def forget(*, workdirs: list[str] = (), boxes: list[str] = (), networks: list[str] = (), swapfiles: list[str] = ()) -> None:
+def forget(*, workdirs: list[str] = (), volumes: list[str] = (), networks: list[str] = (), swapfiles: list[str] = ()) -> None:
     with _updating() as data:
         for prefix in workdirs:
             data["workdirs"].pop(prefix, None)
-        data["boxes"] = [b for b in data["boxes"] if b not in boxes]
+        data["volumes"] = [v for v in data["volumes"] if v not in volumes]
         data["networks"] = [n for n in data["networks"] if n not in networks]
         data["swapfiles"] = [s for s in data["swapfiles"] if s not in swapfiles]

@@ -11,9 +11,17 @@ import vagrant
 from vagabond import process, timeouts
 
 
+SLASH = "-VAGRANTSLASH-"
+
+
 def store_name(name: str) -> str:
     """Box ``name`` as Vagrant spells it on disk and vagrant-libvirt in volume names ('/' as -VAGRANTSLASH-)."""
-    return name.replace("/", "-VAGRANTSLASH-")
+    return name.replace("/", SLASH)
+
+
+def box_name(stored: str) -> str:
+    """The box name behind a store_name."""
+    return stored.replace(SLASH, "/")
 
 # Vagrant prints its own version check and usage hints unless told not to; CI logs need neither.
 QUIET_ENV = {

@@ -19,6 +19,9 @@ ALIVE, DEAD, REUSED, STRANGER = "vagabond-gcalive-11111111-", "vagabond-gcdead-2
 OUR_BOX_IMAGE = "vagabond-gctest-VAGRANTSLASH-gone_vagrant_box_image_1.0.0_box.img"
 KEPT_BOX_IMAGE = "vagabond-gctest-VAGRANTSLASH-kept_vagrant_box_image_2.0.0_box.img"
 THEIR_BOX_IMAGE = "someone-VAGRANTSLASH-else_vagrant_box_image_1.0.0_box.img"
+# Another user's base box of a third-party name that a vagabond run also used (and earlier versions
+# recorded by box name): only volumes a vagabond run uploaded are ever its own.
+OTHER_USERS_IMAGE = "generic-VAGRANTSLASH-debian12_vagrant_box_image_4.3.12_box.img"
 NETWORK = "vagabond-gc-test"
 
 
@@ -47,14 +50,15 @@ def leaked(tmp_path):
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "registry.json").write_text(json.dumps({
         "workdirs": {ALIVE: str(alive), DEAD: str(tmp_path / "deleted"), REUSED: str(reused)},
-        "boxes": ["vagabond-gctest/gone", "vagabond-gctest/kept"],
+        "volumes": [OUR_BOX_IMAGE, KEPT_BOX_IMAGE],
+        "boxes": ["generic/debian12"],  # how earlier versions recorded it: not proof of ownership
         "networks": [NETWORK],
     }))  # fmt: skip
     # vagabond-gctest/kept 2.0.0 is still in the (private) box store; gone 1.0.0 is not.
     store = tmp_path / "vagrant.d" / "boxes" / "vagabond-gctest-VAGRANTSLASH-kept" / "2.0.0" / "libvirt"
     store.mkdir(parents=True)
     (store / "metadata.json").write_text('{"provider": "libvirt"}')
-    volumes = [f"{p}default.img" for p in (ALIVE, DEAD, REUSED, STRANGER)] + [f"{DEAD}default-disk2.img", OUR_BOX_IMAGE, KEPT_BOX_IMAGE, THEIR_BOX_IMAGE]  # fmt: skip
+    volumes = [f"{p}default.img" for p in (ALIVE, DEAD, REUSED, STRANGER)] + [f"{DEAD}default-disk2.img", OUR_BOX_IMAGE, KEPT_BOX_IMAGE, THEIR_BOX_IMAGE, OTHER_USERS_IMAGE]  # fmt: skip
     for vol in volumes:
         virsh("vol-create-as", "default", vol, "1M", "--format", "qcow2")
     for prefix in (ALIVE, DEAD, STRANGER):
@@ -95,9 +99,74 @@ def test_gc_removes_only_what_vagabond_leaked(leaked):
     assert f"{DEAD}default" not in domains and f"{ALIVE}default" in domains and f"{STRANGER}default" in domains
     for gone in (f"{DEAD}default.img", f"{DEAD}default-disk2.img", f"{REUSED}default.img", OUR_BOX_IMAGE):
         assert gone not in volumes
-    for kept in (f"{ALIVE}default.img", f"{STRANGER}default.img", KEPT_BOX_IMAGE, THEIR_BOX_IMAGE):
+    for kept in (f"{ALIVE}default.img", f"{STRANGER}default.img", KEPT_BOX_IMAGE, THEIR_BOX_IMAGE, OTHER_USERS_IMAGE):
         assert kept in volumes
     assert NETWORK not in virsh("net-list", "--all", "--name").split()
     registry = json.loads(open(leaked["VAGABOND_STATE"] + "/registry.json").read())
     assert set(registry["workdirs"]) == {ALIVE}, "the registry must forget what no longer exists"
+    assert registry["volumes"] == [KEPT_BOX_IMAGE] and "boxes" not in registry
     assert gc(leaked)["orphans"] == [], "a second gc finds nothing"
+
+
+MGMT = "vagrant-libvirt"
+
+
+@pytest.fixture
+def management_network(tmp_path):
+    """vagrant-libvirt's network as another tool left it (defined by this test when it was not
+    there); removed again only if this test made it."""
+    require_tool("virsh")
+    if subprocess.run(["virsh", "-c", "qemu:///system", "uri"], capture_output=True).returncode != 0:
+        pytest.skip("REAL TOOL MISSING: libvirtd is not running (scripts/sandbox.sh start)")
+    made = MGMT not in virsh("net-list", "--all", "--name").split()
+    if made:
+        subprocess.run(["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"], input=f"<network><name>{MGMT}</name></network>",
+                       text=True, check=True, capture_output=True)  # fmt: skip
+    (tmp_path / "boxes").mkdir()
+    (tmp_path / "boxes" / "never.yaml").write_text("description: never up\nbase: {box: example/never}\n")
+    env = dict(os.environ, VAGABOND_STATE=str(tmp_path / "state"), VAGRANT_HOME=str(tmp_path / "vagrant.d"), VAGABOND_NETNS=NETNS)
+    yield env, made
+    if made:
+        virsh("net-undefine", MGMT, check=False)
+
+
+def destroy(env, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vagabond", "destroy", "never"], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_destroy_leaves_a_network_vagabond_never_made(management_network, tmp_path):
+    """A box that was never up, an empty registry: vagrant-libvirt's network is not vagabond's to remove."""
+    env, _ = management_network
+    result = destroy(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "nothing was left" in result.stderr
+    assert MGMT in virsh("net-list", "--all", "--name").split()
+
+
+def test_destroy_ends_when_the_turn_is_held_for_good_and_removes_the_network_once_free(management_network, tmp_path):
+    """Anyone who can open the turn lock can hold it forever: destroy (a cleanup, deaf to signals)
+    still ends, leaving the network and saying why; with the turn free, the recorded network goes."""
+    env, made = management_network
+    if not made:
+        pytest.skip("vagrant-libvirt's network belongs to a VM of this host: this test removes only one it defined")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "registry.json").write_text(json.dumps({"workdirs": {}, "networks": [MGMT]}))
+    lock = "/run/vagabond/libvirt.lock"
+    os.makedirs("/run/vagabond", exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl,os,sys,time\n"
+                               f"fd=os.open({lock!r}, os.O_RDONLY|os.O_CREAT, 0o644); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = destroy(dict(env, VAGABOND_TIMEOUT_TURN="2"), tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"left network {MGMT} in place: pid {holder.pid} (python" in result.stderr
+        assert MGMT in virsh("net-list", "--all", "--name").split()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = destroy(env, tmp_path)
+    assert result.returncode == 0 and f"network {MGMT}" in result.stderr, result.stderr
+    assert MGMT not in virsh("net-list", "--all", "--name").split()
+    assert json.loads((tmp_path / "state" / "registry.json").read_text())["networks"] == []

@@ -220,3 +220,35 @@ def test_open_lock_sets_the_mode_only_of_a_file_it_creates(tmp_path):
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.close(fd)
     assert theirs.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("url", ["metadata.json", ".publish.lock", "2/../2/org-tiny-2-libvirt.box", "./2/org-tiny-2-libvirt.box",
+                                 "2/org-other-2-libvirt.box", "../victim", "1/org-tiny-1-libvirt.box/"])
+def test_pruning_deletes_only_names_vagabond_gave_that_no_kept_entry_uses(tmp_path, url):
+    """An old entry naming metadata.json made a publish delete the catalog index it had just written;
+    an alias of a kept version's file deleted a box the catalog still listed."""
+    import json
+
+    from tests.unit.test_publish import NAME, make_box
+
+    cat = tmp_path / "cat"
+    catalog.publish(make_box(tmp_path, "2"), str(cat))
+    doc = json.loads((cat / "metadata.json").read_text())
+    doc["versions"].insert(0, {"version": "1", "providers": [{"name": "libvirt", "url": cat.as_uri() + "/" + url}]})
+    (cat / "metadata.json").write_text(json.dumps(doc))
+    (cat / ".publish.lock").write_text("")
+    before = sorted(p.relative_to(cat).as_posix() for p in cat.rglob("*"))
+    result = catalog.publish(make_box(tmp_path, "3"), str(cat), keep=2)
+    assert result["pruned"] == ["1"]
+    after = sorted(p.relative_to(cat).as_posix() for p in cat.rglob("*"))
+    assert set(before) <= set(after), "nothing but the pruned version's own file may go"
+    assert json.loads((cat / "metadata.json").read_text())["name"] == NAME
+
+
+def test_pruning_deletes_the_pruned_versions_own_file(tmp_path):
+    from tests.unit.test_publish import make_box
+
+    cat = tmp_path / "cat"
+    for version in ("1", "2", "3"):
+        catalog.publish(make_box(tmp_path, version), str(cat), keep=2)
+    assert not (cat / "1").exists() and (cat / "2" / "org-tiny-2-libvirt.box").is_file()

@@ -101,7 +101,7 @@ def build(box: Box, *, force: bool = False) -> BaseBox:
     kernels = paths.cache_dir() / "kernels"
     kernels.mkdir(parents=True, exist_ok=True)
     shutil.copy2(kernel, kernels / f"vmlinuz-{base.suite}")
-    result = BaseBox(name=base.box, version=version, box_file=box_file, catalog=catalog, kernel=kernel, sha256=sha)
+    result = BaseBox(name=base.box, version=version, box_file=box_file, catalog=catalog, sha256=sha)
     result.save(out_dir)
     ui.info(f"base box {base.box} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
     return result
@@ -329,6 +329,10 @@ def download_vagrant_base(spec: VagrantBase) -> bool:
     v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
     if v.has_any_version(spec.box):
         return False
+    if spec.url and not spec.url.endswith(".json") and not spec.checksum:
+        ui.warning(f"{spec.url} is added without a checksum (the box file names none): pin it with checksum: sha256:HEX")
+    elif spec.url and spec.url.startswith("http://"):
+        ui.warning(f"catalog {spec.url} is read over plain http: anyone on the way can change it, its checksums included")
     with ui.step(f"download {spec.box}" + (f" from {spec.url}" if spec.url else "")):
         v.box_add_base(spec.box, spec.url, spec.version, spec.checksum)
     return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import ipaddress
 import re
@@ -100,6 +101,14 @@ class VagrantBase(_Strict):
     @property
     def box_name(self) -> str:
         return self.box
+
+    @model_validator(mode="after")
+    def _checked_download(self) -> "VagrantBase":
+        # A box file names no checksum of its own: fetched over plain http, anyone on the way could
+        # replace it. (A catalog .json lists one per version, which Vagrant checks.)
+        if self.url and self.url.startswith("http://") and not self.url.endswith(".json") and not self.checksum:
+            raise ValueError("a box file fetched over plain http needs checksum: sha256:HEX (or an https:// URL)")
+        return self
 
 
 class _LocalBase(_Strict):
@@ -323,8 +332,11 @@ def load_box(path: Path) -> Box:
         raise BoxDefinitionError([f"{shown}:1: not UTF-8 text ({exc.reason})"]) from None
     except OSError as exc:
         raise BoxNotFound(f"cannot read box file {shown}: {exc.strerror}") from None
+    if len(text) > BOX_FILE_MAX:
+        raise BoxDefinitionError([f"{shown}:1: a box file is at most {BOX_FILE_MAX // 1024} KiB ({len(text) // 1024} KiB given)"])
     yaml = YAML(typ="rt")
     try:
+        _check_aliases(yaml, text, shown)
         doc = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -337,6 +349,9 @@ def load_box(path: Path) -> Box:
         raise BoxDefinitionError([f"{shown}:{line}: YAML syntax error: {problem}"]) from None
     if not isinstance(doc, CommentedMap):
         raise BoxDefinitionError([f"{shown}:1: a box file must be a mapping of keys (description, base, ...)"])
+    odd = [f"{shown}:{_line_of(doc, loc)}: {_label(doc, loc) or 'value'}: {why}" for loc, why in _unsupported(doc)]
+    if odd:
+        raise BoxDefinitionError(odd)
     unencodable = [f"{shown}:{_line_of(doc, loc)}: {_label(doc, loc) or 'key'}: a lone surrogate ({bad!r}) is not "
                    "text; write the character itself" for loc, bad in _surrogates(doc)]  # fmt: skip
     if unencodable:
@@ -355,6 +370,53 @@ def load_box(path: Path) -> Box:
     if missing:
         raise BoxDefinitionError(missing)
     return box
+
+
+# A box file is a page of YAML: bounded in size and in aliases, so a file of a few hundred bytes
+# cannot expand into billions of nodes (the "billion laughs").
+BOX_FILE_MAX = 256 * 1024
+MAX_ALIASES = 64
+MAX_NODES = 20000
+
+
+def _check_aliases(yaml: YAML, text: str, shown: str) -> None:
+    from ruamel.yaml.events import AliasEvent
+
+    aliases = 0
+    for event in yaml.parse(text):
+        if isinstance(event, AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                line = event.start_mark.line + 1 if event.start_mark else 1
+                raise BoxDefinitionError([f"{shown}:{line}: more than {MAX_ALIASES} YAML aliases (*name): write the values out"])
+
+
+def _unsupported(node: Any, loc: tuple = (), budget: list | None = None) -> Iterator[tuple[tuple, str]]:
+    """Values a box file cannot hold, with where they are: what YAML's tags make that JSON (site.yml,
+    the definition digest, Ansible's extra vars) cannot carry; and a document that expands into
+    more than MAX_NODES values."""
+    budget = [MAX_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        if budget[0] == -1:
+            yield loc, f"the document expands into more than {MAX_NODES} values"
+        return
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                yield loc, f"a key must be text, not {type(key).__name__}"
+            yield from _unsupported(value, loc + (key,), budget)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _unsupported(value, loc + (i,), budget)
+    elif isinstance(node, (set, frozenset)) or type(node).__name__ in ("CommentedSet", "CommentedOrderedMap"):
+        yield loc, "a set (!!set) is not supported: write a list"
+    elif isinstance(node, bytes):
+        yield loc, "binary data (!!binary) is not supported: write text"
+    elif isinstance(node, float) and (node != node or node in (float("inf"), float("-inf"))):
+        yield loc, "NaN and infinity are not supported"
+    elif node is not None and not isinstance(node, (str, int, float, bool, datetime.date)):
+        yield loc, f"a {type(node).__name__} value is not supported"
 
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -388,6 +450,8 @@ def _plain(node: Any) -> Any:
         return float(node)
     if isinstance(node, str):
         return str(node)
+    if isinstance(node, datetime.date):  # an unquoted date (release: 2024-01-01): Ansible gets it as text
+        return node.isoformat()
     return node
 
 

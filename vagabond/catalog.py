@@ -375,18 +375,25 @@ class BoxFile:
 
 
 def check_box_archive(path: Path) -> None:
-    """A vagrant-libvirt box: a tar (plain, gzip or xz) holding metadata.json for libvirt and box.img."""
+    """A vagrant-libvirt box: a tar (plain, gzip or xz) holding metadata.json for libvirt and
+    box.img, every member a plain file or directory inside the box. `vagrant box add` refuses an
+    archive with an absolute, '..' or linked member, so such a version could never be installed:
+    refused before anything is uploaded. The whole archive is read (a bad member may come last)."""
     found: dict[str, bytes] = {}
     try:
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
                 name = member.name.removeprefix("./")
+                if member.name.startswith("/") or ".." in member.name.split("/") or not (member.isfile() or member.isdir()):
+                    kind = "a link" if member.issym() or member.islnk() else ("absolute" if member.name.startswith("/")
+                                                                              else "outside the box" if ".." in member.name.split("/")
+                                                                              else "not a plain file")  # fmt: skip
+                    raise PublishError(f"{path}: member {member.name[:80]!r} is {kind}; vagrant box add would refuse this box",
+                                       hint="publish what 'vagabond build' wrote")  # fmt: skip
                 if name == "metadata.json" and member.isfile() and member.size < 2**16:
                     found[name] = tar.extractfile(member).read()
                 elif name == "box.img" and member.isfile():
                     found[name] = b""
-                if len(found) == 2:
-                    break
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise PublishError(f"{path} is not a box archive ({exc})", hint="publish what 'vagabond build' wrote") from None
     if "box.img" not in found or "metadata.json" not in found:
@@ -571,7 +578,7 @@ def fetch_metadata(url: str, timeout: float = timeouts.CATALOG) -> object:
     if urlparse(url).scheme not in ("http", "https", "file"):
         raise ValueError(f"{url!r} is not an http(s):// or file:// URL")
     with urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the user's own catalog URL, scheme checked above
-        return json.loads(resp.read())
+        return files.loads(resp.read(files.JSON_MAX_BYTES + 1), f"catalog {url}")
 
 
 def find_current(url: str, digest: str, name: str, constraint: str | None = None) -> tuple[Prebuilt | None, str]:
@@ -584,11 +591,17 @@ def find_current(url: str, digest: str, name: str, constraint: str | None = None
         return None, str(exc)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return None, f"catalog {url} could not be read ({' '.join(str(exc).split())[:200]})"
-    matching = [
+    built = [
         v for v in doc.get("versions", [])
         if isinstance(v.get("vagabond"), dict) and v["vagabond"].get("definition_digest") == digest
         and any(p.get("name") == "libvirt" for p in v.get("providers", []))
     ]  # fmt: skip
+    # Vagrant checks a download only against the checksum its catalog entry lists: an entry without
+    # one would boot whatever the server (or anyone between it and this host) sends.
+    matching = [v for v in built if any(p.get("name") == "libvirt" and _checksummed(p) for p in v["providers"])]
+    if built and not matching:
+        return None, (f"the versions in {url} built from this box definition ({', '.join(v['version'] for v in built)}) "
+                      "list no sha256 checksum, so their download could not be checked")  # fmt: skip
     allowed = [v for v in matching if satisfies(v["version"], constraint)]
     if matching and not allowed:
         return None, (f"no version in {url} built from this box definition meets the version constraint "
@@ -598,4 +611,13 @@ def find_current(url: str, digest: str, name: str, constraint: str | None = None
         return None, (f"no version in {url} was built from this box definition and its playbooks "
                       f"(digest {digest[:12]}...; {len(doc.get('versions', []))} versions listed)")  # fmt: skip
     best = max(matching, key=lambda v: version_key(v["version"]))
+    if urlparse(url).scheme == "http":
+        ui.warning(f"catalog {url} is read over plain http: anyone on the way can change it, its checksums "
+                   "included; serve it over https")  # fmt: skip
     return Prebuilt(name, best["version"], url), f"prebuilt {name} {best['version']} matches this definition"
+
+
+def _checksummed(provider: dict) -> bool:
+    kind, value = provider.get("checksum_type"), provider.get("checksum")
+    sizes = {"sha256": 64, "sha384": 96, "sha512": 128}
+    return isinstance(value, str) and kind in sizes and re.fullmatch(f"[0-9a-fA-F]{{{sizes[kind]}}}", value) is not None

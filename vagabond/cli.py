@@ -909,13 +909,14 @@ def ci_github(
     if paths_ignore is not None:
         settings.paths_ignore = [p.strip() for p in paths_ignore.split(",") if p.strip()]
     if _state["boxes_dir"] is not None:
+        workflow.check_line("--boxes-dir", str(_state["boxes_dir"]))
         root, given = project.project_root(), Path(_state["boxes_dir"]).resolve()
         if not given.is_relative_to(root):
             raise errors.UsageError(f"--boxes-dir {_state['boxes_dir']}: outside the repository ({root}), where the runner cannot see it")
         settings.boxes_dir = given.relative_to(root).as_posix()
     if inline and use_action:
         raise errors.UsageError("--inline and --use-action contradict each other", hint="give one of them")
-    workflow.check_settings(settings)  # bad input is said before anything is looked up
+    workflow.check_settings(settings, output)  # bad input is said before anything is looked up
     settings.command = workflow.command_line([b.name for b in chosen], settings, output)  # as typed: it regenerates this file
     if not vagabond_spec and not (use_action and not workflow.nightly_boxes(chosen)):
         source = install.origin()  # what the runner installs: a source that exists, or a one-line refusal

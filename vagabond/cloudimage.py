@@ -111,17 +111,19 @@ def expected_sha256(image: str, checksum: str | None, checksums_url: str | None)
     return None, ""
 
 
-def _download(url: str, target: Path) -> None:
-    """Into target, resuming a partial download, with progress; nothing left if nothing arrived."""
-    partial = target.with_name(target.name + ".partial")
+def _download(url: str, partial: Path) -> None:
+    """Into ``partial``, resuming what an earlier attempt left there, with progress. The server's
+    announced length must arrive in full: a short body is an error (the part stays for the next
+    attempt to resume), never a file taken as whole."""
     have = partial.stat().st_size if partial.is_file() else 0
     with _open(url, {"Range": f"bytes={have}-"} if have else None) as resp:
-        resumed = have and resp.status == 206
-        total = int(resp.headers.get("Content-Length") or 0) + (have if resumed else 0)
+        resumed = bool(have) and resp.status == 206
+        length = resp.headers.get("Content-Length")
+        total = int(length) + (have if resumed else 0) if length and length.isdigit() else None
         done = have if resumed else 0
         with ui.step(f"download {url}" + (f" (resuming at {have / 2**20:.0f} MiB)" if resumed else "")):
             told = time.monotonic()
-            with partial.open("ab" if resumed else "wb") as fh:
+            with files.open_download(partial, resume=resumed) as fh:
                 while block := resp.read(8 * 2**20):
                     fh.write(block)
                     done += len(block)
@@ -129,38 +131,47 @@ def _download(url: str, target: Path) -> None:
                         told = time.monotonic()
                         ui.info(f"download: {done / 2**20:.0f} of {total / 2**20:.0f} MiB" if total else
                                 f"download: {done / 2**20:.0f} MiB")  # fmt: skip
-    partial.replace(target)
+    if total is not None and done != total:
+        raise VagabondError(f"download of {url} ended after {done} of the {total} bytes the server announced",
+                            hint="run the command again: it resumes where this one stopped")  # fmt: skip
 
 
 def fetch(image: str, checksum: str | None, dest_dir: Path, checksums_url: str | None = None) -> Path:
     """The image as a local file, checked against its sha256 before anything uses it. A local path
     (or file:// URL) is used where it is; a download is kept in the cache under its sha256, so the
-    same image is downloaded once; an interrupted download resumes. A file that does not match is
-    refused, and a downloaded one is not kept."""
+    same image is downloaded once; an interrupted download resumes. A download takes its final
+    name only once it matches; a cached copy is checked again before each use (a CI cache restores
+    files vagabond did not write). A file that does not match is refused, and a download of it is
+    not kept."""
     expected, source = expected_sha256(image, checksum, checksums_url)
     local = "://" not in image or image.startswith("file://")
     if local:
         path = Path(image.removeprefix("file://"))
         if not path.is_file():
             raise UsageError(f"image {path} does not exist")
+        candidate = path
     else:
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(dest_dir)
         name = Path(urllib.parse.urlparse(image).path).name or "image"
         key = expected or hashlib.sha256(image.encode()).hexdigest()
         path = dest_dir / f"{key[:16]}-{name}"
-        if path.is_file():
-            return path  # checked when it was downloaded
-        _download(image, path)
+        candidate = path if path.is_file() else path.with_name(path.name + ".partial")
+        if candidate != path:
+            _download(image, candidate)
     if expected is None:
-        ui.info(f"warning: {image} is not checked against a checksum (the box file names none)")
+        ui.warning(f"{image} is not checked against a checksum (the box file names none)")
+        if candidate != path:
+            files.move(candidate, path)
         return path
-    with ui.step(f"sha256 of {path.name}"):
-        actual = files.sha256_file(path)
+    with ui.step(f"sha256 of {candidate.name}"):
+        actual = files.sha256_file(candidate)
     if actual != expected:
         if not local:
-            path.unlink(missing_ok=True)  # a download that does not match is not kept
+            candidate.unlink(missing_ok=True)  # a download (or a cached copy) that does not match is not kept
         raise VagabondError(f"{image}: sha256 is {actual}, {source} says {expected}: refusing a changed or corrupt image"
                             + ("" if local else "; the download was removed"))  # fmt: skip
+    if candidate != path:
+        files.move(candidate, path)
     return path
 
 
@@ -214,6 +225,6 @@ def import_image(name: str, image: str, *, checksum: str | None = None, checksum
     catalog = out_dir / "metadata.json"
     images.write_catalog(catalog, name=name, description=f"imported from {image}", version=version,
                          box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip
-    result = BaseBox(name=name, version=version, box_file=box_file, catalog=catalog, kernel=Path(), sha256=sha)
+    result = BaseBox(name=name, version=version, box_file=box_file, catalog=catalog, sha256=sha)
     ui.info(f"imported {name} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
     return result

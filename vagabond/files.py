@@ -125,6 +125,21 @@ def open_append(path: Path, *, mode: int = 0o644) -> IO[str]:
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
+def open_download(path: Path, *, resume: bool) -> IO[bytes]:
+    """A download's partial file, appended to (resume) or started over; a link there is refused."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if resume else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(path)
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePath(f"refusing {path}: it is not a regular file")
+    return os.fdopen(fd, "ab" if resume else "wb")
+
+
 CHUNK = 8 * 2**20
 
 

@@ -36,17 +36,17 @@ ExecStartPre=/usr/sbin/sshd -t
 
 @dataclass(frozen=True)
 class BaseBox:
-    """A base box vagabond made (built or imported) in its cache: the .box file, a one-version
-    catalog to add it from, and the kernel inside it when known."""
+    """A base box vagabond made (built or imported) in its cache: the .box file and a one-version
+    catalog to add it from."""
 
     name: str
     version: str
     box_file: Path
     catalog: Path
-    kernel: Path
     sha256: str
 
     INFO = "base.json"
+    VERIFIED = ".verified"  # the box file's identity when its sha256 was last checked
 
     @property
     def catalog_url(self) -> str:
@@ -54,16 +54,43 @@ class BaseBox:
 
     def save(self, directory: Path) -> None:
         files.write_json(directory / self.INFO, {k: str(v) for k, v in self.__dict__.items()})
+        self._stamp(directory)
+
+    def _identity(self) -> list[int]:
+        # ctime and inode change with every write of the file, a CI cache restore included (tar
+        # can set mtime back, never ctime): an unchanged identity is the file that was checked.
+        st = self.box_file.stat()
+        return [st.st_size, st.st_ino, st.st_ctime_ns]
+
+    def _stamp(self, directory: Path) -> None:
+        files.write_json(directory / self.VERIFIED, self._identity())
 
     @classmethod
-    def load(cls, directory: Path) -> "BaseBox | None":
-        """The base box recorded in ``directory``, when its box file is still there."""
+    def load(cls, directory: Path) -> BaseBox | None:
+        """The base box recorded in ``directory``, when its box file is still there and still the
+        one that was made: checked against its recorded sha256 whenever the file changed since the
+        last check (a cache restored it), None (and said) when it does not match."""
         try:
-            data = json.loads((directory / cls.INFO).read_text())
-            box = cls(**{k: Path(v) if k in ("box_file", "catalog", "kernel") else v for k, v in data.items()})
-        except (OSError, ValueError, TypeError):
+            data = files.loads((directory / cls.INFO).read_bytes(), str(directory / cls.INFO), max_bytes=2**16)
+            data.pop("kernel", None)  # written by earlier versions, never read
+            box = cls(**{k: Path(v) if k in ("box_file", "catalog") else v for k, v in data.items()})
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
-        return box if box.box_file.is_file() and box.catalog.is_file() else None
+        if not (box.box_file.is_file() and box.catalog.is_file()):
+            return None
+        try:
+            checked = files.loads((directory / cls.VERIFIED).read_bytes(), "stamp", max_bytes=256)
+        except (OSError, ValueError):
+            checked = None
+        if checked != box._identity():
+            with ui.step(f"sha256 of {box.box_file.name} (changed since it was last checked)"):
+                actual = files.sha256_file(box.box_file)
+            if actual != box.sha256:
+                ui.warning(f"{box.box_file}: sha256 {actual[:12]}... is not the {box.sha256[:12]}... it was made with: "
+                           "making it again")  # fmt: skip
+                return None
+            box._stamp(directory)
+        return box
 
 
 SECTOR = 512

@@ -88,9 +88,11 @@ class Advice:
 
 def hashicorp_vagrant_commands(codename: str = "$(. /etc/os-release && echo $VERSION_CODENAME)") -> str:
     """Trusting only the key with the known fingerprint, whatever else the key file holds."""
+    # A private directory for the downloaded keyring: a fixed name in /tmp is anyone's to plant first.
     return (
-        f"curl -fsSL {HASHICORP_APT_URL}/gpg | gpg --no-default-keyring --keyring /tmp/hashicorp.gpg --import"
-        f" && gpg --no-default-keyring --keyring /tmp/hashicorp.gpg --export {HASHICORP_FINGERPRINT}"
+        'k=$(mktemp -d) && '
+        f"curl -fsSL {HASHICORP_APT_URL}/gpg | gpg --no-default-keyring --keyring \"$k/hashicorp.gpg\" --import"
+        f' && gpg --no-default-keyring --keyring "$k/hashicorp.gpg" --export {HASHICORP_FINGERPRINT}'
         f" | sudo tee {HASHICORP_KEYRING} >/dev/null && test -s {HASHICORP_KEYRING}"
         f' && echo "deb [signed-by={HASHICORP_KEYRING}] {HASHICORP_APT_URL} {codename} main"'
         " | sudo tee /etc/apt/sources.list.d/hashicorp.list"

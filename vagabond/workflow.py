@@ -81,15 +81,23 @@ OPTIONS = {"runs_on": "--runs-on", "test_command": "--test-command", "vagabond_s
 VAGRANT_FROM = ("hashicorp", "distribution")
 
 
-def check_settings(settings: Settings) -> None:
-    """Every value that reaches the workflow stays one line of YAML: a line break of any kind
-    (CR, LF, NEL, U+2028) or another control character could start a new key, so it is refused."""
+def check_line(flag: str, value: str) -> None:
+    """A value that reaches the workflow (a YAML value, or its header comment) stays one line: a
+    line break of any kind (CR, LF, NEL, U+2028) or another control character could start a new
+    key, so it is refused."""
+    if match := _CONTROL.search(value):
+        raise UsageError(f"{flag} {value[:40]!r}: control character {match.group()!r} is not allowed in a workflow",
+                         hint="give the value on one line; put longer scripts in a file the command runs")  # fmt: skip
+
+
+def check_settings(settings: Settings, output: Path | None = None) -> None:
     for attr, flag in OPTIONS.items():
         value = getattr(settings, attr)
         for item in value if isinstance(value, list) else [value]:
-            if match := _CONTROL.search(item):
-                raise UsageError(f"{flag} {item[:40]!r}: control character {match.group()!r} is not allowed in a workflow",
-                                 hint="give the value on one line; put longer scripts in a file the command runs")  # fmt: skip
+            check_line(flag, item)
+    check_line("--boxes-dir", settings.boxes_dir)  # both go into the header's command line
+    if output is not None:
+        check_line("-o", str(output))
     if settings.vagrant_from not in VAGRANT_FROM:
         raise UsageError(f"--vagrant-from {settings.vagrant_from!r}: not a route", hint="use hashicorp or distribution")
     if not settings.test_command.strip():

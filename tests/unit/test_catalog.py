@@ -83,7 +83,8 @@ def test_the_newest_current_version_the_constraint_allows(tmp_path):
     assert none is None and why.endswith("meets the version constraint '~> 3.0' (1.0.5, 1.2.0, 2.0.0 do not)")
 
 
-GOOD_VERSION = {"version": "1", "providers": [{"name": "libvirt", "url": "u"}], "vagabond": {"definition_digest": "cur"}}
+CHECKSUM = {"checksum_type": "sha256", "checksum": "c" * 64}
+GOOD_VERSION = {"version": "1", "providers": [{"name": "libvirt", "url": "u", **CHECKSUM}], "vagabond": {"definition_digest": "cur"}}
 
 
 @pytest.mark.parametrize(("body", "why"), [
@@ -112,6 +113,31 @@ def test_a_catalog_that_is_not_what_vagabond_expects_is_a_reason_not_a_crash(tmp
 def test_a_catalog_url_that_is_not_http_or_file_is_a_reason(tmp_path):
     found, reason = catalog.find_current("ftp://h/metadata.json", "cur", "org/deps")
     assert found is None and reason.startswith("catalog ftp://h/metadata.json could not be read ('ftp://h/metadata.json' is not an http(s)://")
+
+
+def test_an_entry_without_a_checksum_is_never_current(tmp_path):
+    """Vagrant checks a prebuilt box only against its entry's checksum: none, and anything would boot."""
+    meta = tmp_path / "metadata.json"
+    bare = {**GOOD_VERSION, "providers": [{"name": "libvirt", "url": "http://boxes.example.org/1.box"}]}
+    weak = {**GOOD_VERSION, "providers": [{"name": "libvirt", "url": "u", "checksum_type": "md5", "checksum": "0" * 32}]}
+    for entry in (bare, weak):
+        meta.write_text(json.dumps({"name": "org/deps", "versions": [entry]}))
+        found, reason = catalog.find_current(meta.as_uri(), "cur", "org/deps")
+        assert found is None
+        assert reason == (f"the versions in {meta.as_uri()} built from this box definition (1) list no sha256 checksum, "
+                          "so their download could not be checked")  # fmt: skip
+
+
+def test_a_plain_http_box_file_needs_a_checksum(project):
+    from tests.conftest import write_box
+    from vagabond import boxes
+    from vagabond.errors import BoxDefinitionError
+
+    write_box(project, "b", "description: x\nbase: {box: org/b, url: 'http://boxes.example.org/b.box'}\n")
+    with pytest.raises(BoxDefinitionError, match="needs checksum: sha256:HEX"):
+        boxes.find_box("b", project / "boxes")
+    write_box(project, "b", f"description: x\nbase: {{box: org/b, url: 'http://boxes.example.org/b.box', checksum: 'sha256:{'a' * 64}'}}\n")
+    assert boxes.find_box("b", project / "boxes").spec.base.checksum
 
 
 def test_the_prebuilt_name_is_the_box_files_not_the_catalogs(tmp_path):
@@ -218,7 +244,7 @@ def test_prebuilt_command_names_the_version_up_would_boot(project, monkeypatch, 
     digest = provision.definition_digest(boxes.find_box("deps", [(project / "boxes", "project")]))
 
     def entry(version, d):
-        return {"version": version, "vagabond": {"definition_digest": d}, "providers": [{"name": "libvirt", "url": "x"}]}
+        return {"version": version, "vagabond": {"definition_digest": d}, "providers": [{"name": "libvirt", "url": "x", **CHECKSUM}]}
 
     meta.write_text(json.dumps({"name": "org/deps", "versions": [entry("1.0.2", digest), entry("1.0.3", "other")]}))
     result = CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"])

@@ -297,7 +297,7 @@ def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
     cached = tmp_path / "cache" / "debian12.box"
     cached.parent.mkdir()
     cached.write_bytes(b"box bytes" * 1000)
-    built = images.BaseBox("vagabond/debian12", "20261127.1", cached, tmp_path / "m.json", tmp_path / "vmlinuz", "00")
+    built = images.BaseBox("vagabond/debian12", "20261127.1", cached, tmp_path / "m.json", "00")
     monkeypatch.setattr("vagabond.base.build", lambda box, force: built)
     result = runner.invoke(app, ["base", "build", "debian12", "--no-add", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output

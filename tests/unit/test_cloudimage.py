@@ -89,6 +89,7 @@ class Server:
 
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files, self.ranges = files, []
+        self.announce: dict[str, int] = {}  # a length to announce instead of the body's (a short response)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -102,7 +103,7 @@ class Server:
                     outer.ranges.append(rng)
                     start = int(rng.removeprefix("bytes=").split("-")[0])
                 self.send_response(206 if start else 200)
-                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Content-Length", str(outer.announce.get(self.path, len(body)) - start))
                 self.end_headers()
                 self.wfile.write(body[start:])
 
@@ -167,3 +168,36 @@ def test_no_shipped_box_comes_from_a_box_catalog_that_is_closing():
         if box.spec.base.kind == "image":
             assert box.spec.base.checksum or box.spec.base.checksums_url, f"{box.name}'s image is not checked"
             assert "latest" not in box.spec.base.image, f"{box.name}'s image is not pinned to a dated file"
+
+
+def test_a_short_response_is_refused_and_kept_only_as_a_part_to_resume(server, tmp_path):
+    """A server that announces 3,000,000 bytes and sends 1,000 was taken at its word."""
+    srv, data = server
+    srv.files["/short.qcow2"] = data[:1000]
+    srv.announce["/short.qcow2"] = 3_000_000
+    with pytest.raises(VagabondError, match=r"ended after 1000 of the 3000000 bytes the server announced \(run the command again"):
+        cloudimage.fetch(f"{srv.url}/short.qcow2", None, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{hashlib.sha256(f'{srv.url}/short.qcow2'.encode()).hexdigest()[:16]}-short.qcow2.partial"]
+
+
+def test_an_interrupted_download_never_takes_its_final_name_unchecked(server, tmp_path, monkeypatch):
+    """A download stopped while its checksum was being verified stayed under its final name, and
+    the next fetch returned it unchecked; now the final name is given only to a matching file, and
+    a cached copy (as a CI cache restores it) is checked again."""
+    srv, data = server
+    sha = hashlib.sha256(data).hexdigest()
+
+    def interrupted(path, chunk=0):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cloudimage.files, "sha256_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cloudimage.fetch(f"{srv.url}/img.qcow2", f"sha256:{sha}", tmp_path)
+    monkeypatch.undo()
+    assert not (tmp_path / f"{sha[:16]}-img.qcow2").exists() and (tmp_path / f"{sha[:16]}-img.qcow2.partial").is_file()
+    path = cloudimage.fetch(f"{srv.url}/img.qcow2", f"sha256:{sha}", tmp_path)
+    assert path.read_bytes() == data
+    path.write_bytes(b"tampered in the cache")
+    with pytest.raises(VagabondError, match="refusing a changed or corrupt image"):
+        cloudimage.fetch(f"{srv.url}/img.qcow2", f"sha256:{sha}", tmp_path)
+    assert not path.exists()

@@ -252,3 +252,69 @@ def test_pruning_deletes_the_pruned_versions_own_file(tmp_path):
     for version in ("1", "2", "3"):
         catalog.publish(make_box(tmp_path, version), str(cat), keep=2)
     assert not (cat / "1").exists() and (cat / "2" / "org-tiny-2-libvirt.box").is_file()
+
+
+def test_a_cached_base_box_is_checked_again_once_its_file_changed(tmp_path):
+    """A CI cache restores files vagabond did not write: a base box that no longer matches the
+    sha256 it was made with is not used (it is made again)."""
+    from vagabond import images
+
+    box_file = tmp_path / "b.box"
+    box_file.write_bytes(b"box")
+    (tmp_path / "metadata.json").write_text("{}")
+    made = images.BaseBox("vagabond/x", "1", box_file, tmp_path / "metadata.json", files.sha256_file(box_file))
+    made.save(tmp_path)
+    assert images.BaseBox.load(tmp_path) == made
+    box_file.write_bytes(b"bad")  # same size, other content
+    assert images.BaseBox.load(tmp_path) is None
+    box_file.write_bytes(b"box")  # restored as it was: checked once more, then trusted
+    assert images.BaseBox.load(tmp_path) == made
+
+
+@pytest.mark.parametrize(("member", "kind"), [("../escape", "outside the box"), ("/etc/cron.d/x", "absolute"),
+                                              ("link", "a link"), ("hard", "a link"), ("fifo", "not a plain file")])
+def test_publish_refuses_an_archive_vagrant_box_add_would_refuse(tmp_path, member, kind):
+    """Such a version could be published but never installed."""
+    import io
+    import json
+    import tarfile
+
+    box = tmp_path / "bad.box"
+    with tarfile.open(box, "w") as tar:
+        for name, data in (("metadata.json", b'{"provider": "libvirt"}'), ("box.img", b"disk")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo(member if member not in ("link", "hard", "fifo") else member)
+        info.type = {"link": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE}.get(member, tarfile.REGTYPE)
+        info.linkname = "/etc/shadow" if member in ("link", "hard") else ""
+        tar.addfile(info, io.BytesIO(b"") if info.type == tarfile.REGTYPE else None)
+    box.with_name(box.name + ".json").write_text(json.dumps({"name": "org/bad", "version": "1.0"}))
+    cat = tmp_path / "cat"
+    with pytest.raises(catalog.PublishError, match=f"member '.*' is {kind}; vagrant box add would refuse this box"):
+        catalog.publish(box, str(cat))
+    assert not cat.exists()
+
+
+def test_deeply_nested_json_is_one_line_everywhere(tmp_path, monkeypatch):
+    """A catalog, the registry or state.json nested 100,000 deep raised RecursionError in prebuilt,
+    up, ps, status and run; now each is a one-line answer, and a broken catalog a fallback."""
+    from vagabond import registry
+
+    deep = "[" * 100_000 + "]" * 100_000
+    meta = tmp_path / "metadata.json"
+    meta.write_text(deep)
+    found, reason = catalog.find_current(meta.as_uri(), "d", "org/x")
+    assert found is None and reason == f"catalog {meta.as_uri()} could not be read (catalog {meta.as_uri()} nests deeper than 64 levels)"
+    monkeypatch.setenv("VAGABOND_STATE", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "registry.json").write_text(deep)
+    assert registry.read()["workdirs"] == {}, "set aside and rebuilt"
+    wd = tmp_path / ".vagabond" / "debian12"
+    wd.mkdir(parents=True)
+    (wd / "state.json").write_text(deep)
+    result = CliRunner().invoke(app, ["--boxes-dir", SHIPPED, "status", "debian12", "--json"], catch_exceptions=False)
+    assert "RecursionError" not in result.output and result.exit_code in (0, 1, 6), result.output
+    result = CliRunner().invoke(app, ["--boxes-dir", SHIPPED, "run", "debian12", "--", "true"], catch_exceptions=False)
+    assert "RecursionError" not in result.output and result.exit_code == 255 and result.stderr.count("\n") == 1, result.output

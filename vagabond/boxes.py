@@ -25,6 +25,7 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from vagabond import paths
 from vagabond.errors import BoxDefinitionError, BoxNotFound
@@ -380,8 +381,6 @@ MAX_NODES = 20000
 
 
 def _check_aliases(yaml: YAML, text: str, shown: str) -> None:
-    from ruamel.yaml.events import AliasEvent
-
     aliases = 0
     for event in yaml.parse(text):
         if isinstance(event, AliasEvent):

@@ -88,7 +88,7 @@ GOOD_VERSION = {"version": "1", "providers": [{"name": "libvirt", "url": "u", **
 
 
 @pytest.mark.parametrize(("body", "why"), [
-    (b"", "could not be read (Expecting value"),
+    (b"", "is not valid JSON (Expecting value"),
     (b'{"name": "org/deps", "versions": [', "could not be read"),
     (b"[]", "is not a box catalog vagabond can use: a JSON list instead of an object"),
     (b'"text"', "a JSON str instead of an object"),

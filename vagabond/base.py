@@ -18,7 +18,7 @@ from vagabond.images import BaseBox
 from vagabond.vm import Vagrant
 
 # Bump when the recipe below changes what ends up in the image: cached boxes are keyed on it.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 BASE_PACKAGES = [
     "linux-image-cloud-amd64",  # small kernel with the virtio drivers a VM needs
@@ -209,20 +209,26 @@ def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None
     dropin = root / "etc/systemd/system/ssh.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "host-keys.conf").write_text(images.SSH_KEYGEN_DROPIN)
-    # Reverse DNS lookups of the host make every SSH login wait under emulation.
+    # Keys only (and no reverse DNS lookup of the host, which makes every login wait under emulation).
     sshd = root / "etc/ssh/sshd_config.d"
     sshd.mkdir(parents=True, exist_ok=True)
-    (sshd / "vagabond.conf").write_text("UseDNS no\n")
+    (sshd / "vagabond.conf").write_text(images.SSHD_DROPIN)
+    script = root / images.AUTHORIZED_KEY_SCRIPT_PATH.lstrip("/")
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(images.AUTHORIZED_KEY_SCRIPT)
+    script.chmod(0o755)
+    (root / "etc/systemd/system" / images.AUTHORIZED_KEY_UNIT_NAME).write_text(images.AUTHORIZED_KEY_UNIT)
     env = _chroot_env()
     chroot = ["chroot", str(root)]
-    process.check(chroot + ["systemctl", "enable", "systemd-networkd", "ssh"], env=env, timeout=timeouts.CHROOT)
+    process.check(chroot + ["systemctl", "enable", "systemd-networkd", "ssh", images.AUTHORIZED_KEY_UNIT_NAME], env=env,
+                  timeout=timeouts.CHROOT)  # fmt: skip
     # Boot must not wait for "network online": DHCP comes when it comes, and vagrant waits for it.
     process.check(chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=timeouts.CHROOT)
     if not vagrant_user:
         return
     process.check(chroot + ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant"],
                   env=env, timeout=timeouts.CHROOT)  # fmt: skip
-    process.check(chroot + ["chpasswd"], input="vagrant:vagrant\nroot:vagrant\n", env=env, timeout=timeouts.CHROOT)
+    # No password for anyone: vagrant logs in with a key (sudo needs none), root not at all.
     ssh_dir = root / "home/vagrant/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(images.INSECURE_PUBLIC_KEY + "\n")

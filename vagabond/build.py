@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from vagabond.vm import Vagrant
 from vagabond.workdir import Workdir
 
 # Run in the guest as root before packaging: nothing that identifies this VM, no caches, no logs.
-# The box keeps Vagrant's insecure public key (insert_key = false), never a private key.
+# The box leaves with Vagrant's insecure public key (see build), never a private key.
 CLEAN_GUEST = r"""
 set -u
 cd /  # under SELinux, update-initramfs fails when it cannot return to a home directory
@@ -135,6 +136,10 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
                                    f"echo {digest} > {provision.DEFINITION_FILE}"])  # fmt: skip
         with ui.step("clean the guest for reuse"):
             remote.check(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], timeout=timeouts.GUEST_CLEANUP)
+        # The build VM took only its own key; the box goes out with Vagrant's insecure one again, so
+        # plain `vagrant up` gets in (and vagabond up hands each VM of it a key of its own).
+        restore = f"printf '%s\\n' {shlex.quote(images.INSECURE_PUBLIC_KEY)} > /home/vagrant/.ssh/authorized_keys"
+        remote.check(wd, machine, ["sudo", "-n", "sh", "-c", restore])
         lifecycle.halt(box, wd)
         domain = wd.domain(machine)
         disks = libvirt.domain_volumes(domain)

@@ -61,8 +61,13 @@ def user_data() -> str:
             {"path": "/etc/systemd/system/ssh.service.d/host-keys.conf", "content": images.SSH_KEYGEN_DROPIN},
             {"path": "/etc/systemd/system/sshd.service.d/host-keys.conf", "content": images.SSH_KEYGEN_DROPIN},
             {"path": CENTOS7_REPOS_STAGED, "content": CENTOS7_REPOS},
+            {"path": images.AUTHORIZED_KEY_SCRIPT_PATH, "content": images.AUTHORIZED_KEY_SCRIPT, "permissions": "0755"},
+            {"path": f"/etc/systemd/system/{images.AUTHORIZED_KEY_UNIT_NAME}", "content": images.AUTHORIZED_KEY_UNIT},
+            {"path": "/etc/ssh/sshd_config.d/50-vagabond.conf", "content": images.SSHD_DROPIN},
         ],
-        "runcmd": [["sh", "-c", CENTOS7_SWITCH], ["systemctl", "daemon-reload"], ["systemctl", "start", "--no-block", "vagabond-finish.service"]],
+        "runcmd": [["sh", "-c", CENTOS7_SWITCH], ["systemctl", "daemon-reload"],
+                   ["systemctl", "enable", images.AUTHORIZED_KEY_UNIT_NAME],
+                   ["systemctl", "start", "--no-block", "vagabond-finish.service"]],
     }
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"  # JSON is valid YAML
 

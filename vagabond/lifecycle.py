@@ -31,9 +31,12 @@ class Options:
 
 def _vagrant(wd: Workdir, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
     # The Vagrantfile decides the driver itself when a person runs it; vagabond hands it its own
-    # decision (which may rest on a smoke boot the file cannot do).
-    driver = wd.read_state().get("driver")
-    return Vagrant(wd.path, timeout=timeout, stream=stream, env={"VAGABOND_DRIVER": driver} if driver else None)
+    # decision (which may rest on a smoke boot the file cannot do), and this VM's own SSH key.
+    state = wd.read_state()
+    env = {"VAGABOND_DRIVER": state.get("driver")} if state.get("driver") else {}
+    if state.get("ssh_key") and wd.ssh_key.is_file():
+        env["VAGABOND_SSH_KEY"] = str(wd.ssh_key)
+    return Vagrant(wd.path, timeout=timeout, stream=stream, env=env or None)
 
 
 def _log_sink(wd: Workdir, name: str):
@@ -243,6 +246,9 @@ def up(box: Box, wd: Workdir, opts: Options) -> dict:
                            machines=box.machine_names(), primary=box.primary(), env=box.spec.env, base_version=base_version,
                            prebuilt=source.__dict__ if source else None, provisioned=provisioned)  # fmt: skip
             registry.add_workdir(wd.prefix, wd.path)  # `vagabond gc` finds what this directory leaves
+            if was_new:
+                remote.make_key(wd)  # this VM's own SSH key (the box's insecure one opens nothing then)
+                wd.write_state(ssh_key=True)
             step = "vagrant up"
             if ours is not None:
                 ours.before_up(source.name if source else box.spec.base.box_name)

@@ -57,6 +57,16 @@ def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
     return files.write_text(wd.ssh_config, vagrant_config.rstrip() + "\n" + extra)
 
 
+def make_key(wd: Workdir) -> Path:
+    """A new key pair for this VM (ed25519, no passphrase, mode 0600), replacing an earlier one."""
+    wd.claim(wd.ssh_key.name, wd.ssh_key.name + ".pub")
+    for path in (wd.ssh_key, wd.ssh_key.with_name(wd.ssh_key.name + ".pub")):
+        files.remove(path)
+    process.check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagabond", "-f", str(wd.ssh_key)],
+                  timeout=timeouts.TOOL)  # fmt: skip
+    return wd.ssh_key
+
+
 def hosts(wd: Workdir) -> list[str]:
     try:
         lines = wd.ssh_config.read_text().splitlines()

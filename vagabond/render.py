@@ -11,7 +11,7 @@ from xml.sax.saxutils import escape
 
 import jinja2
 
-from vagabond import ansiblecfg, files, libvirt, paths, project, provision, remote, timeouts
+from vagabond import ansiblecfg, files, images, libvirt, paths, project, provision, remote, timeouts
 from vagabond.boxes import Box, SyncedFolder, VagrantBase
 from vagabond.errors import RenderError, UsageError
 
@@ -180,6 +180,7 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "qemu_cpu_model": cpu_model_for(box),
         # The guest's serial console goes to a file beside libvirt's own log, kept on failure.
         "serial_log_dir": str(libvirt.LOG_DIR),
+        "authorized_key_prefix": images.AUTHORIZED_KEY_PREFIX,
         "boot_timeout_kvm": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "kvm"),
         "boot_timeout_qemu": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "qemu"),
         "machines": machines,

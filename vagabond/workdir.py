@@ -69,6 +69,11 @@ class Workdir:
         return self.path / STATE
 
     @property
+    def ssh_key(self) -> Path:
+        """This VM's own SSH private key (its public half beside it, .pub)."""
+        return self.path / "ssh_key"
+
+    @property
     def logs(self) -> Path:
         return self.path / "logs"
 

@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests.conftest import NETNS
 from tests.e2e.conftest import MGMT_NETWORK, network_users, ours, virsh
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -47,6 +48,28 @@ def test_up_provisions_and_verifies_selinux(selinux_vm):
     assert "using the base box with full provisioning: catalog http://127.0.0.1:8322/debian12-selinux/metadata.json could not be read" in selinux_vm.stderr
     assert "selinux on default: Enforcing" in selinux_vm.stderr
     assert "TASK [Activate SELinux (Debian)]" in selinux_vm.stderr
+
+
+def test_only_the_vms_own_key_opens_it(vagabond, selinux_vm, tmp_path):
+    """Vagrant's published insecure key and the box convention's password open nothing: anyone on
+    the host's libvirt network could have changed the VM (and a box built from it) with them."""
+    wd = vagabond.cwd / ".vagabond" / BOX
+    host = next(line.split()[1] for line in (wd / "ssh_config").read_text().splitlines() if line.strip().startswith("HostName"))
+    root = subprocess.run(["ruby", "-e", "require 'vagrant'; puts Vagrant.source_root"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    insecure = tmp_path / "insecure"
+    shutil.copy(os.path.join(root, "keys", "vagrant"), insecure)  # the key every Vagrant user has
+    insecure.chmod(0o600)
+    common = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+              "-o", "ConnectTimeout=30", "-o", "IdentitiesOnly=yes"]  # fmt: skip
+    netns = ["ip", "netns", "exec", NETNS]
+    refused = subprocess.run([*netns, "ssh", *common, "-i", str(insecure), f"vagrant@{host}", "true"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+    own = subprocess.run([*netns, "ssh", *common, "-i", str(wd / "ssh_key"), f"vagrant@{host}", "true"], capture_output=True, text=True, timeout=120)
+    assert own.returncode == 0, own.stderr
+    methods = subprocess.run([*netns, "ssh", *common, "-o", "PreferredAuthentications=none", f"vagrant@{host}", "true"],
+                             capture_output=True, text=True, timeout=120).stderr  # fmt: skip
+    assert "(publickey)" in methods and "password" not in methods, methods
 
 
 def test_run_getenforce_prints_enforcing(vagabond, selinux_vm):

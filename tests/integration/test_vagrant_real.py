@@ -54,6 +54,26 @@ def test_vagrant_sees_the_rendered_values(tmp_path):
                                            "raw_ssh_args": ["-o ServerAliveInterval=15", "-o ServerAliveCountMax=8"]}]  # fmt: skip
 
 
+def test_the_vms_own_key_reaches_the_domain_xml_and_vagrants_key_list(tmp_path):
+    """vagabond up hands the VM its own key: its public half as an SMBIOS OEM string (the box's
+    unit makes it the only authorized key), the private one first in Vagrant's list, the insecure
+    key after it (a box made before keeps working). Plain vagrant up: no string, Vagrant's default."""
+    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    render.write(box, render.RenderOptions(driver="qemu"), tmp_path)
+    key = tmp_path / "ssh_key"
+    process.check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagabond", "-f", str(key)])
+    pub = (tmp_path / "ssh_key.pub").read_text().strip()
+    seen = json.loads(process.check(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home") | {"VAGABOND_SSH_KEY": str(key)}).stdout)
+    xml = seen["default"]["domain_xml"]
+    assert "<smbios mode='sysinfo'/>" in xml and f"<entry>vagabond:authorized-key={pub}</entry>" in xml
+    assert seen["default"]["private_key_path"][0] == str(key) and len(seen["default"]["private_key_path"]) >= 2
+    plain = json.loads(process.check(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home")).stdout)["default"]
+    assert "sysinfo" not in plain["domain_xml"] and plain["private_key_path"] is None
+    (tmp_path / "ssh_key.pub").write_text(pub + "\n<evil/>\n")
+    bad = process.run(["vagrant", "validate"], cwd=tmp_path, env=vagrant_env(tmp_path / "home") | {"VAGABOND_SSH_KEY": str(key)})
+    assert bad.returncode != 0 and "is not one OpenSSH public key line" in bad.stderr
+
+
 def test_vagrantfile_honours_vagabond_driver_at_up_time(tmp_path):
     box = boxes.find_box("debian12", paths.shipped_boxes_dir())
     render.write(box, render.RenderOptions(), tmp_path)

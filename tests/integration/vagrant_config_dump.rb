@@ -21,6 +21,7 @@ vagrantfile.machine_names.each do |name|
     'driver' => libvirt.driver,
     'memory' => libvirt.memory,
     'default_prefix' => libvirt.default_prefix,
+    'private_key_path' => config.ssh.private_key_path,
     'synced_folders' => config.vm.synced_folders.values.map { |f| [f[:hostpath], f[:guestpath], f[:type].to_s, f[:disabled] ? true : false] },
     'ansible' => config.vm.provisioners.select { |p| p.type.to_s == 'ansible' }.map { |p|
       { 'playbook' => p.config.playbook, 'raw_ssh_args' => p.config.raw_ssh_args }
@@ -30,6 +31,10 @@ vagrantfile.machine_names.each do |name|
   libvirt.extend(VagrantPlugins::ProviderLibvirt::Util::ErbTemplate)
   libvirt.instance_variable_set(:@name, libvirt.default_prefix.to_s + name.to_s)
   libvirt.instance_variable_set(:@domain_volumes, [])
+  # As create_domain.rb sets it before rendering (the names of the <sysinfo> blocks).
+  libvirt.instance_variable_set(:@sysinfo_blocks, {'bios' => {xml: 'bios'}, 'system' => {xml: 'system'},
+                                                   'base board' => {xml: 'baseBoard'}, 'chassis' => {xml: 'chassis'},
+                                                   'oem strings' => {xml: 'oemStrings'}})
   machines[name.to_s]['domain_xml'] = libvirt.to_xml('domain')
 end
 puts JSON.generate(machines)

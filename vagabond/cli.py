@@ -189,7 +189,7 @@ def list_(
     names: Annotated[Optional[list[str]], typer.Argument(help="Only these boxes (each must load).", metavar="[BOX]...")] = None,
     as_json: JsonOption = False,
     github_output: Annotated[
-        bool, typer.Option("--github-output", help="One box: print name=, kind= (its base's) and synced= (how many synced "
+        bool, typer.Option("--github-output", help="One box: print kind= (its base's) and synced= (how many synced "
                                                    "folders it names) lines for $GITHUB_OUTPUT.")
     ] = False,
 ) -> None:
@@ -229,7 +229,7 @@ def list_(
         if broken:
             raise errors.BoxDefinitionError(broken)
         (row,) = rows
-        sys.stdout.write(ui.github_outputs({"name": row["name"], "kind": row["base_kind"], "synced": len(row["synced_folders"])}))
+        sys.stdout.write(ui.github_outputs({"kind": row["base_kind"], "synced": len(row["synced_folders"])}))
         return
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -990,7 +990,7 @@ app.add_typer(base_app, name="base")
 def base_key(
     box: BoxArg,
     github_output: Annotated[
-        bool, typer.Option("--github-output", help="Print key= and path= (the directory to cache) lines for $GITHUB_OUTPUT.")
+        bool, typer.Option("--github-output", help="Print base= (the key) and base-path= (the one directory to cache) lines for $GITHUB_OUTPUT.")
     ] = False,
 ) -> None:
     """Print the cache key of the box's base: it changes exactly when vagabond would build or
@@ -1002,7 +1002,7 @@ def base_key(
     """
     definition = boxes.find_box(box, _box_dirs())
     if github_output:
-        sys.stdout.write(ui.github_outputs({"key": base.cache_key(definition), "path": base.cache_path(definition) or ""}))
+        sys.stdout.write(ui.github_outputs({"base": base.cache_key(definition), "base-path": base.cache_path(definition) or ""}))
         return
     print(base.cache_key(definition))
 

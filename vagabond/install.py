@@ -27,6 +27,16 @@ HASHICORP_FINGERPRINT = "D55C0D1AC78A8D8126CB631CFC9CA96ACA026560"
 HASHICORP_KEYRING = "/usr/share/keyrings/hashicorp-archive-keyring.gpg"
 VAGRANT_VERSION = "2.4.9-1"  # the apt version of HashiCorp's package
 VAGRANT_LIBVIRT_VERSION = "0.12.2"
+# Gems the plugin install pins, each installed first at this version. fog-json 1.4.0 (2026-07) wants
+# json ~> 2.19 while Vagrant 2.4's embedded Ruby has already loaded json 2.7.2: every fresh
+# `vagrant plugin install vagrant-libvirt` failed with Gem::ConflictError (containerd 84112c78c,
+# moby/buildkit#6925). vagrant-libvirt has had no release since 2023: expect more of these.
+PLUGIN_PINS = {"fog-json": "1.2.0"}
+
+
+def plugin_pins() -> str:
+    """PLUGIN_PINS as the install step reads them: NAME=VERSION words."""
+    return " ".join(f"{name}={version}" for name, version in PLUGIN_PINS.items())
 # The ansible-core releases vagabond runs (pyproject.toml pins the same; a test keeps them in step):
 # 2.17 dropped Python 2.7 and 3.6 on managed nodes, which CentOS 7 has.
 ANSIBLE_CORE = ((2, 15), (2, 16))

@@ -33,7 +33,10 @@ DEFAULT_SYNC = "/src"
 
 # Actions pinned to the commit of a release (a tag can be moved; a commit cannot). All run on Node 24.
 ACTIONS = {
-    "checkout": "actions/checkout@d23441a48e516b6c34aea4fa41551a30e30af803  # v6.1.0",
+    "checkout": "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1  # v7.0.1",
+    # vagabond's own Python, whatever the image's python3 is (ubuntu-26.04's is 3.14).
+    "setup_python": "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97  # v7.0.0",
+    "download_artifact": "actions/download-artifact@3e5f45b2cfb9172054b4087a40e8e0b5a5461e7c  # v8.0.1",
     # Restore and save apart: a tag's run restores nothing and saves nothing, and lookup-only alone
     # would still save on a miss (actions/cache's README).
     "cache_restore": "actions/cache/restore@27d5ce7f107fe9357f9df03efb73ab90386fccae  # v5.0.5",
@@ -41,6 +44,11 @@ ACTIONS = {
     "upload_artifact": "actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f  # v7.0.0",
     "aws_credentials": "aws-actions/configure-aws-credentials@e6de054238d6b7531b4efff3b6587d9aade6a06c  # v6.2.3",
 }
+# When a job may save a cache: on the default branch only (its pushes and the nightly job). Pull
+# requests read the default branch's entries; saving their own would fill the repository's shared
+# 10 GB and evict the default branch's. (A scheduled run's event has no repository object.)
+SAVE_CACHE_IF = ("(github.event_name == 'schedule' || (github.ref_type == 'branch' && github.event_name != 'pull_request' "
+                 "&& github.ref_name == github.event.repository.default_branch))")  # fmt: skip
 # Changes to these never change what the VM tests.
 PATHS_IGNORE = ["**.md", "docs/**", "LICENSE*", ".github/ISSUE_TEMPLATE/**"]
 
@@ -167,6 +175,7 @@ def render(boxes: list[Box], settings: Settings) -> str:
         vagrant_keyring=install.HASHICORP_KEYRING,
         vagrant_version=install.VAGRANT_VERSION,
         vagrant_libvirt_version=install.VAGRANT_LIBVIRT_VERSION,
+        plugin_pins=install.plugin_pins(),
         apt_host=" ".join(install.APT_HOST),
         apt_vagrant=" ".join(install.APT_VAGRANT),
         apt_plugin_build=" ".join(install.APT_PLUGIN_BUILD),
@@ -189,6 +198,7 @@ def _environment() -> jinja2.Environment:
     # A character beyond the BMP stays itself: JSON would write a surrogate pair, which YAML reads as two characters.
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
     low, high = install.CONTROLLER_PYTHON
+    env.globals["save_cache_if"] = SAVE_CACHE_IF
     env.globals["controller_python"] = {"low": "%d.%d" % low, "high": "%d.%d" % high, "low_tuple": repr(low), "high_tuple": repr(high)}
     return env
 
@@ -201,6 +211,7 @@ def render_action() -> dict[str, str]:
         "VAGRANT_APT_FINGERPRINT": install.HASHICORP_FINGERPRINT,
         "VAGRANT_VERSION": install.VAGRANT_VERSION,
         "VAGRANT_LIBVIRT_VERSION": install.VAGRANT_LIBVIRT_VERSION,
+        "VAGRANT_PLUGIN_PINS": install.plugin_pins(),
         # The vagabond that runs is the action's own checkout: the version pinned in `uses:`.
         "VAGABOND_SPEC": "${{ github.action_path }}",
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from tests import workflow_project
 from tests.conftest import REPO, stub_programs, write_box
-from vagabond import __version__, install
+from vagabond import __version__, install, workflow
 from vagabond.cli import app
 
 GOLDEN = REPO / "tests" / "golden" / "github-workflow.yml"
@@ -55,7 +56,8 @@ def test_workflow_structure(project):
     assert [m["test_dir"] for m in test["strategy"]["matrix"]["include"]] == ["/src", "/home/vagrant/project"]
     assert [m["base"] for m in test["strategy"]["matrix"]["include"]] == ["image", "mmdebstrap"]
     runs = [s.get("run", "") for s in test["steps"]]
-    assert any('vagabond/bin/vagabond" ${BOXES_DIR:+--boxes-dir "$BOXES_DIR"} prepare --boxes "$BOX" --user "$(id -un)"' in r for r in runs)
+    assert any('"$RUNNER_TEMP/vagabond/bin/vagabond" ${VAGABOND_BOXES:+--boxes-dir "$VAGABOND_BOXES"} prepare --boxes "$BOX" '
+               '--user "$(id -un)"' in r for r in runs), "sudo drops VAGABOND_BOXES: the option carries it"
     assert any(r.startswith("vagabond test \"$BOX\" --junit vagabond-results/junit.xml") for r in runs)
     named = steps_named(test)
     assert named["Destroy the VM (when the test step did not get to)"]["if"] == "always()"
@@ -73,8 +75,11 @@ def test_install_route_and_pins_come_from_one_place(project):
     assert doc["env"]["VAGRANT_VERSION"] == install.VAGRANT_VERSION
     assert doc["env"]["VAGRANT_LIBVIRT_VERSION"] == install.VAGRANT_LIBVIRT_VERSION
     assert doc["env"]["VAGABOND_SPEC"] == SPEC
-    script = steps_named(doc["jobs"]["test"])["Install Vagrant, vagrant-libvirt, libvirt, qemu and vagabond; prepare the host"]["run"]
-    assert " ".join(install.APT_HOST) in script and " ".join(install.APT_PLUGIN_BUILD) in script
+    named = steps_named(doc["jobs"]["test"])
+    script = named["Install libvirt, qemu, Vagrant and vagabond"]["run"]
+    assert " ".join(install.APT_HOST) in script
+    plugin = named["Install the vagrant-libvirt plugin (its known-bad gems pinned)"]["run"]
+    assert " ".join(install.APT_PLUGIN_BUILD) in plugin and doc["env"]["VAGRANT_PLUGIN_PINS"] == "fog-json=1.2.0"
     # No Ubuntu package named vagrant or vagrant-libvirt outside the Debian route.
     hashicorp = script.split("hashicorp)")[1]
     assert "vagrant-libvirt" not in re.sub(r"plugin (list|install) vagrant-libvirt|\"vagrant-libvirt \(", "", hashicorp.split(";;")[0])
@@ -131,42 +136,51 @@ def test_least_privilege(project):
             if "sudo" in run:
                 assert step["name"] in {
                     "Free disk space for boxes and VM disks (GitHub's hosted runners only)",
-                    "Install Vagrant, vagrant-libvirt, libvirt, qemu and vagabond; prepare the host",
-                    "Build the base box (root for loop devices; a cloud image is imported without)",
+                    "Install libvirt, qemu, Vagrant and vagabond",
+                    "Install the vagrant-libvirt plugin (its known-bad gems pinned)",
+                    "Prepare the host (KVM, swap, libvirt, this user's access)",
+                    "Build the base box (as root, for loop devices)",
                     "Build the prebuilt dependency box (as root, for the loop devices of the offline compaction)",
                 }, step["name"]
-            if "sudo env" in run:
+            if "sudo -E" in run:
+                raise AssertionError(f"{step['name']}: sudo-rs (Ubuntu 26.04) has no -E; values go through sudo env")
+            if "Build" in step.get("name", "") and "sudo" in run:
                 assert "trap 'sudo chown -R" in run, f"{step['name']}: what root made must go back to the runner user"
     named = steps_named(doc["jobs"]["test"])
     assert named["Free disk space for boxes and VM disks (GitHub's hosted runners only)"]["if"] == "runner.environment == 'github-hosted'"
-    base = named["Build the base box (root for loop devices; a cloud image is imported without)"]["run"]
+    base = named["Build the base box (as root, for loop devices)"]["run"]
     assert base.startswith("trap 'sudo chown -R"), "what root made goes back to the runner user even when the build fails"
     assert doc["permissions"] == {"contents": "read"}
 
 
 def test_secrets_only_in_the_publish_step_of_the_default_branch(project):
+    """The job that runs the project's playbooks holds no credential: it hands the box to a job of
+    its own, which runs none of the project's code."""
     doc = load(generate(project))
-    nightly = doc["jobs"]["prebuilt"]
-    assert nightly["environment"] == "vagabond-publish"
+    nightly, publishing = doc["jobs"]["prebuilt"], doc["jobs"]["publish"]
+    assert "environment" not in nightly and publishing["environment"] == "vagabond-publish"
+    assert publishing["needs"] == "prebuilt"
     assert "github.ref_name == github.event.repository.default_branch" in nightly["if"]
+    assert not any("checkout" in s.get("uses", "") for s in publishing["steps"]), "the publish job runs no project code"
     for name, job in doc["jobs"].items():
         assert "secrets." not in json.dumps(job.get("env", {}))
         for step in job["steps"]:
             if "secrets." in json.dumps(step):
-                assert (name, step["name"]) == ("prebuilt", "Publish it")
-    publish = steps_named(nightly)["Publish it"]
+                assert (name, step["name"]) == ("publish", "Publish it")
+    publish = steps_named(publishing)["Publish it"]
     assert publish["env"]["S3_ACL"] == "" and '${S3_ACL:+--s3-acl "$S3_ACL"}' in publish["run"]
 
 
 def test_oidc_instead_of_stored_keys(project):
     role = "arn:aws:iam::123456789012:role/vagabond-publish"
     doc = load(generate(project, "--aws-role", role, "--s3-acl", "bucket-owner-full-control", "--environment", "boxes"))
-    nightly = doc["jobs"]["prebuilt"]
-    assert nightly["permissions"] == {"contents": "read", "id-token": "write"} and nightly["environment"] == "boxes"
-    creds = next(s for s in nightly["steps"] if "configure-aws-credentials" in s.get("uses", ""))
+    publishing = doc["jobs"]["publish"]
+    assert publishing["permissions"] == {"contents": "read", "id-token": "write"} and publishing["environment"] == "boxes"
+    assert "permissions" not in doc["jobs"]["prebuilt"], "the build job cannot mint the role session"
+    creds = next(s for s in publishing["steps"] if "configure-aws-credentials" in s.get("uses", ""))
     assert creds["with"]["role-to-assume"] == role
     assert "secrets." not in json.dumps(doc)
-    assert steps_named(nightly)["Publish it"]["env"]["S3_ACL"] == "bucket-owner-full-control"
+    assert steps_named(publishing)["Publish it"]["env"]["S3_ACL"] == "bucket-owner-full-control"
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -197,14 +211,18 @@ def test_cache_keys_follow_what_they_cache(project):
     prebuilt = named["Restore the prebuilt box"]
     assert prebuilt["with"]["key"].endswith("${{ steps.boxes.outputs.version }}")
     assert prebuilt["with"]["path"] == "${{ steps.boxes.outputs.store }}" and prebuilt["if"] == "steps.boxes.outputs.version != ''"
-    plugin = named["Restore the vagrant-libvirt plugin"]["with"]
-    assert "${{ steps.paths.outputs.os }}" in plugin["key"] and "${{ env.VAGRANT_LIBVIRT_VERSION }}" in plugin["key"]
+    assert named["Restore the vagrant-libvirt plugin"]["with"]["key"] == "${{ steps.install.outputs.plugin-key }}"
+    key = re.search(r'echo "plugin-key=(.*)" >>', named["Install libvirt, qemu, Vagrant and vagabond"]["run"])[1]
+    for part in ("$OS", "$(uname -m)", "$VAGRANT_VERSION", "$VAGRANT_LIBVIRT_VERSION", "libvirt0", "VAGRANT_PLUGIN_PINS"):
+        assert part in key, f"the plugin's cache key misses {part}"
+    assert named["Restore the base box"]["with"]["path"] == "${{ steps.boxes.outputs.base-path }}", "the made base alone"
     for job in doc["jobs"].values():
         for step in job["steps"]:
             uses = step.get("uses", "")
             assert not uses.startswith("actions/cache@"), "restore and save apart"
             if uses.startswith("actions/cache/save@"):
-                assert "!startsWith(github.ref, 'refs/tags/')" in step["if"], "a tag's run saves no cache"
+                assert step["if"].endswith(workflow.SAVE_CACHE_IF), "caches are saved from the default branch only"
+                assert "always()" not in step["if"], "only what was made whole is saved"
             if uses.startswith("actions/cache/"):
                 assert "restore-keys" not in step["with"], "a partial hit would carry stale entries along"
     saves = [s["name"] for s in doc["jobs"]["test"]["steps"] if s.get("uses", "").startswith("actions/cache/save@")]
@@ -298,8 +316,8 @@ STUBS["gpg"] = "#!/bin/sh\n" + DRAIN + RECORD + 'case "$*" in *--export*) for la
 STUBS["python3"] = ("#!/bin/sh\n" + RECORD + 'if [ "$1" = -m ]; then mkdir -p "$3/bin"; for t in vagabond pip; do cp "$(dirname "$0")/$t" "$3/bin/$t"; done; '
                     'else exec /usr/bin/python3 "$@"; fi\n')
 STUBS["vagabond"] = "#!/bin/sh\n" + DRAIN + RECORD + (
-    'case "$*" in *--github-output*) printf "name=\\nversion=\\nstore=\\n";; *"base key"*) echo vagabond-base-x-0123;; '
-    '*"list "*--json*) echo \'[{"base_kind": "mmdebstrap", "synced_folders": []}]\';; esac\n')
+    'case "$*" in *"list "*--github-output*) printf "kind=mmdebstrap\\nsynced=0\\n";; *"base key"*) printf "base=vagabond-base-x-0123\\nbase-path=/c\\n";; '
+    '*--github-output*) printf "name=\\nversion=\\nstore=\\n";; esac\n')
 
 
 def parse_cli(argv: list[str]):
@@ -346,15 +364,23 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
             value = str(value)
             value = re.sub(r"\$\{\{ matrix\.(\w+) \}\}", lambda m: str(matrix[m[1]]), value)
             env[key] = re.sub(r"\$\{\{ (vars|secrets)\.(\w+) \}\}", lambda m: (variables or {}).get(m[2], ""), value)
+        outputs: dict[str, dict[str, str]] = {}
         for step in job["steps"]:
+            if "setup-python" in step.get("uses", ""):  # its stand-in: a Python in range, by path
+                outputs[step["id"]] = {"python-path": shutil.which("python3", path=env["PATH"])}
             if "run" not in step:
                 continue
             assert "${{" not in step["run"], f"{step['name']}: expressions reach a shell only through env"
+            step_env = {k: re.sub(r"\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}", lambda m: outputs.get(m[1], {}).get(m[2], ""), str(v))
+                        for k, v in step.get("env", {}).items()}  # fmt: skip
+            files["GITHUB_OUTPUT"].write_text("")
             result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-                                    env={**env, **{k: str(v) for k, v in step.get("env", {}).items()}}, cwd=project,
+                                    env={**env, **step_env}, cwd=project,
                                     stdin=subprocess.DEVNULL, capture_output=True, text=True)  # fmt: skip
             if result.returncode != 0:
                 return result
+            if "id" in step:
+                outputs[step["id"]] = dict(line.partition("=")[::2] for line in files["GITHUB_OUTPUT"].read_text().splitlines())
             for line in files["GITHUB_ENV"].read_text().splitlines():
                 key, _, value = line.partition("=")
                 env[key] = value
@@ -384,11 +410,15 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
     result = run_job(test_job, install.HASHICORP_FINGERPRINT)
     assert result.returncode == 0, result.stderr
     recorded = calls(log.read_text())
-    assert vagabond_calls(recorded) == ["prepare", "base", "prebuilt", "base", "test", "destroy"]
-    installed = [a for a in recorded if a[:2] == ["sudo", "-E"] and "install" in a]
+    # (The stand-in runs every step, whatever its if: says: the base is built and imported here.)
+    assert vagabond_calls(recorded) == ["prepare", "list", "base", "prebuilt", "base", "import", "test", "destroy"]
+    installed = [a for a in recorded if a[:3] == ["sudo", "env", "DEBIAN_FRONTEND=noninteractive"] and "install" in a]
+    assert not any(a[:2] == ["sudo", "-E"] for a in recorded)
     if route == "hashicorp":
         assert any(f"vagrant={install.VAGRANT_VERSION}" in a for a in installed)
-        assert ["vagrant", "plugin", "install", "vagrant-libvirt", "--plugin-version", install.VAGRANT_LIBVIRT_VERSION] in recorded
+        pins = [a for a in recorded if a[:3] == ["vagrant", "plugin", "install"]]
+        assert pins == [["vagrant", "plugin", "install", "fog-json", "--plugin-version", "1.2.0"],
+                        ["vagrant", "plugin", "install", "vagrant-libvirt", "--plugin-version", install.VAGRANT_LIBVIRT_VERSION]]
         assert not any("vagrant-libvirt" in a for a in installed), "Ubuntu has no vagrant-libvirt package"
         bad = run_job(test_job, "0" * 40)
         assert bad.returncode == 1 and f"holds no key with fingerprint {install.HASHICORP_FINGERPRINT}" in bad.stdout
@@ -397,10 +427,13 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
         assert any("vagrant-libvirt" in a and "vagrant" in a for a in installed)
         assert not any(a[0] in ("gpg",) for a in recorded) and not any("hashicorp" in " ".join(a) for a in recorded)
     nightly = run_job(doc["jobs"]["prebuilt"], install.HASHICORP_FINGERPRINT)
-    assert nightly.returncode == 1 and "set the repository variable VAGABOND_CATALOG" in nightly.stdout
-    nightly = run_job(doc["jobs"]["prebuilt"], install.HASHICORP_FINGERPRINT, {"VAGABOND_CATALOG": str(tmp_path / "catalog")})
     assert nightly.returncode == 0, nightly.stderr
-    assert vagabond_calls(calls(log.read_text())) == ["prepare", "build", "publish"]
+    assert vagabond_calls(calls(log.read_text())) == ["prepare", "list", "base", "prebuilt", "base", "import", "build"]
+    publish = run_job(doc["jobs"]["publish"], install.HASHICORP_FINGERPRINT)
+    assert publish.returncode == 1 and "set the repository variable VAGABOND_CATALOG" in publish.stdout
+    publish = run_job(doc["jobs"]["publish"], install.HASHICORP_FINGERPRINT, {"VAGABOND_CATALOG": str(tmp_path / "catalog")})
+    assert publish.returncode == 0, publish.stderr
+    assert vagabond_calls(calls(log.read_text())) == ["publish"]
 
 
 def test_use_action_replaces_the_inline_steps(project):
@@ -428,10 +461,13 @@ def test_the_action_files_are_current(tmp_path):
 def test_a_runner_python_that_ansible_core_cannot_run_on_stops_the_job_early(project, version, accepted):
     """The install step's own check, with the runner's Python version put in its place."""
     doc = load(generate(project))
-    (install_step,) = [s for s in doc["jobs"]["test"]["steps"] if "python3 -m venv" in s.get("run", "")]
-    (check,) = re.findall(r"python3 -c '(import sys; sys\.exit\(.*?\))'", install_step["run"])
+    (install_step,) = [s for s in doc["jobs"]["test"]["steps"] if '"$PYTHON" -m venv' in s.get("run", "")]
+    (check,) = re.findall(r""""\$PYTHON" -c '(import sys; sys\.exit\(.*?\))'""", install_step["run"])
     assert "sys.version_info[:2]" in check
     result = subprocess.run([sys.executable, "-c", check.replace("sys.version_info[:2]", repr(version))])
     assert (result.returncode == 0) is accepted
-    assert "add actions/setup-python with python-version '3.12' before this step" in install_step["run"]
+    # The Python is setup-python's, never the image's python3 (ubuntu-26.04: 3.14).
+    assert install_step["env"]["PYTHON"] == "${{ steps.python.outputs.python-path }}" and "python3 " not in install_step["run"]
+    (setup,) = [s for s in doc["jobs"]["test"]["steps"] if "setup-python" in s.get("uses", "")]
+    assert setup["with"] == {"python-version": "3.12", "update-environment": False}
     assert install.CONTROLLER_PYTHON == ((3, 10), (3, 12)), "ansible-core's controller support matrix for the pinned 2.16"

@@ -1,20 +1,38 @@
-"""The generated workflow's own shell steps, in order, in a fresh Debian 12 root file system made by
-mmdebstrap: the runner image, as far as the steps rely on it (sudo, curl, gpg, python3, git).
+"""The generated workflow's and the action's own steps, in order, in a twin of GitHub's hosted
+runner: a fresh root file system with each trait of the ubuntu-24.04 image (and of 26.04, whose
+python3 is outside ansible-core 2.16's range) that can break vagabond, each with its source.
 
+The twin (module `twin`), from actions/runner-images at 749514466 (2026-08-21) unless said:
+- a Debian 13 root: its python3 is 3.13, outside 3.10-3.12 as ubuntu-26.04's 3.14 is
+  (images/ubuntu/Ubuntu2604-Readme.md: "Python 3.14.4");
+- a real newer ansible-core from PyPI, installed the way pipx does it, in /opt/pipx/venvs/ansible-core
+  with its commands linked into /opt/pipx_bin (scripts/build/install-pipx-packages.sh:
+  `pipx install ansible-core`; install-python.sh: PIPX_BIN_DIR=/opt/pipx_bin, PIPX_HOME=/opt/pipx);
+- /etc/environment's PATH with /opt/pipx_bin ahead of /usr/bin, as the job sees it
+  (actions/runner-images#11414: PATH=/snap/bin:/home/runner/.local/bin:/opt/pipx_bin:...);
+- a `runner` user, uid 1001, groups adm, users, docker (a 2026 capture of `id` on a hosted runner),
+  with passwordless sudo under Ubuntu's env_reset and secure_path, which lacks /opt/pipx_bin
+  (docs: "passwordless sudo"; cloudbase/garm#113 for the secure_path line);
+- /dev/kvm as root:kvm 0660, the runner not in kvm (actions/runner-images#8542);
+- Docker's iptables chains with the FORWARD policy DROP (moby/moby#39439).
 Nothing here reaches the internet. The steps run in a private network, mount and PID namespace,
-chrooted, as an unprivileged `runner` user with passwordless sudo, with the groups it had when the
-job started (as on GitHub, where the runner's session predates `prepare --user`). The steps that
-would download are pointed at local stand-ins that behave the same:
-- HashiCorp's apt repository: a local apt repository holding Debian's vagrant, its Release file
-  signed with a key made for the test; the workflow checks that key's fingerprint;
-- `vagrant plugin install vagrant-libvirt`: Debian's vagrant-libvirt package (rubygems.org is out
-  of reach), through a `vagrant` wrapper that records the plugin version the workflow asked for;
-- Debian's and Ubuntu's archive: a local repository of exactly the packages mmdebstrap resolved
-  for the names the workflow installs (a misspelt package fails that resolution);
-- PyPI: a directory holding the vagabond wheel built from this checkout and its dependencies.
-Steps that boot a VM (base build, test) are not run here: the e2e tier boots VMs with the same
-commands. Every other run: step runs, and afterwards the runner user must reach libvirt and see
-the plugin without sudo.
+chrooted, as `runner` with the groups its session started with. What they would download has a
+local stand-in that behaves the same:
+- HashiCorp's apt repository: Debian's vagrant, its Release file signed with a key made for the
+  test, whose fingerprint the steps check;
+- `vagrant plugin install`: Debian's vagrant-libvirt package, through a `vagrant` wrapper that
+  records each gem and version asked for (rubygems.org is out of reach);
+- Debian's and Ubuntu's archive: exactly the packages mmdebstrap resolved for the names the steps
+  install (a misspelt package fails that resolution);
+- PyPI: this checkout's wheel and its dependencies, and GitHub: a bare clone of this checkout's
+  HEAD that git reaches under https://github.com/example/vagabond.git (url.insteadOf);
+- actions/setup-python: a Python 3.11 copied in (the one these tests run on), its path the step's
+  output, as setup-python gives it (with update-environment: false, it changes no PATH);
+- the action's checkout for `uses: example/vagabond@SHA`: `git archive` of that commit.
+Steps that boot a VM or need loop devices (base build and import, up, test, build) are not run:
+the e2e tier runs the same commands. Each of these traits failed vagabond's steps before 0.1's
+fixes: the runner's ansible-core won, a local clone's workflow installed vagabond-vm==0.1.0 from
+PyPI, sudo dropped the boxes directory, the plugin install broke, the image's python3 stopped the job.
 """
 
 from __future__ import annotations
@@ -34,22 +52,39 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests import workflow_project
-from tests.conftest import require_tool
+from tests.conftest import REPO, require_tool
 from vagabond import install, paths
 
 pytestmark = pytest.mark.real
 
-# What the steps take for granted on a GitHub runner image.
-RUNNER_IMAGE = ["sudo", "curl", "ca-certificates", "gnupg", "python3", "git", "procps", "iproute2", "dbus"]
-# Steps that need a VM (or loop devices and the internet); the e2e tier runs the same commands.
-NOT_RUN = {"Build the base box (root for loop devices; a cloud image is imported without)",
-           "Test in the VM (up, idempotence, the test command, destroy)"}  # fmt: skip
-BOX = "debian12-selinux"
+SUITE = "trixie"
+# What the steps take for granted on a GitHub runner image (and what the twin's set-up needs).
+RUNNER_IMAGE = ["sudo", "curl", "ca-certificates", "gnupg", "python3", "python3-venv", "git", "procps", "iproute2",
+                "dbus", "iptables"]  # fmt: skip
+# Steps that need a VM, loop devices or the internet; the e2e tier runs the same commands.
+NOT_RUN = {"Build the base box (as root, for loop devices)",
+           "Import the base box (the distribution's cloud image, checked against its sha256)",
+           "Bring the VM up", "Run the tests in the VM",
+           "Build the prebuilt dependency box (as root, for the loop devices of the offline compaction)"}  # fmt: skip
+# The project's own box, in a boxes directory of its own (--boxes-dir): sudo must not lose it.
+BOX = "project-selinux"
+BOXES_DIR = "ci/boxes"
+SHA_RE = re.compile(r"[0-9a-f]{40}")
+REMOTE = "https://github.com/example/vagabond.git"
+KVM_GID = 992
+RUNNER_PATH = ("/snap/bin:/home/runner/.local/bin:/opt/pipx_bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:"
+               "/usr/games:/usr/local/games")  # fmt: skip
+UBUNTU_SUDOERS = """\
+# As Ubuntu's /etc/sudoers has it (cloudbase/garm#113 shows the hosted image's secure_path):
+Defaults env_reset
+Defaults secure_path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
+runner ALL=(ALL) NOPASSWD:ALL
+"""
 
 
 def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, capture_output=True, text=True, **kw)
-    assert result.returncode == 0, f"{argv[:3]}: {result.stdout[-2000:]}{result.stderr[-3000:]}"
+    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kw)
+    assert result.returncode == 0, f"{argv[:4]}: {result.stdout[-2000:]}{result.stderr[-3000:]}"
     return result
 
 
@@ -81,11 +116,11 @@ def apt_repository(debs: list[Path], root: Path, dist: str | None) -> None:
 
 @pytest.fixture(scope="module")
 def packages_and_rootfs(tmp_path_factory):
-    """The runner root file system (directory) and the .debs the steps may install, from Debian's
+    """The runner root file system (a tar) and the .debs the steps may install, from Debian's
     archive in the root network namespace (a package registry), before anything goes offline."""
-    require_tool("mmdebstrap", "unshare", "chroot", "dpkg-deb", "gpg")
+    require_tool("mmdebstrap", "unshare", "chroot", "dpkg-deb", "gpg", "git")
     step_packages = sorted({*install.APT_HOST, *install.APT_VAGRANT, *install.APT_PLUGIN_BUILD})
-    key = hashlib.sha256(json.dumps([RUNNER_IMAGE, step_packages]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([SUITE, RUNNER_IMAGE, step_packages]).encode()).hexdigest()[:12]
     debs = paths.cache_dir() / "test-runner" / f"debs-{key}"
     rootfs = tmp_path_factory.mktemp("runner") / "root.tar"
     hooks = []
@@ -98,7 +133,7 @@ def packages_and_rootfs(tmp_path_factory):
             f"--customize-hook=sync-out /var/cache/apt/archives {partial}",
         ]
     sh(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", f"--include={','.join(RUNNER_IMAGE)}",
-        *hooks, "bookworm", str(rootfs)], timeout=1800)  # fmt: skip
+        *hooks, SUITE, str(rootfs)], timeout=1800)  # fmt: skip
     if hooks:
         partial.rename(debs)
     return sorted(debs.glob("*.deb")), rootfs
@@ -106,63 +141,69 @@ def packages_and_rootfs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory):
-    """This checkout's wheel and its dependencies, and the build backend a source install needs:
-    the stand-in for PyPI."""
+    """The stand-in for PyPI: this checkout's wheel and its dependencies, the build backend a git
+    install needs; and, apart, the newest ansible-core for the twin's Python 3.13 (the runner's own)."""
     out = tmp_path_factory.mktemp("wheels")
     sh([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(paths.data_dir())], timeout=600)
     (wheel,) = out.glob("vagabond_vm-*.whl")
     sh([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(out), str(wheel),
         "hatchling>=1.18"], timeout=900)  # fmt: skip
-    return out, wheel.name
+    pipx = tmp_path_factory.mktemp("pipx-wheels")
+    sh([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(pipx),
+        "--only-binary=:all:", "--python-version", "3.13", "--implementation", "cp", "--platform", "manylinux2014_x86_64",
+        "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "ansible-core"], timeout=900)  # fmt: skip
+    return out, wheel.name, pipx
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory):
+    """This checkout's HEAD as GitHub would serve it: a bare repository, and the commit."""
+    bare = tmp_path_factory.mktemp("github") / "vagabond.git"
+    sh(["git", "clone", "--quiet", "--bare", "--no-local", str(REPO), str(bare)])
+    sha = sh(["git", "-C", str(bare), "rev-parse", "HEAD"]).stdout.strip()
+    return bare, sha
+
+
+@pytest.fixture(scope="module")
+def vagabond_from_github(origin, wheels, tmp_path_factory):
+    """A vagabond installed the way a user installs it from its repository: pip install
+    git+https://github.com/...@SHA (pip records that in direct_url.json), in a venv of its own."""
+    bare, sha = origin
+    wheel_dir, _, _ = wheels
+    venv = tmp_path_factory.mktemp("user-venv")
+    gitconfig = venv / "gitconfig"
+    gitconfig.write_text(f'[url "file://{bare}"]\n\tinsteadOf = {REMOTE}\n')
+    sh([sys.executable, "-m", "venv", str(venv)])
+    env = dict(os.environ, GIT_CONFIG_GLOBAL=str(gitconfig), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheel_dir))
+    sh([venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check", f"vagabond-vm @ git+{REMOTE}@{sha}"],
+       env=env, timeout=900)  # fmt: skip
+    return venv / "bin" / "vagabond", sha
 
 
 SHIM = """#!/bin/sh
-# Stand-in for `vagrant plugin install vagrant-libvirt`: Debian's vagrant-libvirt package.
-if [ "$1 $2 $3" = "plugin install vagrant-libvirt" ]; then
+# Stand-in for `vagrant plugin install NAME --plugin-version V` (rubygems.org is out of reach):
+# records what was asked; vagrant-libvirt itself comes from Debian's package.
+if [ "$1 $2" = "plugin install" ]; then
   [ "$4" = --plugin-version ] && [ -n "$5" ] || { echo "stand-in: --plugin-version VERSION expected" >&2; exit 2; }
-  echo "$5" > /var/tmp/plugin-version-asked
-  exec sudo apt-get install -y -q --no-install-recommends vagrant-libvirt
+  echo "$3 $5 strict=${VAGRANT_DISABLE_STRICT_DEPENDENCY_ENFORCEMENT:-}" >> /var/tmp/plugins-asked
+  [ "$3" = vagrant-libvirt ] || exit 0
+  exec sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends vagrant-libvirt
 fi
+if [ "$1 $2" = "plugin uninstall" ]; then exit 0; fi
 exec /usr/bin/vagrant "$@"
 """
 
-# Runs inside the chroot, as root: each step as `runner` with the job's starting groups, with
-# GITHUB_ENV, GITHUB_PATH and GITHUB_OUTPUT applied between steps as the runner does.
-DRIVER = r'''
-import json, os, pwd, subprocess, sys
-plan = json.load(open("/var/tmp/plan.json"))
-user = pwd.getpwnam("runner")
-groups = os.getgrouplist("runner", user.pw_gid)  # fixed now, as the runner's session is
-env = dict(plan["env"])
-path = env["PATH"]
-results = []
-
-def as_runner():
-    os.setgroups(groups); os.setgid(user.pw_gid); os.setuid(user.pw_uid)
-
-for i, step in enumerate(plan["steps"]):
-    files = {k: f"/home/runner/work/_temp/_runner_file_commands/{k.lower()}_{i}" for k in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_OUTPUT")}
-    for f in files.values():
-        open(f, "w").close(); os.chown(f, user.pw_uid, user.pw_gid)
-    step_env = {**env, **step["env"], **plan["overrides"], **files, "PATH": path}
-    r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=step_env,
-                       cwd=plan["workspace"], preexec_fn=as_runner, capture_output=True, text=True)
-    results.append({"name": step["name"], "rc": r.returncode, "stdout": r.stdout[-4000:], "stderr": r.stderr[-6000:],
-                    "outputs": open(files["GITHUB_OUTPUT"]).read()})
-    if r.returncode:
-        break
-    for line in open(files["GITHUB_ENV"]).read().splitlines():
-        k, _, v = line.partition("="); env[k] = v
-    for line in open(files["GITHUB_PATH"]).read().splitlines():
-        path = f"{line}:{path}"
-checks = {}
-if all(r["rc"] == 0 for r in results):
-    for name, argv in plan["checks"].items():
-        r = subprocess.run(argv, env={**env, "PATH": path}, preexec_fn=as_runner, capture_output=True, text=True,
-                           cwd=plan["workspace"])
-        checks[name] = {"rc": r.returncode, "stdout": r.stdout[-6000:], "stderr": r.stderr[-3000:]}
-json.dump({"steps": results, "checks": checks, "groups": groups}, open("/var/tmp/results.json", "w"))
-'''
+# As root in the twin, once, before the job: the image's own layers (docker's firewall, the
+# pipx-installed ansible-core) on top of the packages.
+IMAGE_SETUP = r"""set -eu
+python3 -m venv /opt/pipx/venvs/ansible-core
+/opt/pipx/venvs/ansible-core/bin/pip install --quiet --no-index --find-links /srv/pipx-wheels ansible-core
+mkdir -p /opt/pipx_bin
+for t in ansible ansible-playbook ansible-galaxy ansible-config ansible-inventory; do
+  ln -s /opt/pipx/venvs/ansible-core/bin/$t /opt/pipx_bin/$t
+done
+chmod -R 777 /opt  # configure-system.sh: "chmod -R 777 /opt"
+"""
 
 # Inside fresh namespaces: loopback only, private mounts, daemons die with the namespace.
 ENTER = """set -e
@@ -171,30 +212,111 @@ mount --make-rprivate /
 mount -t proc proc "$ROOT/proc"
 mount -t sysfs -o ro sysfs "$ROOT/sys"
 mount -t tmpfs -o mode=755 tmpfs "$ROOT/dev"
-for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0 kvm:10:232; do
+for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
   IFS=: read name major minor <<EOF
 $n
 EOF
   mknod -m 666 "$ROOT/dev/$name" c "$major" "$minor"
 done
+# /dev/kvm as a hosted runner has it before a udev rule opens it.
+mknod -m 660 "$ROOT/dev/kvm" c 10 232
+chown 0:$KVM_GID "$ROOT/dev/kvm"
 mkdir "$ROOT/dev/pts" "$ROOT/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=666 devpts "$ROOT/dev/pts"
 ln -s pts/ptmx "$ROOT/dev/ptmx"
 mount -t tmpfs tmpfs "$ROOT/run"
 mount -t tmpfs tmpfs "$ROOT/tmp"
-# The runner's service manager: a system bus (polkitd, installed by the steps, is started by it on
-# demand and lets the libvirt group manage libvirt, as on a runner).
-exec chroot "$ROOT" sh -ec 'mkdir -p /run/dbus; dbus-uuidgen --ensure=/etc/machine-id; dbus-daemon --system --fork
-                            exec python3 /var/tmp/driver.py'
+# Docker's firewall as dockerd leaves it: FORWARD dropped, its chains in front.
+exec chroot "$ROOT" sh -ec '
+  iptables -N DOCKER; iptables -N DOCKER-USER; iptables -N DOCKER-ISOLATION-STAGE-1
+  iptables -P FORWARD DROP
+  iptables -A FORWARD -j DOCKER-USER; iptables -A FORWARD -j DOCKER-ISOLATION-STAGE-1; iptables -A DOCKER-USER -j RETURN
+  mkdir -p /run/dbus; dbus-uuidgen --ensure=/etc/machine-id; dbus-daemon --system --fork
+  exec python3 /var/tmp/driver.py'
 """
+
+# Runs inside the chroot, as root: each step as `runner` with the job's starting groups, with
+# GITHUB_ENV, GITHUB_PATH and GITHUB_OUTPUT applied between steps as the runner does, and the
+# steps' outputs substituted where a later step's env names them.
+DRIVER = r'''
+import json, os, pwd, re, subprocess, sys
+plan = json.load(open("/var/tmp/plan.json"))
+user = pwd.getpwnam("runner")
+groups = os.getgrouplist("runner", user.pw_gid)  # fixed now, as the runner's session is
+env = dict(plan["env"])
+for line in open("/etc/environment"):  # the job's PATH, as the runner service reads it
+    key, _, value = line.strip().partition("=")
+    if key == "PATH":
+        path = value.strip('"')
+outputs, results = {}, []
+summary = "/home/runner/work/_temp/_runner_file_commands/step_summary"
+
+def as_runner():
+    os.setgroups(groups); os.setgid(user.pw_gid); os.setuid(user.pw_uid)
+
+def resolve(text):
+    return re.sub(r"\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}", lambda m: outputs.get(m[1], {}).get(m[2], ""), text)
+
+for i, step in enumerate(plan["steps"]):
+    if step.get("stand_in") == "setup-python":
+        outputs[step["id"]] = {"python-path": plan["setup_python"]}
+        results.append({"name": step["name"], "rc": 0, "stdout": "", "stderr": "", "outputs": ""})
+        continue
+    files = {k: f"/home/runner/work/_temp/_runner_file_commands/{k.lower()}_{i}" for k in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_OUTPUT")}
+    for f in [*files.values(), summary]:
+        open(f, "a").close(); os.chown(f, user.pw_uid, user.pw_gid)
+    step_env = {**env, **{k: resolve(v) for k, v in step["env"].items()}, **plan["overrides"], **files,
+                "GITHUB_STEP_SUMMARY": summary, "PATH": path}
+    r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=step_env,
+                       cwd=plan["workspace"], preexec_fn=as_runner, capture_output=True, text=True)
+    results.append({"name": step["name"], "rc": r.returncode, "stdout": r.stdout[-6000:], "stderr": r.stderr[-8000:],
+                    "outputs": open(files["GITHUB_OUTPUT"]).read()})
+    if r.returncode:
+        break
+    if step.get("id"):
+        outputs[step["id"]] = dict(l.partition("=")[::2] for l in open(files["GITHUB_OUTPUT"]).read().splitlines())
+    for line in open(files["GITHUB_ENV"]).read().splitlines():
+        k, _, v = line.partition("="); env[k] = v
+    for line in open(files["GITHUB_PATH"]).read().splitlines():
+        path = f"{line}:{path}"
+checks = {}
+if all(r["rc"] == 0 for r in results):
+    for name, argv in plan["checks"].items():
+        r = subprocess.run(argv, env={**env, "PATH": path}, preexec_fn=None if name.startswith("root:") else as_runner,
+                           capture_output=True, text=True, cwd=plan["workspace"])
+        checks[name] = {"rc": r.returncode, "stdout": r.stdout[-8000:], "stderr": r.stderr[-3000:]}
+checks["summary"] = {"stdout": open(summary).read() if os.path.exists(summary) else ""}
+json.dump({"steps": results, "checks": checks, "groups": groups, "path": path}, open("/var/tmp/results.json", "w"))
+'''
+
+
+def _stand_in_python(root: Path) -> str:
+    """actions/setup-python's stand-in: the Python these tests run on (3.11, in range), copied in;
+    its path is what the step outputs."""
+    base = Path(sys.base_prefix)
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    exe = Path(os.path.realpath(sys._base_executable))
+    if base == Path("/usr"):  # Debian's: the interpreter, its standard library, the wheels its ensurepip installs
+        shutil.copy2(exe, root / "usr/bin" / version)
+        shutil.copytree(base / "lib" / version, root / "usr/lib" / version, symlinks=True, dirs_exist_ok=True)
+        (root / "usr/share/python-wheels").mkdir(parents=True, exist_ok=True)
+        for wheel in Path("/usr/share/python-wheels").glob("*.whl"):
+            if not (root / "usr/share/python-wheels" / wheel.name).exists():
+                shutil.copy2(wheel, root / "usr/share/python-wheels" / wheel.name)
+        return f"/usr/bin/{version}"
+    target = root / base.relative_to("/")  # a self-contained build (pyenv): the whole prefix, at its path
+    shutil.copytree(base, target, symlinks=True)
+    for parent in target.relative_to(root).parents:
+        (root / parent).chmod((root / parent).stat().st_mode | 0o011)
+    return str(exe)
 
 
 @pytest.fixture
-def runner_root(packages_and_rootfs, wheels, tmp_path):
-    """A fresh root file system with the stand-ins in place and a `runner` user; returns what the
-    steps need to know about it."""
+def twin(packages_and_rootfs, wheels, origin, tmp_path):
+    """A fresh runner root with the stand-ins in place and the image's traits (the module's docstring)."""
     debs, rootfs_tar = packages_and_rootfs
-    wheel_dir, wheel = wheels
+    wheel_dir, wheel, pipx_wheels = wheels
+    bare, sha = origin
     root = tmp_path / "root"
     root.mkdir()
     sh(["tar", "-xf", str(rootfs_tar), "-C", str(root)])
@@ -202,7 +324,7 @@ def runner_root(packages_and_rootfs, wheels, tmp_path):
 
     # HashiCorp's repository, stood in for: Debian's vagrant, signed by a key of the test's own.
     vagrant_deb = next(d for d in debs if d.name.startswith("vagrant_"))
-    apt_repository([vagrant_deb], srv / "hashicorp", "bookworm")
+    apt_repository([vagrant_deb], srv / "hashicorp", SUITE)
     gnupg = tmp_path / "gnupg"
     gnupg.mkdir(mode=0o700)
     gpg = ["gpg", "--homedir", str(gnupg), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
@@ -210,44 +332,60 @@ def runner_root(packages_and_rootfs, wheels, tmp_path):
     colons = sh([*gpg, "--with-colons", "--list-keys"]).stdout
     fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
     (srv / "hashicorp" / "gpg").write_text(sh([*gpg, "--armor", "--export", fingerprint]).stdout)
-    release = srv / "hashicorp" / "dists" / "bookworm" / "Release"
+    release = srv / "hashicorp" / "dists" / SUITE / "Release"
     sh([*gpg, "--yes", "--clearsign", "--output", str(release.with_name("InRelease")), str(release)])
-    # Debian's archive, stood in for: everything else the steps may install (vagrant only from "HashiCorp").
     apt_repository([d for d in debs if d != vagrant_deb], srv / "debian", None)
     for listing in [root / "etc/apt/sources.list", *(root / "etc/apt/sources.list.d").glob("*")]:
         listing.unlink(missing_ok=True)
     (root / "etc/apt/sources.list").write_text("deb [trusted=yes] file:/srv/debian ./\n")
     shutil.copytree(wheel_dir, srv / "wheels")
+    shutil.copytree(pipx_wheels, srv / "pipx-wheels")
+    shutil.copytree(bare, srv / "git" / "vagabond.git")
     sh(["chmod", "-R", "a+rX", str(srv)])
 
-    # The runner user and its workspace: the checkout of a project with boxes of every kind.
-    sh(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash", "runner"])
-    (root / "etc/sudoers.d/runner").write_text("runner ALL=(ALL) NOPASSWD:ALL\nDefaults:runner !requiretty\n")
+    # The image: the runner user as GitHub makes it, its sudo, PATH and the pipx ansible-core.
+    sh(["chroot", str(root), "groupadd", "--system", "--gid", str(KVM_GID), "kvm"])
+    sh(["chroot", str(root), "groupadd", "--system", "docker"])
+    sh(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash", "--uid", "1001", "--groups", "adm,users,docker", "runner"])
+    (root / "etc/sudoers.d/runner").write_text(UBUNTU_SUDOERS)
+    (root / "etc/sudoers.d/runner").chmod(0o440)
+    (root / "etc/environment").write_text(f'PATH="{RUNNER_PATH}"\nPIPX_BIN_DIR=/opt/pipx_bin\nPIPX_HOME=/opt/pipx\n')
+    (root / "var/tmp/image-setup.sh").write_text(IMAGE_SETUP)
+    sh(["unshare", "--net", "chroot", str(root), "sh", "/var/tmp/image-setup.sh"], timeout=600)
+    setup_python = _stand_in_python(root)
     (root / "etc/hosts").write_text("127.0.0.1 localhost runner-host\n")
     (root / "etc/hostname").write_text("runner-host\n")
+    # GitHub, stood in for: git fetches github.com/example/vagabond from the bare clone.
+    (root / "home/runner/.gitconfig").write_text(f'[url "file:///srv/git/vagabond.git"]\n\tinsteadOf = {REMOTE}\n')
     workspace = root / "home/runner/work/project/project"
     workflow_project.make(workspace)
+    (workspace / BOXES_DIR).mkdir(parents=True)
+    shipped = (REPO / "boxes" / "debian12-selinux.yaml").read_text()
+    (workspace / BOXES_DIR / f"{BOX}.yaml").write_text(
+        shipped + "synced_folders:\n  - {src: ., dest: /src}\n"
+        "prebuilt: {name: example/project-selinux, catalog: 'https://boxes.example.org/project-selinux/metadata.json'}\n")
     (root / "home/runner/work/_temp/_runner_file_commands").mkdir(parents=True)
-    # The action's own checkout, as the runner fetches it for `uses:` (the tracked files of this one).
-    action = root / "home/runner/work/_actions/vagabond"
-    for rel in sh(["git", "-C", str(paths.data_dir()), "ls-files", "-z"]).stdout.split("\0"):
-        if rel and (paths.data_dir() / rel).is_file():
-            (action / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(paths.data_dir() / rel, action / rel)
+    # The action's checkouts, as the runner fetches them for `uses:`: that commit of the repository.
+    action = root / "home/runner/work/_actions/example/vagabond" / sha
+    action.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(bare), "archive", sha], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(action)], input=archive, check=True)
     (root / "usr/local/bin/vagrant").write_text(SHIM)
     (root / "usr/local/bin/vagrant").chmod(0o755)
     sh(["chroot", str(root), "chown", "-R", "runner:runner", "/home/runner"])
     env = {
         "HOME": "/home/runner", "USER": "runner", "LANG": "C.UTF-8", "CI": "true", "GITHUB_ACTIONS": "true",
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "RUNNER_TEMP": "/home/runner/work/_temp",
+        "RUNNER_TEMP": "/home/runner/work/_temp", "RUNNER_ENVIRONMENT": "github-hosted", "RUNNER_OS": "Linux",
+        "GITHUB_WORKSPACE": "/home/runner/work/project/project",
         # PyPI, stood in for by the wheel directory.
         "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/srv/wheels", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }  # fmt: skip
     # The stand-ins' coordinates: what a user would change if HashiCorp moved.
     overrides = {"VAGRANT_APT_URL": "file:///srv/hashicorp", "VAGRANT_APT_FINGERPRINT": fingerprint,
                  "VAGRANT_VERSION": sh(["dpkg-deb", "-f", str(vagrant_deb), "Version"]).stdout.strip()}  # fmt: skip
-    yield {"root": root, "workspace": workspace, "env": env, "overrides": overrides, "wheel": wheel}
-    subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)  # the test's key is done
+    yield {"root": root, "workspace": workspace, "env": env, "overrides": overrides, "wheel": wheel, "sha": sha,
+           "setup_python": setup_python}  # fmt: skip
+    subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)
 
 
 CHECKS = {
@@ -255,18 +393,60 @@ CHECKS = {
     "libvirt": ["virsh", "--connect", "qemu:///system", "pool-info", "default"],
     "doctor": ["vagabond", "doctor", "--json"],
     "groups": ["id", "-nG", "runner"],
+    "runner's ansible": ["ansible-playbook", "--version"],
+    "root:firewall": ["iptables", "-S", "DOCKER-USER"],
+    "root:kvm": ["stat", "-c", "%U:%G %a", "/dev/kvm"],
 }
 
 
-def run_steps(ctx: dict, steps: list[dict], env: dict) -> dict:
-    """The steps in order, in fresh namespaces, as `runner`; then the checks as `runner`."""
+def expand(value, scope: dict) -> str:
+    """A `${{ ... }}` expression of the kinds these files use, from what is known before the job
+    runs (inputs, matrix, env, the action's path); a step's outputs stay for the driver."""
+    def one(m: re.Match) -> str:
+        expr = m[1].strip()
+        if expr.startswith("steps."):
+            return m[0]
+        kind, _, name = expr.partition(".")
+        if kind in scope and name in scope[kind]:
+            return str(scope[kind][name])
+        raise AssertionError(f"the twin cannot evaluate ${{{{ {expr} }}}}")
+
+    return re.sub(r"\$\{\{(.*?)\}\}", one, str(value))
+
+
+def plan_steps(steps: list[dict], scope: dict, actions: Path) -> list[dict]:
+    """The job's steps as the twin runs them: run steps with their env expanded, setup-python's
+    stand-in, and an action used by reference expanded into its own composite steps."""
+    planned = []
+    for step in steps:
+        uses = step.get("uses", "")
+        if uses.startswith("actions/setup-python@"):
+            planned.append({"stand_in": "setup-python", "id": step["id"], "name": step["name"]})
+        elif uses.startswith("example/vagabond"):
+            ref, _, sha = uses.partition("@")
+            path = actions / "example/vagabond" / sha / ref.removeprefix("example/vagabond").strip("/")
+            action = YAML(typ="safe").load((path / "action.yml").read_text())
+            given = {k: expand(v, scope) for k, v in step.get("with", {}).items()}
+            inputs = {name: given.get(name, spec.get("default", "")) for name, spec in action["inputs"].items()}
+            inner = scope | {"inputs": inputs, "github": scope["github"] | {"action_path": f"/home/runner/work/_actions/example/vagabond/{sha}"}}
+            planned += plan_steps(action["runs"]["steps"], inner, actions)
+        elif "run" in step and step.get("name") not in NOT_RUN:
+            assert "${{" not in step["run"], f"{step.get('name')}: expressions reach a shell only through env"
+            planned.append({"name": step.get("name", step["run"][:40]), "id": step.get("id"), "run": step["run"],
+                            "env": {k: expand(v, scope) for k, v in step.get("env", {}).items()}})  # fmt: skip
+    return planned
+
+
+def run_job(ctx: dict, steps: list[dict], env: dict) -> dict:
+    """The steps in order, in fresh namespaces, as `runner`; then the checks."""
     root = ctx["root"]
     plan = {"env": ctx["env"] | env, "overrides": ctx["overrides"], "workspace": "/home/runner/work/project/project",
-            "steps": steps, "checks": CHECKS}  # fmt: skip
+            "steps": steps, "checks": CHECKS, "setup_python": ctx["setup_python"]}  # fmt: skip
     (root / "var/tmp/plan.json").write_text(json.dumps(plan))
     (root / "var/tmp/driver.py").write_text(textwrap.dedent(DRIVER))
     run = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", ENTER],
-                         env={**os.environ, "ROOT": str(root)}, capture_output=True, text=True, timeout=2400)  # fmt: skip
+                         env={**os.environ, "ROOT": str(root), "KVM_GID": str(KVM_GID)}, capture_output=True, text=True,
+                         timeout=2400)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((root / "var/tmp/results.json").read_text())
     for step in results["steps"]:
@@ -276,70 +456,84 @@ def run_steps(ctx: dict, steps: list[dict], env: dict) -> dict:
 
 
 def assert_ready(ctx: dict, results: dict) -> None:
-    """Vagrant from the "HashiCorp" repository, the pinned plugin version asked for, and the runner
-    user, without sudo and without the new groups in its session, reaching libvirt; doctor green."""
+    """After the install steps, on a runner whose own ansible-core is newer and first on PATH:
+    Vagrant from the "HashiCorp" repository, fog-json pinned before the plugin, the runner user
+    reaching libvirt without sudo and without the new groups in its session, Docker's firewall
+    opened for libvirt's guests, a no-KVM warning, and doctor green with vagabond's own ansible-core 2.16."""
     root = ctx["root"]
     policy = sh(["chroot", str(root), "apt-cache", "policy", "vagrant"]).stdout
-    assert "file:/srv/hashicorp bookworm/main" in policy and f"*** {ctx['overrides']['VAGRANT_VERSION']}" in policy
-    assert (root / "var/tmp/plugin-version-asked").read_text().strip() == install.VAGRANT_LIBVIRT_VERSION
+    assert f"file:/srv/hashicorp {SUITE}/main" in policy and f"*** {ctx['overrides']['VAGRANT_VERSION']}" in policy
+    asked = (root / "var/tmp/plugins-asked").read_text().splitlines()
+    assert asked == [f"fog-json {install.PLUGIN_PINS['fog-json']} strict=1", f"vagrant-libvirt {install.VAGRANT_LIBVIRT_VERSION} strict=1"]
     checks = results["checks"]
     assert "vagrant-libvirt" in checks["plugins"]["stdout"], checks["plugins"]
     assert checks["libvirt"]["rc"] == 0 and "running" in checks["libvirt"]["stdout"], checks["libvirt"]
     assert "libvirt" in checks["groups"]["stdout"].split(), "later sessions get the group"
-    assert checks["doctor"]["stdout"], checks["doctor"]
+    # The trait is there and real: the runner's own ansible-core, first on its PATH.
+    theirs = re.search(r"\[core (\d+)\.(\d+)\.\d+\]", checks["runner's ansible"]["stdout"])
+    assert theirs and (int(theirs[1]), int(theirs[2])) > install.ANSIBLE_CORE[1], checks["runner's ansible"]
+    assert results["path"].index("/home/runner/work/_temp/vagabond-bin") < results["path"].index("/opt/pipx_bin")
     doctor = {c["name"]: c for c in json.loads(checks["doctor"]["stdout"])["checks"]}
-    for name in ("vagrant", "vagrant-libvirt", "libvirt", "storage pool", "qemu", "qemu-img", "ansible-playbook"):
+    for name in ("vagrant", "vagrant-libvirt", "libvirt", "storage pool", "qemu", "qemu-img", "ansible-playbook", "mitogen"):
         assert doctor[name]["ok"], doctor[name]
-    # What root made in the workspace went back to the runner user.
+    assert doctor["ansible-playbook"]["path"] == "/home/runner/work/_temp/vagabond/bin/ansible-playbook"
+    assert doctor["ansible-playbook"]["version"].startswith("2.16."), doctor["ansible-playbook"]
+    assert "-A DOCKER-USER -i virbr+ -j ACCEPT" in checks["root:firewall"]["stdout"], checks["root:firewall"]
+    prepare = next(s for s in results["steps"] if s["name"].startswith("Prepare the host"))
+    assert "::warning title=vagabond prepare%3A no KVM::VMs run under software emulation" in prepare["stderr"], prepare["stderr"]
+    assert "No KVM on this runner" in checks["summary"]["stdout"], "the job's summary names the cost"
     owners = {p.stat().st_uid for p in ctx["workspace"].rglob("*")}
     assert owners == {(root / "home/runner").stat().st_uid}, "files in the workspace owned by someone else"
 
 
-def test_workflow_steps_in_a_fresh_debian_12(runner_root):
-    ctx = runner_root
-    out = subprocess.run([sys.executable, "-m", "vagabond", "ci", "github", "--vagabond-spec", f"/srv/wheels/{ctx['wheel']}"],
-                         cwd=ctx["workspace"], capture_output=True, text=True, check=True)  # fmt: skip
-    doc = YAML(typ="safe").load(out.stdout)
-    job = doc["jobs"]["test"]
+def job_scope(doc: dict, job: dict) -> tuple[dict, dict]:
     matrix = next(m for m in job["strategy"]["matrix"]["include"] if m["box"] == BOX)
+    # (The one `job.` expression these files use: the cleanup's upload-logs, false for a green job.)
+    scope = {"matrix": matrix, "env": {}, "github": {}, "vars": {}, "secrets": {}, "job": {"status != 'success'": "false"}}
     env = {}
-    for key, value in {**doc["env"], **job["env"]}.items():
-        value = str(value)
-        for name in ("box", "test_dir", "sync"):
-            value = value.replace(f"${{{{ matrix.{name} }}}}", str(matrix[name]))
-        env[key] = value
-    steps = [s for s in job["steps"] if "run" in s and s["name"] not in NOT_RUN]
-    assert {s["name"] for s in job["steps"] if "run" in s} - {s["name"] for s in steps} == NOT_RUN
-    results = run_steps(ctx, [{"name": s["name"], "run": s["run"], "env": {k: str(v) for k, v in s.get("env", {}).items()}}
-                              for s in steps], env)  # fmt: skip
-    assert_ready(ctx, results)
+    for key, value in {**doc["env"], **job.get("env", {})}.items():
+        env[key] = expand(value, scope)
+        scope["env"][key] = env[key]
+    return scope, env
 
 
-ACTION_NOT_RUN = {"Build the base box (root for loop devices; a cloud image is imported without)", "Bring the VM up"}
-
-
-def test_action_steps_in_a_fresh_debian_12(runner_root):
-    """The action's own steps, its inputs as a user's workflow gives them, vagabond installed from
-    the action's checkout (the version pinned in `uses:`)."""
-    ctx = runner_root
-    action = YAML(typ="safe").load((paths.data_dir() / "action.yml").read_text())
-    inputs = {name: spec.get("default", "") for name, spec in action["inputs"].items()} | {"box": BOX}
-    steps = []
-    for step in action["runs"]["steps"]:
-        if "run" not in step or step["name"] in ACTION_NOT_RUN:
-            continue
-        env = {}
-        for key, value in step.get("env", {}).items():
-            value = str(value).replace("${{ github.action_path }}", "/home/runner/work/_actions/vagabond")
-            for name, given in inputs.items():
-                value = value.replace(f"${{{{ inputs.{name} }}}}", given)
-            env[key] = value
-        assert "${{" not in step["run"], f"{step['name']}: expressions reach a shell only through env"
-        steps.append({"name": step["name"], "run": step["run"], "env": env})
-    ran = {s["name"] for s in steps}
-    assert {s["name"] for s in action["runs"]["steps"] if "run" in s} - ran == ACTION_NOT_RUN
-    results = run_steps(ctx, steps, {})
+def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
+    """`vagabond ci github` as a new user runs it (a vagabond installed from its repository, the
+    project's boxes in ci/boxes), then the test job's steps, which use vagabond's own action at the
+    same commit, on the twin."""
+    vagabond, sha = vagabond_from_github
+    ctx = twin
+    out = subprocess.run([vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"], cwd=ctx["workspace"], capture_output=True,
+                         text=True, check=True, env={k: v for k, v in os.environ.items() if k != "VAGABOND_BOXES"})  # fmt: skip
+    doc = YAML(typ="safe").load(out.stdout)
+    assert doc["env"]["VAGABOND_SPEC"] == f"vagabond-vm @ git+{REMOTE}@{sha}", "a source that exists"
+    assert doc["env"]["VAGABOND_BOXES"] == BOXES_DIR
+    job = doc["jobs"]["test"]
+    assert f"example/vagabond@{sha}" in [s.get("uses") for s in job["steps"]], "the action at the same commit"
+    scope, env = job_scope(doc, job)
+    steps = plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions")
+    assert {s["name"] for s in steps} >= {"Install libvirt, qemu, Vagrant and vagabond", "Prepare the host (KVM, swap, libvirt, this user's access)",
+                                          "Which base box, which prebuilt box", "Destroy the VM"}  # fmt: skip
+    results = run_job(ctx, steps, env)
     assert_ready(ctx, results)
     boxes = next(s for s in results["steps"] if s["name"] == "Which base box, which prebuilt box")
+    assert "kind=mmdebstrap\nsynced=1\n" in boxes["outputs"], boxes["outputs"]
     assert re.search(r"^base=vagabond-base-vagabond-debian12-[0-9a-f]{12}$", boxes["outputs"], re.M), boxes["outputs"]
-    assert "kind=mmdebstrap\nsynced=1\n" in boxes["outputs"] and "version=\n" in boxes["outputs"]
+    assert "base-path=/home/runner/.cache/vagabond/boxes/vagabond-debian12/" in boxes["outputs"]
+
+
+def test_the_nightly_jobs_install_from_the_repository_on_the_runner_twin(twin, vagabond_from_github):
+    """The nightly job's own steps (no action): vagabond pip-installed from the git URL the
+    workflow names, on setup-python's Python, the project's box found under sudo."""
+    vagabond, sha = vagabond_from_github
+    ctx = twin
+    out = subprocess.run([vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"], cwd=ctx["workspace"], capture_output=True,
+                         text=True, check=True, env={k: v for k, v in os.environ.items() if k != "VAGABOND_BOXES"})  # fmt: skip
+    doc = YAML(typ="safe").load(out.stdout)
+    job = doc["jobs"]["prebuilt"]
+    scope, env = job_scope(doc, job)
+    results = run_job(ctx, plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions"), env)
+    assert_ready(ctx, results)
+    (record,) = (ctx["root"] / "home/runner/work/_temp/vagabond/lib").glob("python3.*/site-packages/vagabond_vm-*.dist-info/direct_url.json")
+    installed = json.loads(record.read_text())
+    assert installed["url"] == REMOTE and installed["vcs_info"]["commit_id"] == sha

@@ -213,7 +213,7 @@ def test_cache_keys_follow_what_they_cache(project):
     assert prebuilt["with"]["path"] == "${{ steps.boxes.outputs.store }}" and prebuilt["if"] == "steps.boxes.outputs.version != ''"
     assert named["Restore the vagrant-libvirt plugin"]["with"]["key"] == "${{ steps.install.outputs.plugin-key }}"
     key = re.search(r'echo "plugin-key=(.*)" >>', named["Install libvirt, qemu, Vagrant and vagabond"]["run"])[1]
-    for part in ("$OS", "$(uname -m)", "$VAGRANT_VERSION", "$VAGRANT_LIBVIRT_VERSION", "libvirt0", "VAGRANT_PLUGIN_PINS"):
+    for part in ("$OS", "$(uname -m)", "$VAGRANT_VERSION", "$VAGRANT_LIBVIRT_VERSION", "libvirt-daemon-system", "VAGRANT_PLUGIN_PINS"):
         assert part in key, f"the plugin's cache key misses {part}"
     assert named["Restore the base box"]["with"]["path"] == "${{ steps.boxes.outputs.base-path }}", "the made base alone"
     for job in doc["jobs"].values():

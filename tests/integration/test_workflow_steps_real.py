@@ -356,7 +356,9 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
     (root / "etc/hosts").write_text("127.0.0.1 localhost runner-host\n")
     (root / "etc/hostname").write_text("runner-host\n")
     # GitHub, stood in for: git fetches github.com/example/vagabond from the bare clone.
-    (root / "home/runner/.gitconfig").write_text(f'[url "file:///srv/git/vagabond.git"]\n\tinsteadOf = {REMOTE}\n')
+    # (It is root's, as GitHub's repository is not the runner's: git is told it may read it.)
+    (root / "home/runner/.gitconfig").write_text(f'[url "file:///srv/git/vagabond.git"]\n\tinsteadOf = {REMOTE}\n'
+                                                 '[safe]\n\tdirectory = /srv/git/vagabond.git\n')
     workspace = root / "home/runner/work/project/project"
     workflow_project.make(workspace)
     (workspace / BOXES_DIR).mkdir(parents=True)

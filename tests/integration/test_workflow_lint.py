@@ -43,13 +43,21 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(scope="module", params=[*sorted(VARIANTS), "example"])
+# vagabond's own workflows: its CI (the tiers, and every shipped box through its own action) and releases.
+OWN = ["ci.yml", "release.yml"]
+
+
+@pytest.fixture(scope="module", params=[*sorted(VARIANTS), "example", *OWN])
 def workflows(request, tmp_path_factory):
     root = workflow_project.make(tmp_path_factory.mktemp("wfproject"))
     out = root / ".github" / "workflows" / "vagabond.yml"
-    if request.param == "example":  # the README's three steps with vagabond's action
+    if request.param in ("example", *OWN):  # the README's three steps with vagabond's action; vagabond's own
         out.parent.mkdir(parents=True)
-        shutil.copy(REPO / "examples" / "workflow-with-action.yml", out)
+        source = REPO / "examples" / "workflow-with-action.yml" if request.param == "example" else REPO / ".github" / "workflows" / request.param
+        shutil.copy(source, out)
+        for rel in ("action.yml", "cleanup/action.yml"):  # what `uses: ./` finds beside them
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / rel, root / rel)
     else:
         spec = ["--vagabond-spec", "vagabond-vm @ git+https://github.com/example/vagabond.git@" + "0123456789abcdef" * 2 + "01234567"]
         subprocess.run([sys.executable, "-m", "vagabond", "ci", "github", "-o", str(out), *spec, *VARIANTS[request.param]],

@@ -202,3 +202,63 @@ def test_random_workflow_options_give_a_workflow_that_says_exactly_that_or_an_er
             doc = YAML(typ="safe").load(out.read_text())
             assert doc["jobs"]["test"]["env"]["TEST_COMMAND"] == command
             assert set(doc) == {"name", "on", "permissions", "concurrency", "jobs"} | ({"env"} if "env" in doc else set())
+
+
+# --- hostile layouts: links, deep JSON, alias-heavy YAML ----------------------------------------
+
+LINK_PLACES = ["vagabond-provision", "Vagrantfile", ".Vagrantfile.tmp", "vagabond-provision/site.yml",
+               ".vagabond/debian12/state.json", ".vagabond/debian12/ssh_config", ".vagabond/debian12/.lock",
+               ".vagabond/debian12/logs", "state/registry.json"]  # fmt: skip
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _alias_yaml(levels: int, fan: int) -> str:
+    lines = ["a0: &a0 [x, x, x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fan) + "]" for i in range(1, levels)]
+    return "description: x\nbase: {box: a/b}\nvars:\n" + "".join(f"  {line}\n" for line in lines)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(links=st.lists(st.sampled_from(LINK_PLACES), unique=True, max_size=4), depth=st.sampled_from([1, 60, 70, 5000, 200000]),
+       deep_in=st.sets(st.sampled_from(["state", "registry", "catalog"])), levels=st.integers(1, 9), fan=st.integers(1, 9))  # fmt: skip
+def test_hostile_layouts_get_an_answer_and_touch_nothing_outside(links, depth, deep_in, levels, fan):
+    """Links planted where vagabond writes, JSON nested past any parser, YAML that expands into
+    millions of nodes: every command answers (an exit code, one line), the victim is untouched,
+    and nothing is written outside the project and vagabond's own directories."""
+    with sandbox_dirs() as root:
+        project, victim = root / "project", root / "victim"
+        (project / "boxes").mkdir(parents=True)
+        victim.mkdir()
+        (victim / "precious").write_text("mine")
+        catalog_file = root / "catalog" / "metadata.json"
+        catalog_file.parent.mkdir()
+        catalog_file.write_text(_nested(depth) if "catalog" in deep_in else "{}")
+        (project / "boxes" / "debian12.yaml").write_text(
+            "description: x\nbase: {kind: mmdebstrap, suite: bookworm, box: vagabond/debian12}\n"
+            f"prebuilt: {{name: org/x, catalog: '{catalog_file.as_uri()}'}}\n")
+        (project / "boxes" / "aliases.yaml").write_text(_alias_yaml(levels, fan))
+        wd = project / ".vagabond" / "debian12"
+        wd.mkdir(parents=True)
+        if "state" in deep_in:
+            (wd / "state.json").write_text(_nested(depth))
+        (root / "state").mkdir()
+        if "registry" in deep_in:
+            (root / "state" / "registry.json").write_text(_nested(depth))
+        for place in links:
+            target = (project if not place.startswith("state/") else root) / place
+            if any(parent.is_symlink() for parent in target.parents):
+                continue  # below a link placed already: it would land in the victim's directory itself
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists() or target.is_symlink():
+                continue
+            target.symlink_to(victim / "precious" if "." in target.name else victim)
+        os.chdir(project)
+        with writes_confined_to(project, root / "state", root / "cache", root / "run"):
+            for argv in (["list", "--json"], ["render", "debian12", "-o", "."], ["render", "aliases", "-o", "out"],
+                         ["prebuilt", "debian12", "--json"], ["run", "debian12", "--", "true"]):  # fmt: skip
+                result = runner.invoke(app, argv)
+                check_answer(result)
+                assert result.stderr.count("error: ") <= 1 or argv[0] == "list", result.stderr
+        assert sorted(p.name for p in victim.iterdir()) == ["precious"] and (victim / "precious").read_text() == "mine"

@@ -368,9 +368,11 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
         removed += _remove_libvirt_objects(wd)
         # The management network only with the record that a vagabond run made it: another tool's stays.
         net = libvirt.MGMT_NETWORK
-        if net in registry.read()["networks"] and libvirt.remove_network_if_unused(net):
-            removed.append(f"network {net}")
-            registry.forget(networks=[net])
+        if net in registry.read()["networks"]:
+            if libvirt.remove_network_if_unused(net):
+                removed.append(f"network {net}")
+            if net not in libvirt.networks():  # gone with it, or vagrant destroy took it with the last domain
+                registry.forget(networks=[net])
         wd.remove_state()
         return removed
 

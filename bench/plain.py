@@ -23,7 +23,8 @@ import time
 from common import ENV, VAGABOND, alternate, ensure_sandbox, publish_prebuilt, report, rounds, selinux_project, timed
 from common import SELINUX_BOX as BOX
 
-from vagabond import libvirt, process, sandbox
+from vagabond import process, sandbox
+from vagabond.host import libvirt
 
 NAME = "vagabond-bench/plain-selinux"
 CATALOG_PORT = 8325

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, serve, timed
 
-from vagabond import detect, process
+from vagabond import process
+from vagabond.host import detect
 
 BOX = "debian12-selinux"
 MIRROR_PORT, CATALOG_PORT = 8321, 8324

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from common import ENV, VAGABOND, ensure_sandbox, publish_prebuilt, selinux_project
 
-from vagabond import libvirt, workdir
+from vagabond.host import libvirt
+from vagabond.vm import workdir
 
 CATALOG_PORT = 8327
 PREBUILT = "vagabond-soak/debian12-selinux"

@@ -7,11 +7,15 @@ import shlex
 import time
 from pathlib import Path
 
-from vagabond import catalog, files, images, interrupts, libvirt, lifecycle, process, provision, remote, timeouts, ui
-from vagabond.boxes import Box
+from vagabond import files, interrupts, process, timeouts, ui
+from vagabond.boxes import images
+from vagabond.host import libvirt
+from vagabond.publish import catalog
+from vagabond.vm import lifecycle, provision, remote
+from vagabond.spec.boxes import Box
 from vagabond.errors import UsageError, VagabondError
-from vagabond.vm import Vagrant
-from vagabond.workdir import Workdir
+from vagabond.host.vagrant import Vagrant
+from vagabond.vm.workdir import Workdir
 
 # Run in the guest as root before packaging: nothing that identifies this VM, no caches, no logs.
 # The box leaves with Vagrant's insecure public key (see build), never a private key.

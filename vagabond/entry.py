@@ -7,9 +7,9 @@ import sys
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "run":
-        from vagabond import quickrun  # light: no typer, pydantic or jinja2 (see quickrun's docstring)
+        from vagabond.cli import quickrun  # light: no typer, pydantic or jinja2 (see quickrun's docstring)
 
         quickrun.main(sys.argv[2:])  # execs ssh, or returns when the full CLI should answer
-    from vagabond.cli import app  # the whole CLI, only when the fast path did not answer
+    from vagabond.cli.app import app  # the whole CLI, only when the fast path did not answer
 
     app()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vagabond import base, images, paths
-from vagabond.boxes import MmdebstrapBase
+from vagabond import paths
+from vagabond.boxes import base, images
+from vagabond.spec.boxes import MmdebstrapBase
 
 
 def build_generic_image() -> Path:

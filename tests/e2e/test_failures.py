@@ -8,8 +8,9 @@ import subprocess
 import pytest
 
 from tests.e2e.conftest import ours
-from vagabond import images, process
-from vagabond.workdir import domain_prefix
+from vagabond import process
+from vagabond.boxes import images
+from vagabond.vm.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

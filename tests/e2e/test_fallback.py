@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ours
-from vagabond import boxes, build, images, process, provision
-from vagabond.workdir import domain_prefix
+from vagabond import build, process
+from vagabond.boxes import images
+from vagabond.spec import boxes
+from vagabond.vm import provision
+from vagabond.vm.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

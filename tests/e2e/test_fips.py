@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import ours
-from vagabond.workdir import domain_prefix
+from vagabond.vm.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ import pytest
 
 from tests.e2e.conftest import cache_dir, ours
 from tests.e2e.generic_image import build_generic_image
-from vagabond import images
-from vagabond.workdir import domain_prefix
+from vagabond.boxes import images
+from vagabond.vm.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

@@ -16,7 +16,8 @@ import pytest
 
 from tests.e2e.conftest import ours
 from tests.e2e.generic_image import build_generic_image
-from vagabond import files, images
+from vagabond import files
+from vagabond.boxes import images
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import NETNS
 from tests.e2e.conftest import CATALOG_PORT, HOST_FROM_GUEST, MIRROR_PORT, virsh
 from tests.e2e.test_lifecycle import VERSION
-from vagabond import workdir
+from vagabond.vm import workdir
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

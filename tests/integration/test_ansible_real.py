@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool, stub_programs
-from vagabond import boxes, paths, process, provision, remote
-from vagabond.workdir import Workdir
+from vagabond import paths, process
+from vagabond.spec import boxes
+from vagabond.vm import provision, remote
+from vagabond.vm.workdir import Workdir
 
 pytestmark = pytest.mark.real
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from vagabond import base, catalog, files, images, process
-from vagabond.boxes import VagrantBase
+from vagabond import files, process
+from vagabond.boxes import base, images
+from vagabond.publish import catalog
+from vagabond.spec.boxes import VagrantBase
 from vagabond.errors import CommandFailed, PublishError
 
 pytestmark = pytest.mark.real

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from vagabond import detect, process
+from vagabond import process
+from vagabond.host import detect
 
 pytestmark = pytest.mark.real
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_box
-from vagabond import ansiblecfg, boxes, provision
-from vagabond.workdir import Workdir
+from vagabond.spec import boxes
+from vagabond.vm import ansiblecfg, provision
+from vagabond.vm.workdir import Workdir
 
 pytestmark = pytest.mark.real
 

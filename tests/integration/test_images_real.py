@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from vagabond import images
+from vagabond.boxes import images
 
 pytestmark = pytest.mark.real
 

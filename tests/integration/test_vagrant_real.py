@@ -10,7 +10,9 @@ from xml.etree import ElementTree
 import pytest
 
 from tests.conftest import require_tool, write_box
-from vagabond import boxes, paths, process, render, workdir
+from vagabond import paths, process
+from vagabond.spec import boxes
+from vagabond.vm import render, workdir
 from vagabond.errors import BoxDefinitionError
 
 pytestmark = pytest.mark.real

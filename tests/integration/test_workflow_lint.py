@@ -113,7 +113,7 @@ def test_actionlint(workflows):
 def test_the_action_and_its_cleanup(tmp_path):
     """action.yml and cleanup/action.yml: current with their templates, valid action metadata, and
     nothing zizmor's auditor persona finds (the one write to GITHUB_PATH is marked and explained)."""
-    from vagabond import workflow
+    from vagabond.ci import workflow
 
     for rel, text in workflow.render_action().items():
         assert (REPO / rel).read_text() == text, f"{rel} is out of date: run 'vagabond ci action'"

@@ -53,7 +53,8 @@ from ruamel.yaml import YAML
 
 from tests import workflow_project
 from tests.conftest import REPO, require_tool
-from vagabond import install, paths
+from vagabond import paths
+from vagabond.host import install
 
 pytestmark = pytest.mark.real
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import configparser
 
 from tests.conftest import write_box
-from vagabond import ansiblecfg, boxes, provision
-from vagabond.workdir import Workdir
+from vagabond.spec import boxes
+from vagabond.vm import ansiblecfg, provision
+from vagabond.vm.workdir import Workdir
 
 PROJECT_CFG = """[defaults]
 roles_path = roles:/opt/roles

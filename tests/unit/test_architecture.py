@@ -1,4 +1,6 @@
-"""The layout rules a reader relies on, checked on the source: no import cycles, one module per fact."""
+"""The layout rules a reader relies on, checked on the source of every module of every sub-package
+(rglob): no import cycle between modules or between sub-packages, the core below everything, the
+CLI on top and imported by nothing, one module per fact."""
 
 from __future__ import annotations
 
@@ -6,19 +8,49 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "vagabond"
-MODULES = {p.stem: p for p in PACKAGE.glob("*.py")}
+# Dotted module names (relative to vagabond) -> file: every module, however deep.
+MODULES = {".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in PACKAGE.rglob("*.py")}
+SUBPACKAGES = {p.parent.relative_to(PACKAGE).parts[0] for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
+# The order of the layers, bottom first: a module may import its own layer and those below.
+# The core (top-level modules) is below everything; build orders vm, boxes and publish; cli is on top.
+LAYERS = ["core", "spec", "host", "boxes", "publish", "vm", "ci", "build", "cli"]
+CORE = {"errors", "process", "timeouts", "paths", "ui", "github", "interrupts", "sandbox", "files", "__init__"}
+ENTRY = {"entry", "__main__"}  # the console entry point: above the CLI, below nothing but the interpreter
+
+
+def layer(module: str) -> str:
+    top = module.split(".")[0]
+    if top in SUBPACKAGES:
+        return top
+    if top in CORE:
+        return "core"
+    if top == "build":
+        return "build"
+    return "entry" if top in ENTRY else "unknown"
+
+
+def _resolve(name: str) -> str | None:
+    """A dotted name under vagabond as the module it is (a package's __init__ when it is one)."""
+    if name in MODULES:
+        return name
+    if f"{name}.__init__" in MODULES:
+        return f"{name}.__init__"
+    return None
 
 
 def _vagabond_imports(node: ast.AST) -> list[str]:
-    """vagabond modules an import statement names (`from vagabond import a, b`, `from vagabond.c import d`)."""
-    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-        if node.module == "vagabond":
-            return [a.name for a in node.names if a.name in MODULES]
-        if node.module.startswith("vagabond."):
-            return [node.module.split(".")[1]]
+    """The vagabond modules an import statement names, as keys of MODULES."""
+    found = []
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "vagabond":
+        base = node.module.removeprefix("vagabond").lstrip(".")
+        for alias in node.names:
+            # `from vagabond.x import y`: y is a module of x, or a name defined in x
+            target = _resolve(f"{base}.{alias.name}".lstrip(".")) or (_resolve(base) if base else None)
+            if target:
+                found.append(target)
     if isinstance(node, ast.Import):
-        return [a.name.split(".")[1] for a in node.names if a.name.startswith("vagabond.")]
-    return []
+        found += [t for a in node.names if a.name.startswith("vagabond.") and (t := _resolve(a.name.removeprefix("vagabond.")))]
+    return found
 
 
 def _module_level_imports(tree: ast.Module) -> set[str]:
@@ -43,7 +75,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = "done"
@@ -56,13 +88,51 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def test_the_checks_see_the_whole_tree():
+    """After a move this must still look at every module (a glob of the top level alone would pass, checking nothing)."""
+    assert len(MODULES) == len(list(PACKAGE.rglob("*.py"))) > 40
+    assert {"spec", "host", "vm", "boxes", "publish", "ci", "cli"} <= SUBPACKAGES
+    assert all(layer(m) != "unknown" for m in MODULES), [m for m in MODULES if layer(m) == "unknown"]
+    assert sum(len(v) for v in graph().values()) > 150, "the import graph came out (nearly) empty"
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_no_import_cycles():
+def test_no_import_cycles_between_modules():
     assert find_cycle(graph()) is None
+
+
+def test_no_import_cycles_between_subpackages_and_every_import_goes_down():
+    edges: dict[str, set[str]] = {}
+    upward = []
+    for module, imported in graph().items():
+        for target in imported:
+            a, b = layer(module), layer(target)
+            if a != b:
+                edges.setdefault(a, set()).add(b)
+            if a != "entry" and b == "entry" or (a in LAYERS and b in LAYERS and LAYERS.index(b) > LAYERS.index(a)):
+                upward.append(f"{module} ({a}) imports {target} ({b})")
+    assert upward == []
+    assert find_cycle(edges) is None
+    assert not any("cli" in targets for source, targets in edges.items() if source != "entry"), "only the entry point imports cli"
+
+
+def test_the_core_imports_only_the_core():
+    for module, imported in graph().items():
+        if layer(module) == "core":
+            assert {layer(t) for t in imported} <= {"core"}, module
+
+
+def test_no_module_outside_cli_is_over_450_lines():
+    long = {m: n for m, p in MODULES.items() if layer(m) != "cli" and (n := len(p.read_text().splitlines())) > 450}
+    assert long == {}
+
+
+def test_every_module_starts_with_a_docstring():
+    assert [m for m, p in MODULES.items() if ast.get_docstring(ast.parse(p.read_text())) is None] == []
 
 
 def test_every_function_level_import_says_what_it_saves():
@@ -89,13 +159,20 @@ def test_only_process_starts_programs():
 
 
 def test_only_libvirt_runs_virsh_and_knows_its_log_directory():
-    assert _mentions('["virsh"') == {"libvirt"}
-    assert _mentions("/var/log/libvirt") == {"libvirt"}
+    assert _mentions('["virsh"') == {"host.libvirt"}
+    assert _mentions("/var/log/libvirt") == {"host.libvirt"}
 
 
 def test_only_workdir_knows_the_work_directory_layout():
-    for name in ('"state.json"', '/ ".lock"', '"ssh_config"', '"inventory.ini"'):
-        assert _mentions(name) == {"workdir"}, name
+    for name in ('/ ".lock"', '"ssh_config"', '"inventory.ini"'):
+        assert _mentions(name) == {"vm.workdir"}, name
+    assert _mentions('"state.json"') == {"spec.project"}, "the project's layout, work directories included"
+
+
+def test_only_files_writes_then_renames():
+    """Write-then-rename, temporary names and link refusal live in one module."""
+    assert _mentions("mkstemp") | _mentions("os.replace(") | _mentions("O_NOFOLLOW") <= {"files", "vm.workdir"}
+    assert _mentions("mkstemp") == {"files"} and _mentions("os.replace(") == {"files"}
 
 
 def test_errors_live_in_errors_py():
@@ -106,3 +183,9 @@ def test_errors_live_in_errors_py():
                                                       ("StepFailed", "Interrupted") for b in node.bases):  # fmt: skip
                 owners.add(name)
     assert owners == {"errors"}
+
+
+def test_command_failures_are_built_in_one_place():
+    """CommandFailed.from_result: redaction and the failed command's last lines cannot be forgotten."""
+    built = {m for m, p in MODULES.items() if "CommandFailed(" in p.read_text() and m != "errors"}
+    assert built == set(), built

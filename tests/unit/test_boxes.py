@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_box
-from vagabond import boxes, paths, workdir
-from vagabond import project as project_mod
+from vagabond import paths
+from vagabond.spec import boxes
+from vagabond.vm import workdir
+from vagabond.spec import project as project_mod
 from vagabond.errors import BoxDefinitionError, BoxNotFound
 
 VALID = """\

@@ -9,9 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_box
-from vagabond import boxes, catalog, paths, provision, render
-from vagabond.catalog import BoxFile
-from vagabond.cli import app
+from vagabond import paths
+from vagabond.publish import catalog
+from vagabond.spec import boxes
+from vagabond.vm import provision, render
+from vagabond.publish.catalog import BoxFile
+from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
 
 
@@ -130,7 +133,7 @@ def test_an_entry_without_a_checksum_is_never_current(tmp_path):
 
 def test_a_plain_http_box_file_needs_a_checksum(project):
     from tests.conftest import write_box
-    from vagabond import boxes
+    from vagabond.spec import boxes
     from vagabond.errors import BoxDefinitionError
 
     write_box(project, "b", "description: x\nbase: {box: org/b, url: 'http://boxes.example.org/b.box'}\n")

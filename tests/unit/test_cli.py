@@ -10,9 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_box
-from vagabond import detect, images, paths
-from vagabond.cli import _reflow, app
-from vagabond.detect import HostFacts
+from vagabond import paths
+from vagabond.boxes import images
+from vagabond.host import detect
+from vagabond.cli.app import _reflow, app
+from vagabond.host.detect import HostFacts
 
 runner = CliRunner()
 SHIPPED = str(paths.shipped_boxes_dir())
@@ -205,7 +207,8 @@ def test_github_group_lines_wrap_outer_steps_only(monkeypatch, capsys):
 
 
 def test_step_summary_reports_the_exit_code_a_command_chose(project, monkeypatch, tmp_path):
-    from vagabond import doctor, ui
+    from vagabond import ui
+    from vagabond.host import doctor
 
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
@@ -298,7 +301,7 @@ def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
     cached.parent.mkdir()
     cached.write_bytes(b"box bytes" * 1000)
     built = images.BaseBox("vagabond/debian12", "20261127.1", cached, tmp_path / "m.json", "00")
-    monkeypatch.setattr("vagabond.base.build", lambda box, force: built)
+    monkeypatch.setattr("vagabond.boxes.base.build", lambda box, force: built)
     result = runner.invoke(app, ["base", "build", "debian12", "--no-add", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     copy = tmp_path / "out" / "vagabond-debian12-20261127.1.box"
@@ -319,7 +322,7 @@ def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
 def test_debug_is_moved_only_when_it_is_vagabonds(argv, hoisted):
     import typer.main
 
-    from vagabond.cli import _hoist_debug
+    from vagabond.cli.app import _hoist_debug
 
     group = typer.main.get_command(app)
     assert _hoist_debug(group, group.make_context("vagabond", ["list"]), list(argv)) == hoisted
@@ -339,8 +342,8 @@ def test_import_by_box_file_says_what_it_takes(args, message, tmp_path, monkeypa
 def test_import_by_box_file_imports_its_base(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     seen = []
-    monkeypatch.setattr("vagabond.base.imported", lambda box: seen.append(box) or SimpleNamespace(box_file=tmp_path / "x.box"))
-    monkeypatch.setattr("vagabond.base.add_to_store", lambda built: built)
+    monkeypatch.setattr("vagabond.boxes.base.imported", lambda box: seen.append(box) or SimpleNamespace(box_file=tmp_path / "x.box"))
+    monkeypatch.setattr("vagabond.boxes.base.add_to_store", lambda built: built)
     result = runner.invoke(app, ["import", "alma9-fips"])
     assert result.exit_code == 0, result.output
     assert [b.name for b in seen] == ["alma9-fips"] and result.stdout.strip() == str(tmp_path / "x.box")

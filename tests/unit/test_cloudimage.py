@@ -12,8 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from typer.testing import CliRunner
 
-from vagabond import boxes, cloudimage, images, paths
-from vagabond.cli import app
+from vagabond import paths
+from vagabond.boxes import cloudimage, images
+from vagabond.spec import boxes
+from vagabond.cli.app import app
 from vagabond.errors import UsageError, VagabondError
 
 
@@ -144,7 +146,7 @@ def test_a_corrupt_download_is_refused_and_not_kept(server, tmp_path):
 
 
 def test_an_unreachable_image_is_one_line_naming_the_url_and_leaves_nothing(tmp_path, monkeypatch):
-    from vagabond import libvirt
+    from vagabond.host import libvirt
 
     monkeypatch.setattr(libvirt, "domains", lambda prefix="": {})  # a host without libvirt will do
     monkeypatch.setattr(libvirt, "networks", lambda: [])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vagabond import detect, timeouts
-from vagabond.detect import HostFacts, SmokeBoot, decide_driver
+from vagabond import timeouts
+from vagabond.host import detect
+from vagabond.host.detect import HostFacts, SmokeBoot, decide_driver
 from vagabond.errors import UsageError
 
 INTEL = frozenset({"fpu", "vmx", "sse4_2"})

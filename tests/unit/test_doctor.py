@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from tests.conftest import stub_programs
-from vagabond import doctor, install, process
+from vagabond import process
+from vagabond.host import doctor, install
 
 # GitHub's ubuntu-24.04 image: ansible-core from pipx in /opt/pipx_bin, ahead of everything on PATH.
 RUNNER_ANSIBLE = """#!/bin/sh

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from vagabond import doctor, install, process
+from vagabond import process
+from vagabond.host import doctor, install
 from vagabond.errors import UsageError
 
 UBUNTU = {"ID": "ubuntu", "ID_LIKE": "debian", "VERSION_ID": "24.04", "VERSION_CODENAME": "noble"}

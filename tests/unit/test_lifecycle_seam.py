@@ -11,9 +11,12 @@ import tarfile
 import pytest
 
 from tests.conftest import write_box
-from vagabond import boxes, images, paths, process, provision, remote
+from vagabond import paths, process
+from vagabond.boxes import images
+from vagabond.spec import boxes
+from vagabond.vm import provision, remote
 from vagabond.errors import Busy, NotRunning, UsageError
-from vagabond.workdir import Workdir
+from vagabond.vm.workdir import Workdir
 
 VAGRANT_SSH_CONFIG = """Host default
   HostName 192.168.121.50
@@ -143,7 +146,7 @@ def test_process_drains_pipes_held_by_a_daemon(tmp_path):
 
 
 def test_logs_collect_host_files_and_say_what_is_missing(wd, tmp_path):
-    from vagabond import logs
+    from vagabond.vm import logs
 
     wd.vagrantfile.write_text("Vagrant.configure('2') {}\n")
     wd.logs.mkdir()
@@ -201,6 +204,6 @@ def test_the_control_directory_is_made_private(tmp_path, monkeypatch):
     (False, True, False, ("x=1",), False),
 ])  # fmt: skip
 def test_extra_vars_are_never_ignored_on_a_prebuilt_box(recorded, was_new, prebuilt, extra_vars, skip):
-    from vagabond import lifecycle
+    from vagabond.vm import lifecycle
 
     assert lifecycle.already_provisioned(recorded, was_new, prebuilt, extra_vars) is skip

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import write_box
-from vagabond import boxes, detect, prepare, process
+from vagabond import process
+from vagabond.host import detect, prepare
+from vagabond.spec import boxes
 from vagabond.errors import UsageError
 
 

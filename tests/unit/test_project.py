@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from vagabond import boxes, libvirt, project
-from vagabond.cli import app
+from vagabond.host import libvirt
+from vagabond.spec import boxes, project
+from vagabond.cli.app import app
 from vagabond.errors import UsageError
 
 runner = CliRunner()

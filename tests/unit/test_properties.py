@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from vagabond import catalog, images
-from vagabond.cli import app
+from vagabond.boxes import images
+from vagabond.publish import catalog
+from vagabond.cli.app import app
 from vagabond.errors import EXIT_CODES
 
 pytestmark = pytest.mark.filterwarnings("ignore")

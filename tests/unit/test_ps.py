@@ -7,9 +7,9 @@ import time
 
 from typer.testing import CliRunner
 
-from vagabond import libvirt, registry
-from vagabond.cli import app
-from vagabond.workdir import Workdir
+from vagabond.host import libvirt, registry
+from vagabond.cli.app import app
+from vagabond.vm.workdir import Workdir
 
 
 def make_workdir(root, name, prefix, box, machines):

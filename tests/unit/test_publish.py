@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vagabond import catalog, files, images
-from vagabond.cli import app
+from vagabond import files
+from vagabond.boxes import images
+from vagabond.publish import catalog
+from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from vagabond import quickrun
+from vagabond.cli import quickrun
 
 STUB_SSH = """#!/bin/sh
 printf '%s\\n' "$@" > "$SSH_ARGS_LOG"

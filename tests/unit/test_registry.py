@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vagabond import registry
+from vagabond.host import registry
 
 
 @pytest.fixture

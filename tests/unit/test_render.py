@@ -10,7 +10,9 @@ import jinja2
 import pytest
 
 from tests.conftest import REPO, write_box
-from vagabond import boxes, paths, project, provision, render, workdir
+from vagabond import paths
+from vagabond.spec import boxes, project
+from vagabond.vm import provision, render, workdir
 from vagabond.errors import RenderError
 
 GOLDEN = REPO / "tests" / "golden"
@@ -227,7 +229,7 @@ def test_requirements_reach_plain_vagrant_through_its_galaxy_support(project):
 def test_the_base_box_when_vagabond_found_no_usable_prebuilt_one(project):
     """Plain Vagrant takes the newest prebuilt box from the catalog; vagabond up, having found none
     it can use (catalog down, no version of this definition), must boot the base box instead."""
-    from vagabond import lifecycle
+    from vagabond.vm import lifecycle
 
     write_box(project, "p", "description: x\nbase: {box: a/b}\nprebuilt: {name: org/p, catalog: 'http://127.0.0.1:1/p.json'}\n")
     box = boxes.find_box("p", project / "boxes")

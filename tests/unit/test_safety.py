@@ -15,10 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import REPO
-from vagabond import boxes, catalog, files, libvirt, paths, remote, timeouts
-from vagabond.cli import app
+from vagabond import files, paths, timeouts
+from vagabond.host import libvirt
+from vagabond.publish import catalog
+from vagabond.spec import boxes
+from vagabond.vm import remote
+from vagabond.cli.app import app
 from vagabond.errors import Busy, UnsafePath
-from vagabond.workdir import Workdir
+from vagabond.vm.workdir import Workdir
 
 SHIPPED = str(REPO / "boxes")
 
@@ -257,7 +261,7 @@ def test_pruning_deletes_the_pruned_versions_own_file(tmp_path):
 def test_a_cached_base_box_is_checked_again_once_its_file_changed(tmp_path):
     """A CI cache restores files vagabond did not write: a base box that no longer matches the
     sha256 it was made with is not used (it is made again)."""
-    from vagabond import images
+    from vagabond.boxes import images
 
     box_file = tmp_path / "b.box"
     box_file.write_bytes(b"box")
@@ -299,7 +303,7 @@ def test_publish_refuses_an_archive_vagrant_box_add_would_refuse(tmp_path, membe
 def test_deeply_nested_json_is_one_line_everywhere(tmp_path, monkeypatch):
     """A catalog, the registry or state.json nested 100,000 deep raised RecursionError in prebuilt,
     up, ps, status and run; now each is a one-line answer, and a broken catalog a fallback."""
-    from vagabond import registry
+    from vagabond.host import registry
 
     deep = "[" * 100_000 + "]" * 100_000
     meta = tmp_path / "metadata.json"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vagabond import process, sandbox, vm
+from vagabond import process, sandbox
+from vagabond.host import vagrant as vm
 from vagabond.errors import ToolMissing, UsageError
 
 
@@ -83,7 +84,7 @@ def test_runs_take_turns_creating_domains(tmp_path, monkeypatch):
     import threading
     import time
 
-    from vagabond import libvirt
+    from vagabond.host import libvirt
 
     monkeypatch.setattr(libvirt, "TURN_LOCK", tmp_path / "turn.lock")
     first, order = libvirt.Turn(), []

@@ -10,8 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_box
-from vagabond import libvirt, lifecycle, process, provision, remote, testrun
-from vagabond.cli import app
+from vagabond import process
+from vagabond.host import libvirt
+from vagabond.vm import lifecycle, provision, remote, testrun
+from vagabond.cli.app import app
 from vagabond.errors import CommandFailed, Interrupted, ModeCheckFailed, NotIdempotent
 
 OUTPUT = """

@@ -13,7 +13,7 @@ import pytest
 import vagrant as python_vagrant
 
 from tests.conftest import stub_programs
-from vagabond import vm
+from vagabond.host import vagrant as vm
 from vagabond.errors import CommandFailed
 
 STUB = r"""#!/bin/sh

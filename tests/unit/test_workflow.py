@@ -18,8 +18,10 @@ from typer.testing import CliRunner
 
 from tests import workflow_project
 from tests.conftest import REPO, stub_programs, write_box
-from vagabond import __version__, install, workflow
-from vagabond.cli import app
+from vagabond import __version__
+from vagabond.ci import workflow
+from vagabond.host import install
+from vagabond.cli.app import app
 
 GOLDEN = REPO / "tests" / "golden" / "github-workflow.yml"
 SPEC = "vagabond-vm @ git+https://github.com/example/vagabond.git@0123456789abcdef0123456789abcdef01234567"

@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from vagabond import detect, install, libvirt, process, timeouts
-from vagabond.boxes import Box
+from vagabond import process, timeouts
+from vagabond.host import detect, install, libvirt
+from vagabond.spec.boxes import Box
 from vagabond.errors import CommandFailed, ToolMissing, VagabondError
-from vagabond.vm import Vagrant
+from vagabond.host.vagrant import Vagrant
 
 # Memory qemu itself needs besides the guest's RAM (MiB), and room for Vagrant/Ansible on the host.
 HOST_OVERHEAD_MIB = 1024

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import jinja2
 
-from vagabond import __version__, files, install, ui
-from vagabond.boxes import Box
-from vagabond.catalog import S3_CANNED_ACLS
+from vagabond import __version__, files, ui
+from vagabond.host import install
+from vagabond.spec.boxes import Box
+from vagabond.publish.catalog import S3_CANNED_ACLS
 from vagabond.errors import UsageError
 
 TEMPLATES = Path(__file__).with_name("templates")

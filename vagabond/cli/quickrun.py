@@ -11,9 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vagabond import paths, project, remote
+from vagabond import paths
+from vagabond.spec import project
+from vagabond.vm import remote
 from vagabond.errors import VagabondError
-from vagabond.workdir import Workdir, default_path
+from vagabond.vm.workdir import Workdir, default_path
 
 _VALUE_OPTIONS = {"--workdir": "workdir", "--machine": "machine", "-m": "machine"}
 
@@ -68,7 +70,8 @@ def main(argv: list[str]) -> None:
 
 def _collect_logs(name: str, workdir: Path, out: Path) -> None:
     """Under CI a failing command also brings back the logs; only then is the rest of vagabond imported."""
-    from vagabond import boxes, logs  # the schema and log collection: only when a failed command asks
+    from vagabond.spec import boxes  # the schema: only when a failed command asks for its logs
+    from vagabond.vm import logs  # log collection: likewise
 
     try:
         box = boxes.find_box(name, project.box_dirs())

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import libvirt, registry, ui
-from vagabond.vm import Vagrant, box_name
-from vagabond.workdir import Workdir
+from vagabond import ui
+from vagabond.host import libvirt, registry
+from vagabond.host.vagrant import Vagrant, box_name
+from vagabond.vm.workdir import Workdir
 
 
 @dataclass

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import ansiblecfg, files, paths, process, remote, timeouts, ui
-from vagabond.boxes import Box
+from vagabond import files, paths, process, timeouts, ui
+from vagabond.vm import ansiblecfg, remote
+from vagabond.spec.boxes import Box
 from vagabond.errors import ModeCheckFailed
-from vagabond.workdir import Workdir
+from vagabond.vm.workdir import Workdir
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vagabond import paths
+from vagabond import files, paths
 from vagabond.errors import UsageError
 
-# A directory holding either of these is a project's root (as one holding .git is a repository's).
-PROJECT_MARKERS = ("boxes", ".vagabond")
 BOXES = "boxes"
+# Where the project's work directories live (<project>/.vagabond/<box>/), and the record each keeps
+# of its VM: vagabond.vm.workdir owns everything else in them.
+WORKDIRS = ".vagabond"
+STATE = "state.json"
+# A directory holding either of these is a project's root (as one holding .git is a repository's).
+PROJECT_MARKERS = (BOXES, WORKDIRS)
 STARTER_BOX = "project"
 STARTER_PLAYBOOK = "playbooks/deps.yml"
 
@@ -28,6 +32,27 @@ def project_root(cwd: Path | None = None) -> Path:
         if any((directory / marker).is_dir() for marker in PROJECT_MARKERS):
             return directory
     return start
+
+
+def read_state(workdir: Path) -> dict:
+    """A work directory's record of its VM ({} when there is none, or it is not one): bounded JSON,
+    as any file others may have written."""
+    try:
+        state = files.loads((workdir / STATE).read_bytes(), str(workdir / STATE), max_bytes=2**20)
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def recorded_workdirs(cwd: Path | None = None) -> dict[str, Path]:
+    """The work directories of the current project with the libvirt prefix their state names."""
+    root = project_root(cwd) / WORKDIRS
+    found = {}
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        prefix = read_state(directory).get("prefix") if directory.is_dir() else None
+        if isinstance(prefix, str) and prefix:
+            found[prefix] = directory.absolute()
+    return found
 
 
 def box_dirs(option: str | Path | None = None, cwd: Path | None = None) -> list[tuple[Path, str]]:
@@ -100,7 +125,7 @@ def init(root: Path, names: list[str]) -> tuple[list[Path], list[Path]]:
     """Start a project in ``root``: the named shipped boxes (or a commented starter box) in boxes/,
     and a starter playbook they run. Returns (written, kept): nothing is ever overwritten; a box
     file that exists already is an error and then nothing at all is written."""
-    from vagabond import boxes  # the schema (pydantic) only for init, not for every project lookup
+    from vagabond.spec import boxes  # the schema (pydantic) only for init, not for every project lookup
 
     shipped = [(paths.shipped_boxes_dir(), "shipped")]
     texts: dict[Path, str] = {}

@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from vagabond import files, paths, timeouts, ui, workdir
+from vagabond import files, paths, timeouts, ui
+from vagabond.spec import project
 
 
 def path() -> Path:
@@ -60,7 +61,7 @@ def _recover(target: Path) -> dict:
     aside = target.with_name(f"{target.name}.corrupt-{int(time.time())}")
     with contextlib.suppress(OSError):
         target.replace(aside)
-    workdirs = {wd.prefix: str(wd.path) for wd in workdir.in_project() if wd.prefix}
+    workdirs = {prefix: str(path) for prefix, path in project.recorded_workdirs().items()}
     ui.info(f"warning: {target} was not a vagabond registry; kept it as {aside.name} and rebuilt the record of "
             f"{len(workdirs)} work directories of this project; gc leaves alone anything the record no longer names")
     data = {"workdirs": workdirs, "volumes": [], "networks": [], "swapfiles": []}

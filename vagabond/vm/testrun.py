@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import libvirt, lifecycle, logs, provision, remote, ui
-from vagabond.boxes import Box
+from vagabond import ui
+from vagabond.host import libvirt
+from vagabond.vm import lifecycle, logs, provision, remote
+from vagabond.spec.boxes import Box
 from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
-from vagabond.workdir import Workdir
+from vagabond.vm.workdir import Workdir
 
 # Output kept per failed phase: enough to see why, small enough for a CI report.
 OUTPUT_TAIL = 20000

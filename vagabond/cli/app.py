@@ -15,33 +15,15 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from vagabond import (
-    __version__,
-    base,
-    boxes,
-    build,
-    cloudimage,
-    detect,
-    doctor,
-    errors,
-    files,
-    gc,
-    install,
-    interrupts,
-    lifecycle,
-    logs,
-    paths,
-    prepare,
-    project,
-    remote,
-    render,
-    testrun,
-    ui,
-    workflow,
-)
-from vagabond import catalog as catalogs
+from vagabond import __version__, build, errors, files, interrupts, paths, ui
+from vagabond.boxes import base, cloudimage
+from vagabond.ci import workflow
+from vagabond.host import detect, doctor, install, prepare
+from vagabond.spec import boxes, project
+from vagabond.vm import gc, lifecycle, logs, remote, render, testrun
+from vagabond.publish import catalog as catalogs
 from vagabond.errors import VagabondError
-from vagabond.workdir import Workdir
+from vagabond.vm.workdir import Workdir
 
 _state = {"debug": False, "boxes_dir": None}
 

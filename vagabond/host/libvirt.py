@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vagabond import files, process, timeouts, ui
 from vagabond.errors import Busy, UnsafePath
-from vagabond.vm import store_name
+from vagabond.host.vagrant import store_name
 
 log = logging.getLogger("vagabond.libvirt")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vagabond import files, process, timeouts
 from vagabond.errors import CommandFailed, NotRunning, UsageError
-from vagabond.workdir import Workdir
+from vagabond.vm.workdir import Workdir
 
 # The master connection outlives each command so the next one skips the SSH handshake.
 CONTROL_PERSIST = "10m"

@@ -21,8 +21,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import detect, doctor, files, libvirt, process, registry, timeouts, ui
-from vagabond.boxes import Box
+from vagabond import files, process, timeouts, ui
+from vagabond.host import detect, doctor, libvirt, registry
+from vagabond.spec.boxes import Box
 from vagabond.errors import PrepareError, UsageError
 
 DEFAULT_SWAP_FILE = Path("/var/lib/vagabond/swapfile")

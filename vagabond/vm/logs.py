@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import process, remote, timeouts, ui
-from vagabond.boxes import Box
+from vagabond import process, timeouts, ui
+from vagabond.vm import remote
+from vagabond.spec.boxes import Box
 from vagabond.errors import VagabondError
-from vagabond.workdir import Workdir
+from vagabond.vm.workdir import Workdir
 
 # AVC denials: ausearch reads the audit log (auditd); denials from before auditd
 # started, or on a guest without it, are in the kernel log. Without a terminal (as over ssh here)

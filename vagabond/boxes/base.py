@@ -11,11 +11,12 @@ import shutil
 import time
 from pathlib import Path
 
-from vagabond import cloudimage, files, images, paths, process, timeouts, ui
-from vagabond.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
+from vagabond import files, paths, process, timeouts, ui
+from vagabond.boxes import cloudimage, images
+from vagabond.spec.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import UsageError, VagabondError
-from vagabond.images import BaseBox
-from vagabond.vm import Vagrant
+from vagabond.boxes.images import BaseBox
+from vagabond.host.vagrant import Vagrant
 
 # Bump when the recipe below changes what ends up in the image: cached boxes are keyed on it.
 RECIPE_VERSION = 4

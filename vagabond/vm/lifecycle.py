@@ -9,11 +9,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import base, catalog, detect, interrupts, libvirt, logs, provision, registry, remote, render, timeouts, ui
-from vagabond.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
+from vagabond import interrupts, timeouts, ui
+from vagabond.boxes import base
+from vagabond.host import detect, libvirt, registry
+from vagabond.publish import catalog
+from vagabond.vm import logs, provision, remote, render
+from vagabond.spec.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import CommandFailed, Interrupted, NotIdempotent, NotRunning, StepFailed, VagabondError
-from vagabond.vm import Vagrant
-from vagabond.workdir import Workdir
+from vagabond.host.vagrant import Vagrant
+from vagabond.vm.workdir import Workdir
 
 
 @dataclass

@@ -13,28 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vagabond import files, libvirt, project
+from vagabond import files
+from vagabond.host import libvirt
+from vagabond.spec import project
 from vagabond.errors import Busy, VagabondError
 
 if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
-    from vagabond.boxes import Box
+    from vagabond.spec.boxes import Box
 
-ROOT_NAME = ".vagabond"
+ROOT_NAME = project.WORKDIRS
 # What destroy keeps of what vagabond made here: the rendered Vagrantfile (a file a person may use)
 # and the logs of the run.
 KEPT = ("Vagrantfile", "logs", ".lock")
-STATE = "state.json"
 
 
 def default_path(box_name: str, cwd: Path | None = None) -> Path:
     """<project root>/.vagabond/<box>: the same work directory from anywhere inside the project."""
     return project.project_root(cwd) / ROOT_NAME / box_name
-
-
-def in_project(cwd: Path | None = None) -> list[Workdir]:
-    """The work directories of the project the current directory belongs to."""
-    root = project.project_root(cwd) / ROOT_NAME
-    return [Workdir.at(p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
 
 
 def domain_prefix(box_name: str, path: Path) -> str:
@@ -66,7 +61,7 @@ class Workdir:
 
     @property
     def state_file(self) -> Path:
-        return self.path / STATE
+        return self.path / project.STATE
 
     @property
     def ssh_key(self) -> Path:
@@ -125,11 +120,7 @@ class Workdir:
         return files.open_append(self.logs / f"{name}.log")
 
     def read_state(self) -> dict:
-        try:
-            state = files.loads(self.state_file.read_bytes(), str(self.state_file), max_bytes=2**20)
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
+        return project.read_state(self.path)
 
     def write_state(self, **updates) -> dict:
         state = self.read_state() | updates

@@ -11,9 +11,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from vagabond import detect, files, images, paths, process, timeouts, ui
+from vagabond import files, paths, process, timeouts, ui
+from vagabond.boxes import images
+from vagabond.host import detect
 from vagabond.errors import UsageError, VagabondError
-from vagabond.images import BaseBox
+from vagabond.boxes.images import BaseBox
 
 # Runs once cloud-init has finished (After=cloud-final), then powers the guest off: the next boot
 # starts from a clean cloud-init state, with no machine-id, no SSH host keys and no logs.

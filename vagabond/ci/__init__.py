@@ -1,0 +1,1 @@
+"""Continuous integration: the GitHub workflow and action vagabond writes, from their templates."""

@@ -12,7 +12,7 @@ from vagabond.boxes import images
 from vagabond.host import libvirt
 from vagabond.publish import catalog
 from vagabond.vm import lifecycle, provision, remote
-from vagabond.spec.boxes import Box
+from vagabond.spec.schema import Box
 from vagabond.errors import UsageError, VagabondError
 from vagabond.host.vagrant import Vagrant
 from vagabond.vm.workdir import Workdir

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vagabond import paths
 from vagabond.boxes import base, images
-from vagabond.spec.boxes import MmdebstrapBase
+from vagabond.spec.schema import MmdebstrapBase
 
 
 def build_generic_image() -> Path:

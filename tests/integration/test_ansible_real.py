@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import require_tool, stub_programs
 from vagabond import paths, process
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.vm import provision, remote
 from vagabond.vm.workdir import Workdir
 
@@ -38,7 +38,7 @@ def test_a_hostile_work_directory_path_stays_one_argument(tmp_path, monkeypatch,
     monkeypatch.setenv("VAGABOND_MITOGEN", mitogen)
 
     hostile = tmp_path / "a b'c -o ProxyCommand=touch PWNED" / ".vagabond" / "debian12"
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     wd = Workdir.for_box(box, hostile)
     wd.path.mkdir(parents=True)
     remote.write_ssh_config(wd, "Host default\n  HostName 192.0.2.1\n  User vagrant\n")

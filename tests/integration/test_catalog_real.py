@@ -21,7 +21,7 @@ from tests.conftest import require_tool
 from vagabond import files, process
 from vagabond.boxes import base, images
 from vagabond.publish import catalog
-from vagabond.spec.boxes import VagrantBase
+from vagabond.spec.schema import VagrantBase
 from vagabond.errors import CommandFailed, PublishError
 
 pytestmark = pytest.mark.real

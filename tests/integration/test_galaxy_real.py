@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_box
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.vm import ansiblecfg, provision
 from vagabond.vm.workdir import Workdir
 
@@ -50,7 +50,7 @@ def test_requirements_installed_offline_and_found_by_the_playbook(project, tmp_p
         "    - ansible.builtin.copy: {dest: '{{ out }}/forks', content: '{{ ansible_forks | default(lookup(\"config\", \"DEFAULT_FORKS\")) }}'}\n")
     (project / "ansible.cfg").write_text("[defaults]\nforks = 3\n")
     write_box(project, "b", "description: x\nbase: {box: a/b}\nplaybooks: [playbooks/site.yml]\n")
-    box = boxes.find_box("b", project / "boxes")
+    box = boxfile.find_box("b", project / "boxes")
     wd = Workdir.for_box(box)
     provision.write_provisioning(box, wd.path)
     provision_dir = wd.path / "vagabond-provision"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import require_tool, write_box
 from vagabond import paths, process
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.vm import render, workdir
 from vagabond.errors import BoxDefinitionError
 
@@ -37,14 +37,14 @@ def vagrant_env(home: Path) -> dict[str, str]:
 @pytest.mark.parametrize("driver", [None, "qemu", "kvm"])
 @pytest.mark.parametrize("name", SHIPPED)
 def test_vagrant_validate_passes_for_shipped_boxes(tmp_path, name, driver):
-    box = boxes.find_box(name, paths.shipped_boxes_dir())
+    box = boxfile.find_box(name, paths.shipped_boxes_dir())
     render.write(box, render.RenderOptions(driver=driver), tmp_path)
     result = process.check(["vagrant", "validate"], cwd=tmp_path, env=vagrant_env(tmp_path / "home"), timeout=120)
     assert "Vagrantfile validated successfully." in result.stdout
 
 
 def test_vagrant_sees_the_rendered_values(tmp_path):
-    box = boxes.find_box("centos7-selinux", paths.shipped_boxes_dir())
+    box = boxfile.find_box("centos7-selinux", paths.shipped_boxes_dir())
     render.write(box, render.RenderOptions(driver="qemu"), tmp_path)
     seen = json.loads(process.check(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home")).stdout)
     assert seen["default"]["box"] == "vagabond/centos7"  # imported from CentOS's own cloud image
@@ -60,7 +60,7 @@ def test_the_vms_own_key_reaches_the_domain_xml_and_vagrants_key_list(tmp_path):
     """vagabond up hands the VM its own key: its public half as an SMBIOS OEM string (the box's
     unit makes it the only authorized key), the private one first in Vagrant's list, the insecure
     key after it (a box made before keeps working). Plain vagrant up: no string, Vagrant's default."""
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     render.write(box, render.RenderOptions(driver="qemu"), tmp_path)
     key = tmp_path / "ssh_key"
     process.check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagabond", "-f", str(key)])
@@ -77,7 +77,7 @@ def test_the_vms_own_key_reaches_the_domain_xml_and_vagrants_key_list(tmp_path):
 
 
 def test_vagrantfile_honours_vagabond_driver_at_up_time(tmp_path):
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     render.write(box, render.RenderOptions(), tmp_path)
     env = vagrant_env(tmp_path / "home") | {"VAGABOND_DRIVER": "kvm"}
     assert json.loads(process.check(["ruby", DUMP, tmp_path], env=env).stdout)["default"]["driver"] == "kvm"
@@ -117,7 +117,7 @@ def fake_host(root: Path, *, kvm: str | None = "rw", flags: str = "fpu vmx sse",
     ({}, "qemu", "qemu", "set by VAGABOND_DRIVER"),
 ])  # fmt: skip
 def test_the_vagrantfile_decides_the_driver_on_the_host_it_runs_on(tmp_path, host, override, driver, reason):
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     render.write(box, render.RenderOptions(), tmp_path / "vm")
     cache = tmp_path / "cache"
     fake_host(tmp_path / "host", cache=cache, **host)
@@ -185,7 +185,7 @@ def box_yaml(payload: str) -> str:
 def test_injection_corpus_comes_out_byte_exact_and_runs_nothing(project, payload):
     write_box(project, "inj", box_yaml(payload))
     work = project / "work"
-    render.write(boxes.find_box("inj", project / "boxes"), render.RenderOptions(driver="qemu"), work)
+    render.write(boxfile.find_box("inj", project / "boxes"), render.RenderOptions(driver="qemu"), work)
     env = vagrant_env(project / "home")
     # `vagrant validate` executes the Vagrantfile: the point is that nothing in it runs the payload.
     process.run(["vagrant", "validate"], cwd=work, env=env, timeout=120)
@@ -201,7 +201,7 @@ def test_injection_corpus_comes_out_byte_exact_and_runs_nothing(project, payload
 def test_control_characters_are_refused_with_clear_error(project, payload):
     write_box(project, "inj", box_yaml(payload))
     with pytest.raises(BoxDefinitionError) as info:
-        boxes.find_box("inj", project / "boxes")
+        boxfile.find_box("inj", project / "boxes")
     assert len(info.value.problems) == 4
     for problem in info.value.problems:
         assert "control character" in problem and problem.startswith("boxes/inj.yaml:")
@@ -222,5 +222,5 @@ def test_control_characters_are_refused_with_clear_error(project, payload):
 def test_allow_listed_fields_refuse_payloads(project, field, yaml):
     write_box(project, "inj", f"description: x\n{yaml}\n")
     with pytest.raises(BoxDefinitionError) as info:
-        boxes.find_box("inj", project / "boxes")
+        boxfile.find_box("inj", project / "boxes")
     assert any(f": {field}: " in p or f": {field.split('.')[0]}" in p for p in info.value.problems), info.value.problems

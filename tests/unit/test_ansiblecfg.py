@@ -6,7 +6,7 @@ from __future__ import annotations
 import configparser
 
 from tests.conftest import write_box
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.vm import ansiblecfg, provision
 from vagabond.vm.workdir import Workdir
 
@@ -33,7 +33,7 @@ def make(project, cfg: str | None = PROJECT_CFG, requirements: str | None = None
     if requirements is not None:
         (project / "playbooks" / "requirements.yml").write_text(requirements)
     write_box(project, "b", "description: x\nbase: {box: a/b}\nplaybooks: [playbooks/deps.yml]\n")
-    return boxes.find_box("b", project / "boxes")
+    return boxfile.find_box("b", project / "boxes")
 
 
 def test_without_a_project_cfg_vagabond_settings_only(project):
@@ -112,9 +112,9 @@ def test_roles_the_project_cfg_reaches_are_part_of_the_definition(project):
 
 def test_what_acts_after_provisioning_keeps_the_prebuilt_box_current(project):
     write_box(project, "p", "description: x\nbase: {box: a/b}\n")
-    before = provision.definition_digest(boxes.find_box("p", project / "boxes"))
+    before = provision.definition_digest(boxfile.find_box("p", project / "boxes"))
     write_box(project, "p", "description: y\nbase: {box: a/b}\nenv: {A: b}\nverify: ['true']\n"
                             "forwarded_ports: [{guest: 80, host: 8080}]\nprebuilt: {name: o/p, catalog: 'http://x/m.json'}\n")
-    assert provision.definition_digest(boxes.find_box("p", project / "boxes")) == before
+    assert provision.definition_digest(boxfile.find_box("p", project / "boxes")) == before
     write_box(project, "p", "description: y\nbase: {box: a/c}\n")
-    assert provision.definition_digest(boxes.find_box("p", project / "boxes")) != before
+    assert provision.definition_digest(boxfile.find_box("p", project / "boxes")) != before

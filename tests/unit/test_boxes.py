@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import write_box
 from vagabond import paths
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.vm import workdir
 from vagabond.spec import project as project_mod
 from vagabond.errors import BoxDefinitionError, BoxNotFound
@@ -29,12 +29,12 @@ modes:
 def problems(project, text, name="alma9-fips"):
     write_box(project, name, text)
     with pytest.raises(BoxDefinitionError) as info:
-        boxes.find_box(name, project / "boxes")
+        boxfile.find_box(name, project / "boxes")
     return info.value.problems
 
 
 def test_shipped_boxes_load():
-    found = {b.name: b for b in boxes.list_boxes(paths.shipped_boxes_dir())}
+    found = {b.name: b for b in boxfile.list_boxes(paths.shipped_boxes_dir())}
     assert {"centos7-selinux", "alma9-fips", "debian12", "debian12-selinux"} <= set(found)
     assert found["centos7-selinux"].spec.modes.selinux == "enforcing"
     assert found["alma9-fips"].spec.modes.fips is True
@@ -43,7 +43,7 @@ def test_shipped_boxes_load():
 
 def test_valid_box_defaults(project):
     write_box(project, "alma9-fips", VALID)
-    box = boxes.find_box("alma9-fips", project / "boxes")
+    box = boxfile.find_box("alma9-fips", project / "boxes")
     assert box.spec.resources.memory == 2048
     assert box.spec.resources.disk == 20
     assert box.spec.base.kind == "vagrant"
@@ -67,7 +67,7 @@ def test_string_number_is_not_silently_converted(project):
 ])  # fmt: skip
 def test_sizes_take_units(project, memory, disk, mib, gib):
     write_box(project, "s", f"description: x\nbase: {{box: a/b}}\nresources: {{memory: {memory}, disk: {disk}}}\n")
-    resources = boxes.find_box("s", project / "boxes").spec.resources
+    resources = boxfile.find_box("s", project / "boxes").spec.resources
     assert (resources.memory, resources.disk) == (mib, gib)
 
 
@@ -166,7 +166,7 @@ def test_missing_playbook_is_reported_with_line(project):
 def test_playbook_shorthand_and_vars(project):
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
     write_box(project, "x", VALID + "playbooks:\n  - playbooks/deps.yml\n  - path: playbooks/deps.yml\n    vars: {a: 1}\n")
-    box = boxes.find_box("x", project / "boxes")
+    box = boxfile.find_box("x", project / "boxes")
     assert [p.vars for p in box.spec.playbooks] == [{}, {"a": 1}]
     assert box.playbook_paths() == [project / "playbooks" / "deps.yml"] * 2
 
@@ -174,7 +174,7 @@ def test_playbook_shorthand_and_vars(project):
 def test_bad_file_name(project):
     write_box(project, "Bad Name", VALID)
     with pytest.raises(BoxDefinitionError, match=r"^boxes/Bad Name.yaml:1: box file name 'Bad Name' must be"):
-        boxes.load_box(project / "boxes" / "Bad Name.yaml")
+        boxfile.load_box(project / "boxes" / "Bad Name.yaml")
 
 
 def test_not_a_mapping(project):
@@ -186,7 +186,7 @@ def test_not_a_mapping(project):
 def test_unknown_box_lists_available(project):
     write_box(project, "one", VALID)
     with pytest.raises(BoxNotFound, match=r"^no box named 'two' in boxes \(available: one\)$"):
-        boxes.find_box("two", project / "boxes")
+        boxfile.find_box("two", project / "boxes")
 
 
 SHIPPED = (paths.shipped_boxes_dir(), "shipped")
@@ -217,7 +217,7 @@ def test_outside_any_project_the_current_directory_is_the_root(tmp_path):
     assert project_mod.project_root(tmp_path) == tmp_path
     assert project_mod.box_dirs(cwd=tmp_path) == [(tmp_path / "boxes", "project"), SHIPPED]
     # No boxes/ of its own: the shipped boxes are all there is, and nothing complains.
-    names = {b.name for b in boxes.list_boxes(project_mod.box_dirs(cwd=tmp_path))}
+    names = {b.name for b in boxfile.list_boxes(project_mod.box_dirs(cwd=tmp_path))}
     assert {"debian12", "debian12-selinux", "centos7-selinux", "alma9-fips"} <= names
 
 
@@ -225,21 +225,21 @@ def test_project_boxes_and_shipped_boxes_together(project):
     write_box(project, "debian12", VALID)  # overrides the shipped box of that name
     write_box(project, "mine", VALID)
     dirs = project_mod.box_dirs(cwd=project)
-    entries = {e.name: e for e in boxes.scan(dirs)}
+    entries = {e.name: e for e in boxfile.scan(dirs)}
     assert (entries["debian12"].origin, entries["debian12"].overrides) == ("project", "shipped")
     assert entries["debian12"].path == project / "boxes" / "debian12.yaml"
     assert (entries["mine"].origin, entries["mine"].overrides) == ("project", None)
     assert (entries["centos7-selinux"].origin, entries["centos7-selinux"].overrides) == ("shipped", None)
-    assert boxes.find_box("debian12", dirs).spec.description == "AlmaLinux 9 in FIPS mode"
-    assert boxes.find_box("centos7-selinux", dirs).origin == "shipped"
+    assert boxfile.find_box("debian12", dirs).spec.description == "AlmaLinux 9 in FIPS mode"
+    assert boxfile.find_box("centos7-selinux", dirs).origin == "shipped"
     # A command that names no box means the project's own boxes.
-    assert sorted(b.name for b in boxes.default_selection(dirs)) == ["debian12", "mine"]
+    assert sorted(b.name for b in boxfile.default_selection(dirs)) == ["debian12", "mine"]
 
 
 def test_a_broken_box_file_does_not_hide_the_others(project):
     write_box(project, "good", VALID)
     write_box(project, "bad", "description: x\nbase: {box: a/b}\nresource: {memory: 1}\n")
-    entries = {e.name: e for e in boxes.scan(project_mod.box_dirs(cwd=project))}
+    entries = {e.name: e for e in boxfile.scan(project_mod.box_dirs(cwd=project))}
     assert entries["good"].box is not None and entries["debian12"].box is not None
     assert entries["bad"].box is None
     assert entries["bad"].problems == ("boxes/bad.yaml:3: resource: unknown key: did you mean 'resources'?",)
@@ -247,4 +247,4 @@ def test_a_broken_box_file_does_not_hide_the_others(project):
 
 def test_a_missing_boxes_dir_given_by_the_user_is_an_error(project):
     with pytest.raises(BoxNotFound, match=r"^boxes directory /nowhere does not exist$"):
-        boxes.find_box("debian12", project_mod.box_dirs("/nowhere"))
+        boxfile.find_box("debian12", project_mod.box_dirs("/nowhere"))

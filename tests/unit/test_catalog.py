@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from tests.conftest import write_box
 from vagabond import paths
 from vagabond.publish import catalog
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.vm import provision, render
 from vagabond.publish.catalog import BoxFile
 from vagabond.cli.app import app
@@ -133,14 +133,14 @@ def test_an_entry_without_a_checksum_is_never_current(tmp_path):
 
 def test_a_plain_http_box_file_needs_a_checksum(project):
     from tests.conftest import write_box
-    from vagabond.spec import boxes
+    from vagabond.spec import boxfile
     from vagabond.errors import BoxDefinitionError
 
     write_box(project, "b", "description: x\nbase: {box: org/b, url: 'http://boxes.example.org/b.box'}\n")
     with pytest.raises(BoxDefinitionError, match="needs checksum: sha256:HEX"):
-        boxes.find_box("b", project / "boxes")
+        boxfile.find_box("b", project / "boxes")
     write_box(project, "b", f"description: x\nbase: {{box: org/b, url: 'http://boxes.example.org/b.box', checksum: 'sha256:{'a' * 64}'}}\n")
-    assert boxes.find_box("b", project / "boxes").spec.base.checksum
+    assert boxfile.find_box("b", project / "boxes").spec.base.checksum
 
 
 def test_the_prebuilt_name_is_the_box_files_not_the_catalogs(tmp_path):
@@ -180,7 +180,7 @@ def test_open_store_refuses_http_targets():
 
 
 def test_render_with_prebuilt_source():
-    b = boxes.find_box("debian12-selinux", paths.shipped_boxes_dir())
+    b = boxfile.find_box("debian12-selinux", paths.shipped_boxes_dir())
     text = render.render(b, render.RenderOptions(source=render.BoxSource("org/deps", "4", "http://h/metadata.json")), Path("/"))
     assert "config.vm.box = 'org/deps'" in text
     assert "config.vm.box_version = '= 4'" in text
@@ -191,12 +191,12 @@ def test_definition_digest_follows_box_and_playbooks(project):
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
     path = project / "boxes" / "b.yaml"
     path.write_text("description: x\nbase: {box: a/b}\nmodes: {selinux: enforcing}\nplaybooks: [playbooks/deps.yml]\n")
-    first = provision.definition_digest(boxes.load_box(path))
-    assert first == provision.definition_digest(boxes.load_box(path))
+    first = provision.definition_digest(boxfile.load_box(path))
+    assert first == provision.definition_digest(boxfile.load_box(path))
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: [{debug: {msg: hi}}]\n")
-    second = provision.definition_digest(boxes.load_box(path))
+    second = provision.definition_digest(boxfile.load_box(path))
     path.write_text(path.read_text().replace("enforcing", "permissive"))
-    third = provision.definition_digest(boxes.load_box(path))
+    third = provision.definition_digest(boxfile.load_box(path))
     assert len({first, second, third}) == 3
 
 
@@ -209,16 +209,16 @@ def test_definition_digest_follows_everything_a_playbook_can_load(project):
     (deps / "roles" / "app" / "templates" / "app.conf.j2").write_text("port = 80\n")
     path = project / "boxes" / "b.yaml"
     path.write_text("description: x\nbase: {box: a/b}\nplaybooks: [playbooks/deps/site.yml]\n")
-    seen = {provision.definition_digest(boxes.load_box(path))}
+    seen = {provision.definition_digest(boxfile.load_box(path))}
     for changed, text in (("roles/app/templates/app.conf.j2", "port = 8080\n"), ("roles/app/tasks/main.yml", "[]\n"),
                           ("group_vars/all.yml", "x: 1\n")):  # fmt: skip
         (deps / changed).parent.mkdir(parents=True, exist_ok=True)
         (deps / changed).write_text(text)
-        seen.add(provision.definition_digest(boxes.load_box(path)))
+        seen.add(provision.definition_digest(boxfile.load_box(path)))
     assert len(seen) == 4, "a change in a role, a template or vars must make the prebuilt box stale"
     (deps / ".git").mkdir()
     (deps / ".git" / "index").write_text("noise")
-    assert provision.definition_digest(boxes.load_box(path)) in seen, "hidden files are not inputs"
+    assert provision.definition_digest(boxfile.load_box(path)) in seen, "hidden files are not inputs"
 
 
 def test_a_top_level_playbook_does_not_digest_the_whole_project(project):
@@ -227,11 +227,11 @@ def test_a_top_level_playbook_does_not_digest_the_whole_project(project):
     (project / "roles" / "r" / "tasks" / "main.yml").write_text("[]\n")
     path = project / "boxes" / "b.yaml"
     path.write_text("description: x\nbase: {box: a/b}\nplaybooks: [deps.yml]\n")
-    first = provision.definition_digest(boxes.load_box(path))
+    first = provision.definition_digest(boxfile.load_box(path))
     (project / "src.py").write_text("print('the code under test changed')\n")
-    assert provision.definition_digest(boxes.load_box(path)) == first
+    assert provision.definition_digest(boxfile.load_box(path)) == first
     (project / "roles" / "r" / "tasks" / "main.yml").write_text("- debug: {msg: changed}\n")
-    assert provision.definition_digest(boxes.load_box(path)) != first
+    assert provision.definition_digest(boxfile.load_box(path)) != first
 
 
 @pytest.mark.parametrize("version", ["1", "1.0.0", "20261127.123456", "1.0.1764245000", "0.0.99999999999999"])
@@ -244,7 +244,7 @@ def test_prebuilt_command_names_the_version_up_would_boot(project, monkeypatch, 
     meta = tmp_path / "catalog" / "metadata.json"
     meta.parent.mkdir()
     write_box(project, "deps", f"description: d\nbase: {{box: a/b}}\nprebuilt: {{name: org/deps, catalog: '{meta.as_uri()}'}}\n")
-    digest = provision.definition_digest(boxes.find_box("deps", [(project / "boxes", "project")]))
+    digest = provision.definition_digest(boxfile.find_box("deps", [(project / "boxes", "project")]))
 
     def entry(version, d):
         return {"version": version, "vagabond": {"definition_digest": d}, "providers": [{"name": "libvirt", "url": "x", **CHECKSUM}]}

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from vagabond import paths
 from vagabond.boxes import cloudimage, images
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.cli.app import app
 from vagabond.errors import UsageError, VagabondError
 
@@ -165,7 +165,7 @@ def test_an_unreachable_image_is_one_line_naming_the_url_and_leaves_nothing(tmp_
 
 
 def test_no_shipped_box_comes_from_a_box_catalog_that_is_closing():
-    for box in boxes.list_boxes(paths.shipped_boxes_dir()):
+    for box in boxfile.list_boxes(paths.shipped_boxes_dir()):
         assert box.spec.base.kind in ("mmdebstrap", "image"), f"{box.name} still needs HCP Vagrant ({box.spec.base.box_name})"
         if box.spec.base.kind == "image":
             assert box.spec.base.checksum or box.spec.base.checksums_url, f"{box.name}'s image is not checked"

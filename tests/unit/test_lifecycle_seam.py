@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import write_box
 from vagabond import paths, process
 from vagabond.boxes import images
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.vm import provision, remote
 from vagabond.errors import Busy, NotRunning, UsageError
 from vagabond.vm.workdir import Workdir
@@ -28,7 +28,7 @@ VAGRANT_SSH_CONFIG = """Host default
 
 @pytest.fixture
 def wd(project):
-    box = boxes.find_box("debian12-selinux", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12-selinux", paths.shipped_boxes_dir())
     w = Workdir.for_box(box, project / ".vagabond" / "debian12-selinux")
     w.path.mkdir(parents=True)
     return w
@@ -62,7 +62,7 @@ def test_site_playbook_modes_first_then_deps(project):
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
     write_box(project, "b", "description: x\nbase: {box: a/b}\nmodes: {selinux: permissive}\n"
                            "playbooks: [{path: playbooks/deps.yml, vars: {v: 1}}]\n")  # fmt: skip
-    box = boxes.find_box("b", project / "boxes")
+    box = boxfile.find_box("b", project / "boxes")
     w = Workdir.for_box(box)
     provision.write_provisioning(box, w.path)
     site = json.loads((w.path / "vagabond-provision" / "site.yml").read_text().split("\n", 1)[1])
@@ -105,7 +105,7 @@ def test_lock_refuses_a_second_holder(wd):
 
 
 def test_prefix_depends_on_workdir(project):
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     a = Workdir.for_box(box, project / "a")
     b = Workdir.for_box(box, project / "b")
     assert a.prefix != b.prefix and a.prefix.startswith("vagabond-debian12-")

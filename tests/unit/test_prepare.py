@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import write_box
 from vagabond import process
 from vagabond.host import detect, prepare
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.errors import UsageError
 
 
@@ -25,7 +25,7 @@ def test_needed_memory_counts_every_machine_of_the_biggest_box(project):
     write_box(project, "one", "description: x\nbase: {box: a/b}\nresources: {memory: 2048}\n")
     write_box(project, "two", "description: x\nbase: {box: a/b}\nresources: {memory: 1024}\n"
                               "machines: [{name: a}, {name: b, resources: {memory: 4096}}]\n")  # fmt: skip
-    found = boxes.list_boxes(project / "boxes")
+    found = boxfile.list_boxes(project / "boxes")
     assert prepare.needed_mib(found) == 1024 + 4096 + prepare.HOST_HEADROOM_MIB
 
 

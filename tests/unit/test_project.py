@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vagabond.host import libvirt
-from vagabond.spec import boxes, project
+from vagabond.spec import boxfile, project
 from vagabond.cli.app import app
 from vagabond.errors import UsageError
 
@@ -19,7 +19,7 @@ def test_init_starts_a_fresh_project_with_a_starter_box(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [
         "boxes/project.yaml", "playbooks/deps.yml"]  # fmt: skip
-    box = boxes.find_box("project", project.box_dirs(cwd=tmp_path))
+    box = boxfile.find_box("project", project.box_dirs(cwd=tmp_path))
     assert box.origin == "project" and box.playbook_paths() == [tmp_path / "playbooks" / "deps.yml"]
     assert box.spec.synced_folders[0].dest == "/src"
     assert "vagabond up project" in result.stdout and "wrote boxes/project.yaml" in result.stderr
@@ -32,7 +32,7 @@ def test_init_copies_shipped_boxes_and_runs_the_starter_playbook_in_them(tmp_pat
     assert kept == []
     dirs = project.box_dirs(cwd=tmp_path)
     for name in ("debian12-selinux", "centos7-selinux"):
-        box = boxes.find_box(name, dirs)
+        box = boxfile.find_box(name, dirs)
         assert box.origin == "project", "the project's copy overrides the shipped box"
         assert box.spec.modes.selinux == "enforcing"
         assert box.playbook_paths() == [tmp_path / "playbooks" / "deps.yml"]

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO, write_box
 from vagabond import paths
-from vagabond.spec import boxes, project
+from vagabond.spec import boxfile, project
 from vagabond.vm import provision, render, workdir
 from vagabond.errors import RenderError
 
@@ -22,7 +22,7 @@ SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-fips", "debian
 def rendered_project(root, name: str) -> dict[str, str]:
     """A project as `vagabond init NAME` makes it, rendered into its own root: every file written."""
     project.init(root, [name])
-    render.write(boxes.find_box(name, project.box_dirs(cwd=root)), render.RenderOptions(), root)
+    render.write(boxfile.find_box(name, project.box_dirs(cwd=root)), render.RenderOptions(), root)
     return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
@@ -98,7 +98,7 @@ def test_identifier_refused(name):
 def test_template_cannot_print_unfiltered_values(tmp_path, monkeypatch):
     (tmp_path / "Vagrantfile.j2").write_text("x = {{ description }}\n")
     monkeypatch.setattr(paths, "template_path", lambda: tmp_path / "Vagrantfile.j2")
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     with pytest.raises(RenderError, match="without the ruby filter"):
         render.render(box, render.RenderOptions(driver="qemu"), tmp_path)
 
@@ -106,13 +106,13 @@ def test_template_cannot_print_unfiltered_values(tmp_path, monkeypatch):
 def test_template_undefined_is_an_error(tmp_path, monkeypatch):
     (tmp_path / "Vagrantfile.j2").write_text("x = {{ nope | ruby }}\n")
     monkeypatch.setattr(paths, "template_path", lambda: tmp_path / "Vagrantfile.j2")
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     with pytest.raises(RenderError, match="'nope' is undefined"):
         render.render(box, render.RenderOptions(driver="qemu"), tmp_path)
 
 
 def test_driver_must_be_known(tmp_path):
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     with pytest.raises(RenderError, match="driver must be 'kvm' or 'qemu', not 'xen'"):
         render.render(box, render.RenderOptions(driver="xen"), tmp_path)
 
@@ -124,14 +124,14 @@ def test_multi_machine_overrides(project):
         "description: two\nbase: {box: debian/bookworm64}\nresources: {memory: 1024}\n"
         "machines:\n  - name: web\n    primary: true\n    resources: {memory: 2048}\n  - name: db\n",
     )
-    text = render.render(boxes.find_box("pair", project / "boxes"), render.RenderOptions(), project)
+    text = render.render(boxfile.find_box("pair", project / "boxes"), render.RenderOptions(), project)
     assert "config.vm.define 'web', primary: true do |node|" in text
     assert "config.vm.define 'db', primary: false do |node|" in text
     assert text.index("libvirt.memory = 2048") < text.index("config.vm.define 'db'") < text.index("libvirt.memory = 1024")
 
 
 def test_rhel_family_gets_a_x86_64_v2_cpu_under_emulation(tmp_path):
-    box = boxes.find_box("alma9-fips", paths.shipped_boxes_dir())
+    box = boxfile.find_box("alma9-fips", paths.shipped_boxes_dir())
     assert "libvirt.cpu_model = 'Nehalem'" in render.render(box, render.RenderOptions(), tmp_path)
 
 
@@ -143,7 +143,7 @@ def test_domain_prefix_is_per_directory(tmp_path):
 
 
 def test_write_is_atomic_and_keeps_old_file_on_error(project, monkeypatch):
-    box = boxes.find_box("debian12-selinux", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12-selinux", paths.shipped_boxes_dir())
     out = project / "vm"
     render.write(box, render.RenderOptions(driver="qemu"), out)
     before = {p: p.read_text() for p in out.rglob("*") if p.is_file()}
@@ -155,7 +155,7 @@ def test_write_is_atomic_and_keeps_old_file_on_error(project, monkeypatch):
 
 def test_rendering_again_is_idempotent_and_says_what_changed(tmp_path):
     project.init(tmp_path, ["debian12-selinux"])
-    box = boxes.find_box("debian12-selinux", project.box_dirs(cwd=tmp_path))
+    box = boxfile.find_box("debian12-selinux", project.box_dirs(cwd=tmp_path))
     first = render.write(box, render.RenderOptions(), tmp_path)
     assert first[0] == "Vagrantfile" and "vagabond-provision/site.yml" in first
     assert render.write(box, render.RenderOptions(), tmp_path) == []
@@ -166,7 +166,7 @@ def test_rendering_again_is_idempotent_and_says_what_changed(tmp_path):
 
 def test_the_vagrantfile_runs_the_same_provisioning_as_vagabond(tmp_path):
     project.init(tmp_path, ["debian12-selinux"])
-    box = boxes.find_box("debian12-selinux", project.box_dirs(cwd=tmp_path))
+    box = boxfile.find_box("debian12-selinux", project.box_dirs(cwd=tmp_path))
     render.write(box, render.RenderOptions(), tmp_path)
     text = (tmp_path / "Vagrantfile").read_text()
     assert "ansible.playbook = 'vagabond-provision/site.yml'" in text and "ansible.limit = 'all'" in text
@@ -185,14 +185,14 @@ def test_a_prebuilt_box_is_what_plain_vagrant_asks_for(tmp_path):
     project.init(tmp_path, ["debian12-selinux"])
     path = tmp_path / "boxes" / "debian12-selinux.yaml"
     path.write_text(path.read_text() + "prebuilt: {name: org/deps, catalog: 'https://boxes.example.org/deps/metadata.json'}\n")
-    text = render.render(boxes.load_box(path), render.RenderOptions(), tmp_path)
+    text = render.render(boxfile.load_box(path), render.RenderOptions(), tmp_path)
     assert "config.vm.box = 'org/deps'" in text
     assert "config.vm.box_url = 'https://boxes.example.org/deps/metadata.json'" in text
     assert "box_version" not in text, "the newest version: site.yml skips the playbooks when it holds this definition"
     path.write_text(path.read_text().replace("prebuilt: {name: org/deps,", "prebuilt: {version: '~> 1.0', name: org/deps,"))
-    text = render.render(boxes.load_box(path), render.RenderOptions(), tmp_path)
+    text = render.render(boxfile.load_box(path), render.RenderOptions(), tmp_path)
     assert "config.vm.box_version = '~> 1.0'" in text, "the versions the box file allows, as vagabond up picks among them"
-    assert "box_version" not in render.render(boxes.load_box(path), render.RenderOptions(fresh=True), tmp_path)
+    assert "box_version" not in render.render(boxfile.load_box(path), render.RenderOptions(fresh=True), tmp_path)
 
 
 def test_vagrant_checks_a_catalog_box_against_its_checksum_and_never_against_an_images(tmp_path):
@@ -201,9 +201,9 @@ def test_vagrant_checks_a_catalog_box_against_its_checksum_and_never_against_an_
     (tmp_path / "boxes").mkdir()
     sha = "a" * 64
     path = write_box(tmp_path, "cat", f"description: d\nbase: {{box: org/b, url: 'https://b.example.org/b.box', checksum: 'sha256:{sha}'}}\n")
-    text = render.render(boxes.load_box(path), render.RenderOptions(), tmp_path)
+    text = render.render(boxfile.load_box(path), render.RenderOptions(), tmp_path)
     assert f"config.vm.box_download_checksum = '{sha}'" in text and "box_download_checksum_type = 'sha256'" in text
-    shipped = boxes.load_box(paths.shipped_boxes_dir() / "centos7-selinux.yaml")
+    shipped = boxfile.load_box(paths.shipped_boxes_dir() / "centos7-selinux.yaml")
     assert shipped.spec.base.checksum
     assert "box_download_checksum" not in render.render(shipped, render.RenderOptions(), tmp_path)
 
@@ -218,7 +218,7 @@ def test_requirements_reach_plain_vagrant_through_its_galaxy_support(project):
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
     (project / "playbooks" / "requirements.yml").write_text("roles: []\n")
     write_box(project, "g", "description: x\nbase: {box: a/b}\nplaybooks: [playbooks/deps.yml]\n")
-    box = boxes.find_box("g", project / "boxes")
+    box = boxfile.find_box("g", project / "boxes")
     text = render.render(box, render.RenderOptions(), project / ".vagabond" / "g")
     assert "ansible.galaxy_role_file = File.expand_path('./../../playbooks/requirements.yml', __dir__)" in text
     assert "ansible.galaxy_roles_path = File.expand_path('./vagabond-provision/galaxy/roles', __dir__)" in text
@@ -232,7 +232,7 @@ def test_the_base_box_when_vagabond_found_no_usable_prebuilt_one(project):
     from vagabond.vm import lifecycle
 
     write_box(project, "p", "description: x\nbase: {box: a/b}\nprebuilt: {name: org/p, catalog: 'http://127.0.0.1:1/p.json'}\n")
-    box = boxes.find_box("p", project / "boxes")
+    box = boxfile.find_box("p", project / "boxes")
     plain = render.render(box, render.RenderOptions(), project)
     assert "config.vm.box = 'org/p'" in plain and "config.vm.box_url = 'http://127.0.0.1:1/p.json'" in plain
     assert "config.vm.box = 'a/b'" in render.render(box, render.RenderOptions(fresh=True), project)

@@ -18,7 +18,7 @@ from tests.conftest import REPO
 from vagabond import files, paths, timeouts
 from vagabond.host import libvirt
 from vagabond.publish import catalog
-from vagabond.spec import boxes
+from vagabond.spec import boxfile
 from vagabond.vm import remote
 from vagabond.cli.app import app
 from vagabond.errors import Busy, UnsafePath
@@ -85,7 +85,7 @@ def test_render_keeps_a_hand_written_vagrantfile_and_files_it_did_not_write(proj
 
 
 def test_state_and_ssh_config_never_write_through_links(project, victim):
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     wd = Workdir.for_box(box, project / "wd")
     wd.path.mkdir()
     for name in ("state.tmp", "ssh_config.tmp", ".state.json.tmp"):
@@ -107,7 +107,7 @@ def test_destroy_removes_only_what_vagabond_made_in_a_project_directory(project)
     for rel, text in own.items():
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_text(text)
-    box = boxes.find_box("debian12", paths.shipped_boxes_dir())
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     wd = Workdir.for_box(box, project)
     wd.claim("vagabond-provision", ".vagrant", "ssh_config", "inventory.ini", "ansible")
     (project / "vagabond-provision").mkdir()

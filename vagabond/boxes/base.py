@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vagabond import files, paths, process, timeouts, ui
 from vagabond.boxes import cloudimage, images
-from vagabond.spec.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
+from vagabond.spec.schema import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import UsageError, VagabondError
 from vagabond.boxes.images import BaseBox
 from vagabond.host.vagrant import Vagrant

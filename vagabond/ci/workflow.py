@@ -17,7 +17,7 @@ import jinja2
 
 from vagabond import __version__, files, ui
 from vagabond.host import install
-from vagabond.spec.boxes import Box
+from vagabond.spec.schema import Box
 from vagabond.publish.catalog import S3_CANNED_ACLS
 from vagabond.errors import UsageError
 

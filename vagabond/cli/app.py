@@ -19,7 +19,7 @@ from vagabond import __version__, build, errors, files, interrupts, paths, ui
 from vagabond.boxes import base, cloudimage
 from vagabond.ci import workflow
 from vagabond.host import detect, doctor, install, prepare
-from vagabond.spec import boxes, project
+from vagabond.spec import boxfile, project, schema
 from vagabond.vm import gc, lifecycle, logs, remote, render, testrun
 from vagabond.publish import catalog as catalogs
 from vagabond.errors import VagabondError
@@ -186,12 +186,12 @@ def list_(
     Example: vagabond list --json | jq -r '.[].name'   (or: vagabond list centos7-selinux --json)
     """
     rows = []
-    entries = boxes.scan(_box_dirs())
+    entries = boxfile.scan(_box_dirs())
     if names:
         known = {e.name: e for e in entries}
         missing = [n for n in names if n not in known]
         if missing:
-            boxes.find_box(missing[0], _box_dirs())  # the one "no box named ..." answer, with its hint
+            boxfile.find_box(missing[0], _box_dirs())  # the one "no box named ..." answer, with its hint
         entries = [known[n] for n in names]
     for entry in entries:
         row: dict = {"name": entry.name, "origin": entry.origin, "path": str(entry.path), "overrides": entry.overrides}
@@ -284,7 +284,7 @@ def render_(
 
     Example: vagabond render centos7-selinux -o . && vagrant up && vagrant ssh -c getenforce
     """
-    definition = boxes.find_box(box, _box_dirs())
+    definition = boxfile.find_box(box, _box_dirs())
     options = render.RenderOptions(driver=driver.value if driver else None, fresh=fresh)
     if output is None:
         sys.stdout.write(render.render(definition, options, Path.cwd()))
@@ -311,7 +311,7 @@ def doctor_(
     Exits non-zero when something required is missing; each problem comes with its fix.
     """
     try:
-        found = boxes.default_selection(_box_dirs())
+        found = boxfile.default_selection(_box_dirs())
     except VagabondError:
         found = []  # doctor still reports the host; `vagabond list` shows the box problems
     decision = detect.choose_driver(driver.value if driver else None, smoke="always" if deep else "auto")
@@ -332,7 +332,7 @@ def doctor_(
 def _complete_box(incomplete: str) -> list[str]:
     """Shell completion: the names of the boxes this project sees (broken ones included)."""
     try:
-        return sorted({e.name for e in boxes.scan(_box_dirs()) if e.name.startswith(incomplete)})
+        return sorted({e.name for e in boxfile.scan(_box_dirs()) if e.name.startswith(incomplete)})
     except VagabondError:
         return []
 
@@ -362,8 +362,8 @@ ExtraVarsOption = Annotated[
 ]
 
 
-def _box_and_workdir(name: str, workdir: Optional[Path]) -> tuple[boxes.Box, Workdir]:
-    box = boxes.find_box(name, _box_dirs())
+def _box_and_workdir(name: str, workdir: Optional[Path]) -> tuple[schema.Box, Workdir]:
+    box = boxfile.find_box(name, _box_dirs())
     return box, Workdir.for_box(box, workdir)
 
 
@@ -688,7 +688,7 @@ def import_(
     print(result.box_file)
 
 
-def _image_box(name: str, **with_image_only: object) -> boxes.Box:
+def _image_box(name: str, **with_image_only: object) -> schema.Box:
     """The box file `vagabond import NAME` (no --image) imports the base of."""
     given = [f"--{key.replace('_', '-')}" for key, value in with_image_only.items() if value is not None]
     if given:
@@ -697,7 +697,7 @@ def _image_box(name: str, **with_image_only: object) -> boxes.Box:
     if "/" in name:
         raise errors.UsageError(f"{name!r} is a Vagrant box name: give the image to make it from with --image PATH|URL",
                          hint="or name a box file whose base is a cloud image: vagabond import centos7-selinux")  # fmt: skip
-    definition = boxes.find_box(name, _box_dirs())
+    definition = boxfile.find_box(name, _box_dirs())
     if definition.spec.base.kind != "image":
         raise errors.UsageError(f"box {name!r} has a base of kind {definition.spec.base.kind!r}, not a cloud image",
                          hint=f"vagabond import takes a box whose base is of kind image; 'vagabond base build {name}' makes this one")  # fmt: skip
@@ -778,12 +778,12 @@ def gc_(
         raise typer.Exit(1)
 
 
-def _selected_boxes(option: Optional[list[str]]) -> list[boxes.Box]:
+def _selected_boxes(option: Optional[list[str]]) -> list[schema.Box]:
     """--boxes a,b (or repeated): those boxes; none given: the project's boxes (the shipped ones
     in a project that has none)."""
     dirs = _box_dirs()
     names = [n.strip() for item in option or [] for n in item.split(",") if n.strip()]
-    return [boxes.find_box(n, dirs) for n in names] if names else boxes.default_selection(dirs)
+    return [boxfile.find_box(n, dirs) for n in names] if names else boxfile.default_selection(dirs)
 
 
 @app.command("prepare")
@@ -954,7 +954,7 @@ def prebuilt_(
 
     Example: vagabond prebuilt debian12-selinux --json
     """
-    result = lifecycle.current_prebuilt(boxes.find_box(box, _box_dirs()))
+    result = lifecycle.current_prebuilt(boxfile.find_box(box, _box_dirs()))
     if github_output:
         sys.stdout.write(ui.github_outputs({key: result[key] for key in ("name", "version", "store")}))
     elif as_json:
@@ -982,7 +982,7 @@ def base_key(
 
     Example: vagabond base key debian12-selinux
     """
-    definition = boxes.find_box(box, _box_dirs())
+    definition = boxfile.find_box(box, _box_dirs())
     if github_output:
         sys.stdout.write(ui.github_outputs({"base": base.cache_key(definition), "base-path": base.cache_path(definition) or ""}))
         return
@@ -1002,7 +1002,7 @@ def base_build(
     The box has a 'vagrant' user with Vagrant's insecure key, passwordless sudo, DHCP on the first
     NIC, python3 for Ansible, and no machine-id or SSH host keys (each VM makes its own).
     """
-    definition = boxes.find_box(box, _box_dirs())
+    definition = boxfile.find_box(box, _box_dirs())
     built = base.build(definition, force=force)
     if add:
         base.add_to_store(built)

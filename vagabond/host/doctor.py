@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vagabond import process, timeouts
 from vagabond.host import detect, install, libvirt
-from vagabond.spec.boxes import Box
+from vagabond.spec.schema import Box
 from vagabond.errors import CommandFailed, ToolMissing, VagabondError
 from vagabond.host.vagrant import Vagrant
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from vagabond import files, process, timeouts, ui
 from vagabond.host import detect, doctor, libvirt, registry
-from vagabond.spec.boxes import Box
+from vagabond.spec.schema import Box
 from vagabond.errors import PrepareError, UsageError
 
 DEFAULT_SWAP_FILE = Path("/var/lib/vagabond/swapfile")

@@ -125,7 +125,7 @@ def init(root: Path, names: list[str]) -> tuple[list[Path], list[Path]]:
     """Start a project in ``root``: the named shipped boxes (or a commented starter box) in boxes/,
     and a starter playbook they run. Returns (written, kept): nothing is ever overwritten; a box
     file that exists already is an error and then nothing at all is written."""
-    from vagabond.spec import boxes  # the schema (pydantic) only for init, not for every project lookup
+    from vagabond.spec import boxfile# the schema (pydantic) only for init, not for every project lookup
 
     shipped = [(paths.shipped_boxes_dir(), "shipped")]
     texts: dict[Path, str] = {}
@@ -134,7 +134,7 @@ def init(root: Path, names: list[str]) -> tuple[list[Path], list[Path]]:
         if not names:
             texts[target] = STARTER_BOX_TEXT
             continue
-        box = boxes.find_box(name, shipped)
+        box = boxfile.find_box(name, shipped)
         text = box.path.read_text(encoding="utf-8")
         texts[target] = text if box.spec.playbooks else text.rstrip("\n") + "\n" + PLAYBOOKS_HOOK
     taken = [p for p in texts if p.exists()]

@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from vagabond import files, process, timeouts, ui
-from vagabond.spec.boxes import Box
+from vagabond.spec.schema import Box
 from vagabond.errors import BoxDefinitionError
 
 # (section, key, value, the other sections Ansible also reads the key from): what vagabond wants.

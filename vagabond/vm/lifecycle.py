@@ -14,7 +14,7 @@ from vagabond.boxes import base
 from vagabond.host import detect, libvirt, registry
 from vagabond.publish import catalog
 from vagabond.vm import logs, provision, remote, render
-from vagabond.spec.boxes import Box, ImageBase, MmdebstrapBase, VagrantBase
+from vagabond.spec.schema import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import CommandFailed, Interrupted, NotIdempotent, NotRunning, StepFailed, VagabondError
 from vagabond.host.vagrant import Vagrant
 from vagabond.vm.workdir import Workdir

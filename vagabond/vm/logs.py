@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vagabond import process, timeouts, ui
 from vagabond.vm import remote
-from vagabond.spec.boxes import Box
+from vagabond.spec.schema import Box
 from vagabond.errors import VagabondError
 from vagabond.vm.workdir import Workdir
 

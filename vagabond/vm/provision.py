@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vagabond import files, paths, process, timeouts, ui
 from vagabond.vm import ansiblecfg, remote
-from vagabond.spec.boxes import Box
+from vagabond.spec.schema import Box
 from vagabond.errors import ModeCheckFailed
 from vagabond.vm.workdir import Workdir
 

@@ -16,7 +16,7 @@ from vagabond.boxes import images
 from vagabond.host import libvirt
 from vagabond.spec import project
 from vagabond.vm import ansiblecfg, provision, remote
-from vagabond.spec.boxes import Box, SyncedFolder, VagrantBase
+from vagabond.spec.schema import Box, SyncedFolder, VagrantBase
 from vagabond.errors import RenderError, UsageError
 
 # A CPU model every qemu TCG build provides. RHEL 9 family boxes need x86-64-v2, so they ask for

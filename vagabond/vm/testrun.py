@@ -16,7 +16,7 @@ from pathlib import Path
 from vagabond import ui
 from vagabond.host import libvirt
 from vagabond.vm import lifecycle, logs, provision, remote
-from vagabond.spec.boxes import Box
+from vagabond.spec.schema import Box
 from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
 from vagabond.vm.workdir import Workdir
 

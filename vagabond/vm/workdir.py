@@ -19,7 +19,7 @@ from vagabond.spec import project
 from vagabond.errors import Busy, VagabondError
 
 if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
-    from vagabond.spec.boxes import Box
+    from vagabond.spec.schema import Box
 
 ROOT_NAME = project.WORKDIRS
 # What destroy keeps of what vagabond made here: the rendered Vagrantfile (a file a person may use)

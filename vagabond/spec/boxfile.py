@@ -1,315 +1,27 @@
-"""Box definitions: load boxes/<name>.yaml strictly and report problems as file:line: field: message."""
+"""Loading box files: boxes/<name>.yaml read strictly (bounded in size and aliases), every problem
+reported as file:line: field: message; the boxes of a project and of vagabond, and finding one."""
 
 from __future__ import annotations
 
 import datetime
 import difflib
-import ipaddress
 import re
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 
-from vagabond import paths
 from vagabond.errors import BoxDefinitionError, BoxNotFound
-
-# --- field types --------------------------------------------------------------------------------
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _printable(value: str) -> str:
-    match = _CONTROL.search(value)
-    if match:
-        raise ValueError(
-            f"control character {match.group()!r} is not allowed (write the value on one line, without tabs or NUL)"
-        )
-    return value
-
-
-def _pattern(regex: str, what: str):
-    compiled = re.compile(regex)
-
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise ValueError(f"{value!r} is not a valid {what}")
-        return value
-
-    return AfterValidator(check)
-
-
-# Free text: anything printable. It reaches Ruby only through the ruby-literal filter.
-Text = Annotated[str, AfterValidator(_printable)]
-# Names that become Ruby identifiers or libvirt/vagrant names are allow-listed, not escaped.
-Identifier = Annotated[
-    str, _pattern(r"[a-z][a-z0-9-]{0,30}", "name (lowercase letters, digits and '-', starting with a letter)")
-]
-BoxName = Annotated[
-    str,
-    _pattern(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", "Vagrant box name (like 'centos/7')"),
-]
-VersionConstraint = Annotated[
-    str,
-    _pattern(
-        r" *(?:(?:[<>]=?|=|!=|~>) *)?[0-9]+(?:\.[0-9]+)*(?: *, *(?:(?:[<>]=?|=|!=|~>) *)?[0-9]+(?:\.[0-9]+)*)* *",
-        "version constraint (like '>= 2004.01' or '~> 9.4, < 10')",
-    ),
-]
-Checksum = Annotated[str, _pattern(r"sha(256|384|512):[0-9a-fA-F]{64,128}", "checksum (sha256:HEX)")]
-EnvName = Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "environment variable name")]
-GuestPath = Annotated[str, AfterValidator(_printable), _pattern(r"/.*", "absolute guest path")]
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-def _ip(value: str) -> str:
-    ipaddress.ip_address(value)
-    return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-# --- base box kinds -----------------------------------------------------------------------------
-
-
-class VagrantBase(_Strict):
-    """A box Vagrant can add by name: from a box catalog, a URL or the local box store."""
-
-    kind: Literal["vagrant"] = "vagrant"
-    box: BoxName
-    version: VersionConstraint | None = None
-    url: Text | None = None
-    checksum: Checksum | None = None
-
-    @property
-    def box_name(self) -> str:
-        return self.box
-
-    @model_validator(mode="after")
-    def _checked_download(self) -> "VagrantBase":
-        # A box file names no checksum of its own: fetched over plain http, anyone on the way could
-        # replace it. (A catalog .json lists one per version, which Vagrant checks.)
-        if self.url and self.url.startswith("http://") and not self.url.endswith(".json") and not self.checksum:
-            raise ValueError("a box file fetched over plain http needs checksum: sha256:HEX (or an https:// URL)")
-        return self
-
-
-class _LocalBase(_Strict):
-    """A base box vagabond makes itself: it has a box name, but no catalog version or URL."""
-
-    box: BoxName
-
-    @property
-    def box_name(self) -> str:
-        return self.box
-
-    @property
-    def version(self) -> None:
-        return None
-
-    @property
-    def url(self) -> None:
-        return None
-
-
-class MmdebstrapBase(_LocalBase):
-    """A Debian/Ubuntu base box built locally from the distribution's packages (vagabond base build)."""
-
-    kind: Literal["mmdebstrap"]
-    suite: Annotated[str, _pattern(r"[a-z][a-z0-9-]*", "suite name (like 'bookworm')")]
-    packages: list[Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]*", "Debian package name")]] = []
-    disk: GiB = Field(8, ge=2, le=1024)
-
-
-class ImageBase(_LocalBase):
-    """A distribution's generic cloud image (qcow2 with cloud-init), imported with `vagabond import`."""
-
-    kind: Literal["image"]
-    image: Text  # a local path or an http(s)/file URL, pinned to a dated file (never a moving "latest")
-    checksum: Checksum | None = None  # sha256:HEX, where the distribution's published value is known
-    checksums_url: Text | None = None  # else the distribution's checksum file (sha256sum or BSD lines)
-
-
-Base = Annotated[
-    Union[VagrantBase, MmdebstrapBase, ImageBase],
-    Field(discriminator="kind"),
-    BeforeValidator(lambda v: {"kind": "vagrant", **v} if isinstance(v, dict) and "kind" not in v else v),
-]
-
-# --- the rest of a box ---------------------------------------------------------------------------
-
-
-_SIZE = re.compile(r"\s*(\d{1,9}(?:\.\d{1,6})?)\s*([KMGT]i?B?)?\s*", re.I)
-_UNITS = {"K": Fraction(1, 1024), "M": 1, "G": 1024, "T": 1024 * 1024}  # in MiB
-
-
-def _size_in(unit: str):
-    """A size given as a number (in ``unit``) or with a unit of its own: 2G, 2048M, 2 GiB."""
-    def convert(value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, str):
-            return value
-        match = _SIZE.fullmatch(value)
-        if not match:
-            raise ValueError(f"{value!r} is not a size: write a number of {unit}, or one with a unit (512M, 2G)")
-        mib = Fraction(match[1]) * Fraction(_UNITS[(match[2] or unit[0]).upper()[0]])
-        amount = mib / Fraction(_UNITS[unit[0]])
-        if amount.denominator != 1:
-            raise ValueError(f"{value!r} is not a whole number of {unit}")
-        return int(amount)
-
-    return BeforeValidator(convert)
-
-
-MiB = Annotated[int, _size_in("MiB")]
-GiB = Annotated[int, _size_in("GiB")]
-
-
-class Resources(_Strict):
-    memory: MiB = Field(1024, ge=256, le=1024 * 1024, description="MiB, or with a unit: 2G, 2048M")
-    cpus: int = Field(1, ge=1, le=256)
-    disk: GiB = Field(20, ge=1, le=65536, description="GiB, or with a unit: 40G")
-
-
-class ResourceOverrides(_Strict):
-    memory: MiB | None = Field(None, ge=256, le=1024 * 1024)
-    cpus: int | None = Field(None, ge=1, le=256)
-    disk: GiB | None = Field(None, ge=1, le=65536)
-
-
-class Modes(_Strict):
-    selinux: Literal["enforcing", "permissive", "disabled"] | None = None
-    fips: bool = False
-
-
-class Playbook(_Strict):
-    path: Annotated[str, AfterValidator(_printable)]
-    vars: dict[Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "Ansible variable name")], Any] = {}
-
-
-class Prebuilt(_Strict):
-    name: BoxName
-    catalog: Text
-    # Which versions may be used (Vagrant's syntax, e.g. '~> 1.0'): plain Vagrant's box_version, and
-    # vagabond picks the newest version built from this definition among them.
-    version: VersionConstraint | None = None
-
-
-class SyncedFolder(_Strict):
-    src: Text
-    dest: GuestPath
-    type: Literal["rsync", "nfs", "9p", "virtiofs"] = "rsync"
-    exclude: list[Text] = []
-
-
-class ForwardedPort(_Strict):
-    guest: Port
-    host: Port
-    host_ip: Annotated[str, AfterValidator(_ip)] = "127.0.0.1"
-    protocol: Literal["tcp", "udp"] = "tcp"
-
-
-class Machine(_Strict):
-    name: Identifier
-    primary: bool = False
-    resources: ResourceOverrides = ResourceOverrides()
-    forwarded_ports: list[ForwardedPort] | None = None
-
-
-class BoxSpec(_Strict):
-    description: Text
-    base: Base
-    guest: Literal["debian", "ubuntu", "redhat", "fedora", "suse", "arch", "linux"] | None = None
-    resources: Resources = Resources()
-    modes: Modes = Modes()
-    playbooks: list[Annotated[Playbook, BeforeValidator(lambda v: {"path": v} if isinstance(v, str) else v)]] = []
-    # Ansible variables for every playbook, the mode playbooks too (a playbook's own vars win).
-    vars: dict[Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "Ansible variable name")], Any] = {}
-    prebuilt: Prebuilt | None = None
-    machines: list[Machine] = []
-    synced_folders: list[SyncedFolder] = []
-    forwarded_ports: list[ForwardedPort] = []
-    env: dict[EnvName, Text] = {}
-    # Shell command lines `vagabond test` runs in the primary machine after provisioning, each its own result.
-    verify: list[Text] = []
-
-    @model_validator(mode="after")
-    def _unique_machines(self) -> "BoxSpec":
-        names = [m.name for m in self.machines]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"machine names must be unique: {', '.join(dupes)} repeated")
-        if sum(m.primary for m in self.machines) > 1:
-            raise ValueError("at most one machine can be primary")
-        return self
-
-
-# --- loading ------------------------------------------------------------------------------------
+from vagabond.spec.schema import Box, BoxSpec, ImageBase, MmdebstrapBase, VagrantBase, _Strict, resolve_playbook
 
 BOX_FILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
-
-
-@dataclass(frozen=True)
-class Box:
-    name: str
-    path: Path
-    spec: BoxSpec
-    origin: str = ""  # which box directory it came from: project, shipped, --boxes-dir, VAGABOND_BOXES
-
-    @property
-    def project_dir(self) -> Path:
-        """Playbook paths in a box file are relative to the directory above boxes/."""
-        return self.path.parent.parent
-
-    def machine_names(self) -> list[str]:
-        return [m.name for m in self.spec.machines] or ["default"]
-
-    def machine_specs(self) -> list[tuple[str, bool, Resources, list[ForwardedPort]]]:
-        """Each machine as it runs: name, primary, resources (its overrides over the box's), ports."""
-        spec = self.spec
-        if not spec.machines:
-            return [("default", True, spec.resources, spec.forwarded_ports)]
-        return [(m.name, m.primary, spec.resources.model_copy(update={k: v for k, v in m.resources.model_dump().items() if v}),
-                 spec.forwarded_ports if m.forwarded_ports is None else m.forwarded_ports) for m in spec.machines]  # fmt: skip
-
-    def memory_mib(self) -> int:
-        """What the box's machines need at once."""
-        return sum(res.memory for _, _, res, _ in self.machine_specs())
-
-    def primary(self) -> str:
-        """The machine commands go to when none is named: the one marked primary, else the first."""
-        return next((m.name for m in self.spec.machines if m.primary), self.machine_names()[0])
-
-    def playbook_paths(self) -> list[Path]:
-        return [resolve_playbook(self, p.path) for p in self.spec.playbooks]
-
-
-def resolve_playbook(box: Box, path: str) -> Path:
-    candidate = Path(path)
-    if candidate.is_absolute():
-        return candidate
-    local = box.project_dir / candidate
-    if local.exists():
-        return local
-    shipped = paths.data_dir() / candidate
-    return shipped if shipped.exists() else local
 
 
 def display_path(path: Path) -> str:
@@ -502,7 +214,7 @@ def _label(doc: CommentedMap, loc: tuple) -> str:
     return label
 
 
-_BASE_KINDS = {"vagrant": "VagrantBase", "mmdebstrap": "MmdebstrapBase", "image": "ImageBase"}
+_BASE_KINDS = {"vagrant": VagrantBase, "mmdebstrap": MmdebstrapBase, "image": ImageBase}
 
 
 def _error_loc(err: dict) -> tuple:
@@ -522,7 +234,7 @@ def _format_error(shown: str, doc: CommentedMap, err: dict) -> str:
     kind = err.get("type")
     if kind == "extra_forbidden":
         raw = tuple(err.get("loc", ()))
-        model = globals()[_BASE_KINDS[raw[1]]] if len(raw) > 2 and raw[0] == "base" and raw[1] in _BASE_KINDS else None
+        model = _BASE_KINDS[raw[1]] if len(raw) > 2 and raw[0] == "base" and raw[1] in _BASE_KINDS else None
         known = list(model.model_fields) if model is not None and len(raw) == 3 else _known_keys(loc[:-1])
         message = "unknown key" + _did_you_mean(str(loc[-1]), known)
     elif kind == "missing":

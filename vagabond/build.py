@@ -10,7 +10,7 @@ from pathlib import Path
 from vagabond import files, interrupts, process, timeouts, ui
 from vagabond.boxes import images
 from vagabond.host import libvirt
-from vagabond.publish import catalog
+from vagabond.publish import versions
 from vagabond.vm import lifecycle, provision, remote
 from vagabond.spec.schema import Box
 from vagabond.errors import UsageError, VagabondError
@@ -126,7 +126,7 @@ def default_name(box: Box) -> str:
 def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version: str | None = None) -> dict:
     """Base box + playbooks -> a prebuilt dependency box: up, provision, verify, clean, halt,
     flatten the disk into a compressed qcow2, write the box and its description, destroy the VM."""
-    version = catalog.check_version(version or time.strftime("%Y%m%d.%H%M%S", time.gmtime()))
+    version = versions.check_version(version or time.strftime("%Y%m%d.%H%M%S", time.gmtime()))
     name = default_name(box)
     digest = provision.definition_digest(box)
     target = out / f"{name.replace('/', '-')}-{version}-libvirt.box"

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import require_tool
 from vagabond import files, process
 from vagabond.boxes import base, images
-from vagabond.publish import catalog
+from vagabond.publish import stores, transaction
 from vagabond.spec.schema import VagrantBase
 from vagabond.errors import CommandFailed, PublishError
 
@@ -149,7 +149,7 @@ def test_tampered_box_is_refused_and_nothing_installed(tiny_box, tmp_path, nginx
     root, http = nginx
     cat_dir = root / "tampered"
     box = make_version(tiny_box, tmp_path, "2.0.0")
-    catalog.publish(box, str(cat_dir), base_url=f"{http}/tampered")
+    transaction.publish(box, str(cat_dir), base_url=f"{http}/tampered")
     published = cat_dir / "2.0.0" / "vagabond-test-tiny-2.0.0-libvirt.box"
     with published.open("r+b") as fh:  # flip bytes inside the published file
         fh.seek(10_000)
@@ -179,7 +179,7 @@ def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(tiny_box, 
     assert base.download_vagrant_base(right) is False, "a box in the store is used as it is"
     # From a catalog, with a version constraint: the newest version that fits.
     for version in ("3.1.0", "4.0.0"):
-        catalog.publish(make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat")
+        transaction.publish(make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat")
     fitting = VagrantBase(box="vagabond-test/tiny", url=f"{http}/basecat/metadata.json", version="~> 3.0")
     assert base.download_vagrant_base(fitting) is True
     assert "vagabond-test/tiny (libvirt, 3.1.0" in listed() and "4.0.0" not in listed()
@@ -188,17 +188,17 @@ def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(tiny_box, 
 def test_published_versions_are_immutable(tiny_box, tmp_path):
     cat = tmp_path / "cat"
     box = make_version(tiny_box, tmp_path, "1.0.0")
-    catalog.publish(box, str(cat))
+    transaction.publish(box, str(cat))
     with pytest.raises(PublishError, match=r"^vagabond-test/tiny 1.0.0 is already in .*published boxes are immutable"):
-        catalog.publish(box, str(cat))
-    catalog.publish(box, str(cat), force=True)
+        transaction.publish(box, str(cat))
+    transaction.publish(box, str(cat), force=True)
     assert [v["version"] for v in json.loads((cat / "metadata.json").read_text())["versions"]] == ["1.0.0"]
 
 
 def test_keep_prunes_files_and_entries(tiny_box, tmp_path):
     cat = tmp_path / "cat"
     for version in ("1.0.0", "1.1.0", "1.10.0", "1.2.0"):
-        catalog.publish(make_version(tiny_box, tmp_path, version), str(cat), keep=2)
+        transaction.publish(make_version(tiny_box, tmp_path, version), str(cat), keep=2)
     doc = json.loads((cat / "metadata.json").read_text())
     assert [v["version"] for v in doc["versions"]] == ["1.2.0", "1.10.0"]
     assert sorted(p.name for p in cat.iterdir() if p.is_dir()) == ["1.10.0", "1.2.0"]
@@ -209,7 +209,7 @@ def test_changed_box_file_is_refused_before_upload(tiny_box, tmp_path):
     with box.open("ab") as fh:
         fh.write(b"x")
     with pytest.raises(PublishError, match="does not match the sha256"):
-        catalog.publish(box, str(tmp_path / "cat"))
+        transaction.publish(box, str(tmp_path / "cat"))
     assert not (tmp_path / "cat").exists()
 
 
@@ -231,7 +231,7 @@ def test_concurrent_publishes_to_a_directory_lose_nothing(tiny_box, tmp_path):
 
 def test_s3_catalog(tiny_box, tmp_path, s3, vagrant_home):
     box = make_version(tiny_box, tmp_path, "1.0.0")
-    result = catalog.publish(box, "s3://boxes/ci/tiny", acl="public-read")
+    result = transaction.publish(box, "s3://boxes/ci/tiny", acl="public-read")
     assert result["metadata_url"] == f"{s3}/boxes/ci/tiny/metadata.json"
     with urllib.request.urlopen(result["metadata_url"]) as resp:
         assert resp.headers["Content-Type"] == "application/json"
@@ -239,7 +239,7 @@ def test_s3_catalog(tiny_box, tmp_path, s3, vagrant_home):
     added = box_add(result["metadata_url"], vagrant_home)
     assert added.ok, added.stderr
     with pytest.raises(PublishError, match="immutable"):
-        catalog.publish(box, "s3://boxes/ci/tiny")
+        transaction.publish(box, "s3://boxes/ci/tiny")
 
 
 def test_concurrent_publishes_to_s3_lose_nothing(tiny_box, tmp_path, s3):
@@ -278,7 +278,7 @@ def test_credentials_never_reach_output_logs_summary_or_argv(tiny_box, tmp_path,
         time.sleep(0.05)
     out, err = proc.communicate()
     assert (proc.returncode == 0) == (outcome == "success"), err
-    assert "vagabond.catalog: s3: GET http://127.0.0.1:" in err, "--debug is on: every request to the bucket is traced"
+    assert "vagabond.publish: s3: GET http://127.0.0.1:" in err, "--debug is on: every request to the bucket is traced"
     for name, canary in CANARIES.items():
         for where, text in (("stdout", out), ("stderr", err), ("step summary", summary.read_text()),
                             ("argv", "\n".join(argv_seen))):  # fmt: skip
@@ -288,7 +288,7 @@ def test_credentials_never_reach_output_logs_summary_or_argv(tiny_box, tmp_path,
 def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     root, http = nginx
     box = make_version(tiny_box, tmp_path, "7.0.0")
-    catalog.publish(box, str(root / "repack"), base_url=f"{http}/repack")
+    transaction.publish(box, str(root / "repack"), base_url=f"{http}/repack")
     assert box_add(f"{http}/repack/metadata.json", vagrant_home).ok
     out = tmp_path / "out"
     env = {k: v for k, v in vagrant_home.items()}
@@ -298,7 +298,7 @@ def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     assert repacked.name == "vagabond-test-tiny-7.0.0-libvirt.box"
     assert info["sha256"] == files.sha256_file(repacked) and info["size"] == repacked.stat().st_size
     # The description travels: publish reads name and version from it.
-    result = catalog.publish(repacked, str(tmp_path / "cat2"))
+    result = transaction.publish(repacked, str(tmp_path / "cat2"))
     assert (result["name"], result["version"]) == ("vagabond-test/tiny", "7.0.0")
     missing = process.run([*VAGABOND, "repackage", "nope/none", "--out", out], env=env)
     assert missing.returncode == 2 and "no libvirt box named 'nope/none'" in missing.stderr
@@ -337,9 +337,9 @@ def test_same_version_published_twice_at_once_keeps_one_consistent_box(tiny_box,
 
 
 def test_box_objects_are_never_overwritten_without_force(tiny_box, tmp_path, s3):
-    for store in (catalog.DirStore(tmp_path / "dir", None), catalog.open_store("s3://boxes/noclobber")):
+    for store in (stores.DirStore(tmp_path / "dir", None), stores.open_store("s3://boxes/noclobber")):
         store.put_file("1.0.0/a.box", tiny_box)
-        with pytest.raises(catalog.Conflict):
+        with pytest.raises(stores.Conflict):
             store.put_file("1.0.0/a.box", tiny_box)
         store.put_file("1.0.0/a.box", tiny_box, replace=True)
         assert store.read_back("1.0.0/a.box")[1] == files.sha256_file(tiny_box)
@@ -354,7 +354,7 @@ def test_a_publish_cancelled_during_the_upload_leaves_no_file_behind(tmp_path):
     box = images.write_box(work / "box.img", work / "big.box", virtual_size_gib=1)
     (work / "box.img").unlink()
     cat = tmp_path / "cat"
-    catalog.publish(make_version(box, tmp_path, "1.0.0"), str(cat))  # an earlier version stays as it is
+    transaction.publish(make_version(box, tmp_path, "1.0.0"), str(cat))  # an earlier version stays as it is
     before = sorted(p.relative_to(cat) for p in cat.rglob("*"))
     proc = subprocess.Popen([*VAGABOND, "publish", str(make_version(box, tmp_path, "2.0.0")), "--catalog", str(cat)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip

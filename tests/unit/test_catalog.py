@@ -10,21 +10,21 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_box
 from vagabond import paths
-from vagabond.publish import catalog
+from vagabond.publish import documents, read, s3, stores, versions
 from vagabond.spec import boxfile
 from vagabond.vm import provision, render
-from vagabond.publish.catalog import BoxFile
+from vagabond.publish.documents import Archive
 from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
 
 
-def box(version: str, digest: str | None = "d1") -> BoxFile:
-    return BoxFile(Path("/x.box"), "org/deps", version, "ab" * 32, "deps box", "amd64", digest)
+def box(version: str, digest: str | None = "d1") -> Archive:
+    return Archive(Path("/x.box"), "org/deps", version, "ab" * 32, "deps box", "amd64", digest)
 
 
 def test_merge_adds_sorted_versions_with_digest():
-    doc, gone = catalog.merge(None, box("1.10.0"), "http://h/1.10.0.box", keep=None)
-    doc, gone = catalog.merge(doc, box("1.2.0"), "http://h/1.2.0.box", keep=None)
+    doc, gone = documents.merge(None, box("1.10.0"), "http://h/1.10.0.box", keep=None)
+    doc, gone = documents.merge(doc, box("1.2.0"), "http://h/1.2.0.box", keep=None)
     assert [v["version"] for v in doc["versions"]] == ["1.2.0", "1.10.0"]
     assert doc["versions"][0]["vagabond"] == {"definition_digest": "d1"}
     assert doc["versions"][0]["providers"][0]["checksum_type"] == "sha256"
@@ -34,23 +34,23 @@ def test_merge_adds_sorted_versions_with_digest():
 def test_merge_prunes_oldest():
     doc = None
     for v in ("1", "2", "3"):
-        doc, gone = catalog.merge(doc, box(v), f"http://h/{v}.box", keep=2)
+        doc, gone = documents.merge(doc, box(v), f"http://h/{v}.box", keep=2)
     assert [v["version"] for v in doc["versions"]] == ["2", "3"]
     assert [v["providers"][0]["url"] for v in gone] == ["http://h/1.box"]
 
 
 def test_merge_refuses_a_catalog_of_another_box():
-    doc, _ = catalog.merge(None, box("1"), "u", keep=None)
-    other = BoxFile(Path("/y.box"), "org/other", "1", "00", "", "amd64", None)
+    doc, _ = documents.merge(None, box("1"), "u", keep=None)
+    other = Archive(Path("/y.box"), "org/other", "1", "00", "", "amd64", None)
     with pytest.raises(PublishError, match="^the catalog holds box 'org/deps', not 'org/other'"):
-        catalog.merge(doc, other, "u", keep=None)
+        documents.merge(doc, other, "u", keep=None)
 
 
 def catalog_file(tmp_path, versions) -> Path:
     """A metadata.json with these (version, definition digest) entries, as publish writes them."""
     doc = None
     for v, d in versions:
-        doc, _ = catalog.merge(doc, box(v, d), f"file:///{v}.box", keep=None)
+        doc, _ = documents.merge(doc, box(v, d), f"file:///{v}.box", keep=None)
     meta = tmp_path / "metadata.json"
     meta.write_text(json.dumps(doc))
     return meta
@@ -58,12 +58,12 @@ def catalog_file(tmp_path, versions) -> Path:
 
 def test_find_current_matches_digest(tmp_path):
     meta = catalog_file(tmp_path, (("1", "old"), ("2", "cur"), ("3", "other"), ("4", "cur")))
-    found, why = catalog.find_current(meta.as_uri(), "cur", "org/deps")
+    found, why = read.find_current(meta.as_uri(), "cur", "org/deps")
     assert (found.name, found.version) == ("org/deps", "4")
     assert why == "prebuilt org/deps 4 matches this definition"
-    none, why = catalog.find_current(meta.as_uri(), "nope", "org/deps")
+    none, why = read.find_current(meta.as_uri(), "nope", "org/deps")
     assert none is None and why.startswith(f"no version in {meta.as_uri()} was built from this box definition")
-    missing, why = catalog.find_current((tmp_path / "absent.json").as_uri(), "cur", "org/deps")
+    missing, why = read.find_current((tmp_path / "absent.json").as_uri(), "cur", "org/deps")
     assert missing is None and "could not be read" in why
 
 
@@ -75,14 +75,14 @@ def test_find_current_matches_digest(tmp_path):
     ("2.0", "<= 2", True), ("1.0.1795791066", "~> 1.0", True), ("9", None, True),
 ])  # fmt: skip
 def test_version_constraints_mean_what_they_mean_to_vagrant(version, constraint, meets):
-    assert catalog.satisfies(version, constraint) is meets
+    assert versions.satisfies(version, constraint) is meets
 
 
 def test_the_newest_current_version_the_constraint_allows(tmp_path):
     meta = catalog_file(tmp_path, (("1.0.5", "cur"), ("1.2.0", "cur"), ("2.0.0", "cur"), ("1.3.0", "old")))
-    assert catalog.find_current(meta.as_uri(), "cur", "org/deps")[0].version == "2.0.0"
-    assert catalog.find_current(meta.as_uri(), "cur", "org/deps", "~> 1.0")[0].version == "1.2.0"
-    none, why = catalog.find_current(meta.as_uri(), "cur", "org/deps", "~> 3.0")
+    assert read.find_current(meta.as_uri(), "cur", "org/deps")[0].version == "2.0.0"
+    assert read.find_current(meta.as_uri(), "cur", "org/deps", "~> 1.0")[0].version == "1.2.0"
+    none, why = read.find_current(meta.as_uri(), "cur", "org/deps", "~> 3.0")
     assert none is None and why.endswith("meets the version constraint '~> 3.0' (1.0.5, 1.2.0, 2.0.0 do not)")
 
 
@@ -109,12 +109,12 @@ GOOD_VERSION = {"version": "1", "providers": [{"name": "libvirt", "url": "u", **
 def test_a_catalog_that_is_not_what_vagabond_expects_is_a_reason_not_a_crash(tmp_path, body, why):
     meta = tmp_path / "metadata.json"
     meta.write_bytes(body)
-    found, reason = catalog.find_current(meta.as_uri(), "cur", "org/deps")
+    found, reason = read.find_current(meta.as_uri(), "cur", "org/deps")
     assert found is None and why in reason, reason
 
 
 def test_a_catalog_url_that_is_not_http_or_file_is_a_reason(tmp_path):
-    found, reason = catalog.find_current("ftp://h/metadata.json", "cur", "org/deps")
+    found, reason = read.find_current("ftp://h/metadata.json", "cur", "org/deps")
     assert found is None and reason.startswith("catalog ftp://h/metadata.json could not be read ('ftp://h/metadata.json' is not an http(s)://")
 
 
@@ -125,7 +125,7 @@ def test_an_entry_without_a_checksum_is_never_current(tmp_path):
     weak = {**GOOD_VERSION, "providers": [{"name": "libvirt", "url": "u", "checksum_type": "md5", "checksum": "0" * 32}]}
     for entry in (bare, weak):
         meta.write_text(json.dumps({"name": "org/deps", "versions": [entry]}))
-        found, reason = catalog.find_current(meta.as_uri(), "cur", "org/deps")
+        found, reason = read.find_current(meta.as_uri(), "cur", "org/deps")
         assert found is None
         assert reason == (f"the versions in {meta.as_uri()} built from this box definition (1) list no sha256 checksum, "
                           "so their download could not be checked")  # fmt: skip
@@ -146,18 +146,18 @@ def test_a_plain_http_box_file_needs_a_checksum(project):
 def test_the_prebuilt_name_is_the_box_files_not_the_catalogs(tmp_path):
     meta = tmp_path / "metadata.json"
     meta.write_text(json.dumps({"name": "org/deps", "versions": [GOOD_VERSION]}))
-    found, _ = catalog.find_current(meta.as_uri(), "cur", "org/deps")
+    found, _ = read.find_current(meta.as_uri(), "cur", "org/deps")
     assert found.name == "org/deps"
 
 
 @pytest.mark.parametrize("version", ["latest", "../../x", "1.0.beta", "1..2", "", "1.2.", "v1", "1/2", "1" * 65, "١"])
 def test_versions_vagrant_cannot_order_are_refused(version):
     with pytest.raises(UsageError, match=r"is not one Vagrant can order \(use digits and dots"):
-        catalog.check_version(version)
+        versions.check_version(version)
 
 
 def test_dir_store_refuses_keys_outside_its_root(tmp_path):
-    store = catalog.DirStore(tmp_path / "cat", None)
+    store = stores.DirStore(tmp_path / "cat", None)
     (tmp_path / "victim").write_text("keep me")
     for key in ("../victim", "1.0/../../victim", "/etc/passwd"):
         with pytest.raises(PublishError, match="points outside the catalog directory"):
@@ -166,7 +166,7 @@ def test_dir_store_refuses_keys_outside_its_root(tmp_path):
 
 
 def test_s3_keys_stay_under_the_prefix():
-    store = catalog.S3Store.__new__(catalog.S3Store)
+    store = s3.S3Store.__new__(s3.S3Store)
     store.bucket, store.prefix = "b", "boxes/deb"
     assert store._key("1.0/x.box") == "boxes/deb/1.0/x.box"
     for key in ("../other/x.box", "1.0/../../x", "/abs", "..", "a/../../deb2/x"):
@@ -176,7 +176,7 @@ def test_s3_keys_stay_under_the_prefix():
 
 def test_open_store_refuses_http_targets():
     with pytest.raises(UsageError, match="an HTTP URL is where a catalog is read from"):
-        catalog.open_store("https://boxes.example.org/x")
+        stores.open_store("https://boxes.example.org/x")
 
 
 def test_render_with_prebuilt_source():
@@ -236,7 +236,7 @@ def test_a_top_level_playbook_does_not_digest_the_whole_project(project):
 
 @pytest.mark.parametrize("version", ["1", "1.0.0", "20261127.123456", "1.0.1764245000", "0.0.99999999999999"])
 def test_versions_vagrant_orders_are_taken(version):
-    assert catalog.check_version(version) == version
+    assert versions.check_version(version) == version
 
 
 def test_prebuilt_command_names_the_version_up_would_boot(project, monkeypatch, tmp_path):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from vagabond.boxes import images
-from vagabond.publish import catalog
+from vagabond.publish import read
 from vagabond.cli.app import app
 from vagabond.errors import EXIT_CODES
 
@@ -179,7 +179,7 @@ def test_random_publishes_never_write_outside_the_catalog(tiny_box, version, nam
 def test_random_catalogs_are_a_reason_for_up_never_a_crash(tmp_path_factory, doc, raw, use_raw):
     meta = tmp_path_factory.mktemp("cat") / "metadata.json"
     meta.write_bytes(raw if use_raw else json.dumps(doc).encode())
-    found, why = catalog.find_current(meta.as_uri(), "d" * 64, "org/tiny")
+    found, why = read.find_current(meta.as_uri(), "d" * 64, "org/tiny")
     assert found is None or found.name == "org/tiny"
     assert isinstance(why, str) and "\n" not in why
 

@@ -18,7 +18,7 @@ import jinja2
 from vagabond import __version__, files, ui
 from vagabond.host import install
 from vagabond.spec.schema import Box
-from vagabond.publish.catalog import S3_CANNED_ACLS
+from vagabond.publish.s3 import S3_CANNED_ACLS
 from vagabond.errors import UsageError
 
 TEMPLATES = Path(__file__).with_name("templates")

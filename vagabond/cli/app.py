@@ -21,7 +21,7 @@ from vagabond.ci import workflow
 from vagabond.host import detect, doctor, install, prepare
 from vagabond.spec import boxfile, project, schema
 from vagabond.vm import gc, lifecycle, logs, remote, render, testrun
-from vagabond.publish import catalog as catalogs
+from vagabond.publish import transaction
 from vagabond.errors import VagabondError
 from vagabond.vm.workdir import Workdir
 
@@ -743,7 +743,7 @@ def publish_(
 
     Example: vagabond publish out/debian12-selinux.box --catalog /srv/boxes/debian12-selinux --base-url https://boxes.example.org/debian12-selinux
     """
-    result = catalogs.publish(box_file, catalog, name=name, version=version, keep=keep, force=force,
+    result = transaction.publish(box_file, catalog, name=name, version=version, keep=keep, force=force,
                               base_url=base_url, acl=s3_acl)  # fmt: skip
     if as_json:
         print(json.dumps(result, indent=2))

@@ -12,7 +12,7 @@ from pathlib import Path
 from vagabond import interrupts, timeouts, ui
 from vagabond.boxes import base
 from vagabond.host import detect, libvirt, registry
-from vagabond.publish import catalog
+from vagabond.publish import read
 from vagabond.vm import logs, provision, remote, render
 from vagabond.spec.schema import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import CommandFailed, Interrupted, NotIdempotent, NotRunning, StepFailed, VagabondError
@@ -74,7 +74,7 @@ def current_prebuilt(box: Box) -> dict:
     if spec is None:
         return {"box": box.name, "name": None, "catalog": None, "version": None, "store": None,
                 "reason": f"box {box.name!r} has no prebuilt section"}  # fmt: skip
-    found, why = catalog.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
+    found, why = read.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
     # The version's own directory: a CI cache of it holds that version once, not every version stored.
     store = str(Vagrant().box_dir(spec.name) / found.version) if found else None
     return {"box": box.name, "name": spec.name, "catalog": spec.catalog, "version": found.version if found else None,
@@ -90,7 +90,7 @@ def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:
         ui.info("--fresh: using the base box with full provisioning")
         return None
     spec = box.spec.prebuilt
-    found, why = catalog.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
+    found, why = read.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
     if found is None:
         ui.info(f"using the base box with full provisioning: {why}")
         return None

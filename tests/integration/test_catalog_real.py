@@ -305,7 +305,7 @@ def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
 
 
 def _same_version_race(target: str, tiny_box: Path, tmp_path: Path) -> tuple[list[int], list[Path]]:
-    files = []
+    racers = []
     for i in range(2):
         d = tmp_path / f"racer{i}"
         d.mkdir()
@@ -315,20 +315,20 @@ def _same_version_race(target: str, tiny_box: Path, tmp_path: Path) -> tuple[lis
         info = json.loads(box.with_name(box.name + ".json").read_text())
         info["sha256"] = files.sha256_file(box)
         box.with_name(box.name + ".json").write_text(json.dumps(info))
-        files.append(box)
+        racers.append(box)
     procs = [subprocess.Popen([*VAGABOND, "publish", str(b), "--catalog", target], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for b in files]  # fmt: skip
+                              stderr=subprocess.PIPE, text=True) for b in racers]  # fmt: skip
     codes = []
     for p in procs:
         _, err = p.communicate(timeout=300)
         codes.append(p.returncode)
         assert p.returncode == 0 or "published boxes are immutable" in err, err
-    return codes, files
+    return codes, racers
 
 
 def test_same_version_published_twice_at_once_keeps_one_consistent_box(tiny_box, tmp_path):
     cat = tmp_path / "race"
-    codes, files = _same_version_race(str(cat), tiny_box, tmp_path)
+    codes, _ = _same_version_race(str(cat), tiny_box, tmp_path)
     assert sorted(codes) == [0, PublishError.exit_code], "exactly one publish of a version may win"
     doc = json.loads((cat / "metadata.json").read_text())
     provider = doc["versions"][0]["providers"][0]

@@ -11,7 +11,7 @@ from vagabond import files, interrupts, process, timeouts, ui
 from vagabond.boxes import images
 from vagabond.host import libvirt
 from vagabond.publish import versions
-from vagabond.vm import lifecycle, provision, remote
+from vagabond.vm import lifecycle, playbooks, remote
 from vagabond.spec.schema import Box
 from vagabond.errors import UsageError, VagabondError
 from vagabond.host.vagrant import Vagrant
@@ -128,7 +128,7 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
     flatten the disk into a compressed qcow2, write the box and its description, destroy the VM."""
     version = versions.check_version(version or time.strftime("%Y%m%d.%H%M%S", time.gmtime()))
     name = default_name(box)
-    digest = provision.definition_digest(box)
+    digest = playbooks.definition_digest(box)
     target = out / f"{name.replace('/', '-')}-{version}-libvirt.box"
     img = out / f".{target.stem}.img"
     opts.prebuilt = False  # a dependency box is always built from its base, never from itself
@@ -136,8 +136,8 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
     try:
         machine = box.primary()
         # The box says which definition it holds: site.yml skips the playbooks on it when it is this one.
-        remote.check(wd, machine, ["sudo", "-n", "sh", "-c", f"mkdir -p {os.path.dirname(provision.DEFINITION_FILE)} && "
-                                   f"echo {digest} > {provision.DEFINITION_FILE}"])  # fmt: skip
+        remote.check(wd, machine, ["sudo", "-n", "sh", "-c", f"mkdir -p {os.path.dirname(playbooks.DEFINITION_FILE)} && "
+                                   f"echo {digest} > {playbooks.DEFINITION_FILE}"])  # fmt: skip
         with ui.step("clean the guest for reuse"):
             remote.check(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], timeout=timeouts.GUEST_CLEANUP)
         # The build VM took only its own key; the box goes out with Vagrant's insecure one again, so

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import write_box
 from vagabond.spec import boxfile
-from vagabond.vm import ansiblecfg, provision
+from vagabond.vm import ansiblecfg, playbooks
 from vagabond.vm.workdir import Workdir
 
 pytestmark = pytest.mark.real
@@ -52,7 +52,7 @@ def test_requirements_installed_offline_and_found_by_the_playbook(project, tmp_p
     write_box(project, "b", "description: x\nbase: {box: a/b}\nplaybooks: [playbooks/site.yml]\n")
     box = boxfile.find_box("b", project / "boxes")
     wd = Workdir.for_box(box)
-    provision.write_provisioning(box, wd.path)
+    playbooks.write_provisioning(box, wd.path)
     provision_dir = wd.path / "vagabond-provision"
     env = dict(os.environ, ANSIBLE_CONFIG=str(provision_dir / "ansible.cfg"), ANSIBLE_HOME=str(tmp_path / "home"),
                PATH=f"{BIN}:{os.environ['PATH']}")  # fmt: skip

@@ -7,7 +7,7 @@ import configparser
 
 from tests.conftest import write_box
 from vagabond.spec import boxfile
-from vagabond.vm import ansiblecfg, provision
+from vagabond.vm import ansiblecfg, playbooks
 from vagabond.vm.workdir import Workdir
 
 PROJECT_CFG = """[defaults]
@@ -69,16 +69,16 @@ def test_galaxy_paths_come_first(project):
 def test_rendering_keeps_what_galaxy_installed_and_the_digest_follows_the_files(project):
     box = make(project, requirements="[]\n")
     wd = Workdir.for_box(box)
-    provision.write_provisioning(box, wd.path)
+    playbooks.write_provisioning(box, wd.path)
     installed = wd.path / "vagabond-provision" / "galaxy" / "roles" / "r" / "tasks" / "main.yml"
     installed.parent.mkdir(parents=True)
     installed.write_text("[]\n")
-    provision.write_provisioning(box, wd.path)
+    playbooks.write_provisioning(box, wd.path)
     assert installed.is_file(), "a re-render must not delete installed roles"
-    before = provision.definition_digest(box)
+    before = playbooks.definition_digest(box)
     (project / "playbooks" / "requirements.yml").write_text("- src: ./other.tar.gz\n")
     (project / "ansible.cfg").write_text("[defaults]\nforks = 2\n")
-    assert provision.definition_digest(box) != before
+    assert playbooks.definition_digest(box) != before
 
 
 def test_a_broken_project_cfg_is_a_clear_error(project):
@@ -105,16 +105,16 @@ def test_roles_the_project_cfg_reaches_are_part_of_the_definition(project):
     box = make(project, cfg="[defaults]\nroles_path = roles:/usr/share/ansible/roles\n")
     (project / "roles" / "web" / "tasks").mkdir(parents=True)
     (project / "roles" / "web" / "tasks" / "main.yml").write_text("[]\n")
-    before = provision.definition_digest(box)
+    before = playbooks.definition_digest(box)
     (project / "roles" / "web" / "tasks" / "main.yml").write_text("- debug: {msg: changed}\n")
-    assert provision.definition_digest(box) != before, "a role reached through roles_path changed"
+    assert playbooks.definition_digest(box) != before, "a role reached through roles_path changed"
 
 
 def test_what_acts_after_provisioning_keeps_the_prebuilt_box_current(project):
     write_box(project, "p", "description: x\nbase: {box: a/b}\n")
-    before = provision.definition_digest(boxfile.find_box("p", project / "boxes"))
+    before = playbooks.definition_digest(boxfile.find_box("p", project / "boxes"))
     write_box(project, "p", "description: y\nbase: {box: a/b}\nenv: {A: b}\nverify: ['true']\n"
                             "forwarded_ports: [{guest: 80, host: 8080}]\nprebuilt: {name: o/p, catalog: 'http://x/m.json'}\n")
-    assert provision.definition_digest(boxfile.find_box("p", project / "boxes")) == before
+    assert playbooks.definition_digest(boxfile.find_box("p", project / "boxes")) == before
     write_box(project, "p", "description: y\nbase: {box: a/c}\n")
-    assert provision.definition_digest(boxfile.find_box("p", project / "boxes")) != before
+    assert playbooks.definition_digest(boxfile.find_box("p", project / "boxes")) != before

@@ -12,7 +12,7 @@ from tests.conftest import write_box
 from vagabond import paths
 from vagabond.publish import documents, read, s3, stores, versions
 from vagabond.spec import boxfile
-from vagabond.vm import provision, render
+from vagabond.vm import playbooks, render
 from vagabond.publish.documents import Archive
 from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
@@ -191,12 +191,12 @@ def test_definition_digest_follows_box_and_playbooks(project):
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
     path = project / "boxes" / "b.yaml"
     path.write_text("description: x\nbase: {box: a/b}\nmodes: {selinux: enforcing}\nplaybooks: [playbooks/deps.yml]\n")
-    first = provision.definition_digest(boxfile.load_box(path))
-    assert first == provision.definition_digest(boxfile.load_box(path))
+    first = playbooks.definition_digest(boxfile.load_box(path))
+    assert first == playbooks.definition_digest(boxfile.load_box(path))
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: [{debug: {msg: hi}}]\n")
-    second = provision.definition_digest(boxfile.load_box(path))
+    second = playbooks.definition_digest(boxfile.load_box(path))
     path.write_text(path.read_text().replace("enforcing", "permissive"))
-    third = provision.definition_digest(boxfile.load_box(path))
+    third = playbooks.definition_digest(boxfile.load_box(path))
     assert len({first, second, third}) == 3
 
 
@@ -209,16 +209,16 @@ def test_definition_digest_follows_everything_a_playbook_can_load(project):
     (deps / "roles" / "app" / "templates" / "app.conf.j2").write_text("port = 80\n")
     path = project / "boxes" / "b.yaml"
     path.write_text("description: x\nbase: {box: a/b}\nplaybooks: [playbooks/deps/site.yml]\n")
-    seen = {provision.definition_digest(boxfile.load_box(path))}
+    seen = {playbooks.definition_digest(boxfile.load_box(path))}
     for changed, text in (("roles/app/templates/app.conf.j2", "port = 8080\n"), ("roles/app/tasks/main.yml", "[]\n"),
                           ("group_vars/all.yml", "x: 1\n")):  # fmt: skip
         (deps / changed).parent.mkdir(parents=True, exist_ok=True)
         (deps / changed).write_text(text)
-        seen.add(provision.definition_digest(boxfile.load_box(path)))
+        seen.add(playbooks.definition_digest(boxfile.load_box(path)))
     assert len(seen) == 4, "a change in a role, a template or vars must make the prebuilt box stale"
     (deps / ".git").mkdir()
     (deps / ".git" / "index").write_text("noise")
-    assert provision.definition_digest(boxfile.load_box(path)) in seen, "hidden files are not inputs"
+    assert playbooks.definition_digest(boxfile.load_box(path)) in seen, "hidden files are not inputs"
 
 
 def test_a_top_level_playbook_does_not_digest_the_whole_project(project):
@@ -227,11 +227,11 @@ def test_a_top_level_playbook_does_not_digest_the_whole_project(project):
     (project / "roles" / "r" / "tasks" / "main.yml").write_text("[]\n")
     path = project / "boxes" / "b.yaml"
     path.write_text("description: x\nbase: {box: a/b}\nplaybooks: [deps.yml]\n")
-    first = provision.definition_digest(boxfile.load_box(path))
+    first = playbooks.definition_digest(boxfile.load_box(path))
     (project / "src.py").write_text("print('the code under test changed')\n")
-    assert provision.definition_digest(boxfile.load_box(path)) == first
+    assert playbooks.definition_digest(boxfile.load_box(path)) == first
     (project / "roles" / "r" / "tasks" / "main.yml").write_text("- debug: {msg: changed}\n")
-    assert provision.definition_digest(boxfile.load_box(path)) != first
+    assert playbooks.definition_digest(boxfile.load_box(path)) != first
 
 
 @pytest.mark.parametrize("version", ["1", "1.0.0", "20261127.123456", "1.0.1764245000", "0.0.99999999999999"])
@@ -244,7 +244,7 @@ def test_prebuilt_command_names_the_version_up_would_boot(project, monkeypatch, 
     meta = tmp_path / "catalog" / "metadata.json"
     meta.parent.mkdir()
     write_box(project, "deps", f"description: d\nbase: {{box: a/b}}\nprebuilt: {{name: org/deps, catalog: '{meta.as_uri()}'}}\n")
-    digest = provision.definition_digest(boxfile.find_box("deps", [(project / "boxes", "project")]))
+    digest = playbooks.definition_digest(boxfile.find_box("deps", [(project / "boxes", "project")]))
 
     def entry(version, d):
         return {"version": version, "vagabond": {"definition_digest": d}, "providers": [{"name": "libvirt", "url": "x", **CHECKSUM}]}

@@ -14,7 +14,7 @@ from tests.conftest import write_box
 from vagabond import paths, process
 from vagabond.boxes import images
 from vagabond.spec import boxfile
-from vagabond.vm import provision, remote
+from vagabond.vm import playbooks, provision, remote
 from vagabond.errors import Busy, NotRunning, UsageError
 from vagabond.vm.workdir import Workdir
 
@@ -64,12 +64,12 @@ def test_site_playbook_modes_first_then_deps(project):
                            "playbooks: [{path: playbooks/deps.yml, vars: {v: 1}}]\n")  # fmt: skip
     box = boxfile.find_box("b", project / "boxes")
     w = Workdir.for_box(box)
-    provision.write_provisioning(box, w.path)
+    playbooks.write_provisioning(box, w.path)
     site = json.loads((w.path / "vagabond-provision" / "site.yml").read_text().split("\n", 1)[1])
     assert site[1]["import_playbook"] == "modes/selinux.yml" and site[1]["vars"] == {"selinux_state": "permissive"}
     # From .vagabond/b/vagabond-provision/ to the project's playbooks/: relative, valid in any checkout.
     assert site[2] == {"import_playbook": "../../../playbooks/deps.yml", "vars": {"v": 1}, "when": "not vagabond_current"}
-    assert [c.expect for c in provision.mode_checks(box)] == ["Permissive"]
+    assert [c.expect for c in playbooks.mode_checks(box)] == ["Permissive"]
 
 
 def test_inventory_and_env(wd):

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO, write_box
 from vagabond import paths
 from vagabond.spec import boxfile, project
-from vagabond.vm import provision, render, workdir
+from vagabond.vm import playbooks, render, workdir
 from vagabond.errors import RenderError
 
 GOLDEN = REPO / "tests" / "golden"
@@ -174,7 +174,7 @@ def test_the_vagrantfile_runs_the_same_provisioning_as_vagabond(tmp_path):
     site = json.loads((tmp_path / "vagabond-provision" / "site.yml").read_text().split("\n", 1)[1])
     assert [p.get("import_playbook") for p in site[1:]] == ["modes/selinux.yml", "../playbooks/deps.yml", "checks.yml"]
     assert site[1]["vars"] == {"selinux_state": "enforcing"} and site[1]["when"] == "not vagabond_current"
-    assert site[0]["vars"]["vagabond_definition"] == provision.definition_digest(box)
+    assert site[0]["vars"]["vagabond_definition"] == playbooks.definition_digest(box)
     assert (tmp_path / "vagabond-provision" / "modes" / "selinux.yml").read_text() == (
         paths.shipped_playbooks_dir() / "modes" / "selinux.yml").read_text()
     checks = json.loads((tmp_path / "vagabond-provision" / "checks.yml").read_text())

@@ -13,7 +13,7 @@ from vagabond import interrupts, timeouts, ui
 from vagabond.boxes import base
 from vagabond.host import detect, libvirt, registry
 from vagabond.publish import read
-from vagabond.vm import logs, provision, remote, render
+from vagabond.vm import logs, playbooks, provision, remote, render
 from vagabond.spec.schema import Box, ImageBase, MmdebstrapBase, VagrantBase
 from vagabond.errors import CommandFailed, Interrupted, NotIdempotent, NotRunning, StepFailed, VagabondError
 from vagabond.host.vagrant import Vagrant
@@ -63,7 +63,7 @@ def render_workdir(wd: Workdir, source: render.BoxSource | None = None, boot_tim
     the box vagabond chose (the prebuilt one it downloaded), else the base box, never a catalog
     vagabond found unusable."""
     options = render.RenderOptions(source=source, boot_timeout=boot_timeout, sync_project=sync_project, fresh=source is None)
-    wd.claim(provision.PROVISION_DIR)
+    wd.claim(playbooks.PROVISION_DIR)
     render.write(wd.box, options, wd.path, force=True)  # the work directory's Vagrantfile is vagabond's own
 
 
@@ -74,7 +74,7 @@ def current_prebuilt(box: Box) -> dict:
     if spec is None:
         return {"box": box.name, "name": None, "catalog": None, "version": None, "store": None,
                 "reason": f"box {box.name!r} has no prebuilt section"}  # fmt: skip
-    found, why = read.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
+    found, why = read.find_current(spec.catalog, playbooks.definition_digest(box), spec.name, spec.version)
     # The version's own directory: a CI cache of it holds that version once, not every version stored.
     store = str(Vagrant().box_dir(spec.name) / found.version) if found else None
     return {"box": box.name, "name": spec.name, "catalog": spec.catalog, "version": found.version if found else None,
@@ -90,7 +90,7 @@ def fetch_current_prebuilt(box: Box, opts: Options) -> render.BoxSource | None:
         ui.info("--fresh: using the base box with full provisioning")
         return None
     spec = box.spec.prebuilt
-    found, why = read.find_current(spec.catalog, provision.definition_digest(box), spec.name, spec.version)
+    found, why = read.find_current(spec.catalog, playbooks.definition_digest(box), spec.name, spec.version)
     if found is None:
         ui.info(f"using the base box with full provisioning: {why}")
         return None
@@ -412,7 +412,7 @@ def check_idempotence(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> 
     """Run every playbook once more, in full (a prebuilt box's too), and fail naming each task that
     reported a change: a converged VM must come out of a second run unchanged."""
     require_up(wd)
-    if not provision.all_playbooks(box):
+    if not playbooks.all_playbooks(box):
         return []
     if not wd.read_state().get("playbooks_ran"):
         # A prebuilt box: the playbooks ran when it was built, in another VM, and the build cleaned

@@ -15,7 +15,7 @@ from vagabond import files, paths, timeouts
 from vagabond.boxes import images
 from vagabond.host import libvirt
 from vagabond.spec import project
-from vagabond.vm import ansiblecfg, provision, remote
+from vagabond.vm import ansiblecfg, playbooks, remote
 from vagabond.spec.schema import Box, SyncedFolder, VagrantBase
 from vagabond.errors import RenderError, UsageError
 
@@ -148,7 +148,7 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         # skips the playbooks when that box holds this definition, and runs them when it does not.
         box_name, box_version, box_url = spec.prebuilt.name, spec.prebuilt.version, spec.prebuilt.catalog
         checksum_type = checksum = ""
-    inputs, input_dirs = provision.rendered_inputs(box, vagrantfile_dir)
+    inputs, input_dirs = playbooks.rendered_inputs(box, vagrantfile_dir)
     names = box.machine_names()
     folders = []
     # A relative src is the project's (the directory holding boxes/), not the work directory's; the
@@ -189,18 +189,18 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "boot_timeout_qemu": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "qemu"),
         "machines": machines,
         "synced_folders": folders,
-        "provision": bool(provision.all_playbooks(box)),
+        "provision": bool(playbooks.all_playbooks(box)),
         "inputs": inputs,
         "input_dirs": input_dirs,
-        "site_playbook": f"{provision.PROVISION_DIR}/site.yml",
-        "ansible_config": f"{provision.PROVISION_DIR}/ansible.cfg",
+        "site_playbook": f"{playbooks.PROVISION_DIR}/site.yml",
+        "ansible_config": f"{playbooks.PROVISION_DIR}/ansible.cfg",
         "ssh_keepalive": [f"-o {key}={value}" for key, value in remote.KEEPALIVE.items()],
         # Plain `vagrant up` installs the requirements through Vagrant's own galaxy support, into the
         # directory vagabond's route installs them to (the first requirements file: Vagrant takes one).
-        "galaxy_role_file": provision.relative_requirements(box, vagrantfile_dir),
-        "galaxy_roles_path": f"{provision.PROVISION_DIR}/{ansiblecfg.GALAXY}/roles",
-        "groups": {provision.GROUP: names},
-        "host_vars": {name: dict(provision.HOST_VARS) for name in names},
+        "galaxy_role_file": playbooks.relative_requirements(box, vagrantfile_dir),
+        "galaxy_roles_path": f"{playbooks.PROVISION_DIR}/{ansiblecfg.GALAXY}/roles",
+        "groups": {playbooks.GROUP: names},
+        "host_vars": {name: dict(playbooks.HOST_VARS) for name in names},
     }
 
 
@@ -233,7 +233,7 @@ def write(box: Box, options: RenderOptions, directory: Path, *, force: bool = Fa
             raise UsageError(f"{output} exists and was not rendered by vagabond; nothing was written",
                              hint="use --force to replace it, or render into another directory (-o DIR)")  # fmt: skip
     files.make_dirs(directory)
-    changed = provision.write_provisioning(box, directory)
+    changed = playbooks.write_provisioning(box, directory)
     if files.write_if_changed(output, text):
         changed.insert(0, "Vagrantfile")
     return changed

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vagabond import ui
 from vagabond.host import libvirt
-from vagabond.vm import lifecycle, logs, provision, remote
+from vagabond.vm import lifecycle, logs, playbooks, remote
 from vagabond.spec.schema import Box
 from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
 from vagabond.vm.workdir import Workdir
@@ -86,7 +86,7 @@ def _converge_and_verify(result: Result, box: Box, wd: Workdir, opts: lifecycle.
     if _timed(up, lambda: lifecycle.up(box, wd, opts)):
         if not idempotence:
             _phase(result, "idempotence", "idempotence", "skipped: --no-idempotence")
-        elif not provision.all_playbooks(box):
+        elif not playbooks.all_playbooks(box):
             _phase(result, "idempotence", "idempotence", "skipped: the box has no playbooks")
         else:
             _timed(_phase(result, "idempotence", "idempotence"), lambda: lifecycle.check_idempotence(box, wd, opts.extra_vars))

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from vagabond import files, interrupts, process, timeouts, ui
-from vagabond.boxes import images
+from vagabond.boxes import archive, diskimage, guest
 from vagabond.host import libvirt
 from vagabond.publish import versions
 from vagabond.vm import lifecycle, playbooks, remote
@@ -56,7 +56,7 @@ def flatten_and_compact(disk: Path, img: Path) -> None:
     """The halted guest's disk (an overlay on its base) -> one sparse qcow2 holding only live data.
 
     As root, the disk goes through a raw copy whose ext file systems get a fresh journal and have
-    their free blocks discarded (images.compact_filesystems); without root, only the guest's own
+    their free blocks discarded (diskimage.compact_filesystems); without root, only the guest's own
     fstrim has run. The qcow2 is left uncompressed: the box is compressed as a whole (xz)."""
     raw = img.with_suffix(".raw")
     try:
@@ -69,13 +69,13 @@ def flatten_and_compact(disk: Path, img: Path) -> None:
             done = []
         else:
             with ui.step("compact file systems (fresh journal, discard free blocks)"):
-                done = images.compact_filesystems(raw)
+                done = diskimage.compact_filesystems(raw)
         after = raw.stat().st_blocks * 512
         # XFS and other file systems (EL images) keep what the guest's fstrim discarded before the halt.
         how = f"compacted {', '.join(done)}" if done else "no ext file system to compact; the guest's fstrim discarded free blocks"
         ui.info(f"disk: {before / 2**20:.0f} MiB allocated after the guest's fstrim, {after / 2**20:.0f} MiB after "
                 f"compaction ({(before - after) / 2**20:.0f} MiB less; {how})")  # fmt: skip
-        images.convert_to_qcow2(raw, img, compress=False)
+        diskimage.convert_to_qcow2(raw, img, compress=False)
     finally:
         raw.unlink(missing_ok=True)
 
@@ -123,7 +123,7 @@ def default_name(box: Box) -> str:
     return box.spec.prebuilt.name if box.spec.prebuilt else f"vagabond/{box.name}"
 
 
-def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version: str | None = None) -> dict:
+def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, version: str | None = None) -> dict:
     """Base box + playbooks -> a prebuilt dependency box: up, provision, verify, clean, halt,
     flatten the disk into a compressed qcow2, write the box and its description, destroy the VM."""
     version = versions.check_version(version or time.strftime("%Y%m%d.%H%M%S", time.gmtime()))
@@ -142,7 +142,7 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
             remote.check(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], timeout=timeouts.GUEST_CLEANUP)
         # The build VM took only its own key; the box goes out with Vagrant's insecure one again, so
         # plain `vagrant up` gets in (and vagabond up hands each VM of it a key of its own).
-        restore = f"printf '%s\\n' {shlex.quote(images.INSECURE_PUBLIC_KEY)} > /home/vagrant/.ssh/authorized_keys"
+        restore = f"printf '%s\\n' {shlex.quote(guest.INSECURE_PUBLIC_KEY)} > /home/vagrant/.ssh/authorized_keys"
         remote.check(wd, machine, ["sudo", "-n", "sh", "-c", restore])
         lifecycle.halt(box, wd)
         domain = wd.domain(machine)
@@ -151,9 +151,9 @@ def build(box: Box, wd: Workdir, opts: lifecycle.Options, *, out: Path, version:
             raise VagabondError(f"domain {domain} has no disk to package")
         out.mkdir(parents=True, exist_ok=True)
         flatten_and_compact(Path(disks[0]), img)
-        virtual = images.image_info(img)["virtual-size"]
+        virtual = diskimage.image_info(img)["virtual-size"]
         with ui.step("write the box (tar, xz)"):
-            images.write_box(img, target, virtual_size_gib=max(1, -(-virtual // 2**30)), xz=True)
+            archive.write_box(img, target, virtual_size_gib=max(1, -(-virtual // 2**30)), xz=True)
         img.unlink()
         base = box.spec.base
         state = wd.read_state()

@@ -8,6 +8,11 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent
 
 
+def package_dir() -> Path:
+    """The vagabond package's own directory (where a release keeps its _origin.json)."""
+    return _PACKAGE
+
+
 def data_dir() -> Path:
     """The directory holding Vagrantfile.j2, boxes/ and playbooks/.
 

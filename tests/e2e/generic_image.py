@@ -7,22 +7,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from vagabond import paths
-from vagabond.boxes import base, images
+from vagabond.boxes import diskimage, guest, mmdebstrap
 from vagabond.spec.schema import MmdebstrapBase
 
 
 def build_generic_image() -> Path:
-    target = paths.cache_dir() / "images" / f"debian12-genericcloud-gpt-r{base.RECIPE_VERSION}.qcow2"
+    target = paths.cache_dir() / "images" / f"debian12-genericcloud-gpt-r{guest.RECIPE_VERSION}.qcow2"
     if target.is_file():
         return target
     spec = MmdebstrapBase(kind="mmdebstrap", suite="bookworm", box="test/generic", packages=["cloud-init", "cloud-guest-utils", "fdisk"], disk=4)
-    rootfs = base.rootfs(spec)
+    rootfs = mmdebstrap.rootfs(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with images.scratch_dir(target.parent, "generic-") as tmp:
+    with diskimage.scratch_dir(target.parent, "generic-") as tmp:
         raw = tmp / "disk.raw"
-        base.make_disk(raw, rootfs, spec.disk, kernel_out=tmp / "vmlinuz", vagrant_user=False, gpt=True)
+        mmdebstrap.make_disk(raw, rootfs, spec.disk, kernel_out=tmp / "vmlinuz", vagrant_user=False, gpt=True)
         partial = target.with_suffix(".partial")
-        images.convert_to_qcow2(raw, partial)
+        diskimage.convert_to_qcow2(raw, partial)
         partial.replace(target)
     return target
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.conftest import ours
 from vagabond import process
-from vagabond.boxes import images
+from vagabond.boxes import archive
 from vagabond.vm.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.real, pytest.mark.slow]
 def test_guest_that_never_gets_an_ip_fails_in_time_and_leaves_nothing(vagabond, tmp_path):
     # An empty disk: SeaBIOS finds nothing to boot, so no DHCP lease ever comes.
     process.check(["qemu-img", "create", "-q", "-f", "qcow2", tmp_path / "box.img", "64M"])
-    box = images.write_box(tmp_path / "box.img", tmp_path / "noboot.box", virtual_size_gib=1)
+    box = archive.write_box(tmp_path / "box.img", tmp_path / "noboot.box", virtual_size_gib=1)
     subprocess.run(["vagrant", "box", "add", "--force", "--name", "vagabond-test/noboot", str(box)],
                    check=True, capture_output=True)  # fmt: skip
     (vagabond.cwd / "boxes" / "noboot.yaml").write_text(

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import ours
 from vagabond import build, process
-from vagabond.boxes import images
+from vagabond.boxes import archive
 from vagabond.spec import boxfile
 from vagabond.vm import playbooks
 from vagabond.vm.workdir import domain_prefix
@@ -32,7 +32,7 @@ def test_tampered_prebuilt_box_falls_back_to_the_base_box(vagabond, catalog_serv
     )
     # A catalog entry that matches this definition, for a box file altered after publishing.
     process.check(["qemu-img", "create", "-q", "-f", "qcow2", tmp_path / "box.img", "16M"])
-    box_file = images.write_box(tmp_path / "box.img", tmp_path / "tampered.box", virtual_size_gib=1)
+    box_file = archive.write_box(tmp_path / "box.img", tmp_path / "tampered.box", virtual_size_gib=1)
     digest = playbooks.definition_digest(boxfile.find_box(BOX, vagabond.cwd / "boxes"))
     build.describe(box_file, name=NAME, version="1.0.0", digest=digest)
     vagabond("publish", str(box_file), "--catalog", str(root / "tampered"), "--base-url", f"{http}/tampered")

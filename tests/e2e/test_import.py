@@ -8,7 +8,8 @@ import pytest
 
 from tests.e2e.conftest import cache_dir, ours
 from tests.e2e.generic_image import build_generic_image
-from vagabond.boxes import images
+from vagabond import files
+from vagabond.boxes import diskimage
 from vagabond.vm.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -25,7 +26,7 @@ def test_cloud_image_base_boots_with_vagrant_user(vagabond):
     image = build_generic_image()
     (vagabond.cwd / "boxes" / "debian12-cloud.yaml").write_text(
         "description: Debian 12 from a generic cloud image\n"
-        f"base:\n  kind: image\n  image: {image}\n  checksum: sha256:{images.sha256_file(image)}\n  box: test/debian12-cloud\n"
+        f"base:\n  kind: image\n  image: {image}\n  checksum: sha256:{files.sha256_file(image)}\n  box: test/debian12-cloud\n"
         "guest: debian\nresources: {memory: 1024, cpus: 2, disk: 8}\n"
     )
     # Imports are cached per image: drop an earlier one so this run really imports.
@@ -40,7 +41,7 @@ def test_cloud_image_base_boots_with_vagrant_user(vagabond):
         # The image's layout, as distributions make them: GPT, GRUB's BIOS boot partition, root last,
         # grown by cloud-init's growpart from the image's 4 GiB to the 8 GiB the box asks for.
         layout = vagabond("run", "debian12-cloud", "--", "sudo", "-n", "sfdisk", "--dump", "/dev/vda").stdout
-        assert "label: gpt" in layout and f"type={images.BIOS_BOOT_PARTITION}" in layout
+        assert "label: gpt" in layout and f"type={diskimage.BIOS_BOOT_PARTITION}" in layout
         root = vagabond("run", "debian12-cloud", "--", "findmnt", "-no", "SOURCE", "/").stdout.strip()
         assert root == "/dev/vda2", root
         size = int(vagabond("run", "debian12-cloud", "--", "df", "--output=size", "-B1", "/").stdout.split()[-1])

@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import ours
 from tests.e2e.generic_image import build_generic_image
 from vagabond import files
-from vagabond.boxes import images
+from vagabond.boxes import diskimage
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -72,7 +72,7 @@ def loop_devices_of(path: Path) -> str:
 
 
 def mounts_below(path: Path) -> list[str]:
-    return images.mounts_under(path)
+    return diskimage.mounts_under(path)
 
 
 def test_base_build_cancelled_in_each_phase_leaves_nothing_and_then_builds(vagabond, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import require_tool
 from vagabond import files, process
-from vagabond.boxes import base, images
+from vagabond.boxes import archive, vagrant
 from vagabond.publish import stores, transaction
 from vagabond.spec.schema import VagrantBase
 from vagabond.errors import CommandFailed, PublishError
@@ -55,7 +55,7 @@ def tiny_box(tmp_path_factory) -> Path:
     require_tool("qemu-img")
     work = tmp_path_factory.mktemp("tinybox")
     process.check(["qemu-img", "create", "-q", "-f", "qcow2", work / "box.img", "16M"])
-    return images.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
+    return archive.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
 
 
 def make_version(tiny_box: Path, tmp: Path, version: str) -> Path:
@@ -171,17 +171,17 @@ def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(tiny_box, 
     listed = lambda: process.check(["vagrant", "box", "list"], env=vagrant_home).stdout  # noqa: E731
     wrong = VagrantBase(box="org/base", url=f"{http}/base.box", checksum="sha256:" + "0" * 64)
     with pytest.raises(CommandFailed, match="vagrant box add"):
-        base.download_vagrant_base(wrong)
+        vagrant.download(wrong)
     assert "org/base" not in listed(), "a box that fails its checksum is not kept"
     right = VagrantBase(box="org/base", url=f"{http}/base.box", checksum=f"sha256:{files.sha256_file(tiny_box)}")
-    assert base.download_vagrant_base(right) is True
+    assert vagrant.download(right) is True
     assert "org/base (libvirt, 0" in listed()
-    assert base.download_vagrant_base(right) is False, "a box in the store is used as it is"
+    assert vagrant.download(right) is False, "a box in the store is used as it is"
     # From a catalog, with a version constraint: the newest version that fits.
     for version in ("3.1.0", "4.0.0"):
         transaction.publish(make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat")
     fitting = VagrantBase(box="vagabond-test/tiny", url=f"{http}/basecat/metadata.json", version="~> 3.0")
-    assert base.download_vagrant_base(fitting) is True
+    assert vagrant.download(fitting) is True
     assert "vagabond-test/tiny (libvirt, 3.1.0" in listed() and "4.0.0" not in listed()
 
 
@@ -351,7 +351,7 @@ def test_a_publish_cancelled_during_the_upload_leaves_no_file_behind(tmp_path):
     work.mkdir()
     with open(work / "box.img", "wb") as fh:
         fh.truncate(1024**3)  # 1 GiB: the copy takes long enough to be caught in the middle
-    box = images.write_box(work / "box.img", work / "big.box", virtual_size_gib=1)
+    box = archive.write_box(work / "box.img", work / "big.box", virtual_size_gib=1)
     (work / "box.img").unlink()
     cat = tmp_path / "cat"
     transaction.publish(make_version(box, tmp_path, "1.0.0"), str(cat))  # an earlier version stays as it is

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from vagabond.boxes import images
+from vagabond.boxes import archive, diskimage
 
 pytestmark = pytest.mark.real
 
@@ -25,10 +25,10 @@ def disk(tmp_path):
         pytest.skip("REAL TOOL MISSING: loop devices need root")
     require_tool("losetup", "partx", "mkfs.ext4", "e2fsck", "tune2fs", "dumpe2fs", "qemu-img", "xz")
     raw = tmp_path / "disk.raw"
-    images.write_mbr(raw, 512 * 2**20)
+    diskimage.write_mbr(raw, 512 * 2**20)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    with images.attached(raw) as (_, parts):
+    with diskimage.attached(raw) as (_, parts):
         subprocess.run(["mkfs.ext4", "-q", parts[0]], check=True)
         subprocess.run(["mount", parts[0], mnt], check=True)
         try:
@@ -47,13 +47,13 @@ def test_compaction_keeps_live_data_and_drops_the_rest(disk, tmp_path):
     require_tool("setfattr", "getfattr")
     before = allocated_mib(disk)
     assert before > 200
-    compacted = images.compact_filesystems(disk)
+    compacted = diskimage.compact_filesystems(disk)
     assert len(compacted) == 1 and compacted[0].endswith("p1 (ext4)")
     after = allocated_mib(disk)
     assert after < 50, f"{before:.0f} MiB allocated before, {after:.0f} MiB after"
     mnt = tmp_path / "check"
     mnt.mkdir()
-    with images.attached(disk) as (_, parts):
+    with diskimage.attached(disk) as (_, parts):
         assert subprocess.run(["e2fsck", "-fn", parts[0]], capture_output=True).returncode == 0
         assert "has_journal" in subprocess.run(["dumpe2fs", "-h", parts[0]], capture_output=True, text=True).stdout
         subprocess.run(["mount", "-o", "ro", parts[0], mnt], check=True)
@@ -67,10 +67,10 @@ def test_compaction_keeps_live_data_and_drops_the_rest(disk, tmp_path):
 
 
 def test_xz_box_is_a_tar_vagrant_can_unpack(disk, tmp_path):
-    images.compact_filesystems(disk)
+    diskimage.compact_filesystems(disk)
     img = tmp_path / "box.img"
-    images.convert_to_qcow2(disk, img, compress=False)
-    box = images.write_box(img, tmp_path / "x.box", virtual_size_gib=1, xz=True)
+    diskimage.convert_to_qcow2(disk, img, compress=False)
+    box = archive.write_box(img, tmp_path / "x.box", virtual_size_gib=1, xz=True)
     assert box.read_bytes()[:6] == b"\xfd7zXZ\x00"
     listing = subprocess.run(["xz", "--list", "-vv", box], capture_output=True, text=True, check=True).stdout
     assert "--lzma2=dict=256MiB" in listing, listing  # the large dictionary, not -9's 64 MiB
@@ -80,7 +80,7 @@ def test_xz_box_is_a_tar_vagrant_can_unpack(disk, tmp_path):
     out.mkdir()
     # The same command Vagrant runs to unpack a box it adds.
     subprocess.run(["bsdtar", "--no-same-owner", "--no-same-permissions", "-x", "-m", "-C", out, "-f", box], check=True)
-    assert images.image_info(out / "box.img")["format"] == "qcow2"
+    assert diskimage.image_info(out / "box.img")["format"] == "qcow2"
 
 
 def test_a_gpt_disk_like_a_cloud_image(tmp_path):
@@ -89,13 +89,13 @@ def test_a_gpt_disk_like_a_cloud_image(tmp_path):
         pytest.skip("REAL TOOL MISSING: loop devices need root")
     require_tool("losetup", "partx", "sfdisk")
     raw = tmp_path / "disk.raw"
-    images.write_gpt(raw, 256 * 2**20)
+    diskimage.write_gpt(raw, 256 * 2**20)
     dump = subprocess.run(["sfdisk", "--dump", str(raw)], capture_output=True, text=True, check=True).stdout
     assert "label: gpt" in dump
     lines = [line for line in dump.splitlines() if line.startswith(str(raw))]
-    assert len(lines) == 2 and f"type={images.BIOS_BOOT_PARTITION}" in lines[0] and "size=        2048" in lines[0]
+    assert len(lines) == 2 and f"type={diskimage.BIOS_BOOT_PARTITION}" in lines[0] and "size=        2048" in lines[0]
     assert "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4" in lines[1]
-    with images.attached(raw) as (_, parts):
+    with diskimage.attached(raw) as (_, parts):
         assert len(parts) == 2
         size = int(subprocess.run(["blockdev", "--getsize64", parts[-1]], capture_output=True, text=True, check=True).stdout)
         assert 250 * 2**20 < size < 256 * 2**20, "the root partition fills the rest of the disk"

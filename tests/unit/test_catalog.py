@@ -12,6 +12,7 @@ from tests.conftest import write_box
 from vagabond import paths
 from vagabond.publish import documents, read, s3, stores, versions
 from vagabond.spec import boxfile
+from vagabond.publish.read import Published
 from vagabond.vm import playbooks, render
 from vagabond.publish.documents import Archive
 from vagabond.cli.app import app
@@ -181,7 +182,7 @@ def test_open_store_refuses_http_targets():
 
 def test_render_with_prebuilt_source():
     b = boxfile.find_box("debian12-selinux", paths.shipped_boxes_dir())
-    text = render.render(b, render.RenderOptions(source=render.BoxSource("org/deps", "4", "http://h/metadata.json")), Path("/"))
+    text = render.render(b, render.RenderOptions(source=Published("org/deps", "4", "http://h/metadata.json")), Path("/"))
     assert "config.vm.box = 'org/deps'" in text
     assert "config.vm.box_version = '= 4'" in text
     assert "config.vm.box_url = 'http://h/metadata.json'" in text

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_box
 from vagabond import paths
-from vagabond.boxes import images
+from vagabond.boxes import made
 from vagabond.host import detect
 from vagabond.cli.app import _reflow, app
 from vagabond.host.detect import HostFacts
@@ -300,8 +300,8 @@ def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
     cached = tmp_path / "cache" / "debian12.box"
     cached.parent.mkdir()
     cached.write_bytes(b"box bytes" * 1000)
-    built = images.BaseBox("vagabond/debian12", "20261127.1", cached, tmp_path / "m.json", "00")
-    monkeypatch.setattr("vagabond.boxes.base.build", lambda box, force: built)
+    built = made.MadeBase("vagabond/debian12", "20261127.1", cached, tmp_path / "m.json", "00")
+    monkeypatch.setattr("vagabond.boxes.mmdebstrap.build", lambda box, force: built)
     result = runner.invoke(app, ["base", "build", "debian12", "--no-add", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     copy = tmp_path / "out" / "vagabond-debian12-20261127.1.box"
@@ -342,8 +342,8 @@ def test_import_by_box_file_says_what_it_takes(args, message, tmp_path, monkeypa
 def test_import_by_box_file_imports_its_base(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     seen = []
-    monkeypatch.setattr("vagabond.boxes.base.imported", lambda box: seen.append(box) or SimpleNamespace(box_file=tmp_path / "x.box"))
-    monkeypatch.setattr("vagabond.boxes.base.add_to_store", lambda built: built)
+    monkeypatch.setattr("vagabond.boxes.cloudimage.imported", lambda box: seen.append(box) or SimpleNamespace(box_file=tmp_path / "x.box"))
+    monkeypatch.setattr("vagabond.boxes.made.add_to_store", lambda built: built)
     result = runner.invoke(app, ["import", "alma9-fips"])
     assert result.exit_code == 0, result.output
     assert [b.name for b in seen] == ["alma9-fips"] and result.stdout.strip() == str(tmp_path / "x.box")

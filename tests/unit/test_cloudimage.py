@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vagabond import paths
-from vagabond.boxes import cloudimage, images
+from vagabond.boxes import cloudimage, guest
 from vagabond.spec import boxfile
 from vagabond.cli.app import app
 from vagabond.errors import UsageError, VagabondError
@@ -25,7 +25,7 @@ def test_user_data_makes_the_vagrant_user_and_a_self_cleaning_unit():
     config = json.loads(text.split("\n", 1)[1])
     vagrant = next(u for u in config["users"] if isinstance(u, dict))
     assert vagrant["name"] == "vagrant" and vagrant["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
-    assert vagrant["ssh_authorized_keys"] == [images.INSECURE_PUBLIC_KEY]
+    assert vagrant["ssh_authorized_keys"] == [guest.INSECURE_PUBLIC_KEY]
     finish = next(f for f in config["write_files"] if f["path"].endswith("vagabond-finish.service"))
     assert "After=cloud-final.service" in finish["content"] and "cloud-init clean --logs" in finish["content"]
     assert "rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*" in finish["content"]

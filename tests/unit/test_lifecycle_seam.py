@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import write_box
 from vagabond import paths, process
-from vagabond.boxes import images
+from vagabond.boxes import archive, diskimage
 from vagabond.spec import boxfile
 from vagabond.vm import playbooks, provision, remote
 from vagabond.errors import Busy, NotRunning, UsageError
@@ -114,14 +114,14 @@ def test_prefix_depends_on_workdir(project):
 
 def test_mbr_and_box_archive(tmp_path):
     disk = tmp_path / "disk.raw"
-    images.write_mbr(disk, 64 * 2**20)
+    diskimage.write_mbr(disk, 64 * 2**20)
     raw = disk.read_bytes()[:512]
     status, _, ptype, _, start, count = struct.unpack("<B3sB3sII", raw[446:462])
     assert (status, ptype, start, count) == (0x80, 0x83, 2048, 64 * 2048 - 2048)
     assert raw[510:] == b"\x55\xaa"
     img = tmp_path / "box.img"
     img.write_bytes(b"qcow")
-    box = images.write_box(img, tmp_path / "x.box", virtual_size_gib=8)
+    box = archive.write_box(img, tmp_path / "x.box", virtual_size_gib=8)
     with tarfile.open(box) as tar:
         assert sorted(tar.getnames()) == ["Vagrantfile", "box.img", "metadata.json"]
         meta = json.load(tar.extractfile("metadata.json"))
@@ -132,7 +132,7 @@ def test_mbr_and_box_archive(tmp_path):
 
 def test_catalog_format(tmp_path):
     path = tmp_path / "metadata.json"
-    images.write_catalog(path, name="vagabond/debian12", description="d", version="1.0", box_url="file:///x.box", sha256="ab")
+    archive.write_catalog(path, name="vagabond/debian12", description="d", version="1.0", box_url="file:///x.box", sha256="ab")
     catalog = json.loads(path.read_text())
     (provider,) = catalog["versions"][0]["providers"]
     assert provider == {"name": "libvirt", "url": "file:///x.box", "checksum_type": "sha256", "checksum": "ab",

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from vagabond.boxes import images
+from vagabond.boxes import archive
 from vagabond.publish import read
 from vagabond.cli.app import app
 from vagabond.errors import EXIT_CODES
@@ -142,7 +142,7 @@ urls = st.one_of(st.text(max_size=30), st.sampled_from(["file:///etc/passwd", "C
 def tiny_box(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
     (work / "box.img").write_bytes(b"disk")
-    return images.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
+    return archive.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vagabond import files
-from vagabond.boxes import images
+from vagabond.boxes import archive
 from vagabond.publish import stores, transaction
 from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
@@ -21,7 +21,7 @@ NAME = "org/tiny"
 
 def make_box(tmp: Path, version: str, content: bytes = b"disk") -> Path:
     (tmp / "box.img").write_bytes(content)
-    box = images.write_box(tmp / "box.img", tmp / f"tiny-{version}-{len(content)}.box", virtual_size_gib=1)
+    box = archive.write_box(tmp / "box.img", tmp / f"tiny-{version}-{len(content)}.box", virtual_size_gib=1)
     box.with_name(box.name + ".json").write_text(json.dumps(
         {"name": NAME, "version": version, "sha256": files.sha256_file(box), "definition_digest": "d" * 64}))
     return box

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO, write_box
 from vagabond import paths
 from vagabond.spec import boxfile, project
+from vagabond.publish.read import Published
 from vagabond.vm import playbooks, render, workdir
 from vagabond.errors import RenderError
 
@@ -240,5 +241,5 @@ def test_the_base_box_when_vagabond_found_no_usable_prebuilt_one(project):
     lifecycle.render_workdir(wd, None)
     text = (wd.path / "Vagrantfile").read_text()
     assert "config.vm.box = 'a/b'" in text and "127.0.0.1:1" not in text
-    lifecycle.render_workdir(wd, render.BoxSource("org/p", "1.2", "http://127.0.0.1:1/p.json"))
+    lifecycle.render_workdir(wd, Published("org/p", "1.2", "http://127.0.0.1:1/p.json"))
     assert "config.vm.box = 'org/p'" in (wd.path / "Vagrantfile").read_text()

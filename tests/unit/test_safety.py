@@ -261,18 +261,18 @@ def test_pruning_deletes_the_pruned_versions_own_file(tmp_path):
 def test_a_cached_base_box_is_checked_again_once_its_file_changed(tmp_path):
     """A CI cache restores files vagabond did not write: a base box that no longer matches the
     sha256 it was made with is not used (it is made again)."""
-    from vagabond.boxes import images
+    from vagabond.boxes import made
 
     box_file = tmp_path / "b.box"
     box_file.write_bytes(b"box")
     (tmp_path / "metadata.json").write_text("{}")
-    made = images.BaseBox("vagabond/x", "1", box_file, tmp_path / "metadata.json", files.sha256_file(box_file))
-    made.save(tmp_path)
-    assert images.BaseBox.load(tmp_path) == made
+    base = made.MadeBase("vagabond/x", "1", box_file, tmp_path / "metadata.json", files.sha256_file(box_file))
+    base.save(tmp_path)
+    assert made.MadeBase.load(tmp_path) == base
     box_file.write_bytes(b"bad")  # same size, other content
-    assert images.BaseBox.load(tmp_path) is None
+    assert made.MadeBase.load(tmp_path) is None
     box_file.write_bytes(b"box")  # restored as it was: checked once more, then trusted
-    assert images.BaseBox.load(tmp_path) == made
+    assert made.MadeBase.load(tmp_path) == base
 
 
 @pytest.mark.parametrize(("member", "kind"), [("../escape", "outside the box"), ("/etc/cron.d/x", "absolute"),

@@ -12,10 +12,11 @@ import urllib.request
 from pathlib import Path
 
 from vagabond import files, paths, process, timeouts, ui
-from vagabond.boxes import images
+from vagabond.boxes import archive, diskimage, guest
 from vagabond.host import detect
 from vagabond.errors import UsageError, VagabondError
-from vagabond.boxes.images import BaseBox
+from vagabond.boxes.made import MadeBase
+from vagabond.spec.schema import Box
 
 # Runs once cloud-init has finished (After=cloud-final), then powers the guest off: the next boot
 # starts from a clean cloud-init state, with no machine-id, no SSH host keys and no logs.
@@ -54,21 +55,21 @@ def user_data() -> str:
                 "shell": "/bin/bash",
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,
-                "ssh_authorized_keys": [images.INSECURE_PUBLIC_KEY],
+                "ssh_authorized_keys": [guest.INSECURE_PUBLIC_KEY],
             },
         ],
         "ssh_pwauth": False,
         "write_files": [
             {"path": "/etc/systemd/system/vagabond-finish.service", "content": FINISH_UNIT},
-            {"path": "/etc/systemd/system/ssh.service.d/host-keys.conf", "content": images.SSH_KEYGEN_DROPIN},
-            {"path": "/etc/systemd/system/sshd.service.d/host-keys.conf", "content": images.SSH_KEYGEN_DROPIN},
+            {"path": "/etc/systemd/system/ssh.service.d/host-keys.conf", "content": guest.SSH_KEYGEN_DROPIN},
+            {"path": "/etc/systemd/system/sshd.service.d/host-keys.conf", "content": guest.SSH_KEYGEN_DROPIN},
             {"path": CENTOS7_REPOS_STAGED, "content": CENTOS7_REPOS},
-            {"path": images.AUTHORIZED_KEY_SCRIPT_PATH, "content": images.AUTHORIZED_KEY_SCRIPT, "permissions": "0755"},
-            {"path": f"/etc/systemd/system/{images.AUTHORIZED_KEY_UNIT_NAME}", "content": images.AUTHORIZED_KEY_UNIT},
-            {"path": "/etc/ssh/sshd_config.d/50-vagabond.conf", "content": images.SSHD_DROPIN},
+            {"path": guest.AUTHORIZED_KEY_SCRIPT_PATH, "content": guest.AUTHORIZED_KEY_SCRIPT, "permissions": "0755"},
+            {"path": f"/etc/systemd/system/{guest.AUTHORIZED_KEY_UNIT_NAME}", "content": guest.AUTHORIZED_KEY_UNIT},
+            {"path": "/etc/ssh/sshd_config.d/50-vagabond.conf", "content": guest.SSHD_DROPIN},
         ],
         "runcmd": [["sh", "-c", CENTOS7_SWITCH], ["systemctl", "daemon-reload"],
-                   ["systemctl", "enable", images.AUTHORIZED_KEY_UNIT_NAME],
+                   ["systemctl", "enable", guest.AUTHORIZED_KEY_UNIT_NAME],
                    ["systemctl", "start", "--no-block", "vagabond-finish.service"]],
     }
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"  # JSON is valid YAML
@@ -183,7 +184,7 @@ def fetch(image: str, checksum: str | None, dest_dir: Path, checksums_url: str |
 
 
 def import_image(name: str, image: str, *, checksum: str | None = None, checksums_url: str | None = None,
-                 out: Path | None = None, driver: str | None = None, disk_gib: int | None = None) -> BaseBox:  # fmt: skip
+                 out: Path | None = None, driver: str | None = None, disk_gib: int | None = None) -> MadeBase:  # fmt: skip
     """Cloud image -> vagrant-libvirt box in the cache (or --out), with a catalog to add it from.
     With disk_gib, a smaller image is grown to that size before its first boot, where cloud-init's
     growpart and resizefs extend the root partition and its file system."""
@@ -193,11 +194,11 @@ def import_image(name: str, image: str, *, checksum: str | None = None, checksum
     if not process.which("cloud-localds"):
         raise UsageError("'cloud-localds' is needed to import cloud images", hint="apt-get install cloud-image-utils")
     decision = detect.choose_driver(driver)
-    with images.scratch_dir(out_dir, "vagabond-import-") as work:
+    with diskimage.scratch_dir(out_dir, "vagabond-import-") as work:
         disk = work / "disk.qcow2"
         with ui.step(f"copy {source.name}"):
             process.check(["qemu-img", "convert", "-O", "qcow2", str(source), str(disk)], timeout=timeouts.IMAGE)
-        if disk_gib and images.image_info(disk)["virtual-size"] < disk_gib * 2**30:
+        if disk_gib and diskimage.image_info(disk)["virtual-size"] < disk_gib * 2**30:
             process.check(["qemu-img", "resize", str(disk), f"{disk_gib}G"], timeout=timeouts.TOOL)
         (work / "user-data").write_text(user_data())
         (work / "meta-data").write_text(f"instance-id: vagabond-import-{int(time.time())}\nlocal-hostname: vagabond\n")
@@ -223,15 +224,66 @@ def import_image(name: str, image: str, *, checksum: str | None = None, checksum
             ui.info(f"the image's console is not on the serial port: cannot confirm cloud-init finished ({console})")
         box_img = work / "box.img"
         with ui.step("qemu-img convert to compressed qcow2"):
-            images.convert_to_qcow2(disk, box_img)
-        virtual = images.image_info(box_img)["virtual-size"]
+            diskimage.convert_to_qcow2(disk, box_img)
+        virtual = diskimage.image_info(box_img)["virtual-size"]
         version = time.strftime("%Y%m%d.%H%M%S", time.gmtime())
         box_file = out_dir / f"{name.replace('/', '-')}.box"
-        images.write_box(box_img, box_file, virtual_size_gib=max(1, -(-virtual // 2**30)))
+        archive.write_box(box_img, box_file, virtual_size_gib=max(1, -(-virtual // 2**30)))
     sha = files.sha256_file(box_file)
     catalog = out_dir / "metadata.json"
-    images.write_catalog(catalog, name=name, description=f"imported from {image}", version=version,
+    archive.write_catalog(catalog, name=name, description=f"imported from {image}", version=version,
                          box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip
-    result = BaseBox(name=name, version=version, box_file=box_file, catalog=catalog, sha256=sha)
+    result = MadeBase(name=name, version=version, box_file=box_file, catalog=catalog, sha256=sha)
     ui.info(f"imported {name} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
     return result
+
+
+# --- the kind's face (vagabond.boxes.kinds) --------------------------------------------------------
+
+
+def import_key(box: Box) -> str:
+    """What identifies an imported image's box: its content (the pinned checksum, else the checksum
+    file and the image's name, else the image), the disk the box's largest machine asks for (the
+    import grows the image to it before its first boot, and cloud-init's growpart fills it) and
+    what the import boot's cloud-config does."""
+    spec = box.spec.base
+    if spec.checksum:
+        identity: object = spec.checksum
+    elif spec.checksums_url:
+        identity = [spec.checksums_url, Path(spec.image).name]
+    else:
+        identity = spec.image
+    disk = max(res.disk for _, _, res, _ in box.machine_specs())
+    boot = hashlib.sha256(user_data().encode()).hexdigest()  # what the import boot does to the image
+    return hashlib.sha256(json.dumps([guest.RECIPE_VERSION, identity, disk, boot]).encode()).hexdigest()[:12]
+
+
+def imported_dir(box: Box) -> Path:
+    return paths.cache_dir() / "boxes" / box.spec.base.box.replace("/", "-") / f"imported-{import_key(box)}"
+
+
+def imported(box: Box, image: str | None = None) -> MadeBase:
+    """The box's cloud image imported once, cached by what identifies its content (the pinned
+    checksum, else the checksum file and the image); ``image`` is a local copy to use instead of
+    the box file's URL, checked against the same checksum."""
+    spec = box.spec.base
+    out_dir = imported_dir(box)
+    if hit := MadeBase.load(out_dir):
+        return hit
+    result = import_image(spec.box, image or spec.image, checksum=spec.checksum,
+                                     checksums_url=spec.checksums_url, out=out_dir,
+                                     disk_gib=max(res.disk for _, _, res, _ in box.machine_specs()))  # fmt: skip
+    result.save(out_dir)
+    return result
+
+
+def cache_key(box: Box) -> str:
+    return f"vagabond-base-{files.safe_name(box.spec.base.box)}-imported-{import_key(box)}"
+
+
+def cache_path(box: Box) -> Path:
+    return imported_dir(box)
+
+
+def make(box: Box, image: str | None = None) -> MadeBase:
+    return imported(box, image)

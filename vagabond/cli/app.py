@@ -16,11 +16,11 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from vagabond import __version__, build, errors, files, interrupts, paths, ui
-from vagabond.boxes import base, cloudimage
+from vagabond.boxes import cloudimage, kinds, made, mmdebstrap
 from vagabond.ci import workflow
 from vagabond.host import detect, doctor, install, prepare
 from vagabond.spec import boxfile, project, schema
-from vagabond.vm import gc, lifecycle, logs, remote, render, testrun
+from vagabond.vm import gc, lifecycle, logs, prebuilt, remote, render, status, testrun
 from vagabond.publish import transaction
 from vagabond.errors import VagabondError
 from vagabond.vm.workdir import Workdir
@@ -403,7 +403,7 @@ def up_(
     Example: vagabond up centos7-selinux && vagabond run centos7-selinux -- getenforce
     """
     definition, wd = _box_and_workdir(box, workdir)
-    opts = lifecycle.Options(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
+    opts = lifecycle.UpOptions(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
                              extra_vars=extra_vars or (), provision=not no_provision, prebuilt=not fresh,
                              boot_timeout=boot_timeout, logs_dir=paths.logs_on_failure_dir(logs_on_failure),
                              image=str(image) if image else None, sync_project=sync)  # fmt: skip
@@ -431,7 +431,7 @@ def run_(
     Example: vagabond run centos7-selinux -- make -C /src test
     """
     definition, wd = _box_and_workdir(box, workdir)
-    lifecycle.require_up(wd)
+    status.require_up(wd)
     # env: as of the last up or provision.
     argv = remote.ssh_argv(wd, machine or definition.primary(), command, env=wd.read_state().get("env"))
     logs_dir = paths.logs_on_failure_dir(logs_on_failure)
@@ -479,7 +479,7 @@ def test_(
     definition, wd = _box_and_workdir(box, workdir)
     if sync is not None and not sync.startswith("/"):
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
-    opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or (), prebuilt=not fresh,
+    opts = lifecycle.UpOptions(driver=driver.value if driver else None, extra_vars=extra_vars or (), prebuilt=not fresh,
                              logs_dir=paths.logs_on_failure_dir(logs_on_failure), image=str(image) if image else None,
                              sync_project=sync, keep_on_failure=keep)  # fmt: skip
     result = testrun.run(definition, wd, opts, command or [], keep=keep, idempotence=not no_idempotence,
@@ -521,7 +521,7 @@ def logs_(
 def ssh_(box: BoxArg, workdir: WorkdirOption = None, machine: MachineOption = None) -> None:
     """Open an interactive shell in the VM."""
     definition, wd = _box_and_workdir(box, workdir)
-    lifecycle.require_up(wd)
+    status.require_up(wd)
     raise typer.Exit(remote.interactive(wd, machine or definition.primary()))
 
 
@@ -578,7 +578,7 @@ def status_(
 ) -> None:
     """Show the VM's state per machine (from libvirt), its driver and whether it is provisioned."""
     definition, wd = _box_and_workdir(box, workdir)
-    result = lifecycle.status(definition, wd)
+    result = status.status(definition, wd)
     if github_output:
         sys.stdout.write(ui.github_outputs({"workdir": wd.path, "ssh-config": wd.ssh_config}))
         return
@@ -608,7 +608,7 @@ def ps_(as_json: JsonOption = False) -> None:
 
     Example: vagabond ps --json
     """
-    rows = lifecycle.running()
+    rows = status.running()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -645,7 +645,7 @@ def build_(
     Example (nightly): vagabond build centos7-selinux --out dist && vagabond publish dist/*.box --catalog s3://boxes/centos7
     """
     definition, wd = _box_and_workdir(box, workdir)
-    opts = lifecycle.Options(driver=driver.value if driver else None, extra_vars=extra_vars or (),
+    opts = lifecycle.UpOptions(driver=driver.value if driver else None, extra_vars=extra_vars or (),
                              logs_dir=paths.logs_on_failure_dir(logs_on_failure), image=str(image) if image else None)  # fmt: skip
     info = build.build(definition, wd, opts, out=out, version=version)
     print(json.dumps(info, indent=2) if as_json else info["path"])
@@ -679,12 +679,12 @@ def import_(
     Examples: vagabond import centos7-selinux; vagabond import local/rocky9 --image Rocky-9-GenericCloud.qcow2 --checksum sha256:...
     """
     if image is None:
-        result = base.imported(_image_box(name, checksum=checksum, checksums_url=checksums_url, out=out, driver=driver, disk=disk))
+        result = cloudimage.imported(_image_box(name, checksum=checksum, checksums_url=checksums_url, out=out, driver=driver, disk=disk))
     else:
         result = cloudimage.import_image(name, image, checksum=checksum, checksums_url=checksums_url, out=out,
                                          driver=driver.value if driver else None, disk_gib=disk)  # fmt: skip
     if add:
-        base.add_to_store(result)
+        made.add_to_store(result)
     print(result.box_file)
 
 
@@ -954,7 +954,7 @@ def prebuilt_(
 
     Example: vagabond prebuilt debian12-selinux --json
     """
-    result = lifecycle.current_prebuilt(boxfile.find_box(box, _box_dirs()))
+    result = prebuilt.current(boxfile.find_box(box, _box_dirs()))
     if github_output:
         sys.stdout.write(ui.github_outputs({key: result[key] for key in ("name", "version", "store")}))
     elif as_json:
@@ -984,9 +984,9 @@ def base_key(
     """
     definition = boxfile.find_box(box, _box_dirs())
     if github_output:
-        sys.stdout.write(ui.github_outputs({"base": base.cache_key(definition), "base-path": base.cache_path(definition) or ""}))
+        sys.stdout.write(ui.github_outputs({"base": kinds.cache_key(definition), "base-path": kinds.cache_path(definition) or ""}))
         return
-    print(base.cache_key(definition))
+    print(kinds.cache_key(definition))
 
 
 @base_app.command("build")
@@ -1003,10 +1003,10 @@ def base_build(
     NIC, python3 for Ansible, and no machine-id or SSH host keys (each VM makes its own).
     """
     definition = boxfile.find_box(box, _box_dirs())
-    built = base.build(definition, force=force)
+    built = mmdebstrap.build(definition, force=force)
     if add:
-        base.add_to_store(built)
-    print(base.copy_box(built, out) if out is not None else built.box_file)
+        made.add_to_store(built)
+    print(made.copy_box(built, out) if out is not None else built.box_file)
 
 
 

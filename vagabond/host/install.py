@@ -152,7 +152,7 @@ def source_checkout() -> Path | None:
 # Written into the package by vagabond's release workflow (.github/workflows/release.yml) before it
 # builds: the repository and commit a release was built from, so an installed release knows a
 # source every runner can install the same vagabond from. A checkout has none.
-RELEASE_ORIGIN = Path(__file__).with_name("_origin.json")
+RELEASE_ORIGIN = paths.package_dir() / "_origin.json"
 GITHUB = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?/?")
 COMMIT = re.compile(r"[0-9a-f]{40}")
 

@@ -15,12 +15,13 @@ from vagabond.publish.versions import satisfies, version_key
 
 
 @dataclass(frozen=True)
-class Prebuilt:
-    """A catalog version whose recorded definition digest matches the box as it is now."""
+class Published:
+    """A box version in a catalog: what Vagrant adds by name and version from the catalog's URL
+    (and what a work directory records of the prebuilt box its VM was made from)."""
 
     name: str
     version: str
-    catalog_url: str
+    url: str
 
 
 def fetch_metadata(url: str, timeout: float = timeouts.CATALOG) -> object:
@@ -31,7 +32,7 @@ def fetch_metadata(url: str, timeout: float = timeouts.CATALOG) -> object:
         return files.loads(resp.read(files.JSON_MAX_BYTES + 1), f"catalog {url}")
 
 
-def find_current(url: str, digest: str, name: str, constraint: str | None = None) -> tuple[Prebuilt | None, str]:
+def find_current(url: str, digest: str, name: str, constraint: str | None = None) -> tuple[Published | None, str]:
     """The newest version of box ``name`` built from this exact definition (among the versions the
     constraint allows), or None and the reason there is none. Whatever the catalog holds, the
     answer is one of the two, never an exception."""
@@ -64,7 +65,7 @@ def find_current(url: str, digest: str, name: str, constraint: str | None = None
     if urlparse(url).scheme == "http":
         ui.warning(f"catalog {url} is read over plain http: anyone on the way can change it, its checksums "
                    "included; serve it over https")  # fmt: skip
-    return Prebuilt(name, best["version"], url), f"prebuilt {name} {best['version']} matches this definition"
+    return Published(name, best["version"], url), f"prebuilt {name} {best['version']} matches this definition"
 
 
 def _checksummed(provider: dict) -> bool:

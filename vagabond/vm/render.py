@@ -12,12 +12,13 @@ from xml.sax.saxutils import escape
 import jinja2
 
 from vagabond import files, paths, timeouts
-from vagabond.boxes import images
+from vagabond.boxes import guest
 from vagabond.host import libvirt
 from vagabond.spec import project
 from vagabond.vm import ansiblecfg, playbooks, remote
 from vagabond.spec.schema import Box, SyncedFolder, VagrantBase
 from vagabond.errors import RenderError, UsageError
+from vagabond.publish.read import Published
 
 # A CPU model every qemu TCG build provides. RHEL 9 family boxes need x86-64-v2, so they ask for
 # a model with SSE4.2/POPCNT; the box decides through its guest family (see cpu_model_for).
@@ -109,18 +110,9 @@ def cpu_model_for(box: Box) -> str:
 
 
 @dataclass(frozen=True)
-class BoxSource:
-    """Where the VM's box comes from when it is not the box file's base (a prebuilt dependency box)."""
-
-    name: str
-    version: str
-    url: str
-
-
-@dataclass(frozen=True)
 class RenderOptions:
     driver: str | None = None  # pinned into the file; None: decided by the file when Vagrant loads it
-    source: BoxSource | None = None  # the box vagabond up chose; None: the prebuilt box if the box file names one
+    source: Published | None = None  # the box vagabond up chose; None: the prebuilt box if the box file names one
     boot_timeout: int | None = None  # seconds for IP + SSH; default scales with the driver
     sync_project: str | None = None  # a guest path the project is synced to, besides the box's own folders
     fresh: bool = False  # the base box even when the box file names a prebuilt one (vagabond up chose it)
@@ -184,7 +176,7 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "qemu_cpu_model": cpu_model_for(box),
         # The guest's serial console goes to a file beside libvirt's own log, kept on failure.
         "serial_log_dir": str(libvirt.LOG_DIR),
-        "authorized_key_prefix": images.AUTHORIZED_KEY_PREFIX,
+        "authorized_key_prefix": guest.AUTHORIZED_KEY_PREFIX,
         "boot_timeout_kvm": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "kvm"),
         "boot_timeout_qemu": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "qemu"),
         "machines": machines,

@@ -57,7 +57,7 @@ def verify_commands(box: Box, command: Sequence[str]) -> list[tuple[str, list[st
     return found
 
 
-def run(box: Box, wd: Workdir, opts: lifecycle.Options, command: Sequence[str], *, keep: bool = False,
+def run(box: Box, wd: Workdir, opts: lifecycle.UpOptions, command: Sequence[str], *, keep: bool = False,
         idempotence: bool = True, verify_timeout: float = 3600, junit: Path | None = None) -> Result:  # fmt: skip
     """The sequence, in a work directory of its own: a VM already there is someone's (a developer's
     `vagabond up`), and the destroy phase must never take it."""
@@ -80,7 +80,7 @@ def run(box: Box, wd: Workdir, opts: lifecycle.Options, command: Sequence[str], 
     return result
 
 
-def _converge_and_verify(result: Result, box: Box, wd: Workdir, opts: lifecycle.Options, command: Sequence[str],
+def _converge_and_verify(result: Result, box: Box, wd: Workdir, opts: lifecycle.UpOptions, command: Sequence[str],
                          idempotence: bool, verify_timeout: float) -> None:  # fmt: skip
     up = _phase(result, "up", "up")
     if _timed(up, lambda: lifecycle.up(box, wd, opts)):

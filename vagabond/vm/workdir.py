@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vagabond import files
+from vagabond import files, timeouts
 from vagabond.host import libvirt
+from vagabond.host.vagrant import Vagrant
 from vagabond.spec import project
 from vagabond.errors import Busy, VagabondError
 
@@ -86,6 +87,15 @@ class Workdir:
         if self.box is not None:
             return domain_prefix(self.box.name, self.path)
         return self.read_state().get("prefix", "")
+
+    def vagrant(self, *, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
+        """Vagrant in this directory, given vagabond's own driver decision (which may rest on a
+        smoke boot the Vagrantfile cannot do) and this VM's own SSH key."""
+        state = self.read_state()
+        env = {"VAGABOND_DRIVER": state["driver"]} if state.get("driver") else {}
+        if state.get("ssh_key") and self.ssh_key.is_file():
+            env["VAGABOND_SSH_KEY"] = str(self.ssh_key)
+        return Vagrant(self.path, timeout=timeout, stream=stream, env=env or None)
 
     def domain(self, machine: str) -> str:
         return self.prefix + machine

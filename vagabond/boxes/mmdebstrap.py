@@ -1,5 +1,6 @@
-"""Base boxes without a box cloud: a Debian/Ubuntu box built from the distribution's packages, or a
-distribution's cloud image imported (cloudimage); either way added to Vagrant's box store."""
+"""Base boxes of kind mmdebstrap: a Debian or Ubuntu box built from the distribution's packages
+(a root file system by mmdebstrap, a bootable disk with GRUB, the guest recipe), cached by what
+identifies it."""
 
 from __future__ import annotations
 
@@ -12,14 +13,10 @@ import time
 from pathlib import Path
 
 from vagabond import files, paths, process, timeouts, ui
-from vagabond.boxes import cloudimage, images
-from vagabond.spec.schema import Box, ImageBase, MmdebstrapBase, VagrantBase
+from vagabond.boxes import archive, diskimage, guest
+from vagabond.boxes.made import MadeBase
 from vagabond.errors import UsageError, VagabondError
-from vagabond.boxes.images import BaseBox
-from vagabond.host.vagrant import Vagrant
-
-# Bump when the recipe below changes what ends up in the image: cached boxes are keyed on it.
-RECIPE_VERSION = 4
+from vagabond.spec.schema import Box, MmdebstrapBase
 
 BASE_PACKAGES = [
     "linux-image-cloud-amd64",  # small kernel with the virtio drivers a VM needs
@@ -32,7 +29,6 @@ BASE_PACKAGES = [
     "python3-apt",  # Ansible's apt module needs it and would otherwise fetch it on first use
     "rsync",  # rsync synced folders
 ]
-
 NETWORK_UNIT = """\
 [Match]
 Name=en* eth*
@@ -40,7 +36,6 @@ Name=en* eth*
 [Network]
 DHCP=ipv4
 """
-
 GRUB_DEFAULTS = """\
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=0
@@ -51,10 +46,8 @@ GRUB_TERMINAL="console serial"
 GRUB_SERIAL_COMMAND="serial --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 """
-
-
 def recipe_digest(base: MmdebstrapBase) -> str:
-    data = {"recipe": RECIPE_VERSION, "suite": base.suite, "packages": BASE_PACKAGES + base.packages, "disk": base.disk}
+    data = {"recipe": guest.RECIPE_VERSION, "suite": base.suite, "packages": BASE_PACKAGES + base.packages, "disk": base.disk}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -62,11 +55,11 @@ def cache_dir_for(base: MmdebstrapBase) -> Path:
     return paths.cache_dir() / "boxes" / base.box.replace("/", "-") / recipe_digest(base)
 
 
-def cached(base: MmdebstrapBase) -> BaseBox | None:
-    return BaseBox.load(cache_dir_for(base))
+def cached(base: MmdebstrapBase) -> MadeBase | None:
+    return MadeBase.load(cache_dir_for(base))
 
 
-def build(box: Box, *, force: bool = False) -> BaseBox:
+def build(box: Box, *, force: bool = False) -> MadeBase:
     """Build the box's mmdebstrap base once; later calls return the cached one."""
     base = box.spec.base
     if not isinstance(base, MmdebstrapBase):
@@ -81,7 +74,7 @@ def build(box: Box, *, force: bool = False) -> BaseBox:
             raise UsageError(f"'{tool}' is needed to build base boxes", hint="run scripts/install.sh")
     out_dir = cache_dir_for(base)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with images.scratch_dir(out_dir, "vagabond-base-") as work:
+    with diskimage.scratch_dir(out_dir, "vagabond-base-") as work:
         rootfs_tar = rootfs(base)
         raw = work / "disk.raw"
         kernel = out_dir / "vmlinuz"
@@ -89,20 +82,20 @@ def build(box: Box, *, force: bool = False) -> BaseBox:
             make_disk(raw, rootfs_tar, base.disk, kernel_out=kernel)
         qcow = work / "box.img"
         with ui.step("qemu-img convert to compressed qcow2"):
-            images.convert_to_qcow2(raw, qcow)
+            diskimage.convert_to_qcow2(raw, qcow)
         raw.unlink()
         version = time.strftime("%Y%m%d.%H%M%S", time.gmtime())
         box_file = out_dir / f"{base.box.replace('/', '-')}.box"
-        images.write_box(qcow, box_file, virtual_size_gib=base.disk)
+        archive.write_box(qcow, box_file, virtual_size_gib=base.disk)
     sha = files.sha256_file(box_file)
     catalog = out_dir / "metadata.json"
-    images.write_catalog(catalog, name=base.box, description=f"{base.suite} base box built by vagabond",
+    archive.write_catalog(catalog, name=base.box, description=f"{base.suite} base box built by vagabond",
                          version=version, box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip
     # The probe kernel lets `vagabond doctor` smoke-boot a real kernel under KVM.
     kernels = paths.cache_dir() / "kernels"
     kernels.mkdir(parents=True, exist_ok=True)
     shutil.copy2(kernel, kernels / f"vmlinuz-{base.suite}")
-    result = BaseBox(name=base.box, version=version, box_file=box_file, catalog=catalog, sha256=sha)
+    result = MadeBase(name=base.box, version=version, box_file=box_file, catalog=catalog, sha256=sha)
     result.save(out_dir)
     ui.info(f"base box {base.box} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
     return result
@@ -120,7 +113,7 @@ def rootfs(base: MmdebstrapBase, extra_packages: list[str] | None = None, *, kee
     # mmdebstrap's chroot (with /proc, /sys and /dev mounted in it) goes into a directory of ours:
     # when it is stopped before it can clean up, vagabond unmounts and removes what it left.
     try:
-        with images.scratch_dir(target.parent, "mmdebstrap-") as work:
+        with diskimage.scratch_dir(target.parent, "mmdebstrap-") as work:
             with ui.step(f"mmdebstrap {base.suite} ({len(packages)} packages)"):
                 run_mmdebstrap(base, partial, packages, keep_debs=keep_debs, tmpdir=work)
         partial.replace(target)
@@ -158,9 +151,9 @@ def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, v
               gpt: bool = False) -> None:  # fmt: skip
     """The rootfs on a bootable raw disk: one MBR partition (vagabond's base boxes), or with gpt the
     layout of a distribution's generic cloud image (BIOS boot partition, root last)."""
-    (images.write_gpt if gpt else images.write_mbr)(raw, size_gib * 2**30)
+    (diskimage.write_gpt if gpt else diskimage.write_mbr)(raw, size_gib * 2**30)
     with contextlib.ExitStack() as stack:
-        loop, parts = stack.enter_context(images.attached(raw))
+        loop, parts = stack.enter_context(diskimage.attached(raw))
         part = parts[-1]
         process.check(["mkfs.ext4", "-q", "-L", "root", "-m", "1", part], timeout=timeouts.FILESYSTEM)
         uuid = process.check(["blkid", "-s", "UUID", "-o", "value", part], timeout=timeouts.TOOL).stdout.strip()
@@ -209,19 +202,19 @@ def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None
     net.write_text(NETWORK_UNIT)
     dropin = root / "etc/systemd/system/ssh.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
-    (dropin / "host-keys.conf").write_text(images.SSH_KEYGEN_DROPIN)
+    (dropin / "host-keys.conf").write_text(guest.SSH_KEYGEN_DROPIN)
     # Keys only (and no reverse DNS lookup of the host, which makes every login wait under emulation).
     sshd = root / "etc/ssh/sshd_config.d"
     sshd.mkdir(parents=True, exist_ok=True)
-    (sshd / "vagabond.conf").write_text(images.SSHD_DROPIN)
-    script = root / images.AUTHORIZED_KEY_SCRIPT_PATH.lstrip("/")
+    (sshd / "vagabond.conf").write_text(guest.SSHD_DROPIN)
+    script = root / guest.AUTHORIZED_KEY_SCRIPT_PATH.lstrip("/")
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(images.AUTHORIZED_KEY_SCRIPT)
+    script.write_text(guest.AUTHORIZED_KEY_SCRIPT)
     script.chmod(0o755)
-    (root / "etc/systemd/system" / images.AUTHORIZED_KEY_UNIT_NAME).write_text(images.AUTHORIZED_KEY_UNIT)
+    (root / "etc/systemd/system" / guest.AUTHORIZED_KEY_UNIT_NAME).write_text(guest.AUTHORIZED_KEY_UNIT)
     env = _chroot_env()
     chroot = ["chroot", str(root)]
-    process.check(chroot + ["systemctl", "enable", "systemd-networkd", "ssh", images.AUTHORIZED_KEY_UNIT_NAME], env=env,
+    process.check(chroot + ["systemctl", "enable", "systemd-networkd", "ssh", guest.AUTHORIZED_KEY_UNIT_NAME], env=env,
                   timeout=timeouts.CHROOT)  # fmt: skip
     # Boot must not wait for "network online": DHCP comes when it comes, and vagrant waits for it.
     process.check(chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=timeouts.CHROOT)
@@ -232,7 +225,7 @@ def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None
     # No password for anyone: vagrant logs in with a key (sudo needs none), root not at all.
     ssh_dir = root / "home/vagrant/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text(images.INSECURE_PUBLIC_KEY + "\n")
+    (ssh_dir / "authorized_keys").write_text(guest.INSECURE_PUBLIC_KEY + "\n")
     (ssh_dir / "authorized_keys").chmod(0o600)
     process.check(chroot + ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"], env=env, timeout=timeouts.CHROOT)
     sudoers = root / "etc/sudoers.d/vagrant"
@@ -253,100 +246,16 @@ def _scrub(root: Path) -> None:
                 item.unlink()
 
 
-
-
-def import_key(box: Box) -> str:
-    """What identifies an imported image's box: its content (the pinned checksum, else the checksum
-    file and the image's name, else the image), the disk the box's largest machine asks for (the
-    import grows the image to it before its first boot, and cloud-init's growpart fills it) and
-    what the import boot's cloud-config does."""
-    spec = box.spec.base
-    if spec.checksum:
-        identity: object = spec.checksum
-    elif spec.checksums_url:
-        identity = [spec.checksums_url, Path(spec.image).name]
-    else:
-        identity = spec.image
-    disk = max(res.disk for _, _, res, _ in box.machine_specs())
-    boot = hashlib.sha256(cloudimage.user_data().encode()).hexdigest()  # what the import boot does to the image
-    return hashlib.sha256(json.dumps([RECIPE_VERSION, identity, disk, boot]).encode()).hexdigest()[:12]
+# --- the kind's face (vagabond.boxes.kinds) --------------------------------------------------------
 
 
 def cache_key(box: Box) -> str:
-    """The name of the cache entry that holds the box's base (a CI cache key), or "" for a base
-    Vagrant downloads itself: it changes exactly when vagabond would make the base again."""
-    spec = box.spec.base
-    if isinstance(spec, MmdebstrapBase):
-        return f"vagabond-base-{spec.box.replace('/', '-')}-{recipe_digest(spec)}"
-    if isinstance(spec, ImageBase):
-        return f"vagabond-base-{spec.box.replace('/', '-')}-imported-{import_key(box)}"
-    return ""
+    return f"vagabond-base-{files.safe_name(box.spec.base.box)}-{recipe_digest(box.spec.base)}"
 
 
-def imported_dir(box: Box) -> Path:
-    return paths.cache_dir() / "boxes" / box.spec.base.box.replace("/", "-") / f"imported-{import_key(box)}"
+def cache_path(box: Box) -> Path:
+    return cache_dir_for(box.spec.base)
 
 
-def cache_path(box: Box) -> Path | None:
-    """The directory that holds the box's base once made (what a CI cache saves and restores, and
-    nothing else: the cloud image it was imported from is not needed again); None for a base
-    Vagrant downloads itself."""
-    spec = box.spec.base
-    if isinstance(spec, MmdebstrapBase):
-        return cache_dir_for(spec)
-    if isinstance(spec, ImageBase):
-        return imported_dir(box)
-    return None
-
-
-def imported(box: Box, image: str | None = None) -> BaseBox:
-    """The box's cloud image imported once, cached by what identifies its content (the pinned
-    checksum, else the checksum file and the image); ``image`` is a local copy to use instead of
-    the box file's URL, checked against the same checksum."""
-    spec = box.spec.base
-    out_dir = imported_dir(box)
-    if hit := BaseBox.load(out_dir):
-        return hit
-    result = cloudimage.import_image(spec.box, image or spec.image, checksum=spec.checksum,
-                                     checksums_url=spec.checksums_url, out=out_dir,
-                                     disk_gib=max(res.disk for _, _, res, _ in box.machine_specs()))  # fmt: skip
-    result.save(out_dir)
-    return result
-
-
-def copy_box(built: BaseBox, directory: Path) -> Path:
-    """A copy of the cached .box file in ``directory`` (made if missing), written whole or not at all."""
-    return files.copy(built.box_file, directory / f"{files.safe_name(built.name)}-{built.version}.box")
-
-
-def add_to_store(built: BaseBox) -> BaseBox:
-    """Make sure Vagrant's box store has this version of a box vagabond made."""
-    v = Vagrant(timeout=timeouts.BOX_ADD)
-    if not v.has_box(built.name, built.version):
-        with ui.step(f"vagrant box add {built.name} {built.version}"):
-            v.box_add_catalog(built.catalog_url)
-    return built
-
-
-def download_vagrant_base(spec: VagrantBase) -> bool:
-    """A base that Vagrant downloads (a catalog box, a URL) is added to the box store here, on the
-    host's network: `vagrant up` runs in the VMs' namespace, which has no route out when the host
-    keeps one. A box already in the store is left as it is (Vagrant picks the version); True when
-    this call added it."""
-    v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
-    if v.has_any_version(spec.box):
-        return False
-    if spec.url and not spec.url.endswith(".json") and not spec.checksum:
-        ui.warning(f"{spec.url} is added without a checksum (the box file names none): pin it with checksum: sha256:HEX")
-    elif spec.url and spec.url.startswith("http://"):
-        ui.warning(f"catalog {spec.url} is read over plain http: anyone on the way can change it, its checksums included")
-    with ui.step(f"download {spec.box}" + (f" from {spec.url}" if spec.url else "")):
-        v.box_add_base(spec.box, spec.url, spec.version, spec.checksum)
-    return True
-
-
-def ensure_added(box: Box, image: str | None = None) -> BaseBox:
-    """Build or import (or reuse) the box's base and make sure Vagrant's box store has it."""
-    if image is not None and not isinstance(box.spec.base, ImageBase):
-        raise UsageError(f"--image applies to boxes whose base is a cloud image; {box.name}'s is of kind {box.spec.base.kind!r}")
-    return add_to_store(imported(box, image) if isinstance(box.spec.base, ImageBase) else build(box))
+def make(box: Box, image: str | None = None) -> MadeBase:
+    return build(box)

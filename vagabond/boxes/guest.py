@@ -1,0 +1,68 @@
+"""What every guest vagabond makes carries: Vagrant's insecure public key (until a VM gets its own),
+the unit that gives each VM its own SSH key, sshd's settings, host keys made per VM. Boxes made
+from these are keyed on RECIPE_VERSION: bump it when any of this changes."""
+
+from __future__ import annotations
+
+# Bump when the guest recipe (here, in mmdebstrap.py or cloudimage.py) changes what ends up in an
+# image: cached base boxes are keyed on it.
+RECIPE_VERSION = 4
+
+# Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
+# time; vagabond renders `config.ssh.insert_key = false`, so it stays (see Vagrantfile.j2).
+INSECURE_PUBLIC_KEY = (
+    "ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNltGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnAmCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRdK8jlqm8tehUc9c9WhQ== vagrant insecure public key"
+)
+# Each VM's own SSH key: vagabond hands the guest a public key of its run in an SMBIOS OEM string
+# (libvirt's <sysinfo>, rendered by Vagrantfile.j2), and this unit makes it the vagrant user's only
+# key before sshd starts. Vagrant's published insecure key then opens nothing, for anyone else on
+# the host's libvirt network; a VM started without such a string (plain `vagrant up`) keeps the
+# box's key. The string is read from /sys, as every kernel with DMI has it (CentOS 7's too).
+AUTHORIZED_KEY_PREFIX = "vagabond:authorized-key="
+AUTHORIZED_KEY_SCRIPT_PATH = "/usr/local/libexec/vagabond-authorized-key"
+AUTHORIZED_KEY_SCRIPT = f"""\
+#!/bin/sh
+# vagabond: this VM's SSH key, handed over by the host in an SMBIOS OEM string (type 11).
+key=""
+for f in /sys/firmware/dmi/entries/11-*/raw; do
+  [ -r "$f" ] || continue
+  key=$(tr '\\000' '\\n' < "$f" | sed -n 's/^.*{AUTHORIZED_KEY_PREFIX}//p' | head -n 1)
+  [ -n "$key" ] && break
+done
+case "$key" in
+  ssh-ed25519\\ *|ssh-rsa\\ *|ecdsa-sha2-*) ;;
+  *) exit 0 ;;  # none given: the box's own key stays
+esac
+umask 077
+mkdir -p /home/vagrant/.ssh
+printf '%s\\n' "$key" > /home/vagrant/.ssh/authorized_keys
+chown -R vagrant: /home/vagrant/.ssh
+if command -v restorecon >/dev/null 2>&1; then restorecon -R /home/vagrant/.ssh; fi
+exit 0
+"""
+AUTHORIZED_KEY_UNIT_NAME = "vagabond-authorized-key.service"
+AUTHORIZED_KEY_UNIT = f"""\
+[Unit]
+Description=vagabond: this VM's own SSH key, from the host (SMBIOS OEM string)
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.service sshd.service ssh.socket multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart={AUTHORIZED_KEY_SCRIPT_PATH}
+
+[Install]
+WantedBy=multi-user.target
+"""
+# sshd takes keys only: a password (the box convention's vagrant/vagrant) would open the VM to anyone
+# on the host's libvirt network.
+SSHD_DROPIN = "UseDNS no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+# Debian's sshd does not create missing host keys (RHEL's sshd-keygen does); boxes ship none so
+# that each VM makes its own: this drop-in makes sshd do so.
+SSH_KEYGEN_DROPIN = """\
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+"""

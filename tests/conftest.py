@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vagabond import process
+from vagabond import redaction
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def pytest_runtest_makereport(item, call):
 def _forget_secrets():
     """Secrets registered by one test (from its AWS_* variables) must not mask another test's output."""
     yield
-    process._secrets.clear()
+    redaction.forget_all()
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from vagabond.redaction import redact
+
 
 class VagabondError(Exception):
     """A failure the user can act on. ``str(err)`` is the one-line message shown on stderr."""
@@ -163,6 +165,15 @@ class CommandFailed(VagabondError):
         if last:
             message += f" Last output: {last}"
         super().__init__(message, hint=hint)
+
+    @classmethod
+    def from_result(cls, result, *, hint: str | None = None, timeout: float | None = None,
+                    stopped: str | None = None) -> CommandFailed:  # fmt: skip
+        """The one way to build a failure (from process.Result or anything with argv, returncode,
+        stdout and stderr): every secret is redacted from the command and its output here, so no
+        call site can forget it."""
+        return cls([redact(str(a)) for a in result.argv], result.returncode, redact(result.stdout), redact(result.stderr),
+                   timeout=timeout, stopped=stopped, hint=hint)  # fmt: skip
 
 
 def _last_line(text: str) -> str:

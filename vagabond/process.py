@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from vagabond import sandbox
+from vagabond.redaction import redact
 from vagabond.errors import CommandFailed, ToolMissing, format_argv
 
 log = logging.getLogger("vagabond.process")
@@ -30,27 +31,10 @@ KILL_GRACE = 3.0
 # forever (ssh's ControlPersist master keeps stderr), so stop waiting after this.
 DRAIN_AFTER_EXIT = 2.0
 
-_secrets: set[str] = set()
-
-
-def register_secret(value: str) -> None:
-    """Make sure ``value`` never shows up in logs or error messages (it may still travel in env).
-    A value shorter than 8 characters is no credential worth the name, and masking it would mangle
-    every message that happens to contain it (a test's "test")."""
-    if value and len(value) >= 8:
-        _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    for secret in _secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
 @dataclass(frozen=True)
 class Result:
     argv: list[str]
-    returncode: int
+    returncode: int | None  # None: it did not finish (timed out, stopped)
     stdout: str
     stderr: str
     duration: float
@@ -160,10 +144,8 @@ def run(
         _kill_group(proc)
         for t in threads:
             t.join(timeout=2)
-        raise CommandFailed(
-            [redact(a) for a in args], None, redact("".join(out_buf)), redact("".join(err_buf)),
-            timeout=timeout, stopped=reason, hint=hint,
-        )  # fmt: skip
+        raise CommandFailed.from_result(Result(args, None, "".join(out_buf), "".join(err_buf), time.monotonic() - started),
+                                        timeout=timeout, stopped=reason, hint=hint)  # fmt: skip
     for t in threads:
         t.join(timeout=DRAIN_AFTER_EXIT)
     result = Result(
@@ -181,8 +163,7 @@ def check(argv: Sequence[str | os.PathLike[str]], *, hint: str | None = None, **
     """``run``, and CommandFailed when the command exits non-zero."""
     result = run(argv, hint=hint, **kwargs)
     if result.returncode != 0:
-        raise CommandFailed([redact(a) for a in result.argv], result.returncode, redact(result.stdout),
-                            redact(result.stderr), hint=hint)  # fmt: skip
+        raise CommandFailed.from_result(result, hint=hint)
     return result
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from rich.console import Console
 
 from vagabond.errors import UsageError
-from vagabond.process import redact
+from vagabond.redaction import redact
 
 # Progress and diagnostics go to stderr so stdout stays clean for --json and piped output.
 err = Console(stderr=True, highlight=False)

@@ -14,7 +14,7 @@ SUBPACKAGES = {p.parent.relative_to(PACKAGE).parts[0] for p in PACKAGE.rglob("__
 # The order of the layers, bottom first: a module may import its own layer and those below.
 # The core (top-level modules) is below everything; build orders vm, boxes and publish; cli is on top.
 LAYERS = ["core", "spec", "host", "boxes", "publish", "vm", "ci", "build", "cli"]
-CORE = {"errors", "process", "timeouts", "paths", "ui", "github", "interrupts", "sandbox", "files", "__init__"}
+CORE = {"errors", "process", "timeouts", "paths", "ui", "github", "interrupts", "sandbox", "files", "redaction", "__init__"}
 ENTRY = {"entry", "__main__"}  # the console entry point: above the CLI, below nothing but the interpreter
 
 

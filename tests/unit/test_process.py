@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from vagabond import process
+from vagabond import process, redaction
 from vagabond.errors import CommandFailed, ToolMissing
 
 
@@ -72,7 +72,7 @@ def test_input_is_fed():
 
 
 def test_secrets_are_redacted_from_errors():
-    process.register_secret("s3cr3t-token")
+    redaction.register_secret("s3cr3t-token")
     with pytest.raises(CommandFailed) as info:
         process.check([sys.executable, "-c", "import sys; print('token s3cr3t-token', file=sys.stderr); sys.exit(1)"])
     assert "s3cr3t-token" not in str(info.value) and "***" in info.value.stderr

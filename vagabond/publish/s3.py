@@ -12,7 +12,7 @@ import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 
-from vagabond import process
+from vagabond import redaction
 from vagabond.errors import PublishError, UsageError
 from vagabond.publish.documents import METADATA, parse_json
 from vagabond.publish.stores import Conflict
@@ -33,7 +33,7 @@ class S3Store:
         except ImportError:
             raise UsageError("s3:// catalogs need boto3", hint="pip install 'vagabond-vm[s3]'") from None
         for name in AWS_SECRETS:  # whatever botocore or an error message repeats, the output does not
-            process.register_secret(os.environ.get(name, ""))
+            redaction.register_secret(os.environ.get(name, ""))
         with _s3_errors(f"s3://{bucket}"):
             self.client = boto3.client("s3")
         # Vagrant downloads with plain HTTP GETs: the objects must be readable that way (a bucket

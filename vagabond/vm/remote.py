@@ -119,7 +119,7 @@ def check(wd: Workdir, machine: str, command: Sequence[str], *, timeout: float =
     """Run a command in the guest; CommandFailed (naming the ssh command) when it fails."""
     result = run(wd, machine, command, stream=stream, timeout=timeout)
     if result.returncode != 0:
-        raise CommandFailed(result.argv, result.returncode, result.stdout, result.stderr)
+        raise CommandFailed.from_result(result)
     return result
 
 

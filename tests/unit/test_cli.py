@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_box
-from vagabond import paths
+from vagabond import github, paths
 from vagabond.boxes import made
 from vagabond.host import detect
 from vagabond.cli.app import _reflow, app
@@ -176,7 +176,7 @@ def test_github_actions_groups_annotations_and_step_summary(project, monkeypatch
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    monkeypatch.setattr(ui, "steps", [])
+    monkeypatch.setattr(github, "steps", [])
     monkeypatch.setattr("sys.argv", ["vagabond", "up", "nosuchbox"])
     result = CliRunner().invoke(app, ["up", "nosuchbox"])
     assert result.exit_code == 4
@@ -187,7 +187,7 @@ def test_github_actions_groups_annotations_and_step_summary(project, monkeypatch
 
     with ui.step("a long step"):
         pass
-    ui.write_step_summary("build x", True, 3.0)
+    github.write_step_summary("build x", True, 3.0)
     tail = summary.read_text().split("### ✅ `vagabond build x` (3s)")[1]
     assert "| a long step | 0.0s | ok |" in tail
 
@@ -196,7 +196,7 @@ def test_github_group_lines_wrap_outer_steps_only(monkeypatch, capsys):
     from vagabond import ui
 
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    monkeypatch.setattr(ui, "steps", [])
+    monkeypatch.setattr(github, "steps", [])
     with ui.step("outer 100%"):
         with ui.step("inner"):
             pass
@@ -213,7 +213,7 @@ def test_step_summary_reports_the_exit_code_a_command_chose(project, monkeypatch
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    monkeypatch.setattr(ui, "steps", [])
+    monkeypatch.setattr(github, "steps", [])
     monkeypatch.setattr("sys.argv", ["vagabond", "doctor", "--json"])
     monkeypatch.setattr(detect, "choose_driver", lambda *a, **kw: detect.Decision("qemu", "test"))
     monkeypatch.setattr(doctor, "run_doctor", lambda boxes, decision: [])

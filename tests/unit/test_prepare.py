@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import write_box
-from vagabond import process
+from vagabond import github, process
 from vagabond.host import detect, prepare
 from vagabond.spec import boxfile
 from vagabond.errors import UsageError
@@ -79,15 +79,14 @@ def test_a_capable_cpu_gets_its_kvm_module_loaded(monkeypatch, tmp_path):
 
 def test_no_kvm_under_github_actions_is_a_warning_and_a_summary_line(monkeypatch, tmp_path, capsys):
     """A silent 5-10x: the job's page and its summary say what emulation costs."""
-    from vagabond import ui
 
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    monkeypatch.setattr(ui, "summary_lines", [])
+    monkeypatch.setattr(github, "summary_lines", [])
     monkeypatch.setattr(detect, "probe_host", lambda **kw: _facts("missing", flags=(), modules=()))
     action = prepare.ensure_kvm_access(tmp_path / "kvm")
     assert not action.changed
     err = capsys.readouterr().err
     assert ("::warning title=vagabond prepare%3A no KVM::VMs run under software emulation (qemu driver), 5-10x slower "
             "than under KVM: no /dev/kvm") in err  # fmt: skip
-    assert ui.summary_lines == ["⚠️ No KVM on this runner: VMs run under software emulation (qemu driver), 5-10x slower "
+    assert github.summary_lines == ["⚠️ No KVM on this runner: VMs run under software emulation (qemu driver), 5-10x slower "
                                 "than under KVM. no /dev/kvm: VMs run under software emulation (qemu driver)"]  # fmt: skip

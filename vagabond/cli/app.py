@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from vagabond import __version__, build, errors, files, interrupts, paths, ui
+from vagabond import __version__, build, errors, files, github, interrupts, paths, ui
 from vagabond.boxes import cloudimage, kinds, made, mmdebstrap
 from vagabond.ci import workflow
 from vagabond.host import detect, doctor, install, prepare
@@ -59,7 +59,7 @@ class _Funnel(TyperGroup):
             raise
         finally:
             if command:
-                ui.write_step_summary(command, ok, time.monotonic() - started, detail)
+                github.write_step_summary(command, ok, time.monotonic() - started, detail)
 
 
 def _hoist_debug(group, ctx, args: list[str]) -> list[str]:
@@ -211,7 +211,7 @@ def list_(
         if broken:
             raise errors.BoxDefinitionError(broken)
         (row,) = rows
-        sys.stdout.write(ui.github_outputs({"kind": row["base_kind"], "synced": len(row["synced_folders"])}))
+        sys.stdout.write(github.outputs({"kind": row["base_kind"], "synced": len(row["synced_folders"])}))
         return
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -580,7 +580,7 @@ def status_(
     definition, wd = _box_and_workdir(box, workdir)
     result = status.status(definition, wd)
     if github_output:
-        sys.stdout.write(ui.github_outputs({"workdir": wd.path, "ssh-config": wd.ssh_config}))
+        sys.stdout.write(github.outputs({"workdir": wd.path, "ssh-config": wd.ssh_config}))
         return
     if as_json:
         print(json.dumps(result, indent=2))
@@ -956,7 +956,7 @@ def prebuilt_(
     """
     result = prebuilt.current(boxfile.find_box(box, _box_dirs()))
     if github_output:
-        sys.stdout.write(ui.github_outputs({key: result[key] for key in ("name", "version", "store")}))
+        sys.stdout.write(github.outputs({key: result[key] for key in ("name", "version", "store")}))
     elif as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -984,7 +984,7 @@ def base_key(
     """
     definition = boxfile.find_box(box, _box_dirs())
     if github_output:
-        sys.stdout.write(ui.github_outputs({"base": kinds.cache_key(definition), "base-path": kinds.cache_path(definition) or ""}))
+        sys.stdout.write(github.outputs({"base": kinds.cache_key(definition), "base-path": kinds.cache_path(definition) or ""}))
         return
     print(kinds.cache_key(definition))
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vagabond import files, process, timeouts, ui
+from vagabond import files, github, process, timeouts, ui
 from vagabond.host import detect, doctor, libvirt, registry
 from vagabond.spec.schema import Box
 from vagabond.errors import PrepareError, UsageError
@@ -142,7 +142,7 @@ def ensure_kvm_access(device: Path = Path("/dev/kvm")) -> Action:
     if "driver now kvm" not in action.detail and not action.detail.endswith("driver kvm"):
         # A silent 5-10x is the worst outcome on a CI runner: say it where the job's reader looks.
         ui.warning(f"{EMULATION_COST}: {action.detail}", title="vagabond prepare: no KVM")
-        ui.summary_line(f"⚠️ No KVM on this runner: {EMULATION_COST}. {action.detail}")
+        github.summary_line(f"⚠️ No KVM on this runner: {EMULATION_COST}. {action.detail}")
     return action
 
 

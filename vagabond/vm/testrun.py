@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import ui
+from vagabond import github, ui
 from vagabond.host import libvirt
 from vagabond.vm import lifecycle, logs, playbooks, remote
 from vagabond.spec.schema import Box
@@ -119,7 +119,7 @@ def _timed(phase: Phase, action) -> bool:
         phase.output = phase.output or getattr(exc, "stderr", "") or ""
     finally:
         phase.seconds = time.monotonic() - started
-        ui.record_step(f"phase {phase.name}", phase.seconds, phase.status == "passed")
+        github.record_step(f"phase {phase.name}", phase.seconds, phase.status == "passed")
         ui.info(f"phase {phase.name}: {phase.status} in {phase.seconds:.1f}s" + (f": {phase.message}" if phase.message else ""))
     return phase.status == "passed"
 

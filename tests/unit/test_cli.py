@@ -207,7 +207,6 @@ def test_github_group_lines_wrap_outer_steps_only(monkeypatch, capsys):
 
 
 def test_step_summary_reports_the_exit_code_a_command_chose(project, monkeypatch, tmp_path):
-    from vagabond import ui
     from vagabond.host import doctor
 
     summary = tmp_path / "summary.md"

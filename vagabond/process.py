@@ -95,12 +95,33 @@ def run(
     args = _argv(argv, vm_network)
     log.debug("run: %s (cwd=%s)", redact(format_argv(args)), cwd or ".")
     started = time.monotonic()
+    proc = _start(args, cwd=cwd, env=env, interactive=interactive, piped_input=input is not None, hint=hint)
+    output = _Output(proc, input, stream) if not interactive else None
     try:
-        proc = subprocess.Popen(
+        returncode, reason = _wait(proc, timeout, watchdog)
+    except subprocess.TimeoutExpired:
+        returncode, reason = None, None
+    except BaseException:
+        # KeyboardInterrupt / SystemExit from a signal handler: never leave the child running.
+        _kill_group(proc)
+        raise
+    if returncode is None:
+        _kill_group(proc)
+    stdout, stderr = output.collected(DRAIN_AFTER_EXIT if returncode is not None else 2) if output else ("", "")
+    result = Result(args, returncode, stdout, stderr, time.monotonic() - started)
+    if returncode is None:
+        raise CommandFailed.from_result(result, timeout=timeout, stopped=reason, hint=hint)
+    log.debug("exit %s after %.1fs: %s", returncode, result.duration, redact(format_argv(args)))
+    return result
+
+
+def _start(args: list[str], *, cwd, env, interactive: bool, piped_input: bool, hint: str | None) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(
             args,
             cwd=cwd,
             env=dict(env) if env is not None else None,
-            stdin=None if interactive else (subprocess.PIPE if input is not None else subprocess.DEVNULL),
+            stdin=None if interactive else (subprocess.PIPE if piped_input else subprocess.DEVNULL),
             stdout=None if interactive else subprocess.PIPE,
             stderr=None if interactive else subprocess.PIPE,
             # A session of its own, so a timeout or Ctrl-C can kill every child it spawned
@@ -112,51 +133,33 @@ def run(
             errors="replace",
         )
     except FileNotFoundError as exc:
-        raise ToolMissing(
-            f"'{args[0]}' was not found",
-            hint=hint or "run 'vagabond doctor' to see what is missing and how to install it",
-        ) from exc
+        raise ToolMissing(f"'{args[0]}' was not found",
+                          hint=hint or "run 'vagabond doctor' to see what is missing and how to install it") from exc  # fmt: skip
     except PermissionError as exc:
         raise ToolMissing(f"'{args[0]}' is not executable: {exc.strerror}") from exc
 
-    out_buf: list[str] = []
-    err_buf: list[str] = []
-    threads: list[threading.Thread] = []
-    if not interactive:
+
+class _Output:
+    """A child's stdout and stderr, read as they come by a thread each (streamed where asked), a
+    copy kept for the Result; its stdin fed from ``input`` by another."""
+
+    def __init__(self, proc: subprocess.Popen, input: str | None, stream: bool | LineSink) -> None:
         if input is not None and proc.stdin is not None:
             _feed(proc.stdin, input)
+        self.out: list[str] = []
+        self.err: list[str] = []
         out_sink, err_sink = _sinks(stream)
-        threads = [
-            threading.Thread(target=_pump, args=(proc.stdout, out_buf, out_sink), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stderr, err_buf, err_sink), daemon=True),
+        self.threads = [
+            threading.Thread(target=_pump, args=(proc.stdout, self.out, out_sink), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, self.err, err_sink), daemon=True),
         ]
-        for t in threads:
+        for t in self.threads:
             t.start()
-    try:
-        returncode, reason = _wait(proc, timeout, watchdog)
-    except subprocess.TimeoutExpired:
-        returncode, reason = None, None
-    except BaseException:
-        # KeyboardInterrupt / SystemExit from a signal handler: never leave the child running.
-        _kill_group(proc)
-        raise
-    if returncode is None:
-        _kill_group(proc)
-        for t in threads:
-            t.join(timeout=2)
-        raise CommandFailed.from_result(Result(args, None, "".join(out_buf), "".join(err_buf), time.monotonic() - started),
-                                        timeout=timeout, stopped=reason, hint=hint)  # fmt: skip
-    for t in threads:
-        t.join(timeout=DRAIN_AFTER_EXIT)
-    result = Result(
-        argv=args,
-        returncode=returncode,
-        stdout="".join(out_buf),
-        stderr="".join(err_buf),
-        duration=time.monotonic() - started,
-    )
-    log.debug("exit %s after %.1fs: %s", returncode, result.duration, redact(format_argv(args)))
-    return result
+
+    def collected(self, wait: float) -> tuple[str, str]:
+        for t in self.threads:
+            t.join(timeout=wait)
+        return "".join(self.out), "".join(self.err)
 
 
 def check(argv: Sequence[str | os.PathLike[str]], *, hint: str | None = None, **kwargs) -> Result:

@@ -124,54 +124,14 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
     if options.driver not in (None, "kvm", "qemu"):
         raise RenderError(f"driver must be 'kvm' or 'qemu', not {options.driver!r}")
     spec = box.spec
-    base = spec.base
     machines = [{"name": name, "primary": primary, **res.model_dump(), "forwarded_ports": [p.model_dump() for p in ports]}
                 for name, primary, res, ports in box.machine_specs()]  # fmt: skip
-    # A catalog box's own checksum, which Vagrant checks on download; an image base's checksum is
-    # the image's, checked by vagabond's import, and its box comes from the local store.
-    checksum_type, _, checksum = ((base.checksum or "") if isinstance(base, VagrantBase) else "").partition(":")
-    box_name, box_version, box_url = base.box_name, base.version, base.url
-    if options.source is not None:
-        # A catalog lists each box's checksum itself; Vagrant checks it on download.
-        box_name, box_version, box_url = options.source.name, f"= {options.source.version}", options.source.url
-        checksum_type = checksum = ""
-    elif spec.prebuilt is not None and not options.fresh:
-        # Plain Vagrant takes the newest prebuilt box the constraint allows from the catalog; site.yml
-        # skips the playbooks when that box holds this definition, and runs them when it does not.
-        box_name, box_version, box_url = spec.prebuilt.name, spec.prebuilt.version, spec.prebuilt.catalog
-        checksum_type = checksum = ""
     inputs, input_dirs = playbooks.rendered_inputs(box, vagrantfile_dir)
     names = box.machine_names()
-    folders = []
-    # A relative src is the project's (the directory holding boxes/), not the work directory's; the
-    # project synced with --sync is the one vagabond runs in (a shipped box has none of its own).
-    wanted = [(f, box.project_dir) for f in spec.synced_folders]
-    if options.sync_project:
-        try:
-            extra = SyncedFolder(src=".", dest=options.sync_project, exclude=[".git", ".vagabond"])
-        except ValueError as exc:  # pydantic's ValidationError: the guest path is the user's
-            raise RenderError(f"--sync {options.sync_project!r}: {exc.errors()[0]['msg']}") from None
-        wanted.append((extra, project.project_root()))
-    for f, home in wanted:
-        src = Path(f.src) if os.path.isabs(f.src) else home / f.src
-        relative = not os.path.isabs(f.src)
-        if relative:  # "./" first: Ruby's expand_path would read a leading "~" as a home directory
-            rel = os.path.relpath(src, vagrantfile_dir)
-            folders.append(f.model_dump() | {"src": rel if rel.startswith("..") else f"./{rel}", "relative": True})
-        else:
-            folders.append(f.model_dump() | {"relative": False})
-    return {
+    return _box_coordinates(box, options) | {
         "box_name": box.name,
         "description": spec.description,
         "pinned_driver": options.driver,
-        "base_box": box_name,
-        "base_version": box_version,
-        "base_url": box_url,
-        "checksum_type": checksum_type or None,
-        "checksum": checksum or None,
-        # A box pinned to one version (prebuilt) or made on this host (mmdebstrap, image) has no
-        # newer version to look for: skip Vagrant's catalog request on every up.
-        "box_check_update": False if options.source is not None or (base.kind != "vagrant" and spec.prebuilt is None) else None,
         "guest": spec.guest,
         "qemu_cpu_model": cpu_model_for(box),
         # The guest's serial console goes to a file beside libvirt's own log, kept on failure.
@@ -180,7 +140,7 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "boot_timeout_kvm": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "kvm"),
         "boot_timeout_qemu": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "qemu"),
         "machines": machines,
-        "synced_folders": folders,
+        "synced_folders": _synced_folders(box, options, vagrantfile_dir),
         "provision": bool(playbooks.all_playbooks(box)),
         "inputs": inputs,
         "input_dirs": input_dirs,
@@ -194,6 +154,55 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "groups": {playbooks.GROUP: names},
         "host_vars": {name: dict(playbooks.HOST_VARS) for name in names},
     }
+
+
+def _box_coordinates(box: Box, options: RenderOptions) -> dict[str, Any]:
+    """Which box the Vagrantfile names, where Vagrant finds it and what it checks it against."""
+    spec, base = box.spec, box.spec.base
+    # A catalog box's own checksum, which Vagrant checks on download; an image base's checksum is
+    # the image's, checked by vagabond's import, and its box comes from the local store.
+    checksum_type, _, checksum = ((base.checksum or "") if isinstance(base, VagrantBase) else "").partition(":")
+    name, version, url = base.box_name, base.version, base.url
+    if options.source is not None:
+        # A catalog lists each box's checksum itself; Vagrant checks it on download.
+        name, version, url = options.source.name, f"= {options.source.version}", options.source.url
+        checksum_type = checksum = ""
+    elif spec.prebuilt is not None and not options.fresh:
+        # Plain Vagrant takes the newest prebuilt box the constraint allows from the catalog; site.yml
+        # skips the playbooks when that box holds this definition, and runs them when it does not.
+        name, version, url = spec.prebuilt.name, spec.prebuilt.version, spec.prebuilt.catalog
+        checksum_type = checksum = ""
+    return {
+        "base_box": name,
+        "base_version": version,
+        "base_url": url,
+        "checksum_type": checksum_type or None,
+        "checksum": checksum or None,
+        # A box pinned to one version (prebuilt) or made on this host (mmdebstrap, image) has no
+        # newer version to look for: skip Vagrant's catalog request on every up.
+        "box_check_update": False if options.source is not None or (base.kind != "vagrant" and spec.prebuilt is None) else None,
+    }
+
+
+def _synced_folders(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> list[dict]:
+    """A relative src is the project's (the directory holding boxes/), not the work directory's; the
+    project synced with --sync is the one vagabond runs in (a shipped box has none of its own)."""
+    wanted = [(f, box.project_dir) for f in box.spec.synced_folders]
+    if options.sync_project:
+        try:
+            extra = SyncedFolder(src=".", dest=options.sync_project, exclude=[".git", ".vagabond"])
+        except ValueError as exc:  # pydantic's ValidationError: the guest path is the user's
+            raise RenderError(f"--sync {options.sync_project!r}: {exc.errors()[0]['msg']}") from None
+        wanted.append((extra, project.project_root()))
+    folders = []
+    for f, home in wanted:
+        if os.path.isabs(f.src):
+            folders.append(f.model_dump() | {"relative": False})
+            continue
+        rel = os.path.relpath(home / f.src, vagrantfile_dir)
+        # "./" first: Ruby's expand_path would read a leading "~" as a home directory.
+        folders.append(f.model_dump() | {"src": rel if rel.startswith("..") else f"./{rel}", "relative": True})
+    return folders
 
 
 def render(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> str:

@@ -13,7 +13,8 @@ from tests.conftest import write_box
 from vagabond import github, paths
 from vagabond.boxes import made
 from vagabond.host import detect
-from vagabond.cli.app import _reflow, app
+from vagabond.cli.app import app
+from vagabond.cli.base import _reflow
 from vagabond.host.detect import HostFacts
 
 runner = CliRunner()
@@ -321,7 +322,7 @@ def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
 def test_debug_is_moved_only_when_it_is_vagabonds(argv, hoisted):
     import typer.main
 
-    from vagabond.cli.app import _hoist_debug
+    from vagabond.cli.base import _hoist_debug
 
     group = typer.main.get_command(app)
     assert _hoist_debug(group, group.make_context("vagabond", ["list"]), list(argv)) == hoisted

@@ -22,8 +22,12 @@ from vagabond import process, sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 VAGABOND = str(Path(sys.executable).with_name("vagabond"))
-ENV = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt",
-           PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # fmt: skip
+ENV = dict(
+    os.environ,
+    VAGRANT_CHECKPOINT_DISABLE="1",
+    VAGRANT_DEFAULT_PROVIDER="libvirt",
+    PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+)
 CACHE = Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagabond")
 
 
@@ -34,19 +38,36 @@ def ensure_sandbox() -> None:
         ENV.setdefault("VAGABOND_NETNS", sandbox.configured() or "")
 
 
-def timed(argv, cwd, *, vm_network: bool = False, timeout: float = 7200, stream: bool = False,
-          env_extra: dict[str, str] | None = None) -> tuple[float, process.Result]:  # fmt: skip
+def timed(
+    argv,
+    cwd,
+    *,
+    vm_network: bool = False,
+    timeout: float = 7200,
+    stream: bool = False,
+    env_extra: dict[str, str] | None = None,
+) -> tuple[float, process.Result]:
     started = time.monotonic()
     sink = (lambda line: print(f"  | {line}", end="", flush=True)) if stream else False
-    result = process.check(argv, cwd=cwd, env=ENV | (env_extra or {}), timeout=timeout, vm_network=vm_network, stream=sink)
+    result = process.check(
+        argv, cwd=cwd, env=ENV | (env_extra or {}), timeout=timeout, vm_network=vm_network, stream=sink
+    )
     return time.monotonic() - started, result
 
 
 def serve(directory: Path, port: int, *, for_guests: bool) -> subprocess.Popen:
     """A static HTTP server: for guests, inside their namespace on every address; otherwise on the
     host's loopback, where vagabond and `vagrant box add` read catalogs."""
-    argv = [sys.executable, "-m", "http.server", "--bind", "0.0.0.0" if for_guests else "127.0.0.1", str(port),
-            "--directory", str(directory)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "http.server",
+        "--bind",
+        "0.0.0.0" if for_guests else "127.0.0.1",
+        str(port),
+        "--directory",
+        str(directory),
+    ]
     if for_guests:
         argv = sandbox.wrap(argv)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
@@ -60,17 +81,28 @@ def spread(values: list[float]) -> str:
     return f"min {min(values):.3g} / median {statistics.median(values):.3g} / max {max(values):.3g}"
 
 
-def report(name: str, ours: list[float], theirs: list[float], target: float, *, lower_is_better: bool = True,
-           labels: tuple[str, str] = ("vagabond", "baseline")) -> bool:  # fmt: skip
+def report(
+    name: str,
+    ours: list[float],
+    theirs: list[float],
+    target: float,
+    *,
+    lower_is_better: bool = True,
+    labels: tuple[str, str] = ("vagabond", "baseline"),
+) -> bool:
     """Ratio of the medians (first side / second side), each side's spread, and the per-round ratios."""
     ratio = statistics.median(ours) / statistics.median(theirs)
     ok = ratio <= target if lower_is_better else ratio >= target
-    rounds = [a / b for a, b in zip(ours, theirs)]
+    rounds = [a / b for a, b in zip(ours, theirs, strict=True)]
     width = max(len(label) for label in labels)
-    print(f"{name}: ratio {ratio:.3f}x ({'meets' if ok else 'MISSES'} target {'<=' if lower_is_better else '>='} {target}x)\n"
-          f"  {labels[0]:<{width}}  s: {spread(ours)} ({len(ours)} runs)\n"
-          f"  {labels[1]:<{width}}  s: {spread(theirs)} ({len(theirs)} runs)\n"
-          f"  per-round ratios: {spread(rounds)}", flush=True)  # fmt: skip
+    print(
+        f"{name}: ratio {ratio:.3f}x ({'meets' if ok else 'MISSES'} target "
+        f"{'<=' if lower_is_better else '>='} {target}x)\n"
+        f"  {labels[0]:<{width}}  s: {spread(ours)} ({len(ours)} runs)\n"
+        f"  {labels[1]:<{width}}  s: {spread(theirs)} ({len(theirs)} runs)\n"
+        f"  per-round ratios: {spread(rounds)}",
+        flush=True,
+    )
     return ok
 
 
@@ -83,17 +115,23 @@ def selinux_project(prefix: str, name: str, catalog_port: int) -> tuple[Path, li
     """A project whose debian12-selinux gets its SELinux packages from a local mirror (guests reach
     it in their namespace) and names a prebuilt box ``name`` in a catalog served on the host's
     loopback; returns the project and the two servers."""
-    process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
+    process.check(
+        [ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800
+    )
     project = Path(tempfile.mkdtemp(prefix=prefix))
     (project / "boxes").mkdir()
     (project / "catalog").mkdir()
     shutil.copy(ROOT / "boxes" / "debian12.yaml", project / "boxes")
     mirror = [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]
     (project / "boxes" / f"{SELINUX_BOX}.yaml").write_text(
-        (ROOT / "boxes" / f"{SELINUX_BOX}.yaml").read_text() + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
+        (ROOT / "boxes" / f"{SELINUX_BOX}.yaml").read_text()
+        + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
         + f"prebuilt:\n  name: {name}\n  catalog: http://127.0.0.1:{catalog_port}/metadata.json\n"
     )
-    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", catalog_port, for_guests=False)]
+    servers = [
+        serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True),
+        serve(project / "catalog", catalog_port, for_guests=False),
+    ]
     return project, servers
 
 
@@ -108,10 +146,27 @@ def publish_prebuilt(project: Path, catalog_port: int) -> None:
     """Build the project's SELinux box into a prebuilt box (once, before the rounds) and publish it
     to the project's catalog, as the nightly job does."""
     print("building and publishing the prebuilt box (once) ...", flush=True)
-    info = json.loads(process.check([VAGABOND, "build", SELINUX_BOX, "--out", project / "dist", "--version", "1.0.0", "--json"],
-                                    cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
-    process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
-                   "--base-url", f"http://127.0.0.1:{catalog_port}"], cwd=project, env=ENV)  # fmt: skip
+    info = json.loads(
+        process.check(
+            [VAGABOND, "build", SELINUX_BOX, "--out", project / "dist", "--version", "1.0.0", "--json"],
+            cwd=project,
+            env=ENV,
+            timeout=7200,
+        ).stdout
+    )
+    process.check(
+        [
+            VAGABOND,
+            "publish",
+            info["path"],
+            "--catalog",
+            project / "catalog",
+            "--base-url",
+            f"http://127.0.0.1:{catalog_port}",
+        ],
+        cwd=project,
+        env=ENV,
+    )
 
 
 def alternate(rounds: int, sides: list, before=None) -> None:

@@ -89,11 +89,20 @@ def main() -> int:
         prov_ours, prov_theirs = [], []
 
         def theirs_provision() -> float:
-            return timed(["vagrant", "provision", "--provision-with", "bench"], wd, vm_network=True,
-                         env_extra={"VAGRANT_VAGRANTFILE": "Vagrantfile.provisioner"})[0]  # fmt: skip
+            return timed(
+                ["vagrant", "provision", "--provision-with", "bench"],
+                wd,
+                vm_network=True,
+                env_extra={"VAGRANT_VAGRANTFILE": "Vagrantfile.provisioner"},
+            )[0]
 
-        alternate(args.rounds + 1, [(lambda: timed(vagabond("provision", BOX), project)[0], prov_ours, "vagabond provision"),
-                                    (theirs_provision, prov_theirs, "vagrant provision")])  # fmt: skip
+        alternate(
+            args.rounds + 1,
+            [
+                (lambda: timed(vagabond("provision", BOX), project)[0], prov_ours, "vagabond provision"),
+                (theirs_provision, prov_theirs, "vagrant provision"),
+            ],
+        )
         verdicts.append(report("provision", prov_ours, prov_theirs, 0.5))
     finally:
         process.run(vagabond("destroy", BOX), cwd=project, env=ENV)

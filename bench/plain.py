@@ -42,9 +42,24 @@ def main() -> int:
     ensure_sandbox()
     project, servers = selinux_project("vagabond-bench-plain-", NAME, CATALOG_PORT)
     # Plain Vagrant runs in the VMs' namespace: the same catalog on its loopback too.
-    servers.append(subprocess.Popen(sandbox.wrap([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(CATALOG_PORT),
-                                                  "--directory", str(project / "catalog")]),
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+    servers.append(
+        subprocess.Popen(
+            sandbox.wrap(
+                [
+                    sys.executable,
+                    "-m",
+                    "http.server",
+                    "--bind",
+                    "127.0.0.1",
+                    str(CATALOG_PORT),
+                    "--directory",
+                    str(project / "catalog"),
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     plain = project / "plain"
     ours, theirs = [], []
     try:
@@ -60,15 +75,26 @@ def main() -> int:
         def plain_side() -> float:
             took, result = timed(["vagrant", "up"], plain, vm_network=True, stream=True)
             # site.yml lists the imported playbooks' tasks, each skipped: the box holds their work.
-            assert re.search(r"TASK \[Activate SELinux \(Debian\)\] \**\nskipping: \[default\]", result.stdout), "plain vagrant up ran the playbooks"
-            assert re.search(r"default\s*: ok=\d+\s+changed=0 ", result.stdout) and "SELinux is enforcing" in result.stdout
+            assert re.search(r"TASK \[Activate SELinux \(Debian\)\] \**\nskipping: \[default\]", result.stdout), (
+                "plain vagrant up ran the playbooks"
+            )
+            assert (
+                re.search(r"default\s*: ok=\d+\s+changed=0 ", result.stdout) and "SELinux is enforcing" in result.stdout
+            )
             process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
             return took
 
-        alternate(n_rounds, [(vagabond_side, ours, "vagabond up"), (plain_side, theirs, "vagrant up")], before=forget_box)
+        alternate(
+            n_rounds, [(vagabond_side, ours, "vagabond up"), (plain_side, theirs, "vagrant up")], before=forget_box
+        )
         # Plain over vagabond: the target is that plain `vagrant up` costs at most 1.2x.
-        ok = report("plain vagrant up / vagabond up, from the prebuilt box", theirs, ours, 1.2,
-                    labels=("vagrant up", "vagabond up"))  # fmt: skip
+        ok = report(
+            "plain vagrant up / vagabond up, from the prebuilt box",
+            theirs,
+            ours,
+            1.2,
+            labels=("vagrant up", "vagabond up"),
+        )
     finally:
         process.run([VAGABOND, "destroy", BOX], cwd=project, env=ENV)
         if (plain / "Vagrantfile").exists():

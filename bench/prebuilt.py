@@ -39,10 +39,16 @@ def guestfs_env() -> dict[str, str]:
     """libguestfs builds its appliance from a kernel in /boot (linux-image-cloud-amd64 here)."""
     kernels = sorted(glob.glob("/boot/vmlinuz-*"))
     if not shutil.which("virt-sysprep") or not kernels:
-        raise SystemExit("bench: plain `vagrant package` needs libguestfs-tools and a kernel in /boot "
-                         "(apt-get install --no-install-recommends libguestfs-tools linux-image-cloud-amd64)")  # fmt: skip
+        raise SystemExit(
+            "bench: plain `vagrant package` needs libguestfs-tools and a kernel in /boot "
+            "(apt-get install --no-install-recommends libguestfs-tools linux-image-cloud-amd64)"
+        )
     release = kernels[-1].removeprefix("/boot/vmlinuz-")
-    env = {"LIBGUESTFS_BACKEND": "direct", "SUPERMIN_KERNEL": kernels[-1], "SUPERMIN_MODULES": f"/lib/modules/{release}"}
+    env = {
+        "LIBGUESTFS_BACKEND": "direct",
+        "SUPERMIN_KERNEL": kernels[-1],
+        "SUPERMIN_MODULES": f"/lib/modules/{release}",
+    }
     if detect.choose_driver(None).driver == "qemu":  # libguestfs would try /dev/kvm and abort here
         env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
     return env
@@ -52,7 +58,9 @@ def main() -> int:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     ensure_sandbox()
     ENV.update(guestfs_env())
-    process.check([ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800)
+    process.check(
+        [ROOT / "scripts" / "local-apt-repo.sh", CACHE / "apt-repo", "bookworm", *SELINUX_PACKAGES], timeout=1800
+    )
     project = Path(tempfile.mkdtemp(prefix="vagabond-bench-prebuilt-"))
     version = f"0.0.{int(time.time())}"  # never one Vagrant's box store already holds
     name = "vagabond-bench/debian12-selinux"
@@ -63,17 +71,30 @@ def main() -> int:
         (ROOT / "boxes" / f"{BOX}.yaml").read_text()
         + f"prebuilt:\n  name: {name}\n  catalog: http://127.0.0.1:{CATALOG_PORT}/metadata.json\n"
     )
-    (project / "vars.json").write_text(json.dumps({"vagabond_apt_sources": [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]}))
+    (project / "vars.json").write_text(
+        json.dumps({"vagabond_apt_sources": [f"deb [trusted=yes] http://192.168.121.1:{MIRROR_PORT}/ ./"]})
+    )
     fresh, prebuilt = project / "fresh", project / "prebuilt"
-    servers = [serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True), serve(project / "catalog", CATALOG_PORT, for_guests=False)]
+    servers = [
+        serve(CACHE / "apt-repo", MIRROR_PORT, for_guests=True),
+        serve(project / "catalog", CATALOG_PORT, for_guests=False),
+    ]
     try:
         # Both sides start from cached inputs: the base box is built and uploaded to the pool first.
-        process.check([VAGABOND, "up", "debian12", "--no-provision", "--workdir", project / "warm"], cwd=project, env=ENV, timeout=3600)
+        process.check(
+            [VAGABOND, "up", "debian12", "--no-provision", "--workdir", project / "warm"],
+            cwd=project,
+            env=ENV,
+            timeout=3600,
+        )
         process.check([VAGABOND, "destroy", "debian12", "--workdir", project / "warm"], cwd=project, env=ENV)
 
         print("base box + full provisioning ...", flush=True)
-        t_fresh, _ = timed([VAGABOND, "up", BOX, "--fresh", "-e", f"@{project / 'vars.json'}", "--workdir", fresh], project,
-                           stream=True)  # fmt: skip
+        t_fresh, _ = timed(
+            [VAGABOND, "up", BOX, "--fresh", "-e", f"@{project / 'vars.json'}", "--workdir", fresh],
+            project,
+            stream=True,
+        )
 
         print("plain `vagrant package` of that VM (it packages a copy of the disk) ...", flush=True)
         process.check([VAGABOND, "halt", BOX, "--workdir", fresh], cwd=project, env=ENV)
@@ -83,10 +104,27 @@ def main() -> int:
         plain.unlink()
 
         print("vagabond build from the same VM ...", flush=True)
-        info = json.loads(process.check([VAGABOND, "build", BOX, "--workdir", fresh, "--out", project / "dist",
-                                       "--version", version, "--json"], cwd=project, env=ENV, timeout=7200).stdout)  # fmt: skip
-        process.check([VAGABOND, "publish", info["path"], "--catalog", project / "catalog",
-                     "--base-url", f"http://127.0.0.1:{CATALOG_PORT}"], cwd=project, env=ENV)  # fmt: skip
+        info = json.loads(
+            process.check(
+                [VAGABOND, "build", BOX, "--workdir", fresh, "--out", project / "dist", "--version", version, "--json"],
+                cwd=project,
+                env=ENV,
+                timeout=7200,
+            ).stdout
+        )
+        process.check(
+            [
+                VAGABOND,
+                "publish",
+                info["path"],
+                "--catalog",
+                project / "catalog",
+                "--base-url",
+                f"http://127.0.0.1:{CATALOG_PORT}",
+            ],
+            cwd=project,
+            env=ENV,
+        )
 
         print("prebuilt box from the catalog ...", flush=True)
         t_prebuilt, result = timed([VAGABOND, "up", BOX, "--workdir", prebuilt], project, stream=True)
@@ -104,11 +142,15 @@ def main() -> int:
             server.terminate()
         shutil.rmtree(project, ignore_errors=True)
     speedup = t_fresh / t_prebuilt
-    print(f"time to ready {BOX}: base box + provisioning {t_fresh:.0f}s vs prebuilt {t_prebuilt:.0f}s "
-          f"-> {speedup:.1f}x faster ({'meets' if speedup >= 3 else 'MISSES'} target >= 3x)")  # fmt: skip
+    print(
+        f"time to ready {BOX}: base box + provisioning {t_fresh:.0f}s vs prebuilt {t_prebuilt:.0f}s "
+        f"-> {speedup:.1f}x faster ({'meets' if speedup >= 3 else 'MISSES'} target >= 3x)"
+    )
     ratio = size_ours / size_plain
-    print(f"box size: vagabond build {size_ours / 2**20:.0f} MiB vs vagrant package {size_plain / 2**20:.0f} MiB "
-          f"-> ratio {ratio:.2f}x ({'meets' if ratio <= 0.6 else 'MISSES'} target <= 0.6x)")  # fmt: skip
+    print(
+        f"box size: vagabond build {size_ours / 2**20:.0f} MiB vs vagrant package {size_plain / 2**20:.0f} MiB "
+        f"-> ratio {ratio:.2f}x ({'meets' if ratio <= 0.6 else 'MISSES'} target <= 0.6x)"
+    )
     return 0
 
 

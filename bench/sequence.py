@@ -39,9 +39,13 @@ def main() -> int:
     ours, theirs = [], []
     ok = False
     try:
-        process.check([VAGABOND, "base", "build", BOX], cwd=project, env=ENV, timeout=7200)  # in Vagrant's store, for both
+        process.check(
+            [VAGABOND, "base", "build", BOX], cwd=project, env=ENV, timeout=7200
+        )  # in Vagrant's store, for both
         publish_prebuilt(project, CATALOG_PORT)
-        process.check([VAGABOND, "render", BOX, "--fresh", "-o", plain], cwd=project, env=ENV)  # the base box: no prebuilt
+        process.check(
+            [VAGABOND, "render", BOX, "--fresh", "-o", plain], cwd=project, env=ENV
+        )  # the base box: no prebuilt
 
         def vagabond_side() -> float:
             took, result = timed([VAGABOND, "test", BOX, "--", "getenforce"], project, stream=True)
@@ -53,16 +57,25 @@ def main() -> int:
             started = time.monotonic()
             up = process.check(["vagrant", "up"], cwd=plain, env=ENV, vm_network=True, timeout=7200, stream=True)
             assert "TASK [Activate SELinux (Debian)]" in up.stdout, "plain vagrant up did not provision"
-            again = process.check(["vagrant", "provision"], cwd=plain, env=ENV, vm_network=True, timeout=7200, stream=True)
+            again = process.check(
+                ["vagrant", "provision"], cwd=plain, env=ENV, vm_network=True, timeout=7200, stream=True
+            )
             assert "changed=0" in again.stdout, "the second run changed something"
-            verify = process.check(["vagrant", "ssh", "-c", "sudo getenforce"], cwd=plain, env=ENV, vm_network=True)  # not on the user's PATH
+            verify = process.check(
+                ["vagrant", "ssh", "-c", "sudo getenforce"], cwd=plain, env=ENV, vm_network=True
+            )  # not on the user's PATH
             assert "Enforcing" in verify.stdout
             process.check(["vagrant", "destroy", "--force"], cwd=plain, env=ENV, vm_network=True)
             return time.monotonic() - started
 
         alternate(n_rounds, [(vagabond_side, ours, "vagabond test"), (plain_side, theirs, "plain vagrant")])
-        ok = report("vagabond test / the same sequence with plain Vagrant", ours, theirs, 0.5,
-                    labels=("vagabond test", "plain vagrant"))  # fmt: skip
+        ok = report(
+            "vagabond test / the same sequence with plain Vagrant",
+            ours,
+            theirs,
+            0.5,
+            labels=("vagabond test", "plain vagrant"),
+        )
     finally:
         process.run([VAGABOND, "destroy", BOX], cwd=project, env=ENV)
         if (plain / "Vagrantfile").exists():

@@ -57,11 +57,21 @@ class Soak:
         print(f"  cycle {cycle} {phase} {box}: exit {result.returncode} in {took:.0f}s", flush=True)
         if result.returncode == 0:
             return True
-        serial = sorted((wd / "logs").glob("*-serial.log")) + sorted(libvirt.LOG_DIR.glob(f"{workdir.domain_prefix(box, wd)}*-serial.log"))
+        serial = sorted((wd / "logs").glob("*-serial.log")) + sorted(
+            libvirt.LOG_DIR.glob(f"{workdir.domain_prefix(box, wd)}*-serial.log")
+        )
         console = serial[-1].read_text(errors="replace")[-1500:] if serial else "(no serial console kept)"
         error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        self.failures.append({"cycle": cycle, "phase": phase, "box": box, "exit": result.returncode,
-                              "error": error[-1] if error else result.stderr[-500:], "console": console})  # fmt: skip
+        self.failures.append(
+            {
+                "cycle": cycle,
+                "phase": phase,
+                "box": box,
+                "exit": result.returncode,
+                "error": error[-1] if error else result.stderr[-500:],
+                "console": console,
+            }
+        )
         print(f"  FAILED {phase}: {self.failures[-1]['error']}\n  serial console (end):\n{console}", flush=True)
         return False
 
@@ -92,8 +102,14 @@ class Soak:
         sig = self.rng.choice([signal.SIGINT, signal.SIGTERM])
         after = self.rng.uniform(3, 90)
         self.phases["interrupted up"] += 1
-        proc = subprocess.Popen([VAGABOND, "up", box, "--workdir", str(wd)], cwd=self.project, env=ENV,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [VAGABOND, "up", box, "--workdir", str(wd)],
+            cwd=self.project,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             proc.wait(timeout=after)
         except subprocess.TimeoutExpired:
@@ -104,30 +120,69 @@ class Soak:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 _, err = proc.communicate()
-                self.failures.append({"cycle": cycle, "phase": "interrupted up", "box": box, "exit": None,
-                                      "error": f"{sig.name} after {after:.0f}s: still running 10 s later", "console": ""})  # fmt: skip
+                self.failures.append(
+                    {
+                        "cycle": cycle,
+                        "phase": "interrupted up",
+                        "box": box,
+                        "exit": None,
+                        "error": f"{sig.name} after {after:.0f}s: still running 10 s later",
+                        "console": "",
+                    }
+                )
             else:
                 took = time.monotonic() - stopped
-                print(f"  cycle {cycle} up {box}: {sig.name} after {after:.0f}s, exit {proc.returncode} {took:.1f}s later", flush=True)
+                print(
+                    f"  cycle {cycle} up {box}: {sig.name} after {after:.0f}s, exit {proc.returncode} "
+                    f"{took:.1f}s later",
+                    flush=True,
+                )
                 if proc.returncode != 130:
-                    self.failures.append({"cycle": cycle, "phase": "interrupted up", "box": box, "exit": proc.returncode,
-                                          "error": err[-500:], "console": ""})  # fmt: skip
+                    self.failures.append(
+                        {
+                            "cycle": cycle,
+                            "phase": "interrupted up",
+                            "box": box,
+                            "exit": proc.returncode,
+                            "error": err[-500:],
+                            "console": "",
+                        }
+                    )
         else:
             print(f"  cycle {cycle} up {box}: finished before the {sig.name} due at {after:.0f}s", flush=True)
-        self.step(cycle, "destroy", box, wd, "destroy", box, "--workdir", str(wd))  # a finished up leaves a VM to destroy
+        self.step(
+            cycle, "destroy", box, wd, "destroy", box, "--workdir", str(wd)
+        )  # a finished up leaves a VM to destroy
         self.leaked(cycle, [(box, wd)])
 
     def side_by_side(self, cycle: int, box: str) -> None:
         wds = [self.project / ".vagabond" / f"soak-{cycle}-{side}" for side in "ab"]
         self.phases["up side by side"] += 2
-        procs = [subprocess.Popen([VAGABOND, "up", box, "--workdir", str(wd)], cwd=self.project, env=ENV,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for wd in wds]  # fmt: skip
-        for wd, proc in zip(wds, procs):
+        procs = [
+            subprocess.Popen(
+                [VAGABOND, "up", box, "--workdir", str(wd)],
+                cwd=self.project,
+                env=ENV,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for wd in wds
+        ]
+        for wd, proc in zip(wds, procs, strict=True):
             _, err = proc.communicate(timeout=3600)
             print(f"  cycle {cycle} up {box} ({wd.name}): exit {proc.returncode}", flush=True)
             if proc.returncode != 0:
-                self.failures.append({"cycle": cycle, "phase": "up side by side", "box": box, "exit": proc.returncode,
-                                      "error": err[-500:], "console": ""})  # fmt: skip
+                self.failures.append(
+                    {
+                        "cycle": cycle,
+                        "phase": "up side by side",
+                        "box": box,
+                        "exit": proc.returncode,
+                        "error": err[-500:],
+                        "console": "",
+                    }
+                )
             else:
                 self.step(cycle, "run", box, wd, "run", box, "--workdir", str(wd), "--", "true")
         for wd in wds:
@@ -160,14 +215,23 @@ def main() -> int:
     finally:
         for server in servers:
             server.terminate()
-    infra = [f for f in soak.failures]
-    print(f"\nsoak: {args.cycles} cycles in {(time.monotonic() - started) / 60:.0f} min (seed {seed}): "
-          f"{len(infra)} failures, {len(soak.leaks)} cycles with leaks", flush=True)
+    infra = list(soak.failures)
+    print(
+        f"\nsoak: {args.cycles} cycles in {(time.monotonic() - started) / 60:.0f} min (seed {seed}): "
+        f"{len(infra)} failures, {len(soak.leaks)} cycles with leaks",
+        flush=True,
+    )
     print("  phases run: " + ", ".join(f"{name} {n}" for name, n in sorted(soak.phases.items())))
     for phase, n in sorted(Counter(f["phase"] for f in infra).items()):
         print(f"  failed {phase}: {n}")
-    result = {"cycles": args.cycles, "seed": seed, "phases": dict(soak.phases), "failures": soak.failures, "leaks": soak.leaks,
-              "minutes": round((time.monotonic() - started) / 60, 1)}  # fmt: skip
+    result = {
+        "cycles": args.cycles,
+        "seed": seed,
+        "phases": dict(soak.phases),
+        "failures": soak.failures,
+        "leaks": soak.leaks,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0 if not infra and not soak.leaks else 1

@@ -25,8 +25,23 @@ def junit_schema():
     xsd = cache / XSD
     if not xsd.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", "pytest", "pytest",
-                        "--dest", str(cache)], check=True, timeout=600)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                "pytest",
+                "pytest",
+                "--dest",
+                str(cache),
+            ],
+            check=True,
+            timeout=600,
+        )
         (sdist,) = cache.glob("pytest-*.tar.gz")
         with tarfile.open(sdist) as archive:
             member = next(m for m in archive.getmembers() if m.name.endswith(f"/testing/example_scripts/{XSD}"))

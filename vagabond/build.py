@@ -9,12 +9,12 @@ from pathlib import Path
 
 from vagabond import files, interrupts, process, timeouts, ui
 from vagabond.boxes import archive, diskimage, guest
-from vagabond.host import libvirt
-from vagabond.publish import versions
-from vagabond.vm import lifecycle, playbooks, remote
-from vagabond.spec.schema import Box
 from vagabond.errors import UsageError, VagabondError
+from vagabond.host import libvirt
 from vagabond.host.vagrant import Vagrant
+from vagabond.publish import versions
+from vagabond.spec.schema import Box
+from vagabond.vm import lifecycle, playbooks, remote
 from vagabond.vm.workdir import Workdir
 
 # Run in the guest as root before packaging: nothing that identifies this VM, no caches, no logs.
@@ -72,16 +72,29 @@ def flatten_and_compact(disk: Path, img: Path) -> None:
                 done = diskimage.compact_filesystems(raw)
         after = raw.stat().st_blocks * 512
         # XFS and other file systems (EL images) keep what the guest's fstrim discarded before the halt.
-        how = f"compacted {', '.join(done)}" if done else "no ext file system to compact; the guest's fstrim discarded free blocks"
-        ui.info(f"disk: {before / 2**20:.0f} MiB allocated after the guest's fstrim, {after / 2**20:.0f} MiB after "
-                f"compaction ({(before - after) / 2**20:.0f} MiB less; {how})")  # fmt: skip
+        how = (
+            f"compacted {', '.join(done)}"
+            if done
+            else "no ext file system to compact; the guest's fstrim discarded free blocks"
+        )
+        ui.info(
+            f"disk: {before / 2**20:.0f} MiB allocated after the guest's fstrim, {after / 2**20:.0f} MiB after "
+            f"compaction ({(before - after) / 2**20:.0f} MiB less; {how})"
+        )
         diskimage.convert_to_qcow2(raw, img, compress=False)
     finally:
         raw.unlink(missing_ok=True)
 
 
-def describe(box_file: Path, *, name: str, version: str, description: str = "", base: dict | None = None,
-             digest: str | None = None) -> dict:  # fmt: skip
+def describe(
+    box_file: Path,
+    *,
+    name: str,
+    version: str,
+    description: str = "",
+    base: dict | None = None,
+    digest: str | None = None,
+) -> dict:
     """Write BOX.box.json beside the box: what publish, and people, need to know about it."""
     info = {
         "name": name,
@@ -136,8 +149,17 @@ def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, versio
     try:
         machine = box.primary()
         # The box says which definition it holds: site.yml skips the playbooks on it when it is this one.
-        remote.check(wd, machine, ["sudo", "-n", "sh", "-c", f"mkdir -p {os.path.dirname(playbooks.DEFINITION_FILE)} && "
-                                   f"echo {digest} > {playbooks.DEFINITION_FILE}"])  # fmt: skip
+        remote.check(
+            wd,
+            machine,
+            [
+                "sudo",
+                "-n",
+                "sh",
+                "-c",
+                f"mkdir -p {os.path.dirname(playbooks.DEFINITION_FILE)} && echo {digest} > {playbooks.DEFINITION_FILE}",
+            ],
+        )
         with ui.step("clean the guest for reuse"):
             remote.check(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], timeout=timeouts.GUEST_CLEANUP)
         # The build VM took only its own key; the box goes out with Vagrant's insecure one again, so
@@ -157,8 +179,14 @@ def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, versio
         img.unlink()
         base = box.spec.base
         state = wd.read_state()
-        info = describe(target, name=name, version=version, description=box.spec.description,
-                        base={"box": base.box_name, "version": state.get("base_version")}, digest=digest)  # fmt: skip
+        info = describe(
+            target,
+            name=name,
+            version=version,
+            description=box.spec.description,
+            base={"box": base.box_name, "version": state.get("base_version")},
+            digest=digest,
+        )
     finally:
         with interrupts.cleanup():  # an interrupted build leaves neither its VM nor a half-written image
             img.unlink(missing_ok=True)

@@ -167,13 +167,21 @@ class CommandFailed(VagabondError):
         super().__init__(message, hint=hint)
 
     @classmethod
-    def from_result(cls, result, *, hint: str | None = None, timeout: float | None = None,
-                    stopped: str | None = None) -> CommandFailed:  # fmt: skip
+    def from_result(
+        cls, result, *, hint: str | None = None, timeout: float | None = None, stopped: str | None = None
+    ) -> CommandFailed:
         """The one way to build a failure (from process.Result or anything with argv, returncode,
         stdout and stderr): every secret is redacted from the command and its output here, so no
         call site can forget it."""
-        return cls([redact(str(a)) for a in result.argv], result.returncode, redact(result.stdout), redact(result.stderr),
-                   timeout=timeout, stopped=stopped, hint=hint)  # fmt: skip
+        return cls(
+            [redact(str(a)) for a in result.argv],
+            result.returncode,
+            redact(result.stdout),
+            redact(result.stderr),
+            timeout=timeout,
+            stopped=stopped,
+            hint=hint,
+        )
 
 
 def _last_line(text: str) -> str:
@@ -197,7 +205,10 @@ EXIT_CODES = [
     (PublishError.exit_code, "publishing failed, or a catalog is not what vagabond expects"),
     (PrepareError.exit_code, "the host could not be prepared"),
     (TEST_PHASE_CODES["up"], "vagabond test: bringing the VM up failed"),
-    (NotIdempotent.exit_code, "the second provisioning run changed something (vagabond test, provision --check-idempotence)"),
+    (
+        NotIdempotent.exit_code,
+        "the second provisioning run changed something (vagabond test, provision --check-idempotence)",
+    ),
     (TEST_PHASE_CODES["verify"], "vagabond test: a verify command failed"),
     (TEST_PHASE_CODES["destroy"], "vagabond test: destroying the VM failed (every other phase passed)"),
     (UnsafePath.exit_code, "a path to write, delete or lock is a symbolic link or not vagabond's: nothing was touched"),

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from vagabond.errors import Busy, UnsafePath
 
+
 # A box name (org/name) as one path component, the way every file and cache entry of it is named.
 # (Vagrant's own store spells it -VAGRANTSLASH-; vm.store_name owns that spelling.)
 def safe_name(box_name: str) -> str:
@@ -36,8 +37,10 @@ def safe_name(box_name: str) -> str:
 def refuse_link(path: Path) -> None:
     """UnsafePath when ``path`` is a symbolic link: vagabond writes and deletes only its own files."""
     if path.is_symlink():
-        raise UnsafePath(f"refusing {path}: it is a symbolic link (to {os.readlink(path)}), not a file vagabond made",
-                         hint="remove the link, or choose another place")  # fmt: skip
+        raise UnsafePath(
+            f"refusing {path}: it is a symbolic link (to {os.readlink(path)}), not a file vagabond made",
+            hint="remove the link, or choose another place",
+        )
 
 
 def make_dirs(path: Path, *, root: Path | None = None, mode: int = 0o755) -> Path:
@@ -252,8 +255,11 @@ def wait_for_lock(fd: int, path: Path, timeout: float, what: str, on_wait=None) 
     deadline = time.monotonic() + timeout
     while not try_lock(fd):
         if time.monotonic() > deadline:
-            raise Busy(f"{lock_holder(fd) or 'another process'} has held {path} for over {timeout:g}s: {what} cannot wait longer",
-                       hint=f"find it with: fuser -v {path}")  # fmt: skip
+            raise Busy(
+                f"{lock_holder(fd) or 'another process'} has held {path} for over {timeout:g}s: {what} cannot "
+                "wait longer",
+                hint=f"find it with: fuser -v {path}",
+            )
         time.sleep(0.2)
 
 

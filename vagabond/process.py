@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import IO
 
 from vagabond import sandbox
-from vagabond.redaction import redact
 from vagabond.errors import CommandFailed, ToolMissing, format_argv
+from vagabond.redaction import redact
 
 log = logging.getLogger("vagabond.process")
 
@@ -30,6 +30,7 @@ KILL_GRACE = 3.0
 # Seconds to keep reading a finished command's pipes. A daemon it left behind can hold them open
 # forever (ssh's ControlPersist master keeps stderr), so stop waiting after this.
 DRAIN_AFTER_EXIT = 2.0
+
 
 @dataclass(frozen=True)
 class Result:
@@ -133,8 +134,10 @@ def _start(args: list[str], *, cwd, env, interactive: bool, piped_input: bool, h
             errors="replace",
         )
     except FileNotFoundError as exc:
-        raise ToolMissing(f"'{args[0]}' was not found",
-                          hint=hint or "run 'vagabond doctor' to see what is missing and how to install it") from exc  # fmt: skip
+        raise ToolMissing(
+            f"'{args[0]}' was not found",
+            hint=hint or "run 'vagabond doctor' to see what is missing and how to install it",
+        ) from exc
     except PermissionError as exc:
         raise ToolMissing(f"'{args[0]}' is not executable: {exc.strerror}") from exc
 
@@ -179,7 +182,9 @@ def _argv(argv: Sequence[str | os.PathLike[str]], vm_network: bool) -> list[str]
     if not vm_network:
         return args
     if not os.path.isfile(args[0]):  # `ip netns exec` would hide it behind its own error
-        raise ToolMissing(f"'{args[0]}' was not found", hint="run 'vagabond doctor' to see what is missing and how to install it")
+        raise ToolMissing(
+            f"'{args[0]}' was not found", hint="run 'vagabond doctor' to see what is missing and how to install it"
+        )
     return sandbox.wrap(args)
 
 
@@ -266,7 +271,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
-
 
 
 def exec_replace(argv: Sequence[str | os.PathLike[str]], *, vm_network: bool = False) -> None:

@@ -64,14 +64,27 @@ def apt_mirror(sandbox, tmp_path_factory):
     subprocess.run([APT_REPO_SCRIPT, repo, "bookworm", *SELINUX_PACKAGES], check=True, timeout=1800)
     log = open(tmp_path_factory.mktemp("mirror") / "http.log", "w")
     server = subprocess.Popen(
-        [SANDBOX, "exec", sys.executable, "-m", "http.server", "--bind", "0.0.0.0", str(MIRROR_PORT),
-         "--directory", str(repo)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            SANDBOX,
+            "exec",
+            sys.executable,
+            "-m",
+            "http.server",
+            "--bind",
+            "0.0.0.0",
+            str(MIRROR_PORT),
+            "--directory",
+            str(repo),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(1)
     assert server.poll() is None, "the mirror's HTTP server did not start"
     vars_file = tmp_path_factory.mktemp("vars") / "mirror.json"
-    vars_file.write_text(json.dumps({"vagabond_apt_sources": [f"deb [trusted=yes] http://{HOST_FROM_GUEST}:{MIRROR_PORT}/ ./"]}))
+    vars_file.write_text(
+        json.dumps({"vagabond_apt_sources": [f"deb [trusted=yes] http://{HOST_FROM_GUEST}:{MIRROR_PORT}/ ./"]})
+    )
     yield vars_file
     server.terminate()
     server.wait(timeout=10)
@@ -87,11 +100,13 @@ class Vagabond:
     def argv(self, *args: str) -> list[str]:
         return [self.exe, *args]
 
-    def __call__(self, *args: str, timeout: float = 3600, check: bool = True,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    def __call__(
+        self, *args: str, timeout: float = 3600, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         started = time.monotonic()
-        result = subprocess.run(self.argv(*args), cwd=self.cwd, capture_output=True, text=True, timeout=timeout,
-                                env=self.env(env))  # fmt: skip
+        result = subprocess.run(
+            self.argv(*args), cwd=self.cwd, capture_output=True, text=True, timeout=timeout, env=self.env(env)
+        )
         print(f"$ vagabond {' '.join(args)}  ({time.monotonic() - started:.0f}s, exit {result.returncode})")
         print(result.stdout[-4000:], result.stderr[-6000:], sep="\n")
         if check and result.returncode != 0:
@@ -99,8 +114,9 @@ class Vagabond:
         return result
 
     def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(*args), cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=self.env())  # fmt: skip
+        return subprocess.Popen(
+            self.argv(*args), cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env()
+        )
 
     @staticmethod
     def env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -120,7 +136,8 @@ def catalog_server(sandbox, tmp_path_factory):
     conf = root.parent / "nginx-catalog.conf"
     conf.write_text(
         f"user root; daemon off; pid {root.parent}/nginx-catalog.pid; error_log stderr;\n"
-        f"events {{}}\nhttp {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {root.parent}/body;\n"
+        "events {}\nhttp { include /etc/nginx/mime.types; access_log off;\n"
+        f"  client_body_temp_path {root.parent}/body;\n"
         f"  server {{ listen 127.0.0.1:{CATALOG_PORT}; root {root}; }} }}\n"
     )
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root.parent)])
@@ -138,10 +155,15 @@ def s3_server(sandbox):
     server = Path(sys.executable).with_name("moto_server")
     if not server.exists():
         pytest.skip(f"{MISSING}: moto_server (pip install 'moto[server]')")
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(S3_PORT)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "AWS_ACCESS_KEY_ID": "e2e",
-           "AWS_SECRET_ACCESS_KEY": "e2e-secret", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(S3_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+        "AWS_ACCESS_KEY_ID": "e2e",
+        "AWS_SECRET_ACCESS_KEY": "e2e-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     make_bucket = "import boto3\nboto3.client('s3').create_bucket(Bucket='boxes')"
     for _ in range(60):
         done = subprocess.run([sys.executable, "-c", make_bucket], env=dict(os.environ, **env), capture_output=True)
@@ -163,7 +185,10 @@ def project(tmp_path_factory, catalog_server):
     for name in ("debian12", "debian12-selinux"):
         shutil.copy(REPO / "boxes" / f"{name}.yaml", path / "boxes")
     with open(path / "boxes" / "debian12-selinux.yaml", "a") as fh:
-        fh.write(f"prebuilt:\n  name: vagabond/debian12-selinux\n  catalog: {catalog_server[1]}/debian12-selinux/metadata.json\n")
+        fh.write(
+            "prebuilt:\n  name: vagabond/debian12-selinux\n  catalog: "
+            f"{catalog_server[1]}/debian12-selinux/metadata.json\n"
+        )
     return path
 
 
@@ -178,15 +203,25 @@ def virsh(*args: str) -> str:
 
 def network_users(network: str) -> list[str]:
     """Every domain, running or not, with an interface on this network."""
-    return [name for name in virsh("list", "--all", "--name").split()
-            if any(line.split()[2:3] == [network] for line in virsh("domiflist", name).splitlines()[2:])]  # fmt: skip
+    return [
+        name
+        for name in virsh("list", "--all", "--name").split()
+        if any(line.split()[2:3] == [network] for line in virsh("domiflist", name).splitlines()[2:])
+    ]
 
 
 def ours(prefix: str) -> dict[str, list[str]]:
     """What libvirt still holds that carries this prefix, plus vagrant-libvirt's network when the
     tests made it and no domain uses it any more (left behind)."""
     domains = [n for n in virsh("list", "--all", "--name").split() if n.startswith(prefix)]
-    volumes = [line.split()[0] for line in virsh("vol-list", "default").splitlines()[2:] if line.split() and line.split()[0].startswith(prefix)]
-    networks = [n for n in virsh("net-list", "--all", "--name").split()
-                if n == MGMT_NETWORK and n not in NETWORKS_AT_START and not network_users(n)]  # fmt: skip
+    volumes = [
+        line.split()[0]
+        for line in virsh("vol-list", "default").splitlines()[2:]
+        if line.split() and line.split()[0].startswith(prefix)
+    ]
+    networks = [
+        n
+        for n in virsh("net-list", "--all", "--name").split()
+        if n == MGMT_NETWORK and n not in NETWORKS_AT_START and not network_users(n)
+    ]
     return {"domains": domains, "volumes": volumes, "networks": networks}

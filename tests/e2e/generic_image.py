@@ -15,7 +15,13 @@ def build_generic_image() -> Path:
     target = paths.cache_dir() / "images" / f"debian12-genericcloud-gpt-r{guest.RECIPE_VERSION}.qcow2"
     if target.is_file():
         return target
-    spec = MmdebstrapBase(kind="mmdebstrap", suite="bookworm", box="test/generic", packages=["cloud-init", "cloud-guest-utils", "fdisk"], disk=4)
+    spec = MmdebstrapBase(
+        kind="mmdebstrap",
+        suite="bookworm",
+        box="test/generic",
+        packages=["cloud-init", "cloud-guest-utils", "fdisk"],
+        disk=4,
+    )
     rootfs = mmdebstrap.rootfs(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
     with diskimage.scratch_dir(target.parent, "generic-") as tmp:

@@ -19,12 +19,18 @@ def test_guest_that_never_gets_an_ip_fails_in_time_and_leaves_nothing(vagabond, 
     # An empty disk: SeaBIOS finds nothing to boot, so no DHCP lease ever comes.
     process.check(["qemu-img", "create", "-q", "-f", "qcow2", tmp_path / "box.img", "64M"])
     box = archive.write_box(tmp_path / "box.img", tmp_path / "noboot.box", virtual_size_gib=1)
-    subprocess.run(["vagrant", "box", "add", "--force", "--name", "vagabond-test/noboot", str(box)],
-                   check=True, capture_output=True)  # fmt: skip
-    (vagabond.cwd / "boxes" / "noboot.yaml").write_text(
-        "description: a box that never boots\nbase: {box: vagabond-test/noboot}\nresources: {memory: 256, cpus: 1, disk: 1}\n"
+    subprocess.run(
+        ["vagrant", "box", "add", "--force", "--name", "vagabond-test/noboot", str(box)],
+        check=True,
+        capture_output=True,
     )
-    result = vagabond("up", "noboot", "--boot-timeout", "30", "--logs-on-failure", str(tmp_path / "logs"), check=False, timeout=600)
+    (vagabond.cwd / "boxes" / "noboot.yaml").write_text(
+        "description: a box that never boots\nbase: {box: vagabond-test/noboot}\nresources: "
+        "{memory: 256, cpus: 1, disk: 1}\n"
+    )
+    result = vagabond(
+        "up", "noboot", "--boot-timeout", "30", "--logs-on-failure", str(tmp_path / "logs"), check=False, timeout=600
+    )
     assert result.returncode != 0
     assert "error: vagrant up failed:" in result.stderr
     wd = vagabond.cwd / ".vagabond" / "noboot"

@@ -26,7 +26,8 @@ def test_cloud_image_base_boots_with_vagrant_user(vagabond):
     image = build_generic_image()
     (vagabond.cwd / "boxes" / "debian12-cloud.yaml").write_text(
         "description: Debian 12 from a generic cloud image\n"
-        f"base:\n  kind: image\n  image: {image}\n  checksum: sha256:{files.sha256_file(image)}\n  box: test/debian12-cloud\n"
+        f"base:\n  kind: image\n  image: {image}\n  checksum: sha256:{files.sha256_file(image)}\n  box: "
+        "test/debian12-cloud\n"
         "guest: debian\nresources: {memory: 1024, cpus: 2, disk: 8}\n"
     )
     # Imports are cached per image: drop an earlier one so this run really imports.

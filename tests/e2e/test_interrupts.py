@@ -26,8 +26,14 @@ class Watched:
     """A vagabond command whose output is read as it comes, so the test can strike at a phase."""
 
     def __init__(self, vagabond, *args: str, env: dict[str, str] | None = None):
-        self.proc = subprocess.Popen(vagabond.argv(*args), cwd=vagabond.cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=vagabond.env(env))  # fmt: skip
+        self.proc = subprocess.Popen(
+            vagabond.argv(*args),
+            cwd=vagabond.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=vagabond.env(env),
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -93,11 +99,18 @@ def test_base_build_cancelled_in_each_phase_leaves_nothing_and_then_builds(vagab
             assert run.proc.returncode == 130, run.output[-2000:]
             assert "interrupted by SIGINT" in run.output
             assert mounts_below(cache) == [] and mounts_below(Path("/tmp")) == [], "mounts left behind"
-            leftovers = [p.name for p in cache.rglob("*") if p.name.startswith(("mmdebstrap-", "vagabond-base-", "tmp"))
-                         or p.name.endswith((".partial.tar", ".raw", ".tmp"))]  # fmt: skip
+            leftovers = [
+                p.name
+                for p in cache.rglob("*")
+                if p.name.startswith(("mmdebstrap-", "vagabond-base-", "tmp"))
+                or p.name.endswith((".partial.tar", ".raw", ".tmp"))
+            ]
             assert leftovers == [], leftovers
-            assert not [line for line in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
-                        if str(cache) in line], "loop devices left attached"  # fmt: skip
+            assert not [
+                line
+                for line in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+                if str(cache) in line
+            ], "loop devices left attached"
             print(f"{phase}: cleaned up in {took:.1f}s")
         done = vagabond("base", "build", "debian12-less", "--no-add", env=env, timeout=1800)
         assert Path(done.stdout.strip()).is_file()
@@ -108,8 +121,17 @@ def test_base_build_cancelled_in_each_phase_leaves_nothing_and_then_builds(vagab
 def test_import_cancelled_during_the_first_boot_leaves_nothing_and_then_imports(vagabond, tmp_path):
     image = build_generic_image()
     out = tmp_path / "imported"
-    args = ("import", "test/interrupted", "--image", str(image), "--checksum", f"sha256:{files.sha256_file(image)}",
-            "--out", str(out), "--no-add")  # fmt: skip
+    args = (
+        "import",
+        "test/interrupted",
+        "--image",
+        str(image),
+        "--checksum",
+        f"sha256:{files.sha256_file(image)}",
+        "--out",
+        str(out),
+        "--no-add",
+    )
     run = Watched(vagabond, *args)
     run.wait_for("first boot with cloud-init")
     time.sleep(10)
@@ -132,8 +154,11 @@ def test_build_cancelled_while_compacting_leaves_no_vm_no_loop_device_no_file_an
     run.cancel_like_github()
     assert run.proc.returncode == 130, run.output[-2000:]
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == [], "half-written files in --out"
-    assert not [line for line in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
-                if str(out) in line], "loop devices left attached"  # fmt: skip
+    assert not [
+        line
+        for line in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+        if str(out) in line
+    ], "loop devices left attached"
     if prefix:
         assert ours(prefix)["domains"] == [] and ours(prefix)["volumes"] == []
     info = json.loads(vagabond(*args, timeout=3600).stdout)
@@ -152,4 +177,3 @@ def test_a_failing_base_build_keeps_the_cache_clean(vagabond, tmp_path):
         assert [p.name for p in cache.rglob("*") if p.is_file()] == []
     finally:
         (vagabond.cwd / "boxes" / "nosuite.yaml").unlink()
-

@@ -45,7 +45,10 @@ def selinux_vm(vagabond, apt_mirror):
 
 def test_up_provisions_and_verifies_selinux(selinux_vm):
     # Nothing is published yet: up says why it falls back to the base box.
-    assert "using the base box with full provisioning: catalog http://127.0.0.1:8322/debian12-selinux/metadata.json could not be read" in selinux_vm.stderr
+    assert (
+        "using the base box with full provisioning: catalog "
+        "http://127.0.0.1:8322/debian12-selinux/metadata.json could not be read" in selinux_vm.stderr
+    )
     assert "selinux on default: Enforcing" in selinux_vm.stderr
     assert "TASK [Activate SELinux (Debian)]" in selinux_vm.stderr
 
@@ -54,21 +57,48 @@ def test_only_the_vms_own_key_opens_it(vagabond, selinux_vm, tmp_path):
     """Vagrant's published insecure key and the box convention's password open nothing: anyone on
     the host's libvirt network could have changed the VM (and a box built from it) with them."""
     wd = vagabond.cwd / ".vagabond" / BOX
-    host = next(line.split()[1] for line in (wd / "ssh_config").read_text().splitlines() if line.strip().startswith("HostName"))
-    root = subprocess.run(["ruby", "-e", "require 'vagrant'; puts Vagrant.source_root"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    host = next(
+        line.split()[1] for line in (wd / "ssh_config").read_text().splitlines() if line.strip().startswith("HostName")
+    )
+    root = subprocess.run(
+        ["ruby", "-e", "require 'vagrant'; puts Vagrant.source_root"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     insecure = tmp_path / "insecure"
     shutil.copy(os.path.join(root, "keys", "vagrant"), insecure)  # the key every Vagrant user has
     insecure.chmod(0o600)
-    common = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-              "-o", "ConnectTimeout=30", "-o", "IdentitiesOnly=yes"]  # fmt: skip
+    common = [
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=30",
+        "-o",
+        "IdentitiesOnly=yes",
+    ]
     netns = ["ip", "netns", "exec", NETNS]
-    refused = subprocess.run([*netns, "ssh", *common, "-i", str(insecure), f"vagrant@{host}", "true"], capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [*netns, "ssh", *common, "-i", str(insecure), f"vagrant@{host}", "true"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
-    own = subprocess.run([*netns, "ssh", *common, "-i", str(wd / "ssh_key"), f"vagrant@{host}", "true"], capture_output=True, text=True, timeout=120)
+    own = subprocess.run(
+        [*netns, "ssh", *common, "-i", str(wd / "ssh_key"), f"vagrant@{host}", "true"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert own.returncode == 0, own.stderr
-    methods = subprocess.run([*netns, "ssh", *common, "-o", "PreferredAuthentications=none", f"vagrant@{host}", "true"],
-                             capture_output=True, text=True, timeout=120).stderr  # fmt: skip
+    methods = subprocess.run(
+        [*netns, "ssh", *common, "-o", "PreferredAuthentications=none", f"vagrant@{host}", "true"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stderr
     assert "(publickey)" in methods and "password" not in methods, methods
 
 
@@ -114,8 +144,14 @@ def test_ssh_gives_an_interactive_shell(vagabond, selinux_vm):
 
 
 def test_run_cancelled_like_github_ends_at_once_and_leaves_no_ssh(vagabond, selinux_vm):
-    proc = subprocess.Popen(vagabond.argv("run", BOX, "--", "sleep", "600"), cwd=vagabond.cwd, env=vagabond.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        vagabond.argv("run", BOX, "--", "sleep", "600"),
+        cwd=vagabond.cwd,
+        env=vagabond.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     os.kill(proc.pid, signal.SIGINT)
     try:
@@ -151,8 +187,17 @@ def test_logs_from_the_vm_with_an_avc_denial_provoked_under_enforcing(vagabond, 
     assert denied.returncode == 126 and "Permission denied" in denied.stderr, denied.stderr
     summary = json.loads(vagabond("logs", BOX, "--out", str(tmp_path), "--json").stdout)
     items = {item["name"]: item for item in summary["items"]}
-    for name in ("Vagrantfile", "state.json", "vagrant.log", "ansible.log", "default-serial.log", "default-qemu.log",
-                 "default-journal.log", "default-avc-denials.log", "default-dmesg.log"):  # fmt: skip
+    for name in (
+        "Vagrantfile",
+        "state.json",
+        "vagrant.log",
+        "ansible.log",
+        "default-serial.log",
+        "default-qemu.log",
+        "default-journal.log",
+        "default-avc-denials.log",
+        "default-dmesg.log",
+    ):
         assert items[name]["ok"], items[name]
     out = tmp_path / BOX
     avc = (out / "default-avc-denials.log").read_text()
@@ -172,7 +217,11 @@ def test_a_failing_command_under_ci_brings_logs_back(vagabond, selinux_vm):
     result = vagabond("run", BOX, "--", "sh", "-c", "exit 3", check=False, env={"CI": "true"})
     assert result.returncode == 3
     summary = json.loads((vagabond.cwd / "vagabond-logs" / BOX / "summary.json").read_text())
-    assert {i["name"] for i in summary["items"] if i["ok"]} >= {"Vagrantfile", "default-journal.log", "default-serial.log"}
+    assert {i["name"] for i in summary["items"] if i["ok"]} >= {
+        "Vagrantfile",
+        "default-journal.log",
+        "default-serial.log",
+    }
     assert f"logs of {BOX} in" in result.stderr
     shutil.rmtree(vagabond.cwd / "vagabond-logs")
 
@@ -202,18 +251,37 @@ def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_serv
         assert sorted(names) == ["Vagrantfile", "box.img", "metadata.json"]
         assert "vagrant_private_key" not in names
         assert "libvirt.driver" not in tar.extractfile("Vagrantfile").read().decode()
-    result = vagabond("publish", str(box), "--catalog", str(root / "debian12-selinux"),
-                      "--base-url", f"{http}/debian12-selinux", "--json")  # fmt: skip
+    result = vagabond(
+        "publish",
+        str(box),
+        "--catalog",
+        str(root / "debian12-selinux"),
+        "--base-url",
+        f"{http}/debian12-selinux",
+        "--json",
+    )
     assert json.loads(result.stdout)["metadata_url"] == f"{http}/debian12-selinux/metadata.json"
 
     # The same box in an S3 catalog, read back by the real `vagrant box add` (its checksum included).
-    result = vagabond("publish", str(box), "--catalog", "s3://boxes/nightly/debian12-selinux", "--s3-acl",
-                      "public-read", "--json", env=s3_server)  # fmt: skip
+    result = vagabond(
+        "publish",
+        str(box),
+        "--catalog",
+        "s3://boxes/nightly/debian12-selinux",
+        "--s3-acl",
+        "public-read",
+        "--json",
+        env=s3_server,
+    )
     url = json.loads(result.stdout)["metadata_url"]
     assert url == f"{s3_server['AWS_ENDPOINT_URL']}/boxes/nightly/debian12-selinux/metadata.json"
     home = tmp_path_factory.mktemp("vagrant-home")
-    added = subprocess.run(["vagrant", "box", "add", "--provider", "libvirt", url],
-                           env=dict(os.environ, VAGRANT_HOME=str(home)), capture_output=True, text=True)  # fmt: skip
+    added = subprocess.run(
+        ["vagrant", "box", "add", "--provider", "libvirt", url],
+        env=dict(os.environ, VAGRANT_HOME=str(home)),
+        capture_output=True,
+        text=True,
+    )
     assert added.returncode == 0, added.stderr[-2000:]
     assert (home / "boxes" / "vagabond-VAGRANTSLASH-debian12-selinux" / VERSION).is_dir()
     shutil.rmtree(home)
@@ -233,9 +301,11 @@ def test_check_idempotence_runs_every_playbook_on_the_prebuilt_vm(vagabond, apt_
     assert "default: ok=" in result.stdout and " changed=0 " in result.stdout
 
 
-STAMP = ("- hosts: all\n  become: true\n  tasks:\n"
-         "    - name: Stamp the time\n      ansible.builtin.command: touch /var/tmp/stamp\n"
-         "    - name: Read the stamp\n      ansible.builtin.command: cat /var/tmp/stamp\n      changed_when: false\n")
+STAMP = (
+    "- hosts: all\n  become: true\n  tasks:\n"
+    "    - name: Stamp the time\n      ansible.builtin.command: touch /var/tmp/stamp\n"
+    "    - name: Read the stamp\n      ansible.builtin.command: cat /var/tmp/stamp\n      changed_when: false\n"
+)
 
 
 def test_a_task_that_is_not_idempotent_is_named(vagabond, apt_mirror):
@@ -257,17 +327,34 @@ def test_vagabond_test_runs_the_sequence_and_writes_junit(vagabond, apt_mirror, 
 
     schema = junit_schema()
     work, junit = tmp_path / "seq", tmp_path / "junit.xml"
-    result = vagabond("test", BOX, "--workdir", str(work), "--junit", str(junit), "-e", f"@{apt_mirror}", "--", "getenforce",
-                      timeout=5400)  # fmt: skip
+    result = vagabond(
+        "test",
+        BOX,
+        "--workdir",
+        str(work),
+        "--junit",
+        str(junit),
+        "-e",
+        f"@{apt_mirror}",
+        "--",
+        "getenforce",
+        timeout=5400,
+    )
     assert "Enforcing\n" in result.stdout
     schema.validate(str(junit))
-    broken = junit.read_text().replace("<testcase ", "<testcase nonsense=\"1\" ", 1)
+    broken = junit.read_text().replace("<testcase ", '<testcase nonsense="1" ', 1)
     assert not schema.is_valid(broken), "the schema must be able to say no"
     suite = ET.parse(junit).getroot().find("testsuite")
     assert [(c.get("name"), c.find("failure") is None) for c in suite] == [
-        ("up", True), ("idempotence", True), ("verify: getenforce", True), ("destroy", True)]
+        ("up", True),
+        ("idempotence", True),
+        ("verify: getenforce", True),
+        ("destroy", True),
+    ]
     after = vagabond("status", BOX, "--workdir", str(work), check=False)
-    assert after.returncode == 6 and f"box '{BOX}' is not up here" in after.stderr, "the destroy phase must remove the VM"
+    assert after.returncode == 6 and f"box '{BOX}' is not up here" in after.stderr, (
+        "the destroy phase must remove the VM"
+    )
 
 
 def test_vagabond_test_fails_in_the_idempotence_phase_naming_the_task(vagabond, tmp_path):
@@ -278,7 +365,9 @@ def test_vagabond_test_fails_in_the_idempotence_phase_naming_the_task(vagabond, 
     stamp_box.write_text((vagabond.cwd / "boxes" / "debian12.yaml").read_text() + "playbooks: [stamp.yml]\n")
     work, junit = tmp_path / "stamp", tmp_path / "junit.xml"
     try:
-        result = vagabond("test", "stamp", "--workdir", str(work), "--junit", str(junit), "--", "true", check=False, timeout=3600)
+        result = vagabond(
+            "test", "stamp", "--workdir", str(work), "--junit", str(junit), "--", "true", check=False, timeout=3600
+        )
         after = vagabond("status", "stamp", "--workdir", str(work), check=False)
     finally:
         stamp_box.unlink()
@@ -286,7 +375,9 @@ def test_vagabond_test_fails_in_the_idempotence_phase_naming_the_task(vagabond, 
     assert "default: Stamp the time" in result.stderr
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().find("testsuite")}
     assert list(cases) == ["up", "idempotence", "verify: true", "destroy"]
-    assert cases["idempotence"].find("failure") is not None and "Stamp the time" in cases["idempotence"].find("failure").get("message")
+    assert cases["idempotence"].find("failure") is not None and "Stamp the time" in cases["idempotence"].find(
+        "failure"
+    ).get("message")
     assert all(cases[name].find("failure") is None for name in ("up", "verify: true", "destroy"))
     assert after.returncode == 6, "the destroy phase runs after a failed phase too"
 
@@ -310,9 +401,13 @@ def test_vms_from_the_same_box_have_their_own_identity(vagabond):
         assert ours(twin_prefix)["domains"], "--dry-run removed something"
         done = json.loads(vagabond("gc", "--json").stdout)["orphans"]
         assert all(o["removed"] for o in done), done
-        assert not any(o["name"].startswith(status(vagabond)["machines"][0]["domain"].removesuffix("default")) for o in done)
+        assert not any(
+            o["name"].startswith(status(vagabond)["machines"][0]["domain"].removesuffix("default")) for o in done
+        )
     assert ours(twin_prefix) == {"domains": [], "volumes": [], "networks": []}
-    assert status(vagabond)["machines"][0]["domain"] in network_users(MGMT_NETWORK), "the network still serves the other VM"
+    assert status(vagabond)["machines"][0]["domain"] in network_users(MGMT_NETWORK), (
+        "the network still serves the other VM"
+    )
     assert status(vagabond)["machines"][0]["state"] == "running", "gc must leave a VM that has an owner alone"
 
 
@@ -329,12 +424,29 @@ def test_gc_removes_the_image_a_removed_box_left_in_the_pool(vagabond):
     """vagrant-libvirt leaves a box's image volume in the pool when the box is removed."""
     image = f"vagabond-VAGRANTSLASH-debian12-selinux_vagrant_box_image_{VERSION}_box.img"
     assert image in virsh("vol-list", "default"), "the prebuilt box's image should be in the pool"
-    subprocess.run(["vagrant", "box", "remove", "--force", "--provider", "libvirt",
-                    "--box-version", VERSION, "vagabond/debian12-selinux"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "vagrant",
+            "box",
+            "remove",
+            "--force",
+            "--provider",
+            "libvirt",
+            "--box-version",
+            VERSION,
+            "vagabond/debian12-selinux",
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert image in virsh("vol-list", "default"), "vagrant box remove is expected to leave the image behind"
     done = json.loads(vagabond("gc", "--json").stdout)["orphans"]
-    assert {"kind": "box image", "name": image, "removed": True,
-            "reason": f"box vagabond/debian12-selinux {VERSION} is no longer in Vagrant's box store"} in done  # fmt: skip
+    assert {
+        "kind": "box image",
+        "name": image,
+        "removed": True,
+        "reason": f"box vagabond/debian12-selinux {VERSION} is no longer in Vagrant's box store",
+    } in done
     assert image not in virsh("vol-list", "default")
     assert json.loads(vagabond("gc", "--dry-run", "--json").stdout)["orphans"] == []
 
@@ -354,9 +466,13 @@ def test_interrupted_up_leaves_nothing_of_its_own_and_nothing_else_is_touched(va
                 if ours(prefix)["domains"]:
                     # A second CI job on this host makes a disk and a network meanwhile.
                     virsh("vol-create-as", "default", theirs_volume, "1M", "--format", "qcow2")
-                    subprocess.run(["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"], check=True,
-                                   input=f"<network><name>{theirs_network}</name></network>", text=True,
-                                   capture_output=True)  # fmt: skip
+                    subprocess.run(
+                        ["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"],
+                        check=True,
+                        input=f"<network><name>{theirs_network}</name></network>",
+                        text=True,
+                        capture_output=True,
+                    )
                     time.sleep(5)
                     break
             time.sleep(1)
@@ -371,7 +487,9 @@ def test_interrupted_up_leaves_nothing_of_its_own_and_nothing_else_is_touched(va
         assert theirs_network in virsh("net-list", "--all", "--name").split(), "another job's network was removed"
         assert theirs_volume not in output and theirs_network not in output
     finally:
-        subprocess.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", theirs_volume], capture_output=True)
+        subprocess.run(
+            ["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", theirs_volume], capture_output=True
+        )
         subprocess.run(["virsh", "-c", "qemu:///system", "net-undefine", theirs_network], capture_output=True)
 
     vagabond("up", box, timeout=1800)

@@ -33,10 +33,19 @@ def test_three_ups_at_once_each_reach_their_own_vm_and_the_network_goes_with_the
     other = Vagabond(second)
     runs = [(vagabond, "debian12"), (vagabond, "debian12-twin"), (other, "debian12")]
     try:
-        procs = [subprocess.Popen(v.argv("up", box, "--no-provision"), cwd=v.cwd, env=v.env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for v, box in runs]  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                v.argv("up", box, "--no-provision"),
+                cwd=v.cwd,
+                env=v.env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for v, box in runs
+        ]
         outputs = [p.communicate(timeout=2400)[0] for p in procs]
-        for (_, box), proc, out in zip(runs, procs, outputs):
+        for (_, box), proc, out in zip(runs, procs, outputs, strict=True):
             print(out[-2000:])
             assert proc.returncode == 0, f"up {box} failed:\n{out[-3000:]}"
         # Each run reaches its own VM: its hostname's machine-id differs, and its domain is its own.

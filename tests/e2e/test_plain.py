@@ -7,8 +7,8 @@ the VMs' network namespace, where these tests also serve the box catalog."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,8 +40,14 @@ def vagrant(directory: Path, plain_path: str, *args: str, timeout: float = 3600)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAGABOND_", "CI", "GITHUB_"))}
     env |= {"PATH": plain_path, "VAGRANT_DEFAULT_PROVIDER": "libvirt", "VAGRANT_CHECKPOINT_DISABLE": "1"}
     started = time.monotonic()
-    result = subprocess.run(["ip", "netns", "exec", NETNS, "vagrant", *args], cwd=directory, env=env, capture_output=True,
-                            text=True, timeout=timeout)  # fmt: skip
+    result = subprocess.run(
+        ["ip", "netns", "exec", NETNS, "vagrant", *args],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     print(f"$ vagrant {' '.join(args)}  ({time.monotonic() - started:.0f}s, exit {result.returncode})")
     print(result.stdout[-5000:], result.stderr[-3000:], sep="\n")
     return result
@@ -58,8 +64,9 @@ def domain_disks(checkout: Path, box: str) -> list[str]:
     prefix = workdir.domain_prefix(box, checkout)
     (domain,) = [d for d in virsh("list", "--name").split() if d.startswith(prefix)]
     (disk,) = [line.split()[1] for line in virsh("domblklist", domain).splitlines()[2:] if line.split()[:1] == ["vda"]]
-    chain = subprocess.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk],
-                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    chain = subprocess.run(
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], capture_output=True, text=True, check=True
+    ).stdout
     return [os.path.basename(layer["filename"]) for layer in json.loads(chain)]
 
 
@@ -71,17 +78,23 @@ def render_and_copy(vagabond, box: str, tmp_path: Path) -> Path:
     return other
 
 
-def test_plain_vagrant_up_provisions_the_same_vm_and_provision_changes_nothing(vagabond, apt_mirror, plain_path, tmp_path):
+def test_plain_vagrant_up_provisions_the_same_vm_and_provision_changes_nothing(
+    vagabond, apt_mirror, plain_path, tmp_path
+):
     # The box as a project would commit it: its Ansible variables (here: the local mirror) in the box file.
     mirror = [f"deb [trusted=yes] http://{HOST_FROM_GUEST}:{MIRROR_PORT}/ ./"]
     (vagabond.cwd / "boxes" / "plain-selinux.yaml").write_text(
         (vagabond.cwd / "boxes" / "debian12.yaml").read_text().replace("description: ", "description: plain ")
-        + "modes: {selinux: enforcing}\n" + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
+        + "modes: {selinux: enforcing}\n"
+        + f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
     )
     try:
         checkout = render_and_copy(vagabond, "plain-selinux", tmp_path)
-        assert not any(str(vagabond.cwd) in p.read_text(errors="replace") for p in checkout.rglob("*")
-                       if p.is_file() and p.name in ("Vagrantfile", "site.yml")), "a path of the render host"  # fmt: skip
+        assert not any(
+            str(vagabond.cwd) in p.read_text(errors="replace")
+            for p in checkout.rglob("*")
+            if p.is_file() and p.name in ("Vagrantfile", "site.yml")
+        ), "a path of the render host"
         up = vagrant(checkout, plain_path, "up")
         assert up.returncode == 0
         assert "vagabond: libvirt driver qemu: " in up.stderr, "the file decides the driver on this host"
@@ -103,7 +116,8 @@ def catalog_in_netns(catalog_server):
     conf = root.parent / "nginx-netns.conf"
     conf.write_text(
         f"user root; daemon off; pid {root.parent}/nginx-netns.pid; error_log stderr;\n"
-        f"events {{}}\nhttp {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {root.parent}/body-netns;\n"
+        "events {}\nhttp { include /etc/nginx/mime.types; access_log off;\n"
+        f"  client_body_temp_path {root.parent}/body-netns;\n"
         f"  server {{ listen 127.0.0.1:{CATALOG_PORT}; root {root}; }} }}\n"
     )
     proc = subprocess.Popen(["ip", "netns", "exec", NETNS, "nginx", "-c", str(conf), "-p", str(root.parent)])
@@ -114,7 +128,9 @@ def catalog_in_netns(catalog_server):
     proc.wait(timeout=10)
 
 
-def test_plain_vagrant_up_from_the_prebuilt_box_skips_what_the_box_holds(vagabond, catalog_in_netns, plain_path, tmp_path):
+def test_plain_vagrant_up_from_the_prebuilt_box_skips_what_the_box_holds(
+    vagabond, catalog_in_netns, plain_path, tmp_path
+):
     """The catalog holds the debian12-selinux box that test_lifecycle built from this very definition."""
     checkout = render_and_copy(vagabond, "debian12-selinux", tmp_path)
     try:
@@ -123,12 +139,18 @@ def test_plain_vagrant_up_from_the_prebuilt_box_skips_what_the_box_holds(vagabon
         image = f"vagabond-VAGRANTSLASH-debian12-selinux_vagrant_box_image_{VERSION}_box.img"
         assert image in domain_disks(checkout, "debian12-selinux"), "plain vagrant up did not boot the prebuilt box"
         # site.yml lists the imported playbooks' tasks, each skipped: the box holds their work.
-        assert re.search(r"TASK \[Activate SELinux \(Debian\)\] \**\nskipping: \[default\]", up.stdout), "the playbooks ran"
-        assert re.search(r"default\s*: ok=\d+\s+changed=0 ", up.stdout), "a prebuilt box of this definition changes nothing"
+        assert re.search(r"TASK \[Activate SELinux \(Debian\)\] \**\nskipping: \[default\]", up.stdout), (
+            "the playbooks ran"
+        )
+        assert re.search(r"default\s*: ok=\d+\s+changed=0 ", up.stdout), (
+            "a prebuilt box of this definition changes nothing"
+        )
         assert "TASK [SELinux is enforcing]" in up.stdout and "failed=0" in up.stdout
         assert vagrant(checkout, plain_path, "ssh", "-c", "sudo getenforce").stdout.strip() == "Enforcing"
     finally:
         vagrant(checkout, plain_path, "destroy", "--force")
         unrender(vagabond.cwd)
     prefix = workdir.domain_prefix("debian12-selinux", checkout)
-    assert not [d for d in virsh("list", "--all", "--name").split() if d.startswith(prefix)], "vagrant destroy left a domain"
+    assert not [d for d in virsh("list", "--all", "--name").split() if d.startswith(prefix)], (
+        "vagrant destroy left a domain"
+    )

@@ -20,9 +20,9 @@ import pytest
 from tests.conftest import require_tool
 from vagabond import files, process
 from vagabond.boxes import archive, vagrant
+from vagabond.errors import CommandFailed, PublishError
 from vagabond.publish import stores, transaction
 from vagabond.spec.schema import VagrantBase
-from vagabond.errors import CommandFailed, PublishError
 
 pytestmark = pytest.mark.real
 
@@ -61,10 +61,19 @@ def tiny_box(tmp_path_factory) -> Path:
 def make_version(tiny_box: Path, tmp: Path, version: str) -> Path:
     box = tmp / f"tiny-{version}.box"
     shutil.copy(tiny_box, box)
-    (tmp / f"tiny-{version}.box.json").write_text(json.dumps({
-        "name": "vagabond-test/tiny", "version": version, "provider": "libvirt", "architecture": "amd64",
-        "sha256": files.sha256_file(box), "description": "tiny test box", "definition_digest": "d" * 64,
-    }))  # fmt: skip
+    (tmp / f"tiny-{version}.box.json").write_text(
+        json.dumps(
+            {
+                "name": "vagabond-test/tiny",
+                "version": version,
+                "provider": "libvirt",
+                "architecture": "amd64",
+                "sha256": files.sha256_file(box),
+                "description": "tiny test box",
+                "definition_digest": "d" * 64,
+            }
+        )
+    )
     return box
 
 
@@ -94,11 +103,17 @@ def s3(tmp_path_factory):
     if not Path(server).exists():
         pytest.skip("REAL TOOL MISSING: moto_server (pip install 'moto[server]')")
     port = free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     endpoint = f"http://127.0.0.1:{port}"
     wait_for(endpoint)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import boto3
@@ -128,8 +143,11 @@ def test_directory_catalog_served_by_nginx(tiny_box, tmp_path, nginx, vagrant_ho
     root, http = nginx
     cat_dir = root / "tiny"
     box = make_version(tiny_box, tmp_path, "1.0.0")
-    result = json.loads(process.check([*VAGABOND, "publish", box, "--catalog", f"file://{cat_dir}",
-                                     "--base-url", f"{http}/tiny", "--json"]).stdout)  # fmt: skip
+    result = json.loads(
+        process.check(
+            [*VAGABOND, "publish", box, "--catalog", f"file://{cat_dir}", "--base-url", f"{http}/tiny", "--json"]
+        ).stdout
+    )
     assert result["url"] == f"{http}/tiny/1.0.0/vagabond-test-tiny-1.0.0-libvirt.box"
     with urllib.request.urlopen(f"{http}/tiny/metadata.json") as resp:
         assert resp.headers["Content-Type"] == "application/json"
@@ -137,8 +155,16 @@ def test_directory_catalog_served_by_nginx(tiny_box, tmp_path, nginx, vagrant_ho
     assert doc["name"] == "vagabond-test/tiny"
     (v,) = doc["versions"]
     assert v["version"] == "1.0.0" and v["vagabond"] == {"definition_digest": "d" * 64}
-    assert v["providers"] == [{"name": "libvirt", "url": result["url"], "checksum_type": "sha256",
-                               "checksum": files.sha256_file(box), "architecture": "amd64", "default_architecture": True}]  # fmt: skip
+    assert v["providers"] == [
+        {
+            "name": "libvirt",
+            "url": result["url"],
+            "checksum_type": "sha256",
+            "checksum": files.sha256_file(box),
+            "architecture": "amd64",
+            "default_architecture": True,
+        }
+    ]
     added = box_add(f"{http}/tiny/metadata.json", vagrant_home)
     assert added.ok, added.stderr
     listed = process.check(["vagrant", "box", "list"], env=vagrant_home).stdout
@@ -160,7 +186,9 @@ def test_tampered_box_is_refused_and_nothing_installed(tiny_box, tmp_path, nginx
     assert "vagabond-test/tiny" not in process.check(["vagrant", "box", "list"], env=vagrant_home).stdout
 
 
-def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(tiny_box, tmp_path, nginx, vagrant_home, monkeypatch):
+def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(
+    tiny_box, tmp_path, nginx, vagrant_home, monkeypatch
+):
     """`vagrant up` runs in the VMs' namespace, which may have no route out: a kind: vagrant base
     is added by vagabond first, on the host's network, with the real `vagrant box add`."""
     root, http = nginx
@@ -179,7 +207,9 @@ def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(tiny_box, 
     assert vagrant.download(right) is False, "a box in the store is used as it is"
     # From a catalog, with a version constraint: the newest version that fits.
     for version in ("3.1.0", "4.0.0"):
-        transaction.publish(make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat")
+        transaction.publish(
+            make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat"
+        )
     fitting = VagrantBase(box="vagabond-test/tiny", url=f"{http}/basecat/metadata.json", version="~> 3.0")
     assert vagrant.download(fitting) is True
     assert "vagabond-test/tiny (libvirt, 3.1.0" in listed() and "4.0.0" not in listed()
@@ -215,8 +245,16 @@ def test_changed_box_file_is_refused_before_upload(tiny_box, tmp_path):
 
 def _concurrent(target: str, tiny_box: Path, tmp_path: Path, env: dict) -> None:
     boxes = [make_version(tiny_box, tmp_path, f"5.0.{i}") for i in range(4)]
-    procs = [subprocess.Popen([*VAGABOND, "publish", str(b), "--catalog", target], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for b in boxes]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [*VAGABOND, "publish", str(b), "--catalog", target],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for b in boxes
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -235,7 +273,10 @@ def test_s3_catalog(tiny_box, tmp_path, s3, vagrant_home):
     assert result["metadata_url"] == f"{s3}/boxes/ci/tiny/metadata.json"
     with urllib.request.urlopen(result["metadata_url"]) as resp:
         assert resp.headers["Content-Type"] == "application/json"
-        assert json.load(resp)["versions"][0]["providers"][0]["url"] == f"{s3}/boxes/ci/tiny/1.0.0/vagabond-test-tiny-1.0.0-libvirt.box"
+        assert (
+            json.load(resp)["versions"][0]["providers"][0]["url"]
+            == f"{s3}/boxes/ci/tiny/1.0.0/vagabond-test-tiny-1.0.0-libvirt.box"
+        )
     added = box_add(result["metadata_url"], vagrant_home)
     assert added.ok, added.stderr
     with pytest.raises(PublishError, match="immutable"):
@@ -250,8 +291,11 @@ def test_concurrent_publishes_to_s3_lose_nothing(tiny_box, tmp_path, s3):
     assert [v["version"] for v in json.loads(body)["versions"]] == ["5.0.0", "5.0.1", "5.0.2", "5.0.3"]
 
 
-CANARIES = {"AWS_ACCESS_KEY_ID": "CANARYKEYID7Q2W", "AWS_SECRET_ACCESS_KEY": "CANARYSECRET8E3R",
-            "AWS_SESSION_TOKEN": "CANARYTOKEN9T4Y"}  # fmt: skip
+CANARIES = {
+    "AWS_ACCESS_KEY_ID": "CANARYKEYID7Q2W",
+    "AWS_SECRET_ACCESS_KEY": "CANARYSECRET8E3R",
+    "AWS_SESSION_TOKEN": "CANARYTOKEN9T4Y",
+}
 
 
 def _cmdlines() -> str:
@@ -270,8 +314,13 @@ def test_credentials_never_reach_output_logs_summary_or_argv(tiny_box, tmp_path,
     summary = tmp_path / "summary.md"
     env = dict(os.environ, **CANARIES, GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary))
     target = "s3://boxes/secret" if outcome == "success" else "s3://no-such-bucket/secret"
-    proc = subprocess.Popen([*VAGABOND, "--debug", "publish", str(box), "--catalog", target], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*VAGABOND, "--debug", "publish", str(box), "--catalog", target],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     argv_seen = []
     while proc.poll() is None:
         argv_seen.append(_cmdlines())
@@ -280,8 +329,12 @@ def test_credentials_never_reach_output_logs_summary_or_argv(tiny_box, tmp_path,
     assert (proc.returncode == 0) == (outcome == "success"), err
     assert "vagabond.publish: s3: GET http://127.0.0.1:" in err, "--debug is on: every request to the bucket is traced"
     for name, canary in CANARIES.items():
-        for where, text in (("stdout", out), ("stderr", err), ("step summary", summary.read_text()),
-                            ("argv", "\n".join(argv_seen))):  # fmt: skip
+        for where, text in (
+            ("stdout", out),
+            ("stderr", err),
+            ("step summary", summary.read_text()),
+            ("argv", "\n".join(argv_seen)),
+        ):
             assert canary not in text, f"{name} leaked into {where}"
 
 
@@ -291,8 +344,10 @@ def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     transaction.publish(box, str(root / "repack"), base_url=f"{http}/repack")
     assert box_add(f"{http}/repack/metadata.json", vagrant_home).ok
     out = tmp_path / "out"
-    env = {k: v for k, v in vagrant_home.items()}
-    info = json.loads(process.check([*VAGABOND, "repackage", "vagabond-test/tiny", "--out", out, "--json"], env=env).stdout)
+    env = dict(vagrant_home)
+    info = json.loads(
+        process.check([*VAGABOND, "repackage", "vagabond-test/tiny", "--out", out, "--json"], env=env).stdout
+    )
     assert info["version"] == "7.0.0" and info["provider"] == "libvirt"
     repacked = Path(info["path"])
     assert repacked.name == "vagabond-test-tiny-7.0.0-libvirt.box"
@@ -316,8 +371,15 @@ def _same_version_race(target: str, tiny_box: Path, tmp_path: Path) -> tuple[lis
         info["sha256"] = files.sha256_file(box)
         box.with_name(box.name + ".json").write_text(json.dumps(info))
         racers.append(box)
-    procs = [subprocess.Popen([*VAGABOND, "publish", str(b), "--catalog", target], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for b in racers]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [*VAGABOND, "publish", str(b), "--catalog", target],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for b in racers
+    ]
     codes = []
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -356,8 +418,12 @@ def test_a_publish_cancelled_during_the_upload_leaves_no_file_behind(tmp_path):
     cat = tmp_path / "cat"
     transaction.publish(make_version(box, tmp_path, "1.0.0"), str(cat))  # an earlier version stays as it is
     before = sorted(p.relative_to(cat) for p in cat.rglob("*"))
-    proc = subprocess.Popen([*VAGABOND, "publish", str(make_version(box, tmp_path, "2.0.0")), "--catalog", str(cat)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*VAGABOND, "publish", str(make_version(box, tmp_path, "2.0.0")), "--catalog", str(cat)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list(cat.rglob(".*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -368,12 +434,23 @@ def test_a_publish_cancelled_during_the_upload_leaves_no_file_behind(tmp_path):
     assert [v["version"] for v in json.loads((cat / "metadata.json").read_text())["versions"]] == ["1.0.0"]
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE": None, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-      "AWS_CONFIG_FILE": "/nonexistent"}, "no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
-    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot reach the S3 endpoint (http://127.0.0.1:9)"),
-    ({}, "the bucket does not exist"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {
+                "AWS_ACCESS_KEY_ID": None,
+                "AWS_SECRET_ACCESS_KEY": None,
+                "AWS_PROFILE": None,
+                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                "AWS_CONFIG_FILE": "/nonexistent",
+            },
+            "no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot reach the S3 endpoint (http://127.0.0.1:9)"),
+        ({}, "the bucket does not exist"),
+    ],
+)
 def test_s3_failures_are_one_line_that_says_what_to_do(tiny_box, tmp_path, s3, env, message):
     box = make_version(tiny_box, tmp_path, "3.0.0")
     run_env = dict(os.environ, AWS_MAX_ATTEMPTS="1", AWS_EC2_METADATA_DISABLED="true")

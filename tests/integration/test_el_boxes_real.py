@@ -28,8 +28,14 @@ def isolated(tmp_path):
     name = f"vagabond-offline-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-    env = dict(os.environ, VAGABOND_CACHE=str(tmp_path / "cache"), VAGABOND_STATE=str(tmp_path / "state"),
-               VAGRANT_HOME=str(tmp_path / "vagrant.d"), VAGABOND_NETNS="", VAGABOND_DRIVER="qemu")  # fmt: skip
+    env = dict(
+        os.environ,
+        VAGABOND_CACHE=str(tmp_path / "cache"),
+        VAGABOND_STATE=str(tmp_path / "state"),
+        VAGRANT_HOME=str(tmp_path / "vagrant.d"),
+        VAGABOND_NETNS="",
+        VAGABOND_DRIVER="qemu",
+    )
     yield name, env
     subprocess.run(["ip", "netns", "delete", name])
 
@@ -39,8 +45,14 @@ def test_centos7_without_its_image_fails_in_seconds_naming_the_url_and_leaves_no
     """`vagabond up BOX` and `vagabond import BOX` both go for the box file's image, and nothing else."""
     name, env = isolated
     started = time.monotonic()
-    result = subprocess.run(["ip", "netns", "exec", name, *VAGABOND, command, "centos7-selinux"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        ["ip", "netns", "exec", name, *VAGABOND, command, "centos7-selinux"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     took = time.monotonic() - started
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1, result.stderr
@@ -51,17 +63,34 @@ def test_centos7_without_its_image_fails_in_seconds_naming_the_url_and_leaves_no
     assert not (tmp_path / ".vagabond" / "centos7-selinux" / "state.json").exists()
 
 
-@pytest.mark.parametrize(("box", "image", "sha256"), [
-    ("centos7-selinux", "CentOS-7-x86_64-GenericCloud-2211.qcow2", "284aab2b23d91318f169ff464bce4d53404a15a0618ceb34562838c59af4adea"),
-    ("alma9-fips", "AlmaLinux-9-GenericCloud-9.5-20241120.x86_64.qcow2", "abddf01589d46c841f718cec239392924a03b34c4fe84929af5d543c50e37e37"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("box", "image", "sha256"),
+    [
+        (
+            "centos7-selinux",
+            "CentOS-7-x86_64-GenericCloud-2211.qcow2",
+            "284aab2b23d91318f169ff464bce4d53404a15a0618ceb34562838c59af4adea",
+        ),
+        (
+            "alma9-fips",
+            "AlmaLinux-9-GenericCloud-9.5-20241120.x86_64.qcow2",
+            "abddf01589d46c841f718cec239392924a03b34c4fe84929af5d543c50e37e37",
+        ),
+    ],
+)
 def test_a_local_copy_of_the_image_is_checked_against_the_pinned_checksum(isolated, tmp_path, box, image, sha256):
     """Offline (a namespace with no route): the pinned value needs no download to check a local copy."""
     name, env = isolated
     corrupt = tmp_path / image
     corrupt.write_bytes(b"QFI\xfb" + os.urandom(4096))  # looks like a qcow2, is not the image
-    result = subprocess.run(["ip", "netns", "exec", name, *VAGABOND, "up", box, "--image", str(corrupt)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        ["ip", "netns", "exec", name, *VAGABOND, "up", box, "--image", str(corrupt)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 1, result.stderr
     assert f"the pinned checksum says {sha256}" in errors[0]
@@ -75,7 +104,10 @@ def test_the_el_boxes_render_and_validate(tmp_path, name):
     """They boot for the first time on GitHub's runners (the generated workflow has a job for each);
     here: they load, render and pass `vagrant validate`."""
     env = dict(os.environ, VAGRANT_HOME=str(tmp_path / "vagrant.d"), VAGABOND_NETNS="")
-    subprocess.run([*VAGABOND, "render", name, "-o", str(tmp_path / "vm")], cwd=REPO, env=env, check=True,
-                   capture_output=True)  # fmt: skip
-    out = subprocess.run(["vagrant", "validate"], cwd=tmp_path / "vm", env=env, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [*VAGABOND, "render", name, "-o", str(tmp_path / "vm")], cwd=REPO, env=env, check=True, capture_output=True
+    )
+    out = subprocess.run(
+        ["vagrant", "validate"], cwd=tmp_path / "vm", env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr

@@ -29,8 +29,12 @@ def test_requirements_installed_offline_and_found_by_the_playbook(project, tmp_p
     role = tmp_path / "src" / "greeter"
     (role / "tasks").mkdir(parents=True)
     (role / "meta").mkdir()
-    (role / "meta" / "main.yml").write_text("galaxy_info: {author: t, description: t, license: MIT, min_ansible_version: '2.14'}\n")
-    (role / "tasks" / "main.yml").write_text("- ansible.builtin.copy: {dest: '{{ out }}/role', content: 'from the role'}\n")
+    (role / "meta" / "main.yml").write_text(
+        "galaxy_info: {author: t, description: t, license: MIT, min_ansible_version: '2.14'}\n"
+    )
+    (role / "tasks" / "main.yml").write_text(
+        "- ansible.builtin.copy: {dest: '{{ out }}/role', content: 'from the role'}\n"
+    )
     with tarfile.open(project / "greeter.tar.gz", "w:gz") as tar:
         tar.add(role, arcname="greeter")
     coll = tmp_path / "src" / "coll"
@@ -38,32 +42,59 @@ def test_requirements_installed_offline_and_found_by_the_playbook(project, tmp_p
     (coll / "galaxy.yml").write_text("namespace: acme\nname: tools\nversion: 1.0.0\nreadme: README.md\nauthors: [t]\n")
     (coll / "README.md").write_text("t\n")
     (coll / "plugins" / "filter" / "shout.py").write_text(
-        "class FilterModule:\n    def filters(self):\n        return {'shout': lambda s: s.upper() + '!'}\n")
-    subprocess.run([BIN / "ansible-galaxy", "collection", "build", str(coll), "--output-path", str(project)], check=True,
-                   capture_output=True)  # fmt: skip
+        "class FilterModule:\n    def filters(self):\n        return {'shout': lambda s: s.upper() + '!'}\n"
+    )
+    subprocess.run(
+        [BIN / "ansible-galaxy", "collection", "build", str(coll), "--output-path", str(project)],
+        check=True,
+        capture_output=True,
+    )
     (project / "playbooks" / "requirements.yml").write_text(
         "roles:\n  - src: ../greeter.tar.gz\n    name: greeter\n"
-        "collections:\n  - name: ../acme-tools-1.0.0.tar.gz\n    type: file\n")
+        "collections:\n  - name: ../acme-tools-1.0.0.tar.gz\n    type: file\n"
+    )
     (project / "playbooks" / "site.yml").write_text(
         "- hosts: all\n  gather_facts: false\n  roles: [greeter]\n  tasks:\n"
         "    - ansible.builtin.copy: {dest: '{{ out }}/filter', content: \"{{ 'hi' | acme.tools.shout }}\"}\n"
-        "    - ansible.builtin.copy: {dest: '{{ out }}/forks', content: '{{ ansible_forks | default(lookup(\"config\", \"DEFAULT_FORKS\")) }}'}\n")
+        "    - ansible.builtin.copy: "
+        "{dest: '{{ out }}/forks', content: '{{ ansible_forks | default(lookup(\"config\", \"DEFAULT_FORKS\")) }}'}\n"
+    )
     (project / "ansible.cfg").write_text("[defaults]\nforks = 3\n")
     write_box(project, "b", "description: x\nbase: {box: a/b}\nplaybooks: [playbooks/site.yml]\n")
     box = boxfile.find_box("b", project / "boxes")
     wd = Workdir.for_box(box)
     playbooks.write_provisioning(box, wd.path)
     provision_dir = wd.path / "vagabond-provision"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(provision_dir / "ansible.cfg"), ANSIBLE_HOME=str(tmp_path / "home"),
-               PATH=f"{BIN}:{os.environ['PATH']}")  # fmt: skip
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(provision_dir / "ansible.cfg"),
+        ANSIBLE_HOME=str(tmp_path / "home"),
+        PATH=f"{BIN}:{os.environ['PATH']}",
+    )
     files = ansiblecfg.requirements_files(box, box.playbook_paths())
     installed = ansiblecfg.install_requirements(files, provision_dir, env)
     assert installed == [f"roles of {files[0]}", f"collections of {files[0]}"]
     assert ansiblecfg.install_requirements(files, provision_dir, env) == [], "the same requirements install once"
     out = tmp_path / "out"
     out.mkdir()
-    result = subprocess.run([BIN / "ansible-playbook", "-i", "localhost,", "-c", "local", "-e", f"out={out}", "-e", f"ansible_python_interpreter={sys.executable}",
-                             str(project / "playbooks" / "site.yml")], env=env, capture_output=True, text=True, cwd=wd.path)  # fmt: skip
+    result = subprocess.run(
+        [
+            BIN / "ansible-playbook",
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"out={out}",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            str(project / "playbooks" / "site.yml"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=wd.path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert (out / "role").read_text() == "from the role"
     assert (out / "filter").read_text() == "HI!"

@@ -15,7 +15,12 @@ from tests.conftest import NETNS, require_tool
 pytestmark = pytest.mark.real
 
 POOL_DIR = "/var/lib/libvirt/images"
-ALIVE, DEAD, REUSED, STRANGER = "vagabond-gcalive-11111111-", "vagabond-gcdead-22222222-", "vagabond-gcreused-33333333-", "vagabond-gcstranger-44444444-"
+ALIVE, DEAD, REUSED, STRANGER = (
+    "vagabond-gcalive-11111111-",
+    "vagabond-gcdead-22222222-",
+    "vagabond-gcreused-33333333-",
+    "vagabond-gcstranger-44444444-",
+)
 OUR_BOX_IMAGE = "vagabond-gctest-VAGRANTSLASH-gone_vagrant_box_image_1.0.0_box.img"
 KEPT_BOX_IMAGE = "vagabond-gctest-VAGRANTSLASH-kept_vagrant_box_image_2.0.0_box.img"
 THEIR_BOX_IMAGE = "someone-VAGRANTSLASH-else_vagrant_box_image_1.0.0_box.img"
@@ -30,11 +35,15 @@ def virsh(*args: str, check: bool = True) -> str:
 
 
 def define_domain(name: str, disk: str) -> None:
-    xml = (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-           "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
-           f"<driver name='qemu' type='qcow2'/><source file='{POOL_DIR}/{disk}'/><target dev='vda' bus='virtio'/>"
-           "</disk></devices></domain>")  # fmt: skip
-    subprocess.run(["virsh", "-c", "qemu:///system", "define", "/dev/stdin"], input=xml, text=True, check=True, capture_output=True)
+    xml = (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+        f"<driver name='qemu' type='qcow2'/><source file='{POOL_DIR}/{disk}'/><target dev='vda' bus='virtio'/>"
+        "</disk></devices></domain>"
+    )
+    subprocess.run(
+        ["virsh", "-c", "qemu:///system", "define", "/dev/stdin"], input=xml, text=True, check=True, capture_output=True
+    )
 
 
 @pytest.fixture
@@ -48,23 +57,38 @@ def leaked(tmp_path):
         wd.mkdir()
         (wd / "state.json").write_text(json.dumps({"prefix": prefix}))
     (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "registry.json").write_text(json.dumps({
-        "workdirs": {ALIVE: str(alive), DEAD: str(tmp_path / "deleted"), REUSED: str(reused)},
-        "volumes": [OUR_BOX_IMAGE, KEPT_BOX_IMAGE],
-        "boxes": ["generic/debian12"],  # how earlier versions recorded it: not proof of ownership
-        "networks": [NETWORK],
-    }))  # fmt: skip
+    (tmp_path / "state" / "registry.json").write_text(
+        json.dumps(
+            {
+                "workdirs": {ALIVE: str(alive), DEAD: str(tmp_path / "deleted"), REUSED: str(reused)},
+                "volumes": [OUR_BOX_IMAGE, KEPT_BOX_IMAGE],
+                "boxes": ["generic/debian12"],  # how earlier versions recorded it: not proof of ownership
+                "networks": [NETWORK],
+            }
+        )
+    )
     # vagabond-gctest/kept 2.0.0 is still in the (private) box store; gone 1.0.0 is not.
     store = tmp_path / "vagrant.d" / "boxes" / "vagabond-gctest-VAGRANTSLASH-kept" / "2.0.0" / "libvirt"
     store.mkdir(parents=True)
     (store / "metadata.json").write_text('{"provider": "libvirt"}')
-    volumes = [f"{p}default.img" for p in (ALIVE, DEAD, REUSED, STRANGER)] + [f"{DEAD}default-disk2.img", OUR_BOX_IMAGE, KEPT_BOX_IMAGE, THEIR_BOX_IMAGE, OTHER_USERS_IMAGE]  # fmt: skip
+    volumes = [f"{p}default.img" for p in (ALIVE, DEAD, REUSED, STRANGER)] + [
+        f"{DEAD}default-disk2.img",
+        OUR_BOX_IMAGE,
+        KEPT_BOX_IMAGE,
+        THEIR_BOX_IMAGE,
+        OTHER_USERS_IMAGE,
+    ]
     for vol in volumes:
         virsh("vol-create-as", "default", vol, "1M", "--format", "qcow2")
     for prefix in (ALIVE, DEAD, STRANGER):
         define_domain(f"{prefix}default", f"{prefix}default.img")
-    subprocess.run(["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"], input=f"<network><name>{NETWORK}</name></network>",
-                   text=True, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"],
+        input=f"<network><name>{NETWORK}</name></network>",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     yield env
     for prefix in (ALIVE, DEAD, STRANGER):
         virsh("undefine", f"{prefix}default", check=False)
@@ -75,17 +99,25 @@ def leaked(tmp_path):
 
 def gc(env, *args: str) -> dict:
     # On the host, as a user runs it: gc talks to libvirtd (its socket), never to a guest.
-    out = subprocess.run([sys.executable, "-m", "vagabond", "gc", "--json", *args], env=dict(env, VAGABOND_NETNS=NETNS),
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "vagabond", "gc", "--json", *args],
+        env=dict(env, VAGABOND_NETNS=NETNS),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
 
 def test_gc_removes_only_what_vagabond_leaked(leaked):
     expected = {
-        ("domain", f"{DEAD}default"), ("volume", f"{DEAD}default.img"), ("volume", f"{DEAD}default-disk2.img"),
-        ("volume", f"{REUSED}default.img"), ("box image", OUR_BOX_IMAGE), ("network", NETWORK),
-    }  # fmt: skip
+        ("domain", f"{DEAD}default"),
+        ("volume", f"{DEAD}default.img"),
+        ("volume", f"{DEAD}default-disk2.img"),
+        ("volume", f"{REUSED}default.img"),
+        ("box image", OUR_BOX_IMAGE),
+        ("network", NETWORK),
+    }
     dry = gc(leaked, "--dry-run")
     assert {(o["kind"], o["name"]) for o in dry["orphans"]} == expected
     assert all(not o["removed"] for o in dry["orphans"])
@@ -120,19 +152,35 @@ def management_network(tmp_path):
         pytest.skip("REAL TOOL MISSING: libvirtd is not running (scripts/sandbox.sh start)")
     made = MGMT not in virsh("net-list", "--all", "--name").split()
     if made:
-        subprocess.run(["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"], input=f"<network><name>{MGMT}</name></network>",
-                       text=True, check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["virsh", "-c", "qemu:///system", "net-define", "/dev/stdin"],
+            input=f"<network><name>{MGMT}</name></network>",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
     (tmp_path / "boxes").mkdir()
     (tmp_path / "boxes" / "never.yaml").write_text("description: never up\nbase: {box: example/never}\n")
-    env = dict(os.environ, VAGABOND_STATE=str(tmp_path / "state"), VAGRANT_HOME=str(tmp_path / "vagrant.d"), VAGABOND_NETNS=NETNS)
+    env = dict(
+        os.environ,
+        VAGABOND_STATE=str(tmp_path / "state"),
+        VAGRANT_HOME=str(tmp_path / "vagrant.d"),
+        VAGABOND_NETNS=NETNS,
+    )
     yield env, made
     if made:
         virsh("net-undefine", MGMT, check=False)
 
 
 def destroy(env, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vagabond", "destroy", "never"], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "vagabond", "destroy", "never"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_destroy_leaves_a_network_vagabond_never_made(management_network, tmp_path):
@@ -154,9 +202,17 @@ def test_destroy_ends_when_the_turn_is_held_for_good_and_removes_the_network_onc
     (tmp_path / "state" / "registry.json").write_text(json.dumps({"workdirs": {}, "networks": [MGMT]}))
     lock = "/run/vagabond/libvirt.lock"
     os.makedirs("/run/vagabond", exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl,os,sys,time\n"
-                               f"fd=os.open({lock!r}, os.O_RDONLY|os.O_CREAT, 0o644); fcntl.flock(fd, fcntl.LOCK_EX)\n"
-                               "print('held', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl,os,sys,time\n"
+            f"fd=os.open({lock!r}, os.O_RDONLY|os.O_CREAT, 0o644); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         result = destroy(dict(env, VAGABOND_TIMEOUT_TURN="2"), tmp_path)

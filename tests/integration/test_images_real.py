@@ -33,9 +33,13 @@ def disk(tmp_path):
         subprocess.run(["mount", parts[0], mnt], check=True)
         try:
             (mnt / "keep").write_text("live data\n")
-            subprocess.run(["setfattr", "-n", "security.selinux", "-v", "system_u:object_r:etc_t:s0", mnt / "keep"], check=True)
+            subprocess.run(
+                ["setfattr", "-n", "security.selinux", "-v", "system_u:object_r:etc_t:s0", mnt / "keep"], check=True
+            )
             # 200 MiB of incompressible data, written and deleted: the blocks stay dirty in the image.
-            subprocess.run(["dd", "if=/dev/urandom", f"of={mnt / 'junk'}", "bs=1M", "count=200", "status=none"], check=True)
+            subprocess.run(
+                ["dd", "if=/dev/urandom", f"of={mnt / 'junk'}", "bs=1M", "count=200", "status=none"], check=True
+            )
             subprocess.run(["sync"], check=True)
             (mnt / "junk").unlink()
         finally:
@@ -59,8 +63,12 @@ def test_compaction_keeps_live_data_and_drops_the_rest(disk, tmp_path):
         subprocess.run(["mount", "-o", "ro", parts[0], mnt], check=True)
         try:
             assert (mnt / "keep").read_text() == "live data\n"
-            label = subprocess.run(["getfattr", "--only-values", "-n", "security.selinux", mnt / "keep"],
-                                   capture_output=True, text=True, check=True).stdout  # fmt: skip
+            label = subprocess.run(
+                ["getfattr", "--only-values", "-n", "security.selinux", mnt / "keep"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             assert label.rstrip("\0") == "system_u:object_r:etc_t:s0", "SELinux labels must survive"
         finally:
             subprocess.run(["umount", mnt], check=True)
@@ -97,5 +105,7 @@ def test_a_gpt_disk_like_a_cloud_image(tmp_path):
     assert "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4" in lines[1]
     with diskimage.attached(raw) as (_, parts):
         assert len(parts) == 2
-        size = int(subprocess.run(["blockdev", "--getsize64", parts[-1]], capture_output=True, text=True, check=True).stdout)
+        size = int(
+            subprocess.run(["blockdev", "--getsize64", parts[-1]], capture_output=True, text=True, check=True).stdout
+        )
         assert 250 * 2**20 < size < 256 * 2**20, "the root partition fills the rest of the disk"

@@ -41,23 +41,49 @@ exec /bin/cat "$@"
 """
 
 
-def run(tmp_path, monkeypatch, playbook: str, facts: dict, outputs: dict[str, list[str]], extra: dict | None = None) -> dict:
+def run(
+    tmp_path, monkeypatch, playbook: str, facts: dict, outputs: dict[str, list[str]], extra: dict | None = None
+) -> dict:
     state = tmp_path / "state"
     state.mkdir()
     for name, lines in outputs.items():
         (state / f"{name}.out").write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("STATE", str(state))
-    stub_programs(tmp_path, monkeypatch, getenforce=STUB, **{"fips-flag": STUB, "update-crypto-policies": STUB,
-                  "fips-mode-setup": STUB, "cat": CAT})  # fmt: skip
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="record", ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).with_name("callback_plugins")),
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="False",
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="False")  # fmt: skip
+    stub_programs(
+        tmp_path,
+        monkeypatch,
+        getenforce=STUB,
+        **{"fips-flag": STUB, "update-crypto-policies": STUB, "fips-mode-setup": STUB, "cat": CAT},
+    )
+    env = dict(
+        os.environ,
+        ANSIBLE_STDOUT_CALLBACK="record",
+        ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).with_name("callback_plugins")),
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_LOCALHOST_WARNING="False",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+    )
     variables = {"ansible_become": False, "ansible_python_interpreter": sys.executable, **facts, **(extra or {})}
-    result = process.run([Path(sys.executable).with_name("ansible-playbook"), "-i", "localhost,", "-c", "local",
-                          "--check", "--skip-tags", "packages,reboot", "-e", json.dumps(variables), MODES / playbook],
-                         env=env, timeout=300)  # fmt: skip
+    result = process.run(
+        [
+            Path(sys.executable).with_name("ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "--check",
+            "--skip-tags",
+            "packages,reboot",
+            "-e",
+            json.dumps(variables),
+            MODES / playbook,
+        ],
+        env=env,
+        timeout=300,
+    )
     assert "{" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
-    tasks = json.loads(result.stdout[result.stdout.index("{"):])["tasks"]
+    tasks = json.loads(result.stdout[result.stdout.index("{") :])["tasks"]
     calls = (state / "calls").read_text().splitlines() if (state / "calls").exists() else []
     failed = {name: t.get("msg") for name, t in tasks.items() if t["vagabond_status"] == "failed"}
     return {"rc": result.returncode, "failed": failed, "tasks": tasks, "calls": calls}
@@ -73,8 +99,16 @@ EL7 = {"ansible_os_family": "RedHat", "ansible_distribution": "CentOS", "ansible
 
 
 def test_fips_on_el9_enables_reboots_and_checks_the_crypto_policy(tmp_path, monkeypatch):
-    out = run(tmp_path, monkeypatch, "fips.yml", EL9, {"fips-flag": RECORDED["fips"]["off-then-on"],
-              "update-crypto-policies": RECORDED["update-crypto-policies"]["fips"]})  # fmt: skip
+    out = run(
+        tmp_path,
+        monkeypatch,
+        "fips.yml",
+        EL9,
+        {
+            "fips-flag": RECORDED["fips"]["off-then-on"],
+            "update-crypto-policies": RECORDED["update-crypto-policies"]["fips"],
+        },
+    )
     assert out["rc"] == 0, out["failed"]
     assert would_run(out["tasks"]["Enable FIPS mode (RedHat)"])
     assert not would_run(out["tasks"]["Put fips=1 on the kernel command line (Debian)"])
@@ -82,15 +116,25 @@ def test_fips_on_el9_enables_reboots_and_checks_the_crypto_policy(tmp_path, monk
 
 
 def test_fips_already_on_changes_nothing(tmp_path, monkeypatch):
-    out = run(tmp_path, monkeypatch, "fips.yml", EL9, {"fips-flag": RECORDED["fips"]["on"],
-              "update-crypto-policies": RECORDED["update-crypto-policies"]["fips"]})  # fmt: skip
+    out = run(
+        tmp_path,
+        monkeypatch,
+        "fips.yml",
+        EL9,
+        {"fips-flag": RECORDED["fips"]["on"], "update-crypto-policies": RECORDED["update-crypto-policies"]["fips"]},
+    )
     assert out["rc"] == 0
     assert not would_run(out["tasks"]["Enable FIPS mode (RedHat)"])
 
 
 def test_fips_fails_when_the_crypto_policy_is_not_fips(tmp_path, monkeypatch):
-    out = run(tmp_path, monkeypatch, "fips.yml", EL9, {"fips-flag": RECORDED["fips"]["on"],
-              "update-crypto-policies": RECORDED["update-crypto-policies"]["default"]})  # fmt: skip
+    out = run(
+        tmp_path,
+        monkeypatch,
+        "fips.yml",
+        EL9,
+        {"fips-flag": RECORDED["fips"]["on"], "update-crypto-policies": RECORDED["update-crypto-policies"]["default"]},
+    )
     assert out["rc"] != 0
     assert out["tasks"]["The system-wide crypto policy is FIPS (RedHat)"]["vagabond_status"] == "failed"
 
@@ -104,7 +148,9 @@ def test_fips_on_el7_says_it_is_not_supported(tmp_path, monkeypatch):
 def test_selinux_on_centos7_from_disabled_points_yum_at_the_vault_and_relabels(tmp_path, monkeypatch):
     out = run(tmp_path, monkeypatch, "selinux.yml", EL7, {"getenforce": RECORDED["getenforce"]["el7-disabled"]})
     assert out["rc"] == 0, out["failed"]
-    vault = out["tasks"]["Point yum at CentOS's vault (CentOS 7 is end of life; vagabond_yum_baseurl names another mirror)"]
+    vault = out["tasks"][
+        "Point yum at CentOS's vault (CentOS 7 is end of life; vagabond_yum_baseurl names another mirror)"
+    ]
     assert would_run(vault)
     assert would_run(out["tasks"]["Permissive for the relabel boot"]) and would_run(out["tasks"]["Ask for a relabel"])
     assert not would_run(out["tasks"]["Activate SELinux (Debian)"])
@@ -115,14 +161,22 @@ def test_selinux_already_enforcing_changes_nothing_but_the_config_check(tmp_path
     assert out["rc"] == 0
     assert not would_run(out["tasks"]["Ask for a relabel"])
     assert not would_run(out["tasks"]["Switch the running mode"])
-    assert "Point yum at CentOS's vault (CentOS 7 is end of life; vagabond_yum_baseurl names another mirror)" in out["tasks"]
-    assert not would_run(out["tasks"]["Point yum at CentOS's vault (CentOS 7 is end of life; vagabond_yum_baseurl names another mirror)"])
+    assert (
+        "Point yum at CentOS's vault (CentOS 7 is end of life; vagabond_yum_baseurl names another mirror)"
+        in out["tasks"]
+    )
+    assert not would_run(
+        out["tasks"]["Point yum at CentOS's vault (CentOS 7 is end of life; vagabond_yum_baseurl names another mirror)"]
+    )
 
 
 def test_the_mode_playbooks_pass_syntax_check_and_ansible_lint():
     bin_dir = Path(sys.executable).parent
     for playbook in sorted(MODES.glob("*.yml")):
         process.check([bin_dir / "ansible-playbook", "--syntax-check", "-i", "localhost,", playbook], timeout=120)
-    lint = process.run([bin_dir / "ansible-lint", "--offline", "--nocolor", "-q", *sorted(MODES.glob("*.yml"))],
-                       timeout=600, env=dict(os.environ, ANSIBLE_LINT_SKIP_SCHEMA_UPDATE="1"))  # fmt: skip
+    lint = process.run(
+        [bin_dir / "ansible-lint", "--offline", "--nocolor", "-q", *sorted(MODES.glob("*.yml"))],
+        timeout=600,
+        env=dict(os.environ, ANSIBLE_LINT_SKIP_SCHEMA_UPDATE="1"),
+    )
     assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]

@@ -35,8 +35,14 @@ def prepare(*args: str, netns: str | None = None, project: Path = REPO) -> tuple
     """On the host, as a user runs it (libvirtd, when it must be started, goes into the VMs'
     namespace); inside ``netns`` when the test needs a firewall of its own."""
     inside = ["ip", "netns", "exec", netns] if netns else []
-    out = subprocess.run([*inside, *VAGABOND, "prepare", "--json", *args], cwd=project, capture_output=True, text=True,
-                         timeout=600, env=dict(os.environ, VAGABOND_NETNS=NETNS, VAGABOND_STATE=str(STATE)))  # fmt: skip
+    out = subprocess.run(
+        [*inside, *VAGABOND, "prepare", "--json", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, VAGABOND_NETNS=NETNS, VAGABOND_STATE=str(STATE)),
+    )
     return out.returncode, (json.loads(out.stdout) if out.returncode == 0 else out.stderr)
 
 
@@ -53,8 +59,11 @@ def test_swap_file_is_made_once_and_removed(tmp_path):
     try:
         code, actions = prepare("--swap", "256M", "--swap-file", str(swap_file))
         assert code == 0, actions
-        assert by_step(actions)["swap"] == {"step": "swap", "changed": True,
-                                            "detail": f"created and enabled {swap_file} (256 MiB; --swap 256M)"}  # fmt: skip
+        assert by_step(actions)["swap"] == {
+            "step": "swap",
+            "changed": True,
+            "detail": f"created and enabled {swap_file} (256 MiB; --swap 256M)",
+        }
         assert str(swap_file) in swaps() and oct(swap_file.stat().st_mode & 0o777) == "0o600"
         code, actions = prepare("--swap", "256M", "--swap-file", str(swap_file))
         assert by_step(actions)["swap"]["changed"] is False, "a second run must change nothing"
@@ -99,10 +108,14 @@ def test_docker_user_chain_is_opened_for_libvirt_bridges():
         code, actions = prepare(netns=netns)
         assert code == 0, actions
         assert by_step(actions)["firewall"]["changed"] is True
-        rules = subprocess.run([*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout.splitlines()
+        rules = subprocess.run(
+            [*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
         # Guests' own traffic out, and only replies back in: nothing from outside reaches a guest.
-        assert rules[1:3] == ["-A DOCKER-USER -o virbr+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-                              "-A DOCKER-USER -i virbr+ -j ACCEPT"], rules  # fmt: skip
+        assert rules[1:3] == [
+            "-A DOCKER-USER -o virbr+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "-A DOCKER-USER -i virbr+ -j ACCEPT",
+        ], rules
         assert "-A DOCKER-USER -o virbr+ -j ACCEPT" not in rules
         code, actions = prepare(netns=netns)
         assert by_step(actions)["firewall"]["changed"] is False
@@ -111,7 +124,9 @@ def test_docker_user_chain_is_opened_for_libvirt_bridges():
 
 
 def test_libvirtd_is_started_when_nothing_runs_it():
-    if subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name"], capture_output=True, text=True).stdout.strip():
+    if subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--name"], capture_output=True, text=True
+    ).stdout.strip():
         pytest.skip("a VM is running: stopping libvirtd now would disturb it")
     subprocess.run(["pkill", "-x", "libvirtd"])
     for _ in range(100):
@@ -125,8 +140,11 @@ def test_libvirtd_is_started_when_nothing_runs_it():
     pid = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True).stdout.split()[0]
     assert subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True).stdout.strip() == NETNS
     code, actions = prepare()
-    assert by_step(actions)["libvirt"] == {"step": "libvirt", "changed": False,
-                                           "detail": "libvirtd answers; storage pool default is running"}  # fmt: skip
+    assert by_step(actions)["libvirt"] == {
+        "step": "libvirt",
+        "changed": False,
+        "detail": "libvirtd answers; storage pool default is running",
+    }
 
 
 def test_a_ci_user_is_let_in_to_libvirt_and_kvm_without_root():
@@ -139,7 +157,9 @@ def test_a_ci_user_is_let_in_to_libvirt_and_kvm_without_root():
         assert step["changed"] and "added to group libvirt" in step["detail"] and "added to group kvm" in step["detail"]
         groups = subprocess.run(["id", "-nG", user], capture_output=True, text=True).stdout.split()
         assert {"libvirt", "kvm"} <= set(groups)
-        acl = subprocess.run(["getfacl", "--omit-header", "/run/libvirt/libvirt-sock"], capture_output=True, text=True).stdout
+        acl = subprocess.run(
+            ["getfacl", "--omit-header", "/run/libvirt/libvirt-sock"], capture_output=True, text=True
+        ).stdout
         assert f"user:{user}:rw" in acl
         code, actions = prepare("--user", user)
         assert by_step(actions)["user"]["changed"] is False, "a second run changes nothing"

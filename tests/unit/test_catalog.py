@@ -10,13 +10,13 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_box
 from vagabond import paths
-from vagabond.publish import documents, read, s3, stores, versions
-from vagabond.spec import boxfile
-from vagabond.publish.read import Published
-from vagabond.vm import playbooks, render
-from vagabond.publish.documents import Archive
 from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
+from vagabond.publish import documents, read, s3, stores, versions
+from vagabond.publish.documents import Archive
+from vagabond.publish.read import Published
+from vagabond.spec import boxfile
+from vagabond.vm import playbooks, render
 
 
 def box(version: str, digest: str | None = "d1") -> Archive:
@@ -68,13 +68,29 @@ def test_find_current_matches_digest(tmp_path):
     assert missing is None and "could not be read" in why
 
 
-@pytest.mark.parametrize(("version", "constraint", "meets"), [
-    ("1.4.0", "~> 1.4", True), ("1.9.9", "~> 1.4", True), ("2.0", "~> 1.4", False), ("1.3", "~> 1.4", False),
-    ("1.4.5", "~> 1.4.2", True), ("1.5.0", "~> 1.4.2", False), ("1.4.1", "~> 1.4.2", False),
-    ("1.9", "~> 1", True), ("2", "~> 1", False), ("1.0", "= 1.0.0", True), ("1.0.1", "1.0", False),
-    ("3.1.0", ">= 3, < 4", True), ("4.0.0", ">= 3, < 4", False), ("2.0", "!= 2", False), ("2.1", "> 2", True),
-    ("2.0", "<= 2", True), ("1.0.1795791066", "~> 1.0", True), ("9", None, True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("version", "constraint", "meets"),
+    [
+        ("1.4.0", "~> 1.4", True),
+        ("1.9.9", "~> 1.4", True),
+        ("2.0", "~> 1.4", False),
+        ("1.3", "~> 1.4", False),
+        ("1.4.5", "~> 1.4.2", True),
+        ("1.5.0", "~> 1.4.2", False),
+        ("1.4.1", "~> 1.4.2", False),
+        ("1.9", "~> 1", True),
+        ("2", "~> 1", False),
+        ("1.0", "= 1.0.0", True),
+        ("1.0.1", "1.0", False),
+        ("3.1.0", ">= 3, < 4", True),
+        ("4.0.0", ">= 3, < 4", False),
+        ("2.0", "!= 2", False),
+        ("2.1", "> 2", True),
+        ("2.0", "<= 2", True),
+        ("1.0.1795791066", "~> 1.0", True),
+        ("9", None, True),
+    ],
+)
 def test_version_constraints_mean_what_they_mean_to_vagrant(version, constraint, meets):
     assert versions.satisfies(version, constraint) is meets
 
@@ -88,25 +104,41 @@ def test_the_newest_current_version_the_constraint_allows(tmp_path):
 
 
 CHECKSUM = {"checksum_type": "sha256", "checksum": "c" * 64}
-GOOD_VERSION = {"version": "1", "providers": [{"name": "libvirt", "url": "u", **CHECKSUM}], "vagabond": {"definition_digest": "cur"}}
+GOOD_VERSION = {
+    "version": "1",
+    "providers": [{"name": "libvirt", "url": "u", **CHECKSUM}],
+    "vagabond": {"definition_digest": "cur"},
+}
 
 
-@pytest.mark.parametrize(("body", "why"), [
-    (b"", "is not valid JSON (Expecting value"),
-    (b'{"name": "org/deps", "versions": [', "could not be read"),
-    (b"[]", "is not a box catalog vagabond can use: a JSON list instead of an object"),
-    (b'"text"', "a JSON str instead of an object"),
-    (b'{"versions": []}', "no box name"),
-    (b'{"name": "evil/other", "versions": [%s]}' % json.dumps(GOOD_VERSION).encode(), "it holds box 'evil/other', not 'org/deps'"),
-    (b'{"name": "org/deps", "versions": "1"}', "'versions' is not a list"),
-    (b'{"name": "org/deps", "versions": [{"providers": []}]}', "has no version of digits and dots"),
-    (b'{"name": "org/deps", "versions": [{"version": 1}]}', "has no version of digits and dots"),
-    (b'{"name": "org/deps", "versions": [{"version": "latest"}]}', "has no version of digits and dots"),
-    (b'{"name": "org/deps", "versions": [{"version": "1.0.beta"}, {"version": "2"}]}', "has no version of digits and dots"),
-    (b'{"name": "org/deps", "versions": [{"version": "1", "providers": "x"}]}', "version 1 has malformed providers"),
-    (b'{"name": "org/deps", "versions": [{"version": "1", "providers": [{"url": 5}]}]}', "malformed providers"),
-    (b"\xff\xfe", "could not be read"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"", "is not valid JSON (Expecting value"),
+        (b'{"name": "org/deps", "versions": [', "could not be read"),
+        (b"[]", "is not a box catalog vagabond can use: a JSON list instead of an object"),
+        (b'"text"', "a JSON str instead of an object"),
+        (b'{"versions": []}', "no box name"),
+        (
+            b'{"name": "evil/other", "versions": [%s]}' % json.dumps(GOOD_VERSION).encode(),
+            "it holds box 'evil/other', not 'org/deps'",
+        ),
+        (b'{"name": "org/deps", "versions": "1"}', "'versions' is not a list"),
+        (b'{"name": "org/deps", "versions": [{"providers": []}]}', "has no version of digits and dots"),
+        (b'{"name": "org/deps", "versions": [{"version": 1}]}', "has no version of digits and dots"),
+        (b'{"name": "org/deps", "versions": [{"version": "latest"}]}', "has no version of digits and dots"),
+        (
+            b'{"name": "org/deps", "versions": [{"version": "1.0.beta"}, {"version": "2"}]}',
+            "has no version of digits and dots",
+        ),
+        (
+            b'{"name": "org/deps", "versions": [{"version": "1", "providers": "x"}]}',
+            "version 1 has malformed providers",
+        ),
+        (b'{"name": "org/deps", "versions": [{"version": "1", "providers": [{"url": 5}]}]}', "malformed providers"),
+        (b"\xff\xfe", "could not be read"),
+    ],
+)
 def test_a_catalog_that_is_not_what_vagabond_expects_is_a_reason_not_a_crash(tmp_path, body, why):
     meta = tmp_path / "metadata.json"
     meta.write_bytes(body)
@@ -116,31 +148,42 @@ def test_a_catalog_that_is_not_what_vagabond_expects_is_a_reason_not_a_crash(tmp
 
 def test_a_catalog_url_that_is_not_http_or_file_is_a_reason(tmp_path):
     found, reason = read.find_current("ftp://h/metadata.json", "cur", "org/deps")
-    assert found is None and reason.startswith("catalog ftp://h/metadata.json could not be read ('ftp://h/metadata.json' is not an http(s)://")
+    assert found is None and reason.startswith(
+        "catalog ftp://h/metadata.json could not be read ('ftp://h/metadata.json' is not an http(s)://"
+    )
 
 
 def test_an_entry_without_a_checksum_is_never_current(tmp_path):
     """Vagrant checks a prebuilt box only against its entry's checksum: none, and anything would boot."""
     meta = tmp_path / "metadata.json"
     bare = {**GOOD_VERSION, "providers": [{"name": "libvirt", "url": "http://boxes.example.org/1.box"}]}
-    weak = {**GOOD_VERSION, "providers": [{"name": "libvirt", "url": "u", "checksum_type": "md5", "checksum": "0" * 32}]}
+    weak = {
+        **GOOD_VERSION,
+        "providers": [{"name": "libvirt", "url": "u", "checksum_type": "md5", "checksum": "0" * 32}],
+    }
     for entry in (bare, weak):
         meta.write_text(json.dumps({"name": "org/deps", "versions": [entry]}))
         found, reason = read.find_current(meta.as_uri(), "cur", "org/deps")
         assert found is None
-        assert reason == (f"the versions in {meta.as_uri()} built from this box definition (1) list no sha256 checksum, "
-                          "so their download could not be checked")  # fmt: skip
+        assert reason == (
+            f"the versions in {meta.as_uri()} built from this box definition (1) list no sha256 checksum, "
+            "so their download could not be checked"
+        )
 
 
 def test_a_plain_http_box_file_needs_a_checksum(project):
     from tests.conftest import write_box
-    from vagabond.spec import boxfile
     from vagabond.errors import BoxDefinitionError
+    from vagabond.spec import boxfile
 
     write_box(project, "b", "description: x\nbase: {box: org/b, url: 'http://boxes.example.org/b.box'}\n")
     with pytest.raises(BoxDefinitionError, match="needs checksum: sha256:HEX"):
         boxfile.find_box("b", project / "boxes")
-    write_box(project, "b", f"description: x\nbase: {{box: org/b, url: 'http://boxes.example.org/b.box', checksum: 'sha256:{'a' * 64}'}}\n")
+    write_box(
+        project,
+        "b",
+        f"description: x\nbase: {{box: org/b, url: 'http://boxes.example.org/b.box', checksum: 'sha256:{'a' * 64}'}}\n",
+    )
     assert boxfile.find_box("b", project / "boxes").spec.base.checksum
 
 
@@ -182,7 +225,9 @@ def test_open_store_refuses_http_targets():
 
 def test_render_with_prebuilt_source():
     b = boxfile.find_box("debian12-selinux", paths.shipped_boxes_dir())
-    text = render.render(b, render.RenderOptions(source=Published("org/deps", "4", "http://h/metadata.json")), Path("/"))
+    text = render.render(
+        b, render.RenderOptions(source=Published("org/deps", "4", "http://h/metadata.json")), Path("/")
+    )
     assert "config.vm.box = 'org/deps'" in text
     assert "config.vm.box_version = '= 4'" in text
     assert "config.vm.box_url = 'http://h/metadata.json'" in text
@@ -206,13 +251,18 @@ def test_definition_digest_follows_everything_a_playbook_can_load(project):
     (deps / "roles" / "app" / "tasks").mkdir(parents=True)
     (deps / "roles" / "app" / "templates").mkdir(parents=True)
     (deps / "site.yml").write_text("- hosts: all\n  roles: [app]\n")
-    (deps / "roles" / "app" / "tasks" / "main.yml").write_text("- ansible.builtin.template: {src: app.conf.j2, dest: /etc/app.conf}\n")
+    (deps / "roles" / "app" / "tasks" / "main.yml").write_text(
+        "- ansible.builtin.template: {src: app.conf.j2, dest: /etc/app.conf}\n"
+    )
     (deps / "roles" / "app" / "templates" / "app.conf.j2").write_text("port = 80\n")
     path = project / "boxes" / "b.yaml"
     path.write_text("description: x\nbase: {box: a/b}\nplaybooks: [playbooks/deps/site.yml]\n")
     seen = {playbooks.definition_digest(boxfile.load_box(path))}
-    for changed, text in (("roles/app/templates/app.conf.j2", "port = 8080\n"), ("roles/app/tasks/main.yml", "[]\n"),
-                          ("group_vars/all.yml", "x: 1\n")):  # fmt: skip
+    for changed, text in (
+        ("roles/app/templates/app.conf.j2", "port = 8080\n"),
+        ("roles/app/tasks/main.yml", "[]\n"),
+        ("group_vars/all.yml", "x: 1\n"),
+    ):
         (deps / changed).parent.mkdir(parents=True, exist_ok=True)
         (deps / changed).write_text(text)
         seen.add(playbooks.definition_digest(boxfile.load_box(path)))
@@ -244,11 +294,19 @@ def test_prebuilt_command_names_the_version_up_would_boot(project, monkeypatch, 
     monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "vagrant home"))
     meta = tmp_path / "catalog" / "metadata.json"
     meta.parent.mkdir()
-    write_box(project, "deps", f"description: d\nbase: {{box: a/b}}\nprebuilt: {{name: org/deps, catalog: '{meta.as_uri()}'}}\n")
+    write_box(
+        project,
+        "deps",
+        f"description: d\nbase: {{box: a/b}}\nprebuilt: {{name: org/deps, catalog: '{meta.as_uri()}'}}\n",
+    )
     digest = playbooks.definition_digest(boxfile.find_box("deps", [(project / "boxes", "project")]))
 
     def entry(version, d):
-        return {"version": version, "vagabond": {"definition_digest": d}, "providers": [{"name": "libvirt", "url": "x", **CHECKSUM}]}
+        return {
+            "version": version,
+            "vagabond": {"definition_digest": d},
+            "providers": [{"name": "libvirt", "url": "x", **CHECKSUM}],
+        }
 
     meta.write_text(json.dumps({"name": "org/deps", "versions": [entry("1.0.2", digest), entry("1.0.3", "other")]}))
     result = CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"])
@@ -259,11 +317,17 @@ def test_prebuilt_command_names_the_version_up_would_boot(project, monkeypatch, 
     assert as_json["version"] == "1.0.2" and as_json["reason"] == "prebuilt org/deps 1.0.2 matches this definition"
     # A playbook change is a new digest: no version matches, up would use the base box.
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
-    write_box(project, "deps", f"description: d\nbase: {{box: a/b}}\nplaybooks: [playbooks/deps.yml]\n"
-                               f"prebuilt: {{name: org/deps, catalog: '{meta.as_uri()}'}}\n")  # fmt: skip
+    write_box(
+        project,
+        "deps",
+        f"description: d\nbase: {{box: a/b}}\nplaybooks: [playbooks/deps.yml]\n"
+        f"prebuilt: {{name: org/deps, catalog: '{meta.as_uri()}'}}\n",
+    )
     result = CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"])
     assert result.exit_code == 0 and "version=\n" in result.stdout, result.output
     assert "no prebuilt box: no version in" in CliRunner().invoke(app, ["prebuilt", "deps"]).stdout
     # An unreachable catalog is not an error either: the job goes on with the base box.
     meta.unlink()
-    assert CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"]).stdout.startswith("name=org/deps\nversion=\n")
+    assert (
+        CliRunner().invoke(app, ["prebuilt", "deps", "--github-output"]).stdout.startswith("name=org/deps\nversion=\n")
+    )

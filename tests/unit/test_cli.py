@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from tests.conftest import write_box
 from vagabond import github, paths
 from vagabond.boxes import made
-from vagabond.host import detect
 from vagabond.cli.app import app
 from vagabond.cli.base import _reflow
+from vagabond.host import detect
 from vagabond.host.detect import HostFacts
 
 runner = CliRunner()
@@ -27,7 +27,8 @@ STUBS = {
 echo "$@" >> "$STUB_LOG"
 case "$1" in
   --version) echo "Vagrant 2.3.4" ;;
-  plugin) echo "1,,plugin-name,vagrant-libvirt"; echo "1,vagrant-libvirt,plugin-version,0.11.2%!(VAGRANT_COMMA) system" ;;
+  plugin) echo "1,,plugin-name,vagrant-libvirt"
+          echo "1,vagrant-libvirt,plugin-version,0.11.2%!(VAGRANT_COMMA) system" ;;
 esac
 """,
     "virsh": """#!/bin/sh
@@ -75,10 +76,13 @@ def test_help_paragraphs_wrap_at_the_terminal_not_at_the_source(monkeypatch):
     wrapped by rich alone, list items keep their own line."""
     monkeypatch.setenv("COLUMNS", "300")
     out = runner.invoke(app, ["render", "--help"]).output
-    assert ("With -o DIR: DIR/Vagrantfile and DIR/vagabond-provision/ (the one playbook that both `vagrant provision` "
-            "and `vagabond provision` run") in out  # fmt: skip
+    assert (
+        "With -o DIR: DIR/Vagrantfile and DIR/vagabond-provision/ (the one playbook that both `vagrant provision` "
+        "and `vagabond provision` run"
+    ) in out
     assert _reflow("Title.\n\nOne\nparagraph, -e\n-e joined.\n\nList:\n- one\n  more\n- two") == (
-        "Title.\n\nOne paragraph, -e -e joined.\n\nList:\n- one\n  more\n- two")
+        "Title.\n\nOne paragraph, -e -e joined.\n\nList:\n- one\n  more\n- two"
+    )
 
 
 def test_list_json_shipped(tmp_path, monkeypatch):
@@ -97,7 +101,10 @@ def test_list_reports_broken_box_files(project):
     write_box(project, "bad", "description: x\nbase: {box: a/b}\nresources: {memory: lots}\n")
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 3
-    assert result.stderr == "error: boxes/bad.yaml:3: resources.memory: 'lots' is not a size: write a number of MiB, or one with a unit (512M, 2G)\n"
+    assert (
+        result.stderr == "error: boxes/bad.yaml:3: resources.memory: 'lots' is not a size: write a number of MiB, "
+        "or one with a unit (512M, 2G)\n"
+    )
     # The broken file is listed as such, and the other boxes are still there.
     assert "bad" in result.stdout and "BROKEN" in result.stdout and "debian12-selinux" in result.stdout
 
@@ -106,20 +113,26 @@ def test_render_unknown_box_is_one_line_without_traceback(project):
     result = runner.invoke(app, ["--boxes-dir", str(project / "boxes"), "render", "nope", "--driver", "qemu"])
     assert result.exit_code == 4
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert result.stderr == ("error: no box named 'nope' in boxes or the shipped boxes "
-                             "(available: alma9-fips, centos7-selinux, debian12, debian12-fips, debian12-selinux)\n")
+    assert result.stderr == (
+        "error: no box named 'nope' in boxes or the shipped boxes "
+        "(available: alma9-fips, centos7-selinux, debian12, debian12-fips, debian12-selinux)\n"
+    )
 
 
 def test_render_writes_the_vagrantfile_and_its_provisioning_and_says_what_changed(project, stubs):
     out = project / "vm"
-    result = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12-selinux", "-o", str(out), "--driver", "kvm"])
+    result = runner.invoke(
+        app, ["--boxes-dir", SHIPPED, "render", "debian12-selinux", "-o", str(out), "--driver", "kvm"]
+    )
     assert result.exit_code == 0, result.output
     text = (out / "Vagrantfile").read_text()
     assert "[ENV['VAGABOND_DRIVER'], 'set by VAGABOND_DRIVER']" in text
     assert "['kvm', 'pinned when this file was rendered (vagabond render --driver)']" in text
     assert (out / "vagabond-provision" / "site.yml").is_file()
     assert "wrote Vagrantfile, vagabond-provision/" in result.stderr
-    again = runner.invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12-selinux", "-o", str(out), "--driver", "kvm"])
+    again = runner.invoke(
+        app, ["--boxes-dir", SHIPPED, "render", "debian12-selinux", "-o", str(out), "--driver", "kvm"]
+    )
     assert "are up to date" in again.stderr
 
 
@@ -229,8 +242,11 @@ def test_every_error_class_has_its_own_exit_code_listed_in_help():
     from vagabond import errors
 
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.VagabondError)]
-    fixed = {c: c.exit_code for c in classes if c not in (errors.VagabondError, errors.CommandFailed, errors.StepFailed,
-                                                          errors.RenderError)}  # fmt: skip
+    fixed = {
+        c: c.exit_code
+        for c in classes
+        if c not in (errors.VagabondError, errors.CommandFailed, errors.StepFailed, errors.RenderError)
+    }
     assert len(set(fixed.values())) == len(fixed), "two error classes share an exit code"
     listed = {code for code, _ in errors.EXIT_CODES}
     assert set(fixed.values()) <= listed and errors.RUN_OWN_FAILURE in listed
@@ -260,8 +276,12 @@ def test_debug_after_the_subcommand_and_from_the_environment(project):
         result = runner.invoke(app, argv, env=env)
         assert result.exit_code == 0, result.output
     # Debug on shows the traceback behind an error; off, the one line alone.
-    for argv, env, debug in ((["status", "nosuch", "--debug"], {}, True), (["status", "nosuch"], {"VAGABOND_DEBUG": "1"}, True),
-                             (["--debug", "status", "nosuch"], {}, True), (["status", "nosuch"], {}, False)):  # fmt: skip
+    for argv, env, debug in (
+        (["status", "nosuch", "--debug"], {}, True),
+        (["status", "nosuch"], {"VAGABOND_DEBUG": "1"}, True),
+        (["--debug", "status", "nosuch"], {}, True),
+        (["status", "nosuch"], {}, False),
+    ):
         result = runner.invoke(app, argv, env=env)
         assert result.exit_code == 4 and "error: no box named 'nosuch'" in result.stderr, result.output
         assert ("Traceback (most recent call last)" in result.stderr) is debug, (argv, env)
@@ -272,11 +292,19 @@ def test_debug_after_the_subcommand_and_from_the_environment(project):
 
 def test_completion_offers_box_names(project):
     write_box(project, "webapp", "description: x\nbase: {box: a/b}\n")
-    result = runner.invoke(app, [], prog_name="vagabond",
-                           env={"_VAGABOND_COMPLETE": "complete_bash", "COMP_WORDS": "vagabond up web", "COMP_CWORD": "2"})  # fmt: skip
+    result = runner.invoke(
+        app,
+        [],
+        prog_name="vagabond",
+        env={"_VAGABOND_COMPLETE": "complete_bash", "COMP_WORDS": "vagabond up web", "COMP_CWORD": "2"},
+    )
     assert result.stdout.split() == ["webapp"], result.output
-    result = runner.invoke(app, [], prog_name="vagabond",
-                           env={"_VAGABOND_COMPLETE": "complete_bash", "COMP_WORDS": "vagabond test debian12", "COMP_CWORD": "2"})  # fmt: skip
+    result = runner.invoke(
+        app,
+        [],
+        prog_name="vagabond",
+        env={"_VAGABOND_COMPLETE": "complete_bash", "COMP_WORDS": "vagabond test debian12", "COMP_CWORD": "2"},
+    )
     assert set(result.stdout.split()) == {"debian12", "debian12-fips", "debian12-selinux"}
     assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
 
@@ -292,7 +320,9 @@ def test_every_command_that_writes_a_file_takes_o(project):
     ci = command.commands["ci"].commands["github"]
     assert {"-o", "--out", "--output"} <= set(next(p for p in ci.params if "-o" in p.opts).opts)
     for group, name in (("ci", "action"), ("base", "build")):
-        assert any({"-o", "--out"} <= set(p.opts) for p in command.commands[group].commands[name].params), f"{group} {name}"
+        assert any({"-o", "--out"} <= set(p.opts) for p in command.commands[group].commands[name].params), (
+            f"{group} {name}"
+        )
 
 
 def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
@@ -309,16 +339,19 @@ def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [copy.name], "no partial file stays"
 
 
-@pytest.mark.parametrize(("argv", "hoisted"), [
-    (["list", "--debug"], ["--debug", "list"]),
-    (["up", "b", "--debug", "--fresh"], ["--debug", "up", "b", "--fresh"]),
-    (["up", "b", "-e", "--debug"], ["up", "b", "-e", "--debug"]),  # the value of -e
-    (["ci", "github", "--test-command", "--debug"], ["ci", "github", "--test-command", "--debug"]),
-    (["run", "b", "make", "--debug"], ["run", "b", "make", "--debug"]),  # the guest command's
-    (["run", "b", "--debug", "--", "make"], ["--debug", "run", "b", "--", "make"]),
-    (["run", "b", "--", "echo", "--debug"], ["run", "b", "--", "echo", "--debug"]),
-    (["--boxes-dir", "x", "base", "build", "b", "--debug"], ["--debug", "--boxes-dir", "x", "base", "build", "b"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("argv", "hoisted"),
+    [
+        (["list", "--debug"], ["--debug", "list"]),
+        (["up", "b", "--debug", "--fresh"], ["--debug", "up", "b", "--fresh"]),
+        (["up", "b", "-e", "--debug"], ["up", "b", "-e", "--debug"]),  # the value of -e
+        (["ci", "github", "--test-command", "--debug"], ["ci", "github", "--test-command", "--debug"]),
+        (["run", "b", "make", "--debug"], ["run", "b", "make", "--debug"]),  # the guest command's
+        (["run", "b", "--debug", "--", "make"], ["--debug", "run", "b", "--", "make"]),
+        (["run", "b", "--", "echo", "--debug"], ["run", "b", "--", "echo", "--debug"]),
+        (["--boxes-dir", "x", "base", "build", "b", "--debug"], ["--debug", "--boxes-dir", "x", "base", "build", "b"]),
+    ],
+)
 def test_debug_is_moved_only_when_it_is_vagabonds(argv, hoisted):
     import typer.main
 
@@ -328,11 +361,17 @@ def test_debug_is_moved_only_when_it_is_vagabonds(argv, hoisted):
     assert _hoist_debug(group, group.make_context("vagabond", ["list"]), list(argv)) == hoisted
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["import", "local/x"], "error: 'local/x' is a Vagrant box name: give the image to make it from with --image PATH|URL"),
-    (["import", "debian12"], "error: box 'debian12' has a base of kind 'mmdebstrap', not a cloud image"),
-    (["import", "centos7-selinux", "--disk", "9"], "error: --disk goes with --image: a box file names its image"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["import", "local/x"],
+            "error: 'local/x' is a Vagrant box name: give the image to make it from with --image PATH|URL",
+        ),
+        (["import", "debian12"], "error: box 'debian12' has a base of kind 'mmdebstrap', not a cloud image"),
+        (["import", "centos7-selinux", "--disk", "9"], "error: --disk goes with --image: a box file names its image"),
+    ],
+)
 def test_import_by_box_file_says_what_it_takes(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, args)
@@ -342,7 +381,10 @@ def test_import_by_box_file_says_what_it_takes(args, message, tmp_path, monkeypa
 def test_import_by_box_file_imports_its_base(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     seen = []
-    monkeypatch.setattr("vagabond.boxes.cloudimage.imported", lambda box: seen.append(box) or SimpleNamespace(box_file=tmp_path / "x.box"))
+    monkeypatch.setattr(
+        "vagabond.boxes.cloudimage.imported",
+        lambda box: seen.append(box) or SimpleNamespace(box_file=tmp_path / "x.box"),
+    )
     monkeypatch.setattr("vagabond.boxes.made.add_to_store", lambda built: built)
     result = runner.invoke(app, ["import", "alma9-fips"])
     assert result.exit_code == 0, result.output

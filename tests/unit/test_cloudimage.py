@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from vagabond import paths
 from vagabond.boxes import cloudimage, guest
-from vagabond.spec import boxfile
 from vagabond.cli.app import app
 from vagabond.errors import UsageError, VagabondError
+from vagabond.spec import boxfile
 
 
 def test_user_data_makes_the_vagrant_user_and_a_self_cleaning_unit():
@@ -31,11 +31,14 @@ def test_user_data_makes_the_vagrant_user_and_a_self_cleaning_unit():
     assert "rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*" in finish["content"]
 
 
-@pytest.mark.parametrize(("release", "switched"), [
-    ("CentOS Linux release 7.9.2009 (Core)\n", True),
-    ("CentOS Stream release 8\n", False),
-    (None, False),  # Debian, AlmaLinux: no /etc/centos-release
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("release", "switched"),
+    [
+        ("CentOS Linux release 7.9.2009 (Core)\n", True),
+        ("CentOS Stream release 8\n", False),
+        (None, False),  # Debian, AlmaLinux: no /etc/centos-release
+    ],
+)
 def test_the_import_boot_points_only_centos_7_at_the_vault(tmp_path, release, switched):
     """The cloud-config's own command, run with /etc moved into a scratch root."""
     config = json.loads(cloudimage.user_data().split("\n", 1)[1])
@@ -74,13 +77,17 @@ def test_fetch_checks_the_checksum_of_a_local_image(tmp_path):
 SUM = "a" * 64
 
 
-@pytest.mark.parametrize("text", [
-    f"{SUM}  CentOS-7-x86_64-GenericCloud-2211.qcow2\n",
-    f"{'b' * 64}  other.qcow2\n{SUM} *CentOS-7-x86_64-GenericCloud-2211.qcow2\n",
-    f"SHA256 (CentOS-7-x86_64-GenericCloud-2211.qcow2) = {SUM}\n",
-    f"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n# comment\nSHA256 (CentOS-7-x86_64-GenericCloud-2211.qcow2) = {SUM.upper()}\n"
-    "-----BEGIN PGP SIGNATURE-----\nxyz\n-----END PGP SIGNATURE-----\n",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{SUM}  CentOS-7-x86_64-GenericCloud-2211.qcow2\n",
+        f"{'b' * 64}  other.qcow2\n{SUM} *CentOS-7-x86_64-GenericCloud-2211.qcow2\n",
+        f"SHA256 (CentOS-7-x86_64-GenericCloud-2211.qcow2) = {SUM}\n",
+        "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n# comment\nSHA256 "
+        f"(CentOS-7-x86_64-GenericCloud-2211.qcow2) = {SUM.upper()}\n"
+        "-----BEGIN PGP SIGNATURE-----\nxyz\n-----END PGP SIGNATURE-----\n",
+    ],
+)
 def test_checksum_files_in_either_form(text):
     assert cloudimage.parse_checksums(text, "CentOS-7-x86_64-GenericCloud-2211.qcow2") == SUM
     assert cloudimage.parse_checksums(text, "absent.qcow2") is None
@@ -95,7 +102,7 @@ class Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 body = outer.files.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -120,7 +127,9 @@ class Server:
 @pytest.fixture
 def server():
     data = bytes(range(256)) * 4096
-    srv = Server({"/img.qcow2": data, "/CHECKSUM": f"SHA256 (img.qcow2) = {hashlib.sha256(data).hexdigest()}\n".encode()})
+    srv = Server(
+        {"/img.qcow2": data, "/CHECKSUM": f"SHA256 (img.qcow2) = {hashlib.sha256(data).hexdigest()}\n".encode()}
+    )
     yield srv, data
     srv.httpd.shutdown()
 
@@ -140,7 +149,11 @@ def test_a_download_is_checked_cached_by_checksum_and_resumed(server, tmp_path):
 
 def test_a_corrupt_download_is_refused_and_not_kept(server, tmp_path):
     srv, _ = server
-    with pytest.raises(VagabondError, match=r"sha256 is .*, the pinned checksum says 0+: refusing a changed or corrupt image; the download was removed"):
+    with pytest.raises(
+        VagabondError,
+        match=r"sha256 is .*, the pinned checksum says 0+: refusing a changed or corrupt image; the download "
+        r"was removed",
+    ):
         cloudimage.fetch(f"{srv.url}/img.qcow2", "sha256:" + "0" * 64, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -156,7 +169,8 @@ def test_an_unreachable_image_is_one_line_naming_the_url_and_leaves_nothing(tmp_
     (tmp_path / "boxes").mkdir()
     url = "http://127.0.0.1:9/CentOS-7-x86_64-GenericCloud-2211.qcow2"  # nothing listens on port 9
     (tmp_path / "boxes" / "el7.yaml").write_text(
-        f"description: x\nbase: {{kind: image, image: '{url}', checksum: 'sha256:{SUM}', box: test/el7}}\n")
+        f"description: x\nbase: {{kind: image, image: '{url}', checksum: 'sha256:{SUM}', box: test/el7}}\n"
+    )
     result = CliRunner().invoke(app, ["up", "el7"])
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -166,7 +180,9 @@ def test_an_unreachable_image_is_one_line_naming_the_url_and_leaves_nothing(tmp_
 
 def test_no_shipped_box_comes_from_a_box_catalog_that_is_closing():
     for box in boxfile.list_boxes(paths.shipped_boxes_dir()):
-        assert box.spec.base.kind in ("mmdebstrap", "image"), f"{box.name} still needs HCP Vagrant ({box.spec.base.box_name})"
+        assert box.spec.base.kind in ("mmdebstrap", "image"), (
+            f"{box.name} still needs HCP Vagrant ({box.spec.base.box_name})"
+        )
         if box.spec.base.kind == "image":
             assert box.spec.base.checksum or box.spec.base.checksums_url, f"{box.name}'s image is not checked"
             assert "latest" not in box.spec.base.image, f"{box.name}'s image is not pinned to a dated file"
@@ -177,9 +193,13 @@ def test_a_short_response_is_refused_and_kept_only_as_a_part_to_resume(server, t
     srv, data = server
     srv.files["/short.qcow2"] = data[:1000]
     srv.announce["/short.qcow2"] = 3_000_000
-    with pytest.raises(VagabondError, match=r"ended after 1000 of the 3000000 bytes the server announced \(run the command again"):
+    with pytest.raises(
+        VagabondError, match=r"ended after 1000 of the 3000000 bytes the server announced \(run the command again"
+    ):
         cloudimage.fetch(f"{srv.url}/short.qcow2", None, tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [f"{hashlib.sha256(f'{srv.url}/short.qcow2'.encode()).hexdigest()[:16]}-short.qcow2.partial"]
+    assert [p.name for p in tmp_path.iterdir()] == [
+        f"{hashlib.sha256(f'{srv.url}/short.qcow2'.encode()).hexdigest()[:16]}-short.qcow2.partial"
+    ]
 
 
 def test_an_interrupted_download_never_takes_its_final_name_unchecked(server, tmp_path, monkeypatch):

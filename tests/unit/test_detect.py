@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from vagabond import timeouts
+from vagabond.errors import UsageError
 from vagabond.host import detect
 from vagabond.host.detect import HostFacts, SmokeBoot, decide_driver
-from vagabond.errors import UsageError
 
 INTEL = frozenset({"fpu", "vmx", "sse4_2"})
 NO_VIRT = frozenset({"fpu", "sse4_2", "hypervisor"})
@@ -63,8 +63,9 @@ def test_missing_device_gets_qemu():
 
 
 def test_device_error_gets_qemu():
-    d = decide_driver(HostFacts("error", kvm_device_error="No such device", cpu_flags=INTEL,
-                                modules=frozenset({"kvm_intel"})))  # fmt: skip
+    d = decide_driver(
+        HostFacts("error", kvm_device_error="No such device", cpu_flags=INTEL, modules=frozenset({"kvm_intel"}))
+    )
     assert d.driver == "qemu" and "No such device" in d.reason
 
 

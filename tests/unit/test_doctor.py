@@ -45,8 +45,10 @@ def test_an_ansible_core_outside_the_range_is_refused_with_the_reason(tmp_path, 
     monkeypatch.setattr(process, "which", lambda name: str(bin_dir / name))
     (check, *_) = doctor.check_ansible()
     assert not check.ok and check.required
-    assert check.detail == (f"{bin_dir}/ansible-playbook is ansible-core 2.21.3; vagabond needs ansible-core 2.15 to 2.16 "
-                            "(2.17 and later cannot manage the Python 2.7 of CentOS 7)")  # fmt: skip
+    assert check.detail == (
+        f"{bin_dir}/ansible-playbook is ansible-core 2.21.3; vagabond needs ansible-core 2.15 to 2.16 "
+        "(2.17 and later cannot manage the Python 2.7 of CentOS 7)"
+    )
     assert check.version == "2.21.3"
 
 

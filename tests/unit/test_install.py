@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from vagabond import process
-from vagabond.host import doctor, install
 from vagabond.errors import UsageError
+from vagabond.host import doctor, install
 
 UBUNTU = {"ID": "ubuntu", "ID_LIKE": "debian", "VERSION_ID": "24.04", "VERSION_CODENAME": "noble"}
 DEBIAN = {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}
@@ -24,8 +24,10 @@ def test_os_release_is_parsed_like_a_shell_would(tmp_path):
     assert install.os_release(tmp_path / "missing") == {}
 
 
-@pytest.mark.parametrize(("release", "family"), [(UBUNTU, "ubuntu"), (DEBIAN, "debian"), (FEDORA, "fedora"),
-                                                 (ROCKY, "fedora"), ({"ID": "arch"}, "")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("release", "family"),
+    [(UBUNTU, "ubuntu"), (DEBIAN, "debian"), (FEDORA, "fedora"), (ROCKY, "fedora"), ({"ID": "arch"}, "")],
+)
 def test_family(release, family):
     assert install.family(release) == family
 
@@ -68,14 +70,23 @@ class FakeDistribution:
 SHA = "ab" * 20
 
 
-@pytest.mark.parametrize(("direct_url", "origin"), [
-    ({"url": "https://github.com/o/vagabond.git", "vcs_info": {"vcs": "git", "commit_id": SHA}},
-     install.Origin(f"vagabond-vm @ git+https://github.com/o/vagabond.git@{SHA}", f"o/vagabond@{SHA}")),
-    ({"url": "https://git.example.org/o/vagabond.git", "vcs_info": {"vcs": "git", "commit_id": SHA}},
-     install.Origin(f"vagabond-vm @ git+https://git.example.org/o/vagabond.git@{SHA}")),
-    ({"url": "https://example.org/vagabond_vm-0.1.0-py3-none-any.whl", "archive_info": {}},
-     install.Origin("vagabond-vm @ https://example.org/vagabond_vm-0.1.0-py3-none-any.whl")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("direct_url", "origin"),
+    [
+        (
+            {"url": "https://github.com/o/vagabond.git", "vcs_info": {"vcs": "git", "commit_id": SHA}},
+            install.Origin(f"vagabond-vm @ git+https://github.com/o/vagabond.git@{SHA}", f"o/vagabond@{SHA}"),
+        ),
+        (
+            {"url": "https://git.example.org/o/vagabond.git", "vcs_info": {"vcs": "git", "commit_id": SHA}},
+            install.Origin(f"vagabond-vm @ git+https://git.example.org/o/vagabond.git@{SHA}"),
+        ),
+        (
+            {"url": "https://example.org/vagabond_vm-0.1.0-py3-none-any.whl", "archive_info": {}},
+            install.Origin("vagabond-vm @ https://example.org/vagabond_vm-0.1.0-py3-none-any.whl"),
+        ),
+    ],
+)
 def test_origin_from_how_it_was_installed(monkeypatch, direct_url, origin):
     monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution(direct_url))
     assert install.origin() == origin
@@ -87,7 +98,9 @@ def test_origin_of_a_release_is_what_its_build_recorded(monkeypatch, tmp_path):
     monkeypatch.setattr(install, "RELEASE_ORIGIN", stamp)
     monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution(None))
     monkeypatch.setattr(install, "source_checkout", lambda: None)
-    assert install.origin() == install.Origin(f"vagabond-vm @ git+https://github.com/o/vagabond@{SHA}", f"o/vagabond@{SHA}")
+    assert install.origin() == install.Origin(
+        f"vagabond-vm @ git+https://github.com/o/vagabond@{SHA}", f"o/vagabond@{SHA}"
+    )
 
 
 def _repo(path, remote=None):
@@ -102,17 +115,25 @@ def _repo(path, remote=None):
 
 
 def _checkout(monkeypatch, path):
-    monkeypatch.setattr(install.metadata, "distribution", lambda name: FakeDistribution({"url": f"file://{path}", "dir_info": {"editable": True}}))
+    monkeypatch.setattr(
+        install.metadata,
+        "distribution",
+        lambda name: FakeDistribution({"url": f"file://{path}", "dir_info": {"editable": True}}),
+    )
     monkeypatch.setattr(install, "source_checkout", lambda: path)
 
 
 def test_origin_of_a_checkout_is_its_remote_at_head_once_pushed(monkeypatch, tmp_path):
     git, head = _repo(tmp_path, "git@github.com:o/vagabond.git")
     _checkout(monkeypatch, tmp_path)
-    with pytest.raises(UsageError, match=r"^the commit .* is at is not on its origin \(https://github.com/o/vagabond.git\)"):
+    with pytest.raises(
+        UsageError, match=r"^the commit .* is at is not on its origin \(https://github.com/o/vagabond.git\)"
+    ):
         install.origin()
     subprocess.run([*git, "update-ref", "refs/remotes/origin/main", "HEAD"], check=True)  # as a push and fetch leave it
-    assert install.origin() == install.Origin(f"vagabond-vm @ git+https://github.com/o/vagabond.git@{head}", f"o/vagabond@{head}")
+    assert install.origin() == install.Origin(
+        f"vagabond-vm @ git+https://github.com/o/vagabond.git@{head}", f"o/vagabond@{head}"
+    )
     (tmp_path / "f").write_text("2")
     assert install.origin().note == "the checkout has uncommitted changes the runner will not get"
 
@@ -122,9 +143,11 @@ def test_a_local_clone_with_no_https_origin_is_refused_in_one_line(monkeypatch, 
     _checkout(monkeypatch, tmp_path)
     with pytest.raises(UsageError) as info:
         install.origin()
-    assert str(info.value) == (f"cannot tell where a runner would install this vagabond from: {tmp_path} has no https (or "
-                               "GitHub ssh) origin (pass --vagabond-spec (a git URL pinned to a commit, or a wheel URL), "
-                               "or --use-action OWNER/REPO@COMMIT)")  # fmt: skip
+    assert str(info.value) == (
+        f"cannot tell where a runner would install this vagabond from: {tmp_path} has no https (or "
+        "GitHub ssh) origin (pass --vagabond-spec (a git URL pinned to a commit, or a wheel URL), "
+        "or --use-action OWNER/REPO@COMMIT)"
+    )
 
 
 def test_an_index_install_without_a_record_is_refused(monkeypatch):
@@ -136,10 +159,16 @@ def test_an_index_install_without_a_record_is_refused(monkeypatch):
         install.origin()
 
 
-@pytest.mark.parametrize(("url", "https"), [
-    ("git@github.com:o/r.git", "https://github.com/o/r.git"), ("ssh://git@gitlab.com/o/r", "https://gitlab.com/o/r.git"),
-    ("https://github.com/o/r", "https://github.com/o/r"), ("/srv/git/r.git", None), ("file:///srv/r", None),
-    ("https://github.com/o/r x", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("url", "https"),
+    [
+        ("git@github.com:o/r.git", "https://github.com/o/r.git"),
+        ("ssh://git@gitlab.com/o/r", "https://gitlab.com/o/r.git"),
+        ("https://github.com/o/r", "https://github.com/o/r"),
+        ("/srv/git/r.git", None),
+        ("file:///srv/r", None),
+        ("https://github.com/o/r x", None),
+    ],
+)
 def test_https_remote(url, https):
     assert install.https_remote(url) == https

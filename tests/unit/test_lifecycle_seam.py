@@ -13,9 +13,9 @@ import pytest
 from tests.conftest import write_box
 from vagabond import paths, process
 from vagabond.boxes import archive, diskimage
+from vagabond.errors import Busy, NotRunning, UsageError
 from vagabond.spec import boxfile
 from vagabond.vm import playbooks, provision, remote
-from vagabond.errors import Busy, NotRunning, UsageError
 from vagabond.vm.workdir import Workdir
 
 VAGRANT_SSH_CONFIG = """Host default
@@ -54,21 +54,33 @@ def test_ssh_argv_quotes_each_argument(wd):
 
 
 def test_run_before_up_says_what_to_do(wd):
-    with pytest.raises(NotRunning, match=r"^no SSH configuration for 'debian12-selinux' machine 'default' \(run 'vagabond up debian12-selinux' first\)$"):
+    with pytest.raises(
+        NotRunning,
+        match=r"^no SSH configuration for 'debian12-selinux' machine 'default' \(run 'vagabond up "
+        r"debian12-selinux' first\)$",
+    ):
         remote.ssh_argv(wd, "default", ["true"])
 
 
 def test_site_playbook_modes_first_then_deps(project):
     (project / "playbooks" / "deps.yml").write_text("- hosts: all\n  tasks: []\n")
-    write_box(project, "b", "description: x\nbase: {box: a/b}\nmodes: {selinux: permissive}\n"
-                           "playbooks: [{path: playbooks/deps.yml, vars: {v: 1}}]\n")  # fmt: skip
+    write_box(
+        project,
+        "b",
+        "description: x\nbase: {box: a/b}\nmodes: {selinux: permissive}\n"
+        "playbooks: [{path: playbooks/deps.yml, vars: {v: 1}}]\n",
+    )
     box = boxfile.find_box("b", project / "boxes")
     w = Workdir.for_box(box)
     playbooks.write_provisioning(box, w.path)
     site = json.loads((w.path / "vagabond-provision" / "site.yml").read_text().split("\n", 1)[1])
     assert site[1]["import_playbook"] == "modes/selinux.yml" and site[1]["vars"] == {"selinux_state": "permissive"}
     # From .vagabond/b/vagabond-provision/ to the project's playbooks/: relative, valid in any checkout.
-    assert site[2] == {"import_playbook": "../../../playbooks/deps.yml", "vars": {"v": 1}, "when": "not vagabond_current"}
+    assert site[2] == {
+        "import_playbook": "../../../playbooks/deps.yml",
+        "vars": {"v": 1},
+        "when": "not vagabond_current",
+    }
     assert [c.expect for c in playbooks.mode_checks(box)] == ["Permissive"]
 
 
@@ -76,7 +88,9 @@ def test_inventory_and_env(wd):
     remote.write_ssh_config(wd, VAGRANT_SSH_CONFIG)
     assert provision.write_inventory(wd).read_text() == "default ansible_user=vagrant\n\n[vagabond]\ndefault\n"
     env = provision.ansible_env(wd)
-    assert "ANSIBLE_PIPELINING" not in env or env["ANSIBLE_PIPELINING"] == os.environ.get("ANSIBLE_PIPELINING"), "ansible.cfg says it"
+    assert "ANSIBLE_PIPELINING" not in env or env["ANSIBLE_PIPELINING"] == os.environ.get("ANSIBLE_PIPELINING"), (
+        "ansible.cfg says it"
+    )
     assert shlex.split(env["ANSIBLE_SSH_ARGS"]) == ["-F", str(wd.ssh_config)]
     assert env["ANSIBLE_CONFIG"] == str(wd.path / "vagabond-provision" / "ansible.cfg")
     assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
@@ -132,11 +146,19 @@ def test_mbr_and_box_archive(tmp_path):
 
 def test_catalog_format(tmp_path):
     path = tmp_path / "metadata.json"
-    archive.write_catalog(path, name="vagabond/debian12", description="d", version="1.0", box_url="file:///x.box", sha256="ab")
+    archive.write_catalog(
+        path, name="vagabond/debian12", description="d", version="1.0", box_url="file:///x.box", sha256="ab"
+    )
     catalog = json.loads(path.read_text())
     (provider,) = catalog["versions"][0]["providers"]
-    assert provider == {"name": "libvirt", "url": "file:///x.box", "checksum_type": "sha256", "checksum": "ab",
-                        "architecture": "amd64", "default_architecture": True}  # fmt: skip
+    assert provider == {
+        "name": "libvirt",
+        "url": "file:///x.box",
+        "checksum_type": "sha256",
+        "checksum": "ab",
+        "architecture": "amd64",
+        "default_architecture": True,
+    }
 
 
 def test_process_drains_pipes_held_by_a_daemon(tmp_path):
@@ -159,7 +181,12 @@ def test_logs_collect_host_files_and_say_what_is_missing(wd, tmp_path):
     assert items["Vagrantfile"]["ok"] and (out / "Vagrantfile").read_text() == "Vagrant.configure('2') {}\n"
     assert items["vagrant.log"]["ok"] and items["default-serial.log"]["ok"]
     assert (out / "default-serial.log").read_text() == "SeaBIOS\n"
-    assert items["ansible.log"] == {"name": "ansible.log", "source": str(wd.logs / "ansible.log"), "ok": False, "detail": "not found"}
+    assert items["ansible.log"] == {
+        "name": "ansible.log",
+        "source": str(wd.logs / "ansible.log"),
+        "ok": False,
+        "detail": "not found",
+    }
     guest = [items[f"default-{n}"] for n in ("journal.log", "avc-denials.log", "dmesg.log")]
     assert all(not g["ok"] and "no SSH configuration" in g["detail"] for g in guest)
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -196,13 +223,16 @@ def test_the_control_directory_is_made_private(tmp_path, monkeypatch):
     assert remote.control_dir() == made
 
 
-@pytest.mark.parametrize(("recorded", "was_new", "prebuilt", "extra_vars", "skip"), [
-    (False, True, True, (), True),  # a prebuilt box holds the playbooks' work
-    (False, True, True, ("app_version=2",), False),  # ... but extra vars must apply: the playbooks run
-    (True, False, False, (), True),  # the VM that stays up was provisioned
-    (True, True, False, (), False),  # a new VM from the base box
-    (False, True, False, ("x=1",), False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("recorded", "was_new", "prebuilt", "extra_vars", "skip"),
+    [
+        (False, True, True, (), True),  # a prebuilt box holds the playbooks' work
+        (False, True, True, ("app_version=2",), False),  # ... but extra vars must apply: the playbooks run
+        (True, False, False, (), True),  # the VM that stays up was provisioned
+        (True, True, False, (), False),  # a new VM from the base box
+        (False, True, False, ("x=1",), False),
+    ],
+)
 def test_extra_vars_are_never_ignored_on_a_prebuilt_box(recorded, was_new, prebuilt, extra_vars, skip):
     from vagabond.vm import lifecycle
 

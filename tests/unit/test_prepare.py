@@ -6,9 +6,9 @@ import pytest
 
 from tests.conftest import write_box
 from vagabond import github, process
+from vagabond.errors import UsageError
 from vagabond.host import detect, prepare
 from vagabond.spec import boxfile
-from vagabond.errors import UsageError
 
 
 @pytest.mark.parametrize(("text", "mib"), [("4G", 4096), ("512M", 512), ("2048", 2048), ("1GiB", 1024), ("0", 0)])
@@ -23,14 +23,20 @@ def test_bad_size_is_a_usage_error():
 
 def test_needed_memory_counts_every_machine_of_the_biggest_box(project):
     write_box(project, "one", "description: x\nbase: {box: a/b}\nresources: {memory: 2048}\n")
-    write_box(project, "two", "description: x\nbase: {box: a/b}\nresources: {memory: 1024}\n"
-                              "machines: [{name: a}, {name: b, resources: {memory: 4096}}]\n")  # fmt: skip
+    write_box(
+        project,
+        "two",
+        "description: x\nbase: {box: a/b}\nresources: {memory: 1024}\n"
+        "machines: [{name: a}, {name: b, resources: {memory: 4096}}]\n",
+    )
     found = boxfile.list_boxes(project / "boxes")
     assert prepare.needed_mib(found) == 1024 + 4096 + prepare.HOST_HEADROOM_MIB
 
 
 def test_active_swaps_parsing(tmp_path):
-    (tmp_path / "swaps").write_text("Filename\tType\tSize\tUsed\tPriority\n/var/lib/vagabond/swapfile  file  1048572  0  -2\n")
+    (tmp_path / "swaps").write_text(
+        "Filename\tType\tSize\tUsed\tPriority\n/var/lib/vagabond/swapfile  file  1048572  0  -2\n"
+    )
     assert prepare.active_swaps(tmp_path / "swaps") == {"/var/lib/vagabond/swapfile": 1023}
 
 
@@ -48,16 +54,24 @@ def test_kvm_closed_on_capable_hardware_gets_the_udev_rule(monkeypatch, tmp_path
     monkeypatch.setattr(process, "run", lambda argv, **kw: calls.append(argv) or process.Result(argv, 0, "", "", 0.0))
     action = prepare.ensure_kvm_access(device)
     assert action.changed and "driver now kvm" in action.detail
-    assert (tmp_path / "99-vagabond-kvm.rules").read_text() == 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"\n'
+    assert (
+        tmp_path / "99-vagabond-kvm.rules"
+    ).read_text() == 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"\n'
     assert calls[:2] == [["udevadm", "control", "--reload-rules"], ["udevadm", "trigger", "--name-match=kvm"]]
 
 
 def test_kvm_on_hardware_without_virtualization_is_left_alone(monkeypatch, tmp_path):
     monkeypatch.setattr(prepare, "UDEV_RULE", tmp_path / "rule")
     monkeypatch.setattr(detect, "probe_host", lambda **kw: _facts("ok", flags=(), modules=("kvm", "kvm_pvm")))
-    monkeypatch.setattr(detect, "choose_driver", lambda *a, **kw: detect.decide_driver(_facts("ok", flags=(), modules=("kvm_pvm",))))
+    monkeypatch.setattr(
+        detect, "choose_driver", lambda *a, **kw: detect.decide_driver(_facts("ok", flags=(), modules=("kvm_pvm",)))
+    )
     action = prepare.ensure_kvm_access()
-    assert not action.changed and action.detail.startswith("KVM cannot work on this host") and not (tmp_path / "rule").exists()
+    assert (
+        not action.changed
+        and action.detail.startswith("KVM cannot work on this host")
+        and not (tmp_path / "rule").exists()
+    )
 
 
 def test_a_capable_cpu_gets_its_kvm_module_loaded(monkeypatch, tmp_path):
@@ -66,7 +80,11 @@ def test_a_capable_cpu_gets_its_kvm_module_loaded(monkeypatch, tmp_path):
     monkeypatch.setattr(prepare, "UDEV_RULE", tmp_path / "rule")
     monkeypatch.setattr(prepare.shutil, "which", lambda name: f"/sbin/{name}")
     loaded = lambda: any(a[:1] == ["modprobe"] for a in calls)  # noqa: E731
-    monkeypatch.setattr(detect, "probe_host", lambda **kw: _facts("ok", flags=("svm",), modules=("kvm", "kvm_amd") if loaded() else ("kvm",)))
+    monkeypatch.setattr(
+        detect,
+        "probe_host",
+        lambda **kw: _facts("ok", flags=("svm",), modules=("kvm", "kvm_amd") if loaded() else ("kvm",)),
+    )
     monkeypatch.setattr(detect, "choose_driver", lambda *a, **kw: detect.Decision("kvm", "works"))
     monkeypatch.setattr(process, "run", lambda argv, **kw: calls.append(argv) or process.Result(argv, 0, "", "", 0.0))
     device = tmp_path / "kvm"
@@ -86,7 +104,11 @@ def test_no_kvm_under_github_actions_is_a_warning_and_a_summary_line(monkeypatch
     action = prepare.ensure_kvm_access(tmp_path / "kvm")
     assert not action.changed
     err = capsys.readouterr().err
-    assert ("::warning title=vagabond prepare%3A no KVM::VMs run under software emulation (qemu driver), 5-10x slower "
-            "than under KVM: no /dev/kvm") in err  # fmt: skip
-    assert github.summary_lines == ["⚠️ No KVM on this runner: VMs run under software emulation (qemu driver), 5-10x slower "
-                                "than under KVM. no /dev/kvm: VMs run under software emulation (qemu driver)"]  # fmt: skip
+    assert (
+        "::warning title=vagabond prepare%3A no KVM::VMs run under software emulation (qemu driver), 5-10x slower "
+        "than under KVM: no /dev/kvm"
+    ) in err
+    assert github.summary_lines == [
+        "⚠️ No KVM on this runner: VMs run under software emulation (qemu driver), 5-10x slower "
+        "than under KVM. no /dev/kvm: VMs run under software emulation (qemu driver)"
+    ]

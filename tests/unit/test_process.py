@@ -42,7 +42,10 @@ def test_arguments_are_never_shell_parsed(tmp_path):
 
 def test_timeout_kills_the_whole_process_group(tmp_path):
     pidfile = tmp_path / "child.pid"
-    script = f"import subprocess,time; p=subprocess.Popen(['sleep','60']); open('{pidfile}','w').write(str(p.pid)); time.sleep(60)"
+    script = (
+        "import subprocess,time; p=subprocess.Popen(['sleep','60']); "
+        f"open('{pidfile}','w').write(str(p.pid)); time.sleep(60)"
+    )
     started = time.monotonic()
     with pytest.raises(CommandFailed, match="timed out after 1s"):
         process.check([sys.executable, "-c", script], timeout=1)
@@ -82,8 +85,9 @@ def test_watchdog_stops_a_command_with_its_reason():
     started = time.monotonic()
     seen = []
     with pytest.raises(CommandFailed, match=r"' was stopped: no progress\. Last output: waiting$") as info:
-        process.check(["sh", "-c", "echo waiting; sleep 60"], stream=seen.append,
-                    watchdog=lambda: "no progress" if seen else None)  # fmt: skip
+        process.check(
+            ["sh", "-c", "echo waiting; sleep 60"], stream=seen.append, watchdog=lambda: "no progress" if seen else None
+        )
     assert time.monotonic() - started < 10
     assert info.value.stdout == "waiting\n"
 

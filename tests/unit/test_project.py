@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from vagabond.host import libvirt
-from vagabond.spec import boxfile, project
 from vagabond.cli.app import app
 from vagabond.errors import UsageError
+from vagabond.host import libvirt
+from vagabond.spec import boxfile, project
 
 runner = CliRunner()
 
@@ -18,7 +18,9 @@ def test_init_starts_a_fresh_project_with_a_starter_box(tmp_path, monkeypatch):
     result = runner.invoke(app, ["init"])
     assert result.exit_code == 0, result.output
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [
-        "boxes/project.yaml", "playbooks/deps.yml"]  # fmt: skip
+        "boxes/project.yaml",
+        "playbooks/deps.yml",
+    ]
     box = boxfile.find_box("project", project.box_dirs(cwd=tmp_path))
     assert box.origin == "project" and box.playbook_paths() == [tmp_path / "playbooks" / "deps.yml"]
     assert box.spec.synced_folders[0].dest == "/src"
@@ -28,7 +30,10 @@ def test_init_starts_a_fresh_project_with_a_starter_box(tmp_path, monkeypatch):
 def test_init_copies_shipped_boxes_and_runs_the_starter_playbook_in_them(tmp_path):
     written, kept = project.init(tmp_path, ["debian12-selinux", "centos7-selinux"])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
-        "boxes/centos7-selinux.yaml", "boxes/debian12-selinux.yaml", "playbooks/deps.yml"]  # fmt: skip
+        "boxes/centos7-selinux.yaml",
+        "boxes/debian12-selinux.yaml",
+        "playbooks/deps.yml",
+    ]
     assert kept == []
     dirs = project.box_dirs(cwd=tmp_path)
     for name in ("debian12-selinux", "centos7-selinux"):
@@ -73,13 +78,22 @@ def test_commands_answer_about_the_same_vm_from_a_subdirectory(tmp_path, monkeyp
     assert f"box 'debian12' is not up here ({tmp_path / '.vagabond' / 'debian12'})" in result.stderr
 
 
-@pytest.mark.parametrize("argv", [["halt", "debian12"], ["ssh", "debian12"], ["provision", "debian12"],
-                                  ["provision", "debian12", "--check-idempotence"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["halt", "debian12"],
+        ["ssh", "debian12"],
+        ["provision", "debian12"],
+        ["provision", "debian12", "--check-idempotence"],
+    ],
+)
 def test_a_command_on_a_vm_that_was_never_brought_up_says_so_in_one_line(tmp_path, monkeypatch, argv):
     project.init(tmp_path, ["debian12"])
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(libvirt, "domains", lambda prefix="": {})
     result = runner.invoke(app, argv)
     assert result.exit_code == 6, result.output
-    assert result.stderr == (f"error: box 'debian12' is not up here ({tmp_path / '.vagabond' / 'debian12'}) "
-                             "(run 'vagabond up debian12' first)\n")  # fmt: skip
+    assert result.stderr == (
+        f"error: box 'debian12' is not up here ({tmp_path / '.vagabond' / 'debian12'}) "
+        "(run 'vagabond up debian12' first)\n"
+    )

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from vagabond.boxes import archive
-from vagabond.publish import read
 from vagabond.cli.app import app
 from vagabond.errors import EXIT_CODES
+from vagabond.publish import read
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 runner = CliRunner()
@@ -33,7 +33,8 @@ def _audit(event: str, args: tuple) -> None:
         return
     path, mode, flags = args
     if isinstance(path, (str, bytes, os.PathLike)) and (
-        (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        (isinstance(mode, str) and any(c in mode for c in "wax+"))
+        or (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
     ):
         _WRITES.append(os.path.realpath(os.fsdecode(path)))
 
@@ -51,7 +52,9 @@ def writes_confined_to(*roots: Path):
         written, _WRITES = _WRITES, None
     allowed = [os.path.realpath(r) for r in roots]
     # Devices opened read-write to probe them (detect opens /dev/kvm to see whether it works) are not files.
-    outside = [w for w in written if not w.startswith("/dev/") and not any(w == r or w.startswith(r + os.sep) for r in allowed)]
+    outside = [
+        w for w in written if not w.startswith("/dev/") and not any(w == r or w.startswith(r + os.sep) for r in allowed)
+    ]
     assert outside == [], f"wrote outside {allowed}: {outside}"
 
 
@@ -67,8 +70,12 @@ def sandbox_dirs():
     """A project and every place vagabond may write (cache, state, Vagrant home) inside one temporary directory."""
     root = Path(tempfile.mkdtemp(prefix="vagabond-prop-"))
     old = {k: os.environ.get(k) for k in ("VAGABOND_CACHE", "VAGABOND_STATE", "VAGRANT_HOME", "XDG_RUNTIME_DIR")}
-    os.environ.update(VAGABOND_CACHE=str(root / "cache"), VAGABOND_STATE=str(root / "state"),
-                      VAGRANT_HOME=str(root / "vagrant.d"), XDG_RUNTIME_DIR=str(root / "run"))  # fmt: skip
+    os.environ.update(
+        VAGABOND_CACHE=str(root / "cache"),
+        VAGABOND_STATE=str(root / "state"),
+        VAGRANT_HOME=str(root / "vagrant.d"),
+        XDG_RUNTIME_DIR=str(root / "run"),
+    )
     (root / "run").mkdir(mode=0o700)
     cwd = os.getcwd()
     os.chdir(root)
@@ -83,28 +90,79 @@ def sandbox_dirs():
 
 # --- box files ----------------------------------------------------------------------------------
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False),
-                    st.text(max_size=40))  # fmt: skip
-KEYS = ["description", "base", "box", "kind", "suite", "image", "checksum", "version", "url", "guest", "resources",
-        "memory", "cpus", "disk", "modes", "selinux", "fips", "playbooks", "path", "vars", "prebuilt", "name",
-        "catalog", "machines", "primary", "synced_folders", "src", "dest", "type", "exclude", "forwarded_ports",
-        "guest", "host", "host_ip", "protocol", "env", "resource", "../x"]  # fmt: skip
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                      st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=5)),
-                      max_leaves=20)  # fmt: skip
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=40)
+)
+KEYS = [
+    "description",
+    "base",
+    "box",
+    "kind",
+    "suite",
+    "image",
+    "checksum",
+    "version",
+    "url",
+    "guest",
+    "resources",
+    "memory",
+    "cpus",
+    "disk",
+    "modes",
+    "selinux",
+    "fips",
+    "playbooks",
+    "path",
+    "vars",
+    "prebuilt",
+    "name",
+    "catalog",
+    "machines",
+    "primary",
+    "synced_folders",
+    "src",
+    "dest",
+    "type",
+    "exclude",
+    "forwarded_ports",
+    "guest",
+    "host",
+    "host_ip",
+    "protocol",
+    "env",
+    "resource",
+    "../x",
+]
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
 # Mostly-valid boxes (a real description and base, random everything else) reach the renderer too.
 skeletons = st.fixed_dictionaries(
-    {"description": st.text(max_size=60), "base": st.sampled_from([{"box": "a/b"}, {"box": "org/x", "version": ">= 1"}])},
-    optional={"guest": st.sampled_from(["debian", "redhat", "bsd"]), "env": st.dictionaries(st.text(max_size=5), st.text(max_size=20)),
-              "synced_folders": st.lists(st.fixed_dictionaries({"src": st.text(max_size=20), "dest": st.text(max_size=20)}), max_size=2),
-              "resources": st.dictionaries(st.sampled_from(["memory", "cpus", "disk"]), st.integers(-5, 5000), max_size=3),
-              "machines": st.lists(st.fixed_dictionaries({"name": st.text(max_size=8)}), max_size=3)},
-)  # fmt: skip
+    {
+        "description": st.text(max_size=60),
+        "base": st.sampled_from([{"box": "a/b"}, {"box": "org/x", "version": ">= 1"}]),
+    },
+    optional={
+        "guest": st.sampled_from(["debian", "redhat", "bsd"]),
+        "env": st.dictionaries(st.text(max_size=5), st.text(max_size=20)),
+        "synced_folders": st.lists(
+            st.fixed_dictionaries({"src": st.text(max_size=20), "dest": st.text(max_size=20)}), max_size=2
+        ),
+        "resources": st.dictionaries(st.sampled_from(["memory", "cpus", "disk"]), st.integers(-5, 5000), max_size=3),
+        "machines": st.lists(st.fixed_dictionaries({"name": st.text(max_size=8)}), max_size=3),
+    },
+)
 box_docs = st.one_of(st.dictionaries(st.sampled_from(KEYS), values, max_size=8), skeletons)
 raw_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=300)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(doc=box_docs, text=raw_text, as_text=st.booleans(), driver=st.sampled_from(["kvm", "qemu", "xen", ""]))
 def test_random_box_files_get_an_answer_never_a_traceback(doc, text, as_text, driver):
     with sandbox_dirs() as root:
@@ -113,7 +171,9 @@ def test_random_box_files_get_an_answer_never_a_traceback(doc, text, as_text, dr
         (root / "boxes" / "rand.yaml").write_bytes(body.encode("utf-8", "surrogatepass"))
         with writes_confined_to(root):
             check_answer(runner.invoke(app, ["list", "--json"]))
-            args = ["render", "rand", "-o", str(root / "out" / "Vagrantfile")] + (["--driver", driver] if driver else [])
+            args = ["render", "rand", "-o", str(root / "out" / "Vagrantfile")] + (
+                ["--driver", driver] if driver else []
+            )
             check_answer(runner.invoke(app, args, env={"VAGABOND_DRIVER": ""}))
 
 
@@ -129,13 +189,22 @@ def test_the_write_check_catches_a_write_outside(tmp_path):
 
 # --- publish: versions, names, catalogs ---------------------------------------------------------
 
-versions = st.one_of(st.from_regex(r"\A\d{1,3}(\.\d{1,3}){0,3}\Z"), st.text(max_size=20),
-                     st.sampled_from(["../../x", "latest", "1.0.beta", "/etc", "..", "1/2", "1.0\n2"]))  # fmt: skip
+versions = st.one_of(
+    st.from_regex(r"\A\d{1,3}(\.\d{1,3}){0,3}\Z"),
+    st.text(max_size=20),
+    st.sampled_from(["../../x", "latest", "1.0.beta", "/etc", "..", "1/2", "1.0\n2"]),
+)
 names = st.one_of(st.just("org/tiny"), st.text(max_size=20), st.sampled_from(["../x", "a/b/c", "org/../../x"]))
-catalog_docs = st.one_of(values, st.fixed_dictionaries({"name": st.sampled_from(["org/tiny", "other/box"]),
-                                                       "versions": st.lists(values, max_size=3)}))  # fmt: skip
-urls = st.one_of(st.text(max_size=30), st.sampled_from(["file:///etc/passwd", "CAT/../victim", "CAT/1/../../victim",
-                                                        "http://127.0.0.1:9/x.box"]))  # fmt: skip
+catalog_docs = st.one_of(
+    values,
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["org/tiny", "other/box"]), "versions": st.lists(values, max_size=3)}
+    ),
+)
+urls = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["file:///etc/passwd", "CAT/../victim", "CAT/1/../../victim", "http://127.0.0.1:9/x.box"]),
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +214,21 @@ def tiny_box(tmp_path_factory):
     return archive.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(version=versions, name=names, keep=st.one_of(st.none(), st.integers(-1, 3)), force=st.booleans(),
-       existing=st.one_of(st.none(), catalog_docs), url=urls, garbage_catalog=st.booleans())  # fmt: skip
-def test_random_publishes_never_write_outside_the_catalog(tiny_box, version, name, keep, force, existing, url, garbage_catalog):
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    version=versions,
+    name=names,
+    keep=st.one_of(st.none(), st.integers(-1, 3)),
+    force=st.booleans(),
+    existing=st.one_of(st.none(), catalog_docs),
+    url=urls,
+    garbage_catalog=st.booleans(),
+)
+def test_random_publishes_never_write_outside_the_catalog(
+    tiny_box, version, name, keep, force, existing, url, garbage_catalog
+):
     with sandbox_dirs() as root:
         cat, victim = root / "cat", root / "victim"
         cat.mkdir()
@@ -168,8 +248,15 @@ def test_random_publishes_never_write_outside_the_catalog(tiny_box, version, nam
             result = runner.invoke(app, args)
         check_answer(result)
         assert victim.read_text() == "keep me"
-        listed = {p.get("url") for v in json.loads((cat / "metadata.json").read_text()).get("versions", [])
-                  for p in v.get("providers", [])} if (cat / "metadata.json").is_file() and result.exit_code == 0 else set()  # fmt: skip
+        listed = (
+            {
+                p.get("url")
+                for v in json.loads((cat / "metadata.json").read_text()).get("versions", [])
+                for p in v.get("providers", [])
+            }
+            if (cat / "metadata.json").is_file() and result.exit_code == 0
+            else set()
+        )
         for stored in cat.rglob("*.box"):
             assert result.exit_code != 0 or stored.as_uri() in listed, "a box file the catalog does not name"
 
@@ -188,28 +275,59 @@ def test_random_catalogs_are_a_reason_for_up_never_a_crash(tmp_path_factory, doc
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(command=st.text(max_size=60), runs_on=st.text(min_size=1, max_size=20), cron=st.text(min_size=1, max_size=20),
-       spec=st.text(min_size=1, max_size=30))  # fmt: skip
+@given(
+    command=st.text(max_size=60),
+    runs_on=st.text(min_size=1, max_size=20),
+    cron=st.text(min_size=1, max_size=20),
+    spec=st.text(min_size=1, max_size=30),
+)
 def test_random_workflow_options_give_a_workflow_that_says_exactly_that_or_an_error(command, runs_on, cron, spec):
     from ruamel.yaml import YAML
 
     with sandbox_dirs() as root:
         out = root / "wf.yml"
         with writes_confined_to(root):
-            result = runner.invoke(app, ["ci", "github", "--boxes", "debian12-selinux", "--test-command", command,
-                                         "--runs-on", runs_on, "--cron", cron, "--vagabond-spec", spec, "-o", str(out)])  # fmt: skip
+            result = runner.invoke(
+                app,
+                [
+                    "ci",
+                    "github",
+                    "--boxes",
+                    "debian12-selinux",
+                    "--test-command",
+                    command,
+                    "--runs-on",
+                    runs_on,
+                    "--cron",
+                    cron,
+                    "--vagabond-spec",
+                    spec,
+                    "-o",
+                    str(out),
+                ],
+            )
         check_answer(result)
         if result.exit_code == 0:
             doc = YAML(typ="safe").load(out.read_text())
             assert doc["jobs"]["test"]["env"]["TEST_COMMAND"] == command
-            assert set(doc) == {"name", "on", "permissions", "concurrency", "jobs"} | ({"env"} if "env" in doc else set())
+            assert set(doc) == {"name", "on", "permissions", "concurrency", "jobs"} | (
+                {"env"} if "env" in doc else set()
+            )
 
 
 # --- hostile layouts: links, deep JSON, alias-heavy YAML ----------------------------------------
 
-LINK_PLACES = ["vagabond-provision", "Vagrantfile", ".Vagrantfile.tmp", "vagabond-provision/site.yml",
-               ".vagabond/debian12/state.json", ".vagabond/debian12/ssh_config", ".vagabond/debian12/.lock",
-               ".vagabond/debian12/logs", "state/registry.json"]  # fmt: skip
+LINK_PLACES = [
+    "vagabond-provision",
+    "Vagrantfile",
+    ".Vagrantfile.tmp",
+    "vagabond-provision/site.yml",
+    ".vagabond/debian12/state.json",
+    ".vagabond/debian12/ssh_config",
+    ".vagabond/debian12/.lock",
+    ".vagabond/debian12/logs",
+    "state/registry.json",
+]
 
 
 def _nested(depth: int) -> str:
@@ -222,8 +340,13 @@ def _alias_yaml(levels: int, fan: int) -> str:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(links=st.lists(st.sampled_from(LINK_PLACES), unique=True, max_size=4), depth=st.sampled_from([1, 60, 70, 5000, 200000]),
-       deep_in=st.sets(st.sampled_from(["state", "registry", "catalog"])), levels=st.integers(1, 9), fan=st.integers(1, 9))  # fmt: skip
+@given(
+    links=st.lists(st.sampled_from(LINK_PLACES), unique=True, max_size=4),
+    depth=st.sampled_from([1, 60, 70, 5000, 200000]),
+    deep_in=st.sets(st.sampled_from(["state", "registry", "catalog"])),
+    levels=st.integers(1, 9),
+    fan=st.integers(1, 9),
+)
 def test_hostile_layouts_get_an_answer_and_touch_nothing_outside(links, depth, deep_in, levels, fan):
     """Links planted where vagabond writes, JSON nested past any parser, YAML that expands into
     millions of nodes: every command answers (an exit code, one line), the victim is untouched,
@@ -238,7 +361,8 @@ def test_hostile_layouts_get_an_answer_and_touch_nothing_outside(links, depth, d
         catalog_file.write_text(_nested(depth) if "catalog" in deep_in else "{}")
         (project / "boxes" / "debian12.yaml").write_text(
             "description: x\nbase: {kind: mmdebstrap, suite: bookworm, box: vagabond/debian12}\n"
-            f"prebuilt: {{name: org/x, catalog: '{catalog_file.as_uri()}'}}\n")
+            f"prebuilt: {{name: org/x, catalog: '{catalog_file.as_uri()}'}}\n"
+        )
         (project / "boxes" / "aliases.yaml").write_text(_alias_yaml(levels, fan))
         wd = project / ".vagabond" / "debian12"
         wd.mkdir(parents=True)
@@ -257,8 +381,13 @@ def test_hostile_layouts_get_an_answer_and_touch_nothing_outside(links, depth, d
             target.symlink_to(victim / "precious" if "." in target.name else victim)
         os.chdir(project)
         with writes_confined_to(project, root / "state", root / "cache", root / "run"):
-            for argv in (["list", "--json"], ["render", "debian12", "-o", "."], ["render", "aliases", "-o", "out"],
-                         ["prebuilt", "debian12", "--json"], ["run", "debian12", "--", "true"]):  # fmt: skip
+            for argv in (
+                ["list", "--json"],
+                ["render", "debian12", "-o", "."],
+                ["render", "aliases", "-o", "out"],
+                ["prebuilt", "debian12", "--json"],
+                ["run", "debian12", "--", "true"],
+            ):
                 result = runner.invoke(app, argv)
                 check_answer(result)
                 assert result.stderr.count("error: ") <= 1 or argv[0] == "list", result.stderr

@@ -7,16 +7,20 @@ import time
 
 from typer.testing import CliRunner
 
-from vagabond.host import libvirt, registry
 from vagabond.cli.app import app
+from vagabond.host import libvirt, registry
 from vagabond.vm.workdir import Workdir
 
 
 def make_workdir(root, name, prefix, box, machines):
     wd = Workdir.at(root / name)
     wd.path.mkdir(parents=True)
-    (wd.path / "state.json").write_text(json.dumps({"prefix": prefix, "box": box, "driver": "qemu", "up_at": time.time() - 3700}))
-    wd.ssh_config.write_text("".join(f"Host {m}\n  HostName 192.168.121.{i + 10}\n  User vagrant\n" for i, m in enumerate(machines)))
+    (wd.path / "state.json").write_text(
+        json.dumps({"prefix": prefix, "box": box, "driver": "qemu", "up_at": time.time() - 3700})
+    )
+    wd.ssh_config.write_text(
+        "".join(f"Host {m}\n  HostName 192.168.121.{i + 10}\n  User vagrant\n" for i, m in enumerate(machines))
+    )
     registry.add_workdir(prefix, wd.path)
     return wd
 
@@ -26,8 +30,12 @@ def test_ps_lists_recorded_vms_only(tmp_path, monkeypatch):
     make_workdir(tmp_path, "a", "vagabond-web-1111-", "web", ["default"])
     make_workdir(tmp_path, "b", "vagabond-db-2222-", "db", ["primary", "replica"])
     make_workdir(tmp_path, "gone", "vagabond-old-3333-", "old", ["default"])  # no domains any more: not listed
-    domains = {"vagabond-web-1111-default": "running", "vagabond-db-2222-primary": "running",
-               "vagabond-db-2222-replica": "shut off", "someone-elses-vm": "running"}  # fmt: skip
+    domains = {
+        "vagabond-web-1111-default": "running",
+        "vagabond-db-2222-primary": "running",
+        "vagabond-db-2222-replica": "shut off",
+        "someone-elses-vm": "running",
+    }
     asked = []
 
     def states(prefix=""):
@@ -40,10 +48,13 @@ def test_ps_lists_recorded_vms_only(tmp_path, monkeypatch):
     rows = json.loads(result.stdout)
     assert [(r["box"], r["machine"], r["state"], r["address"]) for r in rows] == [
         ("web", "default", "running", "192.168.121.10"),
-        ("db", "primary", "running", "192.168.121.10"), ("db", "replica", "shut off", "192.168.121.11"),
+        ("db", "primary", "running", "192.168.121.10"),
+        ("db", "replica", "shut off", "192.168.121.11"),
     ]
     assert all(3600 <= r["age_seconds"] < 3800 and r["driver"] == "qemu" for r in rows)
-    assert [sorted(a) for a in asked] == [["vagabond-db-2222-", "vagabond-old-3333-", "vagabond-web-1111-"]], "only ours"
+    assert [sorted(a) for a in asked] == [["vagabond-db-2222-", "vagabond-old-3333-", "vagabond-web-1111-"]], (
+        "only ours"
+    )
     table = CliRunner().invoke(app, ["ps"]).stdout
     assert "someone-elses-vm" not in table and "1h" in table and "replica" in table
 

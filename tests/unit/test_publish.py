@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from vagabond import files
 from vagabond.boxes import archive
-from vagabond.publish import stores, transaction
 from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
+from vagabond.publish import stores, transaction
 
 runner = CliRunner()
 NAME = "org/tiny"
@@ -22,8 +22,9 @@ NAME = "org/tiny"
 def make_box(tmp: Path, version: str, content: bytes = b"disk") -> Path:
     (tmp / "box.img").write_bytes(content)
     box = archive.write_box(tmp / "box.img", tmp / f"tiny-{version}-{len(content)}.box", virtual_size_gib=1)
-    box.with_name(box.name + ".json").write_text(json.dumps(
-        {"name": NAME, "version": version, "sha256": files.sha256_file(box), "definition_digest": "d" * 64}))
+    box.with_name(box.name + ".json").write_text(
+        json.dumps({"name": NAME, "version": version, "sha256": files.sha256_file(box), "definition_digest": "d" * 64})
+    )
     return box
 
 
@@ -47,8 +48,14 @@ def test_keep_never_deletes_outside_the_catalog(tmp_path):
     cat.mkdir()
     victim = tmp_path / "victim"
     victim.write_text("keep me")
-    (cat / "metadata.json").write_text(json.dumps({"name": NAME, "versions": [
-        {"version": "1", "providers": [{"name": "libvirt", "url": cat.as_uri() + "/../victim"}]}]}))
+    (cat / "metadata.json").write_text(
+        json.dumps(
+            {
+                "name": NAME,
+                "versions": [{"version": "1", "providers": [{"name": "libvirt", "url": cat.as_uri() + "/../victim"}]}],
+            }
+        )
+    )
     result = transaction.publish(make_box(tmp_path, "2"), str(cat), keep=1)
     assert victim.read_text() == "keep me"
     assert result["pruned"] == ["1"] and [v["version"] for v in catalog_doc(cat)["versions"]] == ["2"]
@@ -65,7 +72,9 @@ def test_a_version_vagrant_cannot_order_is_refused_before_any_upload(tmp_path, v
 def test_a_catalog_vagabond_cannot_order_is_refused_before_any_upload(tmp_path):
     cat = tmp_path / "cat"
     cat.mkdir()
-    (cat / "metadata.json").write_text(json.dumps({"name": NAME, "versions": [{"version": "1.0.beta", "providers": []}]}))
+    (cat / "metadata.json").write_text(
+        json.dumps({"name": NAME, "versions": [{"version": "1.0.beta", "providers": []}]})
+    )
     with pytest.raises(PublishError, match="has no version of digits and dots"):
         transaction.publish(make_box(tmp_path, "1.0.1"), str(cat))
     assert listing(cat) == ["metadata.json"], "a refused publish must leave no file behind"
@@ -97,7 +106,9 @@ def test_keep_refuses_a_version_it_would_prune_at_once(tmp_path):
     cat = tmp_path / "cat"
     for v in ("3", "4"):
         transaction.publish(make_box(tmp_path, v), str(cat))
-    with pytest.raises(PublishError, match=r"^org/tiny 2 is older than the 2 newest versions in .*: --keep 2 would prune it at once"):
+    with pytest.raises(
+        PublishError, match=r"^org/tiny 2 is older than the 2 newest versions in .*: --keep 2 would prune it at once"
+    ):
         transaction.publish(make_box(tmp_path, "2"), str(cat), keep=2)
     assert [v["version"] for v in catalog_doc(cat)["versions"]] == ["3", "4"] and len(listing(cat)) == 3
 
@@ -134,13 +145,16 @@ def test_an_interrupted_publish_leaves_no_upload(tmp_path, monkeypatch):
     assert listing(cat) == ["1/org-tiny-1-libvirt.box", "metadata.json"]
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    ("not a box", "is not a box archive"),
-    ("broken json", "tiny.box.json is not valid JSON"),
-    ("bad catalog", "metadata.json is not valid JSON"),
-    ("catalog under a file", "cannot publish to"),
-    ("no box.img", "is not a vagrant-libvirt box: no box.img in it"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("not a box", "is not a box archive"),
+        ("broken json", "tiny.box.json is not valid JSON"),
+        ("bad catalog", "metadata.json is not valid JSON"),
+        ("catalog under a file", "cannot publish to"),
+        ("no box.img", "is not a vagrant-libvirt box: no box.img in it"),
+    ],
+)
 def test_bad_input_is_one_line_and_loses_nothing(tmp_path, setup, message):
     box = make_box(tmp_path, "1.0.0")
     target = tmp_path / "cat"
@@ -163,5 +177,7 @@ def test_bad_input_is_one_line_and_loses_nothing(tmp_path, setup, message):
             tar.add(tmp_path / "box.img", arcname="metadata.json")
     result = runner.invoke(app, ["publish", str(box), "--catalog", str(target), "--name", NAME, "--version", "1.0.0"])
     assert result.exit_code != 0
-    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr, (
+        result.stderr
+    )
     assert not any(p.suffix == ".box" for p in tmp_path.rglob("cat/**/*")), "nothing was uploaded"

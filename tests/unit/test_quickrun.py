@@ -23,15 +23,23 @@ exit 42
     ("argv", "expected"),
     [
         (["b", "--", "ls", "-l"], {"box": "b", "workdir": None, "machine": None, "command": ["ls", "-l"]}),
-        (["--workdir", "/w", "b", "-m", "db", "--", "x"], {"box": "b", "workdir": "/w", "machine": "db", "command": ["x"]}),
-        (["b", "--machine=web", "--", "--", "-x"], {"box": "b", "workdir": None, "machine": "web", "command": ["--", "-x"]}),
+        (
+            ["--workdir", "/w", "b", "-m", "db", "--", "x"],
+            {"box": "b", "workdir": "/w", "machine": "db", "command": ["x"]},
+        ),
+        (
+            ["b", "--machine=web", "--", "--", "-x"],
+            {"box": "b", "workdir": None, "machine": "web", "command": ["--", "-x"]},
+        ),
     ],
 )
 def test_parse(argv, expected):
     assert quickrun.parse(argv) == expected
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["b"], ["b", "--"], ["b", "--bogus", "--", "x"], ["b", "c", "--", "x"], ["b", "--workdir"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["b"], ["b", "--"], ["b", "--bogus", "--", "x"], ["b", "c", "--", "x"], ["b", "--workdir"]]
+)
 def test_parse_leaves_the_rest_to_the_full_cli(argv):
     assert quickrun.parse(argv) is None
 
@@ -56,8 +64,13 @@ def test_run_execs_ssh_and_returns_its_exit_code(up_box, fast):
     cwd, env = up_box
     # "--debug" before "run" sends the call through typer: both paths must behave the same.
     prefix = [] if fast else ["--debug"]
-    result = subprocess.run([sys.executable, "-m", "vagabond", *prefix, "run", "debian12", "--", "echo", "a b", "$X"],
-                            cwd=cwd, env=env, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "vagabond", *prefix, "run", "debian12", "--", "echo", "a b", "$X"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 42, result.stderr
     args = (cwd / "args").read_text().splitlines()
     assert args[:4] == ["-F", str(cwd / ".vagabond" / "debian12" / "ssh_config"), "-q", "-T"]
@@ -66,8 +79,13 @@ def test_run_execs_ssh_and_returns_its_exit_code(up_box, fast):
 
 
 def test_run_before_up_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "vagabond", "run", "debian12", "--", "true"], cwd=tmp_path,
-                            capture_output=True, text=True, env=dict(os.environ, VAGABOND_BOXES=""))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "vagabond", "run", "debian12", "--", "true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, VAGABOND_BOXES=""),
+    )
     assert result.returncode == 255, "vagabond's own failure in run: the code ssh reserves for its own"
     workdir = tmp_path / ".vagabond" / "debian12"
     assert result.stderr == f"error: box 'debian12' is not up here ({workdir}) (run 'vagabond up debian12' first)\n"

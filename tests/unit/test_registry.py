@@ -16,7 +16,9 @@ def state(tmp_path, monkeypatch):
     return tmp_path / "state"
 
 
-@pytest.mark.parametrize("garbage", ["{truncated", "[]", '{"workdirs": []}', '{"volumes": "x"}', "\x00\x01", "[" * 100000])
+@pytest.mark.parametrize(
+    "garbage", ["{truncated", "[]", '{"workdirs": []}', '{"volumes": "x"}', "\x00\x01", "[" * 100000]
+)
 def test_a_corrupt_registry_is_kept_aside_said_and_rebuilt(state, tmp_path, capsys, garbage):
     wd = tmp_path / ".vagabond" / "debian12"
     wd.mkdir(parents=True)
@@ -28,7 +30,9 @@ def test_a_corrupt_registry_is_kept_aside_said_and_rebuilt(state, tmp_path, caps
     kept = list(state.glob("registry.json.corrupt-*"))
     assert len(kept) == 1 and kept[0].read_text() == garbage
     assert "was not a vagabond registry; kept it as registry.json.corrupt-" in capsys.readouterr().err
-    registry.add_volumes(["vagabond-VAGRANTSLASH-debian12_vagrant_box_image_1_box.img"])  # the next update keeps what was rebuilt
+    registry.add_volumes(
+        ["vagabond-VAGRANTSLASH-debian12_vagrant_box_image_1_box.img"]
+    )  # the next update keeps what was rebuilt
     assert json.loads((state / "registry.json").read_text())["workdirs"] == {"vagabond-debian12-0123abcd-": str(wd)}
 
 
@@ -37,5 +41,9 @@ def test_updates_keep_every_record(state):
     registry.add_volumes(["vagabond-VAGRANTSLASH-debian12_vagrant_box_image_1_box.img"])
     registry.add_networks(["vagrant-libvirt"])
     data = registry.read()
-    assert data == {"workdirs": {"vagabond-a-11111111-": "/p/a"}, "volumes": ["vagabond-VAGRANTSLASH-debian12_vagrant_box_image_1_box.img"],
-                    "networks": ["vagrant-libvirt"], "swapfiles": []}
+    assert data == {
+        "workdirs": {"vagabond-a-11111111-": "/p/a"},
+        "volumes": ["vagabond-VAGRANTSLASH-debian12_vagrant_box_image_1_box.img"],
+        "networks": ["vagrant-libvirt"],
+        "swapfiles": [],
+    }

@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import REPO, write_box
 from vagabond import paths
-from vagabond.spec import boxfile, project
-from vagabond.publish.read import Published
-from vagabond.vm import playbooks, render, workdir
 from vagabond.errors import RenderError
+from vagabond.publish.read import Published
+from vagabond.spec import boxfile, project
+from vagabond.vm import playbooks, render, workdir
 
 GOLDEN = REPO / "tests" / "golden"
 SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-fips", "debian12-selinux"]
@@ -128,7 +128,9 @@ def test_multi_machine_overrides(project):
     text = render.render(boxfile.find_box("pair", project / "boxes"), render.RenderOptions(), project)
     assert "config.vm.define 'web', primary: true do |node|" in text
     assert "config.vm.define 'db', primary: false do |node|" in text
-    assert text.index("libvirt.memory = 2048") < text.index("config.vm.define 'db'") < text.index("libvirt.memory = 1024")
+    assert (
+        text.index("libvirt.memory = 2048") < text.index("config.vm.define 'db'") < text.index("libvirt.memory = 1024")
+    )
 
 
 def test_rhel_family_gets_a_x86_64_v2_cpu_under_emulation(tmp_path):
@@ -177,7 +179,8 @@ def test_the_vagrantfile_runs_the_same_provisioning_as_vagabond(tmp_path):
     assert site[1]["vars"] == {"selinux_state": "enforcing"} and site[1]["when"] == "not vagabond_current"
     assert site[0]["vars"]["vagabond_definition"] == playbooks.definition_digest(box)
     assert (tmp_path / "vagabond-provision" / "modes" / "selinux.yml").read_text() == (
-        paths.shipped_playbooks_dir() / "modes" / "selinux.yml").read_text()
+        paths.shipped_playbooks_dir() / "modes" / "selinux.yml"
+    ).read_text()
     checks = json.loads((tmp_path / "vagabond-provision" / "checks.yml").read_text())
     assert checks[0]["tasks"][0]["ansible.builtin.command"] == {"argv": ["getenforce"]}
 
@@ -185,14 +188,20 @@ def test_the_vagrantfile_runs_the_same_provisioning_as_vagabond(tmp_path):
 def test_a_prebuilt_box_is_what_plain_vagrant_asks_for(tmp_path):
     project.init(tmp_path, ["debian12-selinux"])
     path = tmp_path / "boxes" / "debian12-selinux.yaml"
-    path.write_text(path.read_text() + "prebuilt: {name: org/deps, catalog: 'https://boxes.example.org/deps/metadata.json'}\n")
+    path.write_text(
+        path.read_text() + "prebuilt: {name: org/deps, catalog: 'https://boxes.example.org/deps/metadata.json'}\n"
+    )
     text = render.render(boxfile.load_box(path), render.RenderOptions(), tmp_path)
     assert "config.vm.box = 'org/deps'" in text
     assert "config.vm.box_url = 'https://boxes.example.org/deps/metadata.json'" in text
     assert "box_version" not in text, "the newest version: site.yml skips the playbooks when it holds this definition"
-    path.write_text(path.read_text().replace("prebuilt: {name: org/deps,", "prebuilt: {version: '~> 1.0', name: org/deps,"))
+    path.write_text(
+        path.read_text().replace("prebuilt: {name: org/deps,", "prebuilt: {version: '~> 1.0', name: org/deps,")
+    )
     text = render.render(boxfile.load_box(path), render.RenderOptions(), tmp_path)
-    assert "config.vm.box_version = '~> 1.0'" in text, "the versions the box file allows, as vagabond up picks among them"
+    assert "config.vm.box_version = '~> 1.0'" in text, (
+        "the versions the box file allows, as vagabond up picks among them"
+    )
     assert "box_version" not in render.render(boxfile.load_box(path), render.RenderOptions(fresh=True), tmp_path)
 
 
@@ -201,7 +210,11 @@ def test_vagrant_checks_a_catalog_box_against_its_checksum_and_never_against_an_
     image's (vagabond's import checks it) and means nothing for the box in the local store."""
     (tmp_path / "boxes").mkdir()
     sha = "a" * 64
-    path = write_box(tmp_path, "cat", f"description: d\nbase: {{box: org/b, url: 'https://b.example.org/b.box', checksum: 'sha256:{sha}'}}\n")
+    path = write_box(
+        tmp_path,
+        "cat",
+        f"description: d\nbase: {{box: org/b, url: 'https://b.example.org/b.box', checksum: 'sha256:{sha}'}}\n",
+    )
     text = render.render(boxfile.load_box(path), render.RenderOptions(), tmp_path)
     assert f"config.vm.box_download_checksum = '{sha}'" in text and "box_download_checksum_type = 'sha256'" in text
     shipped = boxfile.load_box(paths.shipped_boxes_dir() / "centos7-selinux.yaml")
@@ -232,7 +245,11 @@ def test_the_base_box_when_vagabond_found_no_usable_prebuilt_one(project):
     it can use (catalog down, no version of this definition), must boot the base box instead."""
     from vagabond.vm import lifecycle
 
-    write_box(project, "p", "description: x\nbase: {box: a/b}\nprebuilt: {name: org/p, catalog: 'http://127.0.0.1:1/p.json'}\n")
+    write_box(
+        project,
+        "p",
+        "description: x\nbase: {box: a/b}\nprebuilt: {name: org/p, catalog: 'http://127.0.0.1:1/p.json'}\n",
+    )
     box = boxfile.find_box("p", project / "boxes")
     plain = render.render(box, render.RenderOptions(), project)
     assert "config.vm.box = 'org/p'" in plain and "config.vm.box_url = 'http://127.0.0.1:1/p.json'" in plain

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from vagabond import process, sandbox
-from vagabond.host import vagrant as vm
 from vagabond.errors import ToolMissing, UsageError
+from vagabond.host import vagrant as vm
 
 
 @pytest.fixture
@@ -38,7 +38,16 @@ def test_the_setting_file_names_the_namespace(monkeypatch, tmp_path):
 
 
 def test_vm_facing_programs_enter_the_namespace(fake_netns):
-    assert sandbox.wrap(["/usr/bin/ssh", "-F", "cfg", "default"]) == ["ip", "netns", "exec", "vms", "/usr/bin/ssh", "-F", "cfg", "default"]
+    assert sandbox.wrap(["/usr/bin/ssh", "-F", "cfg", "default"]) == [
+        "ip",
+        "netns",
+        "exec",
+        "vms",
+        "/usr/bin/ssh",
+        "-F",
+        "cfg",
+        "default",
+    ]
 
 
 def test_a_process_already_inside_is_not_wrapped_again(fake_netns, monkeypatch):
@@ -50,7 +59,10 @@ def test_a_process_already_inside_is_not_wrapped_again(fake_netns, monkeypatch):
 
 def test_a_missing_namespace_says_how_to_start_it(fake_netns, monkeypatch):
     monkeypatch.setenv("VAGABOND_NETNS", "gone")
-    with pytest.raises(UsageError, match=r"^the VMs' network namespace 'gone' does not exist \(start it with 'scripts/sandbox.sh start'"):
+    with pytest.raises(
+        UsageError,
+        match=r"^the VMs' network namespace 'gone' does not exist \(start it with 'scripts/sandbox.sh start'",
+    ):
         sandbox.wrap(["ssh"])
 
 
@@ -89,8 +101,9 @@ def test_runs_take_turns_creating_domains(tmp_path, monkeypatch):
     monkeypatch.setattr(libvirt, "TURN_LOCK", tmp_path / "turn.lock")
     first, order = libvirt.Turn(), []
     first.acquire()
-    second = threading.Thread(target=lambda: (libvirt.Turn().acquire(on_wait=lambda: order.append("waited")),
-                                              order.append("second has it")))  # fmt: skip
+    second = threading.Thread(
+        target=lambda: (libvirt.Turn().acquire(on_wait=lambda: order.append("waited")), order.append("second has it"))
+    )
     second.start()
     time.sleep(0.3)
     assert order == ["waited"], "the second run must wait while the first creates its domain"

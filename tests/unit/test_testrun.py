@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_box
 from vagabond import process
-from vagabond.host import libvirt
-from vagabond.vm import lifecycle, provision, remote, testrun
 from vagabond.cli.app import app
 from vagabond.errors import CommandFailed, Interrupted, ModeCheckFailed, NotIdempotent
+from vagabond.host import libvirt
+from vagabond.vm import lifecycle, provision, remote, testrun
 
 OUTPUT = """
 PLAY [all] *********************************************************************
@@ -51,7 +51,9 @@ def test_changed_tasks_are_named_per_host():
 @pytest.fixture
 def seams(project, monkeypatch):
     """The phases' real work replaced by records: what ran, in which order."""
-    write_box(project, "b", "description: x\nbase: {box: a/b}\nplaybooks: [p.yml]\nverify: [getenforce, 'test -e /etc/x']\n")
+    write_box(
+        project, "b", "description: x\nbase: {box: a/b}\nplaybooks: [p.yml]\nverify: [getenforce, 'test -e /etc/x']\n"
+    )
     (project / "p.yml").write_text("- hosts: all\n  tasks: []\n")
     calls, outcomes = [], {}
 
@@ -84,23 +86,34 @@ def test_all_phases_pass(seams, project):
     assert result.exit_code == 0, result.output
     assert calls == ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "uname -r", "destroy"]
     cases = ET.parse(project / "out" / "junit.xml").getroot().find("testsuite")
-    assert [c.get("name") for c in cases] == ["up", "idempotence", "verify: getenforce", "verify: test -e /etc/x",
-                                              "verify: uname -r", "destroy"]  # fmt: skip
+    assert [c.get("name") for c in cases] == [
+        "up",
+        "idempotence",
+        "verify: getenforce",
+        "verify: test -e /etc/x",
+        "verify: uname -r",
+        "destroy",
+    ]
     assert cases.get("failures") == "0" and cases.get("tests") == "6"
 
 
-@pytest.mark.parametrize(("failing", "code", "ran"), [
-    ("up", 10, ["up", "destroy"]),
-    ("idempotence", 11, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
-    ("sh -c getenforce", 12, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
-    ("destroy", 13, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("failing", "code", "ran"),
+    [
+        ("up", 10, ["up", "destroy"]),
+        ("idempotence", 11, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
+        ("sh -c getenforce", 12, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
+        ("destroy", 13, ["up", "idempotence", "sh -c getenforce", "sh -c test -e /etc/x", "destroy"]),
+    ],
+)
 def test_the_first_failed_phase_decides(seams, project, failing, code, ran):
     calls, outcomes = seams
     outcomes[failing] = {
-        "up": ModeCheckFailed("selinux is permissive"), "idempotence": NotIdempotent("changed 1 task: default: x"),
-        "destroy": ModeCheckFailed("cannot"), "sh -c getenforce": 1,
-    }[failing]  # fmt: skip
+        "up": ModeCheckFailed("selinux is permissive"),
+        "idempotence": NotIdempotent("changed 1 task: default: x"),
+        "destroy": ModeCheckFailed("cannot"),
+        "sh -c getenforce": 1,
+    }[failing]
     result = CliRunner().invoke(app, ["test", "b", "--junit", "j.xml"])
     assert result.exit_code == code, result.output
     assert calls == ran
@@ -125,7 +138,11 @@ def test_an_interrupted_test_still_destroys_and_reports(seams, project):
     result = CliRunner().invoke(app, ["test", "b", "--junit", "j.xml"])
     assert result.exit_code == 130 and calls == ["up", "idempotence", "destroy"]
     cases = ET.parse(project / "j.xml").getroot().find("testsuite")
-    assert [(c.get("name"), c.find("failure") is not None) for c in cases] == [("up", False), ("idempotence", True), ("destroy", False)]
+    assert [(c.get("name"), c.find("failure") is not None) for c in cases] == [
+        ("up", False),
+        ("idempotence", True),
+        ("destroy", False),
+    ]
 
 
 def test_a_verify_command_that_hangs_is_stopped(seams, project):
@@ -145,7 +162,10 @@ def test_a_vm_already_in_the_workdir_is_not_taken(seams, project, monkeypatch):
 
 
 def test_junit_holds_any_output(tmp_path):
-    result = testrun.Result("b", [testrun.Phase("verify: printf '\x1b[31m'", "verify", "failed", 1.5, "x exited 1", "bell\x07 nul\x00 ü ✓\n")])
+    result = testrun.Result(
+        "b",
+        [testrun.Phase("verify: printf '\x1b[31m'", "verify", "failed", 1.5, "x exited 1", "bell\x07 nul\x00 ü ✓\n")],
+    )
     testrun.write_junit(result, tmp_path / "j.xml")
     failure = ET.parse(tmp_path / "j.xml").getroot().find("testsuite/testcase/failure")
     assert failure.text == "bell nul ü ✓\n" and failure.get("type") == "verify"

@@ -13,8 +13,8 @@ import pytest
 import vagrant as python_vagrant
 
 from tests.conftest import stub_programs
-from vagabond.host import vagrant as vm
 from vagabond.errors import CommandFailed
+from vagabond.host import vagrant as vm
 
 STUB = r"""#!/bin/sh
 printf '%s\n' "$(pwd)|$*" >> "$STUB_LOG"
@@ -22,7 +22,8 @@ case "$1" in
   up) echo "==> default: Machine booted and ready!" ;;
   ssh-config) printf 'Host default\n  HostName 192.168.121.9\n  User vagrant\n' ;;
   status) echo "1700000000,default,state,running"; echo "1700000000,default,provider-name,libvirt" ;;
-  box) echo "1700000000,,box-name,vagabond/debian12"; echo "1700000000,,box-provider,libvirt"; echo "1700000000,,box-version,20261127.1" ;;
+  box) echo "1700000000,,box-name,vagabond/debian12"; echo "1700000000,,box-provider,libvirt"
+       echo "1700000000,,box-version,20261127.1" ;;
   halt) echo "Vagrant halt failed: domain is locked" >&2; exit 7 ;;
 esac
 """
@@ -43,8 +44,11 @@ def calls(log) -> list[tuple[str, str]]:
 
 
 def test_python_vagrant_still_has_the_runners_vagabond_replaces():
-    for name, params in (("_call_vagrant_command", ["self", "args"]), ("_run_vagrant_command", ["self", "args"]),
-                         ("_stream_vagrant_command", ["self", "args"])):  # fmt: skip
+    for name, params in (
+        ("_call_vagrant_command", ["self", "args"]),
+        ("_run_vagrant_command", ["self", "args"]),
+        ("_stream_vagrant_command", ["self", "args"]),
+    ):
         assert name in vars(python_vagrant.Vagrant), f"python-vagrant no longer has {name}"
         assert list(inspect.signature(getattr(python_vagrant.Vagrant, name)).parameters) == params
 
@@ -63,12 +67,19 @@ def test_queries_are_parsed_by_python_vagrant_from_our_runner(stub):
     assert v.ssh_config(vm_name="default").startswith("Host default\n  HostName 192.168.121.9")
     assert [(s.name, s.state, s.provider) for s in v.status()] == [("default", "running", "libvirt")]
     assert v.box_versions("vagabond/debian12") == ["20261127.1"]
-    assert [c[1] for c in calls(log)] == ["ssh-config default", "status --machine-readable", "box list --machine-readable"]
+    assert [c[1] for c in calls(log)] == [
+        "ssh-config default",
+        "status --machine-readable",
+        "box list --machine-readable",
+    ]
 
 
 def test_a_failure_is_never_swallowed(stub):
     root, _ = stub
-    with pytest.raises(CommandFailed, match=r"^Command '.*/vagrant halt' returned 7\. Last output: Vagrant halt failed: domain is locked$"):
+    with pytest.raises(
+        CommandFailed,
+        match=r"^Command '.*/vagrant halt' returned 7\. Last output: Vagrant halt failed: domain is locked$",
+    ):
         vm.Vagrant(root).halt()
 
 
@@ -86,13 +97,22 @@ def test_has_box_reads_the_store_on_disk(tmp_path):
     assert v.has_box("org/b", "1.0") and not v.has_box("org/b", "2.0")
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (("org/b", None, ">= 1.2, < 2"), "box add --provider libvirt --box-version >= 1.2, < 2 org/b"),
-    (("org/b", "https://boxes.example.org/b/metadata.json", "~> 1.0"),
-     "box add --provider libvirt --box-version ~> 1.0 https://boxes.example.org/b/metadata.json"),
-    (("org/b", "https://boxes.example.org/b.box", None, "sha256:" + "c" * 64),
-     "box add --provider libvirt --name org/b --checksum-type sha256 --checksum " + "c" * 64 + " https://boxes.example.org/b.box"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("org/b", None, ">= 1.2, < 2"), "box add --provider libvirt --box-version >= 1.2, < 2 org/b"),
+        (
+            ("org/b", "https://boxes.example.org/b/metadata.json", "~> 1.0"),
+            "box add --provider libvirt --box-version ~> 1.0 https://boxes.example.org/b/metadata.json",
+        ),
+        (
+            ("org/b", "https://boxes.example.org/b.box", None, "sha256:" + "c" * 64),
+            "box add --provider libvirt --name org/b --checksum-type sha256 --checksum "
+            + "c" * 64
+            + " https://boxes.example.org/b.box",
+        ),
+    ],
+)
 def test_a_base_box_is_added_the_way_its_box_file_names_it(stub, args, expected):
     root, log = stub
     vm.Vagrant(root).box_add_base(*args)

@@ -20,8 +20,8 @@ from tests import workflow_project
 from tests.conftest import REPO, stub_programs, write_box
 from vagabond import __version__
 from vagabond.ci import workflow
-from vagabond.host import install
 from vagabond.cli.app import app
+from vagabond.host import install
 
 GOLDEN = REPO / "tests" / "golden" / "github-workflow.yml"
 SPEC = "vagabond-vm @ git+https://github.com/example/vagabond.git@0123456789abcdef0123456789abcdef01234567"
@@ -58,13 +58,19 @@ def test_workflow_structure(project):
     assert [m["test_dir"] for m in test["strategy"]["matrix"]["include"]] == ["/src", "/home/vagrant/project"]
     assert [m["base"] for m in test["strategy"]["matrix"]["include"]] == ["image", "mmdebstrap"]
     runs = [s.get("run", "") for s in test["steps"]]
-    assert any('"$RUNNER_TEMP/vagabond/bin/vagabond" ${VAGABOND_BOXES:+--boxes-dir "$VAGABOND_BOXES"} prepare --boxes "$BOX" '
-               '--user "$(id -un)"' in r for r in runs), "sudo drops VAGABOND_BOXES: the option carries it"
-    assert any(r.startswith("vagabond test \"$BOX\" --junit vagabond-results/junit.xml") for r in runs)
+    assert any(
+        '"$RUNNER_TEMP/vagabond/bin/vagabond" ${VAGABOND_BOXES:+--boxes-dir "$VAGABOND_BOXES"} prepare --boxes "$BOX" '
+        '--user "$(id -un)"' in r
+        for r in runs
+    ), "sudo drops VAGABOND_BOXES: the option carries it"
+    assert any(r.startswith('vagabond test "$BOX" --junit vagabond-results/junit.xml') for r in runs)
     named = steps_named(test)
     assert named["Destroy the VM (when the test step did not get to)"]["if"] == "always()"
     assert named["Upload the test results"]["if"] == "always()"
-    assert named["Upload the VM's logs"]["if"] == "failure()" and named["Upload the VM's logs"]["with"]["path"] == "vagabond-logs"
+    assert (
+        named["Upload the VM's logs"]["if"] == "failure()"
+        and named["Upload the VM's logs"]["with"]["path"] == "vagabond-logs"
+    )
     # Only boxes with a prebuilt: section get the nightly job.
     assert [m["box"] for m in doc["jobs"]["prebuilt"]["strategy"]["matrix"]["include"]] == ["debian12-selinux"]
     assert doc["on"]["schedule"] == [{"cron": "17 3 * * *"}]
@@ -84,8 +90,12 @@ def test_install_route_and_pins_come_from_one_place(project):
     assert " ".join(install.APT_PLUGIN_BUILD) in plugin and doc["env"]["VAGRANT_PLUGIN_PINS"] == "fog-json=1.2.0"
     # No Ubuntu package named vagrant or vagrant-libvirt outside the Debian route.
     hashicorp = script.split("hashicorp)")[1]
-    assert "vagrant-libvirt" not in re.sub(r"plugin (list|install) vagrant-libvirt|\"vagrant-libvirt \(", "", hashicorp.split(";;")[0])
-    assert doc["env"] == load(generate(project, "--vagrant-from", "distribution"))["env"] | {"VAGRANT_FROM": "hashicorp"}
+    assert "vagrant-libvirt" not in re.sub(
+        r"plugin (list|install) vagrant-libvirt|\"vagrant-libvirt \(", "", hashicorp.split(";;")[0]
+    )
+    assert doc["env"] == load(generate(project, "--vagrant-from", "distribution"))["env"] | {
+        "VAGRANT_FROM": "hashicorp"
+    }
 
 
 ORIGIN_SHA = "89abcdef" * 5
@@ -96,8 +106,13 @@ def test_shipped_boxes_with_no_options(tmp_path, monkeypatch):
     shipped box gets a job, through vagabond's action at the same commit, the project synced where
     none is named."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(install, "origin", lambda: install.Origin(
-        f"vagabond-vm @ git+https://github.com/example/vagabond.git@{ORIGIN_SHA}", f"example/vagabond@{ORIGIN_SHA}"))
+    monkeypatch.setattr(
+        install,
+        "origin",
+        lambda: install.Origin(
+            f"vagabond-vm @ git+https://github.com/example/vagabond.git@{ORIGIN_SHA}", f"example/vagabond@{ORIGIN_SHA}"
+        ),
+    )
     result = CliRunner().invoke(app, ["ci", "github"])
     doc = load(result)
     shipped = sorted(p.stem for p in (REPO / "boxes").glob("*.yaml"))
@@ -107,7 +122,9 @@ def test_shipped_boxes_with_no_options(tmp_path, monkeypatch):
     assert "no synced_folders, so the job syncs the project to /src" in result.stderr
     uses = [s["uses"] for s in doc["jobs"]["test"]["steps"] if "uses" in s]
     assert f"example/vagabond@{ORIGIN_SHA}" in uses and f"example/vagabond/cleanup@{ORIGIN_SHA}" in uses
-    assert result.stdout.splitlines()[1] == "#   vagabond ci github --boxes " + ",".join(shipped), "the header regenerates it as typed"
+    assert result.stdout.splitlines()[1] == "#   vagabond ci github --boxes " + ",".join(shipped), (
+        "the header regenerates it as typed"
+    )
 
 
 def test_a_vagabond_from_a_local_clone_is_refused_in_one_line(tmp_path, monkeypatch):
@@ -116,7 +133,9 @@ def test_a_vagabond_from_a_local_clone_is_refused_in_one_line(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     subprocess.run(["git", "init", "-q", str(tmp_path / "clone")], check=True)
     monkeypatch.setattr(install, "source_checkout", lambda: tmp_path / "clone")
-    monkeypatch.setattr(install.metadata, "distribution", lambda name: (_ for _ in ()).throw(install.metadata.PackageNotFoundError))
+    monkeypatch.setattr(
+        install.metadata, "distribution", lambda name: (_ for _ in ()).throw(install.metadata.PackageNotFoundError)
+    )
     result = CliRunner().invoke(app, ["ci", "github"])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "--vagabond-spec" in result.stderr and "--use-action" in result.stderr
@@ -149,9 +168,14 @@ def test_least_privilege(project):
             if "Build" in step.get("name", "") and "sudo" in run:
                 assert "trap 'sudo chown -R" in run, f"{step['name']}: what root made must go back to the runner user"
     named = steps_named(doc["jobs"]["test"])
-    assert named["Free disk space for boxes and VM disks (GitHub's hosted runners only)"]["if"] == "runner.environment == 'github-hosted'"
+    assert (
+        named["Free disk space for boxes and VM disks (GitHub's hosted runners only)"]["if"]
+        == "runner.environment == 'github-hosted'"
+    )
     base = named["Build the base box (as root, for loop devices)"]["run"]
-    assert base.startswith("trap 'sudo chown -R"), "what root made goes back to the runner user even when the build fails"
+    assert base.startswith("trap 'sudo chown -R"), (
+        "what root made goes back to the runner user even when the build fails"
+    )
     assert doc["permissions"] == {"contents": "read"}
 
 
@@ -177,7 +201,9 @@ def test_oidc_instead_of_stored_keys(project):
     role = "arn:aws:iam::123456789012:role/vagabond-publish"
     doc = load(generate(project, "--aws-role", role, "--s3-acl", "bucket-owner-full-control", "--environment", "boxes"))
     publishing = doc["jobs"]["publish"]
-    assert publishing["permissions"] == {"contents": "read", "id-token": "write"} and publishing["environment"] == "boxes"
+    assert (
+        publishing["permissions"] == {"contents": "read", "id-token": "write"} and publishing["environment"] == "boxes"
+    )
     assert "permissions" not in doc["jobs"]["prebuilt"], "the build job cannot mint the role session"
     creds = next(s for s in publishing["steps"] if "configure-aws-credentials" in s.get("uses", ""))
     assert creds["with"]["role-to-assume"] == role
@@ -185,13 +211,16 @@ def test_oidc_instead_of_stored_keys(project):
     assert steps_named(publishing)["Publish it"]["env"]["S3_ACL"] == "bucket-owner-full-control"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--aws-role", "arn:aws:iam::1:role/x"], "not an IAM role ARN"),
-    (["--s3-acl", "public-read; rm -rf /"], "not a canned ACL"),
-    (["--environment", "a b"], "not a GitHub environment name"),
-    (["--vagrant-from", "snap"], "not a route"),
-    (["--test-command", " "], "--test-command is empty"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--aws-role", "arn:aws:iam::1:role/x"], "not an IAM role ARN"),
+        (["--s3-acl", "public-read; rm -rf /"], "not a canned ACL"),
+        (["--environment", "a b"], "not a GitHub environment name"),
+        (["--vagrant-from", "snap"], "not a route"),
+        (["--test-command", " "], "--test-command is empty"),
+    ],
+)
 def test_bad_settings_are_refused(project, args, message):
     result = generate(project, *args)
     assert result.exit_code == 2 and message in result.stderr
@@ -201,7 +230,10 @@ def test_triggers_and_paths(project):
     doc = load(generate(project, "--branch", "trunk"))
     assert doc["on"]["push"]["branches"] == ["trunk"] and doc["on"]["push"]["tags"] == ["v*"]
     assert doc["on"]["pull_request"]["paths-ignore"] == ["**.md", "docs/**", "LICENSE*", ".github/ISSUE_TEMPLATE/**"]
-    assert load(generate(project, "--paths-ignore", "site/**, *.txt"))["on"]["push"]["paths-ignore"] == ["site/**", "*.txt"]
+    assert load(generate(project, "--paths-ignore", "site/**, *.txt"))["on"]["push"]["paths-ignore"] == [
+        "site/**",
+        "*.txt",
+    ]
     assert "paths-ignore" not in (load(generate(project, "--paths-ignore", ""))["on"]["pull_request"] or {})
 
 
@@ -212,12 +244,24 @@ def test_cache_keys_follow_what_they_cache(project):
     assert "vagabond base key" in named["Which base box, which prebuilt box"]["run"]
     prebuilt = named["Restore the prebuilt box"]
     assert prebuilt["with"]["key"].endswith("${{ steps.boxes.outputs.version }}")
-    assert prebuilt["with"]["path"] == "${{ steps.boxes.outputs.store }}" and prebuilt["if"] == "steps.boxes.outputs.version != ''"
+    assert (
+        prebuilt["with"]["path"] == "${{ steps.boxes.outputs.store }}"
+        and prebuilt["if"] == "steps.boxes.outputs.version != ''"
+    )
     assert named["Restore the vagrant-libvirt plugin"]["with"]["key"] == "${{ steps.install.outputs.plugin-key }}"
     key = re.search(r'echo "plugin-key=(.*)" >>', named["Install libvirt, qemu, Vagrant and vagabond"]["run"])[1]
-    for part in ("$OS", "$(uname -m)", "$VAGRANT_VERSION", "$VAGRANT_LIBVIRT_VERSION", "libvirt-daemon-system", "VAGRANT_PLUGIN_PINS"):
+    for part in (
+        "$OS",
+        "$(uname -m)",
+        "$VAGRANT_VERSION",
+        "$VAGRANT_LIBVIRT_VERSION",
+        "libvirt-daemon-system",
+        "VAGRANT_PLUGIN_PINS",
+    ):
         assert part in key, f"the plugin's cache key misses {part}"
-    assert named["Restore the base box"]["with"]["path"] == "${{ steps.boxes.outputs.base-path }}", "the made base alone"
+    assert named["Restore the base box"]["with"]["path"] == "${{ steps.boxes.outputs.base-path }}", (
+        "the made base alone"
+    )
     for job in doc["jobs"].values():
         for step in job["steps"]:
             uses = step.get("uses", "")
@@ -241,7 +285,9 @@ def test_boxes_dir_reaches_the_runner(project):
     (project / "ci" / "boxes").mkdir(parents=True)
     write_box(project, "x", "description: x\nbase: {box: a/b}\n")
     (project / "boxes" / "x.yaml").rename(project / "ci" / "boxes" / "x.yaml")
-    result = CliRunner().invoke(app, ["--boxes-dir", "ci/boxes", "ci", "github", "--boxes", "x", "--vagabond-spec", SPEC])
+    result = CliRunner().invoke(
+        app, ["--boxes-dir", "ci/boxes", "ci", "github", "--boxes", "x", "--vagabond-spec", SPEC]
+    )
     doc = load(result)
     assert doc["env"]["VAGABOND_BOXES"] == "ci/boxes"
     assert "vagabond --boxes-dir ci/boxes ci github --boxes x" in result.stdout
@@ -280,15 +326,19 @@ def test_foreign_workflow_file_is_not_overwritten(project):
 
 
 @pytest.mark.parametrize("bad", ["make\rtest", "make\ntest", "a\x85b", "a\u2028b", "a\x00b", "a\tb"])
-@pytest.mark.parametrize("option", ["--test-command", "--runs-on", "--vagabond-spec", "--cron", "--branch", "--paths-ignore"])
+@pytest.mark.parametrize(
+    "option", ["--test-command", "--runs-on", "--vagabond-spec", "--cron", "--branch", "--paths-ignore"]
+)
 def test_control_characters_never_reach_the_workflow(project, option, bad):
     result = CliRunner().invoke(app, ["ci", "github", "--boxes", "debian12", option, bad])
     assert result.exit_code == 2
     assert f"error: {option} " in result.stderr and "is not allowed in a workflow" in result.stderr
 
 
-@pytest.mark.parametrize("where", [["-o", "x.yml\ndefaults:\n  run:\n    shell: bash -c 'curl x|sh' {0}\n"],
-                                   ["--boxes-dir", "boxes\nname: evil"]])
+@pytest.mark.parametrize(
+    "where",
+    [["-o", "x.yml\ndefaults:\n  run:\n    shell: bash -c 'curl x|sh' {0}\n"], ["--boxes-dir", "boxes\nname: evil"]],
+)
 def test_the_header_comment_takes_no_line_break_either(project, where):
     """A newline in -o added a top-level `defaults: run: shell:` to the workflow through its header."""
     (project / "boxes" / "debian12.yaml").write_text((REPO / "boxes" / "debian12.yaml").read_text())
@@ -296,7 +346,11 @@ def test_the_header_comment_takes_no_line_break_either(project, where):
     if option == "--boxes-dir":  # a directory of that name, so the name alone is the problem
         (project / value).mkdir()
         (project / value / "debian12.yaml").write_text((REPO / "boxes" / "debian12.yaml").read_text())
-    argv = [option, value, "ci", "github", "--vagabond-spec", SPEC] if option == "--boxes-dir" else ["ci", "github", "--vagabond-spec", SPEC, option, value]
+    argv = (
+        [option, value, "ci", "github", "--vagabond-spec", SPEC]
+        if option == "--boxes-dir"
+        else ["ci", "github", "--vagabond-spec", SPEC, option, value]
+    )
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2 and f"error: {option} " in result.stderr and "control character '\\n'" in result.stderr
     assert result.stdout == "" and not list(project.glob("x.yml*"))
@@ -308,18 +362,34 @@ RECORD = 'printf "%s\\0" "$(basename "$0")" "$@" >> "$STUB_LOG"; printf "\\n" >>
 # A stub fed by a pipe reads it to the end, as the real program would: `echo ... | sudo tee` must not
 # end in SIGPIPE under pipefail because a stub exited before echo wrote.
 DRAIN = "if [ -p /dev/stdin ]; then cat > /dev/null; fi\n"
-STUBS = {
-    name: "#!/bin/sh\n" + DRAIN + RECORD
-    for name in ("sudo", "apt-get", "curl", "tee", "vagrant", "chown", "rm", "vagabond", "pip", "install", "ln")
-}
+STUBS = dict.fromkeys(
+    ("sudo", "apt-get", "curl", "tee", "vagrant", "chown", "rm", "vagabond", "pip", "install", "ln"),
+    "#!/bin/sh\n" + DRAIN + RECORD,
+)
 # gpg --show-keys prints the key's fingerprint the way GitHub's runner would see HashiCorp's key.
 # gpg exports the key that has the runner's fingerprint, as HashiCorp's key file would have it.
-STUBS["gpg"] = "#!/bin/sh\n" + DRAIN + RECORD + 'case "$*" in *--export*) for last; do :; done; [ "$last" = "$STUB_FINGERPRINT" ] && echo key;; esac\nexit 0\n'
-STUBS["python3"] = ("#!/bin/sh\n" + RECORD + 'if [ "$1" = -m ]; then mkdir -p "$3/bin"; for t in vagabond pip; do cp "$(dirname "$0")/$t" "$3/bin/$t"; done; '
-                    'else exec /usr/bin/python3 "$@"; fi\n')
-STUBS["vagabond"] = "#!/bin/sh\n" + DRAIN + RECORD + (
-    'case "$*" in *"list "*--github-output*) printf "kind=mmdebstrap\\nsynced=0\\n";; *"base key"*) printf "base=vagabond-base-x-0123\\nbase-path=/c\\n";; '
-    '*--github-output*) printf "name=\\nversion=\\nstore=\\n";; esac\n')
+STUBS["gpg"] = (
+    "#!/bin/sh\n"
+    + DRAIN
+    + RECORD
+    + 'case "$*" in *--export*) for last; do :; done; [ "$last" = "$STUB_FINGERPRINT" ] && echo key;; esac\nexit 0\n'
+)
+STUBS["python3"] = (
+    "#!/bin/sh\n"
+    + RECORD
+    + 'if [ "$1" = -m ]; then mkdir -p "$3/bin"; for t in vagabond pip; do cp "$(dirname "$0")/$t" "$3/bin/$t"; done; '
+    'else exec /usr/bin/python3 "$@"; fi\n'
+)
+STUBS["vagabond"] = (
+    "#!/bin/sh\n"
+    + DRAIN
+    + RECORD
+    + (
+        'case "$*" in *"list "*--github-output*) printf "kind=mmdebstrap\\nsynced=0\\n";; *"base key"*) '
+        'printf "base=vagabond-base-x-0123\\nbase-path=/c\\n";; '
+        '*--github-output*) printf "name=\\nversion=\\nstore=\\n";; esac\n'
+    )
+)
 
 
 def parse_cli(argv: list[str]):
@@ -360,8 +430,14 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
         for f in files.values():
             f.write_text("")
         matrix = job["strategy"]["matrix"]["include"][0]
-        env = {**os.environ, "HOME": str(home), "RUNNER_TEMP": str(temp), "STUB_LOG": str(log), "STUB_FINGERPRINT": fingerprint,
-               **{k: str(v) for k, v in files.items()}}  # fmt: skip
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "RUNNER_TEMP": str(temp),
+            "STUB_LOG": str(log),
+            "STUB_FINGERPRINT": fingerprint,
+            **{k: str(v) for k, v in files.items()},
+        }
         for key, value in {**doc["env"], **job["env"]}.items():
             value = str(value)
             value = re.sub(r"\$\{\{ matrix\.(\w+) \}\}", lambda m: str(matrix[m[1]]), value)
@@ -373,16 +449,29 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
             if "run" not in step:
                 continue
             assert "${{" not in step["run"], f"{step['name']}: expressions reach a shell only through env"
-            step_env = {k: re.sub(r"\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}", lambda m: outputs.get(m[1], {}).get(m[2], ""), str(v))
-                        for k, v in step.get("env", {}).items()}  # fmt: skip
+            step_env = {
+                k: re.sub(
+                    r"\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}",
+                    lambda m: outputs.get(m[1], {}).get(m[2], ""),
+                    str(v),
+                )
+                for k, v in step.get("env", {}).items()
+            }
             files["GITHUB_OUTPUT"].write_text("")
-            result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-                                    env={**env, **step_env}, cwd=project,
-                                    stdin=subprocess.DEVNULL, capture_output=True, text=True)  # fmt: skip
+            result = subprocess.run(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                env={**env, **step_env},
+                cwd=project,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            )
             if result.returncode != 0:
                 return result
             if "id" in step:
-                outputs[step["id"]] = dict(line.partition("=")[::2] for line in files["GITHUB_OUTPUT"].read_text().splitlines())
+                outputs[step["id"]] = dict(
+                    line.partition("=")[::2] for line in files["GITHUB_OUTPUT"].read_text().splitlines()
+                )
             for line in files["GITHUB_ENV"].read_text().splitlines():
                 key, _, value = line.partition("=")
                 env[key] = value
@@ -419,12 +508,16 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
     if route == "hashicorp":
         assert any(f"vagrant={install.VAGRANT_VERSION}" in a for a in installed)
         pins = [a for a in recorded if a[:3] == ["vagrant", "plugin", "install"]]
-        assert pins == [["vagrant", "plugin", "install", "fog-json", "--plugin-version", "1.2.0"],
-                        ["vagrant", "plugin", "install", "vagrant-libvirt", "--plugin-version", install.VAGRANT_LIBVIRT_VERSION]]
+        assert pins == [
+            ["vagrant", "plugin", "install", "fog-json", "--plugin-version", "1.2.0"],
+            ["vagrant", "plugin", "install", "vagrant-libvirt", "--plugin-version", install.VAGRANT_LIBVIRT_VERSION],
+        ]
         assert not any("vagrant-libvirt" in a for a in installed), "Ubuntu has no vagrant-libvirt package"
         bad = run_job(test_job, "0" * 40)
         assert bad.returncode == 1 and f"holds no key with fingerprint {install.HASHICORP_FINGERPRINT}" in bad.stdout
-        assert not any("vagrant=" in " ".join(a) for a in calls(log.read_text())), "nothing installed from an unchecked key"
+        assert not any("vagrant=" in " ".join(a) for a in calls(log.read_text())), (
+            "nothing installed from an unchecked key"
+        )
     else:
         assert any("vagrant-libvirt" in a and "vagrant" in a for a in installed)
         assert not any(a[0] in ("gpg",) for a in recorded) and not any("hashicorp" in " ".join(a) for a in recorded)
@@ -433,7 +526,9 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
     assert vagabond_calls(calls(log.read_text())) == ["prepare", "list", "base", "prebuilt", "base", "import", "build"]
     publish = run_job(doc["jobs"]["publish"], install.HASHICORP_FINGERPRINT)
     assert publish.returncode == 1 and "set the repository variable VAGABOND_CATALOG" in publish.stdout
-    publish = run_job(doc["jobs"]["publish"], install.HASHICORP_FINGERPRINT, {"VAGABOND_CATALOG": str(tmp_path / "catalog")})
+    publish = run_job(
+        doc["jobs"]["publish"], install.HASHICORP_FINGERPRINT, {"VAGABOND_CATALOG": str(tmp_path / "catalog")}
+    )
     assert publish.returncode == 0, publish.stderr
     assert vagabond_calls(calls(log.read_text())) == ["publish"]
 
@@ -443,8 +538,16 @@ def test_use_action_replaces_the_inline_steps(project):
     doc = load(generate(project, "--use-action", ref))
     steps = doc["jobs"]["test"]["steps"]
     assert [s.get("uses", s.get("name")) for s in steps] == [
-        steps[0]["uses"], ref, "Run the tests in the VM", "example/vagabond/cleanup@" + "ab" * 20]
-    assert steps[1]["with"] == {"box": "${{ matrix.box }}", "sync": "${{ matrix.sync }}", "vagrant-from": "${{ env.VAGRANT_FROM }}"}
+        steps[0]["uses"],
+        ref,
+        "Run the tests in the VM",
+        "example/vagabond/cleanup@" + "ab" * 20,
+    ]
+    assert steps[1]["with"] == {
+        "box": "${{ matrix.box }}",
+        "sync": "${{ matrix.sync }}",
+        "vagrant-from": "${{ env.VAGRANT_FROM }}",
+    }
     assert steps[3]["if"] == "always()" and steps[3]["with"]["upload-logs"] == "${{ job.status != 'success' }}"
     assert "prebuilt" in doc["jobs"], "the nightly job keeps its own steps"
     bad = generate(project, "--use-action", "vagabond@v1")
@@ -459,7 +562,9 @@ def test_the_action_files_are_current(tmp_path):
     assert (tmp_path / "action.yml").read_text() == (REPO / "action.yml").read_text()
 
 
-@pytest.mark.parametrize(("version", "accepted"), [((3, 9), False), ((3, 10), True), ((3, 12), True), ((3, 13), False), ((3, 14), False)])
+@pytest.mark.parametrize(
+    ("version", "accepted"), [((3, 9), False), ((3, 10), True), ((3, 12), True), ((3, 13), False), ((3, 14), False)]
+)
 def test_a_runner_python_that_ansible_core_cannot_run_on_stops_the_job_early(project, version, accepted):
     """The install step's own check, with the runner's Python version put in its place."""
     doc = load(generate(project))
@@ -469,7 +574,12 @@ def test_a_runner_python_that_ansible_core_cannot_run_on_stops_the_job_early(pro
     result = subprocess.run([sys.executable, "-c", check.replace("sys.version_info[:2]", repr(version))])
     assert (result.returncode == 0) is accepted
     # The Python is setup-python's, never the image's python3 (ubuntu-26.04: 3.14).
-    assert install_step["env"]["PYTHON"] == "${{ steps.python.outputs.python-path }}" and "python3 " not in install_step["run"]
+    assert (
+        install_step["env"]["PYTHON"] == "${{ steps.python.outputs.python-path }}"
+        and "python3 " not in install_step["run"]
+    )
     (setup,) = [s for s in doc["jobs"]["test"]["steps"] if "setup-python" in s.get("uses", "")]
     assert setup["with"] == {"python-version": "3.12", "update-environment": False}
-    assert install.CONTROLLER_PYTHON == ((3, 10), (3, 12)), "ansible-core's controller support matrix for the pinned 2.16"
+    assert install.CONTROLLER_PYTHON == ((3, 10), (3, 12)), (
+        "ansible-core's controller support matrix for the pinned 2.16"
+    )

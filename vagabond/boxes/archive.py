@@ -24,8 +24,11 @@ end
 # using fewer threads, then a smaller dictionary. Unpacking needs 257 MiB. xz itself, not Python's
 # lzma: it can use every core (--threads=0).
 XZ_OPTIONS = ["--threads=0", "--memlimit-compress=40%", "--lzma2=preset=9,dict=256MiB"]
-def write_box(box_img: Path, out: Path, *, virtual_size_gib: int, vagrantfile: str = BOX_VAGRANTFILE,
-              xz: bool = False) -> Path:  # fmt: skip
+
+
+def write_box(
+    box_img: Path, out: Path, *, virtual_size_gib: int, vagrantfile: str = BOX_VAGRANTFILE, xz: bool = False
+) -> Path:
     """Assemble a vagrant-libvirt box (v1 format: box.img + metadata.json + Vagrantfile) as a tar.
 
     With xz, the whole tar is compressed as one stream (box.img should then be an uncompressed,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from vagabond import files, paths, process, timeouts, ui
 from vagabond.boxes import archive, diskimage, guest
-from vagabond.host import detect
-from vagabond.errors import UsageError, VagabondError
 from vagabond.boxes.made import MadeBase
+from vagabond.errors import UsageError, VagabondError
+from vagabond.host import detect
 from vagabond.spec.schema import Box
 
 # Runs once cloud-init has finished (After=cloud-final), then powers the guest off: the next boot
@@ -28,7 +28,8 @@ Wants=cloud-final.service
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'cloud-init clean --logs; truncate -s 0 /etc/machine-id; rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*; sync'
+ExecStart=/bin/sh -c 'cloud-init clean --logs; truncate -s 0 /etc/machine-id; \\
+  rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*; sync'
 ExecStartPost=/bin/systemctl --no-block poweroff
 """
 
@@ -42,8 +43,10 @@ CENTOS7_REPOS = "# Written by vagabond's import: CentOS 7 is end of life and its
     for repo, path in (("base", "os"), ("updates", "updates"), ("extras", "extras"))
 )
 CENTOS7_REPOS_STAGED = "/etc/vagabond/centos7-vault.repo"
-CENTOS7_SWITCH = (f"if grep -qs ' release 7[.]' /etc/centos-release; then cp {CENTOS7_REPOS_STAGED} "
-                  f"/etc/yum.repos.d/CentOS-Base.repo; fi; rm -f {CENTOS7_REPOS_STAGED}; rmdir /etc/vagabond 2>/dev/null; true")  # fmt: skip
+CENTOS7_SWITCH = (
+    f"if grep -qs ' release 7[.]' /etc/centos-release; then cp {CENTOS7_REPOS_STAGED} "
+    f"/etc/yum.repos.d/CentOS-Base.repo; fi; rm -f {CENTOS7_REPOS_STAGED}; rmdir /etc/vagabond 2>/dev/null; true"
+)
 
 
 def user_data() -> str:
@@ -68,9 +71,12 @@ def user_data() -> str:
             {"path": f"/etc/systemd/system/{guest.AUTHORIZED_KEY_UNIT_NAME}", "content": guest.AUTHORIZED_KEY_UNIT},
             {"path": "/etc/ssh/sshd_config.d/50-vagabond.conf", "content": guest.SSHD_DROPIN},
         ],
-        "runcmd": [["sh", "-c", CENTOS7_SWITCH], ["systemctl", "daemon-reload"],
-                   ["systemctl", "enable", guest.AUTHORIZED_KEY_UNIT_NAME],
-                   ["systemctl", "start", "--no-block", "vagabond-finish.service"]],
+        "runcmd": [
+            ["sh", "-c", CENTOS7_SWITCH],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", guest.AUTHORIZED_KEY_UNIT_NAME],
+            ["systemctl", "start", "--no-block", "vagabond-finish.service"],
+        ],
     }
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"  # JSON is valid YAML
 
@@ -93,12 +99,14 @@ def parse_checksums(text: str, filename: str) -> str | None:
 
 def _open(url: str, headers: dict[str, str] | None = None):
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeouts.CONNECT)  # noqa: S310
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeouts.CONNECT)
     except (OSError, ValueError) as exc:  # URLError, HTTPError, a timeout, a malformed URL
         reason = getattr(exc, "reason", None) or exc
-        raise VagabondError(f"cannot download {url}: {' '.join(str(reason).split())}",
-                            hint="check the network, or give a local copy with --image PATH, which is checked "
-                                 "against the box's checksum all the same") from None  # fmt: skip
+        raise VagabondError(
+            f"cannot download {url}: {' '.join(str(reason).split())}",
+            hint="check the network, or give a local copy with --image PATH, which is checked "
+            "against the box's checksum all the same",
+        ) from None
 
 
 def expected_sha256(image: str, checksum: str | None, checksums_url: str | None) -> tuple[str | None, str]:
@@ -137,11 +145,16 @@ def _download(url: str, partial: Path) -> None:
                     done += len(block)
                     if time.monotonic() - told > 10:
                         told = time.monotonic()
-                        ui.info(f"download: {done / 2**20:.0f} of {total / 2**20:.0f} MiB" if total else
-                                f"download: {done / 2**20:.0f} MiB")  # fmt: skip
+                        ui.info(
+                            f"download: {done / 2**20:.0f} of {total / 2**20:.0f} MiB"
+                            if total
+                            else f"download: {done / 2**20:.0f} MiB"
+                        )
     if total is not None and done != total:
-        raise VagabondError(f"download of {url} ended after {done} of the {total} bytes the server announced",
-                            hint="run the command again: it resumes where this one stopped")  # fmt: skip
+        raise VagabondError(
+            f"download of {url} ended after {done} of the {total} bytes the server announced",
+            hint="run the command again: it resumes where this one stopped",
+        )
 
 
 def fetch(image: str, checksum: str | None, dest_dir: Path, checksums_url: str | None = None) -> Path:
@@ -176,15 +189,25 @@ def fetch(image: str, checksum: str | None, dest_dir: Path, checksums_url: str |
     if actual != expected:
         if not local:
             candidate.unlink(missing_ok=True)  # a download (or a cached copy) that does not match is not kept
-        raise VagabondError(f"{image}: sha256 is {actual}, {source} says {expected}: refusing a changed or corrupt image"
-                            + ("" if local else "; the download was removed"))  # fmt: skip
+        raise VagabondError(
+            f"{image}: sha256 is {actual}, {source} says {expected}: refusing a changed or corrupt image"
+            + ("" if local else "; the download was removed")
+        )
     if candidate != path:
         files.move(candidate, path)
     return path
 
 
-def import_image(name: str, image: str, *, checksum: str | None = None, checksums_url: str | None = None,
-                 out: Path | None = None, driver: str | None = None, disk_gib: int | None = None) -> MadeBase:  # fmt: skip
+def import_image(
+    name: str,
+    image: str,
+    *,
+    checksum: str | None = None,
+    checksums_url: str | None = None,
+    out: Path | None = None,
+    driver: str | None = None,
+    disk_gib: int | None = None,
+) -> MadeBase:
     """Cloud image -> vagrant-libvirt box in the cache (or --out), with a catalog to add it from.
     With disk_gib, a smaller image is grown to that size before its first boot, where cloud-init's
     growpart and resizefs extend the root partition and its file system."""
@@ -203,18 +226,34 @@ def import_image(name: str, image: str, *, checksum: str | None = None, checksum
         (work / "user-data").write_text(user_data())
         (work / "meta-data").write_text(f"instance-id: vagabond-import-{int(time.time())}\nlocal-hostname: vagabond\n")
         seed = work / "seed.iso"
-        process.check(["cloud-localds", str(seed), str(work / "user-data"), str(work / "meta-data")], timeout=timeouts.TOOL)
+        process.check(
+            ["cloud-localds", str(seed), str(work / "user-data"), str(work / "meta-data")], timeout=timeouts.TOOL
+        )
         timeout = timeouts.for_driver(timeouts.FIRST_BOOT, decision.driver)
         console = out_dir / "import-console.log"
         accel = ["-accel", "kvm", "-cpu", "host"] if decision.driver == "kvm" else ["-accel", "tcg"]
         argv = [
-            "qemu-system-x86_64", *accel, "-m", "1024", "-smp", "2", "-nodefaults", "-no-user-config",
-            "-display", "none", "-serial", f"file:{console}", "-no-reboot",
-            "-drive", f"file={disk},if=virtio,format=qcow2,discard=unmap",
-            "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
+            "qemu-system-x86_64",
+            *accel,
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            f"file:{console}",
+            "-no-reboot",
+            "-drive",
+            f"file={disk},if=virtio,format=qcow2,discard=unmap",
+            "-drive",
+            f"file={seed},if=virtio,format=raw,readonly=on",
             # No network at all: NoCloud needs none, and the guest must not reach anything.
-            "-nic", "none",
-        ]  # fmt: skip
+            "-nic",
+            "none",
+        ]
         with ui.step(f"first boot with cloud-init ({decision.driver}; the guest powers off when done)"):
             process.check(argv, timeout=timeout, hint=f"the guest's console is in {console}")
         log = console.read_text(errors="replace")
@@ -231,8 +270,14 @@ def import_image(name: str, image: str, *, checksum: str | None = None, checksum
         archive.write_box(box_img, box_file, virtual_size_gib=max(1, -(-virtual // 2**30)))
     sha = files.sha256_file(box_file)
     catalog = out_dir / "metadata.json"
-    archive.write_catalog(catalog, name=name, description=f"imported from {image}", version=version,
-                         box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip
+    archive.write_catalog(
+        catalog,
+        name=name,
+        description=f"imported from {image}",
+        version=version,
+        box_url=box_file.resolve().as_uri(),
+        sha256=sha,
+    )
     result = MadeBase(name=name, version=version, box_file=box_file, catalog=catalog, sha256=sha)
     ui.info(f"imported {name} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
     return result
@@ -270,9 +315,14 @@ def imported(box: Box, image: str | None = None) -> MadeBase:
     out_dir = imported_dir(box)
     if hit := MadeBase.load(out_dir):
         return hit
-    result = import_image(spec.box, image or spec.image, checksum=spec.checksum,
-                                     checksums_url=spec.checksums_url, out=out_dir,
-                                     disk_gib=max(res.disk for _, _, res, _ in box.machine_specs()))  # fmt: skip
+    result = import_image(
+        spec.box,
+        image or spec.image,
+        checksum=spec.checksum,
+        checksums_url=spec.checksums_url,
+        out=out_dir,
+        disk_gib=max(res.disk for _, _, res, _ in box.machine_specs()),
+    )
     result.save(out_dir)
     return result
 

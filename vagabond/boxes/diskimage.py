@@ -17,6 +17,8 @@ from vagabond.errors import VagabondError
 
 SECTOR = 512
 PARTITION_START = 2048  # sectors: 1 MiB, room for GRUB's core image before the partition
+
+
 def write_mbr(disk: Path, size_bytes: int) -> None:
     """A sparse raw disk with an MBR and one bootable Linux partition filling it."""
     with disk.open("wb") as fh:
@@ -32,13 +34,17 @@ def write_mbr(disk: Path, size_bytes: int) -> None:
 
 # GPT partition type of GRUB's core image on a BIOS machine (no EFI), as in generic cloud images.
 BIOS_BOOT_PARTITION = "21686148-6449-6E6F-744E-656564454649"
+
+
 def write_gpt(disk: Path, size_bytes: int) -> None:
     """A sparse raw disk laid out like a distribution's generic cloud image: GPT, a 1 MiB BIOS boot
     partition for GRUB, and the root partition last, filling the rest (so growpart can extend it)."""
     with disk.open("wb") as fh:
         fh.truncate(size_bytes)
     table = f"label: gpt\nstart=2048, size=2048, type={BIOS_BOOT_PARTITION}, name=bios\nstart=4096, type=L, name=root\n"
-    process.check(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk)], input=table, timeout=timeouts.TOOL)
+    process.check(
+        ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk)], input=table, timeout=timeouts.TOOL
+    )
 
 
 def convert_to_qcow2(source: Path, target: Path, *, compress: bool = True, timeout: float = timeouts.IMAGE) -> None:
@@ -130,7 +136,9 @@ def compact_filesystems(raw: Path) -> list[str]:
             features = process.check(["dumpe2fs", "-h", dev], timeout=timeouts.FILESYSTEM).stdout
             if "has_journal" in features:
                 process.check(["tune2fs", "-O", "^has_journal", dev], timeout=timeouts.FILESYSTEM)
-                process.check(["tune2fs", "-O", "has_journal", dev], timeout=timeouts.FILESYSTEM)  # a new journal is written zeroed
+                process.check(
+                    ["tune2fs", "-O", "has_journal", dev], timeout=timeouts.FILESYSTEM
+                )  # a new journal is written zeroed
             _e2fsck(dev, "-E", "discard")
             done.append(f"{dev} ({fstype})")
     return done

@@ -17,7 +17,8 @@ class Kind(Protocol):
     """What a base kind's module gives (vagabond.boxes.mmdebstrap, .cloudimage, .vagrant)."""
 
     def cache_key(self, box: Box) -> str:
-        """The CI cache key of the made base: it changes exactly when vagabond would make it again ("": nothing to cache)."""
+        """The CI cache key of the made base: it changes exactly when vagabond would make it again
+        ("": nothing to cache)."""
 
     def cache_path(self, box: Box) -> Path | None:
         """The one directory that holds the made base (None: Vagrant's store keeps it)."""
@@ -45,7 +46,9 @@ def ensure_base(box: Box, image: str | None = None) -> str | None:
     """The box's base in Vagrant's box store, made (or taken from the cache) as its kind says;
     returns the version a made base has (None for a base Vagrant downloads itself)."""
     if image is not None and box.spec.base.kind != "image":
-        raise UsageError(f"--image applies to boxes whose base is a cloud image; {box.name}'s is of kind {box.spec.base.kind!r}")
+        raise UsageError(
+            f"--image applies to boxes whose base is a cloud image; {box.name}'s is of kind {box.spec.base.kind!r}"
+        )
     base = of(box).make(box, image)
     if base is None:
         return None

@@ -62,8 +62,10 @@ class MadeBase:
             with ui.step(f"sha256 of {box.box_file.name} (changed since it was last checked)"):
                 actual = files.sha256_file(box.box_file)
             if actual != box.sha256:
-                ui.warning(f"{box.box_file}: sha256 {actual[:12]}... is not the {box.sha256[:12]}... it was made with: "
-                           "making it again")  # fmt: skip
+                ui.warning(
+                    f"{box.box_file}: sha256 {actual[:12]}... is not the {box.sha256[:12]}... it was made with: "
+                    "making it again"
+                )
                 return None
             box._stamp(directory)
         return box

@@ -46,8 +46,15 @@ GRUB_TERMINAL="console serial"
 GRUB_SERIAL_COMMAND="serial --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 """
+
+
 def recipe_digest(base: MmdebstrapBase) -> str:
-    data = {"recipe": guest.RECIPE_VERSION, "suite": base.suite, "packages": BASE_PACKAGES + base.packages, "disk": base.disk}
+    data = {
+        "recipe": guest.RECIPE_VERSION,
+        "suite": base.suite,
+        "packages": BASE_PACKAGES + base.packages,
+        "disk": base.disk,
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -89,8 +96,14 @@ def build(box: Box, *, force: bool = False) -> MadeBase:
         archive.write_box(qcow, box_file, virtual_size_gib=base.disk)
     sha = files.sha256_file(box_file)
     catalog = out_dir / "metadata.json"
-    archive.write_catalog(catalog, name=base.box, description=f"{base.suite} base box built by vagabond",
-                         version=version, box_url=box_file.resolve().as_uri(), sha256=sha)  # fmt: skip
+    archive.write_catalog(
+        catalog,
+        name=base.box,
+        description=f"{base.suite} base box built by vagabond",
+        version=version,
+        box_url=box_file.resolve().as_uri(),
+        sha256=sha,
+    )
     # The probe kernel lets `vagabond doctor` smoke-boot a real kernel under KVM.
     kernels = paths.cache_dir() / "kernels"
     kernels.mkdir(parents=True, exist_ok=True)
@@ -122,15 +135,21 @@ def rootfs(base: MmdebstrapBase, extra_packages: list[str] | None = None, *, kee
     return target
 
 
-def run_mmdebstrap(base: MmdebstrapBase, target: Path, packages: list[str], *, keep_debs: bool = False,
-                   tmpdir: Path | None = None) -> None:  # fmt: skip
+def run_mmdebstrap(
+    base: MmdebstrapBase, target: Path, packages: list[str], *, keep_debs: bool = False, tmpdir: Path | None = None
+) -> None:
     # No mirror argument: mmdebstrap uses the distribution's mirror for the suite, as the host's apt does.
     argv = [
-        "mmdebstrap", "--variant=apt", "--mode=root", "--format=tar",
+        "mmdebstrap",
+        "--variant=apt",
+        "--mode=root",
+        "--format=tar",
         "--include=" + ",".join(packages),
-        "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-        "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
-    ]  # fmt: skip
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+    ]
     if keep_debs:
         # Keep the downloaded .debs: they become a local apt repository for offline guests.
         argv.append("--skip=download/empty")
@@ -147,8 +166,9 @@ def _progress(prefix: str):
     return sink
 
 
-def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, vagrant_user: bool = True,
-              gpt: bool = False) -> None:  # fmt: skip
+def make_disk(
+    raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, vagrant_user: bool = True, gpt: bool = False
+) -> None:
     """The rootfs on a bootable raw disk: one MBR partition (vagabond's base boxes), or with gpt the
     layout of a distribution's generic cloud image (BIOS boot partition, root last)."""
     (diskimage.write_gpt if gpt else diskimage.write_mbr)(raw, size_gib * 2**30)
@@ -161,13 +181,36 @@ def make_disk(raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, v
         mnt.mkdir()
         process.check(["mount", part, str(mnt)], timeout=timeouts.TOOL)
         stack.callback(process.run, ["umount", "--recursive", str(mnt)], timeout=timeouts.TOOL)
-        process.check(["tar", "--extract", "--preserve-permissions", "--numeric-owner", "--xattrs",
-                     "--file", str(rootfs_tar), "--directory", str(mnt)], timeout=timeouts.UNPACK)  # fmt: skip
+        process.check(
+            [
+                "tar",
+                "--extract",
+                "--preserve-permissions",
+                "--numeric-owner",
+                "--xattrs",
+                "--file",
+                str(rootfs_tar),
+                "--directory",
+                str(mnt),
+            ],
+            timeout=timeouts.UNPACK,
+        )
         configure_guest(mnt, uuid, vagrant_user=vagrant_user)
         for fs in ("dev", "proc", "sys"):
-            process.check(["mount", "--rbind" if fs == "dev" else "--bind", f"/{fs}", str(mnt / fs)], timeout=timeouts.TOOL)
-        process.check(["chroot", str(mnt), "grub-install", "--target=i386-pc", f"--modules={'part_gpt' if gpt else 'part_msdos'} ext2", loop],
-                      timeout=timeouts.CHROOT)  # fmt: skip
+            process.check(
+                ["mount", "--rbind" if fs == "dev" else "--bind", f"/{fs}", str(mnt / fs)], timeout=timeouts.TOOL
+            )
+        process.check(
+            [
+                "chroot",
+                str(mnt),
+                "grub-install",
+                "--target=i386-pc",
+                f"--modules={'part_gpt' if gpt else 'part_msdos'} ext2",
+                loop,
+            ],
+            timeout=timeouts.CHROOT,
+        )
         # grub-mkconfig writes root=UUID=... only when /dev/disk/by-uuid has the link, which udev
         # would make; without udev the kernel would be told root=/dev/loopNp1.
         by_uuid = Path("/dev/disk/by-uuid") / uuid
@@ -193,7 +236,9 @@ def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None
     vagrant user, into a generic cloud image that cloud-init completes)."""
     (root / "etc/fstab").write_text(f"UUID={uuid} / ext4 errors=remount-ro 0 1\n")
     (root / "etc/hostname").write_text("vagabond\n")
-    (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 vagabond\n::1 localhost ip6-localhost ip6-loopback\n")
+    (root / "etc/hosts").write_text(
+        "127.0.0.1 localhost\n127.0.1.1 vagabond\n::1 localhost ip6-localhost ip6-loopback\n"
+    )
     (root / "etc/default/grub").write_text(GRUB_DEFAULTS)
     # sshd runs commands with a PATH that lacks the sbin directories (getenforce, sysctl ...);
     # pam_env gives every session this one, as Ubuntu does.
@@ -214,14 +259,22 @@ def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None
     (root / "etc/systemd/system" / guest.AUTHORIZED_KEY_UNIT_NAME).write_text(guest.AUTHORIZED_KEY_UNIT)
     env = _chroot_env()
     chroot = ["chroot", str(root)]
-    process.check(chroot + ["systemctl", "enable", "systemd-networkd", "ssh", guest.AUTHORIZED_KEY_UNIT_NAME], env=env,
-                  timeout=timeouts.CHROOT)  # fmt: skip
+    process.check(
+        chroot + ["systemctl", "enable", "systemd-networkd", "ssh", guest.AUTHORIZED_KEY_UNIT_NAME],
+        env=env,
+        timeout=timeouts.CHROOT,
+    )
     # Boot must not wait for "network online": DHCP comes when it comes, and vagrant waits for it.
-    process.check(chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=timeouts.CHROOT)
+    process.check(
+        chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=timeouts.CHROOT
+    )
     if not vagrant_user:
         return
-    process.check(chroot + ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant"],
-                  env=env, timeout=timeouts.CHROOT)  # fmt: skip
+    process.check(
+        chroot + ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant"],
+        env=env,
+        timeout=timeouts.CHROOT,
+    )
     # No password for anyone: vagrant logs in with a key (sudo needs none), root not at all.
     ssh_dir = root / "home/vagrant/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)

@@ -17,9 +17,13 @@ def download(spec: VagrantBase) -> bool:
     if v.has_any_version(spec.box):
         return False
     if spec.url and not spec.url.endswith(".json") and not spec.checksum:
-        ui.warning(f"{spec.url} is added without a checksum (the box file names none): pin it with checksum: sha256:HEX")
+        ui.warning(
+            f"{spec.url} is added without a checksum (the box file names none): pin it with checksum: sha256:HEX"
+        )
     elif spec.url and spec.url.startswith("http://"):
-        ui.warning(f"catalog {spec.url} is read over plain http: anyone on the way can change it, its checksums included")
+        ui.warning(
+            f"catalog {spec.url} is read over plain http: anyone on the way can change it, its checksums included"
+        )
     with ui.step(f"download {spec.box}" + (f" from {spec.url}" if spec.url else "")):
         v.box_add_base(spec.box, spec.url, spec.version, spec.checksum)
     return True

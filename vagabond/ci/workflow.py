@@ -16,10 +16,10 @@ from pathlib import Path
 import jinja2
 
 from vagabond import __version__, files, ui
-from vagabond.host import install
-from vagabond.spec.schema import Box
-from vagabond.publish.s3 import S3_CANNED_ACLS
 from vagabond.errors import UsageError
+from vagabond.host import install
+from vagabond.publish.s3 import S3_CANNED_ACLS
+from vagabond.spec.schema import Box
 
 TEMPLATES = Path(__file__).with_name("templates")
 TEMPLATE = TEMPLATES / "github-workflow.yml.j2"
@@ -48,8 +48,10 @@ ACTIONS = {
 # When a job may save a cache: on the default branch only (its pushes and the nightly job). Pull
 # requests read the default branch's entries; saving their own would fill the repository's shared
 # 10 GB and evict the default branch's. (A scheduled run's event has no repository object.)
-SAVE_CACHE_IF = ("(github.event_name == 'schedule' || (github.ref_type == 'branch' && github.event_name != 'pull_request' "
-                 "&& github.ref_name == github.event.repository.default_branch))")  # fmt: skip
+SAVE_CACHE_IF = (
+    "(github.event_name == 'schedule' || (github.ref_type == 'branch' && github.event_name != 'pull_request' "
+    "&& github.ref_name == github.event.repository.default_branch))"
+)
 # Changes to these never change what the VM tests.
 PATHS_IGNORE = ["**.md", "docs/**", "LICENSE*", ".github/ISSUE_TEMPLATE/**"]
 
@@ -84,9 +86,18 @@ class _Job:
 
 # Control characters (C0, DEL, C1 with NEL), line and paragraph separators, and what YAML cannot hold at all.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
-OPTIONS = {"runs_on": "--runs-on", "test_command": "--test-command", "vagabond_spec": "--vagabond-spec", "cron": "--cron",
-           "branch": "--branch", "paths_ignore": "--paths-ignore", "environment": "--environment", "aws_role": "--aws-role",
-           "s3_acl": "--s3-acl", "use_action": "--use-action"}  # fmt: skip
+OPTIONS = {
+    "runs_on": "--runs-on",
+    "test_command": "--test-command",
+    "vagabond_spec": "--vagabond-spec",
+    "cron": "--cron",
+    "branch": "--branch",
+    "paths_ignore": "--paths-ignore",
+    "environment": "--environment",
+    "aws_role": "--aws-role",
+    "s3_acl": "--s3-acl",
+    "use_action": "--use-action",
+}
 VAGRANT_FROM = ("hashicorp", "distribution")
 
 
@@ -95,8 +106,10 @@ def check_line(flag: str, value: str) -> None:
     line break of any kind (CR, LF, NEL, U+2028) or another control character could start a new
     key, so it is refused."""
     if match := _CONTROL.search(value):
-        raise UsageError(f"{flag} {value[:40]!r}: control character {match.group()!r} is not allowed in a workflow",
-                         hint="give the value on one line; put longer scripts in a file the command runs")  # fmt: skip
+        raise UsageError(
+            f"{flag} {value[:40]!r}: control character {match.group()!r} is not allowed in a workflow",
+            hint="give the value on one line; put longer scripts in a file the command runs",
+        )
 
 
 def check_settings(settings: Settings, output: Path | None = None) -> None:
@@ -112,16 +125,24 @@ def check_settings(settings: Settings, output: Path | None = None) -> None:
     if not settings.test_command.strip():
         raise UsageError("--test-command is empty", hint="give the command that runs the tests, e.g. 'make test'")
     if settings.aws_role and not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", settings.aws_role):
-        raise UsageError(f"--aws-role {settings.aws_role[:80]!r}: not an IAM role ARN",
-                         hint="e.g. arn:aws:iam::123456789012:role/vagabond-publish")  # fmt: skip
+        raise UsageError(
+            f"--aws-role {settings.aws_role[:80]!r}: not an IAM role ARN",
+            hint="e.g. arn:aws:iam::123456789012:role/vagabond-publish",
+        )
     if settings.s3_acl and settings.s3_acl not in S3_CANNED_ACLS:
-        raise UsageError(f"--s3-acl {settings.s3_acl[:40]!r}: not a canned ACL", hint=f"use one of {', '.join(S3_CANNED_ACLS)}")
+        raise UsageError(
+            f"--s3-acl {settings.s3_acl[:40]!r}: not a canned ACL", hint=f"use one of {', '.join(S3_CANNED_ACLS)}"
+        )
     if settings.use_action and not re.fullmatch(r"[\w.-]+/[\w.-]+@[\w./-]+", settings.use_action):
-        raise UsageError(f"--use-action {settings.use_action[:80]!r}: not OWNER/REPO@REF",
-                         hint="e.g. example/vagabond@v1, or @<commit sha> to pin it")  # fmt: skip
+        raise UsageError(
+            f"--use-action {settings.use_action[:80]!r}: not OWNER/REPO@REF",
+            hint="e.g. example/vagabond@v1, or @<commit sha> to pin it",
+        )
     if not re.fullmatch(r"[\w-]{1,255}", settings.environment):
-        raise UsageError(f"--environment {settings.environment[:80]!r}: not a GitHub environment name",
-                         hint="letters, digits, - and _")  # fmt: skip
+        raise UsageError(
+            f"--environment {settings.environment[:80]!r}: not a GitHub environment name",
+            hint="letters, digits, - and _",
+        )
 
 
 def jobs_for(boxes: list[Box]) -> list[_Job]:
@@ -134,8 +155,10 @@ def jobs_for(boxes: list[Box]) -> list[_Job]:
             unsynced.append(box.name)
         jobs.append(_Job(box.name, box.spec.base.kind, test_dir, sync))
     if unsynced:
-        ui.info(f"note: {', '.join(unsynced)}: no synced_folders, so the job syncs the project to {DEFAULT_SYNC} "
-                "(vagabond up --sync); add synced_folders to the box file to choose where")  # fmt: skip
+        ui.info(
+            f"note: {', '.join(unsynced)}: no synced_folders, so the job syncs the project to {DEFAULT_SYNC} "
+            "(vagabond up --sync); add synced_folders to the box file to choose where"
+        )
     return jobs
 
 
@@ -158,7 +181,7 @@ def render(boxes: list[Box], settings: Settings) -> str:
         actions=ACTIONS,
         command=settings.command,
         boxes=jobs,
-        nightly=[j for j, b in zip(jobs, boxes) if b.spec.prebuilt is not None],
+        nightly=[j for j, b in zip(jobs, boxes, strict=True) if b.spec.prebuilt is not None],
         runs_on=settings.runs_on,
         test_command=settings.test_command,
         vagabond_spec=settings.vagabond_spec,
@@ -191,16 +214,28 @@ def render(boxes: list[Box], settings: Settings) -> str:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
-        variable_start_string="<<", variable_end_string=">>", block_start_string="<%", block_end_string="%>",
-        comment_start_string="<#", comment_end_string="#>",
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+        variable_start_string="<<",
+        variable_end_string=">>",
+        block_start_string="<%",
+        block_end_string="%>",
+        comment_start_string="<#",
+        comment_end_string="#>",
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
         autoescape=False,
-    )  # fmt: skip
+    )
     # A character beyond the BMP stays itself: JSON would write a surrogate pair, which YAML reads as two characters.
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
     low, high = install.CONTROLLER_PYTHON
     env.globals["save_cache_if"] = SAVE_CACHE_IF
-    env.globals["controller_python"] = {"low": "%d.%d" % low, "high": "%d.%d" % high, "low_tuple": repr(low), "high_tuple": repr(high)}
+    env.globals["controller_python"] = {
+        "low": "{}.{}".format(*low),
+        "high": "{}.{}".format(*high),
+        "low_tuple": repr(low),
+        "high_tuple": repr(high),
+    }
     return env
 
 
@@ -216,24 +251,38 @@ def render_action() -> dict[str, str]:
         # The vagabond that runs is the action's own checkout: the version pinned in `uses:`.
         "VAGABOND_SPEC": "${{ github.action_path }}",
     }
-    context = dict(
-        marker=ACTION_MARKER, version=__version__, actions=ACTIONS, pins=pins,
-        vagrant_keyring=install.HASHICORP_KEYRING, apt_host=" ".join(install.APT_HOST),
-        apt_vagrant=" ".join(install.APT_VAGRANT), apt_plugin_build=" ".join(install.APT_PLUGIN_BUILD),
-    )  # fmt: skip
+    context = {
+        "marker": ACTION_MARKER,
+        "version": __version__,
+        "actions": ACTIONS,
+        "pins": pins,
+        "vagrant_keyring": install.HASHICORP_KEYRING,
+        "apt_host": " ".join(install.APT_HOST),
+        "apt_vagrant": " ".join(install.APT_VAGRANT),
+        "apt_plugin_build": " ".join(install.APT_PLUGIN_BUILD),
+    }
     env = _environment()
     return {path: env.get_template(name).render(**context).rstrip("\n") + "\n" for path, name in ACTION_FILES.items()}
 
 
 def command_line(boxes: list[str], settings: Settings, output: Path | None) -> str:
     """The command that regenerates this workflow, written into its header."""
-    argv = ["vagabond", *(["--boxes-dir", settings.boxes_dir] if settings.boxes_dir else []), "ci", "github",
-            "--boxes", ",".join(boxes)]  # fmt: skip
+    argv = [
+        "vagabond",
+        *(["--boxes-dir", settings.boxes_dir] if settings.boxes_dir else []),
+        "ci",
+        "github",
+        "--boxes",
+        ",".join(boxes),
+    ]
     defaults = Settings()
     for attr in (*OPTIONS, "keep", "timeout", "vagrant_from"):  # boxes_dir: a global option, above
         value = getattr(settings, attr)
         if value != getattr(defaults, attr):
-            argv += [OPTIONS.get(attr) or "--" + attr.replace("_", "-"), ",".join(value) if isinstance(value, list) else str(value)]
+            argv += [
+                OPTIONS.get(attr) or "--" + attr.replace("_", "-"),
+                ",".join(value) if isinstance(value, list) else str(value),
+            ]
     if settings.inline:
         argv.append("--inline")
     if output:

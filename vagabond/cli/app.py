@@ -9,6 +9,9 @@ from vagabond.cli.base import _reflow, app
 
 __all__ = ["app"]
 
-for _info in [*app.registered_commands, *(c for g in app.registered_groups for c in g.typer_instance.registered_commands)]:
+for _info in [
+    *app.registered_commands,
+    *(c for g in app.registered_groups for c in g.typer_instance.registered_commands),
+]:
     if _info.help is None and _info.callback is not None and _info.callback.__doc__:
         _info.help = _reflow(_info.callback.__doc__)

@@ -19,8 +19,9 @@ from vagabond.errors import VagabondError
 from vagabond.spec import boxfile, project, schema
 from vagabond.vm.workdir import Workdir
 
-
 _state = {"debug": False, "boxes_dir": None}
+
+
 class _Funnel(TyperGroup):
     """The one place a VagabondError becomes a message on stderr and an exit code."""
 
@@ -70,8 +71,14 @@ def _hoist_debug(group, ctx, args: list[str]) -> list[str]:
             command = command.get_command(ctx, token)
             if command is None:
                 break
-            takes_value = {o for p in command.params if getattr(p, "param_type_name", "") == "option"
-                           and not getattr(p, "is_flag", False) and not getattr(p, "count", False) for o in p.opts}  # fmt: skip
+            takes_value = {
+                o
+                for p in command.params
+                if getattr(p, "param_type_name", "") == "option"
+                and not getattr(p, "is_flag", False)
+                and not getattr(p, "count", False)
+                for o in p.opts
+            }
         elif token == "--debug":
             found.append(i)
         elif token in takes_value:
@@ -118,6 +125,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"vagabond {__version__}")
@@ -127,13 +136,20 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     boxes_dir: Annotated[
-        Optional[Path], typer.Option("--boxes-dir", help="Directory of box files (default: $VAGABOND_BOXES, ./boxes, shipped boxes).")
+        Optional[Path],
+        typer.Option("--boxes-dir", help="Directory of box files (default: $VAGABOND_BOXES, ./boxes, shipped boxes)."),
     ] = None,
     debug: Annotated[
-        bool, typer.Option("--debug", envvar="VAGABOND_DEBUG",
-                           help="Show commands as they run and tracebacks on errors (also after the subcommand, or VAGABOND_DEBUG=1).")
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="VAGABOND_DEBUG",
+            help="Show commands as they run and tracebacks on errors (also after the subcommand, or VAGABOND_DEBUG=1).",
+        ),
     ] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     _state["debug"] = debug
     _state["boxes_dir"] = boxes_dir
@@ -151,10 +167,15 @@ class DriverChoice(str, Enum):
 
 DriverOption = Annotated[
     Optional[DriverChoice],
-    typer.Option("--driver", help="Force the libvirt driver: kvm or qemu (default: detected; also $VAGABOND_DRIVER).",
-                 case_sensitive=False),
-]  # fmt: skip
+    typer.Option(
+        "--driver",
+        help="Force the libvirt driver: kvm or qemu (default: detected; also $VAGABOND_DRIVER).",
+        case_sensitive=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
 def _complete_box(incomplete: str) -> list[str]:
     """Shell completion: the names of the boxes this project sees (broken ones included)."""
     try:
@@ -172,20 +193,28 @@ MachineOption = Annotated[
 ]
 LogsOnFailureOption = Annotated[
     Optional[Path],
-    typer.Option("--logs-on-failure", metavar="DIR",
-                 help="On failure, collect logs (as 'vagabond logs') into DIR. Default under CI ($CI, $GITHUB_ACTIONS): "
-                      "./vagabond-logs; also $VAGABOND_LOGS_ON_FAILURE."),
-]  # fmt: skip
+    typer.Option(
+        "--logs-on-failure",
+        metavar="DIR",
+        help="On failure, collect logs (as 'vagabond logs') into DIR. Default under CI ($CI, $GITHUB_ACTIONS): "
+        "./vagabond-logs; also $VAGABOND_LOGS_ON_FAILURE.",
+    ),
+]
 ImageOption = Annotated[
     Optional[Path],
-    typer.Option("--image", metavar="PATH",
-                 help="A local copy of the box's cloud image (kind image), used instead of downloading it; "
-                      "it is checked against the box's checksum all the same."),
-]  # fmt: skip
+    typer.Option(
+        "--image",
+        metavar="PATH",
+        help="A local copy of the box's cloud image (kind image), used instead of downloading it; "
+        "it is checked against the box's checksum all the same.",
+    ),
+]
 ExtraVarsOption = Annotated[
     Optional[list[str]],
     typer.Option("--extra-vars", "-e", help="Passed to ansible-playbook as is: key=value, JSON or @file. Repeatable."),
 ]
+
+
 def _box_and_workdir(name: str, workdir: Optional[Path]) -> tuple[schema.Box, Workdir]:
     box = boxfile.find_box(name, _box_dirs())
     return box, Workdir.for_box(box, workdir)

@@ -11,12 +11,21 @@ import typer
 
 from vagabond import build, errors, github, paths, ui
 from vagabond.boxes import cloudimage, kinds, made, mmdebstrap
+from vagabond.cli.base import (
+    BoxArg,
+    DriverOption,
+    ExtraVarsOption,
+    ImageOption,
+    JsonOption,
+    LogsOnFailureOption,
+    WorkdirOption,
+    _box_and_workdir,
+    _box_dirs,
+    app,
+)
+from vagabond.publish import transaction
 from vagabond.spec import boxfile, schema
 from vagabond.vm import lifecycle, prebuilt
-from vagabond.publish import transaction
-from vagabond.cli.base import (
-    BoxArg, DriverOption, ExtraVarsOption, ImageOption, JsonOption, LogsOnFailureOption, WorkdirOption, _box_and_workdir, _box_dirs, app,
-)  # fmt: skip
 
 
 @app.command("build")
@@ -41,27 +50,46 @@ def build_(
     Example (nightly): vagabond build centos7-selinux --out dist && vagabond publish dist/*.box --catalog s3://boxes/centos7
     """
     definition, wd = _box_and_workdir(box, workdir)
-    opts = lifecycle.UpOptions(driver=driver.value if driver else None, extra_vars=extra_vars or (),
-                             logs_dir=paths.logs_on_failure_dir(logs_on_failure), image=str(image) if image else None)  # fmt: skip
+    opts = lifecycle.UpOptions(
+        driver=driver.value if driver else None,
+        extra_vars=extra_vars or (),
+        logs_dir=paths.logs_on_failure_dir(logs_on_failure),
+        image=str(image) if image else None,
+    )
     info = build.build(definition, wd, opts, out=out, version=version)
     print(json.dumps(info, indent=2) if as_json else info["path"])
 
 
 @app.command("import")
 def import_(
-    name: Annotated[str, typer.Argument(help="A box file whose base is a cloud image (e.g. centos7-selinux), or, with "
-                                             "--image, the Vagrant box name to create (e.g. local/centos7).")],
-    image: Annotated[Optional[str], typer.Option("--image", help="The cloud image (qcow2 with cloud-init): a path or URL.")] = None,
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A box file whose base is a cloud image (e.g. centos7-selinux), or, with "
+            "--image, the Vagrant box name to create (e.g. local/centos7)."
+        ),
+    ],
+    image: Annotated[
+        Optional[str], typer.Option("--image", help="The cloud image (qcow2 with cloud-init): a path or URL.")
+    ] = None,
     checksum: Annotated[Optional[str], typer.Option("--checksum", help="sha256:HEX the image must have.")] = None,
     checksums_url: Annotated[
-        Optional[str], typer.Option("--checksums-url", help="The distribution's checksum file that names the image's sha256.")
+        Optional[str],
+        typer.Option("--checksums-url", help="The distribution's checksum file that names the image's sha256."),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Directory for the box (default: the cache).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("-o", "--out", help="Directory for the box (default: the cache).")
+    ] = None,
     add: Annotated[bool, typer.Option("--add/--no-add", help="Also add it to Vagrant's box store.")] = True,
     driver: DriverOption = None,
     disk: Annotated[
-        Optional[int], typer.Option("--disk", min=1, metavar="GIB",
-                                    help="Grow a smaller image to this many GiB first; cloud-init's growpart extends the root partition.")
+        Optional[int],
+        typer.Option(
+            "--disk",
+            min=1,
+            metavar="GIB",
+            help="Grow a smaller image to this many GiB first; cloud-init's growpart extends the root partition.",
+        ),
     ] = None,
 ) -> None:
     """Turn a distribution's generic cloud image into a vagrant-libvirt box (CentOS, Alma, Rocky ...).
@@ -72,13 +100,23 @@ def import_(
     Box files can name such a base directly: base: {kind: image, image: URL, checksum: sha256:..., box: NAME};
     `vagabond import BOX` then imports it (cached, as `vagabond up BOX` does).
 
-    Examples: vagabond import centos7-selinux; vagabond import local/rocky9 --image Rocky-9-GenericCloud.qcow2 --checksum sha256:...
+    Examples: vagabond import centos7-selinux; vagabond import local/rocky9
+    --image Rocky-9-GenericCloud.qcow2 --checksum sha256:...
     """
     if image is None:
-        result = cloudimage.imported(_image_box(name, checksum=checksum, checksums_url=checksums_url, out=out, driver=driver, disk=disk))
+        result = cloudimage.imported(
+            _image_box(name, checksum=checksum, checksums_url=checksums_url, out=out, driver=driver, disk=disk)
+        )
     else:
-        result = cloudimage.import_image(name, image, checksum=checksum, checksums_url=checksums_url, out=out,
-                                         driver=driver.value if driver else None, disk_gib=disk)  # fmt: skip
+        result = cloudimage.import_image(
+            name,
+            image,
+            checksum=checksum,
+            checksums_url=checksums_url,
+            out=out,
+            driver=driver.value if driver else None,
+            disk_gib=disk,
+        )
     if add:
         made.add_to_store(result)
     print(result.box_file)
@@ -88,22 +126,31 @@ def _image_box(name: str, **with_image_only: object) -> schema.Box:
     """The box file `vagabond import NAME` (no --image) imports the base of."""
     given = [f"--{key.replace('_', '-')}" for key, value in with_image_only.items() if value is not None]
     if given:
-        raise errors.UsageError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --image: a box file names its "
-                                "image, checksum and disk itself")  # fmt: skip
+        raise errors.UsageError(
+            f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --image: a box file names its "
+            "image, checksum and disk itself"
+        )
     if "/" in name:
-        raise errors.UsageError(f"{name!r} is a Vagrant box name: give the image to make it from with --image PATH|URL",
-                         hint="or name a box file whose base is a cloud image: vagabond import centos7-selinux")  # fmt: skip
+        raise errors.UsageError(
+            f"{name!r} is a Vagrant box name: give the image to make it from with --image PATH|URL",
+            hint="or name a box file whose base is a cloud image: vagabond import centos7-selinux",
+        )
     definition = boxfile.find_box(name, _box_dirs())
     if definition.spec.base.kind != "image":
-        raise errors.UsageError(f"box {name!r} has a base of kind {definition.spec.base.kind!r}, not a cloud image",
-                         hint=f"vagabond import takes a box whose base is of kind image; 'vagabond base build {name}' makes this one")  # fmt: skip
+        raise errors.UsageError(
+            f"box {name!r} has a base of kind {definition.spec.base.kind!r}, not a cloud image",
+            hint=f"vagabond import takes a box whose base is of kind image; 'vagabond base build {name}' "
+            "makes this one",
+        )
     return definition
 
 
 @app.command("repackage")
 def repackage_(
     name: Annotated[str, typer.Argument(help="An installed box, e.g. vagabond/debian12 (see 'vagrant box list').")],
-    version: Annotated[Optional[str], typer.Option("--version", help="Installed version (default: the newest).")] = None,
+    version: Annotated[
+        Optional[str], typer.Option("--version", help="Installed version (default: the newest).")
+    ] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="Directory for the .box and its .box.json.")] = Path("."),
     as_json: JsonOption = False,
 ) -> None:
@@ -118,16 +165,26 @@ def repackage_(
 @app.command("publish")
 def publish_(
     box_file: Annotated[Path, typer.Argument(help="The .box file (its .box.json description is read when present).")],
-    catalog: Annotated[str, typer.Option("--catalog", help="Where the catalog lives: DIR, file://DIR or s3://BUCKET/PREFIX.")],
-    version: Annotated[Optional[str], typer.Option("--version", help="Version to publish (default: from the description).")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Box name, e.g. myorg/centos7-deps (default: from the description).")] = None,
-    keep: Annotated[Optional[int], typer.Option("--keep", help="Keep only the newest N versions (files and entries).")] = None,
+    catalog: Annotated[
+        str, typer.Option("--catalog", help="Where the catalog lives: DIR, file://DIR or s3://BUCKET/PREFIX.")
+    ],
+    version: Annotated[
+        Optional[str], typer.Option("--version", help="Version to publish (default: from the description).")
+    ] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Box name, e.g. myorg/centos7-deps (default: from the description).")
+    ] = None,
+    keep: Annotated[
+        Optional[int], typer.Option("--keep", help="Keep only the newest N versions (files and entries).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a version that is already published.")] = False,
     base_url: Annotated[
-        Optional[str], typer.Option("--base-url", help="URL the catalog is served from (default: file:// or the S3 endpoint).")
+        Optional[str],
+        typer.Option("--base-url", help="URL the catalog is served from (default: file:// or the S3 endpoint)."),
     ] = None,
     s3_acl: Annotated[
-        Optional[str], typer.Option("--s3-acl", help="Canned ACL for S3 objects, e.g. public-read (Vagrant downloads anonymously).")
+        Optional[str],
+        typer.Option("--s3-acl", help="Canned ACL for S3 objects, e.g. public-read (Vagrant downloads anonymously)."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -139,8 +196,9 @@ def publish_(
 
     Example: vagabond publish out/debian12-selinux.box --catalog /srv/boxes/debian12-selinux --base-url https://boxes.example.org/debian12-selinux
     """
-    result = transaction.publish(box_file, catalog, name=name, version=version, keep=keep, force=force,
-                              base_url=base_url, acl=s3_acl)  # fmt: skip
+    result = transaction.publish(
+        box_file, catalog, name=name, version=version, keep=keep, force=force, base_url=base_url, acl=s3_acl
+    )
     if as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -152,8 +210,12 @@ def prebuilt_(
     box: BoxArg,
     as_json: JsonOption = False,
     github_output: Annotated[
-        bool, typer.Option("--github-output", help="Print name=, version= and store= (the version's directory in Vagrant's "
-                                                   "box store, to cache) lines for $GITHUB_OUTPUT.")
+        bool,
+        typer.Option(
+            "--github-output",
+            help="Print name=, version= and store= (the version's directory in Vagrant's "
+            "box store, to cache) lines for $GITHUB_OUTPUT.",
+        ),
     ] = False,
 ) -> None:
     """Which prebuilt box 'up' would boot: the newest version in the box's catalog built from this
@@ -172,8 +234,9 @@ def prebuilt_(
         ui.out.print(result["reason"] if result["version"] else f"no prebuilt box: {result['reason']}", markup=False)
 
 
-base_app = typer.Typer(help="Base boxes built locally from the distribution's packages (no box catalog needed).",
-                        no_args_is_help=True)
+base_app = typer.Typer(
+    help="Base boxes built locally from the distribution's packages (no box catalog needed).", no_args_is_help=True
+)
 app.add_typer(base_app, name="base")
 
 
@@ -181,7 +244,11 @@ app.add_typer(base_app, name="base")
 def base_key(
     box: BoxArg,
     github_output: Annotated[
-        bool, typer.Option("--github-output", help="Print base= (the key) and base-path= (the one directory to cache) lines for $GITHUB_OUTPUT.")
+        bool,
+        typer.Option(
+            "--github-output",
+            help="Print base= (the key) and base-path= (the one directory to cache) lines for $GITHUB_OUTPUT.",
+        ),
     ] = False,
 ) -> None:
     """Print the cache key of the box's base: it changes exactly when vagabond would build or
@@ -193,7 +260,9 @@ def base_key(
     """
     definition = boxfile.find_box(box, _box_dirs())
     if github_output:
-        sys.stdout.write(github.outputs({"base": kinds.cache_key(definition), "base-path": kinds.cache_path(definition) or ""}))
+        sys.stdout.write(
+            github.outputs({"base": kinds.cache_key(definition), "base-path": kinds.cache_path(definition) or ""})
+        )
         return
     print(kinds.cache_key(definition))
 
@@ -203,8 +272,12 @@ def base_build(
     box: Annotated[str, typer.Argument(help="A box whose base is of kind mmdebstrap (e.g. debian12).")],
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached build exists.")] = False,
     add: Annotated[bool, typer.Option("--add/--no-add", help="Also add it to Vagrant's box store.")] = True,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", metavar="DIR",
-                                                help="Also copy the .box file into this directory (it stays cached).")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "-o", "--out", metavar="DIR", help="Also copy the .box file into this directory (it stays cached)."
+        ),
+    ] = None,
 ) -> None:
     """Build a Debian/Ubuntu base box with mmdebstrap (cached in ~/.cache/vagabond; needs root).
 

@@ -10,14 +10,17 @@ import typer
 
 from vagabond import errors, files, ui
 from vagabond.ci import workflow
+from vagabond.cli.base import (
+    _selected_boxes,
+    _state,
+    app,
+)
 from vagabond.host import install
 from vagabond.spec import project
-from vagabond.cli.base import (
-    _selected_boxes, _state, app,
-)  # fmt: skip
 
-
-ci_app = typer.Typer(help="Continuous integration: generate the workflow that runs your boxes in CI.", no_args_is_help=True)
+ci_app = typer.Typer(
+    help="Continuous integration: generate the workflow that runs your boxes in CI.", no_args_is_help=True
+)
 app.add_typer(ci_app, name="ci")
 
 
@@ -27,24 +30,43 @@ def ci_github(
         Optional[list[str]], typer.Option("--boxes", help="Boxes to test, comma-separated or repeated (default: all).")
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--out", "--output", help="Write here, e.g. .github/workflows/vagabond.yml (default: stdout).")
+        Optional[Path],
+        typer.Option(
+            "-o", "--out", "--output", help="Write here, e.g. .github/workflows/vagabond.yml (default: stdout)."
+        ),
     ] = None,
     test_command: Annotated[
         str, typer.Option("--test-command", help="Shell command that runs the tests, in the box's first synced folder.")
     ] = "make test",
-    runs_on: Annotated[str, typer.Option("--runs-on", help="GitHub runner label (ubuntu-24.04, ubuntu-26.04, or a self-hosted one).")] = "ubuntu-24.04",
+    runs_on: Annotated[
+        str, typer.Option("--runs-on", help="GitHub runner label (ubuntu-24.04, ubuntu-26.04, or a self-hosted one).")
+    ] = "ubuntu-24.04",
     vagabond_spec: Annotated[
-        Optional[str], typer.Option("--vagabond-spec", help="What the runner pip-installs: a pinned git URL, a wheel URL, "
-                                    "or vagabond-vm==VERSION (default: this vagabond, as it was installed).")
+        Optional[str],
+        typer.Option(
+            "--vagabond-spec",
+            help="What the runner pip-installs: a pinned git URL, a wheel URL, "
+            "or vagabond-vm==VERSION (default: this vagabond, as it was installed).",
+        ),
     ] = None,
     vagrant_from: Annotated[
-        str, typer.Option("--vagrant-from", help="hashicorp (Ubuntu: HashiCorp's apt repository + the plugin) or "
-                          "distribution (Debian runners: Debian's vagrant and vagrant-libvirt).")
+        str,
+        typer.Option(
+            "--vagrant-from",
+            help="hashicorp (Ubuntu: HashiCorp's apt repository + the plugin) or "
+            "distribution (Debian runners: Debian's vagrant and vagrant-libvirt).",
+        ),
     ] = "hashicorp",
-    branch: Annotated[str, typer.Option("--branch", help="The branch whose pushes run the tests (pull requests always do).")] = "main",
+    branch: Annotated[
+        str, typer.Option("--branch", help="The branch whose pushes run the tests (pull requests always do).")
+    ] = "main",
     paths_ignore: Annotated[
-        Optional[str], typer.Option("--paths-ignore", help="Comma-separated globs whose changes run nothing ('' for none; "
-                                    f"default: {','.join(workflow.PATHS_IGNORE)}).")
+        Optional[str],
+        typer.Option(
+            "--paths-ignore",
+            help="Comma-separated globs whose changes run nothing ('' for none; "
+            f"default: {','.join(workflow.PATHS_IGNORE)}).",
+        ),
     ] = None,
     cron: Annotated[str, typer.Option("--cron", help="When the nightly prebuilt-box job runs (UTC).")] = "17 3 * * *",
     keep: Annotated[int, typer.Option("--keep", min=1, help="Prebuilt versions kept in the catalog.")] = 5,
@@ -52,21 +74,32 @@ def ci_github(
         str, typer.Option("--environment", help="GitHub environment holding the publish step's secrets.")
     ] = "vagabond-publish",
     aws_role: Annotated[
-        Optional[str], typer.Option("--aws-role", help="IAM role ARN the publish step assumes by OIDC (no stored keys).")
+        Optional[str],
+        typer.Option("--aws-role", help="IAM role ARN the publish step assumes by OIDC (no stored keys)."),
     ] = None,
     s3_acl: Annotated[
-        Optional[str], typer.Option("--s3-acl", help="Canned ACL for published S3 objects (buckets made since 2023 refuse ACLs).")
+        Optional[str],
+        typer.Option("--s3-acl", help="Canned ACL for published S3 objects (buckets made since 2023 refuse ACLs)."),
     ] = None,
     timeout: Annotated[int, typer.Option("--timeout", min=10, help="Job timeout in minutes.")] = 120,
     use_action: Annotated[
-        Optional[str], typer.Option("--use-action", metavar="OWNER/REPO@REF",
-                                    help="Test jobs use vagabond's action (uses: OWNER/REPO@REF) instead of inline steps "
-                                         "(default: the action at this vagabond's commit, when its GitHub repository is known).")
+        Optional[str],
+        typer.Option(
+            "--use-action",
+            metavar="OWNER/REPO@REF",
+            help="Test jobs use vagabond's action (uses: OWNER/REPO@REF) instead of inline steps "
+            "(default: the action at this vagabond's commit, when its GitHub repository is known).",
+        ),
     ] = None,
     inline: Annotated[
-        bool, typer.Option("--inline", help="Inline install steps in the test jobs, even where vagabond's action could be used.")
+        bool,
+        typer.Option(
+            "--inline", help="Inline install steps in the test jobs, even where vagabond's action could be used."
+        ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file that vagabond did not generate.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing file that vagabond did not generate.")
+    ] = False,
 ) -> None:
     """Write a GitHub Actions workflow: a runner per box boots it, runs the tests, keeps logs on failure.
 
@@ -78,26 +111,41 @@ def ci_github(
     only, that builds and publishes their dependency box to the catalog in the repository variable
     VAGABOND_CATALOG, with credentials from a GitHub environment.
 
-    Example: vagabond ci github --boxes centos7-selinux,alma9-fips --test-command 'make check' -o .github/workflows/vagabond.yml
+    Example: vagabond ci github --boxes centos7-selinux,alma9-fips --test-command 'make check'
+    -o .github/workflows/vagabond.yml
     """
     chosen = _selected_boxes(boxes_opt)
     settings = workflow.Settings(
-        runs_on=runs_on, test_command=test_command, cron=cron, keep=keep, timeout=timeout, vagabond_spec=vagabond_spec or "",
-        vagrant_from=vagrant_from, branch=branch, environment=environment, aws_role=aws_role or "", s3_acl=s3_acl or "",
-        use_action=use_action or "", inline=inline,
-    )  # fmt: skip
+        runs_on=runs_on,
+        test_command=test_command,
+        cron=cron,
+        keep=keep,
+        timeout=timeout,
+        vagabond_spec=vagabond_spec or "",
+        vagrant_from=vagrant_from,
+        branch=branch,
+        environment=environment,
+        aws_role=aws_role or "",
+        s3_acl=s3_acl or "",
+        use_action=use_action or "",
+        inline=inline,
+    )
     if paths_ignore is not None:
         settings.paths_ignore = [p.strip() for p in paths_ignore.split(",") if p.strip()]
     if _state["boxes_dir"] is not None:
         workflow.check_line("--boxes-dir", str(_state["boxes_dir"]))
         root, given = project.project_root(), Path(_state["boxes_dir"]).resolve()
         if not given.is_relative_to(root):
-            raise errors.UsageError(f"--boxes-dir {_state['boxes_dir']}: outside the repository ({root}), where the runner cannot see it")
+            raise errors.UsageError(
+                f"--boxes-dir {_state['boxes_dir']}: outside the repository ({root}), where the runner cannot see it"
+            )
         settings.boxes_dir = given.relative_to(root).as_posix()
     if inline and use_action:
         raise errors.UsageError("--inline and --use-action contradict each other", hint="give one of them")
     workflow.check_settings(settings, output)  # bad input is said before anything is looked up
-    settings.command = workflow.command_line([b.name for b in chosen], settings, output)  # as typed: it regenerates this file
+    settings.command = workflow.command_line(
+        [b.name for b in chosen], settings, output
+    )  # as typed: it regenerates this file
     if not vagabond_spec and not (use_action and not workflow.nightly_boxes(chosen)):
         source = install.origin()  # what the runner installs: a source that exists, or a one-line refusal
         settings.vagabond_spec = source.spec
@@ -115,8 +163,12 @@ def ci_github(
 
 @ci_app.command("action")
 def ci_action(
-    out: Annotated[Path, typer.Option("-o", "--out", help="vagabond's repository (where action.yml goes).")] = Path("."),
-    check: Annotated[bool, typer.Option("--check", help="Only say whether the files are current (exit 1 if not).")] = False,
+    out: Annotated[Path, typer.Option("-o", "--out", help="vagabond's repository (where action.yml goes).")] = Path(
+        "."
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Only say whether the files are current (exit 1 if not).")
+    ] = False,
 ) -> None:
     """Write vagabond's own GitHub Action (action.yml) and its cleanup companion (cleanup/action.yml).
 
@@ -132,5 +184,7 @@ def ci_action(
         if not check:
             files.write_text(target, text)
     if check and stale:
-        raise errors.UsageError(f"out of date: {', '.join(stale)}", hint="run 'vagabond ci action' in vagabond's repository")
+        raise errors.UsageError(
+            f"out of date: {', '.join(stale)}", hint="run 'vagabond ci action' in vagabond's repository"
+        )
     ui.info(("wrote " if stale else "up to date: ") + ", ".join(stale or workflow.ACTION_FILES))

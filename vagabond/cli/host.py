@@ -10,13 +10,17 @@ import typer
 from rich.markup import escape
 
 from vagabond import ui
+from vagabond.cli.base import (
+    DriverOption,
+    JsonOption,
+    _box_dirs,
+    _selected_boxes,
+    app,
+)
+from vagabond.errors import VagabondError
 from vagabond.host import detect, doctor, prepare
 from vagabond.spec import boxfile
 from vagabond.vm import gc
-from vagabond.errors import VagabondError
-from vagabond.cli.base import (
-    DriverOption, JsonOption, _box_dirs, _selected_boxes, app,
-)  # fmt: skip
 
 
 @app.command("doctor")
@@ -24,7 +28,8 @@ def doctor_(
     as_json: JsonOption = False,
     driver: DriverOption = None,
     deep: Annotated[
-        bool, typer.Option("--deep", help="Smoke-boot a real kernel under KVM even when the cheap checks already said no.")
+        bool,
+        typer.Option("--deep", help="Smoke-boot a real kernel under KVM even when the cheap checks already said no."),
     ] = False,
 ) -> None:
     """Check this host: Vagrant, vagrant-libvirt, libvirt, qemu, Ansible, RAM/disk, and the driver decision.
@@ -80,15 +85,25 @@ def gc_(
 @app.command("prepare")
 def prepare_(
     boxes_opt: Annotated[
-        Optional[list[str]], typer.Option("--boxes", help="Boxes this host will run, comma-separated or repeated (default: all).")
+        Optional[list[str]],
+        typer.Option("--boxes", help="Boxes this host will run, comma-separated or repeated (default: all)."),
     ] = None,
     swap: Annotated[
-        Optional[str], typer.Option("--swap", metavar="SIZE", help="Swap file size, e.g. 4G (default: what the boxes need beyond RAM; 0 removes it).")
+        Optional[str],
+        typer.Option(
+            "--swap",
+            metavar="SIZE",
+            help="Swap file size, e.g. 4G (default: what the boxes need beyond RAM; 0 removes it).",
+        ),
     ] = None,
-    swap_file: Annotated[Path, typer.Option("--swap-file", help="Where the swap file lives.")] = Path("/var/lib/vagabond/swapfile"),
+    swap_file: Annotated[Path, typer.Option("--swap-file", help="Where the swap file lives.")] = Path(
+        "/var/lib/vagabond/swapfile"
+    ),
     user: Annotated[
         Optional[str],
-        typer.Option("--user", help="Let this user run VMs without root (groups libvirt and kvm, and libvirt's socket now)."),
+        typer.Option(
+            "--user", help="Let this user run VMs without root (groups libvirt and kvm, and libvirt's socket now)."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

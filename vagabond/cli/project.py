@@ -11,20 +11,29 @@ import typer
 from rich.markup import escape
 
 from vagabond import errors, github, ui
+from vagabond.cli.base import (
+    DriverChoice,
+    JsonOption,
+    _box_dirs,
+    app,
+)
 from vagabond.spec import boxfile, project
 from vagabond.vm import render
-from vagabond.cli.base import (
-    DriverChoice, JsonOption, _box_dirs, app,
-)  # fmt: skip
 
 
 @app.command("list")
 def list_(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Only these boxes (each must load).", metavar="[BOX]...")] = None,
+    names: Annotated[
+        Optional[list[str]], typer.Argument(help="Only these boxes (each must load).", metavar="[BOX]...")
+    ] = None,
     as_json: JsonOption = False,
     github_output: Annotated[
-        bool, typer.Option("--github-output", help="One box: print kind= (its base's) and synced= (how many synced "
-                                                   "folders it names) lines for $GITHUB_OUTPUT.")
+        bool,
+        typer.Option(
+            "--github-output",
+            help="One box: print kind= (its base's) and synced= (how many synced "
+            "folders it names) lines for $GITHUB_OUTPUT.",
+        ),
     ] = False,
 ) -> None:
     """List the boxes: name, where it comes from, description and modes.
@@ -51,15 +60,20 @@ def list_(
             row["error"] = list(entry.problems)
         else:
             spec = entry.box.spec
-            row |= {"description": spec.description,
-                    "modes": {k: v for k, v in spec.modes.model_dump().items() if v not in (None, False)},
-                    "base": spec.base.box_name, "base_kind": spec.base.kind,
-                    "synced_folders": [f.dest for f in spec.synced_folders]}  # fmt: skip
+            row |= {
+                "description": spec.description,
+                "modes": {k: v for k, v in spec.modes.model_dump().items() if v not in (None, False)},
+                "base": spec.base.box_name,
+                "base_kind": spec.base.kind,
+                "synced_folders": [f.dest for f in spec.synced_folders],
+            }
         rows.append(row)
     broken = [p for r in rows for p in r.get("error", [])]
     if github_output:
         if len(rows) != 1 or not names:
-            raise errors.UsageError("--github-output describes one box: name it", hint="vagabond list BOX --github-output")
+            raise errors.UsageError(
+                "--github-output describes one box: name it", hint="vagabond list BOX --github-output"
+            )
         if broken:
             raise errors.BoxDefinitionError(broken)
         (row,) = rows
@@ -72,21 +86,28 @@ def list_(
         for r in rows:
             origin = r["origin"] + (f", overrides {r['overrides']}" if r["overrides"] else "")
             if "error" in r:
-                ui.out.print(f"{r['name']:<{width}}  [red]BROKEN[/] [dim]({escape(origin)}; see the error below)[/]",
-                             markup=True)  # fmt: skip
+                ui.out.print(
+                    f"{r['name']:<{width}}  [red]BROKEN[/] [dim]({escape(origin)}; see the error below)[/]", markup=True
+                )
                 continue
             modes = ", ".join(f"{k}={v if not isinstance(v, bool) else 'on'}" for k, v in r["modes"].items()) or "-"
-            ui.out.print(f"{r['name']:<{width}}  {escape(r['description'])}  [dim]({escape(modes)}; {escape(origin)})[/]",
-                         markup=True)  # fmt: skip
+            ui.out.print(
+                f"{r['name']:<{width}}  {escape(r['description'])}  [dim]({escape(modes)}; {escape(origin)})[/]",
+                markup=True,
+            )
     if broken:  # every box is listed; the broken ones still make the exit code say so
         raise errors.BoxDefinitionError(broken)
 
 
 @app.command("init")
 def init_(
-    names: Annotated[Optional[list[str]], typer.Argument(
-        help="Shipped boxes to copy into the project (see 'vagabond list'); none: a commented starter box.",
-        show_default=False)] = None,
+    names: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Shipped boxes to copy into the project (see 'vagabond list'); none: a commented starter box.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start a project here: box files in boxes/ and a starter playbook in playbooks/.
 
@@ -102,9 +123,12 @@ def init_(
     for path in kept:
         ui.info(f"kept {path.relative_to(root)} (it exists already)")
     first = (names or [project.STARTER_BOX])[0]
-    steps = [("vagabond doctor", "is this host ready for VMs?"), (f"vagabond up {first}", "boot, provision, check its modes"),
-             (f"vagabond run {first} -- CMD", "run the tests in it"),
-             ("vagabond ci github -o .github/workflows/vagabond.yml", "the same in CI")]  # fmt: skip
+    steps = [
+        ("vagabond doctor", "is this host ready for VMs?"),
+        (f"vagabond up {first}", "boot, provision, check its modes"),
+        (f"vagabond run {first} -- CMD", "run the tests in it"),
+        ("vagabond ci github -o .github/workflows/vagabond.yml", "the same in CI"),
+    ]
     width = max(len(cmd) for cmd, _ in steps)
     ui.out.print("next:\n" + "\n".join(f"  {cmd:<{width}}  # {why}" for cmd, why in steps), markup=False)
 
@@ -114,18 +138,30 @@ def render_(
     box: Annotated[str, typer.Argument(help="Box name (a file boxes/<name>.yaml).")],
     output: Annotated[
         Optional[Path],
-        typer.Option("-o", "--out", "--output", metavar="DIR",
-                     help="Directory to write the Vagrantfile and its vagabond-provision/ into (default: print the Vagrantfile)."),
+        typer.Option(
+            "-o",
+            "--out",
+            "--output",
+            metavar="DIR",
+            help="Directory to write the Vagrantfile and its vagabond-provision/ into (default: print the "
+            "Vagrantfile).",
+        ),
     ] = None,
     driver: Annotated[
         Optional[DriverChoice],
-        typer.Option("--driver", case_sensitive=False,
-                     help="Pin the libvirt driver into the file (default: the file decides on the host it runs on)."),
+        typer.Option(
+            "--driver",
+            case_sensitive=False,
+            help="Pin the libvirt driver into the file (default: the file decides on the host it runs on).",
+        ),
     ] = None,
     fresh: Annotated[
-        bool, typer.Option("--fresh", help="The base box even when the box file names a prebuilt one (full provisioning).")
+        bool,
+        typer.Option("--fresh", help="The base box even when the box file names a prebuilt one (full provisioning)."),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace a Vagrantfile in DIR that vagabond did not render.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a Vagrantfile in DIR that vagabond did not render.")
+    ] = False,
 ) -> None:
     """Write the box's Vagrantfile for plain `vagrant up`: the same VM as `vagabond up`.
 

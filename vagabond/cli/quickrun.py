@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from vagabond import paths
+from vagabond.errors import VagabondError
 from vagabond.spec import project
 from vagabond.vm import remote
-from vagabond.errors import VagabondError
 from vagabond.vm.workdir import Workdir, default_path
 
 _VALUE_OPTIONS = {"--workdir": "workdir", "--machine": "machine", "-m": "machine"}
@@ -70,11 +70,11 @@ def main(argv: list[str]) -> None:
 
 def _collect_logs(name: str, workdir: Path, out: Path) -> None:
     """Under CI a failing command also brings back the logs; only then is the rest of vagabond imported."""
-    from vagabond.spec import boxfile# the schema: only when a failed command asks for its logs
+    from vagabond.spec import boxfile  # the schema: only when a failed command asks for its logs
     from vagabond.vm import logs  # log collection: likewise
 
     try:
         box = boxfile.find_box(name, project.box_dirs())
         logs.collect_on_failure(box, Workdir.for_box(box, workdir), out)
-    except Exception as exc:  # noqa: BLE001 - the command's own exit code must win, whatever happened here
+    except Exception as exc:
         print(f"error: cannot collect logs: {exc}", file=sys.stderr)

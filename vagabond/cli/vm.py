@@ -10,11 +10,19 @@ from typing import Annotated, Optional
 import typer
 
 from vagabond import errors, github, paths, ui
-from vagabond.vm import lifecycle, logs, remote, status, testrun
 from vagabond.cli.base import (
-    BoxArg, DriverOption, ExtraVarsOption, ImageOption, JsonOption, LogsOnFailureOption, MachineOption,
-    WorkdirOption, _box_and_workdir, app,
-)  # fmt: skip
+    BoxArg,
+    DriverOption,
+    ExtraVarsOption,
+    ImageOption,
+    JsonOption,
+    LogsOnFailureOption,
+    MachineOption,
+    WorkdirOption,
+    _box_and_workdir,
+    app,
+)
+from vagabond.vm import lifecycle, logs, remote, status, testrun
 
 
 @app.command("up")
@@ -32,15 +40,20 @@ def up_(
     ] = False,
     boot_timeout: Annotated[
         Optional[int],
-        typer.Option("--boot-timeout", min=1, help="Seconds to wait for the guest's IP and SSH (default 300, x4 under qemu)."),
+        typer.Option(
+            "--boot-timeout", min=1, help="Seconds to wait for the guest's IP and SSH (default 300, x4 under qemu)."
+        ),
     ] = None,
     logs_on_failure: LogsOnFailureOption = None,
     image: ImageOption = None,
     sync: Annotated[
         Optional[str],
-        typer.Option("--sync", metavar="GUEST_PATH",
-                     help="Also copy the project into the VM at GUEST_PATH (rsync; .git and .vagabond left out), "
-                          "for a box without synced folders of its own."),
+        typer.Option(
+            "--sync",
+            metavar="GUEST_PATH",
+            help="Also copy the project into the VM at GUEST_PATH (rsync; .git and .vagabond left out), "
+            "for a box without synced folders of its own.",
+        ),
     ] = None,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
@@ -53,10 +66,17 @@ def up_(
     Example: vagabond up centos7-selinux && vagabond run centos7-selinux -- getenforce
     """
     definition, wd = _box_and_workdir(box, workdir)
-    opts = lifecycle.UpOptions(driver=driver.value if driver else None, keep_on_failure=keep_on_failure,
-                             extra_vars=extra_vars or (), provision=not no_provision, prebuilt=not fresh,
-                             boot_timeout=boot_timeout, logs_dir=paths.logs_on_failure_dir(logs_on_failure),
-                             image=str(image) if image else None, sync_project=sync)  # fmt: skip
+    opts = lifecycle.UpOptions(
+        driver=driver.value if driver else None,
+        keep_on_failure=keep_on_failure,
+        extra_vars=extra_vars or (),
+        provision=not no_provision,
+        prebuilt=not fresh,
+        boot_timeout=boot_timeout,
+        logs_dir=paths.logs_on_failure_dir(logs_on_failure),
+        image=str(image) if image else None,
+        sync_project=sync,
+    )
     if sync is not None and not sync.startswith("/"):
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
     state = lifecycle.up(definition, wd, opts)
@@ -92,15 +112,22 @@ def run_(
 @app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def test_(
     box: BoxArg,
-    command: Annotated[Optional[list[str]], typer.Argument(help="A verify command and its arguments, after --.")] = None,
+    command: Annotated[
+        Optional[list[str]], typer.Argument(help="A verify command and its arguments, after --.")
+    ] = None,
     workdir: WorkdirOption = None,
     driver: DriverOption = None,
     extra_vars: ExtraVarsOption = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the prebuilt box: base box + full provisioning.")] = False,
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the VM running at the end (destroy it yourself).")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore the prebuilt box: base box + full provisioning.")
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the VM running at the end (destroy it yourself).")
+    ] = False,
     no_idempotence: Annotated[bool, typer.Option("--no-idempotence", help="Skip the second provisioning run.")] = False,
     junit: Annotated[
-        Optional[Path], typer.Option("--junit", metavar="PATH", help="Write the phases as JUnit XML (one test case each).")
+        Optional[Path],
+        typer.Option("--junit", metavar="PATH", help="Write the phases as JUnit XML (one test case each)."),
     ] = None,
     verify_timeout: Annotated[
         int, typer.Option("--verify-timeout", min=1, metavar="SECONDS", help="Longest a verify command may run.")
@@ -108,7 +135,8 @@ def test_(
     logs_on_failure: LogsOnFailureOption = None,
     image: ImageOption = None,
     sync: Annotated[
-        Optional[str], typer.Option("--sync", metavar="GUEST_PATH", help="Also copy the project into the VM at GUEST_PATH.")
+        Optional[str],
+        typer.Option("--sync", metavar="GUEST_PATH", help="Also copy the project into the VM at GUEST_PATH."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -118,7 +146,8 @@ def test_(
 
     idempotence: run every playbook again in full; any task that reports a change fails the phase, and is named.
 
-    verify: the box file's verify: lines (each through sh -c) and the command after --, each its own result, in the primary machine.
+    verify: the box file's verify: lines (each through sh -c) and the command after --, each its own
+    result, in the primary machine.
 
     On failure, logs are collected (--logs-on-failure, or under CI). destroy: always, unless --keep.
 
@@ -129,11 +158,25 @@ def test_(
     definition, wd = _box_and_workdir(box, workdir)
     if sync is not None and not sync.startswith("/"):
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
-    opts = lifecycle.UpOptions(driver=driver.value if driver else None, extra_vars=extra_vars or (), prebuilt=not fresh,
-                             logs_dir=paths.logs_on_failure_dir(logs_on_failure), image=str(image) if image else None,
-                             sync_project=sync, keep_on_failure=keep)  # fmt: skip
-    result = testrun.run(definition, wd, opts, command or [], keep=keep, idempotence=not no_idempotence,
-                         verify_timeout=verify_timeout, junit=junit)  # fmt: skip
+    opts = lifecycle.UpOptions(
+        driver=driver.value if driver else None,
+        extra_vars=extra_vars or (),
+        prebuilt=not fresh,
+        logs_dir=paths.logs_on_failure_dir(logs_on_failure),
+        image=str(image) if image else None,
+        sync_project=sync,
+        keep_on_failure=keep,
+    )
+    result = testrun.run(
+        definition,
+        wd,
+        opts,
+        command or [],
+        keep=keep,
+        idempotence=not no_idempotence,
+        verify_timeout=verify_timeout,
+        junit=junit,
+    )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
@@ -145,7 +188,9 @@ def test_(
 @app.command("logs")
 def logs_(
     box: BoxArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write into (a subdirectory per box).")] = Path("vagabond-logs"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write into (a subdirectory per box).")] = Path(
+        "vagabond-logs"
+    ),
     workdir: WorkdirOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -163,7 +208,10 @@ def logs_(
         print(json.dumps(summary, indent=2))
         return
     for item in summary["items"]:
-        ui.out.print(f"{'ok' if item['ok'] else 'missing':>7}  {item['name']:<24} {item['detail'] or item['source']}", markup=False)
+        ui.out.print(
+            f"{'ok' if item['ok'] else 'missing':>7}  {item['name']:<24} {item['detail'] or item['source']}",
+            markup=False,
+        )
     ui.info(f"logs of {box} in {summary['out']}")
 
 
@@ -181,7 +229,11 @@ def provision_(
     workdir: WorkdirOption = None,
     extra_vars: ExtraVarsOption = None,
     check_idempotence: Annotated[
-        bool, typer.Option("--check-idempotence", help="Run every playbook in full and fail, naming them, if any task changes something.")
+        bool,
+        typer.Option(
+            "--check-idempotence",
+            help="Run every playbook in full and fail, naming them, if any task changes something.",
+        ),
     ] = False,
 ) -> None:
     """Run the box's playbooks again and re-check its modes (a second run should change nothing).
@@ -236,8 +288,11 @@ def status_(
         print(json.dumps(result, indent=2))
         return
     for m in result["machines"]:
-        ui.out.print(f"{box}/{m['name']}: {m['state']} (domain {m['domain']}, driver {result['driver'] or '-'}, "
-                     f"{'provisioned' if result['provisioned'] else 'not provisioned'})", markup=False)  # fmt: skip
+        ui.out.print(
+            f"{box}/{m['name']}: {m['state']} (domain {m['domain']}, driver {result['driver'] or '-'}, "
+            f"{'provisioned' if result['provisioned'] else 'not provisioned'})",
+            markup=False,
+        )
 
 
 def _age(seconds: int | None) -> str:
@@ -266,8 +321,22 @@ def ps_(as_json: JsonOption = False) -> None:
         ui.info("no VMs of vagabond's on this host")
         return
     table = [("BOX", "MACHINE", "STATE", "DRIVER", "ADDRESS", "AGE", "WORKDIR")]
-    table += [(r["box"], r["machine"], r["state"], r["driver"] or "-", r["address"] or "-", _age(r["age_seconds"]), r["workdir"])
-              for r in rows]  # fmt: skip
+    table += [
+        (
+            r["box"],
+            r["machine"],
+            r["state"],
+            r["driver"] or "-",
+            r["address"] or "-",
+            _age(r["age_seconds"]),
+            r["workdir"],
+        )
+        for r in rows
+    ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]) - 1)]
     for row in table:
-        ui.out.print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) + "  " + row[-1], markup=False, highlight=False)
+        ui.out.print(
+            "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False)) + "  " + row[-1],
+            markup=False,
+            highlight=False,
+        )

@@ -1,1 +1,2 @@
-"""This machine: driver detection, doctor, prepare, install routes, libvirt, Vagrant, the record of what vagabond made."""
+"""This machine: driver detection, doctor, prepare, install routes, libvirt, Vagrant, and the
+record of what vagabond made."""

@@ -60,7 +60,9 @@ def decide_driver(facts: HostFacts, override: str | None = None, override_from: 
     if override:
         if override not in DRIVERS:
             raise UsageError(f"driver must be 'kvm' or 'qemu', not {override!r} (from {override_from})")
-        return Decision(override, f"set by {override_from} (the probe found: {summary})", "override", _facts_dict(facts))
+        return Decision(
+            override, f"set by {override_from} (the probe found: {summary})", "override", _facts_dict(facts)
+        )
 
     problems: list[str] = []
     if facts.kvm_device == "missing":
@@ -139,7 +141,9 @@ def read_cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset(flags)
 
 
-def loaded_modules(sys_module: Path = Path("/sys/module"), proc_modules: Path = Path("/proc/modules")) -> frozenset[str]:
+def loaded_modules(
+    sys_module: Path = Path("/sys/module"), proc_modules: Path = Path("/proc/modules")
+) -> frozenset[str]:
     """Loaded kvm modules. /proc/modules is missing in some sandboxes; /sys/module always lists them."""
     names: set[str] = set()
     try:
@@ -164,10 +168,25 @@ def smoke_boot(kernel: Path, accel: str = "kvm", timeout: float = timeouts.SMOKE
     if not qemu:
         raise ToolMissing("qemu-system-x86_64 is not installed", hint="apt-get install qemu-system-x86")
     argv = [
-        qemu, "-accel", accel, "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config",
-        "-display", "none", "-serial", "stdio", "-no-reboot",
-        "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1 earlyprintk=serial",
-    ]  # fmt: skip
+        qemu,
+        "-accel",
+        accel,
+        "-m",
+        "256",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1 earlyprintk=serial",
+    ]
     started = time.monotonic()
     seen = {"banner": False, "at": 0.0}
 
@@ -186,7 +205,7 @@ def smoke_boot(kernel: Path, accel: str = "kvm", timeout: float = timeouts.SMOKE
 
 
 def _last_words(text: str) -> str:
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:160] if lines else ""
 
 

@@ -10,10 +10,10 @@ from importlib import metadata
 from pathlib import Path
 
 from vagabond import process, timeouts
-from vagabond.host import detect, install, libvirt
-from vagabond.spec.schema import Box
 from vagabond.errors import CommandFailed, ToolMissing, VagabondError
+from vagabond.host import detect, install, libvirt
 from vagabond.host.vagrant import Vagrant
+from vagabond.spec.schema import Box
 
 # Memory qemu itself needs besides the guest's RAM (MiB), and room for Vagrant/Ansible on the host.
 HOST_OVERHEAD_MIB = 1024
@@ -60,28 +60,58 @@ def check_ansible() -> list[Check]:
         return [Check("ansible-playbook", False, str(exc), True, fix, path=path)]
     m = re.search(r"\[core (\d+)\.(\d+)\.(\d+)[^\]]*\]", out)
     if not m:
-        return [Check("ansible-playbook", False, f"{path} --version names no ansible-core release", True, fix, path=path)]
+        return [
+            Check("ansible-playbook", False, f"{path} --version names no ansible-core release", True, fix, path=path)
+        ]
     version = ".".join(m.groups())
     found = (int(m[1]), int(m[2]))
     checks = []
     if low <= found <= high:
         checks.append(Check("ansible-playbook", True, f"{path}: ansible-core {version}", path=path, version=version))
     else:
-        why = ("2.17 and later cannot manage the Python 2.7 of CentOS 7" if found > high
-               else "older releases lack what vagabond's playbooks use")  # fmt: skip
-        checks.append(Check("ansible-playbook", False, f"{path} is ansible-core {version}; vagabond needs {wanted} ({why})",
-                            True, fix, path=path, version=version))  # fmt: skip
+        why = (
+            "2.17 and later cannot manage the Python 2.7 of CentOS 7"
+            if found > high
+            else "older releases lack what vagabond's playbooks use"
+        )
+        checks.append(
+            Check(
+                "ansible-playbook",
+                False,
+                f"{path} is ansible-core {version}; vagabond needs {wanted} ({why})",
+                True,
+                fix,
+                path=path,
+                version=version,
+            )
+        )
     if os.environ.get("VAGABOND_MITOGEN", "1") == "0":
         return checks + [Check("mitogen", True, "not used (VAGABOND_MITOGEN=0)", required=False)]
     try:
         mitogen = metadata.version("mitogen")
     except metadata.PackageNotFoundError:
-        return checks + [Check("mitogen", False, "not installed: provisioning uses Ansible's stock strategy, 4x slower "
-                               "under emulation", required=False, fix=fix)]  # fmt: skip
+        return checks + [
+            Check(
+                "mitogen",
+                False,
+                "not installed: provisioning uses Ansible's stock strategy, 4x slower under emulation",
+                required=False,
+                fix=fix,
+            )
+        ]
     parts = tuple(int(p) for p in re.findall(r"\d+", mitogen)[:3])
     if parts < install.MITOGEN_MIN:
-        return checks + [Check("mitogen", False, f"Mitogen {mitogen} is older than {_version_text(install.MITOGEN_MIN)}, "
-                               f"the first that drives ansible-core {_version_text(high)}", True, fix, version=mitogen)]  # fmt: skip
+        return checks + [
+            Check(
+                "mitogen",
+                False,
+                f"Mitogen {mitogen} is older than {_version_text(install.MITOGEN_MIN)}, "
+                f"the first that drives ansible-core {_version_text(high)}",
+                True,
+                fix,
+                version=mitogen,
+            )
+        ]
     return checks + [Check("mitogen", True, f"Mitogen {mitogen}", required=False, version=mitogen)]
 
 
@@ -127,17 +157,27 @@ def check_libvirt(advice: install.Advice) -> list[Check]:
         checks.append(Check("storage pool", True, "pool 'default' is running"))
     else:
         checks.append(
-            Check("storage pool", False, "pool 'default' is " + (state.group(1) if state else "not defined"), True,
-                  f"virsh pool-define-as default dir --target {libvirt.POOL_DIR} && virsh pool-build default "
-                  "&& virsh pool-start default && virsh pool-autostart default")
-        )  # fmt: skip
+            Check(
+                "storage pool",
+                False,
+                "pool 'default' is " + (state.group(1) if state else "not defined"),
+                True,
+                f"virsh pool-define-as default dir --target {libvirt.POOL_DIR} && virsh pool-build default "
+                "&& virsh pool-start default && virsh pool-autostart default",
+            )
+        )
     caps = libvirt.run("domcapabilities", "--virttype", "kvm")
     listed = caps.ok and "<domain>kvm</domain>" in caps.stdout
     checks.append(
-        Check("libvirt kvm", True,
-              "libvirt lists domain type kvm (not trusted alone: see driver)" if listed
-              else "libvirt lists no usable kvm domain type", required=False)
-    )  # fmt: skip
+        Check(
+            "libvirt kvm",
+            True,
+            "libvirt lists domain type kvm (not trusted alone: see driver)"
+            if listed
+            else "libvirt lists no usable kvm domain type",
+            required=False,
+        )
+    )
     return checks
 
 
@@ -149,18 +189,28 @@ def check_resources(boxes: list[Box]) -> list[Check]:
     checks = []
     enough = total + swap >= need_mem + HOST_OVERHEAD_MIB
     checks.append(
-        Check("memory", enough,
-              f"RAM {total} MiB, swap {swap} MiB; the largest box needs {need_mem} MiB + {HOST_OVERHEAD_MIB} MiB for the host",
-              required=False, fix="" if enough else "add swap: vagabond prepare --swap 4G, or lower resources.memory")
-    )  # fmt: skip
+        Check(
+            "memory",
+            enough,
+            f"RAM {total} MiB, swap {swap} MiB; the largest box needs {need_mem} MiB + {HOST_OVERHEAD_MIB} "
+            "MiB for the host",
+            required=False,
+            fix="" if enough else "add swap: vagabond prepare --swap 4G, or lower resources.memory",
+        )
+    )
     where = libvirt.POOL_DIR if libvirt.POOL_DIR.exists() else Path("/")
     free_gib = shutil.disk_usage(where).free // 2**30
     # Images are sparse qcow2: a box rarely fills its virtual disk, but plan for half of it.
     disk_ok = free_gib >= need_disk // 2 + 2
     checks.append(
-        Check("disk", disk_ok, f"{free_gib} GiB free at {where}; the largest box disk is {need_disk} GiB (sparse)",
-              required=False, fix="" if disk_ok else f"free space under {where}")
-    )  # fmt: skip
+        Check(
+            "disk",
+            disk_ok,
+            f"{free_gib} GiB free at {where}; the largest box disk is {need_disk} GiB (sparse)",
+            required=False,
+            fix="" if disk_ok else f"free space under {where}",
+        )
+    )
     return checks
 
 

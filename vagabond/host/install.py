@@ -37,6 +37,8 @@ PLUGIN_PINS = {"fog-json": "1.2.0"}
 def plugin_pins() -> str:
     """PLUGIN_PINS as the install step reads them: NAME=VERSION words."""
     return " ".join(f"{name}={version}" for name, version in PLUGIN_PINS.items())
+
+
 # The ansible-core releases vagabond runs (pyproject.toml pins the same; a test keeps them in step):
 # 2.17 dropped Python 2.7 and 3.6 on managed nodes, which CentOS 7 has.
 ANSIBLE_CORE = ((2, 15), (2, 16))
@@ -49,9 +51,19 @@ CONTROLLER_PYTHON = ((3, 10), (3, 12))
 
 # libvirt, qemu and what vagabond itself calls, from Debian or Ubuntu.
 APT_HOST = [
-    "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils", "dnsmasq-base", "iptables",
-    "acl", "mmdebstrap", "cloud-image-utils", "rsync", "openssh-client", "python3-venv",
-]  # fmt: skip
+    "libvirt-daemon-system",
+    "libvirt-clients",
+    "qemu-system-x86",
+    "qemu-utils",
+    "dnsmasq-base",
+    "iptables",
+    "acl",
+    "mmdebstrap",
+    "cloud-image-utils",
+    "rsync",
+    "openssh-client",
+    "python3-venv",
+]
 APT_VAGRANT = ["vagrant", "vagrant-libvirt"]
 # What `vagrant plugin install vagrant-libvirt` compiles against (vagrant-libvirt's install docs).
 APT_PLUGIN_BUILD = ["gcc", "make", "pkg-config", "libvirt-dev", "libxml2-dev", "libxslt1-dev", "zlib1g-dev", "ruby-dev"]
@@ -100,8 +112,8 @@ def hashicorp_vagrant_commands(codename: str = "$(. /etc/os-release && echo $VER
     """Trusting only the key with the known fingerprint, whatever else the key file holds."""
     # A private directory for the downloaded keyring: a fixed name in /tmp is anyone's to plant first.
     return (
-        'k=$(mktemp -d) && '
-        f"curl -fsSL {HASHICORP_APT_URL}/gpg | gpg --no-default-keyring --keyring \"$k/hashicorp.gpg\" --import"
+        "k=$(mktemp -d) && "
+        f'curl -fsSL {HASHICORP_APT_URL}/gpg | gpg --no-default-keyring --keyring "$k/hashicorp.gpg" --import'
         f' && gpg --no-default-keyring --keyring "$k/hashicorp.gpg" --export {HASHICORP_FINGERPRINT}'
         f" | sudo tee {HASHICORP_KEYRING} >/dev/null && test -s {HASHICORP_KEYRING}"
         f' && echo "deb [signed-by={HASHICORP_KEYRING}] {HASHICORP_APT_URL} {codename} main"'
@@ -117,12 +129,12 @@ def advice(release: dict[str, str] | None = None) -> Advice:
         return Advice(
             vagrant="Ubuntu packages no Vagrant; from HashiCorp's apt repository: " + hashicorp_vagrant_commands(),
             plugin=f"sudo apt-get install {' '.join(APT_PLUGIN_BUILD)} && vagrant plugin install vagrant-libvirt"
-                   f" --plugin-version {VAGRANT_LIBVIRT_VERSION}",
+            f" --plugin-version {VAGRANT_LIBVIRT_VERSION}",
             libvirt="sudo apt-get install libvirt-daemon-system libvirt-clients dnsmasq-base",
             qemu="sudo apt-get install qemu-system-x86",
             qemu_img="sudo apt-get install qemu-utils",
             mmdebstrap="sudo apt-get install mmdebstrap (only needed to build Debian base boxes)",
-        )  # fmt: skip
+        )
     if fam == "fedora":
         return Advice(
             vagrant="sudo dnf install vagrant vagrant-libvirt",
@@ -186,8 +198,12 @@ def origin() -> Origin:
     if isinstance(direct, dict):
         url = direct.get("url", "")
         vcs = direct.get("vcs_info")
-        if isinstance(vcs, dict) and vcs.get("vcs") == "git" and COMMIT.fullmatch(str(vcs.get("commit_id"))) \
-                and https_remote(url) == url:  # fmt: skip
+        if (
+            isinstance(vcs, dict)
+            and vcs.get("vcs") == "git"
+            and COMMIT.fullmatch(str(vcs.get("commit_id")))
+            and https_remote(url) == url
+        ):
             return _from_git(url, vcs["commit_id"])
         if "archive_info" in direct and url.startswith("https://"):
             return Origin(f"{PACKAGE} @ {url}")
@@ -195,7 +211,11 @@ def origin() -> Origin:
         stamp = json.loads(RELEASE_ORIGIN.read_text())
     except (OSError, ValueError):
         stamp = None
-    if isinstance(stamp, dict) and https_remote(str(stamp.get("repository"))) and COMMIT.fullmatch(str(stamp.get("commit"))):
+    if (
+        isinstance(stamp, dict)
+        and https_remote(str(stamp.get("repository")))
+        and COMMIT.fullmatch(str(stamp.get("commit")))
+    ):
         return _from_git(https_remote(stamp["repository"]), stamp["commit"])
     checkout = source_checkout()
     if checkout is not None:
@@ -205,22 +225,32 @@ def origin() -> Origin:
         url = https_remote(remote.stdout.strip()) if remote.ok else None
         if url is None:
             raise UsageError(
-                f"cannot tell where a runner would install this vagabond from: {checkout} has no https (or GitHub ssh) origin",
-                hint="pass --vagabond-spec (a git URL pinned to a commit, or a wheel URL), or --use-action OWNER/REPO@COMMIT",
+                f"cannot tell where a runner would install this vagabond from: {checkout} has no https (or "
+                "GitHub ssh) origin",
+                hint="pass --vagabond-spec (a git URL pinned to a commit, or a wheel URL), or --use-action "
+                "OWNER/REPO@COMMIT",
             )
         # Only a commit the remote has: its remote-tracking branches (as of the last fetch) contain it.
-        pushed = process.run([*git, "branch", "--remotes", "--contains", "HEAD", "--format=%(refname)"], timeout=timeouts.PROBE)
+        pushed = process.run(
+            [*git, "branch", "--remotes", "--contains", "HEAD", "--format=%(refname)"], timeout=timeouts.PROBE
+        )
         if not head.ok or not any(ref.startswith("refs/remotes/origin/") for ref in pushed.stdout.split()):
             raise UsageError(
                 f"the commit {checkout} is at is not on its origin ({url}) as far as the last fetch knows: "
                 "a runner could not install it",
                 hint="push it (then git fetch), or pass --vagabond-spec or --use-action OWNER/REPO@COMMIT",
             )
-        dirty = process.run([*git, "status", "--porcelain", "--untracked-files=no"], timeout=timeouts.PROBE).stdout.strip()
-        return _from_git(url, head.stdout.strip(), "the checkout has uncommitted changes the runner will not get" if dirty else "")
+        dirty = process.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], timeout=timeouts.PROBE
+        ).stdout.strip()
+        return _from_git(
+            url, head.stdout.strip(), "the checkout has uncommitted changes the runner will not get" if dirty else ""
+        )
     raise UsageError(
-        "cannot tell where a runner would install this vagabond from (installed from an index, with no record of its source)",
-        hint="pass --vagabond-spec (e.g. vagabond-vm==VERSION from your index, or a pinned git URL), or --use-action OWNER/REPO@COMMIT",
+        "cannot tell where a runner would install this vagabond from (installed from an index, with no record "
+        "of its source)",
+        hint="pass --vagabond-spec (e.g. vagabond-vm==VERSION from your index, or a pinned git URL), or "
+        "--use-action OWNER/REPO@COMMIT",
     )
 
 

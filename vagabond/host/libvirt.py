@@ -46,8 +46,10 @@ def _turn_fd() -> int | None:
     except FileNotFoundError:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-        raise UnsafePath(f"refusing the turn lock in {directory}: it is not a directory only root can write",
-                         hint=f"remove {directory}; vagabond (as root) makes it again")  # fmt: skip
+        raise UnsafePath(
+            f"refusing the turn lock in {directory}: it is not a directory only root can write",
+            hint=f"remove {directory}; vagabond (as root) makes it again",
+        )
     try:
         return files.open_lock(TURN_LOCK)
     except PermissionError:
@@ -173,7 +175,9 @@ def volumes_in_use(names: list[str] | None = None) -> set[str]:
     for name in check("list", "--all", "--name").stdout.split() if names is None else names:
         for disk in domain_volumes(name):
             used.add(os.path.basename(disk))
-            info = process.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL)
+            info = process.run(
+                ["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL
+            )
             if info.ok:
                 for layer in json.loads(info.stdout):
                     for key in ("filename", "backing-filename", "full-backing-filename"):

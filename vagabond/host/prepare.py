@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vagabond import files, github, process, timeouts, ui
+from vagabond.errors import PrepareError, UsageError
 from vagabond.host import detect, doctor, libvirt, registry
 from vagabond.spec.schema import Box
-from vagabond.errors import PrepareError, UsageError
 
 DEFAULT_SWAP_FILE = Path("/var/lib/vagabond/swapfile")
 HOST_HEADROOM_MIB = doctor.HOST_OVERHEAD_MIB
@@ -49,7 +49,9 @@ def parse_size(text: str) -> int:
     """'4G', '512M', '2048' (MiB) -> MiB."""
     match = re.fullmatch(r"\s*(\d+)\s*([MmGg]i?[Bb]?)?\s*", text)
     if not match:
-        raise UsageError(f"swap size {text!r} is not a size", hint="use e.g. 4G or 512M (0 removes vagabond's swap file)")
+        raise UsageError(
+            f"swap size {text!r} is not a size", hint="use e.g. 4G or 512M (0 removes vagabond's swap file)"
+        )
     number, unit = int(match[1]), (match[2] or "M")[0].upper()
     return number * 1024 if unit == "G" else number
 
@@ -73,8 +75,10 @@ def _check_ours(swap_file: Path) -> None:
     """Only a swap file vagabond made may be replaced or removed: --swap-file is a path from the
     command line, and the steps below swapoff, unlink and overwrite it."""
     if (swap_file.exists() or swap_file.is_symlink()) and str(swap_file.absolute()) not in registry.read()["swapfiles"]:
-        raise UsageError(f"{swap_file} exists and is not a swap file vagabond made: it is left as it is",
-                         hint="choose another --swap-file")  # fmt: skip
+        raise UsageError(
+            f"{swap_file} exists and is not a swap file vagabond made: it is left as it is",
+            hint="choose another --swap-file",
+        )
 
 
 def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
@@ -108,16 +112,23 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
     swap_file.unlink(missing_ok=True)
     free = shutil.disk_usage(swap_file.parent).free // 2**20
     if free < want + 1024:
-        raise PrepareError(f"not enough disk for a {want} MiB swap file in {swap_file.parent} ({free} MiB free)",
-                           hint="pass a smaller --swap or another --swap-file")  # fmt: skip
+        raise PrepareError(
+            f"not enough disk for a {want} MiB swap file in {swap_file.parent} ({free} MiB free)",
+            hint="pass a smaller --swap or another --swap-file",
+        )
     registry.add_swapfile(swap_file)  # recorded before it exists: an interrupted run leaves nothing unowned
     # fallocate is instant; file systems that cannot swap on preallocated files get a written one.
     made = process.run(["fallocate", "-l", f"{want}M", str(swap_file)], timeout=timeouts.SWAP)
     if not made.ok:
-        process.check(["dd", "if=/dev/zero", f"of={swap_file}", "bs=1M", f"count={want}", "status=none"], timeout=timeouts.SWAP_WRITE)
+        process.check(
+            ["dd", "if=/dev/zero", f"of={swap_file}", "bs=1M", f"count={want}", "status=none"],
+            timeout=timeouts.SWAP_WRITE,
+        )
     os.chmod(swap_file, 0o600)
     process.check(["mkswap", str(swap_file)], timeout=timeouts.SWAP)
-    process.check(["swapon", str(swap_file)], timeout=timeouts.SWAP, hint="this host may not allow swap files (some containers)")
+    process.check(
+        ["swapon", str(swap_file)], timeout=timeouts.SWAP, hint="this host may not allow swap files (some containers)"
+    )
     return Action("swap", True, f"created and enabled {swap_file} ({want} MiB; {why})")
 
 
@@ -134,7 +145,11 @@ def _load_kvm_module(facts: detect.HostFacts) -> str:
     if flag is None or facts.modules & detect.HW_MODULES or not shutil.which("modprobe"):
         return ""
     result = process.run(["modprobe", KVM_MODULE[flag]], timeout=timeouts.TOOL)
-    return f"loaded {KVM_MODULE[flag]}" if result.ok else f"modprobe {KVM_MODULE[flag]} failed: {result.stderr.strip()[-200:]}"
+    return (
+        f"loaded {KVM_MODULE[flag]}"
+        if result.ok
+        else f"modprobe {KVM_MODULE[flag]} failed: {result.stderr.strip()[-200:]}"
+    )
 
 
 def ensure_kvm_access(device: Path = Path("/dev/kvm")) -> Action:
@@ -156,16 +171,26 @@ def _kvm_access(device: Path) -> Action:
     if facts.kvm_device == "missing":
         return Action("kvm", bool(loaded), f"{done}no /dev/kvm: VMs run under software emulation (qemu driver)")
     if not hardware:
-        return Action("kvm", bool(loaded), f"{done}KVM cannot work on this host ({detect.choose_driver(None).reason}): qemu driver")
+        return Action(
+            "kvm",
+            bool(loaded),
+            f"{done}KVM cannot work on this host ({detect.choose_driver(None).reason}): qemu driver",
+        )
     mode = device.stat().st_mode & 0o777
     if mode & 0o006 == 0o006 and facts.kvm_device == "ok":
-        return Action("kvm", bool(loaded), f"{done}{device} is usable (mode {mode:o}); driver {detect.choose_driver(None).driver}")
+        return Action(
+            "kvm", bool(loaded), f"{done}{device} is usable (mode {mode:o}); driver {detect.choose_driver(None).driver}"
+        )
     files.write_text(UDEV_RULE, UDEV_TEXT)
     process.check(["udevadm", "control", "--reload-rules"], timeout=timeouts.TOOL)
     process.check(["udevadm", "trigger", "--name-match=kvm"], timeout=timeouts.TOOL)
     process.run(["udevadm", "settle", "--timeout=10"], timeout=timeouts.TOOL)
     decision = detect.decide_driver(detect.probe_host(smoke="auto", refresh=True))
-    return Action("kvm", True, f"{done}wrote {UDEV_RULE} and re-triggered /dev/kvm; driver now {decision.driver}: {decision.reason}")
+    return Action(
+        "kvm",
+        True,
+        f"{done}wrote {UDEV_RULE} and re-triggered /dev/kvm; driver now {decision.driver}: {decision.reason}",
+    )
 
 
 def ensure_libvirt() -> Action:
@@ -177,13 +202,17 @@ def ensure_libvirt() -> Action:
     else:
         for daemon in ("virtlogd", "libvirtd"):
             if not process.run(["pgrep", "-x", daemon], timeout=timeouts.PROBE).ok:
-                process.check([daemon, "-d"], timeout=timeouts.SERVICE, vm_network=True)  # guests' networks live where libvirtd does
+                process.check(
+                    [daemon, "-d"], timeout=timeouts.SERVICE, vm_network=True
+                )  # guests' networks live where libvirtd does
         started = "started virtlogd and libvirtd (no service manager)"
     if started:
         deadline = time.monotonic() + 30
         while not libvirt.answers():
             if time.monotonic() > deadline:
-                raise PrepareError("libvirtd was started but does not answer", hint="see its log: journalctl -u libvirtd")
+                raise PrepareError(
+                    "libvirtd was started but does not answer", hint="see its log: journalctl -u libvirtd"
+                )
             time.sleep(0.3)
     done = [started] if started else []
     info = libvirt.run("pool-info", libvirt.POOL)
@@ -213,7 +242,9 @@ def ensure_docker_forwarding() -> Action:
             process.check(["iptables", "-w", "-I", "DOCKER-USER", *rule], timeout=timeouts.PROBE)
             added.append(" ".join(rule))
     if added:
-        return Action("firewall", True, f"DOCKER-USER now lets libvirt's guests out and their replies back ({'; '.join(added)})")
+        return Action(
+            "firewall", True, f"DOCKER-USER now lets libvirt's guests out and their replies back ({'; '.join(added)})"
+        )
     return Action("firewall", False, "DOCKER-USER already lets libvirt's guests out and their replies back")
 
 
@@ -242,18 +273,25 @@ def ensure_user_access(user: str) -> Action:
     if LIBVIRT_SOCKET.exists():
         acl = process.run(["getfacl", "--omit-header", "--absolute-names", str(LIBVIRT_SOCKET)], timeout=timeouts.TOOL)
         if f"user:{user}:rw" not in acl.stdout:
-            process.check(["setfacl", "--modify", f"u:{user}:rw", str(LIBVIRT_SOCKET)], timeout=timeouts.TOOL,
-                          hint="apt-get install acl")  # fmt: skip
+            process.check(
+                ["setfacl", "--modify", f"u:{user}:rw", str(LIBVIRT_SOCKET)],
+                timeout=timeouts.TOOL,
+                hint="apt-get install acl",
+            )
             done.append(f"may use {LIBVIRT_SOCKET} now")
     if done:
         return Action("user", True, f"{user}: {'; '.join(done)}")
     return Action("user", False, f"{user} may already use libvirt and /dev/kvm")
 
 
-def prepare(boxes: list[Box], *, swap: str | None = None, swap_file: Path = DEFAULT_SWAP_FILE,
-            user: str | None = None) -> list[Action]:  # fmt: skip
+def prepare(
+    boxes: list[Box], *, swap: str | None = None, swap_file: Path = DEFAULT_SWAP_FILE, user: str | None = None
+) -> list[Action]:
     if os.geteuid() != 0:
-        raise UsageError("vagabond prepare changes the host (swap, udev, daemons, firewall)", hint="run it as root: sudo vagabond prepare")
+        raise UsageError(
+            "vagabond prepare changes the host (swap, udev, daemons, firewall)",
+            hint="run it as root: sudo vagabond prepare",
+        )
     actions = [ensure_swap(boxes, swap, swap_file), ensure_kvm_access(), ensure_libvirt(), ensure_docker_forwarding()]
     return actions + ([ensure_user_access(user)] if user else [])
 

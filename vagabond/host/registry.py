@@ -25,10 +25,14 @@ LISTS = ("volumes", "networks", "swapfiles")
 
 
 def _valid(data: object) -> bool:
-    return (isinstance(data, dict) and isinstance(data.get("workdirs", {}), dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in data.get("workdirs", {}).items())
-            and all(isinstance(data.get(key, []), list) and all(isinstance(x, str) for x in data.get(key, []))
-                    for key in LISTS))  # fmt: skip
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("workdirs", {}), dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in data.get("workdirs", {}).items())
+        and all(
+            isinstance(data.get(key, []), list) and all(isinstance(x, str) for x in data.get(key, [])) for key in LISTS
+        )
+    )
 
 
 def read() -> dict:
@@ -62,8 +66,10 @@ def _recover(target: Path) -> dict:
     with contextlib.suppress(OSError):
         target.replace(aside)
     workdirs = {prefix: str(path) for prefix, path in project.recorded_workdirs().items()}
-    ui.info(f"warning: {target} was not a vagabond registry; kept it as {aside.name} and rebuilt the record of "
-            f"{len(workdirs)} work directories of this project; gc leaves alone anything the record no longer names")
+    ui.info(
+        f"warning: {target} was not a vagabond registry; kept it as {aside.name} and rebuilt the record of "
+        f"{len(workdirs)} work directories of this project; gc leaves alone anything the record no longer names"
+    )
     data = {"workdirs": workdirs, "volumes": [], "networks": [], "swapfiles": []}
     files.write_json(target, data, sort_keys=True)
     return data
@@ -110,7 +116,9 @@ def add_swapfile(path: Path) -> None:
         data["swapfiles"] = sorted(set(data["swapfiles"]) | {str(path)})
 
 
-def forget(*, workdirs: list[str] = (), volumes: list[str] = (), networks: list[str] = (), swapfiles: list[str] = ()) -> None:
+def forget(
+    *, workdirs: list[str] = (), volumes: list[str] = (), networks: list[str] = (), swapfiles: list[str] = ()
+) -> None:
     with _updating() as data:
         for prefix in workdirs:
             data["workdirs"].pop(prefix, None)

@@ -10,7 +10,6 @@ import vagrant
 
 from vagabond import process, timeouts
 
-
 SLASH = "-VAGRANTSLASH-"
 
 
@@ -23,6 +22,7 @@ def box_name(stored: str) -> str:
     """The box name behind a store_name."""
     return stored.replace(SLASH, "/")
 
+
 # Vagrant prints its own version check and usage hints unless told not to; CI logs need neither.
 QUIET_ENV = {
     "VAGRANT_CHECKPOINT_DISABLE": "1",
@@ -32,8 +32,9 @@ QUIET_ENV = {
 
 # Subcommands that talk to VMs run in the VMs' network namespace (vagabond.sandbox); the box
 # store's commands download from catalogs and stay on the host's network.
-VM_FACING = frozenset({"up", "halt", "destroy", "reload", "resume", "suspend", "provision", "ssh", "ssh-config", "status",
-                       "package"})  # fmt: skip
+VM_FACING = frozenset(
+    {"up", "halt", "destroy", "reload", "resume", "suspend", "provision", "ssh", "ssh-config", "status", "package"}
+)
 
 
 def vagrant_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -74,21 +75,37 @@ class Vagrant(vagrant.Vagrant):
         return bool(args) and str(args[0]) in VM_FACING
 
     def _call_vagrant_command(self, args) -> None:
-        process.check(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=self.stream,
-                    watchdog=self.watchdog, vm_network=self._vm_facing(args))  # fmt: skip
+        process.check(
+            self._exe(args),
+            cwd=self.root,
+            env=self.env,
+            timeout=self.timeout,
+            stream=self.stream,
+            watchdog=self.watchdog,
+            vm_network=self._vm_facing(args),
+        )
 
     def _run_vagrant_command(self, args) -> str:
-        return process.check(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout,
-                           vm_network=self._vm_facing(args)).stdout  # fmt: skip
+        return process.check(
+            self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, vm_network=self._vm_facing(args)
+        ).stdout
 
     def _stream_vagrant_command(self, args) -> Iterator[str]:
         lines: list[str] = []
-        process.check(self._exe(args), cwd=self.root, env=self.env, timeout=self.timeout, stream=lines.append,
-                    vm_network=self._vm_facing(args))  # fmt: skip
+        process.check(
+            self._exe(args),
+            cwd=self.root,
+            env=self.env,
+            timeout=self.timeout,
+            stream=lines.append,
+            vm_network=self._vm_facing(args),
+        )
         yield from lines
 
     def validate(self, directory=None) -> process.Result:  # python-vagrant's own calls subprocess directly
-        return process.check(self._exe(["validate"]), cwd=directory or self.root, env=self.env, timeout=timeouts.VAGRANT_QUERY)
+        return process.check(
+            self._exe(["validate"]), cwd=directory or self.root, env=self.env, timeout=timeouts.VAGRANT_QUERY
+        )
 
     def version(self) -> str:
         # python-vagrant parses `vagrant --version`; keep the call in our gateway.
@@ -117,8 +134,9 @@ class Vagrant(vagrant.Vagrant):
         store = self.box_dir(name)
         return store.is_dir() and any(self.has_box(name, version.name) for version in store.iterdir())
 
-    def box_add_base(self, name: str, url: str | None = None, version: str | None = None,
-                     checksum: str | None = None) -> None:  # fmt: skip
+    def box_add_base(
+        self, name: str, url: str | None = None, version: str | None = None, checksum: str | None = None
+    ) -> None:
         """Add a base box the way its box file names it: by name from the catalog Vagrant knows, from
         a catalog's metadata.json (which names the box), or from a box file under ``name``."""
         argv = ["box", "add", "--provider", "libvirt"]

@@ -28,6 +28,7 @@ def parse_json(raw: str | bytes, where: str) -> dict:
 
 def check_catalog(doc: object, where: str, name: str | None = None) -> dict:
     """A Vagrant box catalog as vagabond can use it, or PublishError saying what is wrong with it."""
+
     def bad(what: str) -> PublishError:
         return PublishError(f"{where} is not a box catalog vagabond can use: {what}", hint="fix or remove it")
 
@@ -41,11 +42,16 @@ def check_catalog(doc: object, where: str, name: str | None = None) -> dict:
     if not isinstance(versions, list):
         raise bad("'versions' is not a list")
     for entry in versions:
-        if not isinstance(entry, dict) or not isinstance(entry.get("version"), str) or not VERSION.fullmatch(entry["version"]):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("version"), str)
+            or not VERSION.fullmatch(entry["version"])
+        ):
             raise bad(f"version entry {json.dumps(entry)[:80]} has no version of digits and dots")
         providers = entry.get("providers", [])
-        if not isinstance(providers, list) or not all(isinstance(p, dict) and isinstance(p.get("url", ""), str)
-                                                      for p in providers):  # fmt: skip
+        if not isinstance(providers, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("url", ""), str) for p in providers
+        ):
             raise bad(f"version {entry['version']} has malformed providers")
     return doc
 
@@ -80,11 +86,20 @@ class Archive:
         check_box_archive(path)
         sha = files.sha256_file(path)
         if info.get("sha256") and info["sha256"] != sha:
-            raise PublishError(f"{path} does not match the sha256 in {info_path.name}: the file changed after it was built")
+            raise PublishError(
+                f"{path} does not match the sha256 in {info_path.name}: the file changed after it was built"
+            )
         description = info.get("description", "")
         digest = info.get("definition_digest")
-        return cls(path, name, version, sha, description if isinstance(description, str) else "",
-                   "amd64", digest if isinstance(digest, str) else None)  # fmt: skip
+        return cls(
+            path,
+            name,
+            version,
+            sha,
+            description if isinstance(description, str) else "",
+            "amd64",
+            digest if isinstance(digest, str) else None,
+        )
 
 
 def check_box_archive(path: Path) -> None:
@@ -97,12 +112,26 @@ def check_box_archive(path: Path) -> None:
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
                 name = member.name.removeprefix("./")
-                if member.name.startswith("/") or ".." in member.name.split("/") or not (member.isfile() or member.isdir()):
-                    kind = "a link" if member.issym() or member.islnk() else ("absolute" if member.name.startswith("/")
-                                                                              else "outside the box" if ".." in member.name.split("/")
-                                                                              else "not a plain file")  # fmt: skip
-                    raise PublishError(f"{path}: member {member.name[:80]!r} is {kind}; vagrant box add would refuse this box",
-                                       hint="publish what 'vagabond build' wrote")  # fmt: skip
+                if (
+                    member.name.startswith("/")
+                    or ".." in member.name.split("/")
+                    or not (member.isfile() or member.isdir())
+                ):
+                    kind = (
+                        "a link"
+                        if member.issym() or member.islnk()
+                        else (
+                            "absolute"
+                            if member.name.startswith("/")
+                            else "outside the box"
+                            if ".." in member.name.split("/")
+                            else "not a plain file"
+                        )
+                    )
+                    raise PublishError(
+                        f"{path}: member {member.name[:80]!r} is {kind}; vagrant box add would refuse this box",
+                        hint="publish what 'vagabond build' wrote",
+                    )
                 if name == "metadata.json" and member.isfile() and member.size < 2**16:
                     found[name] = tar.extractfile(member).read()
                 elif name == "box.img" and member.isfile():

@@ -28,7 +28,7 @@ def fetch_metadata(url: str, timeout: float = timeouts.CATALOG) -> object:
     """GET a catalog's metadata.json (http(s):// or file://) as Vagrant would."""
     if urlparse(url).scheme not in ("http", "https", "file"):
         raise ValueError(f"{url!r} is not an http(s):// or file:// URL")
-    with urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the user's own catalog URL, scheme checked above
+    with urlopen(url, timeout=timeout) as resp:
         return files.loads(resp.read(files.JSON_MAX_BYTES + 1), f"catalog {url}")
 
 
@@ -43,28 +43,38 @@ def find_current(url: str, digest: str, name: str, constraint: str | None = None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         return None, f"catalog {url} could not be read ({' '.join(str(exc).split())[:200]})"
     built = [
-        v for v in doc.get("versions", [])
-        if isinstance(v.get("vagabond"), dict) and v["vagabond"].get("definition_digest") == digest
+        v
+        for v in doc.get("versions", [])
+        if isinstance(v.get("vagabond"), dict)
+        and v["vagabond"].get("definition_digest") == digest
         and any(p.get("name") == "libvirt" for p in v.get("providers", []))
-    ]  # fmt: skip
+    ]
     # Vagrant checks a download only against the checksum its catalog entry lists: an entry without
     # one would boot whatever the server (or anyone between it and this host) sends.
     matching = [v for v in built if any(p.get("name") == "libvirt" and _checksummed(p) for p in v["providers"])]
     if built and not matching:
-        return None, (f"the versions in {url} built from this box definition ({', '.join(v['version'] for v in built)}) "
-                      "list no sha256 checksum, so their download could not be checked")  # fmt: skip
+        return None, (
+            f"the versions in {url} built from this box definition ({', '.join(v['version'] for v in built)}) "
+            "list no sha256 checksum, so their download could not be checked"
+        )
     allowed = [v for v in matching if satisfies(v["version"], constraint)]
     if matching and not allowed:
-        return None, (f"no version in {url} built from this box definition meets the version constraint "
-                      f"{constraint!r} ({', '.join(v['version'] for v in matching)} do not)")  # fmt: skip
+        return None, (
+            f"no version in {url} built from this box definition meets the version constraint "
+            f"{constraint!r} ({', '.join(v['version'] for v in matching)} do not)"
+        )
     matching = allowed
     if not matching:
-        return None, (f"no version in {url} was built from this box definition and its playbooks "
-                      f"(digest {digest[:12]}...; {len(doc.get('versions', []))} versions listed)")  # fmt: skip
+        return None, (
+            f"no version in {url} was built from this box definition and its playbooks "
+            f"(digest {digest[:12]}...; {len(doc.get('versions', []))} versions listed)"
+        )
     best = max(matching, key=lambda v: version_key(v["version"]))
     if urlparse(url).scheme == "http":
-        ui.warning(f"catalog {url} is read over plain http: anyone on the way can change it, its checksums "
-                   "included; serve it over https")  # fmt: skip
+        ui.warning(
+            f"catalog {url} is read over plain http: anyone on the way can change it, its checksums "
+            "included; serve it over https"
+        )
     return Published(name, best["version"], url), f"prebuilt {name} {best['version']} matches this definition"
 
 

@@ -71,12 +71,22 @@ class S3Store:
         log.debug("s3: PUT %s%s", self.url(key), "" if replace else " (If-None-Match: *)")
         with _s3_errors(self.url(key)):
             if replace:
-                self.client.upload_file(str(source), self.bucket, self._key(key),
-                                        ExtraArgs={"ContentType": "application/octet-stream", **self.acl})  # fmt: skip
+                self.client.upload_file(
+                    str(source),
+                    self.bucket,
+                    self._key(key),
+                    ExtraArgs={"ContentType": "application/octet-stream", **self.acl},
+                )
                 return
             with source.open("rb") as body:
-                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*",
-                                       ContentType="application/octet-stream", **self.acl)  # fmt: skip
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=body,
+                    IfNoneMatch="*",
+                    ContentType="application/octet-stream",
+                    **self.acl,
+                )
 
     def read_back(self, key: str) -> tuple[int, str]:
         log.debug("s3: GET %s (read back)", self.url(key))
@@ -111,8 +121,14 @@ class S3Store:
         condition = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
         log.debug("s3: PUT %s (%s)", self.url(METADATA), f"If-Match: {token}" if token else "If-None-Match: *")
         with _s3_errors(self.url(METADATA)):
-            self.client.put_object(Bucket=self.bucket, Key=self._key(METADATA), ContentType="application/json",
-                                   Body=(json.dumps(data, indent=2) + "\n").encode(), **condition, **self.acl)  # fmt: skip
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(METADATA),
+                ContentType="application/json",
+                Body=(json.dumps(data, indent=2) + "\n").encode(),
+                **condition,
+                **self.acl,
+            )
 
 
 class _Missing(Exception):
@@ -134,18 +150,27 @@ def _s3_errors(where: str, *, missing_ok: bool = False) -> Iterator[None]:
         if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
             raise Conflict from None
         if kind in ("NoCredentialsError", "PartialCredentialsError"):
-            raise PublishError(f"{where}: no S3 credentials",
-                               hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)") from None  # fmt: skip
+            raise PublishError(
+                f"{where}: no S3 credentials", hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            ) from None
         if code == "NoSuchBucket":
             raise PublishError(f"{where}: the bucket does not exist", hint="create it, or fix the s3:// URL") from None
         if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):
             endpoint = os.environ.get("AWS_ENDPOINT_URL", "AWS's default endpoint")
-            raise PublishError(f"{where}: cannot reach the S3 endpoint ({endpoint})",
-                               hint="check AWS_ENDPOINT_URL and the network") from None  # fmt: skip
+            raise PublishError(
+                f"{where}: cannot reach the S3 endpoint ({endpoint})", hint="check AWS_ENDPOINT_URL and the network"
+            ) from None
         detail = " ".join(str(exc).split())[:200]
         raise PublishError(f"{where}: S3 said {code or kind}: {detail}") from None
 
 
 # S3's canned ACLs: the only values --s3-acl takes.
-S3_CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
-                  "bucket-owner-read", "bucket-owner-full-control")  # fmt: skip
+S3_CANNED_ACLS = (
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+)

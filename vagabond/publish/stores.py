@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ContextManager, Protocol
+from typing import Protocol
 from urllib.parse import urlparse
 
 from vagabond import files, timeouts
@@ -30,7 +31,7 @@ class Store(Protocol):
     def put_file(self, key: str, source: Path, *, replace: bool = False) -> None: ...
     def read_back(self, key: str) -> tuple[int, str]: ...
     def delete(self, key: str) -> None: ...
-    def exclusive(self) -> ContextManager[None]: ...
+    def exclusive(self) -> AbstractContextManager[None]: ...
     def get_metadata(self) -> tuple[dict | None, str | None]: ...
     def put_metadata(self, data: dict, token: str | None) -> None: ...
 
@@ -120,5 +121,7 @@ def open_store(catalog: str, base_url: str | None = None, acl: str | None = None
         return DirStore(Path(parsed.path), base_url)
     if parsed.scheme == "":
         return DirStore(Path(catalog), base_url)
-    raise UsageError(f"catalog {catalog!r}: use a directory, file://PATH or s3://BUCKET/PREFIX "
-                     "(an HTTP URL is where a catalog is read from, not written to)")  # fmt: skip
+    raise UsageError(
+        f"catalog {catalog!r}: use a directory, file://PATH or s3://BUCKET/PREFIX "
+        "(an HTTP URL is where a catalog is read from, not written to)"
+    )

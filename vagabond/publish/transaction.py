@@ -28,8 +28,17 @@ def publish(path: Path, catalog: str, **options) -> dict:
         raise PublishError(f"cannot publish to {catalog}: {exc.strerror or exc}{where}") from None
 
 
-def _publish(path: Path, catalog: str, *, name: str | None = None, version: str | None = None, keep: int | None = None,
-             force: bool = False, base_url: str | None = None, acl: str | None = None) -> dict:
+def _publish(
+    path: Path,
+    catalog: str,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    keep: int | None = None,
+    force: bool = False,
+    base_url: str | None = None,
+    acl: str | None = None,
+) -> dict:
     if keep is not None and keep < 1:
         raise UsageError("--keep must be at least 1")
     if version is not None:
@@ -37,23 +46,38 @@ def _publish(path: Path, catalog: str, *, name: str | None = None, version: str 
     archive = Archive.load(path, name=name, version=version)
     store = open_store(catalog, base_url, acl)
     published = _published(store, archive)
-    immutable = PublishError(f"{archive.name} {archive.version} is already in {catalog}; published boxes are immutable "
-                             "(publish a new version, or --force to replace it)")  # fmt: skip
+    immutable = PublishError(
+        f"{archive.name} {archive.version} is already in {catalog}; published boxes are immutable "
+        "(publish a new version, or --force to replace it)"
+    )
     _check_admissible(archive, published, catalog, keep=keep, force=force, immutable=immutable)
     key = box_key(archive, replacing=archive.version in published)
     url = store.url(key)
     if archive.version in published and url in urls([published[archive.version]]):
-        raise PublishError(f"{archive.name} {archive.version} is already published with this very file", hint="nothing to do")
-    with _uploaded(store, key, url, archive, replace=force and archive.version not in published, immutable=immutable) as (size, sha):
+        raise PublishError(
+            f"{archive.name} {archive.version} is already published with this very file", hint="nothing to do"
+        )
+    with _uploaded(
+        store, key, url, archive, replace=force and archive.version not in published, immutable=immutable
+    ) as (size, sha):
         doc, gone = _add_version(store, archive, url, catalog, keep=keep, force=force, immutable=immutable)
     _prune(store, catalog, archive, doc, gone)
     if url not in urls(doc["versions"]):  # --keep dropped the version just published (a newer one landed meanwhile)
-        raise PublishError(f"{archive.name} {archive.version} was published, but --keep {keep} pruned it at once "
-                           "(newer versions landed meanwhile); its file is removed")  # fmt: skip
+        raise PublishError(
+            f"{archive.name} {archive.version} was published, but --keep {keep} pruned it at once "
+            "(newer versions landed meanwhile); its file is removed"
+        )
     ui.info(f"published {archive.name} {archive.version} ({size / 2**20:.0f} MiB, sha256 {sha[:12]}...) to {catalog}")
-    return {"name": archive.name, "version": archive.version, "url": url, "sha256": sha, "size": size,
-            "catalog": catalog, "metadata_url": store.url(METADATA),
-            "pruned": sorted({v["version"] for v in gone} - {archive.version}, key=version_key)}  # fmt: skip
+    return {
+        "name": archive.name,
+        "version": archive.version,
+        "url": url,
+        "sha256": sha,
+        "size": size,
+        "catalog": catalog,
+        "metadata_url": store.url(METADATA),
+        "pruned": sorted({v["version"] for v in gone} - {archive.version}, key=version_key),
+    }
 
 
 def _published(store: Store, archive: Archive) -> dict[str, dict]:
@@ -64,14 +88,18 @@ def _published(store: Store, archive: Archive) -> dict[str, dict]:
     return {v["version"]: v for v in (metadata or {}).get("versions", [])}
 
 
-def _check_admissible(archive: Archive, published: dict, catalog: str, *, keep: int | None, force: bool,
-                      immutable: PublishError) -> None:  # fmt: skip
+def _check_admissible(
+    archive: Archive, published: dict, catalog: str, *, keep: int | None, force: bool, immutable: PublishError
+) -> None:
     if archive.version in published and not force:
         raise immutable
     newer = sorted((version_key(v) for v in published if v != archive.version), reverse=True)
     if keep is not None and len(newer) >= keep and version_key(archive.version) < newer[keep - 1]:
-        raise PublishError(f"{archive.name} {archive.version} is older than the {keep} newest versions in {catalog}: "
-                           f"--keep {keep} would prune it at once", hint="publish a newer version")  # fmt: skip
+        raise PublishError(
+            f"{archive.name} {archive.version} is older than the {keep} newest versions in {catalog}: "
+            f"--keep {keep} would prune it at once",
+            hint="publish a newer version",
+        )
 
 
 @contextlib.contextmanager
@@ -91,8 +119,10 @@ def _uploaded(store: Store, key: str, url: str, archive: Archive, *, replace: bo
         size, sha = store.read_back(key)
         expected = (archive.path.stat().st_size, archive.sha256)
         if (size, sha) != expected:
-            raise PublishError(f"uploaded {key} reads back as {size} bytes, sha256 {sha}; expected {expected[0]} bytes, "
-                               f"sha256 {expected[1]}: upload removed, catalog unchanged")  # fmt: skip
+            raise PublishError(
+                f"uploaded {key} reads back as {size} bytes, sha256 {sha}; expected {expected[0]} bytes, "
+                f"sha256 {expected[1]}: upload removed, catalog unchanged"
+            )
         yield size, sha
     except BaseException:
         if uploaded:
@@ -103,8 +133,9 @@ def _uploaded(store: Store, key: str, url: str, archive: Archive, *, replace: bo
         raise
 
 
-def _add_version(store: Store, archive: Archive, url: str, catalog: str, *, keep: int | None, force: bool,
-                 immutable: PublishError) -> tuple[dict, list[dict]]:  # fmt: skip
+def _add_version(
+    store: Store, archive: Archive, url: str, catalog: str, *, keep: int | None, force: bool, immutable: PublishError
+) -> tuple[dict, list[dict]]:
     """metadata.json with this version, written in one step: under the store's lock, or a
     conditional write retried while others change it."""
     with store.exclusive():

@@ -15,8 +15,9 @@ BOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 
 def check_version(version: str) -> str:
     if not isinstance(version, str) or not VERSION.fullmatch(version):
-        raise UsageError(f"version {version!r} is not one Vagrant can order",
-                           hint="use digits and dots, e.g. 1.2.0 or 20261127.1200")  # fmt: skip
+        raise UsageError(
+            f"version {version!r} is not one Vagrant can order", hint="use digits and dots, e.g. 1.2.0 or 20261127.1200"
+        )
     return version
 
 

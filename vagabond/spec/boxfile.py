@@ -46,7 +46,9 @@ def load_box(path: Path) -> Box:
     except OSError as exc:
         raise BoxNotFound(f"cannot read box file {shown}: {exc.strerror}") from None
     if len(text) > BOX_FILE_MAX:
-        raise BoxDefinitionError([f"{shown}:1: a box file is at most {BOX_FILE_MAX // 1024} KiB ({len(text) // 1024} KiB given)"])
+        raise BoxDefinitionError(
+            [f"{shown}:1: a box file is at most {BOX_FILE_MAX // 1024} KiB ({len(text) // 1024} KiB given)"]
+        )
     yaml = YAML(typ="rt")
     try:
         _check_aliases(yaml, text, shown)
@@ -65,8 +67,11 @@ def load_box(path: Path) -> Box:
     odd = [f"{shown}:{_line_of(doc, loc)}: {_label(doc, loc) or 'value'}: {why}" for loc, why in _unsupported(doc)]
     if odd:
         raise BoxDefinitionError(odd)
-    unencodable = [f"{shown}:{_line_of(doc, loc)}: {_label(doc, loc) or 'key'}: a lone surrogate ({bad!r}) is not "
-                   "text; write the character itself" for loc, bad in _surrogates(doc)]  # fmt: skip
+    unencodable = [
+        f"{shown}:{_line_of(doc, loc)}: {_label(doc, loc) or 'key'}: a lone surrogate ({bad!r}) is not "
+        "text; write the character itself"
+        for loc, bad in _surrogates(doc)
+    ]
     if unencodable:
         raise BoxDefinitionError(unencodable)
     try:
@@ -99,7 +104,9 @@ def _check_aliases(yaml: YAML, text: str, shown: str) -> None:
             aliases += 1
             if aliases > MAX_ALIASES:
                 line = event.start_mark.line + 1 if event.start_mark else 1
-                raise BoxDefinitionError([f"{shown}:{line}: more than {MAX_ALIASES} YAML aliases (*name): write the values out"])
+                raise BoxDefinitionError(
+                    [f"{shown}:{line}: more than {MAX_ALIASES} YAML aliases (*name): write the values out"]
+                )
 
 
 def _unsupported(node: Any, loc: tuple = (), budget: list | None = None) -> Iterator[tuple[tuple, str]]:
@@ -283,7 +290,11 @@ def _did_you_mean(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return f": did you mean {close[0]!r}?"
-    return f" (this place takes: {', '.join(sorted(known))})" if len(known) <= 12 else " (see the box reference in README.md)"
+    return (
+        f" (this place takes: {', '.join(sorted(known))})"
+        if len(known) <= 12
+        else " (see the box reference in README.md)"
+    )
 
 
 def box_files(directory: Path) -> list[Path]:
@@ -359,5 +370,7 @@ def find_box(name: str, where: Where) -> Box:
             if path.is_file():
                 return replace(load_box(path), origin=origin)
     available = ", ".join(sorted({p.stem for d, _ in dirs for p in box_files(d)})) or "none"
-    searched = " or ".join("the shipped boxes" if o == "shipped" else display_path(d) for d, o in dirs) or "no boxes directory"
+    searched = (
+        " or ".join("the shipped boxes" if o == "shipped" else display_path(d) for d, o in dirs) or "no boxes directory"
+    )
     raise BoxNotFound(f"no box named {name!r} in {searched} (available: {available})")

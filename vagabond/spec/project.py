@@ -125,7 +125,7 @@ def init(root: Path, names: list[str]) -> tuple[list[Path], list[Path]]:
     """Start a project in ``root``: the named shipped boxes (or a commented starter box) in boxes/,
     and a starter playbook they run. Returns (written, kept): nothing is ever overwritten; a box
     file that exists already is an error and then nothing at all is written."""
-    from vagabond.spec import boxfile# the schema (pydantic) only for init, not for every project lookup
+    from vagabond.spec import boxfile  # the schema (pydantic) only for init, not for every project lookup
 
     shipped = [(paths.shipped_boxes_dir(), "shipped")]
     texts: dict[Path, str] = {}
@@ -140,8 +140,9 @@ def init(root: Path, names: list[str]) -> tuple[list[Path], list[Path]]:
     taken = [p for p in texts if p.exists()]
     if taken:
         listed = ", ".join(str(p.relative_to(root)) for p in taken)
-        raise UsageError(f"{listed} already exists in {root}; nothing was written",
-                         hint="edit the existing file, or remove it first")  # fmt: skip
+        raise UsageError(
+            f"{listed} already exists in {root}; nothing was written", hint="edit the existing file, or remove it first"
+        )
     playbook = root / STARTER_PLAYBOOK
     kept = [playbook] if playbook.exists() else []
     if not kept:

@@ -88,7 +88,7 @@ class VagrantBase(_Strict):
         return self.box
 
     @model_validator(mode="after")
-    def _checked_download(self) -> "VagrantBase":
+    def _checked_download(self) -> VagrantBase:
         # A box file names no checksum of its own: fetched over plain http, anyone on the way could
         # replace it. (A catalog .json lists one per version, which Vagrant checks.)
         if self.url and self.url.startswith("http://") and not self.url.endswith(".json") and not self.checksum:
@@ -147,6 +147,7 @@ _UNITS = {"K": Fraction(1, 1024), "M": 1, "G": 1024, "T": 1024 * 1024}  # in MiB
 
 def _size_in(unit: str):
     """A size given as a number (in ``unit``) or with a unit of its own: 2G, 2048M, 2 GiB."""
+
     def convert(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, str):
             return value
@@ -235,7 +236,7 @@ class BoxSpec(_Strict):
     verify: list[Text] = []
 
     @model_validator(mode="after")
-    def _unique_machines(self) -> "BoxSpec":
+    def _unique_machines(self) -> BoxSpec:
         names = [m.name for m in self.machines]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -268,8 +269,15 @@ class Box:
         spec = self.spec
         if not spec.machines:
             return [("default", True, spec.resources, spec.forwarded_ports)]
-        return [(m.name, m.primary, spec.resources.model_copy(update={k: v for k, v in m.resources.model_dump().items() if v}),
-                 spec.forwarded_ports if m.forwarded_ports is None else m.forwarded_ports) for m in spec.machines]  # fmt: skip
+        return [
+            (
+                m.name,
+                m.primary,
+                spec.resources.model_copy(update={k: v for k, v in m.resources.model_dump().items() if v}),
+                spec.forwarded_ports if m.forwarded_ports is None else m.forwarded_ports,
+            )
+            for m in spec.machines
+        ]
 
     def memory_mib(self) -> int:
         """What the box's machines need at once."""
@@ -292,5 +300,3 @@ def resolve_playbook(box: Box, path: str) -> Path:
         return local
     shipped = paths.data_dir() / candidate
     return shipped if shipped.exists() else local
-
-

@@ -24,8 +24,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from vagabond import files, process, timeouts, ui
-from vagabond.spec.schema import Box
 from vagabond.errors import BoxDefinitionError
+from vagabond.spec.schema import Box
 
 # (section, key, value, the other sections Ansible also reads the key from): what vagabond wants.
 SETTINGS = [
@@ -50,19 +50,44 @@ ENV_ONLY = {
     "ANSIBLE_STRATEGY": ("defaults", "strategy"),
 }
 # vagabond cannot work without these: its value wins over the project's.
-REQUIRED = {"ANSIBLE_SSH_ARGS": ("ssh_connection", "ssh_args"),
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": ("ssh_connection", "control_path_dir"),
-            # vagabond reads the recap and the changed tasks from this callback's plain output.
-            "ANSIBLE_STDOUT_CALLBACK": ("defaults", "stdout_callback"),
-            "ANSIBLE_FORCE_COLOR": ("defaults", "force_color")}  # fmt: skip
+REQUIRED = {
+    "ANSIBLE_SSH_ARGS": ("ssh_connection", "ssh_args"),
+    "ANSIBLE_SSH_CONTROL_PATH_DIR": ("ssh_connection", "control_path_dir"),
+    # vagabond reads the recap and the changed tasks from this callback's plain output.
+    "ANSIBLE_STDOUT_CALLBACK": ("defaults", "stdout_callback"),
+    "ANSIBLE_FORCE_COLOR": ("defaults", "force_color"),
+}
 GALAXY = "galaxy"  # below the provisioning directory: roles/ and collections/
 REQUIREMENTS = "requirements.yml"
 # Settings whose values are paths (a list of them, ':'-separated): relative ones are rebased.
-PATH_KEYS = {"roles_path", "collections_path", "collections_paths", "library", "module_utils", "inventory", "log_path",
-             "vault_password_file", "action_plugins", "callback_plugins", "connection_plugins", "filter_plugins",
-             "lookup_plugins", "strategy_plugins", "test_plugins", "vars_plugins", "inventory_plugins",
-             "cache_plugins", "become_plugins", "cliconf_plugins", "httpapi_plugins", "netconf_plugins",
-             "terminal_plugins", "doc_fragment_plugins", "playbook_dir", "private_key_file"}  # fmt: skip
+PATH_KEYS = {
+    "roles_path",
+    "collections_path",
+    "collections_paths",
+    "library",
+    "module_utils",
+    "inventory",
+    "log_path",
+    "vault_password_file",
+    "action_plugins",
+    "callback_plugins",
+    "connection_plugins",
+    "filter_plugins",
+    "lookup_plugins",
+    "strategy_plugins",
+    "test_plugins",
+    "vars_plugins",
+    "inventory_plugins",
+    "cache_plugins",
+    "become_plugins",
+    "cliconf_plugins",
+    "httpapi_plugins",
+    "netconf_plugins",
+    "terminal_plugins",
+    "doc_fragment_plugins",
+    "playbook_dir",
+    "private_key_file",
+}
 
 
 def project_config_path(box: Box) -> Path | None:
@@ -79,7 +104,9 @@ def read_project_config(box: Box) -> configparser.ConfigParser | None:
     try:
         parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
     except (configparser.Error, UnicodeDecodeError) as exc:
-        raise BoxDefinitionError([f"{path}: not an ansible.cfg vagabond can read: {' '.join(str(exc).split())[:200]}"]) from None
+        raise BoxDefinitionError(
+            [f"{path}: not an ansible.cfg vagabond can read: {' '.join(str(exc).split())[:200]}"]
+        ) from None
     return parser
 
 
@@ -111,17 +138,22 @@ def config_text(box: Box, provision_dir: Path, galaxy: bool) -> str:
         if not merged.has_section("defaults"):
             merged.add_section("defaults")
         # Ansible's defaults, kept after the installed ones when the project names no paths of its own.
-        roles = merged.get("defaults", "roles_path", fallback="~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles")
+        roles = merged.get(
+            "defaults", "roles_path", fallback="~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles"
+        )
         collections = merged.get("defaults", "collections_path", fallback=None) or merged.get(
-            "defaults", "collections_paths", fallback="~/.ansible/collections:/usr/share/ansible/collections")
+            "defaults", "collections_paths", fallback="~/.ansible/collections:/usr/share/ansible/collections"
+        )
         merged.set("defaults", "roles_path", f"{GALAXY}/roles{os.pathsep}{roles}")
         merged.set("defaults", "collections_path", f"{GALAXY}/collections{os.pathsep}{collections}")
         merged.remove_option("defaults", "collections_paths")
     out = io.StringIO()
     merged.write(out)
     source = f" from {project_config_path(box).name} of the project," if project is not None else ""
-    return (f"# Written by vagabond{source} with the settings both plain `vagrant provision` and\n"
-            "# `vagabond provision` need: re-render instead of editing.\n" + out.getvalue())  # fmt: skip
+    return (
+        f"# Written by vagabond{source} with the settings both plain `vagrant provision` and\n"
+        "# `vagabond provision` need: re-render instead of editing.\n" + out.getvalue()
+    )
 
 
 def environment(box: Box, wanted: dict[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -134,17 +166,24 @@ def environment(box: Box, wanted: dict[str, str]) -> tuple[dict[str, str], list[
     for var, value in wanted.items():
         if var in REQUIRED and project.has_option(*REQUIRED[var]):
             section, key = REQUIRED[var]
-            notes.append(f"ansible.cfg: vagabond's {key} wins over the project's (vagabond needs it: its shared SSH "
-                         "connection, and the plain output it reads the recap from)")  # fmt: skip
+            notes.append(
+                f"ansible.cfg: vagabond's {key} wins over the project's (vagabond needs it: its shared SSH "
+                "connection, and the plain output it reads the recap from)"
+            )
         elif var in ENV_ONLY and project.has_option(*ENV_ONLY[var]):
             section, key = ENV_ONLY[var]
-            notes.append(f"ansible.cfg: the project's {key} = {project.get(section, key, raw=True)} wins over vagabond's {value}")
+            notes.append(
+                f"ansible.cfg: the project's {key} = {project.get(section, key, raw=True)} wins over vagabond's {value}"
+            )
             continue
         env[var] = value
     for section, key, value, aliases in SETTINGS:
         for where in (section, *aliases):
             if project.has_option(where, key) and project.get(where, key, raw=True) != value:
-                notes.append(f"ansible.cfg: the project's {key} = {project.get(where, key, raw=True)} wins over vagabond's {value}")
+                notes.append(
+                    f"ansible.cfg: the project's {key} = {project.get(where, key, raw=True)} wins over "
+                    f"vagabond's {value}"
+                )
     return env, notes
 
 
@@ -153,8 +192,10 @@ def project_setting(box: Box, section: str, key: str) -> str | None:
     project = read_project_config(box)
     if project is None or not project.has_option(section, key):
         return None
-    return os.pathsep.join(str(box.project_dir / e) if e and not e.startswith(("/", "~", "$")) else e
-                           for e in project.get(section, key, raw=True).split(os.pathsep))  # fmt: skip
+    return os.pathsep.join(
+        str(box.project_dir / e) if e and not e.startswith(("/", "~", "$")) else e
+        for e in project.get(section, key, raw=True).split(os.pathsep)
+    )
 
 
 def project_inputs(box: Box) -> list[Path]:
@@ -185,7 +226,12 @@ def project_inputs(box: Box) -> list[Path]:
 
 def requirements_files(box: Box, playbooks: list[Path]) -> list[Path]:
     """requirements.yml at the project's top, in its roles/ and collections/, and next to each playbook."""
-    places = [box.project_dir, box.project_dir / "roles", box.project_dir / "collections", *(p.parent for p in playbooks)]
+    places = [
+        box.project_dir,
+        box.project_dir / "roles",
+        box.project_dir / "collections",
+        *(p.parent for p in playbooks),
+    ]
     found: list[Path] = []
     for place in places:
         path = place / REQUIREMENTS
@@ -206,7 +252,9 @@ def _kinds(path: Path) -> tuple[bool, bool]:
         return bool(doc), False
     if isinstance(doc, dict):
         return bool(doc.get("roles")), bool(doc.get("collections"))
-    raise BoxDefinitionError([f"{path}: a requirements file is a list of roles or a mapping with roles: and collections:"])
+    raise BoxDefinitionError(
+        [f"{path}: a requirements file is a list of roles or a mapping with roles: and collections:"]
+    )
 
 
 def install_requirements(requirements: list[Path], provision_dir: Path, env: dict[str, str]) -> list[str]:
@@ -225,12 +273,22 @@ def install_requirements(requirements: list[Path], provision_dir: Path, env: dic
         roles, collections = _kinds(path)
         with ui.step(f"ansible-galaxy: {path.name} from {path.parent}"):
             if roles:
-                process.check([exe, "role", "install", "-r", str(path), "--roles-path", str(galaxy / "roles"), "--force"],
-                              cwd=path.parent, env=env, timeout=timeouts.TOOL * 10, hint=f"check {path}")  # fmt: skip
+                process.check(
+                    [exe, "role", "install", "-r", str(path), "--roles-path", str(galaxy / "roles"), "--force"],
+                    cwd=path.parent,
+                    env=env,
+                    timeout=timeouts.TOOL * 10,
+                    hint=f"check {path}",
+                )
                 done.append(f"roles of {path}")
             if collections:
-                process.check([exe, "collection", "install", "-r", str(path), "-p", str(galaxy / "collections"), "--force"],
-                              cwd=path.parent, env=env, timeout=timeouts.TOOL * 10, hint=f"check {path}")  # fmt: skip
+                process.check(
+                    [exe, "collection", "install", "-r", str(path), "-p", str(galaxy / "collections"), "--force"],
+                    cwd=path.parent,
+                    env=env,
+                    timeout=timeouts.TOOL * 10,
+                    hint=f"check {path}",
+                )
                 done.append(f"collections of {path}")
     files.write_text(stamp, digest)
     return done

@@ -107,8 +107,11 @@ def _forget_finished() -> None:
         leftovers = [n for n in domains + volumes if n.startswith(prefix)]
         if not leftovers and _workdir_verdict(prefix, Path(workdir)):
             stale.append(prefix)
-    registry.forget(workdirs=stale, networks=[n for n in data["networks"] if n not in networks],
-                    volumes=[v for v in data["volumes"] if v not in volumes])
+    registry.forget(
+        workdirs=stale,
+        networks=[n for n in data["networks"] if n not in networks],
+        volumes=[v for v in data["volumes"] if v not in volumes],
+    )
 
 
 def as_dicts(orphans: list[Orphan]) -> list[dict]:

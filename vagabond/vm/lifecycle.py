@@ -54,12 +54,15 @@ class UpRun:
         return self.made is not None
 
 
-def render_workdir(wd: Workdir, source: Published | None = None, boot_timeout: int | None = None,
-                   sync_project: str | None = None) -> None:  # fmt: skip
+def render_workdir(
+    wd: Workdir, source: Published | None = None, boot_timeout: int | None = None, sync_project: str | None = None
+) -> None:
     """The Vagrantfile and provisioning directory `vagrant up` and `vagabond provision` use here:
     the box vagabond chose (the prebuilt one it downloaded), else the base box, never a catalog
     vagabond found unusable."""
-    options = render.RenderOptions(source=source, boot_timeout=boot_timeout, sync_project=sync_project, fresh=source is None)
+    options = render.RenderOptions(
+        source=source, boot_timeout=boot_timeout, sync_project=sync_project, fresh=source is None
+    )
     wd.claim(playbooks.PROVISION_DIR)
     render.write(wd.box, options, wd.path, force=True)  # the work directory's Vagrantfile is vagabond's own
 
@@ -95,13 +98,24 @@ def render_files(run: UpRun) -> None:
     gets its own SSH key (the box's insecure one then opens nothing)."""
     box, wd, opts = run.box, run.wd, run.opts
     render_workdir(wd, run.source, opts.boot_timeout, opts.sync_project)
-    provisioned = already_provisioned(bool(wd.read_state().get("provisioned")), run.new, run.source is not None, opts.extra_vars)
+    provisioned = already_provisioned(
+        bool(wd.read_state().get("provisioned")), run.new, run.source is not None, opts.extra_vars
+    )
     if run.source is not None and opts.extra_vars and opts.provision:
         ui.info("extra vars given (-e): the playbooks run on the prebuilt box too, so that they apply")
-    wd.write_state(sync_project=opts.sync_project, box=box.name, driver=run.decision.driver, driver_reason=run.decision.reason,
-                   prefix=wd.prefix, machines=box.machine_names(), primary=box.primary(), env=box.spec.env,
-                   base_version=run.base_version, prebuilt=run.source.__dict__ if run.source else None,
-                   provisioned=provisioned)  # fmt: skip
+    wd.write_state(
+        sync_project=opts.sync_project,
+        box=box.name,
+        driver=run.decision.driver,
+        driver_reason=run.decision.reason,
+        prefix=wd.prefix,
+        machines=box.machine_names(),
+        primary=box.primary(),
+        env=box.spec.env,
+        base_version=run.base_version,
+        prebuilt=run.source.__dict__ if run.source else None,
+        provisioned=provisioned,
+    )
     registry.add_workdir(wd.prefix, wd.path)  # `vagabond gc` finds what this directory leaves
     if run.new:
         remote.make_key(wd)
@@ -233,8 +247,11 @@ def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = (), *, force:
             boot.refresh_ssh_config(wd)
         state = wd.read_state()
         previous = state.get("prebuilt")
-        render_workdir(wd, Published(**previous) if isinstance(previous, dict) else None,  # the playbooks as they are now
-                       sync_project=state.get("sync_project"))  # fmt: skip
+        render_workdir(
+            wd,
+            Published(**previous) if isinstance(previous, dict) else None,  # the playbooks as they are now
+            sync_project=state.get("sync_project"),
+        )
         recaps = provision.run_playbooks(wd, extra_vars, force=force)
         # On a prebuilt box of this definition, site.yml skips the playbooks unless forced.
         ran = force or bool(extra_vars) or not state.get("prebuilt") or bool(state.get("playbooks_ran"))
@@ -256,8 +273,10 @@ def check_idempotence(box: Box, wd: Workdir, extra_vars: Sequence[str] = ()) -> 
         reprovision(box, wd, extra_vars, force=True)
     recaps = reprovision(box, wd, extra_vars, force=True)
     if not recaps:
-        raise NotIdempotent("the idempotence run printed no recap: cannot tell what changed",
-                            hint="see the ansible log in the work directory's logs/")  # fmt: skip
+        raise NotIdempotent(
+            "the idempotence run printed no recap: cannot tell what changed",
+            hint="see the ansible log in the work directory's logs/",
+        )
     changed = [f"{r.host}: {task}" for r in recaps for task in r.changed_tasks]
     if changed or any(r.changed for r in recaps):
         counted = sum(r.changed for r in recaps)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vagabond import process, timeouts, ui
-from vagabond.vm import remote
-from vagabond.spec.schema import Box
 from vagabond.errors import VagabondError
+from vagabond.spec.schema import Box
+from vagabond.vm import remote
 from vagabond.vm.workdir import Workdir
 
 # AVC denials: ausearch reads the audit log (auditd); denials from before auditd
@@ -111,7 +111,9 @@ def _guest(wd: Workdir, machine: str, target: Path) -> list[Item]:
             unreachable = f"guest unreachable: {result.stderr.strip()[-200:]}"
             items.append(Item(filename, source, False, unreachable))
             continue
-        (target / filename).write_text(result.stdout + (f"\n[stderr]\n{result.stderr}" if result.stderr.strip() else ""))
+        (target / filename).write_text(
+            result.stdout + (f"\n[stderr]\n{result.stderr}" if result.stderr.strip() else "")
+        )
         ok = result.returncode == 0
         items.append(Item(filename, source, ok, "" if ok else f"exit {result.returncode}"))
     return items
@@ -123,7 +125,9 @@ def collect_on_failure(box: Box, wd: Workdir, out: Path) -> None:
         with ui.step(f"collect logs into {out}"):
             summary = collect(box, wd, out)
         missing = [i["name"] for i in summary["items"] if not i["ok"]]
-        ui.info(f"logs of {box.name} in {summary['out']}" + (f" (not available: {', '.join(missing)})" if missing else ""))
+        ui.info(
+            f"logs of {box.name} in {summary['out']}" + (f" (not available: {', '.join(missing)})" if missing else "")
+        )
     except (VagabondError, OSError) as exc:
         ui.info(f"collecting logs failed: {exc}")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM while collecting: the cleanup after this must still run

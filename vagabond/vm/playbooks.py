@@ -21,6 +21,7 @@ from vagabond import files, paths
 from vagabond.spec.schema import Box
 from vagabond.vm import ansiblecfg
 
+
 @dataclass(frozen=True)
 class PlaybookRun:
     path: Path
@@ -39,7 +40,9 @@ def mode_playbooks(box: Box) -> list[PlaybookRun]:
     modes = box.spec.modes
     runs = []
     if modes.selinux is not None:
-        runs.append(PlaybookRun(paths.shipped_playbooks_dir() / "modes" / "selinux.yml", {"selinux_state": modes.selinux}))
+        runs.append(
+            PlaybookRun(paths.shipped_playbooks_dir() / "modes" / "selinux.yml", {"selinux_state": modes.selinux})
+        )
     if modes.fips:
         runs.append(PlaybookRun(paths.shipped_playbooks_dir() / "modes" / "fips.yml", {}))
     return runs
@@ -53,20 +56,35 @@ def mode_checks(box: Box) -> list[ModeCheck]:
     if modes.fips:
         checks.append(ModeCheck("fips", ("cat", "/proc/sys/crypto/fips_enabled"), "1", "FIPS mode is on"))
         if box.spec.guest in ("redhat", "fedora"):  # the crypto policy is the RedHat family's
-            checks.append(ModeCheck("crypto-policy", ("update-crypto-policies", "--show"), "FIPS",
-                                    "the crypto policy is FIPS"))  # fmt: skip
+            checks.append(
+                ModeCheck("crypto-policy", ("update-crypto-policies", "--show"), "FIPS", "the crypto policy is FIPS")
+            )
     return checks
 
 
 def all_playbooks(box: Box) -> list[PlaybookRun]:
     """Modes first (they may reboot the guest), then the box's dependency playbooks in order."""
-    deps = [PlaybookRun(path, dict(p.vars)) for path, p in zip(box.playbook_paths(), box.spec.playbooks)]
+    deps = [PlaybookRun(path, dict(p.vars)) for path, p in zip(box.playbook_paths(), box.spec.playbooks, strict=True)]
     return mode_playbooks(box) + deps
 
 
 # Beside a playbook, what Ansible loads by convention (roles, vars, templates, its own plugins).
-ANSIBLE_DIRS = ("roles", "group_vars", "host_vars", "vars", "tasks", "handlers", "templates", "files", "library",
-                "module_utils", "filter_plugins", "lookup_plugins", "collections", "requirements.yml")  # fmt: skip
+ANSIBLE_DIRS = (
+    "roles",
+    "group_vars",
+    "host_vars",
+    "vars",
+    "tasks",
+    "handlers",
+    "templates",
+    "files",
+    "library",
+    "module_utils",
+    "filter_plugins",
+    "lookup_plugins",
+    "collections",
+    "requirements.yml",
+)
 
 
 def playbook_inputs(playbook: Path, project_dir: Path) -> list[Path]:
@@ -101,9 +119,16 @@ def definition_digest(box: Box) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(box.spec.model_dump(mode="json", exclude=AFTER_PROVISIONING), sort_keys=True).encode())
     for extra in [*ansiblecfg.project_inputs(box), *ansiblecfg.requirements_files(box, box.playbook_paths())]:
-        digest.update(b"\0" + str(extra.relative_to(box.project_dir.resolve()) if extra.is_absolute() and
-                                    extra.is_relative_to(box.project_dir.resolve()) else extra.name).encode()
-                      + b"\0" + extra.read_bytes())  # fmt: skip
+        digest.update(
+            b"\0"
+            + str(
+                extra.relative_to(box.project_dir.resolve())
+                if extra.is_absolute() and extra.is_relative_to(box.project_dir.resolve())
+                else extra.name
+            ).encode()
+            + b"\0"
+            + extra.read_bytes()
+        )
     for run in all_playbooks(box):
         digest.update(b"\0playbook\0" + run.path.name.encode() + b"\0" + json.dumps(run.vars, sort_keys=True).encode())
         for path in playbook_inputs(run.path, box.project_dir):
@@ -116,6 +141,7 @@ DEFINITION_FILE = "/etc/vagabond/definition"  # in the guest: the digest of the 
 GROUP = "vagabond"  # every machine of the box, in both routes' inventories
 HOST_VARS = {"ansible_user": "vagrant"}
 
+
 def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
@@ -123,22 +149,34 @@ def _relative(path: Path, start: Path) -> str:
 def site_plays(box: Box, provision_dir: Path, digest: str) -> list[dict]:
     """site.yml: the one playbook both routes run (see the module's docstring)."""
     skip = "not vagabond_current"
-    plays: list[dict] = [{
-        "name": "vagabond: does this VM already hold this definition?",
-        "hosts": "all", "gather_facts": False, "become": True,
-        "vars": {"vagabond_definition": digest},
-        "tasks": [
-            {"name": "Read the definition the box was built from", "ansible.builtin.slurp": {"src": DEFINITION_FILE},
-             "register": "vagabond_built_from", "failed_when": False},
-            {"name": "Skip the playbooks when it holds this one (vagabond_provision=true runs them anyway)",
-             "ansible.builtin.set_fact": {"vagabond_current": "{{ not (vagabond_provision | default(false) | bool) and "
-                                          "(vagabond_built_from.content | default('') | b64decode | trim) == vagabond_definition }}"}},
-        ],
-    }]  # fmt: skip
+    plays: list[dict] = [
+        {
+            "name": "vagabond: does this VM already hold this definition?",
+            "hosts": "all",
+            "gather_facts": False,
+            "become": True,
+            "vars": {"vagabond_definition": digest},
+            "tasks": [
+                {
+                    "name": "Read the definition the box was built from",
+                    "ansible.builtin.slurp": {"src": DEFINITION_FILE},
+                    "register": "vagabond_built_from",
+                    "failed_when": False,
+                },
+                {
+                    "name": "Skip the playbooks when it holds this one (vagabond_provision=true runs them anyway)",
+                    "ansible.builtin.set_fact": {
+                        "vagabond_current": "{{ not (vagabond_provision | default(false) | bool) and "
+                        "(vagabond_built_from.content | default('') | b64decode | trim) == vagabond_definition }}"
+                    },
+                },
+            ],
+        }
+    ]
     common = dict(box.spec.vars)
     for run in mode_playbooks(box):
         plays.append({"import_playbook": f"modes/{run.path.name}", "vars": common | run.vars, "when": skip})
-    for path, spec in zip(box.playbook_paths(), box.spec.playbooks):
+    for path, spec in zip(box.playbook_paths(), box.spec.playbooks, strict=True):
         play = {"import_playbook": _relative(path, provision_dir), "when": skip}
         plays.append(play | ({"vars": common | dict(spec.vars)} if common or spec.vars else {}))
     if mode_checks(box):
@@ -151,9 +189,18 @@ def check_plays(box: Box) -> list[dict]:
     tasks = []
     for check in mode_checks(box):
         var = f"vagabond_{check.mode}"
-        tasks.append({"name": check.title, "ansible.builtin.command": {"argv": list(check.command)}, "register": var,
-                      "changed_when": False, "failed_when": f"{var}.stdout | trim != {json.dumps(check.expect)}"})  # fmt: skip
-    return [{"name": "vagabond: check the modes", "hosts": "all", "gather_facts": False, "become": True, "tasks": tasks}]
+        tasks.append(
+            {
+                "name": check.title,
+                "ansible.builtin.command": {"argv": list(check.command)},
+                "register": var,
+                "changed_when": False,
+                "failed_when": f"{var}.stdout | trim != {json.dumps(check.expect)}",
+            }
+        )
+    return [
+        {"name": "vagabond: check the modes", "hosts": "all", "gather_facts": False, "become": True, "tasks": tasks}
+    ]
 
 
 def provisioning_files(box: Box, vagrantfile_dir: Path) -> dict[str, str]:
@@ -161,8 +208,11 @@ def provisioning_files(box: Box, vagrantfile_dir: Path) -> dict[str, str]:
     target = vagrantfile_dir / PROVISION_DIR
     rendered = {f"modes/{run.path.name}": run.path.read_text(encoding="utf-8") for run in mode_playbooks(box)}
     # JSON is YAML: no quoting surprises whatever the values.
-    rendered["site.yml"] = "# Written by vagabond from the box file: re-render instead of editing.\n" + json.dumps(
-        site_plays(box, target, definition_digest(box)), indent=2) + "\n"
+    rendered["site.yml"] = (
+        "# Written by vagabond from the box file: re-render instead of editing.\n"
+        + json.dumps(site_plays(box, target, definition_digest(box)), indent=2)
+        + "\n"
+    )
     if mode_checks(box):
         rendered["checks.yml"] = json.dumps(check_plays(box), indent=2) + "\n"
     requirements = ansiblecfg.requirements_files(box, box.playbook_paths())
@@ -220,6 +270,9 @@ def rendered_inputs(box: Box, vagrantfile_dir: Path) -> tuple[dict[str, str], li
     # The mode playbooks are checked where the Vagrantfile runs them: their copies.
     for run in mode_playbooks(box):
         files[f"{PROVISION_DIR}/modes/{run.path.name}"] = run.path
-    sums = {rel: hashlib.sha256(path.read_bytes()).hexdigest() for rel, path in sorted(files.items())
-            if not rel.startswith("../")}  # fmt: skip
+    sums = {
+        rel: hashlib.sha256(path.read_bytes()).hexdigest()
+        for rel, path in sorted(files.items())
+        if not rel.startswith("../")
+    }
     return sums, sorted(r for r in roots if not r.startswith("../") and r != "..")

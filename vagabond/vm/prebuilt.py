@@ -18,13 +18,25 @@ def current(box: Box) -> dict:
     version is None when the box has no prebuilt section or no catalog version matches."""
     spec = box.spec.prebuilt
     if spec is None:
-        return {"box": box.name, "name": None, "catalog": None, "version": None, "store": None,
-                "reason": f"box {box.name!r} has no prebuilt section"}  # fmt: skip
+        return {
+            "box": box.name,
+            "name": None,
+            "catalog": None,
+            "version": None,
+            "store": None,
+            "reason": f"box {box.name!r} has no prebuilt section",
+        }
     found, why = read.find_current(spec.catalog, playbooks.definition_digest(box), spec.name, spec.version)
     # The version's own directory: a CI cache of it holds that version once, not every version stored.
     store = str(Vagrant().box_dir(spec.name) / found.version) if found else None
-    return {"box": box.name, "name": spec.name, "catalog": spec.catalog, "version": found.version if found else None,
-            "store": store, "reason": why}  # fmt: skip
+    return {
+        "box": box.name,
+        "name": spec.name,
+        "catalog": spec.catalog,
+        "version": found.version if found else None,
+        "store": store,
+        "reason": why,
+    }
 
 
 def fetch_current(box: Box, *, allowed: bool = True) -> Published | None:
@@ -59,6 +71,8 @@ def fetch(source: Published) -> Published | None:
     except CommandFailed as exc:
         # Vagrant's message is a paragraph (then details): keep the paragraph, on one line.
         reason = " ".join(exc.stderr.strip().split("\n\n")[0].split()) or str(exc)
-        ui.info(f"using the base box with full provisioning: download of {source.name} {source.version} failed: {reason}")
+        ui.info(
+            f"using the base box with full provisioning: download of {source.name} {source.version} failed: {reason}"
+        )
         return None
     return source

@@ -56,25 +56,23 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
         # What Ansible starts by name (ansible-galaxy, ansible-connection) is vagabond's own copy,
         # not one a host put ahead on PATH (GitHub's runner image: /opt/pipx_bin).
         env["PATH"] = os.pathsep.join([process.own_bin_dir(), env.get("PATH", os.defpath)])
-    wanted = dict(
-        {
-            # Same SSH config and master connection as `vagabond run`. Ansible splits this with
-            # shlex: the path is quoted, so a space, a quote or "-o" in it stays part of the path.
-            "ANSIBLE_SSH_ARGS": f"-F {shlex.quote(str(wd.ssh_config))}",
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(remote.control_dir()),
-            # vagabond reads the recap and the changed tasks from the default callback's output.
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
-            "ANSIBLE_FORCE_COLOR": "0",
-            # (Pipelining, host keys, remote_tmp and the rest are in ansible.cfg: see vagabond.ansiblecfg.)
-            # Facts are gathered once per play and cached between runs (`vagabond provision`).
-            "ANSIBLE_GATHERING": "smart",
-            "ANSIBLE_CACHE_PLUGIN": "jsonfile",
-            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state / "facts"),
-            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "7200",
-            "ANSIBLE_FORKS": "10",
-            "ANSIBLE_NOCOLOR": "0" if ui.interactive() else "1",
-        }
-    )
+    wanted = {
+        # Same SSH config and master connection as `vagabond run`. Ansible splits this with
+        # shlex: the path is quoted, so a space, a quote or "-o" in it stays part of the path.
+        "ANSIBLE_SSH_ARGS": f"-F {shlex.quote(str(wd.ssh_config))}",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(remote.control_dir()),
+        # vagabond reads the recap and the changed tasks from the default callback's output.
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+        "ANSIBLE_FORCE_COLOR": "0",
+        # (Pipelining, host keys, remote_tmp and the rest are in ansible.cfg: see vagabond.ansiblecfg.)
+        # Facts are gathered once per play and cached between runs (`vagabond provision`).
+        "ANSIBLE_GATHERING": "smart",
+        "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state / "facts"),
+        "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "7200",
+        "ANSIBLE_FORKS": "10",
+        "ANSIBLE_NOCOLOR": "0" if ui.interactive() else "1",
+    }
     strategies = mitogen_strategies()
     if strategies is not None:
         theirs = ansiblecfg.project_setting(wd.box, "defaults", "strategy_plugins")  # kept, after Mitogen's
@@ -122,11 +120,15 @@ def changed_tasks(output: str) -> dict[str, list[str]]:
 def parse_recap(output: str) -> list[Recap]:
     output = ANSI.sub("", output)
     tasks = changed_tasks(output)
-    return [Recap(m[0], int(m[1]), int(m[2]), int(m[3]), int(m[4]), tuple(tasks.get(m[0], ()))) for m in RECAP.findall(output)]
+    return [
+        Recap(m[0], int(m[1]), int(m[2]), int(m[3]), int(m[4]), tuple(tasks.get(m[0], ())))
+        for m in RECAP.findall(output)
+    ]
 
 
-def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float = timeouts.PLAYBOOK,
-                  force: bool = False) -> list[Recap]:  # fmt: skip
+def run_playbooks(
+    wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float = timeouts.PLAYBOOK, force: bool = False
+) -> list[Recap]:
     """The provisioning directory's site.yml (written with the Vagrantfile), as `vagrant provision`
     runs it, through the shared SSH connection and Mitogen. With force (or extra variables), the
     playbooks run even on a box built from this very definition."""
@@ -141,6 +143,7 @@ def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float
     if extra_vars or force:  # the variables must apply, even on a box built from this very definition
         argv += ["--extra-vars", "vagabond_provision=true"]
     with wd.log_file("ansible") as log:
+
         def sink(line: str) -> None:
             log.write(line)
             log.flush()  # the log is what a person reads while a long task runs
@@ -148,11 +151,15 @@ def run_playbooks(wd: Workdir, extra_vars: Sequence[str] = (), *, timeout: float
                 ui.info(f"ansible: {line.rstrip()}")
 
         env = ansible_env(wd)
-        ansiblecfg.install_requirements(ansiblecfg.requirements_files(wd.box, wd.box.playbook_paths()),
-                                        wd.path / PROVISION_DIR, env)  # fmt: skip
+        ansiblecfg.install_requirements(
+            ansiblecfg.requirements_files(wd.box, wd.box.playbook_paths()), wd.path / PROVISION_DIR, env
+        )
         hint = f"full output in {wd.logs / 'ansible.log'}"
         if env.get("ANSIBLE_STRATEGY") == "mitogen_linear":
-            hint += f"; if Mitogen is the trouble, retry with Ansible's stock strategy: VAGABOND_MITOGEN=0 vagabond provision {wd.box.name}"
+            hint += (
+                "; if Mitogen is the trouble, retry with Ansible's stock strategy: "
+                f"VAGABOND_MITOGEN=0 vagabond provision {wd.box.name}"
+            )
         result = process.check(argv, cwd=wd.path, env=env, timeout=timeout, stream=sink, vm_network=True, hint=hint)
     return parse_recap(result.stdout)
 
@@ -167,6 +174,7 @@ def run_checks(wd: Workdir, machines: Sequence[str]) -> list[tuple[str, ModeChec
             results.append((machine, check, got))
             if got != check.expect:
                 raise ModeCheckFailed(
-                    f"{check.mode} check failed on {machine}: '{' '.join(check.command)}' printed {got!r}, expected {check.expect!r}"
+                    f"{check.mode} check failed on {machine}: '{' '.join(check.command)}' printed {got!r}, "
+                    f"expected {check.expect!r}"
                 )
     return results

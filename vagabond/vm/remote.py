@@ -32,9 +32,12 @@ def control_dir() -> Path:
         base.mkdir(mode=0o700)
     st = os.lstat(base)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise UsageError(f"{base} is not a private directory of this user (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); "
-                         "someone else may have made it to intercept SSH connections",
-                         hint="remove it, or set XDG_RUNTIME_DIR to a private directory")  # fmt: skip
+        raise UsageError(
+            f"{base} is not a private directory of this user (owner uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):o}); "
+            "someone else may have made it to intercept SSH connections",
+            hint="remove it, or set XDG_RUNTIME_DIR to a private directory",
+        )
     return base
 
 
@@ -62,8 +65,9 @@ def make_key(wd: Workdir) -> Path:
     wd.claim(wd.ssh_key.name, wd.ssh_key.name + ".pub")
     for path in (wd.ssh_key, wd.ssh_key.with_name(wd.ssh_key.name + ".pub")):
         files.remove(path)
-    process.check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagabond", "-f", str(wd.ssh_key)],
-                  timeout=timeouts.TOOL)  # fmt: skip
+    process.check(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagabond", "-f", str(wd.ssh_key)], timeout=timeouts.TOOL
+    )
     return wd.ssh_key
 
 
@@ -91,11 +95,20 @@ def addresses(wd: Workdir) -> dict[str, str]:
     return found
 
 
-def ssh_argv(wd: Workdir, machine: str, command: Sequence[str] | None = None, *, tty: bool = False,
-             env: Mapping[str, str] | None = None, box: str | None = None) -> list[str]:  # fmt: skip
+def ssh_argv(
+    wd: Workdir,
+    machine: str,
+    command: Sequence[str] | None = None,
+    *,
+    tty: bool = False,
+    env: Mapping[str, str] | None = None,
+    box: str | None = None,
+) -> list[str]:
     if machine not in hosts(wd):
         name = box or (wd.box.name if wd.box is not None else wd.path.name)
-        raise NotRunning(f"no SSH configuration for {name!r} machine {machine!r}", hint=f"run 'vagabond up {name}' first")
+        raise NotRunning(
+            f"no SSH configuration for {name!r} machine {machine!r}", hint=f"run 'vagabond up {name}' first"
+        )
     argv = ["ssh", "-F", str(wd.ssh_config), "-q"]
     argv.append("-t" if tty else "-T")
     argv.append(machine)
@@ -108,14 +121,27 @@ def ssh_argv(wd: Workdir, machine: str, command: Sequence[str] | None = None, *,
     return argv
 
 
-def run(wd: Workdir, machine: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
-        stream: bool | process.LineSink = True, timeout: float | None = None) -> process.Result:  # fmt: skip
+def run(
+    wd: Workdir,
+    machine: str,
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stream: bool | process.LineSink = True,
+    timeout: float | None = None,
+) -> process.Result:
     """Run a command in the guest; the Result's returncode is the command's (255: SSH itself failed)."""
     return process.run(ssh_argv(wd, machine, command, env=env), stream=stream, timeout=timeout, vm_network=True)
 
 
-def check(wd: Workdir, machine: str, command: Sequence[str], *, timeout: float = timeouts.GUEST_COMMAND,
-          stream: bool | process.LineSink = False) -> process.Result:  # fmt: skip
+def check(
+    wd: Workdir,
+    machine: str,
+    command: Sequence[str],
+    *,
+    timeout: float = timeouts.GUEST_COMMAND,
+    stream: bool | process.LineSink = False,
+) -> process.Result:
     """Run a command in the guest; CommandFailed (naming the ssh command) when it fails."""
     result = run(wd, machine, command, stream=stream, timeout=timeout)
     if result.returncode != 0:

@@ -13,12 +13,12 @@ import jinja2
 
 from vagabond import files, paths, timeouts
 from vagabond.boxes import guest
-from vagabond.host import libvirt
-from vagabond.spec import project
-from vagabond.vm import ansiblecfg, playbooks, remote
-from vagabond.spec.schema import Box, SyncedFolder, VagrantBase
 from vagabond.errors import RenderError, UsageError
+from vagabond.host import libvirt
 from vagabond.publish.read import Published
+from vagabond.spec import project
+from vagabond.spec.schema import Box, SyncedFolder, VagrantBase
+from vagabond.vm import ansiblecfg, playbooks, remote
 
 # A CPU model every qemu TCG build provides. RHEL 9 family boxes need x86-64-v2, so they ask for
 # a model with SSE4.2/POPCNT; the box decides through its guest family (see cpu_model_for).
@@ -124,8 +124,10 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
     if options.driver not in (None, "kvm", "qemu"):
         raise RenderError(f"driver must be 'kvm' or 'qemu', not {options.driver!r}")
     spec = box.spec
-    machines = [{"name": name, "primary": primary, **res.model_dump(), "forwarded_ports": [p.model_dump() for p in ports]}
-                for name, primary, res, ports in box.machine_specs()]  # fmt: skip
+    machines = [
+        {"name": name, "primary": primary, **res.model_dump(), "forwarded_ports": [p.model_dump() for p in ports]}
+        for name, primary, res, ports in box.machine_specs()
+    ]
     inputs, input_dirs = playbooks.rendered_inputs(box, vagrantfile_dir)
     names = box.machine_names()
     return _box_coordinates(box, options) | {
@@ -180,7 +182,9 @@ def _box_coordinates(box: Box, options: RenderOptions) -> dict[str, Any]:
         "checksum": checksum or None,
         # A box pinned to one version (prebuilt) or made on this host (mmdebstrap, image) has no
         # newer version to look for: skip Vagrant's catalog request on every up.
-        "box_check_update": False if options.source is not None or (base.kind != "vagrant" and spec.prebuilt is None) else None,
+        "box_check_update": False
+        if options.source is not None or (base.kind != "vagrant" and spec.prebuilt is None)
+        else None,
     }
 
 
@@ -231,8 +235,10 @@ def write(box: Box, options: RenderOptions, directory: Path, *, force: bool = Fa
         except OSError:
             ours = False
         if not ours:
-            raise UsageError(f"{output} exists and was not rendered by vagabond; nothing was written",
-                             hint="use --force to replace it, or render into another directory (-o DIR)")  # fmt: skip
+            raise UsageError(
+                f"{output} exists and was not rendered by vagabond; nothing was written",
+                hint="use --force to replace it, or render into another directory (-o DIR)",
+            )
     files.make_dirs(directory)
     changed = playbooks.write_provisioning(box, directory)
     if files.write_if_changed(output, text):

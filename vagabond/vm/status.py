@@ -18,7 +18,9 @@ def require_up(wd: Workdir) -> None:
     # Files first: `vagabond run` must not pay for a virsh call. (The Vagrantfile stays after a
     # destroy, as a rendered file a user may keep; the VM's state and ssh_config do not.)
     if not wd.ssh_config.is_file() and not wd.state_file.is_file() and not libvirt.domains(wd.prefix):
-        raise NotRunning(f"box {wd.box.name!r} is not up here ({wd.path})", hint=f"run 'vagabond up {wd.box.name}' first")
+        raise NotRunning(
+            f"box {wd.box.name!r} is not up here ({wd.path})", hint=f"run 'vagabond up {wd.box.name}' first"
+        )
 
 
 def running() -> list[dict]:
@@ -38,11 +40,19 @@ def running() -> list[dict]:
         for domain, domain_state in sorted(mine.items()):
             machine = domain.removeprefix(prefix)
             up_at = state.get("up_at")
-            rows.append({
-                "box": state.get("box") or "?", "workdir": path, "machine": machine, "domain": domain, "state": domain_state,
-                "driver": state.get("driver"), "address": address.get(machine), "up_at": up_at,
-                "age_seconds": round(now - up_at) if isinstance(up_at, (int, float)) else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "box": state.get("box") or "?",
+                    "workdir": path,
+                    "machine": machine,
+                    "domain": domain,
+                    "state": domain_state,
+                    "driver": state.get("driver"),
+                    "address": address.get(machine),
+                    "up_at": up_at,
+                    "age_seconds": round(now - up_at) if isinstance(up_at, (int, float)) else None,
+                }
+            )
     return rows
 
 

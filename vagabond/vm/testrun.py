@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vagabond import github, ui
-from vagabond.host import libvirt
-from vagabond.vm import lifecycle, logs, playbooks, remote
-from vagabond.spec.schema import Box
 from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
+from vagabond.host import libvirt
+from vagabond.spec.schema import Box
+from vagabond.vm import lifecycle, logs, playbooks, remote
 from vagabond.vm.workdir import Workdir
 
 # Output kept per failed phase: enough to see why, small enough for a CI report.
@@ -44,8 +44,7 @@ class Result:
         return next((p for p in self.phases if p.status == "failed"), None)
 
     def as_dict(self) -> dict:
-        return {"box": self.box, "ok": self.failed is None,
-                "phases": [p.__dict__ for p in self.phases]}  # fmt: skip
+        return {"box": self.box, "ok": self.failed is None, "phases": [p.__dict__ for p in self.phases]}
 
 
 def verify_commands(box: Box, command: Sequence[str]) -> list[tuple[str, list[str]]]:
@@ -57,13 +56,24 @@ def verify_commands(box: Box, command: Sequence[str]) -> list[tuple[str, list[st
     return found
 
 
-def run(box: Box, wd: Workdir, opts: lifecycle.UpOptions, command: Sequence[str], *, keep: bool = False,
-        idempotence: bool = True, verify_timeout: float = 3600, junit: Path | None = None) -> Result:  # fmt: skip
+def run(
+    box: Box,
+    wd: Workdir,
+    opts: lifecycle.UpOptions,
+    command: Sequence[str],
+    *,
+    keep: bool = False,
+    idempotence: bool = True,
+    verify_timeout: float = 3600,
+    junit: Path | None = None,
+) -> Result:
     """The sequence, in a work directory of its own: a VM already there is someone's (a developer's
     `vagabond up`), and the destroy phase must never take it."""
     if wd.read_state() or libvirt.domains(wd.prefix):
-        raise UsageError(f"box {box.name!r} already has a VM in {wd.path}: vagabond test brings up its own and destroys it",
-                         hint=f"use another work directory (--workdir DIR), or 'vagabond destroy {box.name}' first")  # fmt: skip
+        raise UsageError(
+            f"box {box.name!r} already has a VM in {wd.path}: vagabond test brings up its own and destroys it",
+            hint=f"use another work directory (--workdir DIR), or 'vagabond destroy {box.name}' first",
+        )
     result = Result(box.name)
     try:
         _converge_and_verify(result, box, wd, opts, command, idempotence, verify_timeout)
@@ -71,7 +81,9 @@ def run(box: Box, wd: Workdir, opts: lifecycle.UpOptions, command: Sequence[str]
         try:
             if keep:
                 _phase(result, "destroy", "destroy", "skipped: --keep")
-                ui.info(f"the VM stays (--keep): vagabond run {box.name} -- ..., and vagabond destroy {box.name} when done")
+                ui.info(
+                    f"the VM stays (--keep): vagabond run {box.name} -- ..., and vagabond destroy {box.name} when done"
+                )
             else:
                 _timed(_phase(result, "destroy", "destroy"), lambda: lifecycle.destroy(box, wd))
         finally:
@@ -80,8 +92,15 @@ def run(box: Box, wd: Workdir, opts: lifecycle.UpOptions, command: Sequence[str]
     return result
 
 
-def _converge_and_verify(result: Result, box: Box, wd: Workdir, opts: lifecycle.UpOptions, command: Sequence[str],
-                         idempotence: bool, verify_timeout: float) -> None:  # fmt: skip
+def _converge_and_verify(
+    result: Result,
+    box: Box,
+    wd: Workdir,
+    opts: lifecycle.UpOptions,
+    command: Sequence[str],
+    idempotence: bool,
+    verify_timeout: float,
+) -> None:
     up = _phase(result, "up", "up")
     if _timed(up, lambda: lifecycle.up(box, wd, opts)):
         if not idempotence:
@@ -89,10 +108,16 @@ def _converge_and_verify(result: Result, box: Box, wd: Workdir, opts: lifecycle.
         elif not playbooks.all_playbooks(box):
             _phase(result, "idempotence", "idempotence", "skipped: the box has no playbooks")
         else:
-            _timed(_phase(result, "idempotence", "idempotence"), lambda: lifecycle.check_idempotence(box, wd, opts.extra_vars))
+            _timed(
+                _phase(result, "idempotence", "idempotence"),
+                lambda: lifecycle.check_idempotence(box, wd, opts.extra_vars),
+            )
         env = wd.read_state().get("env")
         for name, argv in verify_commands(box, command):
-            _timed(_phase(result, f"verify: {name}", "verify"), lambda argv=argv: _verify(wd, box, argv, env, verify_timeout))
+            _timed(
+                _phase(result, f"verify: {name}", "verify"),
+                lambda argv=argv: _verify(wd, box, argv, env, verify_timeout),
+            )
         if result.failed is not None and opts.logs_dir is not None:
             logs.collect_on_failure(box, wd, opts.logs_dir)
 
@@ -120,7 +145,10 @@ def _timed(phase: Phase, action) -> bool:
     finally:
         phase.seconds = time.monotonic() - started
         github.record_step(f"phase {phase.name}", phase.seconds, phase.status == "passed")
-        ui.info(f"phase {phase.name}: {phase.status} in {phase.seconds:.1f}s" + (f": {phase.message}" if phase.message else ""))
+        ui.info(
+            f"phase {phase.name}: {phase.status} in {phase.seconds:.1f}s"
+            + (f": {phase.message}" if phase.message else "")
+        )
     return phase.status == "passed"
 
 
@@ -134,8 +162,10 @@ def _verify(wd: Workdir, box: Box, argv: list[str], env, timeout: float) -> None
     try:
         outcome = remote.run(wd, box.primary(), argv, env=env, stream=sink, timeout=timeout)
     except CommandFailed as exc:  # timed out: the command was killed
-        error = PhaseFailed(f"{shlex.join(argv)} {'timed out after %gs' % timeout if exc.timeout else 'failed'}",
-                            TEST_PHASE_CODES["verify"])  # fmt: skip
+        error = PhaseFailed(
+            f"{shlex.join(argv)} {f'timed out after {timeout:g}s' if exc.timeout else 'failed'}",
+            TEST_PHASE_CODES["verify"],
+        )
         error.stderr = "".join(lines)[-OUTPUT_TAIL:]
         raise error from None
     if outcome.returncode != 0:
@@ -151,23 +181,33 @@ def raise_for(result: Result) -> None:
         return
     others = [p.name for p in result.phases if p.status == "failed" and p is not failed]
     also = f" (also failed: {', '.join(others)})" if others else ""
-    raise PhaseFailed(f"vagabond test {result.box}: phase {failed.name} failed: {failed.message}{also}",
-                      TEST_PHASE_CODES[failed.kind])  # fmt: skip
+    raise PhaseFailed(
+        f"vagabond test {result.box}: phase {failed.name} failed: {failed.message}{also}", TEST_PHASE_CODES[failed.kind]
+    )
 
 
 def write_junit(result: Result, path: Path) -> None:
     """JUnit XML as CI systems read it (Jenkins' junit-10 schema): one test case per phase and per
     verify command; a failure carries its message and the end of its output."""
     cases = result.phases
-    suite = ET.Element("testsuite", {
-        "name": f"vagabond test {result.box}", "tests": str(len(cases)),
-        "failures": str(sum(p.status == "failed" for p in cases)), "errors": "0",
-        "skipped": str(sum(p.status == "skipped" for p in cases)),
-        "time": f"{sum(p.seconds for p in cases):.3f}", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })  # fmt: skip
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": f"vagabond test {result.box}",
+            "tests": str(len(cases)),
+            "failures": str(sum(p.status == "failed" for p in cases)),
+            "errors": "0",
+            "skipped": str(sum(p.status == "skipped" for p in cases)),
+            "time": f"{sum(p.seconds for p in cases):.3f}",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
     for phase in cases:
-        case = ET.SubElement(suite, "testcase", {"classname": f"vagabond.{result.box}", "name": _xml_text(phase.name),
-                                                 "time": f"{phase.seconds:.3f}"})  # fmt: skip
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {"classname": f"vagabond.{result.box}", "name": _xml_text(phase.name), "time": f"{phase.seconds:.3f}"},
+        )
         if phase.status == "failed":
             failure = ET.SubElement(case, "failure", {"message": _xml_text(phase.message)[:2000], "type": phase.kind})
             failure.text = _xml_text(phase.output or phase.message)
@@ -182,4 +222,8 @@ def write_junit(result: Result, path: Path) -> None:
 
 def _xml_text(text: str) -> str:
     """XML 1.0 cannot hold most control characters (a guest's output may have any): drop them."""
-    return "".join(ch for ch in text if ch in "\t\n\r" or (" " <= ch and ch not in "\ufffe\uffff" and not "\ud800" <= ch <= "\udfff"))
+    return "".join(
+        ch
+        for ch in text
+        if ch in "\t\n\r" or (" " <= ch and ch not in "\ufffe\uffff" and not "\ud800" <= ch <= "\udfff")
+    )

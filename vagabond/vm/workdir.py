@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vagabond import files, timeouts
+from vagabond.errors import Busy, VagabondError
 from vagabond.host import libvirt
 from vagabond.host.vagrant import Vagrant
 from vagabond.spec import project
-from vagabond.errors import Busy, VagabondError
 
 if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
     from vagabond.spec.schema import Box
@@ -144,7 +144,9 @@ class Workdir:
         name a directory that holds the project's own ansible.cfg or site.yml)."""
         state = self.read_state()
         created = list(state.get("created", []))
-        new = [n for n in names if n not in created and not (self.path / n).exists() and not (self.path / n).is_symlink()]
+        new = [
+            n for n in names if n not in created and not (self.path / n).exists() and not (self.path / n).is_symlink()
+        ]
         if new:
             self.write_state(created=created + new)
 

@@ -96,23 +96,42 @@ class Soak:
         self.step(cycle, "destroy", box, wd, "destroy", box, *args)
         self.leaked(cycle, [(box, wd)])
 
+    # Where in `up` an interrupt may land, by the line that says the phase began.
+    PHASES = {
+        "debian12": ["driver ", "vagrant up (", "Waiting for domain to get an IP address", "Machine booted and ready!"],
+        "debian12-selinux": [
+            "driver ",
+            "download ",
+            "vagrant up (",
+            "Waiting for domain to get an IP address",
+            "Machine booted and ready!",
+            "selinux on default",
+        ],
+    }
+
     def interrupted(self, cycle: int, box: str) -> None:
-        """up, stopped at a random moment: it must end (130) within GitHub's 10 s and leave nothing."""
+        """up, stopped in a phase chosen at random (a moment after the line that begins it): it must
+        end (130) within GitHub's 10 s and leave nothing."""
         wd = self.project / ".vagabond" / f"soak-{cycle}"
         sig = self.rng.choice([signal.SIGINT, signal.SIGTERM])
-        after = self.rng.uniform(3, 90)
+        phase = self.rng.choice(self.PHASES[box])
+        after = self.rng.uniform(0, 3)
         self.phases["interrupted up"] += 1
         proc = subprocess.Popen(
             [VAGABOND, "up", box, "--workdir", str(wd)],
             cwd=self.project,
             env=ENV,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        try:
-            proc.wait(timeout=after)
-        except subprocess.TimeoutExpired:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if phase in line:
+                time.sleep(after)
+                break
+        if proc.poll() is None:
             proc.send_signal(sig)
             stopped = time.monotonic()
             try:
@@ -126,17 +145,18 @@ class Soak:
                         "phase": "interrupted up",
                         "box": box,
                         "exit": None,
-                        "error": f"{sig.name} after {after:.0f}s: still running 10 s later",
+                        "error": f"{sig.name} in {phase!r}: still running 10 s later",
                         "console": "",
                     }
                 )
             else:
                 took = time.monotonic() - stopped
                 print(
-                    f"  cycle {cycle} up {box}: {sig.name} after {after:.0f}s, exit {proc.returncode} "
+                    f"  cycle {cycle} up {box}: {sig.name} {after:.1f}s into {phase!r}, exit {proc.returncode} "
                     f"{took:.1f}s later",
                     flush=True,
                 )
+                self.phases[f"interrupted: {phase.strip()}"] += 1
                 if proc.returncode != 130:
                     self.failures.append(
                         {
@@ -149,7 +169,8 @@ class Soak:
                         }
                     )
         else:
-            print(f"  cycle {cycle} up {box}: finished before the {sig.name} due at {after:.0f}s", flush=True)
+            proc.wait()
+            print(f"  cycle {cycle} up {box}: finished before the phase {phase!r} (exit {proc.returncode})", flush=True)
         self.step(
             cycle, "destroy", box, wd, "destroy", box, "--workdir", str(wd)
         )  # a finished up leaves a VM to destroy

@@ -49,7 +49,7 @@ def guestfs_env() -> dict[str, str]:
         "SUPERMIN_KERNEL": kernels[-1],
         "SUPERMIN_MODULES": f"/lib/modules/{release}",
     }
-    if detect.choose_driver(None).driver == "qemu":  # libguestfs would try /dev/kvm and abort here
+    if detect.probe_and_decide(None).driver == "qemu":  # libguestfs would try /dev/kvm and abort here
         env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
     return env
 

@@ -45,7 +45,7 @@ VAGRANT_QUERY = 300  # ssh-config, validate, --version, plugin list (Ruby starts
 BOX_ADD = 1800  # vagrant box add / repackage of a local box
 BOX_DOWNLOAD = 3600  # a prebuilt box from a catalog
 UP_SLACK = 900  # `vagrant up` beyond the guest's boot: box upload into the pool, domain creation
-# The longest wait for the host-wide turn (libvirt.Turn) or a catalog's publish lock: anyone who
+# The longest wait for the host-wide turn (libvirt.CreationTurn) or a catalog's publish lock: anyone who
 # can open those files can hold them, so the wait ends in an error naming the holder.
 TURN = _setting(900, "TURN")
 PUBLISH_LOCK = _setting(1800, "PUBLISH_LOCK")

@@ -228,7 +228,7 @@ def test_step_summary_reports_the_exit_code_a_command_chose(project, monkeypatch
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     monkeypatch.setattr(github, "steps", [])
     monkeypatch.setattr("sys.argv", ["vagabond", "doctor", "--json"])
-    monkeypatch.setattr(detect, "choose_driver", lambda *a, **kw: detect.Decision("qemu", "test"))
+    monkeypatch.setattr(detect, "probe_and_decide", lambda *a, **kw: detect.Decision("qemu", "test"))
     monkeypatch.setattr(doctor, "run_doctor", lambda boxes, decision: [])
     for ok, mark in ((False, "❌"), (True, "✅")):
         monkeypatch.setattr(doctor, "report", lambda checks, decision, ok=ok: {"ok": ok})

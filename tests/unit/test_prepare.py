@@ -64,7 +64,7 @@ def test_kvm_on_hardware_without_virtualization_is_left_alone(monkeypatch, tmp_p
     monkeypatch.setattr(prepare, "UDEV_RULE", tmp_path / "rule")
     monkeypatch.setattr(detect, "probe_host", lambda **kw: _facts("ok", flags=(), modules=("kvm", "kvm_pvm")))
     monkeypatch.setattr(
-        detect, "choose_driver", lambda *a, **kw: detect.decide_driver(_facts("ok", flags=(), modules=("kvm_pvm",)))
+        detect, "probe_and_decide", lambda *a, **kw: detect.decide_driver(_facts("ok", flags=(), modules=("kvm_pvm",)))
     )
     action = prepare.ensure_kvm_access()
     assert (
@@ -85,7 +85,7 @@ def test_a_capable_cpu_gets_its_kvm_module_loaded(monkeypatch, tmp_path):
         "probe_host",
         lambda **kw: _facts("ok", flags=("svm",), modules=("kvm", "kvm_amd") if loaded() else ("kvm",)),
     )
-    monkeypatch.setattr(detect, "choose_driver", lambda *a, **kw: detect.Decision("kvm", "works"))
+    monkeypatch.setattr(detect, "probe_and_decide", lambda *a, **kw: detect.Decision("kvm", "works"))
     monkeypatch.setattr(process, "run", lambda argv, **kw: calls.append(argv) or process.Result(argv, 0, "", "", 0.0))
     device = tmp_path / "kvm"
     device.touch()

@@ -155,12 +155,12 @@ def test_the_turn_lock_is_never_followed_nor_chmodded(tmp_path, monkeypatch, vic
     (tmp_path / "run").mkdir(mode=0o755)
     libvirt.TURN_LOCK.symlink_to(victim[1])
     with pytest.raises(UnsafePath, match="is a symbolic link"):
-        libvirt.Turn().acquire()
+        libvirt.CreationTurn().acquire()
     assert untouched(victim)
     libvirt.TURN_LOCK.unlink()
     libvirt.TURN_LOCK.write_text("")
     libvirt.TURN_LOCK.chmod(0o600)  # someone else's file: used, never chmodded
-    with libvirt.Turn():
+    with libvirt.CreationTurn():
         pass
     assert libvirt.TURN_LOCK.stat().st_mode & 0o777 == 0o600
 
@@ -171,7 +171,7 @@ def test_the_turn_lock_in_a_directory_others_can_write_is_refused(tmp_path, monk
     shared.chmod(0o1777)
     monkeypatch.setattr(libvirt, "TURN_LOCK", shared / "libvirt.lock")
     with pytest.raises(UnsafePath, match="not a directory only root can write"):
-        libvirt.Turn().acquire()
+        libvirt.CreationTurn().acquire()
 
 
 def _holder(path: Path) -> subprocess.Popen:

@@ -99,10 +99,13 @@ def test_runs_take_turns_creating_domains(tmp_path, monkeypatch):
     from vagabond.host import libvirt
 
     monkeypatch.setattr(libvirt, "TURN_LOCK", tmp_path / "turn.lock")
-    first, order = libvirt.Turn(), []
+    first, order = libvirt.CreationTurn(), []
     first.acquire()
     second = threading.Thread(
-        target=lambda: (libvirt.Turn().acquire(on_wait=lambda: order.append("waited")), order.append("second has it"))
+        target=lambda: (
+            libvirt.CreationTurn().acquire(on_wait=lambda: order.append("waited")),
+            order.append("second has it"),
+        )
     )
     second.start()
     time.sleep(0.3)

@@ -216,7 +216,7 @@ def import_image(
     out_dir.mkdir(parents=True, exist_ok=True)
     if not process.which("cloud-localds"):
         raise UsageError("'cloud-localds' is needed to import cloud images", hint="apt-get install cloud-image-utils")
-    decision = detect.choose_driver(driver)
+    decision = detect.probe_and_decide(driver)
     with diskimage.scratch_dir(out_dir, "vagabond-import-") as work:
         disk = work / "disk.qcow2"
         with ui.step(f"copy {source.name}"):

@@ -40,7 +40,7 @@ def doctor_(
         found = boxfile.default_selection(_box_dirs())
     except VagabondError:
         found = []  # doctor still reports the host; `vagabond list` shows the box problems
-    decision = detect.choose_driver(driver.value if driver else None, smoke="always" if deep else "auto")
+    decision = detect.probe_and_decide(driver.value if driver else None, smoke="always" if deep else "auto")
     checks = doctor.run_doctor(found, decision)
     result = doctor.report(checks, decision)
     if as_json:

@@ -279,7 +279,7 @@ def driver_override(option: str | None) -> tuple[str | None, str]:
     return None, ""
 
 
-def choose_driver(option: str | None = None, *, smoke: Literal["auto", "always", "never"] = "auto") -> Decision:
+def probe_and_decide(option: str | None = None, *, smoke: Literal["auto", "always", "never"] = "auto") -> Decision:
     override, source = driver_override(option)
     if override:
         # Still gather the cheap facts so the reason says what the override went against.

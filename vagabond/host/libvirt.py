@@ -56,7 +56,7 @@ def _turn_fd() -> int | None:
         return None
 
 
-class Turn:
+class CreationTurn:
     """One vagabond at a time creates its domain (and, first, vagrant-libvirt's management network)
     or removes that network: two runs doing so at once race in vagrant-libvirt (both create the
     network, or one removes it while the other is about to use it). The turn is held from the start
@@ -86,7 +86,7 @@ class Turn:
                 os.close(self._fd)
                 self._fd = None
 
-    def __enter__(self) -> Turn:
+    def __enter__(self) -> CreationTurn:
         self.acquire()
         return self
 
@@ -219,7 +219,7 @@ def remove_network_if_unused(network: str) -> bool:
     (which may be about to use it). When the turn does not come (someone holds it for good), the
     network stays, and the reason is said: a cleanup must end."""
     try:
-        with Turn():
+        with CreationTurn():
             return network in networks() and not network_in_use(network) and remove_network(network)
     except Busy as exc:
         ui.warning(f"left network {network} in place: {exc}")

@@ -174,12 +174,14 @@ def _kvm_access(device: Path) -> Action:
         return Action(
             "kvm",
             bool(loaded),
-            f"{done}KVM cannot work on this host ({detect.choose_driver(None).reason}): qemu driver",
+            f"{done}KVM cannot work on this host ({detect.probe_and_decide(None).reason}): qemu driver",
         )
     mode = device.stat().st_mode & 0o777
     if mode & 0o006 == 0o006 and facts.kvm_device == "ok":
         return Action(
-            "kvm", bool(loaded), f"{done}{device} is usable (mode {mode:o}); driver {detect.choose_driver(None).driver}"
+            "kvm",
+            bool(loaded),
+            f"{done}{device} is usable (mode {mode:o}); driver {detect.probe_and_decide(None).driver}",
         )
     files.write_text(UDEV_RULE, UDEV_TEXT)
     process.check(["udevadm", "control", "--reload-rules"], timeout=timeouts.TOOL)

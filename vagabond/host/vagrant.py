@@ -102,11 +102,6 @@ class Vagrant(vagrant.Vagrant):
         )
         yield from lines
 
-    def validate(self, directory=None) -> process.Result:  # python-vagrant's own calls subprocess directly
-        return process.check(
-            self._exe(["validate"]), cwd=directory or self.root, env=self.env, timeout=timeouts.VAGRANT_QUERY
-        )
-
     def version(self) -> str:
         # python-vagrant parses `vagrant --version`; keep the call in our gateway.
         out = self._run_vagrant_command(["--version"])

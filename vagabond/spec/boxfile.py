@@ -302,11 +302,11 @@ def box_files(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stem)
 
 
-# Where boxes are looked up: one directory, or (directory, origin) pairs in order (paths.box_dirs).
-Where = Path | Sequence[tuple[Path, str]]
+# Where boxes are looked up: one directory, or (directory, origin) pairs in order (project.box_dirs).
+BoxDirs = Path | Sequence[tuple[Path, str]]
 
 
-def _dirs(where: Where) -> list[tuple[Path, str]]:
+def _dirs(where: BoxDirs) -> list[tuple[Path, str]]:
     dirs = [(where, "")] if isinstance(where, Path) else list(where)
     for directory, origin in dirs:
         # A directory the user named must exist; the project's boxes/ may not (yet).
@@ -316,7 +316,7 @@ def _dirs(where: Where) -> list[tuple[Path, str]]:
 
 
 @dataclass(frozen=True)
-class Entry:
+class Listed:
     """One box name as `vagabond list` shows it: the box, or why its file does not load."""
 
     name: str
@@ -327,9 +327,9 @@ class Entry:
     overrides: str | None = None  # the origin of a box of the same name that this one hides
 
 
-def scan(where: Where) -> list[Entry]:
+def scan(where: BoxDirs) -> list[Listed]:
     """Every box name, the first directory's file winning; a broken file is an entry with its problems."""
-    entries: dict[str, Entry] = {}
+    entries: dict[str, Listed] = {}
     for directory, origin in _dirs(where):
         for path in box_files(directory):
             name = path.name.removesuffix(".yaml").removesuffix(".yml")
@@ -338,14 +338,14 @@ def scan(where: Where) -> list[Entry]:
                     entries[name] = replace(entries[name], overrides=origin)
                 continue
             try:
-                entries[name] = Entry(name, origin, path, replace(load_box(path), origin=origin))
+                entries[name] = Listed(name, origin, path, replace(load_box(path), origin=origin))
             except (BoxDefinitionError, BoxNotFound) as exc:
                 problems = tuple(exc.problems) if isinstance(exc, BoxDefinitionError) else (str(exc),)
-                entries[name] = Entry(name, origin, path, None, problems)
+                entries[name] = Listed(name, origin, path, None, problems)
     return sorted(entries.values(), key=lambda e: e.name)
 
 
-def list_boxes(where: Where) -> list[Box]:
+def list_boxes(where: BoxDirs) -> list[Box]:
     """Load every box; all problems of all files are reported together."""
     entries = scan(where)
     problems = [p for e in entries for p in e.problems]
@@ -354,7 +354,7 @@ def list_boxes(where: Where) -> list[Box]:
     return [e.box for e in entries if e.box is not None]
 
 
-def default_selection(where: Where) -> list[Box]:
+def default_selection(where: BoxDirs) -> list[Box]:
     """The boxes a command means when none is named: the project's own, or the shipped boxes
     when the project has none yet. A broken file among them is an error (all problems together)."""
     loaded = list_boxes(where)
@@ -362,7 +362,7 @@ def default_selection(where: Where) -> list[Box]:
     return own or loaded
 
 
-def find_box(name: str, where: Where) -> Box:
+def find_box(name: str, where: BoxDirs) -> Box:
     dirs = _dirs(where)
     for directory, origin in dirs:
         for suffix in (".yaml", ".yml"):

@@ -100,7 +100,7 @@ def vagrant_up(wd: Workdir, driver: str, boot_timeout: float, watchers: list[Cal
     sink, fh = log_sink(wd, "vagrant")
     early = EarlySshConfig(wd)
     lease = LeaseWatch(boot_timeout)
-    turn = libvirt.Turn()
+    turn = libvirt.CreationTurn()
 
     def watch(line: str) -> None:
         lease.see(line)

@@ -162,7 +162,7 @@ def up(box: Box, wd: Workdir, opts: UpOptions) -> dict:
     """Render, boot, provision and verify. Any failure names its step; a failed or interrupted run
     removes what it created (unless keep_on_failure), so the next run starts clean."""
     with wd.lock("up"):
-        decision = detect.choose_driver(opts.driver)
+        decision = detect.probe_and_decide(opts.driver)
         ui.info(f"driver {decision.driver}: {decision.reason}")
         # Only a run that creates the domain may remove it again on failure.
         run = UpRun(box, wd, opts, decision, MadeByUp.before() if not libvirt.domains(wd.prefix) else None)

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.conftest import MISSING, NETNS, REPO
+from tests.helpers import virsh
 
 SANDBOX = REPO / "scripts" / "sandbox.sh"
 APT_REPO_SCRIPT = REPO / "scripts" / "local-apt-repo.sh"
@@ -133,19 +135,8 @@ def catalog_server(sandbox, tmp_path_factory):
     if not shutil.which("nginx"):
         pytest.skip(f"{MISSING}: nginx (run scripts/install.sh)")
     root = tmp_path_factory.mktemp("catalog")
-    conf = root.parent / "nginx-catalog.conf"
-    conf.write_text(
-        f"user root; daemon off; pid {root.parent}/nginx-catalog.pid; error_log stderr;\n"
-        "events {}\nhttp { include /etc/nginx/mime.types; access_log off;\n"
-        f"  client_body_temp_path {root.parent}/body;\n"
-        f"  server {{ listen 127.0.0.1:{CATALOG_PORT}; root {root}; }} }}\n"
-    )
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root.parent)])
-    time.sleep(1)
-    assert proc.poll() is None, "nginx did not start"
-    yield root, f"http://127.0.0.1:{CATALOG_PORT}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with helpers.nginx(root, CATALOG_PORT) as http:
+        yield root, http
 
 
 @pytest.fixture(scope="session")
@@ -195,10 +186,6 @@ def project(tmp_path_factory, catalog_server):
 @pytest.fixture(scope="session")
 def vagabond(sandbox, project):
     return Vagabond(project)
-
-
-def virsh(*args: str) -> str:
-    return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, check=True).stdout
 
 
 def network_users(network: str) -> list[str]:

@@ -21,7 +21,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from tests.conftest import NETNS
-from tests.e2e.conftest import MGMT_NETWORK, network_users, ours, virsh
+from tests.e2e.conftest import MGMT_NETWORK, network_users, ours
+from tests.helpers import virsh
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

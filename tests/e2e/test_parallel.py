@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import Vagabond, virsh
+from tests.e2e.conftest import Vagabond
+from tests.helpers import virsh
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.conftest import NETNS
-from tests.e2e.conftest import CATALOG_PORT, HOST_FROM_GUEST, MIRROR_PORT, virsh
+from tests.e2e.conftest import CATALOG_PORT, HOST_FROM_GUEST, MIRROR_PORT
 from tests.e2e.test_lifecycle import VERSION
+from tests.helpers import virsh
 from vagabond.vm import workdir
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -113,19 +115,8 @@ def test_plain_vagrant_up_provisions_the_same_vm_and_provision_changes_nothing(
 def catalog_in_netns(catalog_server):
     """The same catalog, also on 127.0.0.1 inside the namespace: plain `vagrant up` downloads there."""
     root, http = catalog_server
-    conf = root.parent / "nginx-netns.conf"
-    conf.write_text(
-        f"user root; daemon off; pid {root.parent}/nginx-netns.pid; error_log stderr;\n"
-        "events {}\nhttp { include /etc/nginx/mime.types; access_log off;\n"
-        f"  client_body_temp_path {root.parent}/body-netns;\n"
-        f"  server {{ listen 127.0.0.1:{CATALOG_PORT}; root {root}; }} }}\n"
-    )
-    proc = subprocess.Popen(["ip", "netns", "exec", NETNS, "nginx", "-c", str(conf), "-p", str(root.parent)])
-    time.sleep(1)
-    assert proc.poll() is None, "nginx did not start in the namespace"
-    yield http
-    proc.terminate()
-    proc.wait(timeout=10)
+    with helpers.nginx(root, CATALOG_PORT, netns=NETNS):
+        yield http
 
 
 def test_plain_vagrant_up_from_the_prebuilt_box_skips_what_the_box_holds(

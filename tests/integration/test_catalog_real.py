@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.conftest import require_tool
+from tests.helpers import free_port, wait_for
 from vagabond import files, process
 from vagabond.boxes import archive, vagrant
 from vagabond.errors import CommandFailed, PublishError
@@ -29,33 +30,11 @@ pytestmark = pytest.mark.real
 VAGABOND = [sys.executable, "-m", "vagabond"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return  # the server answers
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def tiny_box(tmp_path_factory) -> Path:
     """A real (tiny) vagrant-libvirt box: a 16 MiB qcow2, metadata.json and a Vagrantfile."""
     require_tool("qemu-img")
-    work = tmp_path_factory.mktemp("tinybox")
-    process.check(["qemu-img", "create", "-q", "-f", "qcow2", work / "box.img", "16M"])
-    return archive.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
+    return helpers.tiny_box(tmp_path_factory.mktemp("tinybox"))
 
 
 def make_version(tiny_box: Path, tmp: Path, version: str) -> Path:
@@ -81,20 +60,8 @@ def make_version(tiny_box: Path, tmp: Path, version: str) -> Path:
 def nginx(tmp_path_factory):
     require_tool("nginx")
     root = tmp_path_factory.mktemp("www")
-    port = free_port()
-    conf = root.parent / f"nginx-{port}.conf"
-    conf.write_text(
-        # Workers as root: pytest's temporary directories are private to root.
-        f"user root; daemon off; pid {root.parent}/nginx-{port}.pid; error_log stderr;\n"
-        "events {}\n"
-        f"http {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {root.parent}/body;\n"
-        f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n"
-    )
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root.parent)], stderr=subprocess.PIPE)
-    wait_for(f"http://127.0.0.1:{port}/")
-    yield root, f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with helpers.nginx(root, free_port()) as http:
+        yield root, http
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import NETNS, require_tool
+from tests.helpers import virsh
 
 pytestmark = pytest.mark.real
 
@@ -28,10 +29,6 @@ THEIR_BOX_IMAGE = "someone-VAGRANTSLASH-else_vagrant_box_image_1.0.0_box.img"
 # recorded by box name): only volumes a vagabond run uploaded are ever its own.
 OTHER_USERS_IMAGE = "generic-VAGRANTSLASH-debian12_vagrant_box_image_4.3.12_box.img"
 NETWORK = "vagabond-gc-test"
-
-
-def virsh(*args: str, check: bool = True) -> str:
-    return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, check=check).stdout
 
 
 def define_domain(name: str, disk: str) -> None:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from vagabond.boxes import archive
+from tests import helpers
 from vagabond.cli.app import app
 from vagabond.errors import EXIT_CODES
 from vagabond.publish import read
@@ -209,9 +209,7 @@ urls = st.one_of(
 
 @pytest.fixture(scope="module")
 def tiny_box(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny")
-    (work / "box.img").write_bytes(b"disk")
-    return archive.write_box(work / "box.img", work / "tiny.box", virtual_size_gib=1)
+    return helpers.tiny_box(tmp_path_factory.mktemp("tiny"), disk=b"disk")
 
 
 @settings(

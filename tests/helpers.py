@@ -1,0 +1,81 @@
+"""Helpers the tiers share: libvirt's command line, a static file server, the smallest real box.
+
+Written once here; the tiers' conftest files and tests import them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from vagabond.boxes import archive
+
+
+def virsh(*args: str, check: bool = True) -> str:
+    """`virsh` on the system libvirt; its standard output."""
+    return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, check=check).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 30) -> None:
+    """Until something answers HTTP at url (any status counts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def nginx(root: Path, port: int, netns: str | None = None) -> Iterator[str]:
+    """nginx serving the directory root on 127.0.0.1:port (in the network namespace netns when
+    given); yields the base URL. Its configuration, pid and body files sit beside root."""
+    conf = root.parent / f"nginx-{root.name}-{port}.conf"
+    conf.write_text(
+        # Workers as root: pytest's temporary directories are private to root.
+        f"user root; daemon off; pid {conf.with_suffix('.pid')}; error_log stderr;\n"
+        "events {}\n"
+        f"http {{ include /etc/nginx/mime.types; access_log off; client_body_temp_path {conf.with_suffix('.body')};\n"
+        f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n"
+    )
+    argv = ["nginx", "-c", str(conf), "-p", str(root.parent)]
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv] if netns else argv)
+    try:
+        if netns:
+            time.sleep(1)  # the namespace's loopback is not reachable from here to poll
+            assert proc.poll() is None, f"nginx did not start in the namespace {netns}"
+        else:
+            wait_for(f"http://127.0.0.1:{port}/")
+            assert proc.poll() is None, "nginx did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def tiny_box(work: Path, disk: bytes | None = None) -> Path:
+    """A vagrant-libvirt box file in work: metadata.json, a Vagrantfile and a disk. The disk is
+    a real 16 MiB qcow2 made by qemu-img, or the given bytes where no tool may run."""
+    image = work / "box.img"
+    if disk is None:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", image, "16M"], check=True)
+    else:
+        image.write_bytes(disk)
+    return archive.write_box(image, work / "tiny.box", virtual_size_gib=1)

@@ -5,6 +5,7 @@ CLI on top and imported by nothing, one module per fact."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "vagabond"
@@ -209,3 +210,27 @@ def test_command_failures_are_built_in_one_place():
     """CommandFailed.from_result: redaction and the failed command's last lines cannot be forgotten."""
     built = {m for m, p in MODULES.items() if "CommandFailed(" in p.read_text() and m != "errors"}
     assert built == set(), built
+
+
+def test_the_readme_layout_table_names_every_module_and_nothing_else():
+    """Each row of README.md's layout table for a part of the package names, in backticks, every
+    module of that part: a module added, moved or removed without the table fails here."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`vagabond/"):
+            rows[cells[0].strip("`").split(" ")[0].split("`")[0]] = cells[1]
+    for part in sorted(SUBPACKAGES | {""}):
+        key = f"vagabond/{part}/" if part else "vagabond/"
+        assert key in rows, f"README's layout table has no row for {key}"
+        named = set(re.findall(r"`([a-z_0-9]+)`", rows[key])) - {"Store"}
+        directory = PACKAGE / part if part else PACKAGE
+        modules = {p.stem for p in directory.glob("*.py")} - {"__init__", "__main__"}
+        if not part:
+            modules -= {"build"}  # a row of its own
+        assert named == modules, (
+            f"{key}: README names {sorted(named - modules)}, not modules there; misses {sorted(modules - named)}"
+        )
+    assert "vagabond/build.py" in rows

@@ -142,31 +142,18 @@ def rounds(doc: str) -> int:
     return parser.parse_args().rounds
 
 
-def publish_prebuilt(project: Path, catalog_port: int) -> None:
-    """Build the project's SELinux box into a prebuilt box (once, before the rounds) and publish it
-    to the project's catalog, as the nightly job does."""
-    print("building and publishing the prebuilt box (once) ...", flush=True)
-    info = json.loads(
-        process.check(
-            [VAGABOND, "build", SELINUX_BOX, "--out", project / "dist", "--version", "1.0.0", "--json"],
-            cwd=project,
-            env=ENV,
-            timeout=7200,
-        ).stdout
-    )
-    process.check(
-        [
-            VAGABOND,
-            "publish",
-            info["path"],
-            "--catalog",
-            project / "catalog",
-            "--base-url",
-            f"http://127.0.0.1:{catalog_port}",
-        ],
-        cwd=project,
-        env=ENV,
-    )
+def publish_prebuilt(
+    project: Path, catalog_port: int, box: str = SELINUX_BOX, version: str = "1.0.0", workdir: Path | None = None
+) -> dict:
+    """Build the project's box into a prebuilt box (once, before the rounds; from the VM in workdir
+    when given) and publish it to the project's catalog, as the nightly job does; what build said."""
+    print(f"building and publishing the prebuilt box {box} {version} (once) ...", flush=True)
+    from_vm = ["--workdir", workdir] if workdir else []
+    argv = [VAGABOND, "build", box, *from_vm, "--out", project / "dist", "--version", version, "--json"]
+    info = json.loads(process.check(argv, cwd=project, env=ENV, timeout=7200).stdout)
+    catalog = ["--catalog", project / "catalog", "--base-url", f"http://127.0.0.1:{catalog_port}"]
+    process.check([VAGABOND, "publish", info["path"], *catalog], cwd=project, env=ENV)
+    return info
 
 
 def alternate(rounds: int, sides: list, before=None) -> None:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, serve, timed
+from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, publish_prebuilt, serve, timed
 
 from vagabond import process
 from vagabond.host import detect
@@ -103,28 +103,7 @@ def main() -> int:
         size_plain = plain.stat().st_size
         plain.unlink()
 
-        print("vagabond build from the same VM ...", flush=True)
-        info = json.loads(
-            process.check(
-                [VAGABOND, "build", BOX, "--workdir", fresh, "--out", project / "dist", "--version", version, "--json"],
-                cwd=project,
-                env=ENV,
-                timeout=7200,
-            ).stdout
-        )
-        process.check(
-            [
-                VAGABOND,
-                "publish",
-                info["path"],
-                "--catalog",
-                project / "catalog",
-                "--base-url",
-                f"http://127.0.0.1:{CATALOG_PORT}",
-            ],
-            cwd=project,
-            env=ENV,
-        )
+        info = publish_prebuilt(project, CATALOG_PORT, BOX, version, workdir=fresh)
 
         print("prebuilt box from the catalog ...", flush=True)
         t_prebuilt, result = timed([VAGABOND, "up", BOX, "--workdir", prebuilt], project, stream=True)

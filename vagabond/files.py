@@ -114,10 +114,11 @@ def write_if_changed(path: Path, text: str, *, mode: int = 0o644) -> bool:
     return True
 
 
-def open_append(path: Path, *, mode: int = 0o644) -> IO[str]:
-    """A log file opened for appending; a link there is refused, not followed."""
+def _open_regular(path: Path, flags: int, mode: int) -> int:
+    """os.open with O_NOFOLLOW: a link there is refused, not followed, and so is anything but a
+    regular file."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             refuse_link(path)
@@ -125,21 +126,18 @@ def open_append(path: Path, *, mode: int = 0o644) -> IO[str]:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise UnsafePath(f"refusing {path}: it is not a regular file")
+    return fd
+
+
+def open_append(path: Path, *, mode: int = 0o644) -> IO[str]:
+    """A log file opened for appending; a link there is refused, not followed."""
+    fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def open_download(path: Path, *, resume: bool) -> IO[bytes]:
     """A download's partial file, appended to (resume) or started over; a link there is refused."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if resume else os.O_TRUNC)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            refuse_link(path)
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UnsafePath(f"refusing {path}: it is not a regular file")
+    fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if resume else os.O_TRUNC), 0o644)
     return os.fdopen(fd, "ab" if resume else "wb")
 
 

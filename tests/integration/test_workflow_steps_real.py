@@ -658,12 +658,8 @@ def job_scope(doc: dict, job: dict) -> tuple[dict, dict]:
     return scope, env
 
 
-def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
-    """`vagabond ci github` as a new user runs it (a vagabond installed from its repository, the
-    project's boxes in ci/boxes), then the test job's steps, which use vagabond's own action at the
-    same commit, on the twin."""
-    vagabond, sha = vagabond_from_github
-    ctx = twin
+def generated_workflow(vagabond: str, ctx: dict) -> dict:
+    """`vagabond ci github` in the twin's workspace, the project's boxes in ci/boxes."""
     out = subprocess.run(
         [vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"],
         cwd=ctx["workspace"],
@@ -672,7 +668,16 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
         check=True,
         env={k: v for k, v in os.environ.items() if k != "VAGABOND_BOXES"},
     )
-    doc = YAML(typ="safe").load(out.stdout)
+    return YAML(typ="safe").load(out.stdout)
+
+
+def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
+    """`vagabond ci github` as a new user runs it (a vagabond installed from its repository, the
+    project's boxes in ci/boxes), then the test job's steps, which use vagabond's own action at the
+    same commit, on the twin."""
+    vagabond, sha = vagabond_from_github
+    ctx = twin
+    doc = generated_workflow(vagabond, ctx)
     assert doc["env"]["VAGABOND_SPEC"] == f"vagabond-vm @ git+{REMOTE}@{sha}", "a source that exists"
     assert doc["env"]["VAGABOND_BOXES"] == BOXES_DIR
     job = doc["jobs"]["test"]
@@ -698,15 +703,7 @@ def test_the_nightly_jobs_install_from_the_repository_on_the_runner_twin(twin, v
     workflow names, on setup-python's Python, the project's box found under sudo."""
     vagabond, sha = vagabond_from_github
     ctx = twin
-    out = subprocess.run(
-        [vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"],
-        cwd=ctx["workspace"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={k: v for k, v in os.environ.items() if k != "VAGABOND_BOXES"},
-    )
-    doc = YAML(typ="safe").load(out.stdout)
+    doc = generated_workflow(vagabond, ctx)
     job = doc["jobs"]["prebuilt"]
     scope, env = job_scope(doc, job)
     results = run_job(ctx, plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions"), env)

@@ -272,23 +272,19 @@ def install_requirements(requirements: list[Path], provision_dir: Path, env: dic
     for path in requirements:
         roles, collections = _kinds(path)
         with ui.step(f"ansible-galaxy: {path.name} from {path.parent}"):
-            if roles:
+            for kind, wanted, where in (
+                ("role", roles, ["--roles-path", str(galaxy / "roles")]),
+                ("collection", collections, ["-p", str(galaxy / "collections")]),
+            ):
+                if not wanted:
+                    continue
                 process.check(
-                    [exe, "role", "install", "-r", str(path), "--roles-path", str(galaxy / "roles"), "--force"],
+                    [exe, kind, "install", "-r", str(path), *where, "--force"],
                     cwd=path.parent,
                     env=env,
                     timeout=timeouts.TOOL * 10,
                     hint=f"check {path}",
                 )
-                done.append(f"roles of {path}")
-            if collections:
-                process.check(
-                    [exe, "collection", "install", "-r", str(path), "-p", str(galaxy / "collections"), "--force"],
-                    cwd=path.parent,
-                    env=env,
-                    timeout=timeouts.TOOL * 10,
-                    hint=f"check {path}",
-                )
-                done.append(f"collections of {path}")
+                done.append(f"{kind}s of {path}")
     files.write_text(stamp, digest)
     return done

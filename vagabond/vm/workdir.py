@@ -178,14 +178,9 @@ class Workdir:
         except OSError:  # none there (or a link, which no vagabond made): nobody of ours holds it
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return True
-            raise
+            return not files.try_lock(fd)
         finally:
             os.close(fd)
-        return False
 
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[None]:

@@ -36,13 +36,13 @@ Name=en* eth*
 [Network]
 DHCP=ipv4
 """
-GRUB_DEFAULTS = """\
+GRUB_DEFAULTS = f"""\
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=0
 GRUB_DISTRIBUTOR=Debian
-GRUB_CMDLINE_LINUX_DEFAULT=""
-GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"
-GRUB_TERMINAL="console serial"
+GRUB_CMDLINE_LINUX_DEFAULT="{guest.KERNEL_CMDLINE_DEFAULT}"
+GRUB_CMDLINE_LINUX="{guest.KERNEL_CMDLINE}"
+GRUB_TERMINAL="serial"
 GRUB_SERIAL_COMMAND="serial --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 """
@@ -217,6 +217,10 @@ def make_disk(
         by_uuid.parent.mkdir(parents=True, exist_ok=True)
         by_uuid.symlink_to(part)
         stack.callback(by_uuid.unlink, missing_ok=True)
+        # The initramfs again, with only the drivers guest.INITRAMFS_MODULES lists.
+        process.check(
+            ["chroot", str(mnt), "update-initramfs", "-u", "-k", "all"], timeout=timeouts.CHROOT, env=_chroot_env()
+        )
         process.check(["chroot", str(mnt), "update-grub"], timeout=timeouts.CHROOT, env=_chroot_env())
         grub_cfg = (mnt / "boot/grub/grub.cfg").read_text()
         if f"root=UUID={uuid}" not in grub_cfg:
@@ -234,7 +238,7 @@ def _chroot_env() -> dict[str, str]:
 def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None:
     """Everything that turns a Debian root file system into a Vagrant base box (or, without the
     vagrant user, into a generic cloud image that cloud-init completes)."""
-    (root / "etc/fstab").write_text(f"UUID={uuid} / ext4 errors=remount-ro 0 1\n")
+    (root / "etc/fstab").write_text(f"UUID={uuid} / ext4 errors=remount-ro 0 0\n")  # no fsck (guest.py)
     (root / "etc/hostname").write_text("vagabond\n")
     (root / "etc/hosts").write_text(
         "127.0.0.1 localhost\n127.0.1.1 vagabond\n::1 localhost ip6-localhost ip6-loopback\n"
@@ -251,7 +255,11 @@ def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None
     # Keys only (and no reverse DNS lookup of the host, which makes every login wait under emulation).
     sshd = root / "etc/ssh/sshd_config.d"
     sshd.mkdir(parents=True, exist_ok=True)
-    (sshd / "vagabond.conf").write_text(guest.SSHD_DROPIN)
+    (sshd / "vagabond.conf").write_text(guest.SSHD_DROPIN + guest.SSHD_HOST_KEY)
+    (root / "etc/initramfs-tools/conf.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/initramfs-tools/conf.d/vagabond.conf").write_text(guest.INITRAMFS_CONF)
+    with (root / "etc/initramfs-tools/modules").open("a") as modules:
+        modules.write("# vagabond: a libvirt guest's root disk\n" + "".join(f"{m}\n" for m in guest.INITRAMFS_MODULES))
     script = root / guest.AUTHORIZED_KEY_SCRIPT_PATH.lstrip("/")
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(guest.AUTHORIZED_KEY_SCRIPT)
@@ -266,7 +274,9 @@ def configure_guest(root: Path, uuid: str, *, vagrant_user: bool = True) -> None
     )
     # Boot must not wait for "network online": DHCP comes when it comes, and vagrant waits for it.
     process.check(
-        chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service"], env=env, timeout=timeouts.CHROOT
+        chroot + ["systemctl", "mask", "systemd-networkd-wait-online.service", *guest.MASKED_TIMERS],
+        env=env,
+        timeout=timeouts.CHROOT,
     )
     if not vagrant_user:
         return

@@ -39,6 +39,12 @@ def test_cloud_image_base_boots_with_vagrant_user(vagabond):
         assert vagabond("run", "debian12-cloud", "--", "sudo", "-n", "id", "-u").stdout == "0\n"
         # cloud-init was cleaned before packaging: this boot found no seed and made no user of its own.
         assert vagabond("run", "debian12-cloud", "--", "test", "-s", "/etc/machine-id").returncode == 0
+        # The VM's own boot is an ordinary one: cloud-init is off after the import, and nothing
+        # waited for the network to be "online".
+        stages = ["cloud-init-local", "cloud-init", "cloud-config", "cloud-final", "systemd-networkd-wait-online"]
+        states = vagabond("run", "debian12-cloud", "--", "systemctl", "is-active", *stages, check=False).stdout
+        assert states.split() == ["inactive"] * len(stages), states
+        assert vagabond("run", "debian12-cloud", "--", "test", "-e", "/etc/cloud/cloud-init.disabled").returncode == 0
         # The image's layout, as distributions make them: GPT, GRUB's BIOS boot partition, root last,
         # grown by cloud-init's growpart from the image's 4 GiB to the 8 GiB the box asks for.
         layout = vagabond("run", "debian12-cloud", "--", "sudo", "-n", "sfdisk", "--dump", "/dev/vda").stdout

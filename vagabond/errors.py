@@ -113,6 +113,10 @@ class PublishError(VagabondError):
     exit_code = 8
 
 
+class RegistryError(PublishError):
+    """An OCI registry refused or failed a request; the message names the request, never a credential."""
+
+
 class NotIdempotent(VagabondError):
     """A second provisioning run changed something (the message names the tasks)."""
 

@@ -277,6 +277,10 @@ def lock_holder(fd: int) -> str:
     return ""
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

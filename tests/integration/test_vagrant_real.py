@@ -245,3 +245,39 @@ def test_allow_listed_fields_refuse_payloads(project, field, yaml):
     with pytest.raises(BoxDefinitionError) as info:
         boxfile.find_box("inj", project / "boxes")
     assert any(f": {field}: " in p or f": {field.split('.')[0]}" in p for p in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("in_store", "constraint", "boots"),
+    [
+        (None, None, "base"),
+        ("1.2.0", None, "prebuilt"),
+        ("1.2.0", ">= 2", "base"),  # the version in the store is not one the box file allows
+        ("2.0.1", ">= 2, < 3", "prebuilt"),
+    ],
+)
+def test_a_prebuilt_box_in_a_registry_boots_by_name_once_pulled(project, in_store, constraint, boots):
+    """Vagrant cannot read a registry: the rendered file boots the prebuilt box when Vagrant's store
+    has an allowed version of it (what `vagabond pull` adds), the base box otherwise."""
+    version = f"  version: '{constraint}'\n" if constraint else ""
+    write_box(
+        project,
+        "reg",
+        "description: x\nbase: {box: org/base}\n"
+        f"prebuilt:\n  name: org/reg-deps\n  catalog: oci://ghcr.io/org/repo/reg\n{version}",
+    )
+    box = boxfile.find_box("reg", project / "boxes")
+    out = project / "out"
+    render.write(box, render.RenderOptions(driver="qemu"), out)
+    home = project / "home"
+    if in_store:
+        stored = home / "boxes" / "org-VAGRANTSLASH-reg-deps" / in_store / "libvirt"
+        stored.mkdir(parents=True)
+        (stored / "metadata.json").write_text('{"provider": "libvirt", "format": "qcow2", "virtual_size": 1}')
+    seen = json.loads(process.check(["ruby", DUMP, out], env=vagrant_env(home)).stdout)["default"]
+    if boots == "prebuilt":
+        assert (seen["box"], seen["box_version"], seen["box_url"]) == ("org/reg-deps", constraint, None)
+    else:
+        assert seen["box"] == "org/base"
+    up_note = process.run(["vagrant", "validate"], cwd=out, env=vagrant_env(home))
+    assert up_note.ok, up_note.stderr

@@ -23,6 +23,7 @@ from vagabond.cli.base import (
     _box_dirs,
     app,
 )
+from vagabond.errors import PublishError
 from vagabond.publish import transaction
 from vagabond.spec import boxfile, schema
 from vagabond.vm import lifecycle, prebuilt
@@ -166,7 +167,11 @@ def repackage_(
 def publish_(
     box_file: Annotated[Path, typer.Argument(help="The .box file (its .box.json description is read when present).")],
     catalog: Annotated[
-        str, typer.Option("--catalog", help="Where the catalog lives: DIR, file://DIR or s3://BUCKET/PREFIX.")
+        str,
+        typer.Option(
+            "--catalog",
+            help="Where the catalog lives: oci://REGISTRY/NAMESPACE/NAME, DIR, file://DIR or s3://BUCKET/PREFIX.",
+        ),
     ],
     version: Annotated[
         Optional[str], typer.Option("--version", help="Version to publish (default: from the description).")
@@ -188,13 +193,16 @@ def publish_(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Publish a box to a self-hosted Vagrant catalog (metadata.json that `vagrant box add URL` reads).
+    """Publish a box to a catalog: an OCI registry (GitHub's, quay.io, Docker Hub, ...), or a
+    self-hosted Vagrant catalog (metadata.json that `vagrant box add URL` reads).
 
-    The box is uploaded first and read back (size and sha256); only then does metadata.json change,
-    in one atomic step. Published versions are immutable unless --force. S3 endpoint and
-    credentials come from the usual AWS_* environment variables.
+    In a registry each version is an artifact under its version's tag, pushed blobs first and the
+    tag last (a failed push leaves no tag); credentials come from VAGABOND_REGISTRY_USERNAME and
+    VAGABOND_REGISTRY_PASSWORD or docker/podman login. In a directory or S3 the box is uploaded and
+    read back (size and sha256) before metadata.json changes, in one atomic step; S3's endpoint and
+    credentials come from the usual AWS_* variables. Published versions are immutable unless --force.
 
-    Example: vagabond publish out/debian12-selinux.box --catalog /srv/boxes/debian12-selinux --base-url https://boxes.example.org/debian12-selinux
+    Example: vagabond publish dist/debian12-selinux.box --catalog oci://ghcr.io/myorg/myrepo/debian12-selinux
     """
     result = transaction.publish(
         box_file, catalog, name=name, version=version, keep=keep, force=force, base_url=base_url, acl=s3_acl
@@ -202,7 +210,25 @@ def publish_(
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        print(result["metadata_url"])
+        print(result.get("metadata_url") or result["url"])
+
+
+@app.command("pull")
+def pull_(box: BoxArg, as_json: JsonOption = False) -> None:
+    """Add the box's current prebuilt box to Vagrant's box store (download, checked), so that plain
+    `vagrant up` of the rendered Vagrantfile boots it: Vagrant cannot read an OCI registry itself.
+
+    Exits 0 when the store holds it afterwards; with no current prebuilt box, says why and exits 8.
+
+    Example: vagabond pull debian12-selinux && vagrant up
+    """
+    found = prebuilt.fetch_current(boxfile.find_box(box, _box_dirs()))
+    if found is None:
+        raise PublishError(f"no prebuilt box of {box} was added to Vagrant's box store (the reason is above)")
+    if as_json:
+        print(json.dumps({"box": box, "name": found.name, "version": found.version, "catalog": found.url}, indent=2))
+    else:
+        print(f"{found.name} {found.version}")
 
 
 @app.command("prebuilt")

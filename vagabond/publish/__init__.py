@@ -1,1 +1,1 @@
-"""Box catalogs: versions, stores (directory, S3), the publish transaction, and reading a catalog."""
+"""Box catalogs: versions, stores (directory, S3, an OCI registry), the publish transaction, and reading a catalog."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vagabond import ui
 from vagabond.errors import PublishError, UsageError
+from vagabond.publish import oci
 from vagabond.publish.documents import METADATA, Archive, box_key, check_catalog, merge, own_key, urls
 from vagabond.publish.stores import Conflict, Store, open_store
 from vagabond.publish.versions import check_version, version_key
@@ -21,6 +22,11 @@ def publish(path: Path, catalog: str, **options) -> dict:
     """Check everything, upload and verify, then add the version to metadata.json in one atomic (or
     conditional) write, then delete what left the catalog. Nothing is uploaded before every input
     is known to be good; a publish that fails after uploading removes its upload again."""
+    if oci.is_oci(catalog):
+        for option in ("base_url", "acl"):
+            if options.pop(option, None):
+                raise UsageError(f"--{option.replace('_', '-')} does not apply to an oci:// catalog")
+        return oci.publish(path, catalog, **options)
     try:
         return _publish(path, catalog, **options)
     except OSError as exc:  # the catalog directory: not writable, not a directory, disk full ...

@@ -4,10 +4,11 @@ back to the base box when it fails."""
 
 from __future__ import annotations
 
-from vagabond import timeouts, ui
-from vagabond.errors import CommandFailed
+from vagabond import files, timeouts, ui
+from vagabond.boxes import archive
+from vagabond.errors import CommandFailed, PublishError
 from vagabond.host.vagrant import Vagrant
-from vagabond.publish import read
+from vagabond.publish import oci, read
 from vagabond.publish.read import Published
 from vagabond.spec.schema import Box
 from vagabond.vm import playbooks
@@ -65,6 +66,8 @@ def fetch(source: Published) -> Published | None:
     v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
     if v.has_box(source.name, source.version):
         return source
+    if oci.is_oci(source.url):
+        return _fetch_from_registry(v, source)
     try:
         with ui.step(f"download {source.name} {source.version}"):
             v.box_add_catalog(source.url, source.version)
@@ -73,6 +76,34 @@ def fetch(source: Published) -> Published | None:
         reason = " ".join(exc.stderr.strip().split("\n\n")[0].split()) or str(exc)
         ui.info(
             f"using the base box with full provisioning: download of {source.name} {source.version} failed: {reason}"
+        )
+        return None
+    return source
+
+
+def _fetch_from_registry(v: Vagrant, source: Published) -> Published | None:
+    """Vagrant cannot read a registry: vagabond downloads the blob (checked against its digest) and
+    hands Vagrant a one-version catalog beside it, so the store records the version, and Vagrant
+    checks the checksum once more as it adds the box."""
+    try:
+        box_file, sha = oci.download(source.url, source.name, source.version)
+        with files.private_dir(box_file.parent) as work:
+            catalog = work / "metadata.json"
+            archive.write_catalog(
+                catalog,
+                name=source.name,
+                description=f"from {source.url}",
+                version=source.version,
+                box_url=box_file.as_uri(),
+                sha256=sha,
+            )
+            with ui.step(f"vagrant box add {source.name} {source.version}"):
+                v.box_add_catalog(catalog.as_uri(), source.version)
+        files.remove(box_file)  # Vagrant's store holds it now
+    except (PublishError, CommandFailed) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        ui.info(
+            f"using the base box with full provisioning: {source.name} {source.version} from the registry: {reason}"
         )
         return None
     return source

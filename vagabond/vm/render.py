@@ -15,6 +15,7 @@ from vagabond import files, paths, timeouts
 from vagabond.boxes import guest
 from vagabond.errors import RenderError, UsageError
 from vagabond.host import libvirt
+from vagabond.publish import oci
 from vagabond.publish.read import Published
 from vagabond.spec import project
 from vagabond.spec.schema import Box, SyncedFolder, VagrantBase
@@ -170,10 +171,22 @@ def _box_coordinates(box: Box, options: RenderOptions) -> dict[str, Any]:
     # the image's, checked by vagabond's import, and its box comes from the local store.
     checksum_type, _, checksum = ((base.checksum or "") if isinstance(base, VagrantBase) else "").partition(":")
     name, version, url = base.box_name, base.version, base.url
+    from_registry = None
     if options.source is not None:
-        # A catalog lists each box's checksum itself; Vagrant checks it on download.
-        name, version, url = options.source.name, f"= {options.source.version}", options.source.url
+        # A catalog lists each box's checksum itself; Vagrant checks it on download. A box from a
+        # registry is in Vagrant's store already (vagabond downloaded and checked it).
+        name, version = options.source.name, f"= {options.source.version}"
+        url = None if oci.is_oci(options.source.url) else options.source.url
         checksum_type = checksum = ""
+    elif spec.prebuilt is not None and not options.fresh and oci.is_oci(spec.prebuilt.catalog):
+        # Vagrant cannot read a registry: the file boots the prebuilt box when Vagrant's store has a
+        # version the constraint allows (`vagabond pull`), and the base box otherwise.
+        from_registry = {
+            "name": spec.prebuilt.name,
+            "version": spec.prebuilt.version,
+            "catalog": spec.prebuilt.catalog,
+            "store_dir": spec.prebuilt.name.replace("/", "-VAGRANTSLASH-"),
+        }
     elif spec.prebuilt is not None and not options.fresh:
         # Plain Vagrant takes the newest prebuilt box the constraint allows from the catalog; site.yml
         # skips the playbooks when that box holds this definition, and runs them when it does not.
@@ -185,6 +198,7 @@ def _box_coordinates(box: Box, options: RenderOptions) -> dict[str, Any]:
         "base_url": url,
         "checksum_type": checksum_type or None,
         "checksum": checksum or None,
+        "prebuilt_in_registry": from_registry,
         # A box pinned to one version (prebuilt) or made on this host (mmdebstrap, image) has no
         # newer version to look for: skip Vagrant's catalog request on every up.
         "box_check_update": False

@@ -107,7 +107,7 @@ class Workdir:
         return libvirt.serial_log(self.domain(machine))
 
     def qemu_log(self, machine: str) -> Path:
-        from vagabond.host import libvirt
+        from vagabond.host import libvirt  # as above
 
         return libvirt.qemu_log(self.domain(machine))
 

@@ -269,3 +269,20 @@ def test_vagrants_fstab_edits_are_skipped_only_without_mounted_folders(project, 
     box = boxfile.find_box("b", project / "boxes")
     text = render.render(box, render.RenderOptions(), project)
     assert ("guest_capability(:linux, :persist_mount_shared_folder)" in text) is skipped
+
+
+def test_render_says_what_plain_vagrant_does_with_a_prebuilt_box_in_a_registry(project):
+    from typer.testing import CliRunner
+
+    from vagabond.cli.app import app
+
+    write_box(
+        project,
+        "reg",
+        "description: x\nbase: {box: a/b}\nprebuilt: {name: org/reg, catalog: 'oci://ghcr.io/org/repo/reg'}\n",
+    )
+    result = CliRunner().invoke(app, ["render", "reg", "-o", str(project / "out")])
+    assert result.exit_code == 0, result.output
+    assert "which plain `vagrant up` cannot read" in result.output and "vagabond pull reg" in result.output
+    text = (project / "out" / "Vagrantfile").read_text()
+    assert "vagabond_prebuilt = 'org/reg'" in text and "config.vm.box = 'a/b'" in text

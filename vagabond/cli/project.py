@@ -17,6 +17,7 @@ from vagabond.cli.base import (
     _box_dirs,
     app,
 )
+from vagabond.publish import oci
 from vagabond.spec import boxfile, project
 from vagabond.vm import render
 
@@ -174,6 +175,13 @@ def render_(
     """
     definition = boxfile.find_box(box, _box_dirs())
     options = render.RenderOptions(driver=driver.value if driver else None, fresh=fresh)
+    spec = definition.spec.prebuilt
+    if spec is not None and not fresh and oci.is_oci(spec.catalog):
+        ui.info(
+            f"the prebuilt box {spec.name} is in an OCI registry, which plain `vagrant up` cannot read: the "
+            f"Vagrantfile boots it once `vagabond pull {box}` has added it to Vagrant's box store, and the base "
+            "box with the full playbooks until then"
+        )
     if output is None:
         sys.stdout.write(render.render(definition, options, Path.cwd()))
         return

@@ -36,7 +36,15 @@ def is_oci(catalog: str) -> bool:
 def open_registry(catalog: str) -> Registry:
     """oci://HOST[:PORT]/REPOSITORY, checked, as a Registry client (credentials found, not used yet)."""
     parsed = urlparse(catalog)  # which drops tabs and line breaks silently: refused before
-    if not catalog.isprintable() or " " in catalog or parsed.scheme != SCHEME or parsed.query or parsed.fragment or parsed.params or "@" in parsed.netloc:
+    if (
+        not catalog.isprintable()
+        or " " in catalog
+        or parsed.scheme != SCHEME
+        or parsed.query
+        or parsed.fragment
+        or parsed.params
+        or "@" in parsed.netloc
+    ):
         raise UsageError(f"catalog {catalog!r}: an OCI catalog is oci://REGISTRY/NAMESPACE/NAME")
     return Registry(parsed.netloc, parsed.path.strip("/"))
 

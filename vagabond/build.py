@@ -38,7 +38,10 @@ if command -v journalctl >/dev/null; then
 fi
 # The initramfs needs only this VM's own drivers (virtio), as RHEL's dracut builds it by default
 # (hostonly); Debian's "most" carries every storage driver, compressed past what xz can shrink.
-if [ -f /etc/initramfs-tools/initramfs.conf ] && command -v update-initramfs >/dev/null; then
+# A box vagabond made lists its drivers already (and keeps zstd, which unpacks faster at each boot).
+if [ -f /etc/initramfs-tools/conf.d/vagabond.conf ]; then
+  :
+elif [ -f /etc/initramfs-tools/initramfs.conf ] && command -v update-initramfs >/dev/null; then
   sed -i 's/^MODULES=.*/MODULES=dep/; s/^COMPRESS=.*/COMPRESS=xz/' /etc/initramfs-tools/initramfs.conf
   update-initramfs -u -k all >/dev/null
 elif command -v dracut >/dev/null; then

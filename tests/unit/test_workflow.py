@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -201,13 +202,12 @@ def test_oidc_instead_of_stored_keys(project):
     role = "arn:aws:iam::123456789012:role/vagabond-publish"
     doc = load(generate(project, "--aws-role", role, "--s3-acl", "bucket-owner-full-control", "--environment", "boxes"))
     publishing = doc["jobs"]["publish"]
-    assert (
-        publishing["permissions"] == {"contents": "read", "id-token": "write"} and publishing["environment"] == "boxes"
-    )
+    assert publishing["permissions"] == {"contents": "read", "packages": "write", "id-token": "write"}
+    assert publishing["environment"] == "boxes"
     assert "permissions" not in doc["jobs"]["prebuilt"], "the build job cannot mint the role session"
     creds = next(s for s in publishing["steps"] if "configure-aws-credentials" in s.get("uses", ""))
     assert creds["with"]["role-to-assume"] == role
-    assert "secrets." not in json.dumps(doc)
+    assert "secrets.AWS" not in json.dumps(doc), "no stored AWS keys"
     assert steps_named(publishing)["Publish it"]["env"]["S3_ACL"] == "bucket-owner-full-control"
 
 
@@ -384,6 +384,8 @@ STUBS["vagabond"] = (
     "#!/bin/sh\n"
     + DRAIN
     + RECORD
+    # The registry credentials a call was given (the publish step chooses them by catalog).
+    + 'printf "%s|%s\\n" "${VAGABOND_REGISTRY_USERNAME:-}" "${VAGABOND_REGISTRY_PASSWORD:-}" >> "$STUB_LOG.creds"\n'
     + (
         'case "$*" in *"list "*--github-output*) printf "kind=mmdebstrap\\nsynced=0\\n";; *"base key"*) '
         'printf "base=vagabond-base-x-0123\\nbase-path=/c\\n";; '
@@ -442,6 +444,7 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
             value = str(value)
             value = re.sub(r"\$\{\{ matrix\.(\w+) \}\}", lambda m: str(matrix[m[1]]), value)
             env[key] = re.sub(r"\$\{\{ (vars|secrets)\.(\w+) \}\}", lambda m: (variables or {}).get(m[2], ""), value)
+        env |= {"GITHUB_REPOSITORY": "Example-Org/Project", "GITHUB_ACTOR": "someone"}
         outputs: dict[str, dict[str, str]] = {}
         for step in job["steps"]:
             if "setup-python" in step.get("uses", ""):  # its stand-in: a Python in range, by path
@@ -456,6 +459,14 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
                     str(v),
                 )
                 for k, v in step.get("env", {}).items()
+            }
+            step_env = {
+                k: re.sub(
+                    r"\$\{\{ (vars|secrets)\.(\w+) \}\}",
+                    lambda m: (variables or {}).get(m[2], ""),
+                    v.replace("${{ github.token }}", "ghs_the_jobs_own_token"),
+                )
+                for k, v in step_env.items()
             }
             files["GITHUB_OUTPUT"].write_text("")
             result = subprocess.run(
@@ -524,13 +535,26 @@ def test_every_step_runs_and_calls_real_options(project, tmp_path, monkeypatch, 
     nightly = run_job(doc["jobs"]["prebuilt"], install.HASHICORP_FINGERPRINT)
     assert nightly.returncode == 0, nightly.stderr
     assert vagabond_calls(calls(log.read_text())) == ["prepare", "list", "base", "prebuilt", "base", "import", "build"]
-    publish = run_job(doc["jobs"]["publish"], install.HASHICORP_FINGERPRINT)
-    assert publish.returncode == 1 and "set the repository variable VAGABOND_CATALOG" in publish.stdout
-    publish = run_job(
-        doc["jobs"]["publish"], install.HASHICORP_FINGERPRINT, {"VAGABOND_CATALOG": str(tmp_path / "catalog")}
-    )
-    assert publish.returncode == 0, publish.stderr
-    assert vagabond_calls(calls(log.read_text())) == ["publish"]
+    creds = Path(f"{log}.creds")
+
+    def publish_with(variables: dict) -> tuple[list[str], str]:
+        creds.write_text("")
+        publish = run_job(doc["jobs"]["publish"], install.HASHICORP_FINGERPRINT, variables)
+        assert publish.returncode == 0, publish.stderr
+        (argv,) = [a for a in calls(log.read_text()) if os.path.basename(a[0]) == "vagabond"]
+        parse_cli(argv[1:])
+        return argv, creds.read_text().strip()
+
+    box = doc["jobs"]["publish"]["strategy"]["matrix"]["include"][0]["box"]
+    # By default: this repository's packages on GitHub's registry (lowercase), with the job's token.
+    argv, given = publish_with({})
+    assert argv[argv.index("--catalog") + 1] == f"oci://ghcr.io/example-org/project/{box}"
+    assert given == "someone|ghs_the_jobs_own_token"
+    # Another registry gets its own secret, never the job's token.
+    argv, given = publish_with({"VAGABOND_CATALOG": "oci://quay.io/org", "VAGABOND_REGISTRY_PASSWORD": "quay-robot"})
+    assert argv[argv.index("--catalog") + 1] == f"oci://quay.io/org/{box}" and given == "|quay-robot"
+    argv, given = publish_with({"VAGABOND_CATALOG": str(tmp_path / "catalog")})
+    assert argv[argv.index("--catalog") + 1] == f"{tmp_path}/catalog/{box}" and given == "|"
 
 
 def test_use_action_replaces_the_inline_steps(project):

@@ -116,6 +116,8 @@ class PublishError(VagabondError):
 class RegistryError(PublishError):
     """An OCI registry refused or failed a request; the message names the request, never a credential."""
 
+    exit_code = 15
+
 
 class NotIdempotent(VagabondError):
     """A second provisioning run changed something (the message names the tasks)."""
@@ -215,6 +217,7 @@ EXIT_CODES = [
     ),
     (TEST_PHASE_CODES["verify"], "vagabond test: a verify command failed"),
     (TEST_PHASE_CODES["destroy"], "vagabond test: destroying the VM failed (every other phase passed)"),
+    (RegistryError.exit_code, "an OCI registry refused or failed a request (push, pull, sign-in)"),
     (UnsafePath.exit_code, "a path to write, delete or lock is a symbolic link or not vagabond's: nothing was touched"),
     (Busy.exit_code, "another vagabond command is working on this box (try again later)"),
     (Interrupted.exit_code, "interrupted (SIGINT, SIGTERM, SIGHUP); what the command created was removed"),

@@ -201,10 +201,14 @@ def remove_domain(name: str) -> list[str]:
     return removed
 
 
-def network_in_use(network: str, among: list[str] | None = None) -> bool:
-    """Does a domain (every domain, or those named) have a NIC on this network?"""
+def network_users(network: str, among: list[str] | None = None) -> list[str]:
+    """The domains (of every domain, or of those named) with a NIC on this network."""
     names = check("list", "--all", "--name").stdout.split() if among is None else among
-    return any(f"<source network='{network}'" in domain_xml(name) for name in names)
+    return [name for name in names if f"<source network='{network}'" in domain_xml(name)]
+
+
+def network_in_use(network: str, among: list[str] | None = None) -> bool:
+    return bool(network_users(network, among))
 
 
 def remove_network(network: str) -> bool:
@@ -220,7 +224,13 @@ def remove_network_if_unused(network: str) -> bool:
     network stays, and the reason is said: a cleanup must end."""
     try:
         with CreationTurn():
-            return network in networks() and not network_in_use(network) and remove_network(network)
+            if network not in networks():
+                return False
+            users = network_users(network)
+            if users:
+                ui.info(f"left network {network} in place: {len(users)} domain(s) use it ({', '.join(users[:3])})")
+                return False
+            return remove_network(network)
     except Busy as exc:
         ui.warning(f"left network {network} in place: {exc}")
         return False

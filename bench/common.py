@@ -165,3 +165,25 @@ def alternate(rounds: int, sides: list, before=None) -> None:
                 before()
             times.append(run())
             print(f"round {i + 1}: {name} {times[-1]:.1f}s", flush=True)
+
+
+def write_figures(path: Path | None, bench: str, charts: list[dict]) -> None:
+    """The run's figures as JSON for bench/chart.py (the documentation's charts): each chart a
+    title, a unit and its series, label -> every measured value (not only the median)."""
+    if path is None:
+        return
+    doc = {
+        "bench": bench,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "host": f"{os.cpu_count()} cores, {sandbox_driver()}",
+        "charts": charts,
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"figures written to {path}", flush=True)
+
+
+def sandbox_driver() -> str:
+    """The libvirt driver this host gets (the figures mean little without it)."""
+    from vagabond.host import detect
+
+    return f"driver {detect.probe_and_decide(None).driver}"

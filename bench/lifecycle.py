@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ENV, ROOT, VAGABOND, alternate, ensure_sandbox, report, timed
+from common import ENV, ROOT, VAGABOND, alternate, ensure_sandbox, report, timed, write_figures
 
 from vagabond import process
 
@@ -39,6 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side for up and provision")
     parser.add_argument("--calls", type=int, default=15, help="calls per side for the run benchmark")
+    parser.add_argument("--json", type=Path, help="also write every figure here (for bench/chart.py)")
     args = parser.parse_args()
     ensure_sandbox()
 
@@ -104,6 +105,22 @@ def main() -> int:
             ],
         )
         verdicts.append(report("provision", prov_ours, prov_theirs, 0.5))
+        write_figures(
+            args.json,
+            "lifecycle",
+            [
+                {
+                    "title": "Boot, no provisioning: vagabond up against plain vagrant up",
+                    "unit": "s",
+                    "series": {"vagrant up --no-provision": up_theirs, "vagabond up --no-provision": up_ours},
+                },
+                {
+                    "title": "The same playbook: vagabond provision against Vagrant's ansible provisioner",
+                    "unit": "s",
+                    "series": {"vagrant provision": prov_theirs, "vagabond provision": prov_ours},
+                },
+            ],
+        )
     finally:
         process.run(vagabond("destroy", BOX), cwd=project, env=ENV)
         if (baseline / "Vagrantfile").exists():

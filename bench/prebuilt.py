@@ -1,7 +1,7 @@
 """Prebuilt dependency box benchmark, side by side in one run (as root; it starts the sandbox when
 the host has no service manager):
 
-  .venv/bin/python bench/prebuilt.py
+  .venv/bin/python bench/prebuilt.py [--json FILE]
 
 1. time to a ready debian12-selinux VM (SELinux enforcing, verified) from the base box with full
    provisioning (`vagabond up --fresh`) against from the prebuilt box published to a local
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, publish_prebuilt, serve, timed
+from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, publish_prebuilt, serve, timed, write_figures
 
 from vagabond import process
 from vagabond.host import detect
@@ -55,7 +55,9 @@ def guestfs_env() -> dict[str, str]:
 
 
 def main() -> int:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, help="also write every figure here (for bench/chart.py)")
+    args = parser.parse_args()
     ensure_sandbox()
     ENV.update(guestfs_env())
     process.check(
@@ -129,6 +131,25 @@ def main() -> int:
     print(
         f"box size: vagabond build {size_ours / 2**20:.0f} MiB vs vagrant package {size_plain / 2**20:.0f} MiB "
         f"-> ratio {ratio:.2f}x ({'meets' if ratio <= 0.6 else 'MISSES'} target <= 0.6x)"
+    )
+    write_figures(
+        args.json,
+        "prebuilt",
+        [
+            {
+                "title": f"Ready {BOX} (SELinux enforcing, verified)",
+                "unit": "s",
+                "series": {"base box + full provisioning": [t_fresh], "prebuilt box from the catalog": [t_prebuilt]},
+            },
+            {
+                "title": "Size of the provisioned box",
+                "unit": "MiB",
+                "series": {
+                    "vagrant package": [round(size_plain / 2**20, 1)],
+                    "vagabond build": [round(size_ours / 2**20, 1)],
+                },
+            },
+        ],
     )
     return 0
 

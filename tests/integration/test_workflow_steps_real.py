@@ -37,6 +37,7 @@ PyPI, sudo dropped the boxes directory, the plugin install broke, the image's py
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import hashlib
 import json
@@ -51,9 +52,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests import workflow_project
+from tests import helpers, workflow_project
 from tests.conftest import REPO, require_tool
-from vagabond import paths
+from vagabond import files, paths
 from vagabond.host import install
 
 pytestmark = pytest.mark.real
@@ -290,6 +291,8 @@ chmod -R 777 /opt  # configure-system.sh: "chmod -R 777 /opt"
 # Inside fresh namespaces: loopback only, private mounts, daemons die with the namespace.
 ENTER = """set -e
 ip link set lo up
+# Stand-ins that serve over the network (a registry): in this namespace, from the host's binaries.
+eval "$SERVICES"
 mount --make-rprivate /
 mount -t proc proc "$ROOT/proc"
 mount -t sysfs -o ro sysfs "$ROOT/sys"
@@ -343,6 +346,7 @@ def resolve(text):
 for i, step in enumerate(plan["steps"]):
     if step.get("stand_in") == "setup-python":
         outputs[step["id"]] = {"python-path": plan["setup_python"]}
+    if step.get("stand_in"):
         results.append({"name": step["name"], "rc": 0, "stdout": "", "stderr": "", "outputs": ""})
         continue
     commands = "/home/runner/work/_temp/_runner_file_commands"
@@ -543,6 +547,8 @@ def plan_steps(steps: list[dict], scope: dict, actions: Path) -> list[dict]:
         uses = step.get("uses", "")
         if uses.startswith("actions/setup-python@"):
             planned.append({"stand_in": "setup-python", "id": step["id"], "name": step["name"]})
+        elif uses.startswith("actions/download-artifact@"):
+            planned.append({"stand_in": "artifact", "name": step["name"]})  # the test put it in place
         elif uses.startswith("example/vagabond"):
             ref, _, sha = uses.partition("@")
             path = actions / "example/vagabond" / sha / ref.removeprefix("example/vagabond").strip("/")
@@ -567,22 +573,24 @@ def plan_steps(steps: list[dict], scope: dict, actions: Path) -> list[dict]:
     return planned
 
 
-def run_job(ctx: dict, steps: list[dict], env: dict) -> dict:
-    """The steps in order, in fresh namespaces, as `runner`; then the checks."""
+def run_job(ctx: dict, steps: list[dict], env: dict, services: str = "", checks: dict | None = None) -> dict:
+    """The steps in order, in fresh namespaces, as `runner`; then the checks (a test job's, CHECKS,
+    unless given). services: shell commands that start, in the job's network namespace, what its
+    steps reach over the network."""
     root = ctx["root"]
     plan = {
         "env": ctx["env"] | env,
         "overrides": ctx["overrides"],
         "workspace": "/home/runner/work/project/project",
         "steps": steps,
-        "checks": CHECKS,
+        "checks": CHECKS if checks is None else checks,
         "setup_python": ctx["setup_python"],
     }
     (root / "var/tmp/plan.json").write_text(json.dumps(plan))
     (root / "var/tmp/driver.py").write_text(textwrap.dedent(DRIVER))
     run = subprocess.run(
         ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", ENTER],
-        env={**os.environ, "ROOT": str(root), "KVM_GID": str(KVM_GID)},
+        env={**os.environ, "ROOT": str(root), "KVM_GID": str(KVM_GID), "SERVICES": services},
         capture_output=True,
         text=True,
         timeout=2400,
@@ -640,8 +648,10 @@ def assert_ready(ctx: dict, results: dict) -> None:
     assert owners == {(root / "home/runner").stat().st_uid}, "files in the workspace owned by someone else"
 
 
-def job_scope(doc: dict, job: dict) -> tuple[dict, dict]:
-    matrix = next(m for m in job["strategy"]["matrix"]["include"] if m["box"] == BOX)
+def job_scope(doc: dict, job: dict, given: dict | None = None) -> tuple[dict, dict]:
+    """The expressions' scope (the matrix row of BOX, what the test gives) and the job's env."""
+    include = job.get("strategy", {}).get("matrix", {}).get("include", [])
+    matrix = next((m for m in include if m["box"] == BOX), {"box": BOX})
     # (The one `job.` expression these files use: the cleanup's upload-logs, false for a green job.)
     scope = {
         "matrix": matrix,
@@ -651,6 +661,8 @@ def job_scope(doc: dict, job: dict) -> tuple[dict, dict]:
         "secrets": {},
         "job": {"status != 'success'": "false"},
     }
+    for kind, values in (given or {}).items():
+        scope[kind].update(values)
     env = {}
     for key, value in {**doc["env"], **job.get("env", {})}.items():
         env[key] = expand(value, scope)
@@ -713,3 +725,80 @@ def test_the_nightly_jobs_install_from_the_repository_on_the_runner_twin(twin, v
     )
     installed = json.loads(record.read_text())
     assert installed["url"] == REMOTE and installed["vcs_info"]["commit_id"] == sha
+
+
+def test_the_publish_job_pushes_to_the_registry_stand_in_with_the_jobs_token(twin, vagabond_from_github, tmp_path):
+    """The nightly publish job's steps with no catalog variable set: the box goes to this repository's
+    packages on GitHub's registry, stood in for by the distribution registry serving ghcr.io over
+    TLS (a CA of the test's own, which the twin trusts) that takes only the job's own token."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    require_tool("docker-registry", "htpasswd")
+    vagabond, _ = vagabond_from_github
+    ctx, root = twin, twin["root"]
+    token = "ghs_the_publish_jobs_own_token"
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ghcr.io")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("ghcr.io")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    served = tmp_path / "ghcr"
+    served.mkdir()
+    (served / "cert.pem").write_bytes(pem)
+    (served / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    with (root / "etc/ssl/certs/ca-certificates.crt").open("ab") as bundle:
+        bundle.write(pem)
+    with (root / "etc/hosts").open("a") as hosts:
+        hosts.write("127.0.0.1 ghcr.io\n")
+    sh(["htpasswd", "-Bbc", str(served / "htpasswd"), "someone", token])
+    (served / "config.yml").write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {served / 'storage'}}}}}\n"
+        f"http: {{addr: '127.0.0.1:443', tls: {{certificate: {served / 'cert.pem'}, key: {served / 'key.pem'}}}}}\n"
+        f"auth: {{htpasswd: {{realm: ghcr, path: {served / 'htpasswd'}}}}}\n"
+    )
+    # The artifact the prebuilt job handed over: a (tiny) box and its description.
+    dist = ctx["workspace"] / "dist"
+    dist.mkdir()
+    box = helpers.tiny_box(tmp_path, disk=b"a prebuilt box")
+    files.copy(box, dist / f"vagabond-{BOX}.box")
+    (dist / f"vagabond-{BOX}.box.json").write_text(
+        json.dumps({"name": "example/project-selinux", "version": "20261201.2200", "sha256": files.sha256_file(box)})
+    )
+    sh(["chown", "-R", "1001:1001", str(dist)])
+
+    doc = generated_workflow(vagabond, ctx)
+    job = doc["jobs"]["publish"]
+    assert job["permissions"] == {"contents": "read", "packages": "write"}
+    unset_vars = ("VAGABOND_CATALOG", "VAGABOND_CATALOG_URL", "VAGABOND_REGISTRY_USERNAME", "AWS_ENDPOINT_URL")
+    given = {
+        "github": {"token": token},
+        "vars": dict.fromkeys(unset_vars, "") | {"AWS_DEFAULT_REGION || 'us-east-1'": "us-east-1"},
+        "secrets": dict.fromkeys(("VAGABOND_REGISTRY_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ""),
+    }
+    scope, env = job_scope(doc, job, given)
+    env |= {"GITHUB_REPOSITORY": "Example/Project", "GITHUB_ACTOR": "someone"}
+    services = f"docker-registry serve {served / 'config.yml'} 2>{served / 'log'} & sleep 2"
+    steps = plan_steps(job["steps"], scope, root / "home/runner/work/_actions")
+    results = run_job(ctx, steps, env, services, checks={})
+    publish = next(s for s in results["steps"] if s["name"] == "Publish it")
+    assert "oci://ghcr.io/example/project/project-selinux" in publish["stdout"] + publish["stderr"]
+    tag = served / f"storage/docker/registry/v2/repositories/example/project/{BOX}/_manifests/tags/20261201.2200"
+    assert (tag / "current/link").is_file(), "the registry holds the version's tag"
+    assert token not in json.dumps(results), "the token never reaches the job's output"

@@ -77,11 +77,17 @@ class _Strict(BaseModel):
 class VagrantBase(_Strict):
     """A box Vagrant can add by name: from a box catalog, a URL or the local box store."""
 
-    kind: Literal["vagrant"] = "vagrant"
-    box: BoxName
-    version: VersionConstraint | None = None
-    url: Text | None = None
-    checksum: Checksum | None = None
+    kind: Literal["vagrant"] = Field("vagrant", description="A box Vagrant adds itself (the default kind).")
+    box: BoxName = Field(description="The box's name in Vagrant's store or catalog.", examples=["generic/debian12"])
+    version: VersionConstraint | None = Field(
+        None, description="Which versions Vagrant may take (its syntax).", examples=["~> 4.3"]
+    )
+    url: Text | None = Field(
+        None, description="A catalog's metadata.json or a box file, where Vagrant has no catalog of its own."
+    )
+    checksum: Checksum | None = Field(
+        None, description="The box file's checksum, checked on download.", examples=["sha256:0f3c..."]
+    )
 
     @property
     def box_name(self) -> str:
@@ -99,7 +105,7 @@ class VagrantBase(_Strict):
 class _LocalBase(_Strict):
     """A base box vagabond makes itself: it has a box name, but no catalog version or URL."""
 
-    box: BoxName
+    box: BoxName = Field(description="The name the made box gets in Vagrant's store.", examples=["vagabond/debian12"])
 
     @property
     def box_name(self) -> str:
@@ -117,19 +123,30 @@ class _LocalBase(_Strict):
 class MmdebstrapBase(_LocalBase):
     """A Debian/Ubuntu base box built locally from the distribution's packages (vagabond base build)."""
 
-    kind: Literal["mmdebstrap"]
-    suite: Annotated[str, _pattern(r"[a-z][a-z0-9-]*", "suite name (like 'bookworm')")]
-    packages: list[Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]*", "Debian package name")]] = []
-    disk: GiB = Field(8, ge=2, le=1024)
+    kind: Literal["mmdebstrap"] = Field(description="Built locally from the distribution's packages.")
+    suite: Annotated[str, _pattern(r"[a-z][a-z0-9-]*", "suite name (like 'bookworm')")] = Field(
+        description="The Debian or Ubuntu suite.", examples=["bookworm"]
+    )
+    packages: list[Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]*", "Debian package name")]] = Field(
+        [], description="Packages beyond the base set.", examples=[["curl", "git"]]
+    )
+    disk: GiB = Field(8, ge=2, le=1024, description="The base image's disk, in GiB (or with a unit: 8G).")
 
 
 class ImageBase(_LocalBase):
     """A distribution's generic cloud image (qcow2 with cloud-init), imported with `vagabond import`."""
 
-    kind: Literal["image"]
-    image: Text  # a local path or an http(s)/file URL, pinned to a dated file (never a moving "latest")
-    checksum: Checksum | None = None  # sha256:HEX, where the distribution's published value is known
-    checksums_url: Text | None = None  # else the distribution's checksum file (sha256sum or BSD lines)
+    kind: Literal["image"] = Field(description="Imported from a distribution's generic cloud image.")
+    image: Text = Field(
+        description="A local path or an http(s)/file URL, pinned to a dated file (never a moving 'latest').",
+        examples=["https://cloud.centos.org/centos/7/images/CentOS-7-x86_64-GenericCloud-2211.qcow2"],
+    )
+    checksum: Checksum | None = Field(
+        None, description="sha256:HEX, where the distribution's published value is known."
+    )
+    checksums_url: Text | None = Field(
+        None, description="Else the distribution's checksum file (sha256sum or BSD lines), read over https."
+    )
 
 
 Base = Annotated[
@@ -168,72 +185,92 @@ GiB = Annotated[int, _size_in("GiB")]
 
 
 class Resources(_Strict):
-    memory: MiB = Field(1024, ge=256, le=1024 * 1024, description="MiB, or with a unit: 2G, 2048M")
-    cpus: int = Field(1, ge=1, le=256)
-    disk: GiB = Field(20, ge=1, le=65536, description="GiB, or with a unit: 40G")
+    memory: MiB = Field(1024, ge=256, le=1024 * 1024, description="Memory in MiB, or with a unit: 2G, 2048M.")
+    cpus: int = Field(1, ge=1, le=256, description="Virtual CPUs.")
+    disk: GiB = Field(20, ge=1, le=65536, description="The VM's disk in GiB, or with a unit: 40G.")
 
 
 class ResourceOverrides(_Strict):
-    memory: MiB | None = Field(None, ge=256, le=1024 * 1024)
-    cpus: int | None = Field(None, ge=1, le=256)
-    disk: GiB | None = Field(None, ge=1, le=65536)
+    memory: MiB | None = Field(None, ge=256, le=1024 * 1024, description="This machine's memory (default: the box's).")
+    cpus: int | None = Field(None, ge=1, le=256, description="This machine's CPUs (default: the box's).")
+    disk: GiB | None = Field(None, ge=1, le=65536, description="This machine's disk (default: the box's).")
 
 
 class Modes(_Strict):
-    selinux: Literal["enforcing", "permissive", "disabled"] | None = None
-    fips: bool = False
+    selinux: Literal["enforcing", "permissive", "disabled"] | None = Field(
+        None, description="SELinux mode, set by a playbook and checked in the guest after provisioning."
+    )
+    fips: bool = Field(False, description="FIPS mode (a reboot), checked in the guest after provisioning.")
 
 
 class Playbook(_Strict):
-    path: Annotated[str, AfterValidator(_printable)]
-    vars: dict[Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "Ansible variable name")], Any] = {}
+    path: Annotated[str, AfterValidator(_printable)] = Field(
+        description="The playbook, relative to the project.", examples=["playbooks/deps.yml"]
+    )
+    vars: dict[Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "Ansible variable name")], Any] = Field(
+        {}, description="Variables for this playbook only (they win over the box's vars)."
+    )
 
 
 class Prebuilt(_Strict):
-    name: BoxName
-    catalog: Text
-    # Which versions may be used (Vagrant's syntax, e.g. '~> 1.0'): plain Vagrant's box_version, and
-    # vagabond picks the newest version built from this definition among them.
-    version: VersionConstraint | None = None
+    name: BoxName = Field(description="The prebuilt box's name.", examples=["myorg/debian12-selinux"])
+    catalog: Text = Field(
+        description="Where it is published: oci://REGISTRY/NAMESPACE/NAME, or a catalog's metadata.json URL.",
+        examples=["oci://ghcr.io/myorg/myrepo/debian12-selinux"],
+    )
+    version: VersionConstraint | None = Field(
+        None,
+        description="Which versions may be used (Vagrant's syntax): plain Vagrant's box_version; vagabond "
+        "picks the newest built from this definition among them.",
+        examples=["~> 1.0"],
+    )
 
 
 class SyncedFolder(_Strict):
-    src: Text
-    dest: GuestPath
-    type: Literal["rsync", "nfs", "9p", "virtiofs"] = "rsync"
-    exclude: list[Text] = []
+    src: Text = Field(description="A host directory, relative to the project.", examples=["."])
+    dest: GuestPath = Field(description="Where it appears in the guest.", examples=["/src"])
+    type: Literal["rsync", "nfs", "9p", "virtiofs"] = Field("rsync", description="How it gets there (rsync copies).")
+    exclude: list[Text] = Field([], description="rsync only: patterns left out.", examples=[[".git"]])
 
 
 class ForwardedPort(_Strict):
-    guest: Port
-    host: Port
-    host_ip: Annotated[str, AfterValidator(_ip)] = "127.0.0.1"
-    protocol: Literal["tcp", "udp"] = "tcp"
+    guest: Port = Field(description="The port in the guest.", examples=[80])
+    host: Port = Field(description="The port on the host.", examples=[8080])
+    host_ip: Annotated[str, AfterValidator(_ip)] = Field("127.0.0.1", description="The host address it listens on.")
+    protocol: Literal["tcp", "udp"] = Field("tcp", description="tcp or udp.")
 
 
 class Machine(_Strict):
-    name: Identifier
-    primary: bool = False
-    resources: ResourceOverrides = ResourceOverrides()
-    forwarded_ports: list[ForwardedPort] | None = None
+    name: Identifier = Field(description="The machine's name (lowercase letters, digits, '-').", examples=["db"])
+    primary: bool = Field(False, description="The machine `run` and `test` use (default: the first).")
+    resources: ResourceOverrides = Field(ResourceOverrides(), description="What differs from the box's resources.")
+    forwarded_ports: list[ForwardedPort] | None = Field(None, description="This machine's ports (default: the box's).")
 
 
 class BoxSpec(_Strict):
-    description: Text
-    base: Base
-    guest: Literal["debian", "ubuntu", "redhat", "fedora", "suse", "arch", "linux"] | None = None
-    resources: Resources = Resources()
-    modes: Modes = Modes()
-    playbooks: list[Annotated[Playbook, BeforeValidator(lambda v: {"path": v} if isinstance(v, str) else v)]] = []
-    # Ansible variables for every playbook, the mode playbooks too (a playbook's own vars win).
-    vars: dict[Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "Ansible variable name")], Any] = {}
-    prebuilt: Prebuilt | None = None
-    machines: list[Machine] = []
-    synced_folders: list[SyncedFolder] = []
-    forwarded_ports: list[ForwardedPort] = []
-    env: dict[EnvName, Text] = {}
-    # Shell command lines `vagabond test` runs in the primary machine after provisioning, each its own result.
-    verify: list[Text] = []
+    """A box file: boxes/<name>.yaml."""
+
+    description: Text = Field(description="One line on what the box is for.", examples=["CentOS 7, SELinux enforcing"])
+    base: Base = Field(description="The base box: a Vagrant box, or one vagabond builds or imports (see kind).")
+    guest: Literal["debian", "ubuntu", "redhat", "fedora", "suse", "arch", "linux"] | None = Field(
+        None, description="The guest's family: saves Vagrant its probes, and picks the mode playbooks' tasks."
+    )
+    resources: Resources = Field(Resources(), description="Memory, CPUs and disk of each machine.")
+    modes: Modes = Field(Modes(), description="Security modes to set and check (SELinux, FIPS).")
+    playbooks: list[Annotated[Playbook, BeforeValidator(lambda v: {"path": v} if isinstance(v, str) else v)]] = Field(
+        [], description="Dependency playbooks, run in order after the mode playbooks (a path, or path and vars)."
+    )
+    vars: dict[Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*", "Ansible variable name")], Any] = Field(
+        {}, description="Ansible variables for every playbook, the mode playbooks too (a playbook's own vars win)."
+    )
+    prebuilt: Prebuilt | None = Field(None, description="The prebuilt dependency box `up` boots when it is current.")
+    machines: list[Machine] = Field([], description="Several machines in one VM set (default: one, 'default').")
+    synced_folders: list[SyncedFolder] = Field([], description="Host directories in the guest.")
+    forwarded_ports: list[ForwardedPort] = Field([], description="Guest ports on the host.")
+    env: dict[EnvName, Text] = Field({}, description="Environment of every `vagabond run` and `test` command.")
+    verify: list[Text] = Field(
+        [], description="Shell command lines `vagabond test` runs in the primary machine, each its own result."
+    )
 
     @model_validator(mode="after")
     def _unique_machines(self) -> BoxSpec:

@@ -26,6 +26,7 @@ CORE = {
     "sandbox",
     "files",
     "redaction",
+    "environment",
     "__init__",
 }
 ENTRY = {"entry", "__main__"}  # the console entry point: above the CLI, below nothing but the interpreter
@@ -212,10 +213,10 @@ def test_command_failures_are_built_in_one_place():
     assert built == set(), built
 
 
-def test_the_readme_layout_table_names_every_module_and_nothing_else():
-    """Each row of README.md's layout table for a part of the package names, in backticks, every
-    module of that part: a module added, moved or removed without the table fails here."""
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+def test_the_layout_table_names_every_module_and_nothing_else():
+    """Each row of the layout table (docs/contributing.md) for a part of the package names, in
+    backticks, every module of that part: a module added, moved or removed without it fails here."""
+    readme = (PACKAGE.parent / "docs" / "contributing.md").read_text(encoding="utf-8")
     section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
@@ -224,13 +225,13 @@ def test_the_readme_layout_table_names_every_module_and_nothing_else():
             rows[cells[0].strip("`").split(" ")[0].split("`")[0]] = cells[1]
     for part in sorted(SUBPACKAGES | {""}):
         key = f"vagabond/{part}/" if part else "vagabond/"
-        assert key in rows, f"README's layout table has no row for {key}"
+        assert key in rows, f"the layout table has no row for {key}"
         named = set(re.findall(r"`([a-z_0-9]+)`", rows[key])) - {"Store"}
         directory = PACKAGE / part if part else PACKAGE
         modules = {p.stem for p in directory.glob("*.py")} - {"__init__", "__main__"}
         if not part:
             modules -= {"build"}  # a row of its own
         assert named == modules, (
-            f"{key}: README names {sorted(named - modules)}, not modules there; misses {sorted(modules - named)}"
+            f"{key}: the table names {sorted(named - modules)}, not modules there; misses {sorted(modules - named)}"
         )
     assert "vagabond/build.py" in rows

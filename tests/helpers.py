@@ -102,3 +102,37 @@ def registry(root: Path, port: int, auth: str = "") -> Iterator[tuple[str, subpr
         proc.send_signal(signal.SIGCONT)  # a test may have stopped it
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def self_signed(common_name: str, *, rsa_key: bool = False, dns_name: str | None = None, ca: bool = False):
+    """A key and a certificate signed by itself, valid from yesterday to tomorrow: (key, cert),
+    cryptography's objects. rsa_key for an RSA key (a JWT signer), else P-256; dns_name adds it as
+    the subject's alternative name (a TLS server); ca marks it a CA (a bundle to trust)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if rsa_key
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+    if dns_name:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return key, builder.sign(key, hashes.SHA256())

@@ -6,7 +6,6 @@ service is a minimal one written here (the registry only checks tokens: it issue
 from __future__ import annotations
 
 import base64
-import datetime
 import http.server
 import json
 import os
@@ -304,24 +303,9 @@ class TokenService(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def token_auth(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vagabond-test-token-service")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = helpers.self_signed("vagabond-test-token-service", rsa_key=True)
     bundle = tmp_path / "token.pem"
     bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     TokenService.key, TokenService.cert_der = key, cert.public_bytes(serialization.Encoding.DER)

@@ -37,7 +37,6 @@ PyPI, sudo dropped the boxes directory, the plugin install broke, the image's py
 
 from __future__ import annotations
 
-import datetime
 import gzip
 import hashlib
 import json
@@ -731,30 +730,13 @@ def test_the_publish_job_pushes_to_the_registry_stand_in_with_the_jobs_token(twi
     """The nightly publish job's steps with no catalog variable set: the box goes to this repository's
     packages on GitHub's registry, stood in for by the distribution registry serving ghcr.io over
     TLS (a CA of the test's own, which the twin trusts) that takes only the job's own token."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
     require_tool("docker-registry", "htpasswd")
     vagabond, _ = vagabond_from_github
     ctx, root = twin, twin["root"]
     token = "ghs_the_publish_jobs_own_token"
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ghcr.io")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("ghcr.io")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = helpers.self_signed("ghcr.io", dns_name="ghcr.io", ca=True)
     pem = cert.public_bytes(serialization.Encoding.PEM)
     served = tmp_path / "ghcr"
     served.mkdir()

@@ -45,23 +45,28 @@ from common import SELINUX_BOX as PREBUILT_BOX
 
 from vagabond import process, sandbox
 from vagabond.host import libvirt
-from vagabond.vm.workdir import domain_prefix
+from vagabond.vm.workdir import Workdir, domain_prefix
 
 BOX = "debian12"
 NAME = "vagabond-bench/boot-selinux"
 CATALOG_PORT = 8326
-LEASES = Path("/var/lib/libvirt/dnsmasq/vagrant-libvirt.status")
+# libvirt's dnsmasq keeps each network's leases in BRIDGE.status (virbr1.status, ...): the watcher
+# reads them all, as the management network's bridge is named only once up has made it.
+LEASES = Path("/var/lib/libvirt/dnsmasq")
 
 # Runs in the VMs' namespace: waits for a lease that was not there at its start, then for sshd's
 # banner on that address; prints the wall-clock time it answered.
 WATCHER = r"""
-import json, socket, sys, time
-path, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+import glob, json, os, socket, sys, time
+where, deadline = sys.argv[1], time.time() + float(sys.argv[2])
 def leases():
-    try:
-        return {(l["mac-address"], l["ip-address"]) for l in json.load(open(path))}
-    except (OSError, ValueError):
-        return set()
+    found = set()
+    for path in glob.glob(os.path.join(where, "*.status")):
+        try:
+            found |= {(l["mac-address"], l["ip-address"]) for l in json.load(open(path))}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return found
 before, address = leases(), None
 print("ready", flush=True)
 while time.time() < deadline:
@@ -88,13 +93,20 @@ class GuestClock:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            sandbox.wrap([sys.executable, "-c", WATCHER, str(LEASES), "1800"]), stdout=subprocess.PIPE, text=True
+            sandbox.wrap([sys.executable, "-c", WATCHER, str(LEASES), "900"]), stdout=subprocess.PIPE, text=True
         )
         assert self.proc.stdout.readline().strip() == "ready"
 
     def seconds(self, domain: str) -> float:
-        answered = float(self.proc.stdout.readline())
-        self.proc.wait(timeout=10)
+        try:  # the guest answered `run` already: the watcher has seen sshd, or it never will
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        line = self.proc.stdout.read().strip()
+        if not line:
+            raise SystemExit(f"bench: the watcher saw no new lease with sshd answering in {LEASES}/*.status")
+        answered = float(line)
         started = _domain_started(domain)
         return answered - started
 
@@ -183,10 +195,11 @@ def main() -> int:
         process.check([VAGABOND, "run", BOX, "--", "true"], cwd=project, env=ENV)  # the shared connection
         wd = project / ".vagabond" / BOX
         run_ours, run_theirs, ssh_alone, python_alone = [], [], [], []
+        as_vagabond = Workdir.at(wd).vagrant_env()  # vagrant in vagabond's work directory, as vagabond runs it
         ssh = sandbox.wrap(["ssh", "-F", str(wd / "ssh_config"), "-q", "-T", "default", "--", "true"])
         for _ in range(args.calls):
             run_ours.append(timed([VAGABOND, "run", BOX, "--", "true"], project)[0])
-            run_theirs.append(timed(["vagrant", "ssh", "-c", "true"], wd, vm_network=True)[0])
+            run_theirs.append(timed(["vagrant", "ssh", "-c", "true"], wd, vm_network=True, env_extra=as_vagabond)[0])
             ssh_alone.append(timed(ssh, project)[0])
             python_alone.append(timed([sys.executable, "-c", "import vagabond.cli.quickrun"], project)[0])
         verdicts.append(report("run", run_ours, run_theirs, 0.03, labels=("vagabond run", "vagrant ssh -c")))

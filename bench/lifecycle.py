@@ -26,6 +26,7 @@ from pathlib import Path
 from common import ENV, ROOT, VAGABOND, alternate, ensure_sandbox, report, timed, write_figures
 
 from vagabond import process
+from vagabond.vm.workdir import Workdir
 
 BENCH = ROOT / "bench"
 BOX = "debian12-bench"
@@ -73,9 +74,10 @@ def main() -> int:
         process.check(vagabond("up", BOX, "--no-provision"), cwd=project, env=ENV, timeout=3600)
         process.check([VAGABOND, "run", BOX, "--", "true"], cwd=project, env=ENV)  # opens the shared connection
         run_ours, run_theirs = [], []
+        as_vagabond = Workdir.at(wd).vagrant_env()  # vagrant in vagabond's work directory, as vagabond runs it
         for _ in range(args.calls):
             run_ours.append(timed([VAGABOND, "run", BOX, "--", "true"], project)[0])
-            run_theirs.append(timed(["vagrant", "ssh", "-c", "true"], wd, vm_network=True)[0])
+            run_theirs.append(timed(["vagrant", "ssh", "-c", "true"], wd, vm_network=True, env_extra=as_vagabond)[0])
         verdicts.append(report("run", run_ours, run_theirs, 0.1))
 
         # Vagrant's own ansible provisioner, same playbook, same VM: a second Vagrantfile in the
@@ -94,7 +96,7 @@ def main() -> int:
                 ["vagrant", "provision", "--provision-with", "bench"],
                 wd,
                 vm_network=True,
-                env_extra={"VAGRANT_VAGRANTFILE": "Vagrantfile.provisioner"},
+                env_extra={**as_vagabond, "VAGRANT_VAGRANTFILE": "Vagrantfile.provisioner"},
             )[0]
 
         alternate(

@@ -87,16 +87,20 @@ class Workdir:
             return domain_prefix(self.box.name, self.path)
         return self.read_state().get("prefix", "")
 
-    def vagrant(self, *, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
-        """Vagrant in this directory, given vagabond's own driver decision (which may rest on a
-        smoke boot the Vagrantfile cannot do) and this VM's own SSH key."""
+    def vagrant_env(self) -> dict[str, str]:
+        """What the Vagrantfile here needs from its environment: vagabond's own driver decision
+        (which may rest on a smoke boot the Vagrantfile cannot do) and this VM's own SSH key."""
         state = self.read_state()
         env = {"VAGABOND_DRIVER": state["driver"]} if state.get("driver") else {}
         if state.get("ssh_key") and self.ssh_key.is_file():
             env["VAGABOND_SSH_KEY"] = str(self.ssh_key)
+        return env
+
+    def vagrant(self, *, timeout: float = timeouts.VAGRANT, stream=False) -> Vagrant:
+        """Vagrant in this directory, with vagrant_env()."""
         from vagabond.host.vagrant import Vagrant  # python-vagrant: not on `vagabond run`'s path
 
-        return Vagrant(self.path, timeout=timeout, stream=stream, env=env or None)
+        return Vagrant(self.path, timeout=timeout, stream=stream, env=self.vagrant_env() or None)
 
     def domain(self, machine: str) -> str:
         return self.prefix + machine

@@ -59,6 +59,16 @@ def sandbox():
         subprocess.run(["ip", "route", "del", "unreachable", GUEST_NET], capture_output=True)
 
 
+@pytest.fixture(scope="package", autouse=True)
+def no_domain_outlives_the_tier(sandbox):
+    """Every domain an end-to-end test made is gone when the tier ends: a leaked VM would hold the
+    management network (and a host's memory) for whatever runs next."""
+    before = set(virsh("list", "--all", "--name").split())
+    yield
+    left = sorted(set(virsh("list", "--all", "--name").split()) - before)
+    assert not left, f"the end-to-end tests left these domains: {left}"
+
+
 @pytest.fixture(scope="session")
 def apt_mirror(sandbox, tmp_path_factory):
     """A local apt repository with Debian's SELinux packages, served inside the namespace."""
@@ -166,6 +176,16 @@ def s3_server(sandbox):
     yield env
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registry_server(sandbox, tmp_path_factory):
+    """Debian's docker-registry (the CNCF distribution registry) on the host's 127.0.0.1, anonymous:
+    an OCI catalog as `vagabond publish` and `up` reach one on ghcr.io, minus the TLS."""
+    if not shutil.which("docker-registry"):
+        pytest.skip(f"{MISSING}: docker-registry (run scripts/install.sh)")
+    with helpers.registry(tmp_path_factory.mktemp("registry"), helpers.free_port()) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.conftest import NETNS
-from tests.e2e.conftest import MGMT_NETWORK, network_users, ours
+from tests.conftest import NETNS, REPO
+from tests.e2e.conftest import MGMT_NETWORK, Vagabond, cache_dir, network_users, ours
 from tests.helpers import virsh
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -30,6 +30,7 @@ BOX = "debian12-selinux"
 # A version of this run's own: Vagrant's box store keeps earlier ones, and up must boot the box
 # this run built, not one left from a previous run.
 VERSION = f"1.0.{int(time.time())}"
+OCI_NAME = "vagabond/debian12-selinux-oci"
 
 
 def status(vagabond, box=BOX) -> dict:
@@ -236,7 +237,9 @@ def test_a_busy_box_is_refused_clearly(vagabond, selinux_vm):
     assert f"error: box '{BOX}' is busy:" in result.stderr
 
 
-def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_server, s3_server, tmp_path_factory):
+def test_build_and_publish_the_dependency_box(
+    vagabond, selinux_vm, catalog_server, s3_server, registry_server, tmp_path_factory
+):
     """vagabond build reuses the provisioned VM (up is idempotent), cleans, packages, destroys it."""
     root, http = catalog_server
     prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
@@ -287,6 +290,20 @@ def test_build_and_publish_the_dependency_box(vagabond, selinux_vm, catalog_serv
     assert (home / "boxes" / "vagabond-VAGRANTSLASH-debian12-selinux" / VERSION).is_dir()
     shutil.rmtree(home)
 
+    # And in an OCI registry, under a name of its own (so that up cannot find it in Vagrant's store
+    # already, from the directory catalog, and must really pull it).
+    result = vagabond(
+        "publish",
+        str(box),
+        "--catalog",
+        f"{registry_server}/vagabond/debian12-selinux",
+        "--name",
+        OCI_NAME,
+        "--json",
+    )
+    published = json.loads(result.stdout)
+    assert published["name"] == OCI_NAME and published["version"] == VERSION, published
+
 
 def test_up_from_prebuilt_box_skips_provisioning(vagabond, catalog_server):
     result = vagabond("up", BOX, timeout=1800)
@@ -294,6 +311,42 @@ def test_up_from_prebuilt_box_skips_provisioning(vagabond, catalog_server):
     assert "TASK [" not in result.stderr  # no playbook ran: no install, no relabel, no reboot
     assert "selinux on default: Enforcing" in result.stderr
     assert vagabond("run", BOX, "--", "getenforce").stdout == "Enforcing\n"
+
+
+def test_up_from_a_prebuilt_box_in_an_oci_registry(vagabond, registry_server, tmp_path_factory):
+    """Another project whose box names the registry: up pulls the artifact (its digest checked),
+    adds it to Vagrant's store, boots it without provisioning and checks SELinux; the rendered
+    Vagrantfile then boots the prebuilt box too; destroy, box remove and gc leave nothing of it."""
+    other = tmp_path_factory.mktemp("oci-project")
+    (other / "boxes").mkdir()
+    for name in ("debian12", BOX):
+        shutil.copy(REPO / "boxes" / f"{name}.yaml", other / "boxes")
+    with open(other / "boxes" / f"{BOX}.yaml", "a") as fh:
+        fh.write(f"prebuilt:\n  name: {OCI_NAME}\n  catalog: {registry_server}/vagabond/debian12-selinux\n")
+    oci = Vagabond(other)
+    image = f"{OCI_NAME.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_{VERSION}_box.img"
+    try:
+        result = oci("up", BOX, timeout=1800)
+        assert f"using prebuilt {OCI_NAME} {VERSION} matches this definition" in result.stderr, result.stderr
+        assert f"download {OCI_NAME} {VERSION}" in result.stderr
+        assert "TASK [" not in result.stderr
+        assert "selinux on default: Enforcing" in result.stderr
+        assert oci("run", BOX, "--", "getenforce").stdout == "Enforcing\n"
+        assert not list((cache_dir() / "prebuilt").rglob("*.box")), "the downloaded blob stays only in Vagrant's store"
+        rendered = oci("render", BOX, "-o", str(other / "plain")).stderr
+        assert f"the prebuilt box {OCI_NAME} is in an OCI registry" in rendered
+        vagrantfile = (other / "plain" / "Vagrantfile").read_text()
+        assert "vagabond_prebuilt = " in vagrantfile and OCI_NAME in vagrantfile
+    finally:
+        oci("destroy", BOX, check=False)
+    subprocess.run(
+        ["vagrant", "box", "remove", "--force", "--provider", "libvirt", "--box-version", VERSION, OCI_NAME],
+        check=True,
+        capture_output=True,
+    )
+    done = json.loads(oci("gc", "--json").stdout)["orphans"]
+    assert any(o["name"] == image and o["removed"] for o in done), done
+    assert image not in virsh("vol-list", "default")
 
 
 def test_check_idempotence_runs_every_playbook_on_the_prebuilt_vm(vagabond, apt_mirror):

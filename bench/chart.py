@@ -24,7 +24,9 @@ def chart(spec: dict, source: str) -> str:
     if not series:
         raise ValueError(f"{source}: chart {spec.get('title')!r} has no measured values")
     top = max(max(v) for v in series.values())
-    scale = (WIDTH - LABEL_W - RIGHT) / (top * 1.05)
+    # Room for the longest label (about 7 px a character at 13 px sans-serif), so none is cut.
+    label_w = max(LABEL_W, 16 + 7 * max(len(label) for label in series))
+    scale = (WIDTH - label_w - RIGHT) / (top * 1.05)
     height = TOP + ROW_H * len(series) + 34
     unit = spec.get("unit", "")
     out = [
@@ -38,20 +40,20 @@ def chart(spec: dict, source: str) -> str:
         y = TOP + i * ROW_H
         median = statistics.median(values)
         colour = COLOURS[i % len(COLOURS)]
-        out.append(f'<text x="{LABEL_W - 8}" y="{y + 21}" text-anchor="end">{escape(label)}</text>')
+        out.append(f'<text x="{label_w - 8}" y="{y + 21}" text-anchor="end">{escape(label)}</text>')
         out.append(
-            f'<rect x="{LABEL_W}" y="{y + 8}" width="{median * scale:.1f}" height="18" fill="{colour}" '
+            f'<rect x="{label_w}" y="{y + 8}" width="{median * scale:.1f}" height="18" fill="{colour}" '
             f'fill-opacity="0.75"><title>{escape(label)}: median {median:.3g} {unit}</title></rect>'
         )
-        lo, hi = LABEL_W + min(values) * scale, LABEL_W + max(values) * scale
+        lo, hi = label_w + min(values) * scale, label_w + max(values) * scale
         out.append(f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + 17}" y2="{y + 17}" stroke="#222" stroke-width="1.5"/>')
         for value in values:
-            out.append(f'<circle cx="{LABEL_W + value * scale:.1f}" cy="{y + 17}" r="2.5" fill="#222"/>')
+            out.append(f'<circle cx="{label_w + value * scale:.1f}" cy="{y + 17}" r="2.5" fill="#222"/>')
         out.append(f'<text x="{hi + 6:.1f}" y="{y + 21}" fill="#333">{median:.3g} {escape(unit)}</text>')
     axis_y = TOP + ROW_H * len(series) + 6
-    out.append(f'<line x1="{LABEL_W}" x2="{WIDTH - RIGHT}" y1="{axis_y}" y2="{axis_y}" stroke="#999"/>')
+    out.append(f'<line x1="{label_w}" x2="{WIDTH - RIGHT}" y1="{axis_y}" y2="{axis_y}" stroke="#999"/>')
     for tick in _ticks(top * 1.05):
-        x = LABEL_W + tick * scale
+        x = label_w + tick * scale
         out.append(f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle" fill="#666">{tick:g}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"

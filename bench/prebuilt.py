@@ -28,7 +28,7 @@ from pathlib import Path
 from common import CACHE, ENV, ROOT, VAGABOND, ensure_sandbox, publish_prebuilt, serve, timed, write_figures
 
 from vagabond import process
-from vagabond.host import detect
+from vagabond.host import detect, libvirt
 
 BOX = "debian12-selinux"
 MIRROR_PORT, CATALOG_PORT = 8321, 8324
@@ -116,9 +116,8 @@ def main() -> int:
         for workdir in (fresh, prebuilt):
             process.run([VAGABOND, "destroy", BOX, "--workdir", workdir], cwd=project, env=ENV)
         process.run(["vagrant", "box", "remove", "--force", "--all", name], env=ENV)
-        for vol in process.run(["virsh", "-c", "qemu:///system", "vol-list", "default", "--name"]).stdout.split():
-            if vol.startswith(name.replace("/", "-VAGRANTSLASH-")):
-                process.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", vol])
+        for vol in libvirt.box_images(name):
+            libvirt.delete_volume(vol)
         for server in servers:
             server.terminate()
         shutil.rmtree(project, ignore_errors=True)

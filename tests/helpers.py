@@ -23,6 +23,15 @@ def virsh(*args: str, check: bool = True) -> str:
     return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True, check=check).stdout
 
 
+def network_users(network: str) -> list[str]:
+    """Every domain, running or not, with an interface on this libvirt network."""
+    return [
+        name
+        for name in virsh("list", "--all", "--name").split()
+        if any(line.split()[2:3] == [network] for line in virsh("domiflist", name).splitlines()[2:])
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

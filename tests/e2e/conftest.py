@@ -20,7 +20,7 @@ import pytest
 
 from tests import helpers
 from tests.conftest import MISSING, NETNS, REPO
-from tests.helpers import virsh
+from tests.helpers import network_users, virsh
 
 SANDBOX = REPO / "scripts" / "sandbox.sh"
 APT_REPO_SCRIPT = REPO / "scripts" / "local-apt-repo.sh"
@@ -206,15 +206,6 @@ def project(tmp_path_factory, catalog_server):
 @pytest.fixture(scope="session")
 def vagabond(sandbox, project):
     return Vagabond(project)
-
-
-def network_users(network: str) -> list[str]:
-    """Every domain, running or not, with an interface on this network."""
-    return [
-        name
-        for name in virsh("list", "--all", "--name").split()
-        if any(line.split()[2:3] == [network] for line in virsh("domiflist", name).splitlines()[2:])
-    ]
 
 
 def ours(prefix: str) -> dict[str, list[str]]:

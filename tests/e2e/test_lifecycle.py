@@ -21,8 +21,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from tests.conftest import NETNS, REPO
-from tests.e2e.conftest import MGMT_NETWORK, Vagabond, cache_dir, network_users, ours
-from tests.helpers import virsh
+from tests.e2e.conftest import MGMT_NETWORK, Vagabond, cache_dir, ours
+from tests.helpers import network_users, virsh
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

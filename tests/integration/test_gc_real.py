@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import NETNS, require_tool
-from tests.helpers import virsh
+from tests.helpers import network_users, virsh
 
 pytestmark = pytest.mark.real
 
@@ -148,7 +148,7 @@ def management_network(tmp_path):
     if subprocess.run(["virsh", "-c", "qemu:///system", "uri"], capture_output=True).returncode != 0:
         pytest.skip("REAL TOOL MISSING: libvirtd is not running (scripts/sandbox.sh start)")
     made = MGMT not in virsh("net-list", "--all", "--name").split()
-    users = [d for d in virsh("list", "--all", "--name").split() if f"<source network='{MGMT}'" in virsh("dumpxml", d)]
+    users = network_users(MGMT)
     assert not users, f"domains left on this host by something else hold {MGMT}: {users}"
     if made:
         subprocess.run(

@@ -36,7 +36,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients      # libvirtd, virsh
   qemu-system-x86 qemu-utils                 # the hypervisor (kvm or emulation) and qemu-img
   dnsmasq-base iptables                      # DHCP/NAT for vagrant-libvirt's management network
-  mmdebstrap                                 # Debian base boxes from Debian's packages
+  mmdebstrap debian-archive-keyring          # Debian base boxes from Debian's packages, and the key of their archive
   cloud-image-utils                          # cloud-localds: NoCloud seeds for 'vagabond import'
   python3 python3-venv                       # vagabond itself and Ansible run in a venv
   openssh-client rsync iproute2 procps       # ssh to guests, synced folders, sandbox namespaces

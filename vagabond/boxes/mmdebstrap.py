@@ -15,7 +15,7 @@ from pathlib import Path
 from vagabond import files, paths, process, timeouts, ui
 from vagabond.boxes import archive, diskimage, guest
 from vagabond.boxes.made import MadeBase
-from vagabond.errors import UsageError, VagabondError
+from vagabond.errors import CommandFailed, UsageError, VagabondError
 from vagabond.spec.schema import Box, MmdebstrapBase
 
 BASE_PACKAGES = [
@@ -135,15 +135,50 @@ def rootfs(base: MmdebstrapBase, extra_packages: list[str] | None = None, *, kee
     return target
 
 
+# Each distribution's archive keyring, and the package that ships it (Debian and Ubuntu package both).
+# An Ubuntu host (GitHub's runners) has no Debian keyring: mmdebstrap then trusts nothing for a
+# Debian suite and apt stops at NO_PUBKEY, so vagabond names the keyring itself.
+ARCHIVE_KEYRINGS = {
+    "debian": (Path("/usr/share/keyrings/debian-archive-keyring.gpg"), "debian-archive-keyring"),
+    "ubuntu": (Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg"), "ubuntu-keyring"),
+}
+# Ubuntu's suites, for hosts without distro-info-data (where mmdebstrap itself looks them up).
+UBUNTU_SUITES = {"focal", "jammy", "noble", "oracular", "plucky", "questing", "resolute"}
+DISTRO_INFO = Path("/usr/share/distro-info")
+
+
+def distribution(suite: str) -> str:
+    """'ubuntu' or 'debian': whose archive a suite is in (distro-info-data's lists, else vagabond's own)."""
+    with contextlib.suppress(OSError):
+        for line in (DISTRO_INFO / "ubuntu.csv").read_text().splitlines()[1:]:
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2] == suite:
+                return "ubuntu"
+    return "ubuntu" if suite in UBUNTU_SUITES else "debian"
+
+
+def archive_keyring(suite: str) -> Path:
+    """The keyring that signs the suite's archive, or a UsageError that says which package has it."""
+    path, package = ARCHIVE_KEYRINGS[distribution(suite)]
+    if not path.is_file():
+        raise UsageError(
+            f"building a {suite} base box needs {distribution(suite).capitalize()}'s archive key ({path} is missing)",
+            hint=f"sudo apt-get install {package}",
+        )
+    return path
+
+
 def run_mmdebstrap(
     base: MmdebstrapBase, target: Path, packages: list[str], *, keep_debs: bool = False, tmpdir: Path | None = None
 ) -> None:
     # No mirror argument: mmdebstrap uses the distribution's mirror for the suite, as the host's apt does.
+    keyring = archive_keyring(base.suite)
     argv = [
         "mmdebstrap",
         "--variant=apt",
         "--mode=root",
         "--format=tar",
+        f"--keyring={keyring}",
         "--include=" + ",".join(packages),
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
@@ -155,7 +190,16 @@ def run_mmdebstrap(
         argv.append("--skip=download/empty")
     argv += [base.suite, str(target)]
     env = dict(os.environ, TMPDIR=str(tmpdir)) if tmpdir else None  # where mmdebstrap makes its chroot
-    process.check(argv, env=env, timeout=timeouts.MMDEBSTRAP, stream=_progress("mmdebstrap"))
+    try:
+        process.check(argv, env=env, timeout=timeouts.MMDEBSTRAP, stream=_progress("mmdebstrap"))
+    except CommandFailed as err:
+        if "NO_PUBKEY" in err.stderr or "NO_PUBKEY" in err.stdout:
+            _, package = ARCHIVE_KEYRINGS[distribution(base.suite)]
+            raise UsageError(
+                f"mmdebstrap could not check the {base.suite} archive's signature with {keyring}: a key is missing",
+                hint=f"sudo apt-get install --reinstall {package} (a newer one may be needed for {base.suite})",
+            ) from err
+        raise
 
 
 def _progress(prefix: str):

@@ -59,6 +59,9 @@ APT_HOST = [
     "iptables",
     "acl",
     "mmdebstrap",
+    # Debian's archive key, which mmdebstrap needs for a Debian suite: Ubuntu does not install it
+    # (GitHub's runners lack it), and Debian always has it.
+    "debian-archive-keyring",
     "cloud-image-utils",
     "rsync",
     "openssh-client",

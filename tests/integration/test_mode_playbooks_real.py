@@ -180,3 +180,61 @@ def test_the_mode_playbooks_pass_syntax_check_and_ansible_lint():
         env=dict(os.environ, ANSIBLE_LINT_SKIP_SCHEMA_UPDATE="1"),
     )
     assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("pkg_mgr", "module"),
+    [
+        ("apt", "ansible.builtin.apt"),
+        ("yum", "ansible.builtin.yum"),
+        ("dnf", "ansible.builtin.dnf"),
+        ("dnf5", "ansible.builtin.dnf"),
+        ("zypper", "ansible.builtin.package"),
+    ],
+)
+def test_the_packages_play_installs_with_the_guests_own_package_manager(tmp_path, pkg_mgr, module):
+    """The box's `packages:` play, run by the real ansible-playbook with the package manager a guest
+    of each family reports (CentOS 7: yum, EL 9: dnf, Fedora 41: dnf5, openSUSE: zypper): exactly
+    one install task's condition holds, and it names the box's packages. The modules themselves are
+    swapped for debug (no guest of those families is reachable here); their arguments are shown."""
+    from vagabond.vm import playbooks
+
+    play = playbooks.packages_play(["make", "gcc"], {}, "not vagabond_current")
+    for task in play["tasks"]:
+        used = next(k for k in task if k.startswith("ansible.builtin."))
+        task["ansible.builtin.debug"] = {"msg": json.dumps({used: task.pop(used)})}
+    (tmp_path / "packages.yml").write_text(json.dumps([play]))
+    variables = {
+        "ansible_become": False,
+        "ansible_python_interpreter": sys.executable,
+        "ansible_pkg_mgr": pkg_mgr,
+        "vagabond_current": False,
+    }
+    result = process.run(
+        [
+            Path(sys.executable).with_name("ansible-playbook"),
+            *("-i", "localhost,", "-c", "local", "-e", json.dumps(variables)),
+            tmp_path / "packages.yml",
+        ],
+        env=dict(
+            os.environ,
+            ANSIBLE_STDOUT_CALLBACK="record",
+            ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).with_name("callback_plugins")),
+            ANSIBLE_LOCALHOST_WARNING="False",
+            ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+        ),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    tasks = json.loads(result.stdout[result.stdout.index("{") :])["tasks"]
+    # (A message that templates to JSON comes back as a mapping.)
+    ran = {
+        n: t["msg"] if isinstance(t["msg"], dict) else json.loads(t["msg"])
+        for n, t in tasks.items()
+        if n.startswith("Install") and t["vagabond_status"] == "ok"
+    }
+    (installed,) = ran.values()
+    assert installed == {module: installed[module]} and installed[module]["name"] == ["make", "gcc"]
+    assert installed[module]["state"] == "present"
+    if module == "ansible.builtin.apt":  # a fresh index when no sources were given: a base box keeps none
+        assert installed[module]["update_cache"] is True and installed[module]["cache_valid_time"] == "86400"

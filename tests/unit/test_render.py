@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO, write_box
 from vagabond import paths
-from vagabond.errors import RenderError
+from vagabond.errors import BoxDefinitionError, RenderError
 from vagabond.publish.read import Published
 from vagabond.spec import boxfile, project
 from vagabond.vm import playbooks, render, workdir
@@ -286,3 +286,40 @@ def test_render_says_what_plain_vagrant_does_with_a_prebuilt_box_in_a_registry(p
     assert "which plain `vagrant up` cannot read" in result.output and "vagabond pull reg" in result.output
     text = (project / "out" / "Vagrantfile").read_text()
     assert "vagabond_prebuilt = 'org/reg'" in text and "config.vm.box = 'a/b'" in text
+
+
+def test_the_boxs_packages_are_installed_after_the_modes_and_before_the_playbooks(tmp_path):
+    """`packages:` is one play of site.yml, skipped like the playbooks on a prebuilt box that holds
+    this definition, and part of the definition's digest (a prebuilt box without them is stale)."""
+    project.init(tmp_path, ["debian12-selinux"])
+    path = tmp_path / "boxes" / "debian12-selinux.yaml"
+    before = playbooks.definition_digest(boxfile.load_box(path))
+    path.write_text(path.read_text() + "packages: [make, gcc]\n")
+    box = boxfile.load_box(path)
+    assert playbooks.definition_digest(box) != before
+    render.write(box, render.RenderOptions(), tmp_path)
+    site = json.loads((tmp_path / "vagabond-provision" / "site.yml").read_text().split("\n", 1)[1])
+    assert [p.get("import_playbook", p.get("name")) for p in site[1:]] == [
+        "modes/selinux.yml",
+        "vagabond: the box's packages",
+        "../playbooks/deps.yml",
+        "checks.yml",
+    ]
+    play = site[2]
+    assert play["gather_subset"] == ["!all", "!min", "pkg_mgr"] and play["become"] is True
+    installs = {t["name"]: t for t in play["tasks"] if t["name"].startswith("Install")}
+    assert installs["Install the box's packages (apt)"]["ansible.builtin.apt"]["name"] == ["make", "gcc"]
+    assert installs["Install the box's packages (yum)"]["ansible.builtin.yum"] == {
+        "name": ["make", "gcc"],
+        "state": "present",
+    }
+    assert installs["Install the box's packages (dnf)"]["ansible.builtin.dnf"]["name"] == ["make", "gcc"]
+    assert all("not vagabond_current" in t["when"] for t in play["tasks"])
+
+
+@pytest.mark.parametrize("name", ["-oDpkg::Pre-Invoke=x", "make gcc", "{{ lookup('pipe', 'id') }}", ""])
+def test_a_package_name_that_is_not_one_is_refused_where_it_stands(tmp_path, name):
+    (tmp_path / "boxes").mkdir()
+    path = write_box(tmp_path, "box", f"description: x\nbase: {{box: a/b}}\npackages:\n  - {json.dumps(name)}\n")
+    with pytest.raises(BoxDefinitionError, match=r"box\.yaml:4: packages\[0\]: .* is not a valid package name$"):
+        boxfile.load_box(path)

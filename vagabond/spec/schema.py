@@ -257,6 +257,13 @@ class BoxSpec(_Strict):
     )
     resources: Resources = Field(Resources(), description="Memory, CPUs and disk of each machine.")
     modes: Modes = Field(Modes(), description="Security modes to set and check (SELinux, FIPS).")
+    packages: list[Annotated[str, _pattern(r"[A-Za-z0-9][A-Za-z0-9+._-]*", "package name")]] = Field(
+        [],
+        description="Packages the guest's package manager installs when the VM is provisioned (apt, yum, dnf; "
+        "others through Ansible's package module), after the modes and before the playbooks, and baked into "
+        "prebuilt boxes: the test tools a project needs, without a playbook.",
+        examples=[["make", "gcc"]],
+    )
     playbooks: list[Annotated[Playbook, BeforeValidator(lambda v: {"path": v} if isinstance(v, str) else v)]] = Field(
         [], description="Dependency playbooks, run in order after the mode playbooks (a path, or path and vars)."
     )

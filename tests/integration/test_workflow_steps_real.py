@@ -1,10 +1,19 @@
 """The generated workflow's and the action's own steps, in order, in a twin of GitHub's hosted
-runner: a fresh root file system with each trait of the ubuntu-24.04 image (and of 26.04, whose
-python3 is outside ansible-core 2.16's range) that can break vagabond, each with its source.
+runner: a fresh root file system with each trait of the ubuntu-24.04 and ubuntu-26.04 images that
+can break vagabond, each with its source. Every step runs for real, as `runner`: the install, the
+plugin, prepare, the base box built with mmdebstrap, the VM brought up (software emulation, in the
+twin's own network namespace) and provisioned, the tests in it, the README's example command, and
+the cleanup action's destroy.
 
 The twin (module `twin`), from actions/runner-images at 749514466 (2026-08-21) unless said:
-- a Debian 13 root: its python3 is 3.13, outside 3.10-3.12 as ubuntu-26.04's 3.14 is
+- a Debian 13 root that says it is Ubuntu (/etc/os-release: ubuntu-24.04's noble, or ubuntu-26.04's
+  resolute): its python3 is 3.13, outside 3.10-3.12 as ubuntu-26.04's 3.14 is
   (images/ubuntu/Ubuntu2604-Readme.md: "Python 3.14.4");
+- no Debian archive keyring: Ubuntu's images have ubuntu-keyring only (the images' package lists
+  name no debian-archive-keyring; mmdebstrap does not depend on it), so mmdebstrap of a Debian
+  suite trusts nothing unless the steps install it;
+- ubuntu-26.04: sudo is sudo-rs (Ubuntu 25.10 made it the default; Debian 13 packages the same
+  sudo-rs), which has no -E and resets the environment;
 - a real newer ansible-core from PyPI, installed the way pipx does it, in /opt/pipx/venvs/ansible-core
   with its commands linked into /opt/pipx_bin (scripts/build/install-pipx-packages.sh:
   `pipx install ansible-core`; install-python.sh: PIPX_BIN_DIR=/opt/pipx_bin, PIPX_HOME=/opt/pipx);
@@ -14,12 +23,21 @@ The twin (module `twin`), from actions/runner-images at 749514466 (2026-08-21) u
   with passwordless sudo under Ubuntu's env_reset and secure_path, which lacks /opt/pipx_bin
   (docs: "passwordless sudo"; cloudbase/garm#113 for the secure_path line);
 - /dev/kvm as root:kvm 0660, the runner not in kvm (actions/runner-images#8542);
-- Docker's iptables chains with the FORWARD policy DROP (moby/moby#39439).
-Nothing here reaches the internet. The steps run in a private network, mount and PID namespace,
-chrooted, as `runner` with the groups its session started with. What they would download has a
-local stand-in that behaves the same:
+- Docker's iptables chains with the FORWARD policy DROP (moby/moby#39439);
+- udev: the loop devices' and their partitions' nodes appear in /dev as the kernel makes them
+  (tests/udev_standin.py; the twin's /dev is a tmpfs).
+Nothing here reaches the internet but Debian's mirror, through a pipe to the host
+(tests/forward.py). The steps run in a private network, mount and PID namespace, chrooted, as
+`runner` with the groups its session started with. What they would download has a local stand-in
+that behaves the same:
 - HashiCorp's apt repository: Debian's vagrant, its Release file signed with a key made for the
-  test, whose fingerprint the steps check;
+  test, whose fingerprint the steps check; for ubuntu-26.04 a `resolute` suite without the pinned
+  version (as HashiCorp's new suites start), so the steps must take noble's;
+- Debian's mirror (deb.debian.org, which the base build's mmdebstrap reaches, from the host side
+  as in the main job): the real one, through a byte pipe from the twin's 127.0.0.1:80 to a Unix
+  socket the test serves from the host's network namespace (a package registry);
+- the VM's own mirror (a hosted runner's guest reaches Debian's): a local apt repository with the
+  packages the box's `packages:` asks for, served to the guest in the twin's namespace;
 - `vagrant plugin install`: Debian's vagrant-libvirt package, through a `vagrant` wrapper that
   records each gem and version asked for (rubygems.org is out of reach);
 - Debian's and Ubuntu's archive: exactly the packages mmdebstrap resolved for the names the steps
@@ -29,10 +47,16 @@ local stand-in that behaves the same:
 - actions/setup-python: a Python 3.11 copied in (the one these tests run on), its path the step's
   output, as setup-python gives it (with update-environment: false, it changes no PATH);
 - the action's checkout for `uses: example/vagabond@SHA`: `git archive` of that commit.
-Steps that boot a VM or need loop devices (base build and import, up, test, build) are not run:
-the e2e tier runs the same commands. Each of these traits failed vagabond's steps before 0.1's
-fixes: the runner's ansible-core won, a local clone's workflow installed vagabond-vm==0.1.0 from
-PyPI, sudo dropped the boxes directory, the plugin install broke, the image's python3 stopped the job.
+Steps still not run here, and why (the NOT_RUN sets below):
+- the import of a distribution's cloud image: it downloads from the distribution's site, which this
+  host cannot reach (the e2e tier imports a stand-in image; test_el_boxes_real checks the pins);
+- `vagrant plugin install`: rubygems.org is out of reach; the stand-in records the gems and
+  versions asked for and installs Debian's build of the same plugin;
+- the nightly job's prebuilt box build: the e2e tier builds and publishes one, and the base build
+  and up it starts from run in the default workflow's test here.
+Each of these traits failed vagabond's steps before its fix: the runner's ansible-core won, a local
+clone's workflow installed vagabond-vm==0.1.0 from PyPI, sudo dropped the boxes directory, the
+plugin install broke, the image's python3 stopped the job, mmdebstrap found no Debian key.
 """
 
 from __future__ import annotations
@@ -51,7 +75,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests import helpers, workflow_project
+from tests import forward, helpers, workflow_project
 from tests.conftest import REPO, require_tool
 from vagabond import files, paths
 from vagabond.host import install
@@ -72,18 +96,25 @@ RUNNER_IMAGE = [
     "iproute2",
     "dbus",
     "iptables",
+    "sudo-rs",  # ubuntu-26.04's sudo (the twin of that image links it in as sudo)
 ]
-# Steps that need a VM, loop devices or the internet; the e2e tier runs the same commands.
+# What each image says it is, and what differs (the module's docstring).
+IMAGES = {
+    "ubuntu-24.04": {"version": "24.04", "codename": "noble", "name": "Noble Numbat", "sudo_rs": False},
+    "ubuntu-26.04": {"version": "26.04", "codename": "resolute", "name": "Resolute Raccoon", "sudo_rs": True},
+}
+# Steps no twin runs (the module's docstring says why).
 NOT_RUN = {
-    "Build the base box (as root, for loop devices)",
     "Import the base box (the distribution's cloud image, checked against its sha256)",
-    "Bring the VM up (or test in it)",
-    "Run the tests in the VM",
     "Build the prebuilt dependency box (as root, for the loop devices of the offline compaction)",
 }
+BASE_BUILD = "Build the base box (as root, for loop devices)"
 # The project's own box, in a boxes directory of its own (--boxes-dir): sudo must not lose it.
-BOX = "project-selinux"
+BOX = "project-debian12"
 BOXES_DIR = "ci/boxes"
+GUEST_PACKAGES = ["make"]  # what the README's example runs, from the box's `packages:`
+GUEST_MIRROR_PORT = 8321
+README_STEP = "The README's example command"
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 REMOTE = "https://github.com/example/vagabond.git"
 KVM_GID = 992
@@ -108,7 +139,7 @@ def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
 def apt_repository(debs: list[Path], root: Path, dist: str | None) -> None:
     """A flat repository (dist None) or a dists/DIST/main one, with Packages and Release files."""
     pool = root / "pool"
-    pool.mkdir(parents=True)
+    pool.mkdir(parents=True, exist_ok=True)
     entries = []
     for deb in debs:
         shutil.copy2(deb, pool / deb.name)
@@ -155,7 +186,8 @@ def packages_and_rootfs(tmp_path_factory):
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         hooks = [
-            '--customize-hook=chroot "$1" apt-get install --download-only -y -q --no-install-recommends '
+            # (--reinstall: what the runner root already has, debian-archive-keyring among them, too.)
+            '--customize-hook=chroot "$1" apt-get install --download-only --reinstall -y -q --no-install-recommends '
             f"{' '.join(step_packages)}",
             f"--customize-hook=sync-out /var/cache/apt/archives {partial}",
         ]
@@ -175,6 +207,31 @@ def packages_and_rootfs(tmp_path_factory):
     if hooks:
         partial.rename(debs)
     return sorted(debs.glob("*.deb")), rootfs
+
+
+# Debian's mirrors mmdebstrap reaches for a Debian suite (the suite, its updates, its security
+# updates), and the loopback address each one has in the twin.
+DEBIAN_MIRRORS = {"deb.debian.org": "127.0.0.1", "security.debian.org": "127.0.0.2"}
+
+
+@pytest.fixture(scope="module")
+def debian_mirror_pipe(tmp_path_factory):
+    """The host's ends of the twin's ways to Debian's mirrors (package registries): for each, a Unix
+    socket whose connections go to that host's port 80 from the root network namespace, and nowhere else."""
+    pipes = []
+    for host, address in DEBIAN_MIRRORS.items():
+        path = tmp_path_factory.mktemp("pipe") / f"{host}.sock"
+        forward.unix_to_tcp(str(path), host, 80)
+        pipes.append((host, address, path))
+    return pipes
+
+
+@pytest.fixture(scope="module")
+def guest_mirror():
+    """A local apt repository with what the box's `packages:` needs, from Debian's mirror (cached)."""
+    repo = paths.cache_dir() / "test-runner" / "guest-apt-repo"
+    sh([REPO / "scripts" / "local-apt-repo.sh", repo, "bookworm", *GUEST_PACKAGES], timeout=1800)
+    return repo
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +362,15 @@ done
 # /dev/kvm as a hosted runner has it before a udev rule opens it.
 mknod -m 660 "$ROOT/dev/kvm" c 10 232
 chown 0:$KVM_GID "$ROOT/dev/kvm"
+# The VMs' tap devices, and udev's loop and partition nodes (tests/udev_standin.py).
+mkdir "$ROOT/dev/net"
+mknod -m 666 "$ROOT/dev/net/tun" c 10 200
+"$HOST_PYTHON" "$UDEV_STANDIN" "$ROOT" &
+# Debian's mirrors: each one a loopback address in the twin (/etc/hosts), piped to the host's side.
+for pipe in $DEBIAN_PIPES; do
+  "$HOST_PYTHON" "$FORWARD" tcp-to-unix "${pipe%%=*}" 80 "${pipe#*=}" &
+done
+hostname runner-host
 mkdir "$ROOT/dev/pts" "$ROOT/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=666 devpts "$ROOT/dev/pts"
 ln -s pts/ptmx "$ROOT/dev/ptmx"
@@ -398,9 +464,44 @@ def _stand_in_python(root: Path) -> str:
     return str(exe)
 
 
+def _be_ubuntu(root: Path, image: dict) -> None:
+    """What the root says it is, and the Debian keyring an Ubuntu image does not have: the package
+    purged as dpkg would (its files, its record, and apt's dependency on it, which Ubuntu's apt has
+    on ubuntu-keyring instead)."""
+    release = (
+        f'PRETTY_NAME="Ubuntu {image["version"]} LTS"\nNAME="Ubuntu"\nVERSION_ID="{image["version"]}"\n'
+        f'VERSION="{image["version"]} LTS ({image["name"]})"\nVERSION_CODENAME={image["codename"]}\nID=ubuntu\n'
+        f"ID_LIKE=debian\nUBUNTU_CODENAME={image['codename']}\n"
+    )
+    (root / "etc/os-release").unlink()
+    (root / "usr/lib/os-release").write_text(release)
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    info = root / "var/lib/dpkg/info"
+    for listed in info.glob("debian-archive-keyring.*"):
+        if listed.suffix == ".list":
+            for line in listed.read_text().splitlines():
+                target = root / line.lstrip("/")
+                if target.is_file() or target.is_symlink():
+                    target.unlink()
+        listed.unlink()
+    status = (root / "var/lib/dpkg/status").read_text().split("\n\n")
+    kept = [stanza for stanza in status if not stanza.startswith("Package: debian-archive-keyring\n")]
+    assert len(kept) == len(status) - 1, "the runner root has debian-archive-keyring to take away"
+    text = "\n\n".join(kept)
+    text = re.sub(r"(?m)^(Depends: .*?), debian-archive-keyring\b", r"\1", text)
+    (root / "var/lib/dpkg/status").write_text(text)
+    assert not list((root / "usr/share/keyrings").glob("debian-archive-*")), "no Debian key left"
+    if image["sudo_rs"]:
+        (root / "usr/bin/sudo").unlink()
+        (root / "usr/bin/sudo").symlink_to("sudo-rs")
+
+
 @pytest.fixture
-def twin(packages_and_rootfs, wheels, origin, tmp_path):
-    """A fresh runner root with the stand-ins in place and the image's traits (the module's docstring)."""
+def twin(request, packages_and_rootfs, wheels, origin, debian_mirror_pipe, guest_mirror, tmp_path):
+    """A fresh runner root with the stand-ins in place and the image's traits (the module's docstring);
+    ubuntu-24.04's unless the test asks for another image."""
+    image_name = getattr(request, "param", "ubuntu-24.04")
+    image = IMAGES[image_name]
     debs, rootfs_tar = packages_and_rootfs
     wheel_dir, wheel, pipx_wheels = wheels
     bare, sha = origin
@@ -411,7 +512,9 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
 
     # HashiCorp's repository, stood in for: Debian's vagrant, signed by a key of the test's own.
     vagrant_deb = next(d for d in debs if d.name.startswith("vagrant_"))
-    apt_repository([vagrant_deb], srv / "hashicorp", SUITE)
+    apt_repository([vagrant_deb], srv / "hashicorp", "noble")
+    if image["codename"] != "noble":  # a newer Ubuntu's suite: newer releases only, not the pinned one
+        apt_repository([], srv / "hashicorp", image["codename"])
     gnupg = tmp_path / "gnupg"
     gnupg.mkdir(mode=0o700)
     gpg = ["gpg", "--homedir", str(gnupg), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
@@ -419,8 +522,8 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
     colons = sh([*gpg, "--with-colons", "--list-keys"]).stdout
     fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
     (srv / "hashicorp" / "gpg").write_text(sh([*gpg, "--armor", "--export", fingerprint]).stdout)
-    release = srv / "hashicorp" / "dists" / SUITE / "Release"
-    sh([*gpg, "--yes", "--clearsign", "--output", str(release.with_name("InRelease")), str(release)])
+    for release in (srv / "hashicorp" / "dists").glob("*/Release"):
+        sh([*gpg, "--yes", "--clearsign", "--output", str(release.with_name("InRelease")), str(release)])
     apt_repository([d for d in debs if d != vagrant_deb], srv / "debian", None)
     for listing in [root / "etc/apt/sources.list", *(root / "etc/apt/sources.list.d").glob("*")]:
         listing.unlink(missing_ok=True)
@@ -454,7 +557,10 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
     (root / "var/tmp/image-setup.sh").write_text(IMAGE_SETUP)
     sh(["unshare", "--net", "chroot", str(root), "sh", "/var/tmp/image-setup.sh"], timeout=600)
     setup_python = _stand_in_python(root)
-    (root / "etc/hosts").write_text("127.0.0.1 localhost runner-host\n")
+    _be_ubuntu(root, image)
+    # Debian's mirrors, through the pipes (ENTER): mmdebstrap's defaults for a Debian suite.
+    mirrors = "".join(f"{address} {host}\n" for host, address in DEBIAN_MIRRORS.items())
+    (root / "etc/hosts").write_text("127.0.0.1 localhost runner-host\n" + mirrors)
     (root / "etc/hostname").write_text("runner-host\n")
     # GitHub, stood in for: git fetches github.com/example/vagabond from the bare clone.
     # (It is root's, as GitHub's repository is not the runner's: git is told it may read it.)
@@ -464,11 +570,17 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
     workspace = root / "home/runner/work/project/project"
     workflow_project.make(workspace)
     (workspace / BOXES_DIR).mkdir(parents=True)
-    shipped = (REPO / "boxes" / "debian12-selinux.yaml").read_text()
+    shipped = (REPO / "boxes" / "debian12.yaml").read_text()
+    # The guest's mirror (a hosted runner's guest reaches Debian's own), as vagabond_apt_sources.
+    mirror = [f"deb [trusted=yes] http://192.168.121.1:{GUEST_MIRROR_PORT}/ ./"]
     (workspace / BOXES_DIR / f"{BOX}.yaml").write_text(
-        shipped + "synced_folders:\n  - {src: ., dest: /src}\n"
-        "prebuilt: {name: example/project-selinux, catalog: 'https://boxes.example.org/project-selinux/metadata.json'}\n"
+        shipped + "synced_folders:\n  - {src: ., dest: /src, exclude: [.git]}\n"
+        f"packages: {json.dumps(GUEST_PACKAGES)}\n"
+        f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
+        f"prebuilt: {{name: example/{BOX}, catalog: 'https://boxes.example.org/{BOX}/metadata.json'}}\n"
     )
+    # What the project's tests are: `make test`, which the README's example runs in the VM.
+    (workspace / "Makefile").write_text('test:\n\t@echo "the project\'s tests ran on $$(uname -r) in $$(pwd)"\n')
     (root / "home/runner/work/_temp/_runner_file_commands").mkdir(parents=True)
     # The action's checkouts, as the runner fetches them for `uses:`: that commit of the repository.
     action = root / "home/runner/work/_actions/example/vagabond" / sha
@@ -500,6 +612,9 @@ def twin(packages_and_rootfs, wheels, origin, tmp_path):
         "VAGRANT_VERSION": sh(["dpkg-deb", "-f", str(vagrant_deb), "Version"]).stdout.strip(),
     }
     yield {
+        "image": image_name,
+        "debian_pipes": debian_mirror_pipe,
+        "guest_mirror": guest_mirror,
         "root": root,
         "workspace": workspace,
         "env": env,
@@ -538,9 +653,10 @@ def expand(value, scope: dict) -> str:
     return re.sub(r"\$\{\{(.*?)\}\}", one, str(value))
 
 
-def plan_steps(steps: list[dict], scope: dict, actions: Path) -> list[dict]:
+def plan_steps(steps: list[dict], scope: dict, actions: Path, skip: frozenset[str] = frozenset()) -> list[dict]:
     """The job's steps as the twin runs them: run steps with their env expanded, setup-python's
-    stand-in, and an action used by reference expanded into its own composite steps."""
+    stand-in, and an action used by reference expanded into its own composite steps; NOT_RUN's
+    steps and those in skip left out."""
     planned = []
     for step in steps:
         uses = step.get("uses", "")
@@ -558,8 +674,8 @@ def plan_steps(steps: list[dict], scope: dict, actions: Path) -> list[dict]:
                 "inputs": inputs,
                 "github": scope["github"] | {"action_path": f"/home/runner/work/_actions/example/vagabond/{sha}"},
             }
-            planned += plan_steps(action["runs"]["steps"], inner, actions)
-        elif "run" in step and step.get("name") not in NOT_RUN:
+            planned += plan_steps(action["runs"]["steps"], inner, actions, skip)
+        elif "run" in step and step.get("name") not in NOT_RUN | skip:
             assert "${{" not in step["run"], f"{step.get('name')}: expressions reach a shell only through env"
             planned.append(
                 {
@@ -588,8 +704,17 @@ def run_job(ctx: dict, steps: list[dict], env: dict, services: str = "", checks:
     (root / "var/tmp/plan.json").write_text(json.dumps(plan))
     (root / "var/tmp/driver.py").write_text(textwrap.dedent(DRIVER))
     run = subprocess.run(
-        ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", ENTER],
-        env={**os.environ, "ROOT": str(root), "KVM_GID": str(KVM_GID), "SERVICES": services},
+        ["unshare", "--net", "--mount", "--pid", "--uts", "--fork", "--kill-child", "bash", "-c", ENTER],
+        env={
+            **os.environ,
+            "ROOT": str(root),
+            "KVM_GID": str(KVM_GID),
+            "SERVICES": services,
+            "UDEV_STANDIN": str(REPO / "tests" / "udev_standin.py"),
+            "FORWARD": str(REPO / "tests" / "forward.py"),
+            "DEBIAN_PIPES": " ".join(f"{address}={sock}" for _, address, sock in ctx["debian_pipes"]),
+            "HOST_PYTHON": sys.executable,  # the stand-ins run on the host's Python, in the twin's namespaces
+        },
         capture_output=True,
         text=True,
         timeout=2400,
@@ -609,7 +734,7 @@ def assert_ready(ctx: dict, results: dict) -> None:
     opened for libvirt's guests, a no-KVM warning, and doctor green with vagabond's own ansible-core 2.16."""
     root = ctx["root"]
     policy = sh(["chroot", str(root), "apt-cache", "policy", "vagrant"]).stdout
-    assert f"file:/srv/hashicorp {SUITE}/main" in policy and f"*** {ctx['overrides']['VAGRANT_VERSION']}" in policy
+    assert "file:/srv/hashicorp noble/main" in policy and f"*** {ctx['overrides']['VAGRANT_VERSION']}" in policy
     asked = (root / "var/tmp/plugins-asked").read_text().splitlines()
     assert asked == [
         f"fog-json {install.PLUGIN_PINS['fog-json']} strict=1",
@@ -682,10 +807,21 @@ def generated_workflow(vagabond: str, ctx: dict) -> dict:
     return YAML(typ="safe").load(out.stdout)
 
 
+def readme_example() -> tuple[str, str]:
+    """The command the README's GitHub Actions example runs in the VM, and the box it names."""
+    m = re.search(r"^\s*- run: (vagabond run (\S+) -- .+)$", (REPO / "README.md").read_text(), re.M)
+    assert m, "README.md's example has a `- run: vagabond run BOX -- ...` step"
+    return m[1], m[2]
+
+
+@pytest.mark.parametrize("twin", list(IMAGES), indirect=True)
 def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     """`vagabond ci github` as a new user runs it (a vagabond installed from its repository, the
-    project's boxes in ci/boxes), then the test job's steps, which use vagabond's own action at the
-    same commit, on the twin."""
+    project's boxes in ci/boxes), then every step of the test job, which uses vagabond's own action
+    at the same commit, on the twin of each image: the base box built from Debian's packages on a
+    root without Debian's keyring, the VM up and provisioned (the box's `packages:` installed), the
+    project's tests run in it, the README's example command (its box swapped for the project's:
+    EL guests cannot boot here), and the cleanup action's destroy."""
     vagabond, sha = vagabond_from_github
     ctx = twin
     doc = generated_workflow(vagabond, ctx)
@@ -693,20 +829,38 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     assert doc["env"]["VAGABOND_BOXES"] == BOXES_DIR
     job = doc["jobs"]["test"]
     assert f"example/vagabond@{sha}" in [s.get("uses") for s in job["steps"]], "the action at the same commit"
+    command, readme_box = readme_example()
+    cleanup = next(i for i, s in enumerate(job["steps"]) if s.get("uses", "").startswith("example/vagabond/cleanup"))
+    job["steps"].insert(cleanup, {"name": README_STEP, "run": command.replace(f" {readme_box} ", f" {BOX} ", 1)})
     scope, env = job_scope(doc, job)
     steps = plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions")
-    assert {s["name"] for s in steps} >= {
-        "Install libvirt, qemu, Vagrant and vagabond",
-        "Prepare the host (KVM, swap, libvirt, this user's access)",
-        "Which base box, which prebuilt box",
-        "Destroy the VM",
-    }
-    results = run_job(ctx, steps, env)
+    names = [s["name"] for s in steps]
+    for name in ("Install libvirt, qemu, Vagrant and vagabond", BASE_BUILD, "Bring the VM up (or test in it)"):
+        assert name in names
+    assert names.index("Run the tests in the VM") < names.index(README_STEP) < names.index("Destroy the VM")
+    mirror = ctx["guest_mirror"]
+    services = f"{sys.executable} -m http.server --bind 0.0.0.0 {GUEST_MIRROR_PORT} --directory {mirror} &>/dev/null &"
+    checks = CHECKS | {"root:domains": ["virsh", "--connect", "qemu:///system", "list", "--all", "--name"]}
+    results = run_job(ctx, steps, env, services, checks=checks)
     assert_ready(ctx, results)
-    boxes = next(s for s in results["steps"] if s["name"] == "Which base box, which prebuilt box")
+    by_name = {s["name"]: s for s in results["steps"]}
+    install = by_name["Install libvirt, qemu, Vagrant and vagabond"]
+    if ctx["image"] == "ubuntu-26.04":  # its suite lacks the pinned Vagrant: noble's, and it says so
+        assert f"HashiCorp's resolute suite has no vagrant {ctx['overrides']['VAGRANT_VERSION']}" in install["stdout"]
+    boxes = by_name["Which base box, which prebuilt box"]
     assert "kind=mmdebstrap\nsynced=1\n" in boxes["outputs"], boxes["outputs"]
     assert re.search(r"^base=vagabond-base-vagabond-debian12-[0-9a-f]{12}$", boxes["outputs"], re.M), boxes["outputs"]
     assert "base-path=/home/runner/.cache/vagabond/boxes/vagabond-debian12/" in boxes["outputs"]
+    built = by_name[BASE_BUILD]
+    assert "base box vagabond/debian12 " in built["stderr"], built["stderr"][-2000:]
+    made = list((ctx["root"] / "home/runner/.cache/vagabond/boxes/vagabond-debian12").glob("*/vagabond-debian12.box"))
+    assert len(made) == 1 and made[0].stat().st_uid == 1001, "the base box, the runner's own"
+    up = by_name["Bring the VM up (or test in it)"]
+    assert "Install the box's packages (apt)" in up["stdout"] + up["stderr"], up["stderr"][-3000:]
+    for name in ("Run the tests in the VM", README_STEP):
+        ran = by_name[name]["stdout"]
+        assert re.search(r"the project's tests ran on \S+-cloud-amd64 in /src", ran), f"{name}: {ran[-2000:]}"
+    assert results["checks"]["root:domains"]["stdout"].split() == [], "the cleanup destroyed the VM"
 
 
 def test_the_nightly_jobs_install_from_the_repository_on_the_runner_twin(twin, vagabond_from_github):
@@ -717,7 +871,9 @@ def test_the_nightly_jobs_install_from_the_repository_on_the_runner_twin(twin, v
     doc = generated_workflow(vagabond, ctx)
     job = doc["jobs"]["prebuilt"]
     scope, env = job_scope(doc, job)
-    results = run_job(ctx, plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions"), env)
+    # (Its base build is the default workflow's, which the test above runs: not twice.)
+    steps = plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions", frozenset({BASE_BUILD}))
+    results = run_job(ctx, steps, env)
     assert_ready(ctx, results)
     (record,) = (ctx["root"] / "home/runner/work/_temp/vagabond/lib").glob(
         "python3.*/site-packages/vagabond_vm-*.dist-info/direct_url.json"
@@ -761,7 +917,7 @@ def test_the_publish_job_pushes_to_the_registry_stand_in_with_the_jobs_token(twi
     box = helpers.tiny_box(tmp_path, disk=b"a prebuilt box")
     files.copy(box, dist / f"vagabond-{BOX}.box")
     (dist / f"vagabond-{BOX}.box.json").write_text(
-        json.dumps({"name": "example/project-selinux", "version": "20261201.2200", "sha256": files.sha256_file(box)})
+        json.dumps({"name": f"example/{BOX}", "version": "20261201.2200", "sha256": files.sha256_file(box)})
     )
     sh(["chown", "-R", "1001:1001", str(dist)])
 
@@ -780,7 +936,7 @@ def test_the_publish_job_pushes_to_the_registry_stand_in_with_the_jobs_token(twi
     steps = plan_steps(job["steps"], scope, root / "home/runner/work/_actions")
     results = run_job(ctx, steps, env, services, checks={})
     publish = next(s for s in results["steps"] if s["name"] == "Publish it")
-    assert "oci://ghcr.io/example/project/project-selinux" in publish["stdout"] + publish["stderr"]
+    assert f"oci://ghcr.io/example/project/{BOX}" in publish["stdout"] + publish["stderr"]
     tag = served / f"storage/docker/registry/v2/repositories/example/project/{BOX}/_manifests/tags/20261201.2200"
     assert (tag / "current/link").is_file(), "the registry holds the version's tag"
     assert token not in json.dumps(results), "the token never reaches the job's output"

@@ -282,3 +282,16 @@ def test_a_successful_up_records_what_gc_may_take(world, project):
     assert list(state["timings"]) == [name for name, _ in lifecycle.STEPS]
     recorded = json.loads((project / "state" / "registry.json").read_text())
     assert recorded["volumes"] == [IMAGE] and recorded["networks"] == ["vagrant-libvirt"]
+
+
+def test_in_a_github_job_the_summary_says_which_driver_booted_the_vm(world, project, monkeypatch):
+    """vagabond's own box matrix reads there whether the runner had KVM (the step table, how long)."""
+    from vagabond import github
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setattr(github, "summary_lines", [])
+    write_box(project, "b", "description: x\nbase: {box: org/base}\nmodes: {selinux: enforcing}\n")
+    box = boxfile.find_box("b", project / "boxes")
+    lifecycle.up(box, Workdir.for_box(box), UpOptions(driver="qemu"))
+    (line,) = github.summary_lines
+    assert line.startswith("b: driver **qemu** (set by --driver (the probe found: ")

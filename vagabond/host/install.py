@@ -27,11 +27,18 @@ HASHICORP_FINGERPRINT = "D55C0D1AC78A8D8126CB631CFC9CA96ACA026560"
 HASHICORP_KEYRING = "/usr/share/keyrings/hashicorp-archive-keyring.gpg"
 VAGRANT_VERSION = "2.4.9-1"  # the apt version of HashiCorp's package
 VAGRANT_LIBVIRT_VERSION = "0.12.2"
-# Gems the plugin install pins, each installed first at this version. fog-json 1.4.0 (2026-07) wants
-# json ~> 2.19 while Vagrant 2.4's embedded Ruby has already loaded json 2.7.2: every fresh
-# `vagrant plugin install vagrant-libvirt` failed with Gem::ConflictError (containerd 84112c78c,
-# moby/buildkit#6925). vagrant-libvirt has had no release since 2023: expect more of these.
-PLUGIN_PINS = {"fog-json": "1.2.0"}
+# How the plugin's gems are chosen: by Vagrant's strict dependency enforcement (its default), never
+# with VAGRANT_DISABLE_STRICT_DEPENDENCY_ENFORCEMENT. With enforcement off, the resolver ignores the
+# gems Vagrant's embedded Ruby has already loaded and takes the newest of each: fog-json 1.4.0
+# (2026-07) wants json ~> 2.19 while Vagrant 2.4 has json 2.7.2 loaded, so every fresh install
+# failed at activation with Gem::ConflictError. With enforcement on, the resolver takes those loaded
+# gems as constraints and picks fog-json 1.2.0 by itself: moby/buildkit#6925 fixed that break by
+# removing the variable, no pin (containerd pinned fog-json instead, 84112c78c, which fixes that one
+# gem only). Strict enforcement covers the next gem that outgrows Vagrant's Ruby the same way;
+# vagabond's weekly canary (.github/workflows/canary.yml) installs the plugin cold to see it first.
+# PLUGIN_PINS stays as the emergency override (NAME=VERSION installed first, VAGRANT_PLUGIN_PINS in
+# a workflow) for a break strict enforcement cannot resolve; it is empty by design.
+PLUGIN_PINS: dict[str, str] = {}
 
 
 def plugin_pins() -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import interrupts, timeouts, ui
+from vagabond import github, interrupts, timeouts, ui
 from vagabond.boxes import kinds
 from vagabond.errors import Interrupted, NotIdempotent, StepFailed, VagabondError
 from vagabond.host import detect, libvirt, registry
@@ -164,6 +164,8 @@ def up(box: Box, wd: Workdir, opts: UpOptions) -> dict:
     with wd.lock("up"):
         decision = detect.probe_and_decide(opts.driver)
         ui.info(f"driver {decision.driver}: {decision.reason}")
+        # In a job's step summary: whether this runner had KVM (the step table says how long ready took).
+        github.summary_line(f"{box.name}: driver **{decision.driver}** ({decision.reason})")
         # Only a run that creates the domain may remove it again on failure.
         run = UpRun(box, wd, opts, decision, MadeByUp.before() if not libvirt.domains(wd.prefix) else None)
         step = STEPS[0][0]

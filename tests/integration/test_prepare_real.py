@@ -161,8 +161,14 @@ def test_a_ci_user_is_let_in_to_libvirt_and_kvm_without_root():
             ["getfacl", "--omit-header", "/run/libvirt/libvirt-sock"], capture_output=True, text=True
         ).stdout
         assert f"user:{user}:rw" in acl
+        # The serial log vagrant-libvirt creates as that user (FileUtils.touch), as that user.
+        serial = Path("/var/log/libvirt/qemu") / f"vagabond-ci-test-{user}-serial.log"
+        touched = subprocess.run(["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "touch", serial])
+        serial.unlink(missing_ok=True)
+        assert touched.returncode == 0, "the user may create a VM's serial log"
         code, actions = prepare("--user", user)
         assert by_step(actions)["user"]["changed"] is False, "a second run changes nothing"
     finally:
         subprocess.run(["setfacl", "--remove", f"u:{user}", "/run/libvirt/libvirt-sock"], capture_output=True)
+        subprocess.run(["setfacl", "--remove", f"u:{user}", "/var/log/libvirt/qemu"], capture_output=True)
         subprocess.run(["userdel", user], capture_output=True)

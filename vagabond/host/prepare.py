@@ -256,7 +256,8 @@ LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
 def ensure_user_access(user: str) -> Action:
     """Let USER run VMs without root (a CI job's own user: its tests and its files stay its own):
     a member of the groups libvirt and kvm for the sessions to come, and, for the job's session,
-    which started before the groups changed, an ACL on libvirt's socket."""
+    which started before the groups changed, an ACL on libvirt's socket; and one on libvirt's log
+    directory, where its VMs' serial logs go."""
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
@@ -281,6 +282,19 @@ def ensure_user_access(user: str) -> Action:
                 hint="apt-get install acl",
             )
             done.append(f"may use {LIBVIRT_SOCKET} now")
+    # vagrant-libvirt creates each VM's serial log (the Vagrantfile puts it beside libvirt's own
+    # logs, where a failed boot's console is kept) as the user who runs Vagrant: that user must be
+    # able to create files there. Without this, `vagrant up` by a non-root user stops at "Error
+    # creating path for serial port output log" (found by the runner twin, which runs up as runner).
+    if libvirt.LOG_DIR.is_dir():
+        acl = process.run(["getfacl", "--omit-header", "--absolute-names", str(libvirt.LOG_DIR)], timeout=timeouts.TOOL)
+        if f"user:{user}:rwx" not in acl.stdout:
+            process.check(
+                ["setfacl", "--modify", f"u:{user}:rwx", str(libvirt.LOG_DIR)],
+                timeout=timeouts.TOOL,
+                hint="apt-get install acl",
+            )
+            done.append(f"may write VMs' serial logs in {libvirt.LOG_DIR} now")
     if done:
         return Action("user", True, f"{user}: {'; '.join(done)}")
     return Action("user", False, f"{user} may already use libvirt and /dev/kvm")

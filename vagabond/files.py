@@ -168,6 +168,27 @@ def copy(source: Path, target: Path, *, mode: int = 0o644, replace: bool = True)
     return target
 
 
+def copy_regular(source: Path, target: Path, *, mode: int = 0o644) -> Path:
+    """``copy``, reading ``source`` only when it is a regular file and not a link: a link planted
+    where a log was expected would have root copy whatever it points at out (a 0600 secret as 0644)."""
+    fd = _open_regular(source, os.O_RDONLY, 0)
+    refuse_link(target)
+    make_dirs(target.parent)
+    out, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(out, "wb") as dst, os.fdopen(fd, "rb") as src:
+            while block := src.read(CHUNK):
+                dst.write(block)
+            dst.flush()
+            os.fchmod(dst.fileno(), mode)
+        refuse_link(target)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return target
+
+
 def move(source: Path, target: Path, *, mode: int = 0o644) -> Path:
     """A file vagabond made (in a private directory, or under a name nobody could guess) renamed
     over ``target`` in one step; a link at ``target`` is refused, not written through."""

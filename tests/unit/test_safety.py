@@ -371,3 +371,68 @@ def test_deeply_nested_json_is_one_line_everywhere(tmp_path, monkeypatch):
     assert "RecursionError" not in result.output and result.exit_code == 255 and result.stderr.count("\n") == 1, (
         result.output
     )
+
+
+def test_log_collection_never_writes_or_reads_through_links(project, victim, tmp_path):
+    """A link in the logs directory (root overwrote a root-owned file through it), and a link in the
+    work directory where a log was expected (root copied a 0600 file out as 0644): neither is
+    followed. What the guest printed lands 0600, in files vagabond made."""
+    from vagabond.vm import logs
+
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
+    wd = Workdir.for_box(box, project / "wd")
+    (wd.logs).mkdir(parents=True)
+    (wd.logs / "vagrant.log").symlink_to(victim[1])  # a link where vagrant's log goes
+    wd.vagrantfile.write_text("Vagrant.configure('2') {}\n")
+    out = tmp_path / "out"
+    (out / "debian12").mkdir(parents=True)
+    (out / "debian12" / "Vagrantfile").symlink_to(victim[0] / "precious.txt")
+    summary = logs.collect(box, wd, out)
+    assert untouched(victim)
+    items = {i["name"]: i for i in summary["items"]}
+    assert items["vagrant.log"] == {
+        "name": "vagrant.log",
+        "source": str(wd.logs / "vagrant.log"),
+        "ok": False,
+        "detail": "a symbolic link, not a log vagabond made: not read",
+    }
+    assert not items["Vagrantfile"]["ok"] and items["Vagrantfile"]["detail"].startswith("refusing ")
+    assert not (out / "debian12" / "vagrant.log").exists()
+    (out / "debian12" / "summary.json").unlink()
+    (out / "debian12" / "summary.json").symlink_to(victim[1])
+    with pytest.raises(UnsafePath):
+        logs.collect(box, wd, out)
+    (tmp_path / "linked-out").symlink_to(victim[0])
+    with pytest.raises(UnsafePath):
+        logs.collect(box, wd, tmp_path / "linked-out")
+    assert untouched(victim)
+
+
+def test_log_collection_writes_what_it_read_0600(project, tmp_path):
+    from vagabond.vm import logs
+
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
+    wd = Workdir.for_box(box, project / "wd")
+    wd.path.mkdir(parents=True)
+    wd.vagrantfile.write_text("Vagrant.configure('2') {}\n")
+    logs.collect(box, wd, tmp_path / "out")
+    written = sorted((tmp_path / "out" / "debian12").iterdir())
+    assert written and {p.stat().st_mode & 0o777 for p in written} == {0o600}
+    assert (tmp_path / "out" / "debian12").stat().st_mode & 0o777 == 0o700
+
+
+def test_the_vms_key_is_never_written_through_a_link(project, victim):
+    """ssh-keygen opens KEY.pub following links: it now writes in a private directory, and the
+    files are moved into place, a link there refused."""
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
+    wd = Workdir.for_box(box, project / "wd")
+    wd.path.mkdir(parents=True)
+    public = wd.ssh_key.with_name(wd.ssh_key.name + ".pub")
+    public.symlink_to(victim[1])
+    with pytest.raises(UnsafePath):
+        remote.make_key(wd)
+    assert untouched(victim)
+    public.unlink()
+    key = remote.make_key(wd)
+    assert key.stat().st_mode & 0o777 == 0o600 and public.read_text().startswith("ssh-ed25519 ")
+    assert sorted(p.name for p in wd.path.iterdir() if p.name.startswith(".vagabond-")) == [], "no scratch left"

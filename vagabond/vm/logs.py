@@ -8,14 +8,12 @@ had is listed in summary.json with the reason, and the rest still arrives.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vagabond import process, timeouts, ui
-from vagabond.errors import VagabondError
+from vagabond import files, process, timeouts, ui
+from vagabond.errors import UnsafePath, VagabondError
 from vagabond.spec.schema import Box
 from vagabond.vm import remote
 from vagabond.vm.workdir import Workdir
@@ -51,22 +49,34 @@ class Item:
 
 def collect(box: Box, wd: Workdir, out: Path) -> dict:
     """Write what there is to OUT/<box>/ and return the summary (also written as summary.json)."""
-    target = out / box.name
-    target.mkdir(parents=True, exist_ok=True)
+    # Every file goes in through files: a link planted in the logs directory (or the directory
+    # itself swapped for one) is refused, never written through; one planted where a log was
+    # expected is not read (its target could be any file root may read). Logs are the guest's
+    # words: 0600, the collector's own.
+    target = files.make_dirs(out / box.name, root=out.parent if out.parent != out else None, mode=0o700)
     items: list[Item] = []
 
     def host_file(src: Path, name: str) -> None:
+        if src.is_symlink():
+            items.append(Item(name, str(src), False, "a symbolic link, not a log vagabond made: not read"))
+            return
         if not src.is_file():
             items.append(Item(name, str(src), False, "not found"))
             return
         try:
-            shutil.copyfile(src, target / name)
+            files.copy_regular(src, target / name, mode=0o600)
             items.append(Item(name, str(src), True))
+        except UnsafePath as exc:
+            items.append(Item(name, str(src), False, exc.message))
         except PermissionError:
             # libvirt's log directory is root's: ask sudo (passwordless on CI runners), never prompt.
-            result = process.run(["sudo", "-n", "cat", str(src)], timeout=timeouts.TOOL)
+            # cat is given the path as a file it may not follow: sudo's root reads it only if it is one.
+            result = process.run(
+                ["sudo", "-n", "sh", "-c", '[ -f "$1" ] && [ ! -L "$1" ] && exec cat -- "$1"', "sh", str(src)],
+                timeout=timeouts.TOOL,
+            )
             if result.ok:
-                (target / name).write_text(result.stdout)
+                files.write_text(target / name, result.stdout, mode=0o600)
                 items.append(Item(name, str(src), True, "read with sudo"))
             else:
                 items.append(Item(name, str(src), False, "permission denied (and sudo -n failed)"))
@@ -88,7 +98,7 @@ def collect(box: Box, wd: Workdir, out: Path) -> dict:
         "out": str(target),
         "items": [item.__dict__ for item in items],
     }
-    (target / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    files.write_json(target / "summary.json", summary, mode=0o600)
     return summary
 
 
@@ -111,8 +121,10 @@ def _guest(wd: Workdir, machine: str, target: Path) -> list[Item]:
             unreachable = f"guest unreachable: {result.stderr.strip()[-200:]}"
             items.append(Item(filename, source, False, unreachable))
             continue
-        (target / filename).write_text(
-            result.stdout + (f"\n[stderr]\n{result.stderr}" if result.stderr.strip() else "")
+        files.write_text(
+            target / filename,
+            result.stdout + (f"\n[stderr]\n{result.stderr}" if result.stderr.strip() else ""),
+            mode=0o600,
         )
         ok = result.returncode == 0
         items.append(Item(filename, source, ok, "" if ok else f"exit {result.returncode}"))

@@ -62,12 +62,17 @@ def write_ssh_config(wd: Workdir, vagrant_config: str) -> Path:
 
 def make_key(wd: Workdir) -> Path:
     """A new key pair for this VM (ed25519, no passphrase, mode 0600), replacing an earlier one."""
-    wd.claim(wd.ssh_key.name, wd.ssh_key.name + ".pub")
-    for path in (wd.ssh_key, wd.ssh_key.with_name(wd.ssh_key.name + ".pub")):
-        files.remove(path)
-    process.check(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagabond", "-f", str(wd.ssh_key)], timeout=timeouts.TOOL
-    )
+    public = wd.ssh_key.with_name(wd.ssh_key.name + ".pub")
+    wd.claim(wd.ssh_key.name, public.name)
+    # ssh-keygen opens both files following links: it writes into a directory of vagabond's own
+    # (0700), and files.move renames each into place, refusing a link planted there.
+    with files.private_dir(wd.ssh_key.parent) as work:
+        made = work / "key"
+        process.check(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vagabond", "-f", str(made)], timeout=timeouts.TOOL
+        )
+        files.move(made.with_name("key.pub"), public, mode=0o644)
+        files.move(made, wd.ssh_key, mode=0o600)
     return wd.ssh_key
 
 

@@ -15,10 +15,13 @@ VARIABLES: dict[str, str] = {
     "VAGABOND_MITOGEN": "0: provision without Mitogen's strategy (plain Ansible, slower).",
     "VAGABOND_PROBE_KERNEL": "A kernel for the KVM smoke boot of driver detection.",
     "VAGABOND_SSH_KEY": "Set by vagabond up for the rendered Vagrantfile: the VM's own SSH key.",
+    "VAGABOND_REGISTRY": "The OCI registry (host[:port]) VAGABOND_REGISTRY_PASSWORD is for; it is offered to no other.",
     "VAGABOND_REGISTRY_USERNAME": "The user name for an OCI registry (default: vagabond; a token needs none).",
     "VAGABOND_REGISTRY_PASSWORD": "A password or token for an OCI registry (GitHub Actions: the job's token).",
     "VAGABOND_TIMEOUT_TURN": "Seconds to wait for the host-wide turn to create a domain (default 900).",
     "VAGABOND_TIMEOUT_PUBLISH_LOCK": "Seconds to wait for a directory catalog's publish lock (default 1800).",
+    "VAGABOND_TIMEOUT_REGISTRY_DOCUMENT": "Seconds one registry answer (a manifest, a token) may take (default 120).",
+    "VAGABOND_TIMEOUT_REGISTRY_TRANSFER": "Seconds one blob up- or download from a registry may take (default 10800).",
 }
 
 # Others' variables that vagabond honours.

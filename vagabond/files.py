@@ -129,6 +129,11 @@ def _open_regular(path: Path, flags: int, mode: int) -> int:
     return fd
 
 
+def open_regular_read(path: Path) -> IO[bytes]:
+    """A regular file opened for reading: a link, a device (/dev/zero) or a FIFO is refused."""
+    return os.fdopen(_open_regular(path, os.O_RDONLY | os.O_NONBLOCK, 0), "rb")
+
+
 def open_append(path: Path, *, mode: int = 0o644) -> IO[str]:
     """A log file opened for appending; a link there is refused, not followed."""
     fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)

@@ -63,6 +63,10 @@ SMOKE_BOOT = 15.0
 # --- the network ---
 CONNECT = 60  # opening a download
 CATALOG = 30  # reading a catalog's metadata.json
+# A registry's answer as a whole, not per read: a server that drips a byte at a time never trips a
+# per-read timeout. A document (a manifest, a tag list, a token); one blob (a box, hundreds of MiB).
+REGISTRY_DOCUMENT = _setting(120, "REGISTRY_DOCUMENT")
+REGISTRY_TRANSFER = _setting(3 * 3600, "REGISTRY_TRANSFER")
 
 
 def for_driver(seconds: float, driver: str) -> float:

@@ -40,7 +40,13 @@ USER, PASSWORD = "ci-bot", "s3cret-registry-pass"
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     require_tool("docker-registry", "htpasswd")
-    for var in ("VAGABOND_REGISTRY_USERNAME", "VAGABOND_REGISTRY_PASSWORD", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"):
+    for var in (
+        "VAGABOND_REGISTRY",
+        "VAGABOND_REGISTRY_USERNAME",
+        "VAGABOND_REGISTRY_PASSWORD",
+        "REGISTRY_AUTH_FILE",
+        "XDG_RUNTIME_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -227,6 +233,7 @@ def test_basic_auth_from_the_environment_or_dockers_file_and_never_in_a_message(
         transaction.publish(box, catalog)
     assert "\n" not in str(refused.value)
     monkeypatch.setenv("VAGABOND_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("VAGABOND_REGISTRY", basic.removeprefix("oci://"))
     monkeypatch.setenv("VAGABOND_REGISTRY_PASSWORD", "wrong-" + PASSWORD)
     with pytest.raises(PublishError) as wrong:
         transaction.publish(box, catalog)
@@ -330,6 +337,7 @@ def test_the_token_flow_anonymous_pulls_and_an_authenticated_push(token_auth, tm
         transaction.publish(box, catalog)  # an anonymous token holds no push
     monkeypatch.setenv("VAGABOND_REGISTRY_USERNAME", USER)
     monkeypatch.setenv("VAGABOND_REGISTRY_PASSWORD", PASSWORD)
+    monkeypatch.setenv("VAGABOND_REGISTRY", token_auth.removeprefix("oci://"))
     transaction.publish(box, catalog)
     assert "pull,push" in TokenService.issued
     monkeypatch.delenv("VAGABOND_REGISTRY_PASSWORD")

@@ -14,12 +14,18 @@ import pytest
 from tests.conftest import stub_programs
 from vagabond import redaction
 from vagabond.errors import RegistryError, UsageError
-from vagabond.publish import credentials, oci, registry
+from vagabond.publish import bodies, credentials, oci, registry
 
 
 @pytest.fixture(autouse=True)
 def _no_credentials(monkeypatch, tmp_path):
-    for var in ("VAGABOND_REGISTRY_USERNAME", "VAGABOND_REGISTRY_PASSWORD", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"):
+    for var in (
+        "VAGABOND_REGISTRY",
+        "VAGABOND_REGISTRY_USERNAME",
+        "VAGABOND_REGISTRY_PASSWORD",
+        "REGISTRY_AUTH_FILE",
+        "XDG_RUNTIME_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
@@ -65,8 +71,21 @@ def test_tags_that_are_not(tag):
 def test_credentials_from_the_environment_are_kept_out_of_every_message(monkeypatch):
     monkeypatch.setenv("VAGABOND_REGISTRY_USERNAME", "bot")
     monkeypatch.setenv("VAGABOND_REGISTRY_PASSWORD", "ghp_secret_token_value")
+    monkeypatch.setenv("VAGABOND_REGISTRY", "ghcr.io")
     assert credentials.credentials("ghcr.io") == ("bot", "ghp_secret_token_value")
     assert redaction.redact("failed with ghp_secret_token_value") == "failed with ***"
+
+
+def test_the_environments_credentials_go_to_the_registry_they_name_and_no_other(monkeypatch):
+    """A token exported to publish, then `up` in a project whose box file names oci://evil/x: evil
+    gets nothing. Without VAGABOND_REGISTRY the token is offered nowhere, and a 401 says why."""
+    monkeypatch.setenv("VAGABOND_REGISTRY_PASSWORD", "ghp_secret_token_value")
+    assert credentials.credentials("evil.example.org") is None
+    assert credentials.credentials("ghcr.io") is None
+    assert credentials.unbound_password().startswith("VAGABOND_REGISTRY_PASSWORD is set for no registry")
+    monkeypatch.setenv("VAGABOND_REGISTRY", "ghcr.io")
+    assert credentials.credentials("evil.example.org") is None
+    assert credentials.credentials("GHCR.io") == ("vagabond", "ghp_secret_token_value")
 
 
 def test_credentials_from_dockers_and_podmans_files_in_their_order(monkeypatch, tmp_path):
@@ -142,6 +161,7 @@ def test_the_registrys_credentials_do_not_follow_a_redirect_to_blob_storage(monk
         return 307, {"Location": f"http://localhost:{storage.port}/storage/blob"}, b""
 
     reg_server = _Server(routes)
+    monkeypatch.setenv("VAGABOND_REGISTRY", f"127.0.0.1:{reg_server.port}")
     reg = registry.Registry(f"127.0.0.1:{reg_server.port}", "org/box")
     partial = tmp_path / "blob.part"
     reg.download_blob("sha256:" + "0" * 64, partial, len(b"blob bytes"))
@@ -161,7 +181,7 @@ def test_a_token_service_over_plain_http_elsewhere_is_refused():
 
 
 def test_an_answer_larger_than_a_registry_document_is_refused():
-    big = b"{" + b" " * (registry.DOCUMENT_MAX_BYTES + 10) + b"}"
+    big = b"{" + b" " * (bodies.DOCUMENT_MAX_BYTES + 10) + b"}"
     server = _Server(lambda port, path, headers: (200, {}, big))
     reg = registry.Registry(f"127.0.0.1:{server.port}", "org/box")
     with pytest.raises(RegistryError, match="larger than a registry document"):

@@ -1,8 +1,10 @@
 """Registry credentials the way the container ecosystem keeps them, first found wins:
-VAGABOND_REGISTRY_PASSWORD (a token; VAGABOND_REGISTRY_USERNAME beside it), then the credential
-files docker and podman keep ($REGISTRY_AUTH_FILE, podman's auth.json, $DOCKER_CONFIG/config.json
-or ~/.docker/config.json, with their credential helpers), else anonymous. Every secret found is
-registered with vagabond.redaction: it never reaches a message or a log."""
+VAGABOND_REGISTRY_PASSWORD (a token; VAGABOND_REGISTRY_USERNAME beside it) for the one registry
+VAGABOND_REGISTRY names, and never for another (a box file may name any registry: a token exported
+to publish must not go to it), then the credential files docker and podman keep
+($REGISTRY_AUTH_FILE, podman's auth.json, $DOCKER_CONFIG/config.json or ~/.docker/config.json, with
+their credential helpers, each file only if it is a regular one of sane size), else anonymous.
+Every secret found is registered with vagabond.redaction: it never reaches a message or a log."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import re
 from pathlib import Path
 
 from vagabond import files, process, timeouts
-from vagabond.errors import PublishError
+from vagabond.errors import PublishError, UnsafePath
 from vagabond.redaction import register_secret
 
 AUTH_FILE_MAX_BYTES = 4 * 2**20
@@ -36,17 +38,28 @@ def credentials(host: str) -> tuple[str, str] | None:
     password = os.environ.get("VAGABOND_REGISTRY_PASSWORD")
     if password:
         register_secret(password)
-        return os.environ.get("VAGABOND_REGISTRY_USERNAME") or "vagabond", password
+        if os.environ.get("VAGABOND_REGISTRY", "").strip().lower() == host.lower():
+            return os.environ.get("VAGABOND_REGISTRY_USERNAME") or "vagabond", password
     for path in auth_files():
         try:
-            raw = path.read_bytes()
-        except OSError:
+            with files.open_regular_read(path) as fh:
+                raw = fh.read(AUTH_FILE_MAX_BYTES + 1)
+        except (OSError, UnsafePath):
             continue
-        doc = files.loads(raw[: AUTH_FILE_MAX_BYTES + 1], str(path))
+        if len(raw) > AUTH_FILE_MAX_BYTES:
+            continue  # not a credentials file (/dev/zero, a huge file): read no further
+        doc = files.loads(raw, str(path))
         if isinstance(doc, dict) and (found := _from_auth_file(doc, host, path)):
             register_secret(found[1])
             return found
     return None
+
+
+def unbound_password() -> str:
+    """Why an environment password was not offered, for a 401's message ('' when it was, or none)."""
+    if os.environ.get("VAGABOND_REGISTRY_PASSWORD") and not os.environ.get("VAGABOND_REGISTRY", "").strip():
+        return "VAGABOND_REGISTRY_PASSWORD is set for no registry: set VAGABOND_REGISTRY to the registry's host"
+    return ""
 
 
 def _from_auth_file(doc: dict, host: str, path: Path) -> tuple[str, str] | None:

@@ -24,13 +24,17 @@ from urllib.parse import urlencode, urljoin, urlparse
 
 from vagabond import files, timeouts
 from vagabond.errors import RegistryError
-from vagabond.publish.credentials import credentials
+from vagabond.publish import bodies
+from vagabond.publish.credentials import credentials, unbound_password
 from vagabond.redaction import redact, register_secret
 
 USER_AGENT = "vagabond (+https://github.com/vagabond-vm)"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 # Registries answer small documents; anything bigger than this is not one of them.
-DOCUMENT_MAX_BYTES = 4 * 2**20
+# A repository's tags, at most: a registry that lists more (or pages on for ever) is refused
+# before it fills memory (100 pages of 4 MiB took 1.5 GiB).
+MAX_TAGS = 10000
+TAG_PAGES = 20
 RETRIES = 3
 CHUNK = 32 * 2**20  # bytes per PATCH of a chunked upload (registries cap a request's body, GHCR too)
 
@@ -99,10 +103,13 @@ class Registry:
     creds: tuple[str, str] | None = None
     _tokens: dict[str, str] = field(default_factory=dict)
     _basic: bool = False
+    _looked_up: bool = False
 
     def __post_init__(self) -> None:
         check_repository(self.host, self.repository, f"oci://{self.host}/{self.repository}")
-        self.creds = credentials(self.host)
+        # Credentials are looked up only when the registry asks for them (a 401): an anonymous
+        # read runs no credential helper and offers nothing.
+        self._looked_up = self.creds is not None
         self.scheme = "http" if plain_http(self.host) else "https"
 
     @property
@@ -136,10 +143,24 @@ class Registry:
             raise RegistryError(self._failure(method, url, response))
         return response
 
+    def _own(self, url: str) -> bool:
+        """Whether a URL is this registry's own (its scheme and host): only there do its credentials go."""
+        parsed = urlparse(url)
+        return parsed.scheme == self.scheme and parsed.netloc == self.host
+
     def _send(self, method, url, scope, headers, body, length, sink, redirects: int = 5) -> Response:
-        current, auth = url, True
+        # A Location or a Link the registry answered may name another host (blob storage behind it,
+        # or anyone): the credentials go to the registry's own scheme and host only, and plain http
+        # only on this host's loopback.
+        current, auth = url, self._own(url)
+        started = time.monotonic()
         for _ in range(redirects + 1):
             parsed = urlparse(current)
+            if parsed.scheme not in ("https", "http") or (parsed.scheme == "http" and not plain_http(parsed.netloc)):
+                raise RegistryError(
+                    f"{method} {self._where(url)}: the registry sent vagabond to {self._where(current)}, "
+                    "which is not https: refused"
+                )
             all_headers = {"User-Agent": USER_AGENT, **headers}
             if auth and (value := self._authorization(scope)):
                 all_headers["Authorization"] = value
@@ -157,18 +178,26 @@ class Registry:
                 if status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and "location" in resp_headers:
                     target = urljoin(current, resp_headers["location"])
                     # Blob storage behind the registry is another host: the registry's credentials stay here.
-                    auth = auth and urlparse(target).netloc == urlparse(url).netloc
+                    auth = auth and self._own(target)
                     current = target
                     continue
                 if sink is not None and 200 <= status < 300:
                     if hasattr(sink, "begin"):
                         sink.begin(status)
+                    limit = getattr(sink, "limit", None)
                     while chunk := resp.read(2**20):
                         sink.write(chunk)
+                        if limit is not None and sink.have > limit:
+                            raise RegistryError(
+                                f"{method} {self._where(url)}: the registry sent more than the "
+                                f"{limit} bytes the manifest declares: refused"
+                            )
+                        if time.monotonic() - started > timeouts.REGISTRY_TRANSFER:
+                            raise RegistryError(
+                                f"{method} {self._where(url)}: not done after {timeouts.REGISTRY_TRANSFER:g}s"
+                            )
                     return Response(status, resp_headers)
-                data = resp.read(DOCUMENT_MAX_BYTES + 1) if method != "HEAD" else b""
-                if len(data) > DOCUMENT_MAX_BYTES:
-                    raise RegistryError(f"{method} {self._where(url)}: the answer is larger than a registry document")
+                data = bodies.read_document(resp, started, f"{method} {self._where(url)}") if method != "HEAD" else b""
                 return Response(status, resp_headers, data)
             except (OSError, http.client.HTTPException) as exc:
                 raise RegistryError(f"{method} {self._where(url)}: {redact(str(exc)) or type(exc).__name__}") from None
@@ -185,6 +214,8 @@ class Registry:
 
     def _authenticate(self, response: Response, scope: str) -> bool:
         """Answer a 401's challenge (True: ask again)."""
+        if not self._looked_up:
+            self.creds, self._looked_up = credentials(self.host), True
         challenge = response.headers.get("www-authenticate", "")
         kind, _, params = challenge.partition(" ")
         if kind.lower() == "basic":
@@ -212,7 +243,7 @@ class Registry:
         try:
             conn.request("GET", f"{parsed.path}?{parsed.query}", headers=headers)
             resp = conn.getresponse()
-            data = resp.read(DOCUMENT_MAX_BYTES + 1)
+            data = bodies.read_document(resp, time.monotonic(), f"{self.name}: token service {parsed.netloc}")
         except (OSError, http.client.HTTPException) as exc:
             raise RegistryError(f"{self.name}: token service {parsed.netloc}: {exc}") from None
         finally:
@@ -244,6 +275,8 @@ class Registry:
             pass
         if response.status == 401:
             detail = detail or ("no credentials" if self.creds is None else "credentials refused")
+            if self.creds is None and (why := unbound_password()):
+                detail += f"; {why}"
         return f"{method} {self._where(url)}: HTTP {response.status}" + (f" ({redact(detail)[:300]})" if detail else "")
 
     # --- the API -----------------------------------------------------------------------------------
@@ -252,13 +285,17 @@ class Registry:
         """Every tag of the repository (all pages); none when the repository does not exist yet."""
         found: list[str] = []
         url = self.url("tags/list?n=1000")
-        for _ in range(100):
+        for _ in range(TAG_PAGES):
             response = self.request("GET", url, ok=(200, 404))
             if response.status == 404:
                 return found
             doc = response.json(f"{self.name} tags")
             listed = doc.get("tags") if isinstance(doc, dict) else None
+            if listed is not None and not isinstance(listed, list):
+                raise RegistryError(f"{self.name}: the tag list is not a list")
             found += [t for t in listed or [] if isinstance(t, str)]
+            if len(found) > MAX_TAGS:
+                raise RegistryError(f"{self.name}: more than {MAX_TAGS} tags: refused")
             link = re.match(r"<([^>]+)>", response.headers.get("link", ""))
             if not link:
                 return found
@@ -312,7 +349,7 @@ class Registry:
                             "PATCH",
                             location,
                             scope="pull,push",
-                            body=_Slice(fh, length),
+                            body=bodies.Slice(fh, length),
                             length=length,
                             headers={
                                 "Content-Type": "application/octet-stream",
@@ -385,7 +422,7 @@ class Registry:
                         self.url(f"blobs/{digest}"),
                         headers=headers,
                         ok=(200, 206),
-                        sink=_Progress(sink, have, size, progress),
+                        sink=bodies.Progress(sink, have, size, progress, limit=size),
                     )
                 except RegistryError:
                     if attempt == RETRIES - 1:
@@ -395,36 +432,3 @@ class Registry:
 
 def _with_digest(location: str, digest: str) -> str:
     return location + ("&" if "?" in location else "?") + urlencode({"digest": digest})
-
-
-class _Slice:
-    """length bytes of a file from its current position, read as http.client reads a body."""
-
-    def __init__(self, fh: IO[bytes], length: int) -> None:
-        self.fh, self.left = fh, length
-
-    def read(self, n: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        data = self.fh.read(self.left if n < 0 else min(n, self.left))
-        self.left -= len(data)
-        return data
-
-
-class _Progress:
-    """A download's file, and its progress; a server that ignores the range sends it all again."""
-
-    def __init__(self, sink: IO[bytes], have: int, size: int, progress) -> None:
-        self.sink, self.have, self.size, self.progress = sink, have, size, progress
-
-    def begin(self, status: int) -> None:
-        if status == 200 and self.have:
-            self.sink.seek(0)
-            self.sink.truncate()
-            self.have = 0
-
-    def write(self, data: bytes) -> None:
-        self.sink.write(data)
-        self.have += len(data)
-        if self.progress:
-            self.progress(self.have, self.size)

@@ -211,14 +211,17 @@ def download(catalog: str, name: str, version: str) -> tuple[Path, str]:
     if found is None:
         raise PublishError(f"{catalog} has no version {version} (tag gone)")
     manifest = found[0]
+    listed, notes = manifest.get("layers"), manifest.get("annotations")
     layers = [
-        layer for layer in manifest.get("layers", []) if isinstance(layer, dict) and layer.get("mediaType") == LAYER
+        layer
+        for layer in (listed if isinstance(listed, list) else [])
+        if isinstance(layer, dict) and layer.get("mediaType") == LAYER
     ]
-    if manifest.get("annotations", {}).get(f"{ANNOTATION}box") != name or len(layers) != 1:
+    if not isinstance(notes, dict) or notes.get(f"{ANNOTATION}box") != name or len(layers) != 1:
         raise PublishError(f"{catalog}:{version} is not a vagabond box of {name}")
     digest = check_digest(layers[0].get("digest"), f"{catalog}:{version}")
     size = layers[0].get("size")
-    if not isinstance(size, int) or size <= 0:
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise PublishError(f"{catalog}:{version}: the box layer has no size")
     where = files.make_dirs(paths.cache_dir() / "prebuilt" / files.safe_name(name))
     final = where / f"{digest.split(':')[1]}.box"

@@ -90,7 +90,11 @@ class Response:
     body: bytes = b""
 
     def json(self, where: str) -> object:
-        return files.loads(self.body, where)
+        """The body as JSON; a RegistryError when it is not (a proxy's error page, too deep, too big)."""
+        try:
+            return files.loads(self.body, where)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
 
 
 @dataclass
@@ -255,7 +259,7 @@ class Registry:
                 hint="log in (docker login / podman login) or set VAGABOND_REGISTRY_USERNAME and "
                 "VAGABOND_REGISTRY_PASSWORD",
             )
-        answer = files.loads(data, f"token from {parsed.netloc}")
+        answer = Response(resp.status, {}, data).json(f"token from {parsed.netloc}")
         token = answer.get("token") or answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
             raise RegistryError(f"{self.name}: the token service answered no token")
@@ -269,10 +273,14 @@ class Registry:
     def _failure(self, method: str, url: str, response: Response) -> str:
         detail = ""
         try:
-            errors = json.loads(response.body or b"{}").get("errors") or []
-            detail = "; ".join(f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors[:3])
-        except (ValueError, AttributeError):
-            pass
+            doc = json.loads(response.body or b"{}")
+        except (ValueError, RecursionError):
+            doc = None
+        errors = doc.get("errors") if isinstance(doc, dict) else None
+        if isinstance(errors, list):  # the distribution spec's shape; anything else says nothing
+            detail = "; ".join(
+                f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors[:3] if isinstance(e, dict)
+            )
         if response.status == 401:
             detail = detail or ("no credentials" if self.creds is None else "credentials refused")
             if self.creds is None and (why := unbound_password()):
@@ -290,7 +298,9 @@ class Registry:
             if response.status == 404:
                 return found
             doc = response.json(f"{self.name} tags")
-            listed = doc.get("tags") if isinstance(doc, dict) else None
+            if not isinstance(doc, dict):
+                raise RegistryError(f"{self.name}: the tag list is not a JSON object")
+            listed = doc.get("tags")
             if listed is not None and not isinstance(listed, list):
                 raise RegistryError(f"{self.name}: the tag list is not a list")
             found += [t for t in listed or [] if isinstance(t, str)]
@@ -300,7 +310,7 @@ class Registry:
             if not link:
                 return found
             url = urljoin(url, link.group(1))
-        return found
+        raise RegistryError(f"{self.name}: the tag list goes on past {TAG_PAGES} pages: refused")
 
     def manifest(self, reference: str) -> tuple[dict, str] | None:
         """The manifest a tag (or digest) names and its digest, None when there is none."""

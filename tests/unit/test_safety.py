@@ -436,3 +436,24 @@ def test_the_vms_key_is_never_written_through_a_link(project, victim):
     key = remote.make_key(wd)
     assert key.stat().st_mode & 0o777 == 0o600 and public.read_text().startswith("ssh-ed25519 ")
     assert sorted(p.name for p in wd.path.iterdir() if p.name.startswith(".vagabond-")) == [], "no scratch left"
+
+
+def test_pruning_removes_a_link_as_a_link_never_what_it_points_at(tmp_path):
+    """A link planted at an old version's box file, pointing at metadata.json: pruning that version
+    removes the link; the catalog's index stays (the key was resolved before, so the link check
+    tested the target, and metadata.json went)."""
+    import json
+
+    from tests.unit.test_publish import NAME, make_box
+
+    cat = tmp_path / "cat"
+    for version in ("1", "2"):
+        transaction.publish(make_box(tmp_path, version), str(cat), keep=2)
+    old = cat / "1" / "org-tiny-1-libvirt.box"
+    old.unlink()
+    old.symlink_to(cat / "metadata.json")
+    result = transaction.publish(make_box(tmp_path, "3"), str(cat), keep=2)
+    assert result["pruned"] == ["1"]
+    assert not old.is_symlink() and not old.exists()
+    assert json.loads((cat / "metadata.json").read_text())["name"] == NAME
+    assert sorted(v["version"] for v in json.loads((cat / "metadata.json").read_text())["versions"]) == ["2", "3"]

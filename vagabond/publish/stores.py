@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import urlparse
 
@@ -44,10 +44,18 @@ class DirStore:
         self.base_url = (base_url or self.root.as_uri()).rstrip("/")
 
     def _path(self, key: str) -> Path:
-        """The file for ``key``, refused unless it lies inside the catalog directory."""
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()) or path == self.root.resolve():
+        """The file for ``key``, refused unless it lies inside the catalog directory: a plain relative
+        path with no directory on the way that is a link. The file itself is not resolved: a link
+        there is the link (deleting it removes the link, never what it points at)."""
+        rel = PurePosixPath(key)
+        if not key or rel.is_absolute() or ".." in rel.parts or str(rel) != key.rstrip("/") or key.endswith("/"):
             raise PublishError(f"refusing {key!r}: it points outside the catalog directory {self.root}")
+        path = self.root / rel
+        probe = path.parent
+        while probe != self.root:
+            if probe.is_symlink():
+                raise PublishError(f"refusing {key!r}: {probe} is a link, which may lead outside {self.root}")
+            probe = probe.parent
         return path
 
     def url(self, key: str) -> str:

@@ -139,6 +139,28 @@ def default_name(box: Box) -> str:
     return box.spec.prebuilt.name if box.spec.prebuilt else f"vagabond/{box.name}"
 
 
+# Run in the guest as root, last: sshd stops taking connections (this one goes on), and only then
+# does Vagrant's published key go back; the guest powers off right after this command returns.
+RESTORE_KEY_AND_POWER_OFF = f"""
+set -u
+systemctl stop ssh.socket ssh.service sshd.service >/dev/null 2>&1
+for unit in ssh.socket ssh.service sshd.service; do
+  if systemctl is-active --quiet "$unit"; then echo "$unit still runs: the key is not put back" >&2; exit 1; fi
+done
+printf '%s\\n' {shlex.quote(guest.INSECURE_PUBLIC_KEY)} > /home/vagrant/.ssh/authorized_keys
+(sleep 1; systemctl poweroff) >/dev/null 2>&1 &
+"""
+
+
+def _wait_shut_off(domain: str, timeout: float) -> None:
+    """Until libvirt says the guest powered itself off (Vagrant's halt would need the sshd just stopped)."""
+    deadline = time.monotonic() + timeout
+    while libvirt.domains(domain).get(domain) not in ("shut off", None):
+        if time.monotonic() > deadline:
+            raise VagabondError(f"{domain} did not power off within {timeout:g}s of the key going back")
+        time.sleep(1)
+
+
 def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, version: str | None = None) -> dict:
     """Base box + playbooks -> a prebuilt dependency box: up, provision, verify, clean, halt,
     flatten the disk into a compressed qcow2, write the box and its description, destroy the VM."""
@@ -166,11 +188,14 @@ def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, versio
         with ui.step("clean the guest for reuse"):
             remote.check(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], timeout=timeouts.GUEST_CLEANUP)
         # The build VM took only its own key; the box goes out with Vagrant's insecure one again, so
-        # plain `vagrant up` gets in (and vagabond up hands each VM of it a key of its own).
-        restore = f"printf '%s\\n' {shlex.quote(guest.INSECURE_PUBLIC_KEY)} > /home/vagrant/.ssh/authorized_keys"
-        remote.check(wd, machine, ["sudo", "-n", "sh", "-c", restore])
-        lifecycle.halt(box, wd)
+        # plain `vagrant up` gets in (and vagabond up hands each VM of it a key of its own). Never
+        # while sshd listens: anyone who reaches the VM's network would log in with that published
+        # key until the halt. One command stops sshd, writes the key, and powers the guest off.
         domain = wd.domain(machine)
+        with ui.step("put Vagrant's key back, sshd stopped, and power off"):
+            remote.check(wd, machine, ["sudo", "-n", "sh", "-c", RESTORE_KEY_AND_POWER_OFF])
+            _wait_shut_off(domain, timeouts.for_driver(timeouts.SHUTDOWN, wd.read_state().get("driver") or "qemu"))
+        lifecycle.halt(box, wd)  # the other machines of a multi-machine box (this one is off: nothing to do)
         disks = libvirt.domain_volumes(domain)
         if not disks:
             raise VagabondError(f"domain {domain} has no disk to package")

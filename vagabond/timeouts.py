@@ -55,6 +55,7 @@ BOOT = 300  # IP address and SSH after `vagrant up` starts the domain (Vagrant's
 FIRST_BOOT = 600  # a cloud image's first boot, cloud-init included, until it powers off
 GUEST_COMMAND = 120  # one command over SSH: a mode check, a log
 GUEST_CLEANUP = 1800  # the cleanup before packaging (initramfs, fstrim)
+SHUTDOWN = 180  # a guest powering itself off
 PLAYBOOK = 3600  # one ansible-playbook run, reboots included
 # A real kernel printing its banner under KVM: ~1 s under TCG, so a host where KVM cannot run
 # ordinary guests (kvm_pvm, broken nesting) is found out by this (detect.smoke_boot).

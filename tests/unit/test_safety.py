@@ -457,3 +457,36 @@ def test_pruning_removes_a_link_as_a_link_never_what_it_points_at(tmp_path):
     assert not old.is_symlink() and not old.exists()
     assert json.loads((cat / "metadata.json").read_text())["name"] == NAME
     assert sorted(v["version"] for v in json.loads((cat / "metadata.json").read_text())["versions"]) == ["2", "3"]
+
+
+@pytest.mark.parametrize("sshd_stops", [True, False])
+def test_the_build_puts_the_insecure_key_back_only_once_sshd_is_stopped(tmp_path, monkeypatch, sshd_stops):
+    """The guest's last command before packaging, with / moved into a scratch root and systemctl a
+    stand-in: sshd is stopped before Vagrant's published key goes back, then the guest powers off;
+    an sshd that will not stop gets no key."""
+    from tests.conftest import stub_programs
+    from vagabond import build
+    from vagabond.boxes import guest
+
+    home = tmp_path / "home/vagrant/.ssh"
+    home.mkdir(parents=True)
+    (home / "authorized_keys").write_text("ssh-ed25519 AAAA the-build-vms-own-key\n")
+    calls = tmp_path / "calls"
+    active = "exit 3" if sshd_stops else '[ "$2" = "--quiet" ] && [ "$3" = ssh.service ] && exit 0; exit 3'
+    stub_programs(
+        tmp_path,
+        monkeypatch,
+        systemctl=f'#!/bin/sh\necho "$*" >> {calls}\n[ "$1" = is-active ] && {{ {active}; }}\nexit 0\n',
+        sleep="#!/bin/sh\nexit 0\n",
+    )
+    script = build.RESTORE_KEY_AND_POWER_OFF.replace(" /home/vagrant/", f" {tmp_path}/home/vagrant/")
+    done = subprocess.run(["sh", "-c", script + "wait\n"], capture_output=True, text=True)
+    recorded = calls.read_text().splitlines()
+    assert recorded[0] == "stop ssh.socket ssh.service sshd.service"
+    keys = (home / "authorized_keys").read_text()
+    if sshd_stops:
+        assert done.returncode == 0 and keys == guest.INSECURE_PUBLIC_KEY + "\n"
+        assert recorded[-1] == "poweroff", "the guest powers off right after"
+    else:
+        assert done.returncode == 1 and "ssh.service still runs: the key is not put back" in done.stderr
+        assert keys == "ssh-ed25519 AAAA the-build-vms-own-key\n" and "poweroff" not in recorded

@@ -77,6 +77,10 @@ def test_the_vms_own_key_reaches_the_domain_xml_and_vagrants_key_list(tmp_path):
     xml = seen["default"]["domain_xml"]
     assert "<smbios mode='sysinfo'/>" in xml and f"<entry>vagabond:authorized-key={pub}</entry>" in xml
     assert seen["default"]["private_key_path"][0] == str(key) and len(seen["default"]["private_key_path"]) >= 2
+    # The fallbacks are Vagrant's copies in its home, the user's own: the install's keys are root's,
+    # and ssh (so Vagrant) refuses a key another user owns (found by up as a runner's user).
+    fallbacks = seen["default"]["private_key_path"][1:]
+    assert all(Path(k).is_relative_to(tmp_path / "home") and Path(k).is_file() for k in fallbacks), fallbacks
     plain = json.loads(process.check(["ruby", DUMP, tmp_path], env=vagrant_env(tmp_path / "home")).stdout)["default"]
     assert "sysinfo" not in plain["domain_xml"] and plain["private_key_path"] is None
     (tmp_path / "ssh_key.pub").write_text(pub + "\n<evil/>\n")

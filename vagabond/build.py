@@ -117,7 +117,7 @@ def describe(
 
 def repackage(name: str, version: str | None, out: Path) -> dict:
     """Re-export a box from Vagrant's box store (`vagrant box repackage`) with its description."""
-    out.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(out)
     v = Vagrant(out, timeout=timeouts.BOX_ADD)
     versions = v.box_versions(name)
     if not versions:
@@ -127,11 +127,11 @@ def repackage(name: str, version: str | None, out: Path) -> dict:
     elif version not in versions:
         raise UsageError(f"{name} has no version {version!r} installed (installed: {', '.join(versions)})")
     target = out / f"{name.replace('/', '-')}-{version}-libvirt.box"
-    package = out / "package.box"
-    package.unlink(missing_ok=True)
-    with ui.step(f"vagrant box repackage {name} libvirt {version}"):
-        v.box_repackage(name, version)
-    package.replace(target)
+    # vagrant writes package.box where it runs: in a directory of vagabond's own, then moved whole.
+    with files.private_dir(out) as work:
+        with ui.step(f"vagrant box repackage {name} libvirt {version}"):
+            Vagrant(work, timeout=timeouts.BOX_ADD).box_repackage(name, version)
+        files.move(work / "package.box", target)
     return describe(target, name=name, version=version, base={"box": name, "version": version}) | {"path": str(target)}
 
 
@@ -199,7 +199,7 @@ def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, versio
         disks = libvirt.domain_volumes(domain)
         if not disks:
             raise VagabondError(f"domain {domain} has no disk to package")
-        out.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(out)
         flatten_and_compact(Path(disks[0]), img)
         virtual = diskimage.image_info(img)["virtual-size"]
         with ui.step("write the box (tar, xz)"):

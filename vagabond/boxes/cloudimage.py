@@ -238,7 +238,7 @@ def import_image(
     growpart and resizefs extend the root partition and its file system."""
     out_dir = out or paths.cache_dir() / "boxes" / name.replace("/", "-") / "imported"
     source = fetch(image, checksum, paths.cache_dir() / "images", checksums_url)  # nothing is made before it is good
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(out_dir)
     if not process.which("cloud-localds"):
         raise UsageError("'cloud-localds' is needed to import cloud images", hint="apt-get install cloud-image-utils")
     decision = detect.probe_and_decide(driver)

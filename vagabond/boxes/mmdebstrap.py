@@ -80,7 +80,7 @@ def build(box: Box, *, force: bool = False) -> MadeBase:
         if not process.which(tool):
             raise UsageError(f"'{tool}' is needed to build base boxes", hint="run scripts/install.sh")
     out_dir = cache_dir_for(base)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(out_dir)
     with diskimage.scratch_dir(out_dir, "vagabond-base-") as work:
         rootfs_tar = rootfs(base)
         raw = work / "disk.raw"
@@ -106,8 +106,7 @@ def build(box: Box, *, force: bool = False) -> MadeBase:
     )
     # The probe kernel lets `vagabond doctor` smoke-boot a real kernel under KVM.
     kernels = paths.cache_dir() / "kernels"
-    kernels.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(kernel, kernels / f"vmlinuz-{base.suite}")
+    files.copy(kernel, files.make_dirs(kernels) / f"vmlinuz-{base.suite}")
     result = MadeBase(name=base.box, version=version, box_file=box_file, catalog=catalog, sha256=sha)
     result.save(out_dir)
     ui.info(f"base box {base.box} {version}: {box_file} ({box_file.stat().st_size / 2**20:.0f} MiB)")
@@ -121,17 +120,15 @@ def rootfs(base: MmdebstrapBase, extra_packages: list[str] | None = None, *, kee
     target = paths.cache_dir() / "rootfs" / f"{base.suite}-{key}.tar"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial.tar")
-    # mmdebstrap's chroot (with /proc, /sys and /dev mounted in it) goes into a directory of ours:
-    # when it is stopped before it can clean up, vagabond unmounts and removes what it left.
-    try:
-        with diskimage.scratch_dir(target.parent, "mmdebstrap-") as work:
-            with ui.step(f"mmdebstrap {base.suite} ({len(packages)} packages)"):
-                run_mmdebstrap(base, partial, packages, keep_debs=keep_debs, tmpdir=work)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+    files.make_dirs(target.parent)
+    # mmdebstrap's chroot (with /proc, /sys and /dev mounted in it) and its tar go into a directory
+    # of ours: when it is stopped before it can clean up, vagabond unmounts and removes what it left;
+    # the tar takes its name only whole (files.move).
+    with diskimage.scratch_dir(target.parent, "mmdebstrap-") as work:
+        made = work / "rootfs.tar"
+        with ui.step(f"mmdebstrap {base.suite} ({len(packages)} packages)"):
+            run_mmdebstrap(base, made, packages, keep_debs=keep_debs, tmpdir=work)
+        files.move(made, target)
     return target
 
 

@@ -219,7 +219,7 @@ def ensure_libvirt() -> Action:
     done = [started] if started else []
     info = libvirt.run("pool-info", libvirt.POOL)
     if not info.ok:
-        libvirt.POOL_DIR.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(libvirt.POOL_DIR, mode=0o711)
         libvirt.check("pool-define-as", libvirt.POOL, "dir", "--target", str(libvirt.POOL_DIR))
         libvirt.run("pool-autostart", libvirt.POOL)
         done.append(f"defined storage pool {libvirt.POOL} ({libvirt.POOL_DIR})")

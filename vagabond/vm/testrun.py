@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vagabond import github, ui
+from vagabond import files, github, ui
 from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
 from vagabond.host import libvirt
 from vagabond.spec.schema import Box
@@ -216,7 +216,7 @@ def write_junit(result: Result, path: Path) -> None:
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    files.make_dirs(path.parent)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 

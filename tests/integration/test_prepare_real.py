@@ -98,27 +98,43 @@ def test_swap_beyond_the_disk_is_refused_clearly(tmp_path):
     assert not swap_file.exists() and str(swap_file) not in swaps()
 
 
-def test_docker_user_chain_is_opened_for_libvirt_bridges():
+def test_docker_user_chain_is_opened_for_vagabonds_guests_only_and_undone():
+    """Docker's chain (and an earlier vagabond's rules for every bridge) in a namespace of its own,
+    with a default route through an uplink: prepare opens the management subnet's way out through
+    that uplink and the replies back, nothing else, and removes the old rules; --undo removes its
+    own and leaves another's rule alone."""
     netns = f"vagabond-fw-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
-        ipt = ["ip", "netns", "exec", netns, "iptables", "-w"]
+        ns = ["ip", "netns", "exec", netns]
+        subprocess.run([*ns, "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"], check=True)
+        subprocess.run([*ns, "ip", "link", "set", "uplink0", "up"], check=True)
+        subprocess.run([*ns, "ip", "route", "add", "default", "dev", "uplink0"], check=True)
+        ipt = [*ns, "iptables", "-w"]
         subprocess.run([*ipt, "-N", "DOCKER-USER"], check=True)
         subprocess.run([*ipt, "-A", "DOCKER-USER", "-j", "RETURN"], check=True)
+        subprocess.run([*ipt, "-I", "DOCKER-USER", "-i", "virbr+", "-j", "ACCEPT"], check=True)  # an earlier vagabond's
+        subprocess.run([*ipt, "-I", "DOCKER-USER", "-s", "10.9.9.0/24", "-j", "DROP"], check=True)  # someone else's
         code, actions = prepare(netns=netns)
         assert code == 0, actions
         assert by_step(actions)["firewall"]["changed"] is True
-        rules = subprocess.run(
-            [*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True
-        ).stdout.splitlines()
-        # Guests' own traffic out, and only replies back in: nothing from outside reaches a guest.
-        assert rules[1:3] == [
-            "-A DOCKER-USER -o virbr+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-            "-A DOCKER-USER -i virbr+ -j ACCEPT",
+        rules = subprocess.run([*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout
+        assert rules.splitlines()[1:3] == [
+            "-A DOCKER-USER -s 192.168.121.0/24 -i virbr+ -o uplink0 -m comment --comment vagabond -j ACCEPT",
+            "-A DOCKER-USER -d 192.168.121.0/24 -i uplink0 -o virbr+ -m conntrack --ctstate RELATED,ESTABLISHED "
+            "-m comment --comment vagabond -j ACCEPT",
         ], rules
-        assert "-A DOCKER-USER -o virbr+ -j ACCEPT" not in rules
+        assert "-A DOCKER-USER -i virbr+ -j ACCEPT" not in rules, "the old rule for every bridge is gone"
         code, actions = prepare(netns=netns)
         assert by_step(actions)["firewall"]["changed"] is False
+        code, actions = prepare("--undo", netns=netns)
+        assert code == 0 and by_step(actions)["firewall"]["changed"] is True, actions
+        rules = subprocess.run([*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout
+        assert rules.splitlines() == [
+            "-N DOCKER-USER",
+            "-A DOCKER-USER -s 10.9.9.0/24 -j DROP",
+            "-A DOCKER-USER -j RETURN",
+        ], rules
     finally:
         subprocess.run(["ip", "netns", "delete", netns])
 

@@ -105,6 +105,13 @@ def prepare_(
             "--user", help="Let this user run VMs without root (groups libvirt and kvm, and libvirt's socket now)."
         ),
     ] = None,
+    undo: Annotated[
+        bool,
+        typer.Option(
+            "--undo",
+            help="Remove what prepare added: its firewall rules, its udev rule, its swap file (and --user's ACLs).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Prepare this host (a fresh CI runner) for VMs; safe to run again, it only acts when needed.
@@ -112,12 +119,15 @@ def prepare_(
     Swap when RAM is short of what the boxes need (an OOM-killed VM ends the whole run); /dev/kvm
     opened with a udev rule when the hardware can run KVM but the device is closed (GitHub's x64
     runners), then the driver probe again; libvirtd and the storage pool 'default' started when no
-    service manager did; Docker's DOCKER-USER chain opened for libvirt's bridges. Needs root.
+    service manager did; Docker's DOCKER-USER chain opened for the guests of vagabond's network,
+    out through the default route, and their replies. Needs root. --undo takes all of it back.
 
     Example (CI): sudo vagabond prepare --boxes centos7-selinux
     """
-    chosen = _selected_boxes(boxes_opt)
-    actions = prepare.prepare(chosen, swap=swap, swap_file=swap_file, user=user)
+    if undo:
+        actions = prepare.undo(swap_file=swap_file, user=user)
+    else:
+        actions = prepare.prepare(_selected_boxes(boxes_opt), swap=swap, swap_file=swap_file, user=user)
     if as_json:
         print(json.dumps(prepare.as_dicts(actions), indent=2))
         return

@@ -24,6 +24,7 @@ log = logging.getLogger("vagabond.libvirt")
 POOL = "default"
 POOL_DIR = Path("/var/lib/libvirt/images")  # where the pool lives when vagabond defines it
 MGMT_NETWORK = "vagrant-libvirt"
+MGMT_SUBNET = "192.168.121.0/24"  # vagrant-libvirt's management network (its default, which the Vagrantfile keeps)
 # libvirt writes each domain's qemu log here; vagabond's Vagrantfile puts the serial console next to it.
 LOG_DIR = Path("/var/log/libvirt/qemu")
 

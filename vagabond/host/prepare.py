@@ -16,6 +16,7 @@ import grp
 import os
 import pwd
 import re
+import shlex
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -29,12 +30,34 @@ from vagabond.spec.schema import Box
 DEFAULT_SWAP_FILE = Path("/var/lib/vagabond/swapfile")
 HOST_HEADROOM_MIB = doctor.HOST_OVERHEAD_MIB
 UDEV_RULE = Path("/etc/udev/rules.d/99-vagabond-kvm.rules")
-# What guests start themselves, and the replies to it; nothing else reaches a guest from outside
-# (they accept Vagrant's public insecure key), as libvirt's own NAT rules have it.
-DOCKER_USER_RULES = (
+# Docker's FORWARD policy drops what libvirt's NAT would pass. prepare opens DOCKER-USER for the
+# guests of vagabond's network only (vagrant-libvirt's management subnet), out through the host's
+# default route only (not into Docker's own networks, nor other libvirt networks, which stay as
+# their owners set them), and only replies back in. Each rule carries a comment: --undo finds its own.
+COMMENT = ["-m", "comment", "--comment", "vagabond"]
+# What earlier vagabonds added (every libvirt bridge, anywhere): removed when found.
+LEGACY_RULES = (
     ["-i", "virbr+", "-j", "ACCEPT"],
     ["-o", "virbr+", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
 )
+
+
+def docker_user_rules(uplink: str) -> list[list[str]]:
+    subnet = libvirt.MGMT_SUBNET
+    return [
+        ["-s", subnet, "-i", "virbr+", "-o", uplink, *COMMENT, "-j", "ACCEPT"],
+        ["-d", subnet, "-i", uplink, "-o", "virbr+", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *COMMENT]
+        + ["-j", "ACCEPT"],
+    ]
+
+
+def default_uplink() -> str | None:
+    """The interface of the host's default route (where guests' traffic leaves), or None."""
+    route = process.run(["ip", "-o", "route", "show", "default"], timeout=timeouts.PROBE)
+    match = re.search(r"\bdev (\S+)", route.stdout) if route.ok else None
+    return match.group(1) if match else None
+
+
 UDEV_TEXT = 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"\n'
 
 
@@ -238,16 +261,75 @@ def ensure_docker_forwarding() -> Action:
         return Action("firewall", False, "no iptables")
     if not process.run(["iptables", "-w", "-S", "DOCKER-USER"], timeout=timeouts.PROBE).ok:
         return Action("firewall", False, "no Docker firewall chain (DOCKER-USER): nothing to open")
+    removed = _remove_rules(LEGACY_RULES)
+    uplink = default_uplink()
+    if uplink is None:
+        return Action("firewall", bool(removed), "no default route: no way out to open for the guests")
     added = []
-    for rule in DOCKER_USER_RULES:
+    for rule in reversed(docker_user_rules(uplink)):  # inserted at the top, in this order
         if not process.run(["iptables", "-w", "-C", "DOCKER-USER", *rule], timeout=timeouts.PROBE).ok:
             process.check(["iptables", "-w", "-I", "DOCKER-USER", *rule], timeout=timeouts.PROBE)
             added.append(" ".join(rule))
-    if added:
-        return Action(
-            "firewall", True, f"DOCKER-USER now lets libvirt's guests out and their replies back ({'; '.join(added)})"
+    what = f"DOCKER-USER lets vagabond's guests ({libvirt.MGMT_SUBNET}) out through {uplink} and their replies back"
+    if added or removed:
+        return Action("firewall", True, f"{what} ({len(added)} rules added, {len(removed)} earlier ones removed)")
+    return Action("firewall", False, what + " already")
+
+
+def _remove_rules(rules) -> list[str]:
+    """Delete each rule DOCKER-USER holds (every copy of it); what was removed."""
+    removed = []
+    for rule in rules:
+        while process.run(["iptables", "-w", "-C", "DOCKER-USER", *rule], timeout=timeouts.PROBE).ok:
+            process.check(["iptables", "-w", "-D", "DOCKER-USER", *rule], timeout=timeouts.PROBE)
+            removed.append(" ".join(rule))
+    return removed
+
+
+def undo_docker_forwarding() -> Action:
+    """Every rule of vagabond's in DOCKER-USER (its comment, or an earlier vagabond's rules) removed."""
+    if (
+        not shutil.which("iptables")
+        or not process.run(["iptables", "-w", "-S", "DOCKER-USER"], timeout=timeouts.PROBE).ok
+    ):
+        return Action("firewall", False, "no Docker firewall chain (DOCKER-USER): nothing to remove")
+    listed = process.check(["iptables", "-w", "-S", "DOCKER-USER"], timeout=timeouts.PROBE).stdout.splitlines()
+    ours = [
+        shlex.split(line)[2:] for line in listed if line.startswith("-A DOCKER-USER ") and "--comment vagabond" in line
+    ]
+    removed = _remove_rules([*ours, *LEGACY_RULES])
+    return Action("firewall", bool(removed), f"removed {len(removed)} rules of vagabond's from DOCKER-USER")
+
+
+def undo_kvm_access() -> Action:
+    if not UDEV_RULE.is_file() or UDEV_RULE.read_text() != UDEV_TEXT:
+        return Action("kvm", False, f"no udev rule of vagabond's ({UDEV_RULE})")
+    files.remove(UDEV_RULE)
+    process.run(["udevadm", "control", "--reload-rules"], timeout=timeouts.TOOL)
+    process.run(["udevadm", "trigger", "--name-match=kvm"], timeout=timeouts.TOOL)
+    return Action("kvm", True, f"removed {UDEV_RULE}; /dev/kvm gets the distribution's permissions back")
+
+
+def undo_user_access(user: str) -> Action:
+    done = []
+    for path, perms in ((LIBVIRT_SOCKET, "rw"), (libvirt.LOG_DIR, "rwx")):
+        acl = process.run(["getfacl", "--omit-header", "--absolute-names", str(path)], timeout=timeouts.TOOL)
+        if acl.ok and f"user:{user}:{perms}" in acl.stdout:
+            process.check(["setfacl", "--remove", f"u:{user}", str(path)], timeout=timeouts.TOOL)
+            done.append(f"ACL on {path} removed")
+    # The groups stay: a user's groups may be theirs for other reasons; say so.
+    detail = "; ".join(done) or "no ACL of vagabond's"
+    return Action("user", bool(done), f"{user}: {detail} (groups libvirt and kvm kept: remove with gpasswd -d)")
+
+
+def undo(*, swap_file: Path = DEFAULT_SWAP_FILE, user: str | None = None) -> list[Action]:
+    """What prepare added, removed: its firewall rules, its udev rule, its swap file, a user's ACLs."""
+    if os.geteuid() != 0:
+        raise UsageError(
+            "vagabond prepare --undo changes the host", hint="run it as root: sudo vagabond prepare --undo"
         )
-    return Action("firewall", False, "DOCKER-USER already lets libvirt's guests out and their replies back")
+    actions = [undo_docker_forwarding(), undo_kvm_access(), ensure_swap([], "0", swap_file)]
+    return actions + ([undo_user_access(user)] if user else [])
 
 
 LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")

@@ -25,7 +25,10 @@ The twin (module `twin`), from actions/runner-images at 749514466 (2026-08-21) u
 - /dev/kvm as root:kvm 0660, the runner not in kvm (actions/runner-images#8542);
 - Docker's iptables chains with the FORWARD policy DROP (moby/moby#39439);
 - udev: the loop devices' and their partitions' nodes appear in /dev as the kernel makes them
-  (tests/udev_standin.py; the twin's /dev is a tmpfs).
+  (tests/udev_standin.py; the twin's /dev is a tmpfs);
+- an init that reaps orphans (tests/twin_init.py), and a root that is a mount point;
+- systemd's start of libvirtd when its package is installed (a loop in ENTER), with PID 1's
+  limits: prepare finds it answering, as on a runner.
 Nothing here reaches the internet but Debian's mirror, through a pipe to the host
 (tests/forward.py). The steps run in a private network, mount and PID namespace, chrooted, as
 `runner` with the groups its session started with. What they would download has a local stand-in
@@ -347,9 +350,15 @@ chmod -R 777 /opt  # configure-system.sh: "chmod -R 777 /opt"
 # Inside fresh namespaces: loopback only, private mounts, daemons die with the namespace.
 ENTER = """set -e
 ip link set lo up
+# A runner's uplink: the default route goes out through eth0 (its far end leads nowhere here).
+ip link add eth0 type veth peer name eth0-far
+ip link set eth0 up
+ip route add default dev eth0
 # Stand-ins that serve over the network (a registry): in this namespace, from the host's binaries.
 eval "$SERVICES"
 mount --make-rprivate /
+# The root a mount point of its own, as a container's is (libvirt makes qemu's mounts private to it).
+mount --bind "$ROOT" "$ROOT"
 mount -t proc proc "$ROOT/proc"
 mount -t sysfs -o ro sysfs "$ROOT/sys"
 mount -t tmpfs -o mode=755 tmpfs "$ROOT/dev"
@@ -371,13 +380,27 @@ for pipe in $DEBIAN_PIPES; do
   "$HOST_PYTHON" "$FORWARD" tcp-to-unix "${pipe%%=*}" 80 "${pipe#*=}" &
 done
 hostname runner-host
+ln -s /proc/self/fd "$ROOT/dev/fd"  # bash's process substitution reads /dev/fd/N
+for n in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${n%%:*}" "$ROOT/dev/${n#*:}"; done
 mkdir "$ROOT/dev/pts" "$ROOT/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=666 devpts "$ROOT/dev/pts"
 ln -s pts/ptmx "$ROOT/dev/ptmx"
 mount -t tmpfs tmpfs "$ROOT/run"
 mount -t tmpfs tmpfs "$ROOT/tmp"
+# systemd's part: on a runner, installing libvirt-daemon-system starts libvirtd from PID 1, with
+# PID 1's limits. Here the same happens once dpkg has configured the package; never as a child of
+# a step (sudo lowers the hard core limit of what it runs to 0, libvirt 11 raises qemu's to
+# unlimited, and this host's kernel lets no one raise a hard limit).
+(
+  until awk '/^Package: libvirt-daemon-system$/{p=1} p&&/^Status:/{print; exit}' "$ROOT/var/lib/dpkg/status" \
+      | grep -q "install ok installed"; do sleep 0.5; done
+  # The one setting the twin changes: libvirt builds each qemu a private /dev by copying nodes from
+  # a devtmpfs; the twin's /dev is a tmpfs of its own, so qemu keeps the twin's /dev instead.
+  echo 'namespaces = []' >> "$ROOT/etc/libvirt/qemu.conf"
+  chroot "$ROOT" /usr/sbin/virtlogd -d && chroot "$ROOT" /usr/sbin/libvirtd -d
+) &
 # Docker's firewall as dockerd leaves it: FORWARD dropped, its chains in front.
-exec chroot "$ROOT" sh -ec '
+exec "$HOST_PYTHON" "$TWIN_INIT" chroot "$ROOT" sh -ec '
   iptables -N DOCKER; iptables -N DOCKER-USER; iptables -N DOCKER-ISOLATION-STAGE-1
   iptables -P FORWARD DROP
   iptables -A FORWARD -j DOCKER-USER; iptables -A FORWARD -j DOCKER-ISOLATION-STAGE-1; iptables -A DOCKER-USER -j RETURN
@@ -604,6 +627,8 @@ def twin(request, packages_and_rootfs, wheels, origin, debian_mirror_pipe, guest
         "PIP_NO_INDEX": "1",
         "PIP_FIND_LINKS": "/srv/wheels",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        # A job that turned Vagrant's strict dependency enforcement off (as the fog-json workarounds did).
+        "VAGRANT_DISABLE_STRICT_DEPENDENCY_ENFORCEMENT": "1",
     }
     # The stand-ins' coordinates: what a user would change if HashiCorp moved.
     overrides = {
@@ -713,6 +738,7 @@ def run_job(ctx: dict, steps: list[dict], env: dict, services: str = "", checks:
             "UDEV_STANDIN": str(REPO / "tests" / "udev_standin.py"),
             "FORWARD": str(REPO / "tests" / "forward.py"),
             "DEBIAN_PIPES": " ".join(f"{address}={sock}" for _, address, sock in ctx["debian_pipes"]),
+            "TWIN_INIT": str(REPO / "tests" / "twin_init.py"),
             "HOST_PYTHON": sys.executable,  # the stand-ins run on the host's Python, in the twin's namespaces
         },
         capture_output=True,
@@ -729,17 +755,15 @@ def run_job(ctx: dict, steps: list[dict], env: dict, services: str = "", checks:
 
 def assert_ready(ctx: dict, results: dict) -> None:
     """After the install steps, on a runner whose own ansible-core is newer and first on PATH:
-    Vagrant from the "HashiCorp" repository, fog-json pinned before the plugin, the runner user
+    Vagrant from the "HashiCorp" repository, the plugin resolved under strict enforcement, the runner user
     reaching libvirt without sudo and without the new groups in its session, Docker's firewall
     opened for libvirt's guests, a no-KVM warning, and doctor green with vagabond's own ansible-core 2.16."""
     root = ctx["root"]
     policy = sh(["chroot", str(root), "apt-cache", "policy", "vagrant"]).stdout
     assert "file:/srv/hashicorp noble/main" in policy and f"*** {ctx['overrides']['VAGRANT_VERSION']}" in policy
     asked = (root / "var/tmp/plugins-asked").read_text().splitlines()
-    assert asked == [
-        f"fog-json {install.PLUGIN_PINS['fog-json']} strict=1",
-        f"vagrant-libvirt {install.VAGRANT_LIBVIRT_VERSION} strict=1",
-    ]
+    # Strict dependency enforcement, even though the job's environment turned it off (install.PLUGIN_PINS).
+    assert asked == [f"vagrant-libvirt {install.VAGRANT_LIBVIRT_VERSION} strict="]
     checks = results["checks"]
     assert "vagrant-libvirt" in checks["plugins"]["stdout"], checks["plugins"]
     assert checks["libvirt"]["rc"] == 0 and "running" in checks["libvirt"]["stdout"], checks["libvirt"]
@@ -762,7 +786,7 @@ def assert_ready(ctx: dict, results: dict) -> None:
         assert doctor[name]["ok"], doctor[name]
     assert doctor["ansible-playbook"]["path"] == "/home/runner/work/_temp/vagabond/bin/ansible-playbook"
     assert doctor["ansible-playbook"]["version"].startswith("2.16."), doctor["ansible-playbook"]
-    assert "-A DOCKER-USER -i virbr+ -j ACCEPT" in checks["root:firewall"]["stdout"], checks["root:firewall"]
+    assert "-A DOCKER-USER -s 192.168.121.0/24 -i virbr+" in checks["root:firewall"]["stdout"], checks["root:firewall"]
     prepare = next(s for s in results["steps"] if s["name"].startswith("Prepare the host"))
     assert "::warning title=vagabond prepare%3A no KVM::VMs run under software emulation" in prepare["stderr"], prepare[
         "stderr"

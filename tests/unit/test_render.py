@@ -323,3 +323,15 @@ def test_a_package_name_that_is_not_one_is_refused_where_it_stands(tmp_path, nam
     path = write_box(tmp_path, "box", f"description: x\nbase: {{box: a/b}}\npackages:\n  - {json.dumps(name)}\n")
     with pytest.raises(BoxDefinitionError, match=r"box\.yaml:4: packages\[0\]: .* is not a valid package name$"):
         boxfile.load_box(path)
+
+
+def test_a_box_whose_only_provisioning_is_packages_is_provisioned(tmp_path):
+    """No mode, no playbook, only `packages:`: the Vagrantfile still has its provisioner, and up,
+    idempotence and plain vagrant up run site.yml (they skipped it, so the packages never came)."""
+    (tmp_path / "boxes").mkdir()
+    path = tmp_path / "boxes" / "debian12.yaml"
+    path.write_text((REPO / "boxes" / "debian12.yaml").read_text() + "packages: [make]\n")
+    box = boxfile.load_box(path)
+    assert not playbooks.all_playbooks(box) and playbooks.provisions(box)
+    text = render.render(box, render.RenderOptions(), tmp_path)
+    assert "ansible.playbook = 'vagabond-provision/site.yml'" in text

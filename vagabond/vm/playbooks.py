@@ -68,6 +68,11 @@ def all_playbooks(box: Box) -> list[PlaybookRun]:
     return mode_playbooks(box) + deps
 
 
+def provisions(box: Box) -> bool:
+    """Whether site.yml does anything to this box: a mode, a playbook or a package to install."""
+    return bool(all_playbooks(box) or box.spec.packages)
+
+
 # Beside a playbook, what Ansible loads by convention (roles, vars, templates, its own plugins).
 ANSIBLE_DIRS = (
     "roles",

@@ -15,7 +15,7 @@ from pathlib import Path
 from vagabond import files, process, timeouts, ui
 from vagabond.errors import ModeCheckFailed
 from vagabond.vm import ansiblecfg, remote
-from vagabond.vm.playbooks import GROUP, HOST_VARS, PROVISION_DIR, ModeCheck, all_playbooks, mode_checks
+from vagabond.vm.playbooks import GROUP, HOST_VARS, PROVISION_DIR, ModeCheck, mode_checks, provisions
 from vagabond.vm.workdir import Workdir
 
 
@@ -132,7 +132,7 @@ def run_playbooks(
     """The provisioning directory's site.yml (written with the Vagrantfile), as `vagrant provision`
     runs it, through the shared SSH connection and Mitogen. With force (or extra variables), the
     playbooks run even on a box built from this very definition."""
-    if not all_playbooks(wd.box):
+    if not provisions(wd.box):
         ui.info("no playbooks to run")
         return []
     site = wd.path / PROVISION_DIR / "site.yml"

@@ -149,7 +149,7 @@ def context(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> dict[str
         "machines": machines,
         "synced_folders": (folders := _synced_folders(box, options, vagrantfile_dir)),
         "fstab_mounts": any(f["type"] in MOUNTED_FOLDERS for f in folders),
-        "provision": bool(playbooks.all_playbooks(box)),
+        "provision": playbooks.provisions(box),
         "inputs": inputs,
         "input_dirs": input_dirs,
         "site_playbook": f"{playbooks.PROVISION_DIR}/site.yml",

@@ -105,7 +105,7 @@ def _converge_and_verify(
     if _timed(up, lambda: lifecycle.up(box, wd, opts)):
         if not idempotence:
             _phase(result, "idempotence", "idempotence", "skipped: --no-idempotence")
-        elif not playbooks.all_playbooks(box):
+        elif not playbooks.provisions(box):
             _phase(result, "idempotence", "idempotence", "skipped: the box has no playbooks")
         else:
             _timed(

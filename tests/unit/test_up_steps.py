@@ -104,6 +104,8 @@ elif prog == "ansible-galaxy":
 elif prog == "ssh":
     if "-O" in args:
         sys.exit(0)
+    if "/dev/null" in args and os.environ.get("STUB_INSECURE") != "accepted":  # the insecure-key probe
+        sys.exit(255)
     print(os.environ.get("STUB_MODE", "Enforcing"))
 """
 
@@ -295,3 +297,45 @@ def test_in_a_github_job_the_summary_says_which_driver_booted_the_vm(world, proj
     lifecycle.up(box, Workdir.for_box(box), UpOptions(driver="qemu"))
     (line,) = github.summary_lines
     assert line.startswith("b: driver **qemu** (set by --driver (the probe found: ")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_vm_that_vagrants_published_key_opens_is_named_or_fails_under_strict(
+    world, project, tmp_path, monkeypatch, strict
+):
+    """The probe offers only Vagrant's insecure key (no ssh_config, no agent); a box that takes it
+    gets a warning naming it, and --strict makes up fail at the step 'check keys'."""
+    home = tmp_path / "vagrant.d"
+    (home / "insecure_private_keys").mkdir(parents=True)
+    (home / "insecure_private_keys" / "vagrant.key.ed25519").write_text("key")
+    monkeypatch.setenv("STUB_INSECURE", "accepted")
+    write_box(project, "b", "description: x\nbase: {box: org/base}\nmodes: {selinux: enforcing}\n")
+    box = boxfile.find_box("b", project / "boxes")
+    warned = []
+    monkeypatch.setattr(lifecycle.ui, "warning", lambda message, title="": warned.append(message))
+    if strict:
+        with pytest.raises(StepFailed, match=r"check keys") as failed:
+            lifecycle.up(box, Workdir.for_box(box), UpOptions(driver="qemu", strict=True))
+        assert "lets Vagrant's published insecure key in" in str(failed.value)
+    else:
+        lifecycle.up(box, Workdir.for_box(box), UpOptions(driver="qemu"))
+        assert warned == [
+            "b (default) lets Vagrant's published insecure key in: anyone who reaches its network can log in "
+            "(a box made by vagabond takes only the VM's own key)"
+        ]
+    probe = next(c for c in calls(world, "ssh") if "/dev/null" in c)
+    assert probe[probe.index("-i") + 1] == str(home / "insecure_private_keys" / "vagrant.key.ed25519")
+    assert "IdentitiesOnly=yes" in probe and "IdentityAgent=none" in probe and probe[-1] == "true"
+    assert probe[-2].startswith("vagrant@") and probe[probe.index("-F") + 1] == "/dev/null"
+
+
+def test_a_vm_that_refuses_the_published_key_is_not_warned_about(world, project, tmp_path, monkeypatch):
+    home = tmp_path / "vagrant.d"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "insecure_private_key").write_text("key")
+    write_box(project, "b", "description: x\nbase: {box: org/base}\n")
+    box = boxfile.find_box("b", project / "boxes")
+    warned = []
+    monkeypatch.setattr(lifecycle.ui, "warning", lambda message, title="": warned.append(message))
+    lifecycle.up(box, Workdir.for_box(box), UpOptions(driver="qemu", strict=True))
+    assert warned == [] and any("/dev/null" in c for c in calls(world, "ssh"))

@@ -55,6 +55,10 @@ def up_(
             "for a box without synced folders of its own.",
         ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Fail (instead of warning) when Vagrant's published insecure key opens the VM."),
+    ] = False,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
 
@@ -76,6 +80,7 @@ def up_(
         logs_dir=paths.logs_on_failure_dir(logs_on_failure),
         image=str(image) if image else None,
         sync_project=sync,
+        strict=strict,
     )
     if sync is not None and not sync.startswith("/"):
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")

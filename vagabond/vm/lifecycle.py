@@ -33,6 +33,7 @@ class UpOptions:
     logs_dir: Path | None = None  # collect `vagabond logs` here when up fails, before cleaning up
     image: str | None = None  # a local copy of a kind-image base's cloud image
     sync_project: str | None = None  # also sync the project to this guest path (a box without synced folders, in CI)
+    strict: bool = False  # a VM that Vagrant's published key opens is a failure, not a warning
 
 
 @dataclass
@@ -147,6 +148,20 @@ def verify_modes(run: UpRun) -> None:
         ui.info(f"{check.mode} on {machine}: {got}")
 
 
+def check_keys(run: UpRun) -> None:
+    """One probe with Vagrant's published insecure key: a VM it opens is open to every local user
+    who reaches its network (a catalog box of kind vagrant, or a guest whose key unit failed)."""
+    for machine in run.box.machine_names():
+        if remote.insecure_key_opens(run.wd, machine):
+            message = (
+                f"{run.box.name} ({machine}) lets Vagrant's published insecure key in: anyone who reaches "
+                "its network can log in (a box made by vagabond takes only the VM's own key)"
+            )
+            if run.opts.strict:
+                raise VagabondError(message, hint="use a base vagabond builds or imports, or drop --strict")
+            ui.warning(message, title=f"vagabond up {run.box.name}: insecure key accepted")
+
+
 STEPS: list[tuple[str, Callable[[UpRun], None]]] = [
     ("choose the box", choose_box),
     ("prepare base box", prepare_base),
@@ -155,6 +170,7 @@ STEPS: list[tuple[str, Callable[[UpRun], None]]] = [
     ("ssh config", ssh_config),
     ("provision", provision_vm),
     ("verify modes", verify_modes),
+    ("check keys", check_keys),
 ]
 
 

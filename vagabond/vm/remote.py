@@ -173,3 +173,27 @@ def exec_command(argv: list[str], on_failure: Callable[[], None] | None) -> int:
 def close_master(wd: Workdir, machine: str) -> None:
     if wd.ssh_config.is_file() and machine in hosts(wd):
         process.run(["ssh", "-F", str(wd.ssh_config), "-O", "exit", machine], timeout=timeouts.PROBE, vm_network=True)
+
+
+def insecure_keys() -> list[Path]:
+    """Vagrant's published insecure private keys, as Vagrant copies them into its home (2.3's one
+    key, 2.4's two): the keys anyone can have."""
+    home = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+    found = [home / "insecure_private_key", *sorted((home / "insecure_private_keys").glob("vagrant.key.*"))]
+    return [k for k in found if k.is_file() and not k.name.endswith(".pub")]
+
+
+def insecure_key_opens(wd: Workdir, machine: str) -> bool | None:
+    """Whether Vagrant's published key logs in to the machine (None: no key, or no address, to try).
+    Only that key is offered (no ssh_config, no agent), with a short timeout."""
+    address = addresses(wd).get(machine)
+    keys = insecure_keys()
+    if not address or not keys:
+        return None
+    argv = ["ssh", "-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes"]
+    argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=15"]
+    argv += ["-o", "LogLevel=ERROR", "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no"]
+    for key in keys:
+        argv += ["-i", str(key)]
+    result = process.run([*argv, f"vagrant@{address}", "true"], timeout=timeouts.GUEST_COMMAND, vm_network=True)
+    return result.returncode == 0

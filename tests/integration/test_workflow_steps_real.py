@@ -384,6 +384,7 @@ ln -s /proc/self/fd "$ROOT/dev/fd"  # bash's process substitution reads /dev/fd/
 for n in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${n%%:*}" "$ROOT/dev/${n#*:}"; done
 mkdir "$ROOT/dev/pts" "$ROOT/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=666 devpts "$ROOT/dev/pts"
+mount -t tmpfs -o mode=1777 tmpfs "$ROOT/dev/shm"  # Ansible's multiprocessing needs it
 ln -s pts/ptmx "$ROOT/dev/ptmx"
 mount -t tmpfs tmpfs "$ROOT/run"
 mount -t tmpfs tmpfs "$ROOT/tmp"
@@ -597,7 +598,8 @@ def twin(request, packages_and_rootfs, wheels, origin, debian_mirror_pipe, guest
     # The guest's mirror (a hosted runner's guest reaches Debian's own), as vagabond_apt_sources.
     mirror = [f"deb [trusted=yes] http://192.168.121.1:{GUEST_MIRROR_PORT}/ ./"]
     (workspace / BOXES_DIR / f"{BOX}.yaml").write_text(
-        shipped + "synced_folders:\n  - {src: ., dest: /src, exclude: [.git]}\n"
+        # (src is relative to the box file's project, ci/: the repository is one up.)
+        shipped + "synced_folders:\n  - {src: .., dest: /src, exclude: [.git]}\n"
         f"packages: {json.dumps(GUEST_PACKAGES)}\n"
         f"vars: {json.dumps({'vagabond_apt_sources': mirror})}\n"
         f"prebuilt: {{name: example/{BOX}, catalog: 'https://boxes.example.org/{BOX}/metadata.json'}}\n"

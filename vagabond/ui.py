@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 
 from vagabond import github
 from vagabond.redaction import redact
@@ -56,7 +57,7 @@ def info(message: str) -> None:
     # half-way, least of all in the middle of cleaning up after itself.
     with contextlib.suppress(OSError, ValueError):
         if interactive():
-            err.print(message)
+            err.print(message, markup=False, highlight=False)  # registry and guest text is not markup
         else:
             print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
@@ -87,9 +88,9 @@ def step(title: str) -> Iterator[None]:
         _depth += 1
         try:
             if interactive():
-                with err.status(title):
+                with err.status(escape(title)):
                     yield
-                err.print(f"[green]✓[/] {title} ({time.monotonic() - started:.0f}s)")
+                err.print(f"[green]✓[/] {escape(title)} ({time.monotonic() - started:.0f}s)")
             else:
                 info(f"{title} ...")
                 yield

@@ -253,3 +253,15 @@ def test_an_auth_file_that_is_a_device_is_not_read(monkeypatch, tmp_path):
 
     monkeypatch.setenv("REGISTRY_AUTH_FILE", "/dev/zero")
     assert credentials.credentials("registry.example.org") is None
+
+
+def test_registry_text_on_a_terminal_is_printed_as_it_is_not_as_markup(monkeypatch, capsys):
+    """'[/]' in a registry's answer raised rich's MarkupError through up on a terminal."""
+    from vagabond import ui
+
+    monkeypatch.setattr(ui, "interactive", lambda: True)
+    ui.info("catalog oci://x could not be read (HTTP 500 ([/] [bold]denied))")
+    with ui.step("download org/box [/]"):
+        pass
+    err = capsys.readouterr().err
+    assert "(HTTP 500 ([/] [bold]denied))" in err and "download org/box [/]" in err

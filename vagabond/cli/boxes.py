@@ -93,7 +93,7 @@ def import_(
         ),
     ] = None,
 ) -> None:
-    """CreationTurn a distribution's generic cloud image into a vagrant-libvirt box (CentOS, Alma, Rocky ...).
+    """Turn a distribution's generic cloud image into a vagrant-libvirt box (CentOS, Alma, Rocky ...).
 
     A NoCloud seed (cloud-localds) creates the 'vagrant' user with Vagrant's insecure key and
     passwordless sudo; one boot without any network applies it; the guest then runs

@@ -252,7 +252,9 @@ def provision_(
     else:
         recaps = lifecycle.reprovision(definition, wd, extra_vars or ())
     for r in recaps:
-        ui.out.print(f"{r.host}: ok={r.ok} changed={r.changed} unreachable={r.unreachable} failed={r.failed}")
+        ui.out.print(
+            f"{r.host}: ok={r.ok} changed={r.changed} unreachable={r.unreachable} failed={r.failed}", markup=False
+        )
 
 
 @app.command("halt")

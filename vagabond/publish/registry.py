@@ -374,7 +374,8 @@ class Registry:
                             raise
                         time.sleep(2**attempt)
                         got = self._uploaded_to(location)
-                        if got is not None and got > offset:  # part of the chunk arrived: go on after it
+                        # Part of the chunk arrived: go on after it. A Range beyond what was sent is a lie: resend.
+                        if got is not None and offset < got <= offset + length:
                             length = 0
                             offset = got
                             break

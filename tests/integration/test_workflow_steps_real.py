@@ -446,7 +446,8 @@ for i, step in enumerate(plan["steps"]):
                 "GITHUB_STEP_SUMMARY": summary, "PATH": path}
     r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=step_env,
                        cwd=plan["workspace"], preexec_fn=as_runner, capture_output=True, text=True)
-    results.append({"name": step["name"], "rc": r.returncode, "stdout": r.stdout[-6000:], "stderr": r.stderr[-8000:],
+    out = r.stdout if len(r.stdout) <= 9000 else r.stdout[:3000] + "\n[...]\n" + r.stdout[-6000:]
+    results.append({"name": step["name"], "rc": r.returncode, "stdout": out, "stderr": r.stderr[-8000:],
                     "outputs": open(files["GITHUB_OUTPUT"]).read()})
     if r.returncode:
         break
@@ -873,6 +874,8 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     install = by_name["Install libvirt, qemu, Vagrant and vagabond"]
     if ctx["image"] == "ubuntu-26.04":  # its suite lacks the pinned Vagrant: noble's, and it says so
         assert f"HashiCorp's resolute suite has no vagrant {ctx['overrides']['VAGRANT_VERSION']}" in install["stdout"]
+        assert "/srv/hashicorp noble main" in (ctx["root"] / "etc/apt/sources.list.d/hashicorp.list").read_text()
+        assert (ctx["root"] / "usr/bin/sudo").readlink() == Path("sudo-rs"), "the steps ran under sudo-rs"
     boxes = by_name["Which base box, which prebuilt box"]
     assert "kind=mmdebstrap\nsynced=1\n" in boxes["outputs"], boxes["outputs"]
     assert re.search(r"^base=vagabond-base-vagabond-debian12-[0-9a-f]{12}$", boxes["outputs"], re.M), boxes["outputs"]

@@ -446,8 +446,10 @@ for i, step in enumerate(plan["steps"]):
                 "GITHUB_STEP_SUMMARY": summary, "PATH": path}
     r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=step_env,
                        cwd=plan["workspace"], preexec_fn=as_runner, capture_output=True, text=True)
-    out = r.stdout if len(r.stdout) <= 9000 else r.stdout[:3000] + "\n[...]\n" + r.stdout[-6000:]
-    results.append({"name": step["name"], "rc": r.returncode, "stdout": out, "stderr": r.stderr[-8000:],
+    # The workflow commands (::notice ...) whole, wherever they are; of the rest, the end.
+    notes = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith("::")]
+    results.append({"name": step["name"], "rc": r.returncode, "stdout": r.stdout[-6000:], "stderr": r.stderr[-8000:],
+                    "commands": notes,
                     "outputs": open(files["GITHUB_OUTPUT"]).read()})
     if r.returncode:
         break
@@ -873,7 +875,10 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     by_name = {s["name"]: s for s in results["steps"]}
     install = by_name["Install libvirt, qemu, Vagrant and vagabond"]
     if ctx["image"] == "ubuntu-26.04":  # its suite lacks the pinned Vagrant: noble's, and it says so
-        assert f"HashiCorp's resolute suite has no vagrant {ctx['overrides']['VAGRANT_VERSION']}" in install["stdout"]
+        notice = (
+            f"::notice title=vagabond::HashiCorp's resolute suite has no vagrant {ctx['overrides']['VAGRANT_VERSION']}"
+        )
+        assert any(c.startswith(notice) for c in install["commands"]), install["commands"]
         assert "/srv/hashicorp noble main" in (ctx["root"] / "etc/apt/sources.list.d/hashicorp.list").read_text()
         assert (ctx["root"] / "usr/bin/sudo").readlink() == Path("sudo-rs"), "the steps ran under sudo-rs"
     boxes = by_name["Which base box, which prebuilt box"]

@@ -145,3 +145,20 @@ def self_signed(common_name: str, *, rsa_key: bool = False, dns_name: str | None
     if ca:
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     return key, builder.sign(key, hashes.SHA256())
+
+
+# Where vagabond finds registry credentials: a test of registries starts with none of them.
+REGISTRY_CREDENTIAL_VARIABLES = (
+    "VAGABOND_REGISTRY",
+    "VAGABOND_REGISTRY_USERNAME",
+    "VAGABOND_REGISTRY_PASSWORD",
+    "REGISTRY_AUTH_FILE",
+    "XDG_RUNTIME_DIR",
+)
+
+
+def no_registry_credentials(monkeypatch, home: Path) -> None:
+    """No registry credential from the environment, and a home directory with no docker or podman file."""
+    for var in REGISTRY_CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))

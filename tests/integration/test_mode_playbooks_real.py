@@ -41,6 +41,19 @@ exec /bin/cat "$@"
 """
 
 
+def recording_env() -> dict[str, str]:
+    """ansible-playbook's environment for these tests: every task's result recorded as JSON."""
+    return dict(
+        os.environ,
+        ANSIBLE_STDOUT_CALLBACK="record",
+        ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).with_name("callback_plugins")),
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_LOCALHOST_WARNING="False",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+    )
+
+
 def run(
     tmp_path, monkeypatch, playbook: str, facts: dict, outputs: dict[str, list[str]], extra: dict | None = None
 ) -> dict:
@@ -55,15 +68,7 @@ def run(
         getenforce=STUB,
         **{"fips-flag": STUB, "update-crypto-policies": STUB, "fips-mode-setup": STUB, "cat": CAT},
     )
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="record",
-        ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).with_name("callback_plugins")),
-        ANSIBLE_HOST_KEY_CHECKING="False",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-    )
+    env = recording_env()
     variables = {"ansible_become": False, "ansible_python_interpreter": sys.executable, **facts, **(extra or {})}
     result = process.run(
         [
@@ -216,13 +221,7 @@ def test_the_packages_play_installs_with_the_guests_own_package_manager(tmp_path
             *("-i", "localhost,", "-c", "local", "-e", json.dumps(variables)),
             tmp_path / "packages.yml",
         ],
-        env=dict(
-            os.environ,
-            ANSIBLE_STDOUT_CALLBACK="record",
-            ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).with_name("callback_plugins")),
-            ANSIBLE_LOCALHOST_WARNING="False",
-            ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        ),
+        env=recording_env(),
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -40,16 +40,8 @@ USER, PASSWORD = "ci-bot", "s3cret-registry-pass"
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     require_tool("docker-registry", "htpasswd")
-    for var in (
-        "VAGABOND_REGISTRY",
-        "VAGABOND_REGISTRY_USERNAME",
-        "VAGABOND_REGISTRY_PASSWORD",
-        "REGISTRY_AUTH_FILE",
-        "XDG_RUNTIME_DIR",
-    ):
-        monkeypatch.delenv(var, raising=False)
+    helpers.no_registry_credentials(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "cache"))
 
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests import helpers
 from vagabond import timeouts
 from vagabond.errors import PublishError, RegistryError
 from vagabond.publish import oci, registry
@@ -81,9 +82,7 @@ def hostile():
 
 @pytest.fixture(autouse=True)
 def anonymous(monkeypatch, tmp_path):
-    for var in ("VAGABOND_REGISTRY", "VAGABOND_REGISTRY_PASSWORD", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    helpers.no_registry_credentials(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "cache"))
 
 

@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from tests import helpers
 from tests.conftest import stub_programs
 from vagabond import redaction
 from vagabond.errors import RegistryError, UsageError
@@ -19,15 +20,7 @@ from vagabond.publish import bodies, credentials, oci, registry
 
 @pytest.fixture(autouse=True)
 def _no_credentials(monkeypatch, tmp_path):
-    for var in (
-        "VAGABOND_REGISTRY",
-        "VAGABOND_REGISTRY_USERNAME",
-        "VAGABOND_REGISTRY_PASSWORD",
-        "REGISTRY_AUTH_FILE",
-        "XDG_RUNTIME_DIR",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    helpers.no_registry_credentials(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
 
 

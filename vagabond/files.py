@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -47,9 +48,14 @@ def make_dirs(path: Path, *, root: Path | None = None, mode: int = 0o755) -> Pat
     """``path`` and its missing parents as directories. ``path`` itself, and every directory
     between ``root`` (the one the caller owns, e.g. where it renders) and it, must be a real
     directory: a link there would send what is written below it elsewhere, so it is refused.
-    Directories above ``root`` are the user's layout (a linked home directory is fine)."""
+    Directories above ``root`` are the user's layout (a linked home directory is fine). As root,
+    a directory another user owns or can write, here or above, is refused (refuse_foreign)."""
     path = Path(path)
     refuse_link(path)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    refuse_foreign(existing)  # before anything is made in another user's directory
     if not path.is_dir():
         if path.parent != path:
             make_dirs(path.parent, root=root if root is not None and path.parent != root else path.parent, mode=mode)
@@ -64,6 +70,46 @@ def make_dirs(path: Path, *, root: Path | None = None, mode: int = 0o755) -> Pat
             refuse_link(probe)
             probe = probe.parent
     return path
+
+
+def trusted_owners() -> set[int]:
+    """Who may own a directory root writes into: root, and the user who ran vagabond through sudo
+    (that user has root already; git's safe.directory trusts SUDO_UID the same way)."""
+    owners = {0}
+    with contextlib.suppress(ValueError):
+        owners.add(int(os.environ.get("SUDO_UID", "")))
+    return owners
+
+
+def refuse_foreign(directory: Path) -> None:
+    """As root, UnsafePath when ``directory`` or any directory above it (links resolved) is owned by
+    another user or writable by one (group or other write, without the sticky bit that /tmp has):
+    that user could swap what root is about to write, or write through it, for a link to anywhere.
+    Other users' programs are their own business: this holds only when vagabond runs as root."""
+    if os.geteuid() != 0:
+        return
+    owners = trusted_owners()
+    real = Path(directory).resolve()
+    for probe in (real, *real.parents):
+        st = os.stat(probe)
+        if st.st_uid not in owners:
+            raise UnsafePath(
+                f"refusing {directory}: {probe} belongs to {_user(st.st_uid)}, and vagabond runs as root",
+                hint=f"run vagabond through sudo as {_user(st.st_uid)}, or choose a directory root or you own",
+            )
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise UnsafePath(
+                f"refusing {directory}: other users can write {probe} (mode {stat.S_IMODE(st.st_mode):o}), "
+                "and vagabond runs as root",
+                hint=f"chmod go-w {probe}, or choose another directory",
+            )
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 @contextlib.contextmanager

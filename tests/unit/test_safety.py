@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -490,3 +491,68 @@ def test_the_build_puts_the_insecure_key_back_only_once_sshd_is_stopped(tmp_path
     else:
         assert done.returncode == 1 and "ssh.service still runs: the key is not put back" in done.stderr
         assert keys == "ssh-ed25519 AAAA the-build-vms-own-key\n" and "poweroff" not in recorded
+
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.fixture
+def foreign(tmp_path):
+    """A directory another local user (nobody) owns, as an attacker's checkout would be."""
+    if os.geteuid() != 0:
+        pytest.skip("ownership is root's to check: the suite runs as root (.ci/run)")
+    home = tmp_path / "theirs"
+    home.mkdir()
+    os.chown(home, NOBODY, -1)
+    return home
+
+
+def test_as_root_a_workdir_another_user_owns_is_refused_before_anything_is_written(foreign, monkeypatch):
+    """Vagrant, Ansible and ssh-keygen write as root in the work directory: one another user owns
+    (or sits inside) could be swapped for a link between two writes. Refused with the fix."""
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    box = boxfile.find_box("debian12", paths.shipped_boxes_dir())
+    for path in (foreign, foreign / "deeper" / "wd"):
+        wd = Workdir.for_box(box, path)
+        with pytest.raises(UnsafePath, match=r"belongs to nobody \(uid \d+\), and vagabond runs as root") as info:
+            with wd.lock("up"):
+                pass
+        assert "run vagabond through sudo as nobody" in info.value.hint
+    assert list(foreign.iterdir()) == []
+
+
+def test_as_root_render_refuses_an_output_directory_another_user_owns(foreign, monkeypatch, project):
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    result = CliRunner().invoke(app, ["--boxes-dir", SHIPPED, "render", "debian12", "-o", str(foreign)])
+    assert result.exit_code == 14 and "belongs to nobody" in result.stderr, result.output
+    assert list(foreign.iterdir()) == []
+
+
+def test_as_root_a_directory_others_can_write_is_refused_unless_sticky(tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("ownership is root's to check: the suite runs as root (.ci/run)")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    with pytest.raises(UnsafePath, match=r"other users can write .*shared \(mode 775\)") as info:
+        files.make_dirs(shared / "out")
+    assert info.value.hint.startswith(f"chmod go-w {shared}")
+    assert not (shared / "out").exists()
+    shared.chmod(0o1777)  # /tmp's kind: nobody can rename or replace what root made in it
+    files.write_text(shared / "out" / "f", "x")
+    assert (shared / "out" / "f").read_text() == "x"
+
+
+def test_the_user_who_ran_sudo_is_trusted_as_git_trusts_them(foreign, monkeypatch):
+    """`sudo vagabond up` in one's own checkout is the laptop's way: that user has root already."""
+    monkeypatch.setenv("SUDO_UID", str(NOBODY))
+    files.write_text(foreign / ".vagabond" / "debian12" / "state.json", "{}")
+    monkeypatch.setenv("SUDO_UID", "not a number")
+    with pytest.raises(UnsafePath):
+        files.write_text(foreign / "again", "x")
+
+
+def test_not_as_root_ownership_is_the_kernels_business(foreign, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    files.refuse_foreign(foreign)

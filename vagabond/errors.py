@@ -119,6 +119,12 @@ class RegistryError(PublishError):
     exit_code = 15
 
 
+class WarmError(VagabondError):
+    """A warm image could not be saved or restored (the message says which part failed)."""
+
+    exit_code = 16
+
+
 class NotIdempotent(VagabondError):
     """A second provisioning run changed something (the message names the tasks)."""
 
@@ -218,6 +224,7 @@ EXIT_CODES = [
     (TEST_PHASE_CODES["verify"], "vagabond test: a verify command failed"),
     (TEST_PHASE_CODES["destroy"], "vagabond test: destroying the VM failed (every other phase passed)"),
     (RegistryError.exit_code, "an OCI registry refused or failed a request (push, pull, sign-in)"),
+    (WarmError.exit_code, "a warm image could not be saved or restored (vagabond save, reset)"),
     (UnsafePath.exit_code, "a path to write, delete or lock is a symbolic link or not vagabond's: nothing was touched"),
     (Busy.exit_code, "another vagabond command is working on this box (try again later)"),
     (Interrupted.exit_code, "interrupted (SIGINT, SIGTERM, SIGHUP); what the command created was removed"),

@@ -27,6 +27,7 @@ NON_KVM_COEF = 4
 PROBE = 30  # a quick question: virsh uri, iptables -C, ssh -O exit
 TOOL = 60  # a short host tool: blkid, losetup, partx, mount, udevadm, `--version`
 VIRSH = 120  # one virsh call (libvirtd answers slowly while it starts a domain)
+SAVE = 600  # virsh save / restore of a VM's memory image (GiBs under software emulation)
 CHROOT = 300  # one command in a base box's root: systemctl, grub-install, update-grub
 FILESYSTEM = 300  # mkfs, tune2fs, dumpe2fs on a disk image
 FSCK = 1800  # e2fsck of a whole file system

@@ -237,6 +237,66 @@ def test_a_busy_box_is_refused_clearly(vagabond, selinux_vm):
     assert f"error: box '{BOX}' is busy:" in result.stderr
 
 
+def plain_vagrant(wd, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Vagrant itself in the work directory, as a person runs it there (with the VM's own key)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAGABOND_", "CI", "GITHUB_"))}
+    env |= {"VAGABOND_SSH_KEY": str(wd / "ssh_key"), "VAGABOND_DRIVER": "qemu", "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    argv = ["ip", "netns", "exec", NETNS, "vagrant", *args]
+    result = subprocess.run(argv, cwd=wd, env=env, capture_output=True, text=True, timeout=timeout)
+    print(f"$ vagrant {' '.join(args)}  (exit {result.returncode})", result.stdout[-2000:], result.stderr[-2000:])
+    return result
+
+
+def warm_layers(prefix: str) -> list[str]:
+    frozen = "vagabond-warm-" + prefix.removeprefix("vagabond-")
+    return [line.split()[0] for line in virsh("vol-list", "default").splitlines()[2:] if line.startswith(" " + frozen)]
+
+
+def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, selinux_vm, apt_mirror):
+    """save, destroy, up (restored, not booted), reset; a warm image whose key differs is not used,
+    and says why; plain vagrant ssh and vagrant destroy work on a restored VM. The VM the module
+    shares is the restored one afterwards: what follows checks it as well."""
+    wd = vagabond.cwd / ".vagabond" / BOX
+    prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
+    vagabond("run", BOX, "--", "sh", "-c", "echo saved > /home/vagrant/before-save")
+    described = json.loads(vagabond("save", BOX, "--json", timeout=900).stdout)
+    (machine,) = described["machines"]
+    assert described["key"]["driver"] == "qemu" and described["key"]["cpu"] != "host-passthrough"
+    image = cache_dir() / "warm" / prefix.rstrip("-") / machine["memory_image"]
+    assert image.stat().st_mode & 0o777 == 0o600 and image.parent.stat().st_mode & 0o777 == 0o700
+    print(f"warm image: memory {image.stat().st_size / 2**20:.0f} MiB for a 1024 MiB VM")
+    assert warm_layers(prefix) == machine["disk_layers"], "one frozen layer in the pool, under the VM's new overlay"
+    assert vagabond("run", BOX, "--", "getenforce").stdout == "Enforcing\n", "the VM runs on after its save"
+
+    vagabond("destroy", BOX)
+    assert ours(prefix)["domains"] == [] and warm_layers(prefix), "destroy keeps the warm image"
+    up = vagabond("up", BOX, "-e", f"@{apt_mirror}", timeout=900)
+    assert f"restore {BOX} from its warm image" in up.stderr and "vagrant up" not in up.stderr, up.stderr
+    assert "selinux on default: Enforcing" in up.stderr
+    assert vagabond("run", BOX, "--", "cat", "/home/vagrant/before-save").stdout == "saved\n"
+    guest_now = float(vagabond("run", BOX, "--", "date", "+%s").stdout)
+    assert abs(guest_now - time.time()) < 30, "the restored guest's clock is the host's"
+    assert plain_vagrant(wd, "ssh", "-c", "true").returncode == 0
+
+    vagabond("run", BOX, "--", "sh", "-c", "echo later > /home/vagrant/after-save")
+    vagabond("reset", BOX, timeout=900)
+    listed = vagabond("run", BOX, "--", "ls", "/home/vagrant").stdout.split()
+    assert "before-save" in listed and "after-save" not in listed, listed
+    assert vagabond("run", BOX, "--", "getenforce").stdout == "Enforcing\n"
+
+    # Plain Vagrant removes the restored VM as it removes one it made.
+    assert plain_vagrant(wd, "destroy", "-f").returncode == 0
+    assert ours(prefix)["domains"] == [] and ours(prefix)["volumes"] == []
+    # Provisioned another way: the warm image does not stand in, and up says why before it boots
+    # (a boot that cannot succeed in time: the line is what is checked here, and what remains).
+    other = vagabond("up", BOX, "-e", f"@{apt_mirror}", "-e", "warm_test=1", "--boot-timeout", "1", check=False)
+    assert "booting cold, not from the warm image saved here: how it was provisioned" in " ".join(other.stderr.split())
+    assert other.returncode != 0 and ours(prefix)["domains"] == []
+    # The module's VM, back for what follows.
+    again = vagabond("up", BOX, "-e", f"@{apt_mirror}", timeout=900)
+    assert f"restore {BOX} from its warm image" in again.stderr
+
+
 def test_build_and_publish_the_dependency_box(
     vagabond, selinux_vm, catalog_server, s3_server, registry_server, tmp_path_factory
 ):
@@ -250,6 +310,9 @@ def test_build_and_publish_the_dependency_box(
     assert info["base"]["box"] == "vagabond/debian12" and info["base"]["version"]
     assert len(info["definition_digest"]) == 64 and info["size"] == box.stat().st_size
     assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}, "build must destroy its VM"
+    # The warm image the module saved: dropped, its disk layers with it (no domain uses them now).
+    vagabond("save", BOX, "--drop")
+    assert warm_layers(prefix) == [] and not (cache_dir() / "warm" / prefix.rstrip("-")).exists()
     with tarfile.open(box) as tar:
         names = tar.getnames()
         assert sorted(names) == ["Vagrantfile", "box.img", "metadata.json"]

@@ -40,10 +40,14 @@ def test_updates_keep_every_record(state):
     registry.add_workdir("vagabond-a-11111111-", registry.Path("/p/a"))
     registry.add_volumes(["vagabond-VAGRANTSLASH-debian12_vagrant_box_image_1_box.img"])
     registry.add_networks(["vagrant-libvirt"])
+    registry.add_warm(["vagabond-warm-a-11111111-default-20261206.qcow2"])
     data = registry.read()
     assert data == {
         "workdirs": {"vagabond-a-11111111-": "/p/a"},
         "volumes": ["vagabond-VAGRANTSLASH-debian12_vagrant_box_image_1_box.img"],
         "networks": ["vagrant-libvirt"],
         "swapfiles": [],
+        "warm": ["vagabond-warm-a-11111111-default-20261206.qcow2"],
     }
+    registry.forget(warm=["vagabond-warm-a-11111111-default-20261206.qcow2"])
+    assert registry.read()["warm"] == []

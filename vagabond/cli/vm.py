@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,7 +23,7 @@ from vagabond.cli.base import (
     _box_and_workdir,
     app,
 )
-from vagabond.vm import lifecycle, logs, remote, status, testrun
+from vagabond.vm import lifecycle, logs, remote, status, testrun, warm, warmimage
 
 
 @app.command("up")
@@ -59,8 +60,15 @@ def up_(
         bool,
         typer.Option("--strict", help="Fail (instead of warning) when Vagrant's published insecure key opens the VM."),
     ] = False,
+    cold: Annotated[
+        bool, typer.Option("--cold", help="Boot and provision even when a warm image (vagabond save) matches.")
+    ] = False,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
+
+    When `vagabond save` left a warm image of this box here and everything it depends on is the
+    same (box definition, provisioning options, driver, QEMU, CPU model, memory), the VM is restored
+    from it in seconds instead; otherwise one line says which of those differs.
 
     Local base boxes are made first when missing: built from the distribution's packages (kind
     mmdebstrap), or imported from the distribution's cloud image (kind image), which is downloaded
@@ -81,6 +89,7 @@ def up_(
         image=str(image) if image else None,
         sync_project=sync,
         strict=strict,
+        warm=not cold,
     )
     if sync is not None and not sync.startswith("/"):
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
@@ -143,11 +152,16 @@ def test_(
         Optional[str],
         typer.Option("--sync", metavar="GUEST_PATH", help="Also copy the project into the VM at GUEST_PATH."),
     ] = None,
+    save: Annotated[
+        bool,
+        typer.Option("--save", help="After a green run, save the VM as the warm image the next run starts from."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """The whole sequence: up, idempotence, verify, destroy; each phase timed, the first failure decides the exit code.
 
-    up: boot the VM (the prebuilt box when current) and provision it, with its mode checks.
+    up: boot the VM (the prebuilt box when current) and provision it, with its mode checks; or, when
+    a warm image saved here matches (--save made it), restore it in seconds.
 
     idempotence: run every playbook again in full; any task that reports a change fails the phase, and is named.
 
@@ -181,6 +195,7 @@ def test_(
         idempotence=not no_idempotence,
         verify_timeout=verify_timeout,
         junit=junit,
+        save_warm=save,
     )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
@@ -274,6 +289,47 @@ def destroy_(box: BoxArg, workdir: WorkdirOption = None) -> None:
     definition, wd = _box_and_workdir(box, workdir)
     removed = lifecycle.destroy(definition, wd)
     ui.info(f"destroyed {box}: " + (", ".join(removed) if removed else "nothing was left"))
+
+
+@app.command("save")
+def save_(
+    box: BoxArg,
+    workdir: WorkdirOption = None,
+    drop: Annotated[bool, typer.Option("--drop", help="Remove this box's warm image here instead.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Save the running, provisioned VM as a warm image: `up` after a destroy, and `reset`, restore it in seconds.
+
+    The guest's disk is synced and trimmed and its caches dropped; then its memory is saved and
+    its disk state frozen (kept in vagabond's cache and libvirt's pool, private to its user); the VM
+    runs on over a fresh disk overlay. One warm image per box and work directory: a new save
+    replaces the old one. `vagabond gc` removes the disk layers no warm image needs.
+
+    Example: vagabond up debian12-selinux && vagabond save debian12-selinux
+    """
+    definition, wd = _box_and_workdir(box, workdir)
+    if drop:
+        with wd.lock("save --drop"):
+            removed = warmimage.drop(wd)
+        ui.info(f"warm image of {box}: " + (", ".join(removed) + " removed" if removed else "there was none"))
+        return
+    meta = warm.save(definition, wd)
+    if as_json:
+        print(json.dumps(warmimage.describe(meta), indent=2))
+        return
+    ui.info(f"saved a warm image of {box}: 'vagabond reset {box}' goes back to it, and 'vagabond up {box}' restores it")
+
+
+@app.command("reset")
+def reset_(box: BoxArg, workdir: WorkdirOption = None) -> None:
+    """Put the VM back to its warm image, disk and memory, in seconds (restored when it was destroyed).
+
+    Example: vagabond reset debian12-selinux && vagabond run debian12-selinux -- make check
+    """
+    definition, wd = _box_and_workdir(box, workdir)
+    started = time.monotonic()
+    warm.reset(definition, wd)
+    ui.info(f"{box} is back at its warm image ({time.monotonic() - started:.1f}s)")
 
 
 @app.command("status")

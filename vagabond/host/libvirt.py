@@ -155,6 +155,10 @@ def domain_xml(name: str) -> str:
     return run("dumpxml", name).stdout
 
 
+def domain_uuid(name: str) -> str:
+    return check("domuuid", name).stdout.strip()
+
+
 def domain_volumes(name: str) -> list[str]:
     """Source files of the domain's disks (to delete the volumes that belong to it)."""
     return re.findall(r"<source file='([^']+)'", domain_xml(name))
@@ -175,15 +179,19 @@ def volumes_in_use(names: list[str] | None = None) -> set[str]:
     used: set[str] = set()
     for name in check("list", "--all", "--name").stdout.split() if names is None else names:
         for disk in domain_volumes(name):
-            used.add(os.path.basename(disk))
-            info = process.run(
-                ["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL
-            )
-            if info.ok:
-                for layer in json.loads(info.stdout):
-                    for key in ("filename", "backing-filename", "full-backing-filename"):
-                        if layer.get(key):
-                            used.add(os.path.basename(layer[key]))
+            used |= volumes_in_chain(disk)
+    return used
+
+
+def volumes_in_chain(disk: str) -> set[str]:
+    """The file names of a disk image and of every image below it."""
+    used = {os.path.basename(disk)}
+    info = process.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL)
+    if info.ok:
+        for layer in json.loads(info.stdout):
+            for key in ("filename", "backing-filename", "full-backing-filename"):
+                if layer.get(key):
+                    used.add(os.path.basename(layer[key]))
     return used
 
 
@@ -235,3 +243,86 @@ def remove_network_if_unused(network: str) -> bool:
     except Busy as exc:
         ui.warning(f"left network {network} in place: {exc}")
         return False
+
+
+# --- saved memory images (warm start) --------------------------------------------------------------
+
+
+def save(domain: str, target: Path) -> None:
+    """Stop the domain into a memory image at ``target`` (libvirtd writes it; the domain stays defined)."""
+    check("save", domain, str(target), timeout=timeouts.SAVE, hint="the VM keeps running; see libvirt's qemu log")
+
+
+def restore(image: Path) -> None:
+    """Start the domain a memory image holds, as it was when saved (its disks must be as they were)."""
+    check("restore", str(image), timeout=timeouts.SAVE)
+
+
+def saved_domain_xml(image: Path) -> str:
+    return check("save-image-dumpxml", str(image)).stdout
+
+
+def define(xml: str) -> None:
+    """Define a domain from its XML (read from stdin: no file of ours for libvirtd to open)."""
+    process.check(["virsh", "-c", uri(), "define", "/dev/stdin"], input=xml, timeout=timeouts.VIRSH)
+
+
+def stop(domain: str) -> None:
+    """Pull the plug on a running domain (its definition stays)."""
+    if run("domstate", domain).stdout.strip() not in ("shut off", ""):
+        run("destroy", domain)
+
+
+def set_link(domain: str, mac: str, up: bool) -> None:
+    check("domif-setlink", domain, mac, "up" if up else "down")
+
+
+def lease_address(network: str, mac: str) -> str | None:
+    """The IPv4 address the network's DHCP server has leased to this MAC address, if any."""
+    result = run("net-dhcp-leases", network, "--mac", mac)
+    for line in result.stdout.splitlines():
+        match = re.search(r"\bipv4\s+(\d+\.\d+\.\d+\.\d+)/\d+", line)
+        if match and mac.lower() in line.lower():
+            return match.group(1)
+    return None
+
+
+def announce(network: str, address: str, mac: str) -> None:
+    """Tell the host where a resumed guest is (its neighbour entry on the network's bridge), so the
+    first connection does not wait for an ARP answer: an entry that went stale while the guest was
+    saved costs seconds of "No route to host". Best effort: the kernel learns it anyway."""
+    match = re.search(r"<bridge name='([^']+)'", run("net-dumpxml", network).stdout)
+    if match:
+        process.run(
+            ["ip", "neigh", "replace", address, "lladdr", mac, "dev", match.group(1), "nud", "reachable"],
+            timeout=timeouts.PROBE,
+            vm_network=True,
+        )
+
+
+def network_xml(network: str) -> str:
+    return check("net-dumpxml", "--inactive", network).stdout
+
+
+def ensure_network(network: str, xml: str) -> bool:
+    """The network defined (from ``xml`` when missing) and started; True when this call defined it."""
+    made = False
+    if network not in networks():
+        process.check(["virsh", "-c", uri(), "net-define", "/dev/stdin"], input=xml, timeout=timeouts.VIRSH)
+        made = True
+    if network not in check("net-list", "--name").stdout.split():
+        check("net-start", network)
+    return made
+
+
+def refresh_pool(pool: str = POOL) -> None:
+    """Make libvirt see the volumes a program wrote into the pool's directory itself."""
+    run("pool-refresh", pool)
+
+
+def hypervisor_version() -> str:
+    """The QEMU libvirt runs ("QEMU 7.2.0"): a memory image restores only into the one that saved it."""
+    for line in check("version").stdout.splitlines():
+        if line.startswith("Running hypervisor:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"

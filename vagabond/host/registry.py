@@ -21,7 +21,7 @@ def path() -> Path:
     return paths.state_dir() / "registry.json"
 
 
-LISTS = ("volumes", "networks", "swapfiles")
+LISTS = ("volumes", "networks", "swapfiles", "warm")
 
 
 def _valid(data: object) -> bool:
@@ -55,6 +55,7 @@ def read() -> dict:
     data.setdefault("volumes", [])  # box image volumes a vagabond run uploaded into the pool
     data.setdefault("networks", [])  # libvirt networks a vagabond run brought into being
     data.setdefault("swapfiles", [])  # swap files `vagabond prepare` made
+    data.setdefault("warm", [])  # frozen disk layers of warm images, in the pool
     return data
 
 
@@ -70,7 +71,7 @@ def _recover(target: Path) -> dict:
         f"warning: {target} was not a vagabond registry; kept it as {aside.name} and rebuilt the record of "
         f"{len(workdirs)} work directories of this project; gc leaves alone anything the record no longer names"
     )
-    data = {"workdirs": workdirs, "volumes": [], "networks": [], "swapfiles": []}
+    data = {"workdirs": workdirs, "volumes": [], "networks": [], "swapfiles": [], "warm": []}
     files.write_json(target, data, sort_keys=True)
     return data
 
@@ -111,13 +112,26 @@ def add_networks(names: list[str]) -> None:
         data["networks"] = sorted(set(data["networks"]) | set(names))
 
 
+def add_warm(names: list[str]) -> None:
+    """Frozen disk layers of warm images (vagabond.vm.warm): gc removes one no warm image needs."""
+    if not names or set(names) <= set(read()["warm"]):
+        return
+    with _updating() as data:
+        data["warm"] = sorted(set(data["warm"]) | set(names))
+
+
 def add_swapfile(path: Path) -> None:
     with _updating() as data:
         data["swapfiles"] = sorted(set(data["swapfiles"]) | {str(path)})
 
 
 def forget(
-    *, workdirs: list[str] = (), volumes: list[str] = (), networks: list[str] = (), swapfiles: list[str] = ()
+    *,
+    workdirs: list[str] = (),
+    volumes: list[str] = (),
+    networks: list[str] = (),
+    swapfiles: list[str] = (),
+    warm: list[str] = (),
 ) -> None:
     with _updating() as data:
         for prefix in workdirs:
@@ -125,3 +139,4 @@ def forget(
         data["volumes"] = [v for v in data["volumes"] if v not in volumes]
         data["networks"] = [n for n in data["networks"] if n not in networks]
         data["swapfiles"] = [s for s in data["swapfiles"] if s not in swapfiles]
+        data["warm"] = [w for w in data["warm"] if w not in warm]

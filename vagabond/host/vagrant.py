@@ -33,7 +33,20 @@ QUIET_ENV = {
 # Subcommands that talk to VMs run in the VMs' network namespace (vagabond.sandbox); the box
 # store's commands download from catalogs and stay on the host's network.
 VM_FACING = frozenset(
-    {"up", "halt", "destroy", "reload", "resume", "suspend", "provision", "ssh", "ssh-config", "status", "package"}
+    {
+        "up",
+        "halt",
+        "destroy",
+        "reload",
+        "resume",
+        "suspend",
+        "provision",
+        "ssh",
+        "ssh-config",
+        "status",
+        "package",
+        "rsync",
+    }
 )
 
 
@@ -101,6 +114,10 @@ class Vagrant(vagrant.Vagrant):
             vm_network=self._vm_facing(args),
         )
         yield from lines
+
+    def rsync(self) -> None:
+        """`vagrant rsync`: the rsync synced folders copied into the running machines again."""
+        self._call_vagrant_command(["rsync"])
 
     def version(self) -> str:
         # python-vagrant parses `vagrant --version`; keep the call in our gateway.

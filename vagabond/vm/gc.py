@@ -15,12 +15,13 @@ from pathlib import Path
 from vagabond import ui
 from vagabond.host import libvirt, registry
 from vagabond.host.vagrant import Vagrant, box_name
+from vagabond.vm import warmimage
 from vagabond.vm.workdir import Workdir
 
 
 @dataclass
 class Orphan:
-    kind: str  # domain, volume, box image, network
+    kind: str  # domain, volume, box image, warm layer, network
     name: str
     reason: str
     removed: bool = False
@@ -61,6 +62,10 @@ def find() -> list[Orphan]:
                 orphans.append(Orphan("volume", vol, reason))
     kept_domains = [d for d in domains if not any(o.kind == "domain" and o.name == d for o in orphans)]
     in_use = libvirt.volumes_in_use(kept_domains) if kept_domains else set()
+    in_use |= (kept_warm := warmimage.layers_in_use())  # a warm image needs its layers and the box image below
+    for vol in volumes:
+        if vol in data["warm"] and vol not in kept_warm and vol not in in_use:
+            orphans.append(Orphan("warm layer", vol, "no warm image in this cache uses it"))
     store = Vagrant()
     for vol in volumes:
         match = libvirt.BOX_IMAGE.match(vol)
@@ -79,6 +84,9 @@ def find() -> list[Orphan]:
 
 def collect(dry_run: bool = False) -> list[Orphan]:
     """Find the orphans and, unless dry_run, remove them; the registry forgets what is gone."""
+    if not dry_run:
+        for item in warmimage.drop_orphaned():  # first: their layers are then no longer in use
+            ui.info(f"removed {item}: its work directory is gone")
     orphans = find()
     if dry_run:
         return orphans
@@ -88,7 +96,7 @@ def collect(dry_run: bool = False) -> list[Orphan]:
             removed = libvirt.remove_domain(orphan.name)
             orphan.removed = f"domain {orphan.name}" in removed
             gone |= {item.split(" ", 1)[1] for item in removed if item.startswith("volume ")}
-        elif orphan.kind in ("volume", "box image"):
+        elif orphan.kind in ("volume", "box image", "warm layer"):
             orphan.removed = orphan.name in gone or libvirt.delete_volume(orphan.name)
         elif orphan.kind == "network":
             orphan.removed = libvirt.remove_network_if_unused(orphan.name)
@@ -111,6 +119,7 @@ def _forget_finished() -> None:
         workdirs=stale,
         networks=[n for n in data["networks"] if n not in networks],
         volumes=[v for v in data["volumes"] if v not in volumes],
+        warm=[w for w in data["warm"] if w not in volumes],
     )
 
 

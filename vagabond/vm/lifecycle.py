@@ -16,7 +16,7 @@ from vagabond.host import detect, libvirt, registry
 from vagabond.host.detect import Decision
 from vagabond.publish.read import Published
 from vagabond.spec.schema import Box
-from vagabond.vm import boot, logs, playbooks, prebuilt, provision, remote, render
+from vagabond.vm import boot, logs, playbooks, prebuilt, provision, remote, render, warm, warmimage
 from vagabond.vm.ownership import MadeByUp, remove_vm
 from vagabond.vm.status import require_up
 from vagabond.vm.workdir import Workdir
@@ -34,6 +34,7 @@ class UpOptions:
     image: str | None = None  # a local copy of a kind-image base's cloud image
     sync_project: str | None = None  # also sync the project to this guest path (a box without synced folders, in CI)
     strict: bool = False  # a VM that Vagrant's published key opens is a failure, not a warning
+    warm: bool = True  # restore the work directory's warm image when it matches
 
 
 @dataclass
@@ -113,6 +114,7 @@ def render_files(run: UpRun) -> None:
         machines=box.machine_names(),
         primary=box.primary(),
         env=box.spec.env,
+        extra_vars=list(opts.extra_vars),
         base_version=run.base_version,
         prebuilt=run.source.__dict__ if run.source else None,
         provisioned=provisioned,
@@ -162,6 +164,65 @@ def check_keys(run: UpRun) -> None:
             ui.warning(message, title=f"vagabond up {run.box.name}: insecure key accepted")
 
 
+def warm_image(run: UpRun) -> dict | None:
+    """The work directory's warm image when it can stand in for this up; otherwise None, and one
+    line that says why it does not (nothing is said when there is none)."""
+    opts = run.opts
+    meta = warmimage.load(run.wd)
+    if meta is None:
+        return None
+    why = None
+    if not opts.warm:
+        why = "--cold"
+    elif not opts.prebuilt:
+        why = "--fresh asks for the base box"
+    else:
+        wanted = warmimage.key_for(
+            run.box,
+            run.wd,
+            run.decision.driver,
+            extra_vars=opts.extra_vars,
+            sync_project=opts.sync_project,
+            provision=opts.provision,
+        )
+        why = warmimage.difference(meta["key"], wanted) or warmimage.missing_parts(run.wd, meta)
+    if why:
+        ui.info(f"booting cold, not from the warm image saved here: {why}")
+        return None
+    return meta
+
+
+def restore_warm(run: UpRun, meta: dict) -> bool:
+    """The warm image restored; False (said in one line, nothing left of the attempt) when it fails."""
+    try:
+        with ui.step(f"restore {run.box.name} from its warm image"):
+            warm.restore(run.box, run.wd, meta)
+            # The work directory as a cold up leaves it: plain `vagrant ssh` and `provision` need these.
+            state = run.wd.read_state()
+            previous = state.get("prebuilt")
+            render_workdir(
+                run.wd,
+                Published(**previous) if isinstance(previous, dict) else None,
+                run.opts.boot_timeout,
+                state.get("sync_project"),
+            )
+            if render.copies_folders(run.box, state.get("sync_project")):
+                # The copies the VM holds are as old as its warm image: the project as it is now.
+                sink, fh = boot.log_sink(run.wd, "vagrant")
+                with fh:
+                    run.wd.vagrant(stream=sink).rsync()
+    except Interrupted:
+        raise  # _failed removes what the attempt made
+    except VagabondError as exc:
+        with interrupts.cleanup():
+            remove_vm(run.wd)  # a domain that came back but does not answer goes, with its overlay
+            run.wd.remove_state()
+        ui.info(f"the warm image did not restore ({exc.message}); booting cold")
+        return False
+    github.summary_line(f"{run.box.name}: restored from its warm image")
+    return True
+
+
 STEPS: list[tuple[str, Callable[[UpRun], None]]] = [
     ("choose the box", choose_box),
     ("prepare base box", prepare_base),
@@ -172,6 +233,8 @@ STEPS: list[tuple[str, Callable[[UpRun], None]]] = [
     ("verify modes", verify_modes),
     ("check keys", check_keys),
 ]
+# After a restore: the VM is the provisioned one that was saved (its keys were checked when it came up).
+WARM_STEPS = [("verify modes", verify_modes)]
 
 
 def up(box: Box, wd: Workdir, opts: UpOptions) -> dict:
@@ -185,8 +248,14 @@ def up(box: Box, wd: Workdir, opts: UpOptions) -> dict:
         # Only a run that creates the domain may remove it again on failure.
         run = UpRun(box, wd, opts, decision, MadeByUp.before() if not libvirt.domains(wd.prefix) else None)
         step = STEPS[0][0]
+        steps = STEPS
         try:
-            for step, action in STEPS:
+            meta = warm_image(run) if run.new else None
+            if meta is not None:
+                step = "restore warm image"
+                with _timed(run.timings, step):
+                    steps = WARM_STEPS if restore_warm(run, meta) else STEPS
+            for step, action in steps:
                 with _timed(run.timings, step):
                     action(run)
         except (VagabondError, KeyboardInterrupt) as exc:

@@ -134,9 +134,12 @@ def run(
     env: Mapping[str, str] | None = None,
     stream: bool | process.LineSink = True,
     timeout: float | None = None,
+    input: str | None = None,
 ) -> process.Result:
     """Run a command in the guest; the Result's returncode is the command's (255: SSH itself failed)."""
-    return process.run(ssh_argv(wd, machine, command, env=env), stream=stream, timeout=timeout, vm_network=True)
+    return process.run(
+        ssh_argv(wd, machine, command, env=env), stream=stream, timeout=timeout, input=input, vm_network=True
+    )
 
 
 def check(

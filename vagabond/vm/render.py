@@ -207,6 +207,11 @@ def _box_coordinates(box: Box, options: RenderOptions) -> dict[str, Any]:
     }
 
 
+def copies_folders(box: Box, sync_project: str | None) -> bool:
+    """Whether the VM gets rsync synced folders: copied at `vagrant up`, and again by `vagrant rsync`."""
+    return any(f["type"] == "rsync" for f in _synced_folders(box, RenderOptions(sync_project=sync_project), Path.cwd()))
+
+
 def _synced_folders(box: Box, options: RenderOptions, vagrantfile_dir: Path) -> list[dict]:
     """A relative src is the project's (the directory holding boxes/), not the work directory's; the
     project synced with --sync is the one vagabond runs in (a shipped box has none of its own)."""

@@ -17,7 +17,7 @@ from vagabond import files, github, ui
 from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
 from vagabond.host import libvirt
 from vagabond.spec.schema import Box
-from vagabond.vm import lifecycle, logs, playbooks, remote
+from vagabond.vm import lifecycle, logs, playbooks, remote, warm
 from vagabond.vm.workdir import Workdir
 
 # Output kept per failed phase: enough to see why, small enough for a CI report.
@@ -66,6 +66,7 @@ def run(
     idempotence: bool = True,
     verify_timeout: float = 3600,
     junit: Path | None = None,
+    save_warm: bool = False,
 ) -> Result:
     """The sequence, in a work directory of its own: a VM already there is someone's (a developer's
     `vagabond up`), and the destroy phase must never take it."""
@@ -77,6 +78,8 @@ def run(
     result = Result(box.name)
     try:
         _converge_and_verify(result, box, wd, opts, command, idempotence, verify_timeout)
+        if result.failed is None:
+            _offer_warm(box, wd, save_warm)
     finally:  # an interrupted test still destroys its VM (destroy runs as a cleanup section) and reports
         try:
             if keep:
@@ -120,6 +123,22 @@ def _converge_and_verify(
             )
         if result.failed is not None and opts.logs_dir is not None:
             logs.collect_on_failure(box, wd, opts.logs_dir)
+
+
+def _offer_warm(box: Box, wd: Workdir, save: bool) -> None:
+    """After a green run: the VM as it stands saved as the next run's warm image (--save), or a
+    line that says how, when this run booted cold. A save that fails is said, and fails nothing."""
+    restored = "restored_at" in (wd.read_state().get("warm") or {})
+    if save:
+        try:
+            warm.save(box, wd)
+            ui.info(f"saved a warm image of {box.name}: the next 'vagabond test {box.name}' starts from it")
+        except Interrupted:
+            raise
+        except VagabondError as exc:
+            ui.warning(f"no warm image saved: {exc}", title=f"vagabond test {box.name}: save")
+    elif not restored:
+        ui.info(f"the next run can start from a warm image in seconds: vagabond test {box.name} --save")
 
 
 def _phase(result: Result, name: str, kind: str, skipped: str = "") -> Phase:

@@ -1,0 +1,221 @@
+"""Warm images without a VM: the key and the one line `up` says when it boots cold, the description
+read back only when every name in it is this work directory's own, the address a restored guest
+gets written into its SSH configuration. (tests/e2e/test_warm.py saves and restores a real VM.)"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from tests.conftest import write_box
+from vagabond import files
+from vagabond.errors import UnsafePath
+from vagabond.host import libvirt
+from vagabond.host.detect import Decision
+from vagabond.spec import boxfile
+from vagabond.vm import lifecycle, warm, warmimage
+from vagabond.vm.lifecycle import UpOptions, UpRun
+from vagabond.vm.workdir import Workdir
+
+KEY = {
+    "format": 1,
+    "definition": "d" * 64,
+    "provisioning": {"extra_vars": [], "sync": None, "provision": True},
+    "driver": "kvm",
+    "arch": "x86_64",
+    "qemu": "QEMU 7.2.0",
+    "cpu": "host-passthrough (Some CPU)",
+    "memory": {"default": 1024},
+    "domains": ["vagabond-b-01234567-default"],
+}
+
+
+def test_the_key_names_the_part_that_differs():
+    assert warmimage.difference(KEY, copy.deepcopy(KEY)) is None
+    assert warmimage.difference(KEY, KEY | {"driver": "qemu"}) == "the driver differs (saved kvm, now qemu)"
+    assert warmimage.difference(KEY, KEY | {"qemu": "QEMU 9.2.0"}) == (
+        "the QEMU version differs (saved QEMU 7.2.0, now QEMU 9.2.0)"
+    )
+    changed = warmimage.difference(KEY, KEY | {"definition": "e" * 64})
+    assert changed == "the box definition (its playbooks or settings changed) differs"
+    extra = KEY | {"provisioning": {"extra_vars": ["x=1"], "sync": None, "provision": True}}
+    assert warmimage.difference(KEY, extra) == "how it was provisioned (-e, --sync, --no-provision) differs"
+
+
+@pytest.fixture
+def box_wd(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "cache"))
+    write_box(project, "b", "description: x\nbase: {box: org/base}\n")
+    box = boxfile.find_box("b", project / "boxes")
+    return box, Workdir.for_box(box)
+
+
+def description(wd: Workdir) -> dict:
+    return {
+        "key": KEY,
+        "saved_at": 1.0,
+        "box": "b",
+        "machines": [
+            {
+                "name": "default",
+                "domain": wd.domain("default"),
+                "uuid": "0b0e5e5e-1111-4222-8333-444455556666",
+                "memory_image": "default.20261206.save",
+                "disk": str(libvirt.POOL_DIR / f"{wd.prefix}default.img"),
+                "frozen": [warmimage.frozen_prefix(wd) + "default-20261206.qcow2"],
+                "interfaces": [{"mac": "52:54:00:12:34:56", "network": "vagrant-libvirt"}],
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("disk", "/etc/shadow"),
+        ("disk", str(libvirt.POOL_DIR / "someone-elses.img")),
+        ("disk", str(libvirt.POOL_DIR / "sub" / "vagabond-b-x-default.img")),
+        ("domain", "another-domain"),
+        ("memory_image", "../../../root/.ssh/authorized_keys"),
+        ("memory_image", ".hidden"),
+        ("frozen", ["theirs.qcow2"]),
+        ("frozen", ["vagabond-warm-b-99999999-default-20261206.qcow2"]),
+        ("frozen", ["vagabond-warm-x/../../etc/passwd"]),
+        ("frozen", []),
+        ("name", "other"),
+        ("interfaces", [{"mac": 1}]),
+    ],
+)
+def test_a_description_naming_what_is_not_this_work_directorys_own_is_not_used(box_wd, field, value):
+    box, wd = box_wd
+    path = warmimage.image_dir(wd) / warmimage.META
+    files.make_dirs(path.parent)
+    meta = description(wd)
+    files.write_json(path, meta)
+    assert warmimage.load(wd) == meta  # as save writes it
+    meta["machines"][0][field] = value
+    files.write_json(path, meta)
+    assert warmimage.load(wd) is None
+
+
+def test_a_description_that_is_a_link_is_refused_and_one_that_is_not_json_not_used(box_wd, tmp_path):
+    box, wd = box_wd
+    path = warmimage.image_dir(wd) / warmimage.META
+    files.make_dirs(path.parent)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(description(wd)))
+    path.symlink_to(elsewhere)
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        warmimage.load(wd)
+    path.unlink()
+    path.write_text("{not json")
+    assert warmimage.load(wd) is None
+
+
+def test_the_restored_guests_address_goes_into_its_own_host_entry_only():
+    config = "Host default\n  HostName 192.168.121.7\n  User vagrant\nHost db\n  HostName 192.168.121.8\n"
+    got = warm._with_address(config, "default", "192.168.121.99")
+    assert "  HostName 192.168.121.99\n  User vagrant\nHost db\n  HostName 192.168.121.8\n" in got
+
+
+@pytest.fixture
+def saved(box_wd, monkeypatch):
+    box, wd = box_wd
+    path = warmimage.image_dir(wd) / warmimage.META
+    files.make_dirs(path.parent)
+    files.write_json(path, description(wd))
+    # What this host would say now: the same key but for what a test changes.
+    monkeypatch.setattr(warmimage, "key_for", lambda box, wd, driver, **k: copy.deepcopy(KEY) | {"driver": driver})
+    return box, wd
+
+
+@pytest.mark.parametrize(
+    "opts, decision, said",
+    [
+        ({}, "qemu", "the driver differs (saved kvm, now qemu)"),
+        ({"warm": False}, "kvm", "--cold"),
+        ({"prebuilt": False}, "kvm", "--fresh asks for the base box"),
+        ({}, "kvm", "its memory image default.20261206.save is gone"),
+    ],
+)
+def test_up_boots_cold_and_says_why_in_one_line(saved, capsys, opts, decision, said):
+    box, wd = saved
+    run = UpRun(box, wd, UpOptions(**opts), Decision(decision, "test"), None)
+    assert lifecycle.warm_image(run) is None
+    err = capsys.readouterr().err
+    assert f"booting cold, not from the warm image saved here: {said}" in " ".join(err.split())
+
+
+def test_up_takes_a_warm_image_whose_key_and_files_match(saved, monkeypatch, capsys):
+    box, wd = saved
+    monkeypatch.setattr(warmimage, "missing_parts", lambda wd, meta: None)
+    run = UpRun(box, wd, UpOptions(), Decision("kvm", "test"), None)
+    assert lifecycle.warm_image(run)["key"] == KEY
+    assert "booting cold" not in capsys.readouterr().err
+
+
+def test_up_says_nothing_of_warm_images_when_there_is_none(box_wd, capsys):
+    box, wd = box_wd
+    run = UpRun(box, wd, UpOptions(), Decision("qemu", "test"), None)
+    assert lifecycle.warm_image(run) is None
+    assert "warm" not in capsys.readouterr().err
+
+
+def test_a_restore_that_fails_removes_what_it_made_says_why_and_up_boots_cold(saved, monkeypatch, capsys):
+    box, wd = saved
+    removed = []
+
+    def fails(box, wd, meta):
+        wd.write_state(provisioned=True)  # as far as a restore gets before the guest does not answer
+        raise warm.WarmError("the guest does not answer over SSH after its restore")
+
+    monkeypatch.setattr(warm, "restore", fails)
+    monkeypatch.setattr(lifecycle, "remove_vm", lambda wd: removed.append(wd.prefix) or [])
+    run = UpRun(box, wd, UpOptions(), Decision("kvm", "test"), None)
+    assert lifecycle.restore_warm(run, description(wd)) is False
+    assert removed == [wd.prefix] and wd.read_state() == {}, "nothing of the attempt stays for the cold boot"
+    said = " ".join(capsys.readouterr().err.split())
+    assert "the warm image did not restore (the guest does not answer over SSH after its restore); booting cold" in said
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("ssh", "Host default\n  HostName 192.168.121.7\n  ProxyCommand sh -c 'touch /tmp/owned'\n"),
+        ("networks", {"default": "<network/>"}),  # a network no interface of the VM uses
+        ("networks", ["vagrant-libvirt"]),
+        ("vagrant", {"default": {"id": 1}}),
+        ("state", "provisioned"),
+    ],
+)
+def test_a_description_with_a_hostile_part_is_not_used(box_wd, field, value):
+    box, wd = box_wd
+    path = warmimage.image_dir(wd) / warmimage.META
+    files.make_dirs(path.parent)
+    files.write_json(path, description(wd) | {field: value})
+    assert warmimage.load(wd) is None
+
+
+def test_gc_drops_the_warm_image_of_a_work_directory_that_is_gone_and_keeps_the_others(box_wd, tmp_path, monkeypatch):
+    box, wd = box_wd
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    monkeypatch.setattr(libvirt, "POOL_DIR", pool)
+    monkeypatch.setattr(libvirt, "volumes_in_use", lambda names=None: set())
+    monkeypatch.setattr(libvirt, "refresh_pool", lambda pool="default": None)
+    monkeypatch.setenv("VAGABOND_STATE", str(tmp_path / "state"))
+    kept_dir = tmp_path / "kept"
+    kept_dir.mkdir()
+    for name, workdir in (("gone", tmp_path / "gone"), ("kept", kept_dir)):
+        meta = description(wd) | {"workdir": str(workdir)}
+        meta["machines"][0]["frozen"] = [f"vagabond-warm-{name}-default.qcow2"]
+        meta["machines"][0]["disk"] = str(pool / f"{wd.prefix}default.img")
+        (pool / f"vagabond-warm-{name}-default.qcow2").write_bytes(b"layer")
+        files.make_dirs(tmp_path / "cache" / "warm" / name)
+        files.write_json(tmp_path / "cache" / "warm" / name / warmimage.META, meta)
+    removed = warmimage.drop_orphaned()
+    assert removed == ["disk layer vagabond-warm-gone-default.qcow2", f"warm image {tmp_path / 'cache/warm/gone'}"]
+    assert sorted(p.name for p in pool.iterdir()) == ["vagabond-warm-kept-default.qcow2"]
+    assert (tmp_path / "cache" / "warm" / "kept").is_dir()

@@ -1,0 +1,416 @@
+"""Warm start: a provisioned VM saved once (`vagabond save`) and brought back in seconds, by `up`
+after a destroy and by `reset` without one (vagabond.vm.warmimage keeps the image).
+
+Each restore puts a fresh overlay over the frozen disk layer at the domain's disk path, so the
+saved state is never written; then the resumed guest renews its address (where vagrant-libvirt
+looks for it), and gets the host's time and fresh randomness. Vagrant's machine state and the VM's
+own SSH key come back with it, so `vagabond run`, plain `vagrant ssh`, halt and destroy work on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+from vagabond import files, interrupts, process, timeouts, ui
+from vagabond.errors import NotRunning, UsageError, WarmError
+from vagabond.host import libvirt, registry
+from vagabond.spec.schema import Box
+from vagabond.vm import remote
+from vagabond.vm.warmimage import (
+    META,
+    Machine,
+    backing_layers,
+    frozen_prefix,
+    image_dir,
+    key_for,
+    load,
+    machines,
+    missing_parts,
+    plain,
+)
+from vagabond.vm.workdir import Workdir
+
+# Vagrant's machine state that comes back with the VM (index_uuid names an entry of Vagrant's global
+# index, which its destroy removed: Vagrant makes a new one as it would for a new machine).
+VAGRANT_FILES = ("id", "creator_uid", "box_meta", "synced_folders", "action_provision", "vagrant_cwd")
+LEASE_WAIT = 60.0  # seconds for the restored guest's DHCP renewal (software emulation)
+
+# --- the domain's XML --------------------------------------------------------------------------------
+
+
+def _disk_and_interfaces(xml: str) -> tuple[str, list[dict], bool]:
+    """The domain's one file disk, its network interfaces, and whether it mounts a host directory
+    (9p or virtiofs: QEMU cannot save such a VM)."""
+    root = ElementTree.fromstring(xml)
+    disks = [
+        d.find("source").get("file")
+        for d in root.iter("disk")
+        if d.get("device") == "disk" and d.find("source") is not None and d.find("source").get("file")
+    ]
+    if len(disks) != 1:
+        raise WarmError(f"a warm image takes a VM with one disk; this one has {len(disks)}")
+    interfaces = []
+    for nic in root.iter("interface"):
+        mac, source = nic.find("mac"), nic.find("source")
+        if mac is not None and source is not None and source.get("network"):
+            interfaces.append({"mac": mac.get("address"), "network": source.get("network")})
+    return disks[0], interfaces, root.find("devices/filesystem") is not None
+
+
+def _new_overlay(disk: Path, frozen: Path) -> None:
+    """A fresh qcow2 overlay over the frozen layer, at the domain's disk path (qemu-img writes it in
+    a private directory of ours in the pool's directory; files.move puts it in place)."""
+    with files.private_dir(disk.parent, prefix=".vagabond-warm-") as work:
+        made = work / "overlay.qcow2"
+        process.check(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(frozen), str(made)],
+            timeout=timeouts.TOOL,
+        )
+        files.move(made, disk, mode=0o600)
+
+
+# --- save ---------------------------------------------------------------------------------------
+
+
+def save(box: Box, wd: Workdir) -> dict:
+    """The running, provisioned VM's warm image (replacing an earlier one of this work directory);
+    the VM runs on afterwards, over a fresh overlay."""
+    with wd.lock("save"):
+        state = wd.read_state()
+        names = box.machine_names()
+        domains = libvirt.domains(wd.prefix)
+        for m in names:
+            if domains.get(wd.domain(m)) != "running":
+                raise NotRunning(
+                    f"box {box.name!r} machine {m} is not running here", hint=f"run 'vagabond up {box.name}' first"
+                )
+        if not state.get("provisioned"):
+            raise UsageError(
+                f"box {box.name!r} is not provisioned: a warm image is of a provisioned VM",
+                hint=f"run 'vagabond provision {box.name}' first",
+            )
+        key = key_for(
+            box,
+            wd,
+            state.get("driver") or "qemu",
+            extra_vars=state.get("extra_vars") or (),
+            sync_project=state.get("sync_project"),
+            provision=True,
+        )
+        target = image_dir(wd)
+        files.make_dirs(target.parent, mode=0o700)
+        files.make_dirs(target, mode=0o700)
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        saved: list[Machine] = []
+        with ui.step(f"save a warm image of {box.name}"):
+            for m in names:
+                domain = wd.domain(m)
+                disk, interfaces, shares = _disk_and_interfaces(libvirt.domain_xml(domain))
+                if shares:
+                    raise WarmError(
+                        f"{domain} mounts a host directory (9p or virtiofs), which QEMU cannot save",
+                        hint="use rsync synced folders for a box you want warm images of",
+                    )
+                _quiesce(wd, m)
+                remote.close_master(wd, m)
+                saved.append(_save_machine(wd, m, domain, Path(disk), interfaces, stamp))
+            vagrant = {m: _vagrant_files(wd, m) for m in names}
+            networks = {i["network"]: libvirt.network_xml(i["network"]) for s in saved for i in s.interfaces}
+            keep = {k: v for k, v in state.items() if k not in ("up_at", "timings", "warm")}
+            meta = {
+                "key": key,
+                "saved_at": time.time(),
+                "box": box.name,
+                "machines": [s.__dict__ for s in saved],
+                "vagrant": vagrant,
+                "networks": networks,
+                "state": keep,
+                "ssh": wd.ssh_config.read_text() if wd.ssh_config.is_file() else "",
+                "workdir": str(wd.path),
+            }
+            for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
+                if (wd.path / name).is_file():
+                    files.copy_regular(wd.path / name, target / name, mode=0o600)
+            previous = load(wd)
+            files.write_json(target / META, meta, mode=0o600, sort_keys=True)
+            _drop_unused(wd, previous, meta)
+            _after_resume(wd, meta)
+        wd.write_state(warm={"saved_at": meta["saved_at"]})
+        return meta
+
+
+def _quiesce(wd: Workdir, machine: str) -> None:
+    """Make the image small and the disk whole: written out, unused blocks given back, caches
+    dropped; then one fresh login (what the first command after a restore runs: sshd's login path,
+    sudo, date, networkctl) reads its files back in, so a restored guest does not wait on its disk."""
+    remote.run(
+        wd,
+        machine,
+        ["sudo", "-n", "sh", "-c", "sync; fstrim -a >/dev/null 2>&1; sync; echo 3 > /proc/sys/vm/drop_caches"],
+        stream=False,
+        timeout=timeouts.GUEST_COMMAND,
+    )
+    remote.close_master(wd, machine)
+    warm_up = (
+        "date >/dev/null; command -v networkctl >/dev/null 2>&1 && networkctl --version >/dev/null; cat >/dev/null"
+    )
+    remote.run(
+        wd, machine, ["sudo", "-n", "sh", "-c", warm_up], stream=False, timeout=timeouts.GUEST_COMMAND, input="x"
+    )
+
+
+def _save_machine(wd: Workdir, machine: str, domain: str, disk: Path, interfaces: list[dict], stamp: str) -> Machine:
+    """virsh save, the disk frozen under a new name, a fresh overlay in its place, and the VM back.
+    On any failure the VM runs on its own disk again and nothing of the attempt is left."""
+    if disk.parent != libvirt.POOL_DIR or not disk.name.startswith(wd.prefix):
+        raise WarmError(f"{domain}'s disk {disk} is not a volume of this work directory in {libvirt.POOL_DIR}")
+    target = image_dir(wd)
+    memory = f"{machine}.{stamp}.save"
+    frozen = libvirt.POOL_DIR / f"{frozen_prefix(wd)}{machine}-{stamp}.qcow2"
+    uuid = libvirt.domain_uuid(domain)
+    registry.add_warm([frozen.name])  # recorded before it exists: gc finds it whatever happens next
+    with files.private_dir(target) as work:
+        with interrupts.cleanup():  # libvirtd writes the image into this directory until it is done
+            libvirt.save(domain, work / memory)
+        moved = False
+        try:
+            files.move(work / memory, target / memory, mode=0o600)
+            files.move(disk, frozen, mode=0o600)
+            moved = True
+            _new_overlay(disk, frozen)
+            libvirt.refresh_pool()
+            layers = [frozen.name, *backing_layers(str(frozen))]
+            libvirt.restore(target / memory)
+        except BaseException:
+            with interrupts.cleanup():
+                if moved:
+                    files.move(frozen, disk, mode=0o600)  # the VM's disk back as it was
+                    libvirt.refresh_pool()
+                image = target / memory if (target / memory).is_file() else work / memory
+                if libvirt.run("domstate", domain).stdout.strip() == "shut off":
+                    libvirt.run("restore", str(image))
+                files.remove(target / memory)
+                registry.forget(warm=[frozen.name])
+            raise
+    return Machine(machine, domain, uuid, memory, str(disk), layers, interfaces)
+
+
+def _vagrant_files(wd: Workdir, machine: str) -> dict[str, str]:
+    here = wd.path / ".vagrant" / "machines" / machine / "libvirt"
+    found = {}
+    for name in VAGRANT_FILES:
+        with contextlib.suppress(OSError):
+            with files.open_regular_read(here / name) as fh:
+                found[name] = fh.read(65536).decode()
+    return found
+
+
+def _drop_unused(wd: Workdir, previous: dict | None, current: dict) -> None:
+    """The files of an earlier warm image that the new one does not use."""
+    if previous is None:
+        return
+    used_layers = {layer for m in machines(current) for layer in m.frozen} | libvirt.volumes_in_use()
+    used_images = {m.memory_image for m in machines(current)}
+    gone = []
+    for m in machines(previous):
+        if m.memory_image not in used_images:
+            files.remove(image_dir(wd) / plain(m.memory_image))
+        for layer in m.frozen:
+            if layer not in used_layers and files.remove(libvirt.POOL_DIR / plain(layer)):
+                gone.append(layer)
+    if gone:
+        libvirt.refresh_pool()
+        registry.forget(warm=gone)
+
+
+# --- restore ------------------------------------------------------------------------------------
+
+
+def restore(box: Box, wd: Workdir, meta: dict) -> None:
+    """The saved VM back in this work directory, where no domain of it exists: networks, disk
+    overlays, the domains (defined from the image, then restored), Vagrant's machine state, the
+    VM's key, vagabond's state, then the guest's clock, randomness and address."""
+    target = image_dir(wd)
+    for network, xml in meta.get("networks", {}).items():
+        with libvirt.CreationTurn():
+            if libvirt.ensure_network(network, xml):
+                registry.add_networks([network])
+    restored: list[str] = []
+    try:
+        for m in machines(meta):
+            image = target / plain(m.memory_image)
+            _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
+            libvirt.refresh_pool()
+            libvirt.define(libvirt.saved_domain_xml(image))
+            restored.append(m.domain)
+            libvirt.restore(image)
+    except BaseException:
+        for domain in restored:
+            libvirt.remove_domain(domain)
+        for m in machines(meta):
+            if m.domain not in restored:
+                files.remove(Path(m.disk))
+        libvirt.refresh_pool()
+        raise
+    _write_vagrant_state(wd, meta)
+    for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
+        if (target / name).is_file():
+            wd.claim(name)
+            files.copy_regular(target / name, wd.path / name, mode=0o600 if not name.endswith(".pub") else 0o644)
+    wd.write_state(**meta.get("state", {}), warm={"saved_at": meta["saved_at"], "restored_at": time.time()})
+    registry.add_workdir(wd.prefix, wd.path)
+    _after_resume(wd, meta)
+
+
+def _write_vagrant_state(wd: Workdir, meta: dict) -> None:
+    """Vagrant's machine state as `vagrant up` left it, so plain vagrant ssh, halt and destroy work."""
+    wd.claim(".vagrant")
+    for machine, saved in meta.get("vagrant", {}).items():
+        if machine not in wd.box.machine_names():
+            continue
+        here = wd.path / ".vagrant" / "machines" / machine / "libvirt"
+        files.make_dirs(here, root=wd.path)
+        for name, text in saved.items():
+            if name in VAGRANT_FILES and name not in ("id", "creator_uid") and isinstance(text, str):
+                files.write_text(here / name, text)
+        # Who made it and which domain it is: this user, and the domain as libvirt has it now.
+        files.write_text(here / "creator_uid", str(os.geteuid()))
+        files.write_text(here / "id", libvirt.domain_uuid(wd.domain(machine)))
+        files.remove(here / "index_uuid")
+
+
+# In the guest, after a resume: fresh randomness from the host (stdin), and where
+# systemd-networkd runs, its DHCP leases renewed (a request for the address it has: the network's
+# server then holds the lease vagrant-libvirt looks for). Prints "renewed" when it did that (best
+# effort: networkd may not answer, and then the links go down and up instead).
+RESUME_SCRIPT = (
+    "cat > /dev/urandom && "
+    "if command -v networkctl >/dev/null 2>&1; then r=renewed; "
+    'for l in /sys/class/net/*; do l=${l##*/}; [ "$l" = lo ] || '
+    'timeout 5 networkctl renew "$l" >/dev/null 2>&1 || r=; done; echo "$r"; fi'
+)
+
+
+def _after_resume(wd: Workdir, meta: dict) -> None:
+    """Resumed guests: reachable at the address they had (the SSH configuration as saved), given the
+    host's time and fresh randomness, and their leases renewed (by networkd in the guest; else their
+    links go down and up, and the guest asks again), so that vagrant-libvirt finds them; the SSH
+    configuration follows an address that changed."""
+    saved = meta.get("ssh") or ""
+    remote.write_ssh_config(wd, saved.split("\nHost *\n")[0])
+    config = saved.split("\nHost *\n")[0]
+    for m in machines(meta):
+        address = remote.addresses(wd).get(m.name)
+        if address and m.interfaces:
+            libvirt.announce(m.interfaces[0]["network"], address, m.interfaces[0]["mac"])
+        result = _first_command(wd, m)
+        if "renewed" not in result.stdout:
+            for nic in m.interfaces:
+                libvirt.set_link(m.domain, nic["mac"], up=False)
+                libvirt.set_link(m.domain, nic["mac"], up=True)
+        if not m.interfaces:
+            continue
+        first = m.interfaces[0]
+        deadline = time.monotonic() + LEASE_WAIT
+        while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
+            if time.monotonic() > deadline:
+                raise WarmError(
+                    f"{m.domain} got no address from network {first['network']} "
+                    f"within {LEASE_WAIT:.0f}s after its restore",
+                    hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
+                )
+            time.sleep(0.1)
+        if remote.addresses(wd).get(m.name) != address:
+            remote.close_master(wd, m.name)
+            config = _with_address(config, m.name, address)
+            remote.write_ssh_config(wd, config)
+
+
+def _first_command(wd: Workdir, m: Machine) -> process.Result:
+    """The resume script over SSH, tried again while the guest is not reachable yet (ssh's 255)."""
+    deadline = time.monotonic() + timeouts.GUEST_COMMAND
+    while True:
+        result = remote.run(
+            wd,
+            m.name,
+            ["sudo", "-n", "sh", "-c", RESUME_SCRIPT],
+            stream=False,
+            timeout=timeouts.GUEST_COMMAND,
+            input=secrets.token_hex(256),
+        )
+        if result.returncode != 255 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if result.returncode == 0:
+        # The host's time, sent over the connection now open (the first one may take seconds).
+        clock = remote.run(
+            wd,
+            m.name,
+            ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"],
+            stream=False,
+            timeout=timeouts.GUEST_COMMAND,
+        )
+        if clock.returncode != 0:
+            result = clock
+    if result.returncode != 0:
+        detail = result.stderr.strip()[-200:] or f"exit {result.returncode}"
+        raise WarmError(
+            f"{m.domain} does not answer over SSH after its restore: {detail}",
+            hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
+        )
+    return result
+
+
+def _with_address(config: str, machine: str, address: str) -> str:
+    """Vagrant's ssh-config of the machine with its HostName set to the address it has now."""
+    lines, host = [], None
+    for line in config.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "Host":
+            host = words[1]
+        if host == machine and len(words) == 2 and words[0] == "HostName":
+            line = line[: line.index("HostName")] + f"HostName {address}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+# --- reset ------------------------------------------------------------------------------
+
+
+def reset(box: Box, wd: Workdir) -> dict:
+    """The VM back to its warm image, disk and memory, in the same domains (no new definition)."""
+    with wd.lock("reset"):
+        meta = load(wd)
+        if meta is None:
+            raise UsageError(
+                f"box {box.name!r} has no warm image here", hint=f"save one with 'vagabond save {box.name}'"
+            )
+        gone = missing_parts(wd, meta)
+        if gone:
+            raise WarmError(f"the warm image of {box.name!r} cannot be used: {gone}", hint=f"vagabond save {box.name}")
+        domains = libvirt.domains(wd.prefix)
+        present = [m for m in machines(meta) if m.domain in domains]
+        if not present:
+            restore(box, wd, meta)  # no VM here (destroyed): the reset is a restore
+            return meta
+        for m in machines(meta):
+            if m not in present or libvirt.domain_uuid(m.domain) != m.uuid:
+                raise WarmError(
+                    f"the VM of {box.name!r} here is not the one its warm image saved ({m.domain} was made since)",
+                    hint=f"vagabond destroy {box.name} && vagabond up {box.name}, or vagabond save {box.name}",
+                )
+        with ui.step(f"reset {box.name} to its warm image"):
+            for m in machines(meta):
+                remote.close_master(wd, m.name)
+                libvirt.stop(m.domain)
+                _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
+                libvirt.restore(image_dir(wd) / plain(m.memory_image))
+            libvirt.refresh_pool()
+            _after_resume(wd, meta)
+        wd.write_state(warm={"saved_at": meta["saved_at"], "restored_at": time.time()})
+        return meta

@@ -1,0 +1,269 @@
+"""Warm images as they are kept: what one is (the key that must match to restore it, and per
+machine its memory image, its disk path and the frozen layers under it), where it lives, and
+which of its files are still needed.
+
+A warm image belongs to one work directory: the memory image holds the domain's name, UUID, MAC
+addresses and the path of its disk, so it comes back as the very VM that was saved. It lives in
+vagabond's cache (warm/<prefix>/, private to its user); its disk is a frozen qcow2 layer in
+libvirt's pool (qemu must be able to read it where AppArmor confines it), recorded so that
+`vagabond gc` keeps it while a warm image needs it and removes it after. Every name read back from
+a description is checked to be this work directory's own before anything is opened or removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vagabond import files, paths, process, timeouts
+from vagabond.errors import VagabondError, WarmError
+from vagabond.host import libvirt, registry
+from vagabond.spec.schema import Box
+from vagabond.vm import playbooks, render
+from vagabond.vm.workdir import Workdir
+
+FORMAT = 1
+META = "meta.json"
+FROZEN_PREFIX = "vagabond-warm-"  # never a work directory's prefix, which `destroy` removes by name
+
+
+def frozen_prefix(wd: Workdir) -> str:
+    """The start of every frozen layer's name of this work directory's warm images."""
+    return FROZEN_PREFIX + wd.prefix.removeprefix("vagabond-")
+
+
+def image_dir(wd: Workdir) -> Path:
+    return paths.cache_dir() / "warm" / wd.prefix.rstrip("-")
+
+
+def _host_cpu() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return match.group(1).strip() if match else "unknown"
+
+
+def key_for(box: Box, wd: Workdir, driver: str, *, extra_vars=(), sync_project=None, provision=True) -> dict:
+    """What must be the same for a memory image to come back as a working VM, by name. The CPU
+    under kvm is the host's own (host-passthrough), so the host's model counts; under qemu the
+    named model the Vagrantfile gives."""
+    return {
+        "format": FORMAT,
+        "definition": playbooks.definition_digest(box),
+        "provisioning": {"extra_vars": list(extra_vars), "sync": sync_project, "provision": bool(provision)},
+        "driver": driver,
+        "arch": platform.machine(),
+        "qemu": libvirt.hypervisor_version(),
+        "cpu": f"host-passthrough ({_host_cpu()})" if driver == "kvm" else render.cpu_model_for(box),
+        "memory": {name: res.memory for name, _, res, _ in box.machine_specs()},
+        "domains": [wd.domain(m) for m in box.machine_names()],
+    }
+
+
+KEY_NAMES = {
+    "format": "the warm image format",
+    "definition": "the box definition (its playbooks or settings changed)",
+    "provisioning": "how it was provisioned (-e, --sync, --no-provision)",
+    "driver": "the driver",
+    "arch": "the host architecture",
+    "qemu": "the QEMU version",
+    "cpu": "the CPU model",
+    "memory": "the memory size",
+    "domains": "the work directory",
+}
+
+
+def difference(saved: dict, wanted: dict) -> str | None:
+    """None when the keys match; else which part differs, said for a person."""
+    for name, label in KEY_NAMES.items():
+        if saved.get(name) != wanted.get(name):
+            if name in ("definition", "provisioning", "domains", "memory"):
+                return f"{label} differs"
+            return f"{label} differs (saved {saved.get(name)}, now {wanted.get(name)})"
+    return None
+
+
+@dataclass
+class Machine:
+    name: str
+    domain: str
+    uuid: str  # the domain's, as saved: reset takes only that domain
+    memory_image: str  # file name in the image directory
+    disk: str  # the domain's disk path, where each restore puts a fresh overlay
+    frozen: list[str]  # the warm layers under that overlay (top first), in the pool's directory
+    interfaces: list[dict]  # {"mac":, "network":}
+
+
+def load(wd: Workdir) -> dict | None:
+    """The work directory's warm image description, or None (none, or not one vagabond wrote)."""
+    path = image_dir(wd) / META
+    try:
+        with files.open_regular_read(path) as fh:
+            meta = files.loads(fh.read(), str(path))
+    except (OSError, ValueError):
+        return None
+    return meta if _valid(meta) and _ours(wd, meta) else None
+
+
+def _valid(meta: object) -> bool:
+    """A description as save writes it: a key, and per machine its names, files and interfaces."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("key"), dict):
+        return False
+    if not isinstance(meta.get("machines"), list) or not meta["machines"]:
+        return False
+    for m in meta["machines"]:
+        if not isinstance(m, dict) or set(m) != set(Machine.__dataclass_fields__):
+            return False
+        if not all(isinstance(m[k], str) for k in ("name", "domain", "uuid", "memory_image", "disk")):
+            return False
+        if not isinstance(m["frozen"], list) or not m["frozen"] or not all(isinstance(x, str) for x in m["frozen"]):
+            return False
+        if not isinstance(m["interfaces"], list) or not all(
+            isinstance(i, dict) and isinstance(i.get("mac"), str) and isinstance(i.get("network"), str)
+            for i in m["interfaces"]
+        ):
+            return False
+    networks = meta.get("networks", {})
+    named = {i["network"] for m in meta["machines"] for i in m["interfaces"]}
+    if (
+        not isinstance(networks, dict)
+        or not set(networks) <= named
+        or not all(isinstance(x, str) for x in networks.values())
+    ):
+        return False
+    vagrant = meta.get("vagrant", {})
+    if not isinstance(vagrant, dict) or not all(
+        isinstance(v, dict) and all(isinstance(t, str) for t in v.values()) for v in vagrant.values()
+    ):
+        return False
+    if not isinstance(meta.get("state", {}), dict) or not isinstance(meta.get("ssh", ""), str):
+        return False
+    if any(word in meta.get("ssh", "").lower() for word in ("proxycommand", "localcommand", "match ", "include ")):
+        return False  # the SSH configuration as vagrant-libvirt writes it runs nothing on the host
+    return isinstance(meta.get("saved_at"), (int, float))
+
+
+def _ours(wd: Workdir, meta: dict) -> bool:
+    """Every name in the description is one of this work directory's: its domains, its disk
+    volumes in the pool, frozen layers of vagabond's, plain file names (no path out of the cache)."""
+    for m in machines(meta):
+        disk = Path(m.disk)
+        if wd.box is not None and m.name not in wd.box.machine_names():
+            return False
+        if m.domain != wd.domain(m.name) or disk.parent != libvirt.POOL_DIR or not disk.name.startswith(wd.prefix):
+            return False
+        names = [m.memory_image, *m.frozen]
+        if any("/" in n or n.startswith(".") or n != os.path.basename(n) for n in names):
+            return False
+        if not m.frozen or not all(n.startswith(frozen_prefix(wd)) for n in m.frozen):
+            return False
+    return True
+
+
+def machines(meta: dict) -> list[Machine]:
+    return [Machine(**m) for m in meta["machines"]]
+
+
+def missing_parts(wd: Workdir, meta: dict) -> str | None:
+    """None when every file the image needs is there; else what is gone."""
+    for m in machines(meta):
+        if not (image_dir(wd) / plain(m.memory_image)).is_file():
+            return f"its memory image {m.memory_image} is gone"
+        for layer in m.frozen:
+            if not (libvirt.POOL_DIR / plain(layer)).is_file():
+                return f"its disk layer {layer} is gone from {libvirt.POOL_DIR}"
+    return None
+
+
+def plain(name: str) -> str:
+    """A file name from a description on disk, never a path out of its directory."""
+    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or name.startswith("."):
+        raise WarmError(f"the warm image description names {name!r}, which is not a plain file name")
+    return name
+
+
+def drop(wd: Workdir) -> list[str]:
+    """Remove the work directory's warm image: its memory images and the disk layers no domain uses."""
+    return _drop_directory(image_dir(wd), load(wd))
+
+
+def _drop_directory(directory: Path, meta: dict | None) -> list[str]:
+    removed = []
+    if meta is not None:
+        in_use = libvirt.volumes_in_use()
+        gone = []
+        for layer in [layer for m in meta["machines"] for layer in m["frozen"]]:
+            name = plain(layer)
+            if name.startswith(FROZEN_PREFIX) and name not in in_use and files.remove(libvirt.POOL_DIR / name):
+                gone.append(name)
+                removed.append(f"disk layer {name}")
+        if gone:
+            libvirt.refresh_pool()
+            registry.forget(warm=gone)
+    if files.remove(directory):
+        removed.append(f"warm image {directory}")
+    return removed
+
+
+def _descriptions() -> list[tuple[Path, dict]]:
+    """Every warm image in this cache, with its description (as far as it is one)."""
+    root = paths.cache_dir() / "warm"
+    found = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        path = entry / META
+        try:
+            with files.open_regular_read(path) as fh:
+                meta = files.loads(fh.read(), str(path))
+            if _valid(meta):
+                found.append((entry, meta))
+        except (OSError, ValueError, VagabondError):
+            continue
+    return found
+
+
+def drop_orphaned() -> list[str]:
+    """`vagabond gc`: the warm images whose work directory is gone (nothing can restore them)."""
+    removed = []
+    for directory, meta in _descriptions():
+        workdir = meta.get("workdir")
+        if isinstance(workdir, str) and workdir.startswith("/") and not Path(workdir).is_dir():
+            removed += _drop_directory(directory, meta)
+    return removed
+
+
+def layers_in_use() -> set[str]:
+    """Every pool volume a warm image in this cache needs: its frozen layers and what they stand on."""
+    used: set[str] = set()
+    for _, meta in _descriptions():
+        for layer in [layer for m in meta["machines"] for layer in m["frozen"]]:
+            if "/" not in layer:
+                used.add(layer)
+                with contextlib.suppress(ValueError, VagabondError):
+                    used |= libvirt.volumes_in_chain(str(libvirt.POOL_DIR / layer))
+    return used
+
+
+def backing_layers(disk: str) -> list[str]:
+    """The warm layers (ours, in the pool's directory) below a disk, top first."""
+    info = process.check(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL)
+    layers = []
+    for layer in files.loads(info.stdout, f"qemu-img info {disk}")[1:]:
+        name = os.path.basename(layer.get("filename", ""))
+        if name.startswith(FROZEN_PREFIX) and Path(layer["filename"]).parent == libvirt.POOL_DIR:
+            layers.append(name)
+    return layers
+
+
+def describe(meta: dict) -> dict[str, Any]:
+    return {
+        "saved_at": meta.get("saved_at"),
+        "key": meta.get("key"),
+        "machines": [{"name": m.name, "memory_image": m.memory_image, "disk_layers": m.frozen} for m in machines(meta)],
+    }

@@ -22,7 +22,7 @@ from vagabond.vm.workdir import Workdir
 KEY = {
     "format": 1,
     "definition": "d" * 64,
-    "provisioning": {"extra_vars": [], "sync": None, "provision": True},
+    "provisioning": {"extra_vars": warmimage.extra_vars_digest(()), "sync": None, "provision": True},
     "driver": "kvm",
     "arch": "x86_64",
     "qemu": "QEMU 7.2.0",
@@ -40,7 +40,8 @@ def test_the_key_names_the_part_that_differs():
     )
     changed = warmimage.difference(KEY, KEY | {"definition": "e" * 64})
     assert changed == "the box definition (its playbooks or settings changed) differs"
-    extra = KEY | {"provisioning": {"extra_vars": ["x=1"], "sync": None, "provision": True}}
+    given = {"extra_vars": warmimage.extra_vars_digest(["x=1"]), "sync": None, "provision": True}
+    extra = KEY | {"provisioning": given}
     assert warmimage.difference(KEY, extra) == "how it was provisioned (-e, --sync, --no-provision) differs"
 
 

@@ -114,7 +114,7 @@ def render_files(run: UpRun) -> None:
         machines=box.machine_names(),
         primary=box.primary(),
         env=box.spec.env,
-        extra_vars=list(opts.extra_vars),
+        extra_vars_sha256=warmimage.extra_vars_digest(opts.extra_vars),
         base_version=run.base_version,
         prebuilt=run.source.__dict__ if run.source else None,
         provisioned=provisioned,
@@ -181,7 +181,7 @@ def warm_image(run: UpRun) -> dict | None:
             run.box,
             run.wd,
             run.decision.driver,
-            extra_vars=opts.extra_vars,
+            extra_vars_sha256=warmimage.extra_vars_digest(opts.extra_vars),
             sync_project=opts.sync_project,
             provision=opts.provision,
         )
@@ -342,7 +342,13 @@ def reprovision(box: Box, wd: Workdir, extra_vars: Sequence[str] = (), *, force:
         recaps = provision.run_playbooks(wd, extra_vars, force=force)
         # On a prebuilt box of this definition, site.yml skips the playbooks unless forced.
         ran = force or bool(extra_vars) or not state.get("prebuilt") or bool(state.get("playbooks_ran"))
-        wd.write_state(provisioned=True, playbooks_ran=ran, env=box.spec.env, recap=[r.__dict__ for r in recaps])
+        wd.write_state(
+            provisioned=True,
+            playbooks_ran=ran,
+            env=box.spec.env,
+            recap=[r.__dict__ for r in recaps],
+            extra_vars_sha256=warmimage.extra_vars_digest(extra_vars),  # provisioned so now: a warm image's key
+        )
         provision.run_checks(wd, box.machine_names())
         return recaps
 

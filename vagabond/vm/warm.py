@@ -25,6 +25,7 @@ from vagabond.vm.warmimage import (
     META,
     Machine,
     backing_layers,
+    extra_vars_digest,
     frozen_prefix,
     image_dir,
     key_for,
@@ -98,7 +99,7 @@ def save(box: Box, wd: Workdir) -> dict:
             box,
             wd,
             state.get("driver") or "qemu",
-            extra_vars=state.get("extra_vars") or (),
+            extra_vars_sha256=state.get("extra_vars_sha256") or extra_vars_digest(()),
             sync_project=state.get("sync_project"),
             provision=True,
         )

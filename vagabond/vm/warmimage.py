@@ -13,6 +13,7 @@ a description is checked to be this work directory's own before anything is open
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import re
@@ -50,14 +51,20 @@ def _host_cpu() -> str:
     return match.group(1).strip() if match else "unknown"
 
 
-def key_for(box: Box, wd: Workdir, driver: str, *, extra_vars=(), sync_project=None, provision=True) -> dict:
+def extra_vars_digest(extra_vars) -> str:
+    """What -e asked for, as the key and the work directory's state keep it: a digest, never the
+    values (a password given with -e stays out of files others can read)."""
+    return files.sha256_bytes(json.dumps(list(extra_vars)).encode())
+
+
+def key_for(box: Box, wd: Workdir, driver: str, *, extra_vars_sha256: str, sync_project=None, provision=True) -> dict:
     """What must be the same for a memory image to come back as a working VM, by name. The CPU
     under kvm is the host's own (host-passthrough), so the host's model counts; under qemu the
     named model the Vagrantfile gives."""
     return {
         "format": FORMAT,
         "definition": playbooks.definition_digest(box),
-        "provisioning": {"extra_vars": list(extra_vars), "sync": sync_project, "provision": bool(provision)},
+        "provisioning": {"extra_vars": extra_vars_sha256, "sync": sync_project, "provision": bool(provision)},
         "driver": driver,
         "arch": platform.machine(),
         "qemu": libvirt.hypervisor_version(),

@@ -128,6 +128,8 @@ README_FIGURES = [
     ("boot", "Ready", "vagabond up + run (prebuilt box, from the catalog)"),
     ("boot", "One command", "vagabond run BOX -- true"),
     ("boot", "One command", "vagrant ssh -c true"),
+    ("warm", "No VM to getenforce", "vagabond up (warm image)"),
+    ("warm", "No VM to getenforce", "vagabond up --cold"),
 ]
 
 

@@ -104,9 +104,11 @@ def run(*args: str, timeout: float = timeouts.VIRSH) -> process.Result:
     return process.run(["virsh", "-c", uri(), *args], timeout=timeout)
 
 
-def check(*args: str, timeout: float = timeouts.VIRSH, hint: str | None = None) -> process.Result:
-    """virsh ARGS; CommandFailed when it fails."""
-    return process.check(["virsh", "-c", uri(), *args], timeout=timeout, hint=hint)
+def check(
+    *args: str, timeout: float = timeouts.VIRSH, hint: str | None = None, input: str | None = None
+) -> process.Result:
+    """virsh ARGS (``input`` on its stdin); CommandFailed when it fails."""
+    return process.check(["virsh", "-c", uri(), *args], timeout=timeout, hint=hint, input=input)
 
 
 def answers() -> bool:
@@ -264,7 +266,7 @@ def saved_domain_xml(image: Path) -> str:
 
 def define(xml: str) -> None:
     """Define a domain from its XML (read from stdin: no file of ours for libvirtd to open)."""
-    process.check(["virsh", "-c", uri(), "define", "/dev/stdin"], input=xml, timeout=timeouts.VIRSH)
+    check("define", "/dev/stdin", input=xml)
 
 
 def stop(domain: str) -> None:
@@ -308,7 +310,7 @@ def ensure_network(network: str, xml: str) -> bool:
     """The network defined (from ``xml`` when missing) and started; True when this call defined it."""
     made = False
     if network not in networks():
-        process.check(["virsh", "-c", uri(), "net-define", "/dev/stdin"], input=xml, timeout=timeouts.VIRSH)
+        check("net-define", "/dev/stdin", input=xml)
         made = True
     if network not in check("net-list", "--name").stdout.split():
         check("net-start", network)

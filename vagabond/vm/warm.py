@@ -303,8 +303,8 @@ def _after_resume(wd: Workdir, meta: dict) -> None:
     links go down and up, and the guest asks again), so that vagrant-libvirt finds them; the SSH
     configuration follows an address that changed."""
     saved = meta.get("ssh") or ""
-    remote.write_ssh_config(wd, saved.split("\nHost *\n")[0])
-    config = saved.split("\nHost *\n")[0]
+    config = saved.split("\nHost *\n")[0]  # Vagrant's part: write_ssh_config adds vagabond's own
+    remote.write_ssh_config(wd, config)
     for m in machines(meta):
         address = remote.addresses(wd).get(m.name)
         if address and m.interfaces:

@@ -59,14 +59,36 @@ def sandbox():
         subprocess.run(["ip", "route", "del", "unreachable", GUEST_NET], capture_output=True)
 
 
+def pool_volumes() -> set[str]:
+    return {line.split()[0] for line in virsh("vol-list", "default").splitlines()[2:] if line.split()}
+
+
+def all_networks() -> set[str]:
+    return set(virsh("net-list", "--all", "--name").split())
+
+
+def unrecorded(made: set[str], kind: str) -> list[str]:
+    """What the tests made that vagabond's record does not hold: nothing would ever remove it
+    (`vagabond gc`, which CI runs after the tier, removes exactly what the record lists)."""
+    from vagabond.host import registry
+
+    record = registry.read()
+    return sorted(made - set(record[kind]) - (set(record["warm"]) if kind == "volumes" else set()))
+
+
 @pytest.fixture(scope="package", autouse=True)
-def no_domain_outlives_the_tier(sandbox):
-    """Every domain an end-to-end test made is gone when the tier ends: a leaked VM would hold the
-    management network (and a host's memory) for whatever runs next."""
-    before = set(virsh("list", "--all", "--name").split())
+def nothing_outlives_the_tier(sandbox):
+    """Every domain an end-to-end test made is gone when the tier ends, and every pool volume and
+    network it made is gone too or in vagabond's record (which gc empties): a leaked VM would hold
+    the management network and a host's memory, a leaked box image some 400 MB a run."""
+    domains, volumes, networks = set(virsh("list", "--all", "--name").split()), pool_volumes(), all_networks()
     yield
-    left = sorted(set(virsh("list", "--all", "--name").split()) - before)
-    assert not left, f"the end-to-end tests left these domains: {left}"
+    left = {
+        "domains": sorted(set(virsh("list", "--all", "--name").split()) - domains),
+        "volumes": unrecorded(pool_volumes() - volumes, "volumes"),
+        "networks": [n for n in unrecorded(all_networks() - networks, "networks") if not network_users(n)],
+    }
+    assert not any(left.values()), f"the end-to-end tests left, unrecorded: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """The one exception family vagabond raises; the CLI turns it into a message and an exit code.
 
 Each class has its own exit code (EXIT_CODES lists them for the README and --help). `vagabond run`
-exits with the command's own status instead, and with RUN_OWN_FAILURE when vagabond (or ssh) itself
-failed, as ssh reserves 255 for its own failures.
+exits with the command's own status instead: with 6 when the VM is not up (as every command), and
+with RUN_OWN_FAILURE when vagabond (or ssh) itself failed otherwise, as ssh reserves 255 for its own.
 """
 
 from __future__ import annotations
@@ -204,6 +204,16 @@ def _last_line(text: str) -> str:
 # vagabond run: the command's own exit status, except this one for a failure of vagabond or ssh.
 RUN_OWN_FAILURE = 255
 
+
+def exit_code_of(exc: VagabondError, command: str | None) -> int:
+    """The exit code a failed command gives: its error's, except that `run`, whose other codes are
+    the remote command's, keeps only "not up" (6, what a script checks before `vagabond up`) and
+    says every other failure of its own with ssh's 255."""
+    if command == "run" and not isinstance(exc, NotRunning):
+        return RUN_OWN_FAILURE
+    return exc.exit_code
+
+
 # (code, meaning) for the README and `vagabond --help`; a test keeps it in step with the classes.
 EXIT_CODES = [
     (0, "success"),
@@ -228,5 +238,8 @@ EXIT_CODES = [
     (UnsafePath.exit_code, "a path to write, delete or lock is a symbolic link or not vagabond's: nothing was touched"),
     (Busy.exit_code, "another vagabond command is working on this box (try again later)"),
     (Interrupted.exit_code, "interrupted (SIGINT, SIGTERM, SIGHUP); what the command created was removed"),
-    (RUN_OWN_FAILURE, "vagabond run: vagabond or ssh failed (otherwise run exits with the command's status)"),
+    (
+        RUN_OWN_FAILURE,
+        "vagabond run: vagabond or ssh failed, the VM being up (otherwise run exits with the command's status)",
+    ),
 ]

@@ -142,7 +142,7 @@ def test_a_pulled_box_is_in_vagrants_store_and_a_tampered_blob_is_refused(anonym
     catalog = f"{anonymous}/org/pull"
     box = make_box(tmp_path, "1.0.0")
     transaction.publish(box, catalog)
-    assert prebuilt.fetch(Published(NAME, "1.0.0", catalog)) is not None
+    assert prebuilt.fetch(Published(NAME, "1.0.0", catalog))[0] is not None
     assert Vagrant().has_box(NAME, "1.0.0")
     assert not list((tmp_path / "cache" / "prebuilt").rglob("*.box")), "the download went into the store"
 
@@ -150,7 +150,8 @@ def test_a_pulled_box_is_in_vagrants_store_and_a_tampered_blob_is_refused(anonym
     layer = oci.open_registry(catalog).manifest("1.1.0")[0]["layers"][0]["digest"].split(":")[1]
     (blob,) = (tmp_path / "storage").rglob(f"blobs/sha256/{layer[:2]}/{layer}/data")
     blob.write_bytes(blob.read_bytes().replace(b"to be tampered with", b"TAMPERED tampered!!"))
-    assert prebuilt.fetch(Published(NAME, "1.1.0", catalog)) is None
+    found, why = prebuilt.fetch(Published(NAME, "1.1.0", catalog))
+    assert found is None and why.startswith(f"{NAME} 1.1.0 from the registry: ") and "\n" not in why
     assert not Vagrant().has_box(NAME, "1.1.0")
     assert not list((tmp_path / "cache" / "prebuilt").rglob("*.box*")), "nothing of the bad blob is kept"
 

@@ -260,6 +260,23 @@ def test_run_keeps_its_commands_exit_code_apart_from_its_own_failure(project):
     assert result.exit_code == 255 and result.stderr.startswith("error: no box named 'nosuchbox'")
 
 
+def test_run_on_a_vm_that_is_not_up_exits_6_as_the_exit_code_page_says(project):
+    """A script's `vagabond run BOX -- true || vagabond up BOX` tells "not up" from a failed command."""
+    from vagabond import errors
+
+    result = runner.invoke(app, ["run", "debian12", "--", "true"])
+    assert result.exit_code == errors.NotRunning.exit_code == 6, result.output
+    assert "is not up here" in result.stderr and "vagabond up debian12" in result.stderr
+    assert (6, "the box's VM is not up here") in errors.EXIT_CODES
+
+
+def test_pull_says_why_it_added_nothing(project):
+    result = runner.invoke(app, ["pull", "debian12"])
+    assert result.exit_code == 8, result.output
+    assert result.stderr.startswith("error: no prebuilt box of debian12 was added to Vagrant's box store: ")
+    assert "declares no prebuilt box (add a prebuilt: section)" in result.stderr and "above" not in result.stderr
+
+
 def test_s3_without_boto3_names_the_extra(tmp_path, monkeypatch):
     import sys
 
@@ -389,3 +406,4 @@ def test_import_by_box_file_imports_its_base(tmp_path, monkeypatch):
     result = runner.invoke(app, ["import", "alma9-fips"])
     assert result.exit_code == 0, result.output
     assert [b.name for b in seen] == ["alma9-fips"] and result.stdout.strip() == str(tmp_path / "x.box")
+

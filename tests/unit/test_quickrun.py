@@ -86,6 +86,6 @@ def test_run_before_up_is_a_clear_error(tmp_path):
         text=True,
         env=dict(os.environ, VAGABOND_BOXES=""),
     )
-    assert result.returncode == 255, "vagabond's own failure in run: the code ssh reserves for its own"
+    assert result.returncode == 6, "not up: the exit-code page's 6, which a script tells from the command's failure"
     workdir = tmp_path / ".vagabond" / "debian12"
     assert result.stderr == f"error: box 'debian12' is not up here ({workdir}) (run 'vagabond up debian12' first)\n"

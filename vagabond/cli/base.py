@@ -42,8 +42,7 @@ class _Funnel(TyperGroup):
                 traceback.print_exc()
             detail = str(exc)
             ui.error(detail, title=f"vagabond {command}")
-            # `run` exits with the command's status; its own failures keep one code apart, as ssh's do.
-            sys.exit(errors.RUN_OWN_FAILURE if ctx.invoked_subcommand == "run" else exc.exit_code)
+            sys.exit(errors.exit_code_of(exc, ctx.invoked_subcommand))
         except KeyboardInterrupt:
             detail = "interrupted"
             ui.error(detail, title=f"vagabond {command}")

@@ -222,9 +222,9 @@ def pull_(box: BoxArg, as_json: JsonOption = False) -> None:
 
     Example: vagabond pull debian12-selinux && vagrant up
     """
-    found = prebuilt.fetch_current(boxfile.find_box(box, _box_dirs()))
+    found, why = prebuilt.in_store(boxfile.find_box(box, _box_dirs()))
     if found is None:
-        raise PublishError(f"no prebuilt box of {box} was added to Vagrant's box store (the reason is above)")
+        raise PublishError(f"no prebuilt box of {box} was added to Vagrant's box store: {why}")
     if as_json:
         print(json.dumps({"box": box, "name": found.name, "version": found.version, "catalog": found.url}, indent=2))
     else:

@@ -43,29 +43,36 @@ def current(box: Box) -> dict:
 def fetch_current(box: Box, *, allowed: bool = True) -> Published | None:
     """The prebuilt box, downloaded into Vagrant's box store, when its catalog has a version built
     from this exact definition; otherwise None (base box + full provisioning), always saying why."""
-    if box.spec.prebuilt is None:
-        return None
-    if not allowed:
+    if box.spec.prebuilt is not None and not allowed:
         ui.info("--fresh: using the base box with full provisioning")
         return None
-    spec = box.spec.prebuilt
-    found, why = read.find_current(spec.catalog, playbooks.definition_digest(box), spec.name, spec.version)
-    if found is None:
-        ui.info(f"using the base box with full provisioning: {why}")
-        return None
-    if fetch(found) is None:
-        return None
-    ui.info(f"using {why}")
+    found, why = in_store(box)
+    if box.spec.prebuilt is not None:
+        ui.info(f"using {why}" if found else f"using the base box with full provisioning: {why}")
     return found
 
 
-def fetch(source: Published) -> Published | None:
+def in_store(box: Box) -> tuple[Published | None, str]:
+    """The box's current prebuilt box in Vagrant's box store (downloaded when missing) and what it
+    is; or None and why not (no prebuilt box declared, none built from this definition, a failed
+    download)."""
+    if box.spec.prebuilt is None:
+        return None, f"{box.name}'s box file declares no prebuilt box (add a prebuilt: section)"
+    spec = box.spec.prebuilt
+    found, why = read.find_current(spec.catalog, playbooks.definition_digest(box), spec.name, spec.version)
+    if found is None:
+        return None, why
+    fetched, failure = fetch(found)
+    return (found, why) if fetched else (None, failure)
+
+
+def fetch(source: Published) -> tuple[Published | None, str]:
     """Download the prebuilt box before `vagrant up`, so that a failed download (server down,
-    checksum mismatch) falls back to the base box instead of failing the run. Vagrant checks the
-    checksum from the catalog and keeps nothing of a box that does not match."""
+    checksum mismatch) falls back to the base box instead of failing the run; the box, or None and
+    why. Vagrant checks the checksum from the catalog and keeps nothing of a box that does not match."""
     v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
     if v.has_box(source.name, source.version):
-        return source
+        return source, ""
     if oci.is_oci(source.url):
         return _fetch_from_registry(v, source)
     try:
@@ -74,14 +81,11 @@ def fetch(source: Published) -> Published | None:
     except CommandFailed as exc:
         # Vagrant's message is a paragraph (then details): keep the paragraph, on one line.
         reason = " ".join(exc.stderr.strip().split("\n\n")[0].split()) or str(exc)
-        ui.info(
-            f"using the base box with full provisioning: download of {source.name} {source.version} failed: {reason}"
-        )
-        return None
-    return source
+        return None, f"download of {source.name} {source.version} failed: {reason}"
+    return source, ""
 
 
-def _fetch_from_registry(v: Vagrant, source: Published) -> Published | None:
+def _fetch_from_registry(v: Vagrant, source: Published) -> tuple[Published | None, str]:
     """Vagrant cannot read a registry: vagabond downloads the blob (checked against its digest) and
     hands Vagrant a one-version catalog beside it, so the store records the version, and Vagrant
     checks the checksum once more as it adds the box."""
@@ -101,9 +105,5 @@ def _fetch_from_registry(v: Vagrant, source: Published) -> Published | None:
                 v.box_add_catalog(catalog.as_uri(), source.version)
         files.remove(box_file)  # Vagrant's store holds it now
     except (PublishError, CommandFailed) as exc:
-        reason = " ".join(str(exc).split())[:300]
-        ui.info(
-            f"using the base box with full provisioning: {source.name} {source.version} from the registry: {reason}"
-        )
-        return None
-    return source
+        return None, f"{source.name} {source.version} from the registry: {' '.join(str(exc).split())[:300]}"
+    return source, ""

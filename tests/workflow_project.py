@@ -15,8 +15,11 @@ EXTRA = {
 }
 
 
-def make(root: Path) -> Path:
+def make(root: Path, *, makefile: bool = True) -> Path:
+    """The project; with a Makefile whose test target the workflow runs (`make test`, detected)."""
     (root / "boxes").mkdir(parents=True, exist_ok=True)
+    if makefile:
+        (root / "Makefile").write_text("test:\n\t@echo the project's tests\n")
     for name, extra in EXTRA.items():
         (root / "boxes" / f"{name}.yaml").write_text((REPO / "boxes" / f"{name}.yaml").read_text() + extra)
     return root

@@ -49,7 +49,11 @@ VARIANTS = {
     "oidc": ["--aws-role", "arn:aws:iam::123456789012:role/publish", "--s3-acl", "bucket-owner-full-control"],
     "debian": ["--vagrant-from", "distribution", "--paths-ignore", "", "--runs-on", "self-hosted"],
     "action": ["--use-action", "example/vagabond@" + "0123456789abcdef" * 2 + "01234567"],
+    # A project with no Makefile test target: the jobs run the boxes' verify commands (vagabond test).
+    "verify-only": [],
+    "verify-only-action": ["--use-action", "example/vagabond@" + "0123456789abcdef" * 2 + "01234567"],
 }
+NO_MAKEFILE = {"verify-only", "verify-only-action"}
 
 
 # vagabond's own workflows: its CI (the tiers, and every shipped box through its own action), releases,
@@ -59,7 +63,7 @@ OWN = ["ci.yml", "release.yml", "canary.yml"]
 
 @pytest.fixture(scope="module", params=[*sorted(VARIANTS), "example", *OWN])
 def workflows(request, tmp_path_factory):
-    root = workflow_project.make(tmp_path_factory.mktemp("wfproject"))
+    root = workflow_project.make(tmp_path_factory.mktemp("wfproject"), makefile=request.param not in NO_MAKEFILE)
     out = root / ".github" / "workflows" / "vagabond.yml"
     if request.param in ("example", *OWN):  # the README's three steps with vagabond's action; vagabond's own
         out.parent.mkdir(parents=True)

@@ -157,8 +157,12 @@ def test_every_module_starts_with_a_docstring():
 
 
 def test_every_function_level_import_says_what_it_saves():
+    """Outside the CLI: there each command imports what it uses, all alike, for the reason
+    cli/base.py gives once (help and completion load no command module; test_cli keeps it so)."""
     bare = []
     for name, path in MODULES.items():
+        if name.startswith("cli."):
+            continue
         lines = path.read_text().splitlines()
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -407,3 +409,29 @@ def test_import_by_box_file_imports_its_base(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert [b.name for b in seen] == ["alma9-fips"] and result.stdout.strip() == str(tmp_path / "x.box")
 
+
+# (typer itself imports pydantic to build a subcommand's parameters: not ours to avoid)
+HEAVY_FOR_HELP = (
+    "jinja2",
+    "yaml",
+    "vagabond.spec.schema",
+    "vagabond.vm.lifecycle",
+    "vagabond.build",
+    "vagabond.host.vagrant",
+)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["up", "--help"], ["ci", "github", "--help"], ["publish", "--help"]])
+def test_help_imports_no_command_module(argv):
+    """`vagabond --help` answers in about 0.2 s (bench/help.py): the commands import the schema,
+    jinja2 and the VM code themselves, so help and shell completion never load them."""
+    code = (
+        "import sys\n"
+        "from vagabond.entry import main\n"
+        f"sys.argv = ['vagabond', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(','.join(m for m in {HEAVY_FOR_HELP!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "Usage" in result.stdout, result.stderr
+    assert result.stderr.strip().splitlines()[-1:] in ([], [""]), f"--help imported {result.stderr.strip()}"

@@ -300,6 +300,34 @@ def test_no_nightly_job_without_prebuilt_boxes(project):
     assert set(doc["jobs"]) == {"test"} and "schedule" not in doc["on"]
 
 
+@pytest.mark.parametrize("makefile", [None, "all:\n\techo\ntest := x\n"])
+@pytest.mark.parametrize("action", [False, True])
+def test_without_a_test_target_each_job_runs_the_boxes_verify_commands(project, makefile, action):
+    """`vagabond init` makes no Makefile: the workflow must not run a `make test` that is not there."""
+    workflow_project.make(project, makefile=False)
+    if makefile:
+        (project / "Makefile").write_text(makefile)
+    more = ["--use-action", "example/vagabond@v1"] if action else ["--inline"]
+    result = CliRunner().invoke(app, ["ci", "github", "--vagabond-spec", SPEC, *more])
+    doc = load(result)
+    job = doc["jobs"]["test"]
+    assert "TEST_COMMAND" not in job["env"] and "TEST_COMMAND" not in result.stdout
+    assert "no Makefile with a test target here" in result.stderr and "--test-command" in result.stderr
+    if action:
+        (step,) = [s for s in job["steps"] if "vagabond@" in s.get("uses", "")]
+        assert step["with"]["test"] == "true", "the action runs the whole vagabond test sequence"
+    else:
+        (step,) = [s for s in job["steps"] if s.get("id") == "test"]
+        assert step["run"].startswith('vagabond test "$BOX" --junit') and " -- " not in step["run"]
+
+
+def test_a_makefile_test_target_is_the_default_test_command(project):
+    workflow_project.make(project)
+    result = generate(project)
+    assert load(result)["jobs"]["test"]["env"]["TEST_COMMAND"] == "make test"
+    assert "no Makefile" not in result.stderr
+
+
 @pytest.mark.parametrize("command", ["make test", "pytest -k 'not slow' && echo \"done\"", "a: b # c {x} && '#' --"])
 def test_test_command_arrives_intact(project, command):
     doc = load(generate(project, "--test-command", command))

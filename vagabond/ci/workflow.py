@@ -12,14 +12,17 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from vagabond import __version__, files, ui
 from vagabond.errors import UsageError
 from vagabond.host import install
 from vagabond.publish.s3 import S3_CANNED_ACLS
-from vagabond.spec.schema import Box
+
+if TYPE_CHECKING:  # `vagabond ci github --help` reads this module's defaults: no jinja2 or schema for that
+    import jinja2  # only to render: `ci github --help` reads this module without it
+
+    from vagabond.spec.schema import Box
 
 TEMPLATES = Path(__file__).with_name("templates")
 TEMPLATE = TEMPLATES / "github-workflow.yml.j2"
@@ -59,7 +62,7 @@ PATHS_IGNORE = ["**.md", "docs/**", "LICENSE*", ".github/ISSUE_TEMPLATE/**"]
 @dataclass
 class Settings:
     runs_on: str = "ubuntu-24.04"
-    test_command: str = "make test"
+    test_command: str = ""  # none: the job runs `vagabond test` (up, idempotence, the box's verify commands)
     vagabond_spec: str = ""  # what the runner pip-installs (install.origin(), or --vagabond-spec)
     cron: str = "17 3 * * *"
     keep: int = 5
@@ -112,6 +115,20 @@ def check_line(flag: str, value: str) -> None:
         )
 
 
+MAKEFILES = ("GNUmakefile", "makefile", "Makefile")  # the order GNU make reads them in
+
+
+def detected_test_command(root: Path) -> str:
+    """`make test` where the project's makefile has a test target; else none (the job then runs
+    the box's verify commands through `vagabond test`): never a command the project cannot run."""
+    for name in MAKEFILES:
+        path = root / name
+        if path.is_file() and not path.is_symlink():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            return "make test" if re.search(r"^test\s*::?(?!=)", text, re.MULTILINE) else ""
+    return ""
+
+
 def check_settings(settings: Settings, output: Path | None = None) -> None:
     for attr, flag in OPTIONS.items():
         value = getattr(settings, attr)
@@ -122,8 +139,6 @@ def check_settings(settings: Settings, output: Path | None = None) -> None:
         check_line("-o", str(output))
     if settings.vagrant_from not in VAGRANT_FROM:
         raise UsageError(f"--vagrant-from {settings.vagrant_from!r}: not a route", hint="use hashicorp or distribution")
-    if not settings.test_command.strip():
-        raise UsageError("--test-command is empty", hint="give the command that runs the tests, e.g. 'make test'")
     if settings.aws_role and not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", settings.aws_role):
         raise UsageError(
             f"--aws-role {settings.aws_role[:80]!r}: not an IAM role ARN",
@@ -212,6 +227,8 @@ def render(boxes: list[Box], settings: Settings) -> str:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2  # only to render: `ci github --help` reads this module without it
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         variable_start_string="<<",

@@ -9,15 +9,21 @@ import time
 import traceback
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from vagabond import __version__, errors, github, interrupts, ui
+from vagabond import __version__, errors
 from vagabond.errors import VagabondError
-from vagabond.spec import boxfile, project, schema
-from vagabond.vm.workdir import Workdir
+
+if TYPE_CHECKING:
+    from vagabond.spec import schema
+    from vagabond.vm.workdir import Workdir
+
+# What the commands need (the box-file schema, Vagrant, libvirt, jinja2) is imported by the
+# command that runs, never here or at the top of a group module: `vagabond --help` and shell
+# completion import typer and this package's light modules only (tests/unit/test_cli.py keeps it so).
 
 _state = {"debug": False, "boxes_dir": None}
 
@@ -29,6 +35,8 @@ class _Funnel(TyperGroup):
         return super().parse_args(ctx, _hoist_debug(self, ctx, list(args)))
 
     def invoke(self, ctx):
+        from vagabond import github, interrupts, ui
+
         started = time.monotonic()
         command = " ".join(_command_words(sys.argv[1:]))
         ok, detail = False, ""
@@ -150,12 +158,16 @@ def main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
+    from vagabond import ui
+
     _state["debug"] = debug
     _state["boxes_dir"] = boxes_dir
     ui.setup_logging(debug)
 
 
 def _box_dirs() -> list[tuple[Path, str]]:
+    from vagabond.spec import project
+
     return project.box_dirs(_state["boxes_dir"])
 
 
@@ -177,6 +189,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 def _complete_box(incomplete: str) -> list[str]:
     """Shell completion: the names of the boxes this project sees (broken ones included)."""
+    from vagabond.spec import boxfile
+
     try:
         return sorted({e.name for e in boxfile.scan(_box_dirs()) if e.name.startswith(incomplete)})
     except VagabondError:
@@ -215,6 +229,9 @@ ExtraVarsOption = Annotated[
 
 
 def _box_and_workdir(name: str, workdir: Optional[Path]) -> tuple[schema.Box, Workdir]:
+    from vagabond.spec import boxfile
+    from vagabond.vm.workdir import Workdir
+
     box = boxfile.find_box(name, _box_dirs())
     return box, Workdir.for_box(box, workdir)
 
@@ -222,6 +239,8 @@ def _box_and_workdir(name: str, workdir: Optional[Path]) -> tuple[schema.Box, Wo
 def _selected_boxes(option: Optional[list[str]]) -> list[schema.Box]:
     """--boxes a,b (or repeated): those boxes; none given: the project's boxes (the shipped ones
     in a project that has none)."""
+    from vagabond.spec import boxfile
+
     dirs = _box_dirs()
     names = [n.strip() for item in option or [] for n in item.split(",") if n.strip()]
     return [boxfile.find_box(n, dirs) for n in names] if names else boxfile.default_selection(dirs)

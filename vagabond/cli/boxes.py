@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vagabond import build, errors, github, paths, ui
-from vagabond.boxes import cloudimage, kinds, made, mmdebstrap
+from vagabond import errors, paths, ui
 from vagabond.cli.base import (
     BoxArg,
     DriverOption,
@@ -24,9 +23,9 @@ from vagabond.cli.base import (
     app,
 )
 from vagabond.errors import PublishError
-from vagabond.publish import transaction
-from vagabond.spec import boxfile, schema
-from vagabond.vm import lifecycle, prebuilt
+
+if TYPE_CHECKING:
+    from vagabond.spec import schema
 
 
 @app.command("build")
@@ -50,6 +49,9 @@ def build_(
 
     Example (nightly): vagabond build centos7-selinux --out dist && vagabond publish dist/*.box --catalog s3://boxes/centos7
     """
+    from vagabond import build
+    from vagabond.vm import lifecycle
+
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.UpOptions(
         driver=driver.value if driver else None,
@@ -104,6 +106,8 @@ def import_(
     Examples: vagabond import centos7-selinux; vagabond import local/rocky9
     --image Rocky-9-GenericCloud.qcow2 --checksum sha256:...
     """
+    from vagabond.boxes import cloudimage, made
+
     if image is None:
         result = cloudimage.imported(
             _image_box(name, checksum=checksum, checksums_url=checksums_url, out=out, driver=driver, disk=disk)
@@ -125,6 +129,8 @@ def import_(
 
 def _image_box(name: str, **with_image_only: object) -> schema.Box:
     """The box file `vagabond import NAME` (no --image) imports the base of."""
+    from vagabond.spec import boxfile
+
     given = [f"--{key.replace('_', '-')}" for key, value in with_image_only.items() if value is not None]
     if given:
         raise errors.UsageError(
@@ -159,6 +165,8 @@ def repackage_(
 
     Note: this re-tars the box as Vagrant stores it; it never includes a VM's state.
     """
+    from vagabond import build
+
     info = build.repackage(name, version, out)
     print(json.dumps(info, indent=2) if as_json else info["path"])
 
@@ -204,6 +212,8 @@ def publish_(
 
     Example: vagabond publish dist/debian12-selinux.box --catalog oci://ghcr.io/myorg/myrepo/debian12-selinux
     """
+    from vagabond.publish import transaction
+
     result = transaction.publish(
         box_file, catalog, name=name, version=version, keep=keep, force=force, base_url=base_url, acl=s3_acl
     )
@@ -222,6 +232,9 @@ def pull_(box: BoxArg, as_json: JsonOption = False) -> None:
 
     Example: vagabond pull debian12-selinux && vagrant up
     """
+    from vagabond.spec import boxfile
+    from vagabond.vm import prebuilt
+
     found, why = prebuilt.in_store(boxfile.find_box(box, _box_dirs()))
     if found is None:
         raise PublishError(f"no prebuilt box of {box} was added to Vagrant's box store: {why}")
@@ -251,6 +264,10 @@ def prebuilt_(
 
     Example: vagabond prebuilt debian12-selinux --json
     """
+    from vagabond import github
+    from vagabond.spec import boxfile
+    from vagabond.vm import prebuilt
+
     result = prebuilt.current(boxfile.find_box(box, _box_dirs()))
     if github_output:
         sys.stdout.write(github.outputs({key: result[key] for key in ("name", "version", "store")}))
@@ -284,6 +301,10 @@ def base_key(
 
     Example: vagabond base key debian12-selinux
     """
+    from vagabond import github
+    from vagabond.boxes import kinds
+    from vagabond.spec import boxfile
+
     definition = boxfile.find_box(box, _box_dirs())
     if github_output:
         sys.stdout.write(
@@ -310,6 +331,9 @@ def base_build(
     The box has a 'vagrant' user with Vagrant's insecure key, passwordless sudo, DHCP on the first
     NIC, python3 for Ansible, and no machine-id or SSH host keys (each VM makes its own).
     """
+    from vagabond.boxes import made, mmdebstrap
+    from vagabond.spec import boxfile
+
     definition = boxfile.find_box(box, _box_dirs())
     built = mmdebstrap.build(definition, force=force)
     if add:

@@ -8,15 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from vagabond import errors, files, ui
+from vagabond import errors, ui
 from vagabond.ci import workflow
 from vagabond.cli.base import (
     _selected_boxes,
     _state,
     app,
 )
-from vagabond.host import install
-from vagabond.spec import project
 
 ci_app = typer.Typer(
     help="Continuous integration: generate the workflow that runs your boxes in CI.", no_args_is_help=True
@@ -36,8 +34,14 @@ def ci_github(
         ),
     ] = None,
     test_command: Annotated[
-        str, typer.Option("--test-command", help="Shell command that runs the tests, in the box's first synced folder.")
-    ] = "make test",
+        Optional[str],
+        typer.Option(
+            "--test-command",
+            help="Shell command that runs the tests, in the box's first synced folder (default: 'make test' when "
+            "the project's Makefile has a test target; else none, and each job runs the box's verify commands).",
+            show_default=False,
+        ),
+    ] = None,
     runs_on: Annotated[
         str, typer.Option("--runs-on", help="GitHub runner label (ubuntu-24.04, ubuntu-26.04, or a self-hosted one).")
     ] = "ubuntu-24.04",
@@ -108,16 +112,25 @@ def ci_github(
     prepare' (KVM access, swap, libvirt, the runner user let in); restore cached boxes; 'vagabond up',
     the test command through 'vagabond run' as the runner user, logs uploaded on failure, 'vagabond
     destroy' always. Boxes with a prebuilt: section also get a nightly job, from the default branch
-    only, that builds and publishes their dependency box to the catalog in the repository variable
-    VAGABOND_CATALOG, with credentials from a GitHub environment.
+    only, that builds their dependency box and publishes it: by default to this repository's
+    packages on GitHub's registry (oci://ghcr.io/OWNER/REPO/BOX) with the job's own token, no
+    secret to create; the repository variable VAGABOND_CATALOG names another catalog (its
+    credentials in the publish environment).
 
     Example: vagabond ci github --boxes centos7-selinux,alma9-fips --test-command 'make check'
     -o .github/workflows/vagabond.yml
     """
+    from vagabond.host import install
+    from vagabond.spec import project
+
     chosen = _selected_boxes(boxes_opt)
+    if test_command is not None and not test_command.strip():
+        raise errors.UsageError(
+            "--test-command is empty", hint="give the command that runs the tests, or leave the option out"
+        )
     settings = workflow.Settings(
         runs_on=runs_on,
-        test_command=test_command,
+        test_command=test_command or "",
         cron=cron,
         keep=keep,
         timeout=timeout,
@@ -153,6 +166,13 @@ def ci_github(
             settings.use_action = source.action
         if source.note:
             ui.info(f"note: {source.note}")
+    if test_command is None:  # after the header's command line: regenerating detects again
+        settings.test_command = workflow.detected_test_command(project.project_root())
+        if not settings.test_command:
+            ui.info(
+                "note: no Makefile with a test target here: each job runs the box's verify commands "
+                "(vagabond test); give --test-command 'CMD' to run your tests in the VM"
+            )
     text = workflow.render(chosen, settings)
     if output is None:
         sys.stdout.write(text)
@@ -175,6 +195,9 @@ def ci_action(
     For maintainers of vagabond: the action runs the same install steps as 'vagabond ci github'
     writes, from one template; run this after changing them.
     """
+    from vagabond import files
+    from vagabond.ci import workflow
+
     stale = []
     for rel, text in workflow.render_action().items():
         target = out / rel

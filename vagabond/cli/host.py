@@ -18,9 +18,6 @@ from vagabond.cli.base import (
     app,
 )
 from vagabond.errors import VagabondError
-from vagabond.host import detect, doctor, prepare
-from vagabond.spec import boxfile
-from vagabond.vm import gc
 
 
 @app.command("doctor")
@@ -36,6 +33,9 @@ def doctor_(
 
     Exits non-zero when something required is missing; each problem comes with its fix.
     """
+    from vagabond.host import detect, doctor
+    from vagabond.spec import boxfile
+
     try:
         found = boxfile.default_selection(_box_dirs())
     except VagabondError:
@@ -69,6 +69,8 @@ def gc_(
 
     Example: vagabond gc --dry-run && vagabond gc
     """
+    from vagabond.vm import gc
+
     orphans = gc.collect(dry_run=dry_run)
     if as_json:
         print(json.dumps({"dry_run": dry_run, "orphans": gc.as_dicts(orphans)}, indent=2))
@@ -124,6 +126,8 @@ def prepare_(
 
     Example (CI): sudo vagabond prepare --boxes centos7-selinux
     """
+    from vagabond.host import prepare
+
     if undo:
         actions = prepare.undo(swap_file=swap_file, user=user)
     else:

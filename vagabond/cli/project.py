@@ -10,16 +10,13 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from vagabond import errors, github, ui
+from vagabond import errors, ui
 from vagabond.cli.base import (
     DriverChoice,
     JsonOption,
     _box_dirs,
     app,
 )
-from vagabond.publish import oci
-from vagabond.spec import boxfile, project
-from vagabond.vm import render
 
 
 @app.command("list")
@@ -45,8 +42,11 @@ def list_(
 
     With box names, only those (an unknown or broken one is an error, others' problems are not).
 
-    Example: vagabond list --json | jq -r '.[].name'   (or: vagabond list centos7-selinux --json)
+    Example: vagabond list --json | jq -r '.[].name'   # or: vagabond list centos7-selinux --json
     """
+    from vagabond import github
+    from vagabond.spec import boxfile
+
     rows = []
     entries = boxfile.scan(_box_dirs())
     if names:
@@ -117,6 +117,8 @@ def init_(
 
     Example: vagabond init debian12-selinux && vagabond up debian12-selinux
     """
+    from vagabond.spec import project
+
     root = Path.cwd()
     written, kept = project.init(root, names or [])
     for path in written:
@@ -173,6 +175,10 @@ def render_(
 
     Example: vagabond render centos7-selinux -o . && vagrant up && vagrant ssh -c getenforce
     """
+    from vagabond.publish import oci
+    from vagabond.spec import boxfile
+    from vagabond.vm import render
+
     definition = boxfile.find_box(box, _box_dirs())
     options = render.RenderOptions(driver=driver.value if driver else None, fresh=fresh)
     spec = definition.spec.prebuilt

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vagabond import errors, github, paths, ui
+from vagabond import errors, paths, ui
 from vagabond.cli.base import (
     BoxArg,
     DriverOption,
@@ -23,7 +23,6 @@ from vagabond.cli.base import (
     _box_and_workdir,
     app,
 )
-from vagabond.vm import lifecycle, logs, remote, status, testrun, warm, warmimage
 
 
 @app.command("up")
@@ -77,6 +76,8 @@ def up_(
 
     Example: vagabond up centos7-selinux && vagabond run centos7-selinux -- getenforce
     """
+    from vagabond.vm import lifecycle
+
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.UpOptions(
         driver=driver.value if driver else None,
@@ -114,6 +115,8 @@ def run_(
 
     Example: vagabond run centos7-selinux -- make -C /src test
     """
+    from vagabond.vm import logs, remote, status
+
     definition, wd = _box_and_workdir(box, workdir)
     status.require_up(wd)
     # env: as of the last up or provision.
@@ -174,6 +177,8 @@ def test_(
 
     Example: vagabond test debian12-selinux --junit results/vagabond.xml -- getenforce
     """
+    from vagabond.vm import lifecycle, testrun
+
     definition, wd = _box_and_workdir(box, workdir)
     if sync is not None and not sync.startswith("/"):
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
@@ -222,6 +227,8 @@ def logs_(
 
     Example: vagabond logs centos7-selinux --out artifacts/
     """
+    from vagabond.vm import logs
+
     definition, wd = _box_and_workdir(box, workdir)
     summary = logs.collect(definition, wd, out)
     if as_json:
@@ -238,6 +245,8 @@ def logs_(
 @app.command("ssh")
 def ssh_(box: BoxArg, workdir: WorkdirOption = None, machine: MachineOption = None) -> None:
     """Open an interactive shell in the VM."""
+    from vagabond.vm import remote, status
+
     definition, wd = _box_and_workdir(box, workdir)
     status.require_up(wd)
     raise typer.Exit(remote.interactive(wd, machine or definition.primary()))
@@ -261,6 +270,8 @@ def provision_(
     On a box built from this very definition (a prebuilt box), the playbooks are skipped unless
     -e is given or --check-idempotence asks for the full run.
     """
+    from vagabond.vm import lifecycle
+
     definition, wd = _box_and_workdir(box, workdir)
     if check_idempotence:
         recaps = lifecycle.check_idempotence(definition, wd, extra_vars or ())
@@ -275,6 +286,8 @@ def provision_(
 @app.command("halt")
 def halt_(box: BoxArg, workdir: WorkdirOption = None) -> None:
     """Shut the VM down (vagabond up boots it again)."""
+    from vagabond.vm import lifecycle
+
     definition, wd = _box_and_workdir(box, workdir)
     lifecycle.halt(definition, wd)
 
@@ -286,6 +299,8 @@ def destroy_(box: BoxArg, workdir: WorkdirOption = None) -> None:
     Works even when the .vagrant directory is gone: libvirt objects are found by the names
     vagabond gave them (vagabond-<box>-<hash of the work directory>-<machine>).
     """
+    from vagabond.vm import lifecycle
+
     definition, wd = _box_and_workdir(box, workdir)
     removed = lifecycle.destroy(definition, wd)
     ui.info(f"destroyed {box}: " + (", ".join(removed) if removed else "nothing was left"))
@@ -307,6 +322,8 @@ def save_(
 
     Example: vagabond up debian12-selinux && vagabond save debian12-selinux
     """
+    from vagabond.vm import warm, warmimage
+
     definition, wd = _box_and_workdir(box, workdir)
     if drop:
         with wd.lock("save --drop"):
@@ -326,6 +343,8 @@ def reset_(box: BoxArg, workdir: WorkdirOption = None) -> None:
 
     Example: vagabond reset debian12-selinux && vagabond run debian12-selinux -- make check
     """
+    from vagabond.vm import warm
+
     definition, wd = _box_and_workdir(box, workdir)
     started = time.monotonic()
     warm.reset(definition, wd)
@@ -342,6 +361,9 @@ def status_(
     ] = False,
 ) -> None:
     """Show the VM's state per machine (from libvirt), its driver and whether it is provisioned."""
+    from vagabond import github
+    from vagabond.vm import status
+
     definition, wd = _box_and_workdir(box, workdir)
     result = status.status(definition, wd)
     if github_output:
@@ -376,6 +398,8 @@ def ps_(as_json: JsonOption = False) -> None:
 
     Example: vagabond ps --json
     """
+    from vagabond.vm import status
+
     rows = status.running()
     if as_json:
         print(json.dumps(rows, indent=2))

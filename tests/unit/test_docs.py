@@ -76,6 +76,10 @@ def test_the_site_builds_without_a_warning(tmp_path):
     assert (tmp_path / "site" / "benchmarks" / "index.html").is_file()
     for page in (tmp_path / "site").rglob("*.html"):
         assert "fonts.googleapis" not in page.read_text(encoding="utf-8"), f"{page} loads Google's fonts"
+    # A code block's long line (a trailing comment) wraps in the page instead of running off its edge.
+    commands = (tmp_path / "site" / "reference" / "commands" / "index.html").read_text(encoding="utf-8")
+    assert "stylesheets/extra.css" in commands
+    assert "white-space: pre-wrap" in (tmp_path / "site" / "stylesheets" / "extra.css").read_text()
 
 
 CONSOLE = re.compile(r"```console\n(.*?)```", re.S)
@@ -146,3 +150,20 @@ def test_the_readme_carries_the_figures_as_measured():
         chart = next(c for c in doc["charts"] if c["title"].startswith(title))
         measured.append(f"{statistics.median(chart['series'][label]):.3g}")
     assert given == measured, "README.md's figures are not what docs/benchmarks/*.json measured"
+
+
+def test_every_shell_block_in_the_docs_is_valid_shell():
+    """A reader pastes these: each sh/bash block parses (bash -n), and no line is a lost
+    continuation (a line that starts with an option belongs to the command above it)."""
+    blocks = []
+    for page in [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        for match in re.finditer(r"^```(?:sh|bash|shell)\n(.*?)^```", page.read_text(), re.MULTILINE | re.DOTALL):
+            blocks.append((page.relative_to(REPO), match.group(1)))
+    assert len(blocks) > 20, "the docs' shell blocks were not found"
+    bad = []
+    for page, body in blocks:
+        parsed = subprocess.run(["bash", "-n"], input=body, capture_output=True, text=True)
+        joined = body.replace("\\\n", " ").splitlines()
+        if parsed.returncode or any(line.lstrip().startswith("-") for line in joined):
+            bad.append(f"{page}: {body.strip()[:120]!r} {parsed.stderr.strip()[:200]}")
+    assert bad == []

@@ -220,3 +220,65 @@ def test_gc_drops_the_warm_image_of_a_work_directory_that_is_gone_and_keeps_the_
     assert removed == ["disk layer vagabond-warm-gone-default.qcow2", f"warm image {tmp_path / 'cache/warm/gone'}"]
     assert sorted(p.name for p in pool.iterdir()) == ["vagabond-warm-kept-default.qcow2"]
     assert (tmp_path / "cache" / "warm" / "kept").is_dir()
+
+
+@pytest.fixture
+def resume_world(box_wd, monkeypatch):
+    """_after_resume against a recorded libvirt and guest: what it asked of each, in order."""
+    box, wd = box_wd
+    calls: list[tuple] = []
+    world = {"leases": {}, "ours": ["vagrant-libvirt"]}
+    monkeypatch.setattr(warm.remote, "write_ssh_config", lambda wd, config: calls.append(("ssh_config",)))
+    monkeypatch.setattr(warm.remote, "addresses", lambda wd: {"default": "192.168.121.7"})
+    monkeypatch.setattr(warm.remote, "close_master", lambda wd, machine: calls.append(("close_master", machine)))
+    monkeypatch.setattr(libvirt, "announce", lambda net, address, mac: calls.append(("announce", net, address)))
+    monkeypatch.setattr(libvirt, "forward_at_once", lambda net: calls.append(("forward_at_once", net)))
+    monkeypatch.setattr(libvirt, "lease_address", lambda net, mac: world["leases"].get(mac))
+
+    def set_link(domain, mac, up):
+        calls.append(("set_link", mac, up))
+        if up:  # the guest asks afresh and the network's DHCP server leases it its address
+            world["leases"][mac] = "192.168.121.7"
+
+    monkeypatch.setattr(libvirt, "set_link", set_link)
+    monkeypatch.setattr(warm, "_first_command", lambda wd, m: calls.append(("first_command", m.name)))
+    monkeypatch.setattr(warm.registry, "read", lambda: {"networks": list(world["ours"])})
+    return wd, calls, world
+
+
+def test_a_resumed_guest_whose_lease_the_network_knows_keeps_its_link(resume_world):
+    wd, calls, world = resume_world
+    world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    warm._after_resume(wd, description(wd))
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command"]
+
+
+def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up(resume_world):
+    """dnsmasq ignores a renewal of a lease it never gave: the guest must ask afresh."""
+    wd, calls, world = resume_world
+    warm._after_resume(wd, description(wd))
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
+    assert [c[2] for c in calls if c[0] == "set_link"] == [False, True]
+
+
+def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume_world, monkeypatch):
+    wd, calls, world = resume_world
+    monkeypatch.setattr(warm, "LEASE_WAIT", 0.2)
+    monkeypatch.setattr(libvirt, "set_link", lambda domain, mac, up: calls.append(("set_link", mac, up)))
+    with pytest.raises(warm.WarmError, match=r"got no address from network vagrant-libvirt within 0s") as exc:
+        warm._after_resume(wd, description(wd))
+    assert exc.value.hint == "vagabond destroy b && vagabond up b --cold"
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_only_a_network_vagabond_made_gets_its_ports_forwarding_at_once(resume_world, ours):
+    wd, calls, world = resume_world
+    world["ours"] = ["vagrant-libvirt"] if ours else []
+    warm._ports_forward_at_once(description(wd) | {"networks": {"vagrant-libvirt": "<network/>"}})
+    assert calls == ([("forward_at_once", "vagrant-libvirt")] if ours else [])
+
+
+def test_the_resume_script_asks_networkd_without_awaiting_its_reply():
+    """networkctl renew waits for a reply SELinux may deny (Debian's policy does): 5 s lost a restore."""
+    assert "--expect-reply=no" in warm.RESUME_SCRIPT and "networkctl renew" not in warm.RESUME_SCRIPT
+    assert warm.RESUME_SCRIPT.startswith("cat > /dev/urandom && ")

@@ -148,7 +148,7 @@ def save(box: Box, wd: Workdir) -> dict:
 def _quiesce(wd: Workdir, machine: str) -> None:
     """Make the image small and the disk whole: written out, unused blocks given back, caches
     dropped; then one fresh login (what the first command after a restore runs: sshd's login path,
-    sudo, date, networkctl) reads its files back in, so a restored guest does not wait on its disk."""
+    sudo, date, busctl) reads its files back in, so a restored guest does not wait on its disk."""
     remote.run(
         wd,
         machine,
@@ -158,7 +158,8 @@ def _quiesce(wd: Workdir, machine: str) -> None:
     )
     remote.close_master(wd, machine)
     warm_up = (
-        "date >/dev/null; command -v networkctl >/dev/null 2>&1 && networkctl --version >/dev/null; cat >/dev/null"
+        "date >/dev/null; pidof systemd-networkd >/dev/null; command -v busctl >/dev/null 2>&1 && "
+        "busctl --version >/dev/null; cat >/dev/null"
     )
     remote.run(
         wd, machine, ["sudo", "-n", "sh", "-c", warm_up], stream=False, timeout=timeouts.GUEST_COMMAND, input="x"
@@ -241,6 +242,7 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
         with libvirt.CreationTurn():
             if libvirt.ensure_network(network, xml):
                 registry.add_networks([network])
+    _ports_forward_at_once(meta)
     restored: list[str] = []
     try:
         for m in machines(meta):
@@ -268,6 +270,14 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
     _after_resume(wd, meta)
 
 
+def _ports_forward_at_once(meta: dict) -> None:
+    """The restored guests' new bridge ports forward at once, on the networks vagabond made."""
+    ours = set(registry.read()["networks"])
+    for network in meta.get("networks", {}):
+        if network in ours:
+            libvirt.forward_at_once(network)
+
+
 def _write_vagrant_state(wd: Workdir, meta: dict) -> None:
     """Vagrant's machine state as `vagrant up` left it, so plain vagrant ssh, halt and destroy work."""
     wd.claim(".vagrant")
@@ -287,13 +297,17 @@ def _write_vagrant_state(wd: Workdir, meta: dict) -> None:
 
 # In the guest, after a resume: fresh randomness from the host (stdin), and where
 # systemd-networkd runs, its DHCP leases renewed (a request for the address it has: the network's
-# server then holds the lease vagrant-libvirt looks for). Prints "renewed" when it did that (best
-# effort: networkd may not answer, and then the links go down and up instead).
+# server then holds the lease vagrant-libvirt looks for). The request goes over D-Bus with no reply
+# awaited: SELinux policies (Debian's among them) deny networkd's reply to an unconfined caller,
+# and `networkctl renew` then waits for it until its timeout, the renewal long done. Prints
+# "renewed" when it asked.
 RESUME_SCRIPT = (
     "cat > /dev/urandom && "
-    "if command -v networkctl >/dev/null 2>&1; then r=renewed; "
-    'for l in /sys/class/net/*; do l=${l##*/}; [ "$l" = lo ] || '
-    'timeout 5 networkctl renew "$l" >/dev/null 2>&1 || r=; done; echo "$r"; fi'
+    "if command -v busctl >/dev/null 2>&1 && pidof systemd-networkd >/dev/null 2>&1; then r=renewed; "
+    'for l in /sys/class/net/*; do [ "${l##*/}" = lo ] || '
+    "timeout 5 busctl call --expect-reply=no org.freedesktop.network1 /org/freedesktop/network1 "
+    'org.freedesktop.network1.Manager RenewLink i "$(cat "$l/ifindex")" >/dev/null 2>&1 || r=; '
+    'done; echo "$r"; fi'
 )
 
 
@@ -306,17 +320,22 @@ def _after_resume(wd: Workdir, meta: dict) -> None:
     config = saved.split("\nHost *\n")[0]  # Vagrant's part: write_ssh_config adds vagabond's own
     remote.write_ssh_config(wd, config)
     for m in machines(meta):
+        if not m.interfaces:
+            _first_command(wd, m)
+            continue
+        first = m.interfaces[0]
         address = remote.addresses(wd).get(m.name)
-        if address and m.interfaces:
-            libvirt.announce(m.interfaces[0]["network"], address, m.interfaces[0]["mac"])
-        result = _first_command(wd, m)
-        if "renewed" not in result.stdout:
+        if address:
+            libvirt.announce(first["network"], address, first["mac"])
+        # The network's DHCP server knows the guest's lease (the network outlived the save): the
+        # guest's renewal keeps it. It does not (the network was made anew): a renewal is ignored,
+        # and only the link going down and up makes the guest ask afresh.
+        leased = libvirt.lease_address(first["network"], first["mac"]) is not None
+        _first_command(wd, m)
+        if not leased:
             for nic in m.interfaces:
                 libvirt.set_link(m.domain, nic["mac"], up=False)
                 libvirt.set_link(m.domain, nic["mac"], up=True)
-        if not m.interfaces:
-            continue
-        first = m.interfaces[0]
         deadline = time.monotonic() + LEASE_WAIT
         while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
             if time.monotonic() > deadline:
@@ -406,6 +425,7 @@ def reset(box: Box, wd: Workdir) -> dict:
                     hint=f"vagabond destroy {box.name} && vagabond up {box.name}, or vagabond save {box.name}",
                 )
         with ui.step(f"reset {box.name} to its warm image"):
+            _ports_forward_at_once(meta)
             for m in machines(meta):
                 remote.close_master(wd, m.name)
                 libvirt.stop(m.domain)

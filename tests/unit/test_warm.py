@@ -282,3 +282,21 @@ def test_the_resume_script_asks_networkd_without_awaiting_its_reply():
     """networkctl renew waits for a reply SELinux may deny (Debian's policy does): 5 s lost a restore."""
     assert "--expect-reply=no" in warm.RESUME_SCRIPT and "networkctl renew" not in warm.RESUME_SCRIPT
     assert warm.RESUME_SCRIPT.startswith("cat > /dev/urandom && ")
+
+
+def test_destroy_takes_the_layers_of_a_dropped_warm_image_that_nothing_needs_now(box_wd, monkeypatch):
+    """save --drop while the VM runs keeps its layer (the VM's disk stands on it); destroy then
+    takes it, and only it: not a layer a warm image or a domain needs, not one the record lacks."""
+    box, wd = box_wd
+    prefix = warmimage.frozen_prefix(wd)
+    free, needed, used, unrecorded = (f"{prefix}default-{n}.qcow2" for n in ("1", "2", "3", "4"))
+    removed, forgotten = [], []
+    monkeypatch.setattr(libvirt, "volumes", lambda p="", pool=libvirt.POOL: [free, needed, used, unrecorded])
+    monkeypatch.setattr(libvirt, "volumes_in_use", lambda names=None: {used})
+    monkeypatch.setattr(libvirt, "refresh_pool", lambda pool=libvirt.POOL: None)
+    monkeypatch.setattr(warmimage, "layers_in_use", lambda: {needed})
+    monkeypatch.setattr(warmimage.registry, "read", lambda: {"warm": [free, needed, used]})
+    monkeypatch.setattr(warmimage.registry, "forget", lambda warm: forgotten.extend(warm))
+    monkeypatch.setattr(warmimage.files, "remove", lambda path: removed.append(path.name) or True)
+    assert warmimage.drop_unneeded_layers(wd) == [f"disk layer {free}"]
+    assert removed == [free] and forgotten == [free]

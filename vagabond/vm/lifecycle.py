@@ -306,6 +306,7 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
             gone = set(before) - set(libvirt.domains(wd.prefix))
             removed += [f"domain {name} (vagrant destroy)" for name in sorted(gone)]
         removed += remove_vm(wd)
+        removed += warmimage.drop_unneeded_layers(wd)
         # The management network only with the record that a vagabond run made it: another tool's stays.
         net = libvirt.MGMT_NETWORK
         if net in registry.read()["networks"]:

@@ -201,6 +201,22 @@ def drop(wd: Workdir) -> list[str]:
     return _drop_directory(image_dir(wd), load(wd))
 
 
+def drop_unneeded_layers(wd: Workdir) -> list[str]:
+    """After `destroy`: this work directory's frozen disk layers that no domain and no warm image
+    needs any more (a VM ran on its overlay while its warm image was dropped); only layers the
+    record says a vagabond save made."""
+    recorded = set(registry.read()["warm"])
+    candidates = [v for v in libvirt.volumes(frozen_prefix(wd)) if v in recorded]
+    if not candidates:
+        return []
+    keep = libvirt.volumes_in_use() | layers_in_use()
+    gone = [v for v in candidates if v not in keep and files.remove(libvirt.POOL_DIR / v)]
+    if gone:
+        libvirt.refresh_pool()
+        registry.forget(warm=gone)
+    return [f"disk layer {v}" for v in gone]
+
+
 def _drop_directory(directory: Path, meta: dict | None) -> list[str]:
     removed = []
     if meta is not None:

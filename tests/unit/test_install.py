@@ -59,6 +59,23 @@ def test_doctor_gives_the_advice_of_this_distribution(monkeypatch):
     assert checks["vagrant-libvirt"].fix.startswith("sudo apt-get install gcc")
 
 
+def test_the_package_metadata_allows_the_pythons_doctor_names_and_no_other():
+    """pip refuses vagabond on a Python ansible-core 2.16 cannot run on, and doctor says the range."""
+    import tomllib  # 3.11+, the Python the tests run on
+
+    from tests.conftest import REPO
+
+    low, high = install.CONTROLLER_PYTHON
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == f">={low[0]}.{low[1]},<{high[0]}.{high[1] + 1}"
+    assert doctor.check_python((3, 11, 4)).ok and doctor.check_python((3, 10, 0)).ok
+    for outside in ((3, 13, 1), (3, 14, 0), (3, 9, 18)):
+        check = doctor.check_python(outside)
+        text = ".".join(map(str, outside))
+        assert not check.ok and check.detail.startswith(f"Python {text}: vagabond runs on 3.10 to 3.12")
+        assert "--python 3.12" in check.fix
+
+
 class FakeDistribution:
     def __init__(self, direct_url):
         self.direct_url = direct_url

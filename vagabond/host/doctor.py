@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +44,26 @@ def check_tool(name: str, argv: list[str], fix: str, *, required: bool = True, p
 
 def _version_text(version: tuple[int, ...]) -> str:
     return ".".join(map(str, version))
+
+
+def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Check:
+    """The Python vagabond runs on: ansible-core 2.16's controller range (the package's metadata
+    says the same, so pip refuses another)."""
+    low, high = install.CONTROLLER_PYTHON
+    wanted = f"{_version_text(low)} to {_version_text(high)}"
+    text = _version_text(version)
+    if low <= version[:2] <= high:
+        return Check("python", True, f"Python {text} (vagabond runs on {wanted})", version=text)
+    return Check(
+        "python",
+        False,
+        f"Python {text}: vagabond runs on {wanted}, "
+        "the Pythons ansible-core 2.16 (the last that manages CentOS 7) runs on",
+        True,
+        f"install vagabond with a Python {wanted}: e.g. uv tool install --python {_version_text(high)} ... "
+        f"or pipx install --python python{_version_text(high)} ...",
+        version=text,
+    )
 
 
 def check_ansible() -> list[Check]:
@@ -220,6 +241,7 @@ def run_doctor(boxes: list[Box], decision: detect.Decision) -> list[Check]:
     checks += check_libvirt(advice)
     checks.append(check_tool("qemu", ["qemu-system-x86_64", "--version"], advice.qemu))
     checks.append(check_tool("qemu-img", ["qemu-img", "--version"], advice.qemu_img))
+    checks.append(check_python())
     checks += check_ansible()
     checks.append(check_tool("mmdebstrap", ["mmdebstrap", "--version"], advice.mmdebstrap, required=False))
     checks += check_resources(boxes)

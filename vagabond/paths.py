@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -38,6 +39,20 @@ def shipped_boxes_dir() -> Path:
 
 def shipped_playbooks_dir() -> Path:
     return data_dir() / "playbooks"
+
+
+def sudo_invoker() -> tuple[int, int, Path] | None:
+    """The user who ran vagabond through sudo, as (uid, gid, home), when that is why this process
+    is root; None for root itself, or a process that is not root."""
+    uid = os.environ.get("SUDO_UID", "")
+    if os.geteuid() != 0 or not uid.isdigit() or int(uid) == 0:
+        return None
+    try:
+        entry = pwd.getpwuid(int(uid))
+    except KeyError:
+        return None
+    gid = os.environ.get("SUDO_GID", "")
+    return entry.pw_uid, int(gid) if gid.isdigit() else entry.pw_gid, Path(entry.pw_dir)
 
 
 def cache_dir() -> Path:

@@ -75,7 +75,11 @@ def build(box: Box, *, force: bool = False) -> MadeBase:
         ui.info(f"base box {hit.name} {hit.version} is cached: {hit.box_file}")
         return hit
     if os.geteuid() != 0:
-        raise UsageError("building a base box needs root (loop devices, mount, chroot): run it with sudo")
+        raise UsageError(
+            f"the base box of {box.name} is built once, as root (loop devices, mount, chroot)",
+            hint=f'sudo "$(command -v vagabond)" base build {box.name}: it goes to your cache, yours; '
+            f"then vagabond up {box.name} runs as you",
+        )
     for tool in ("mmdebstrap", "losetup", "partx", "mkfs.ext4", "qemu-img"):
         if not process.which(tool):
             raise UsageError(f"'{tool}' is needed to build base boxes", hint="run scripts/install.sh")

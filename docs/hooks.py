@@ -25,7 +25,12 @@ def on_pre_build(config, **kwargs) -> None:
         chart.main([*map(str, figures), "--out", str(DOCS / "benchmarks" / "charts")])
 
 
+CHANGELOG = re.compile(r"<!-- changelog -->")
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    # The changelog page is the repository's CHANGELOG.md, one file for both (its own heading dropped).
+    markdown = CHANGELOG.sub(lambda m: (DOCS.parent / "CHANGELOG.md").read_text().split("\n", 1)[1], markdown)
     return MARKER.sub(lambda m: figures_markdown(m.group(1), page.file.src_uri), markdown)
 
 

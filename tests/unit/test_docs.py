@@ -79,6 +79,10 @@ def test_the_site_builds_without_a_warning(tmp_path):
     # A code block's long line (a trailing comment) wraps in the page instead of running off its edge.
     commands = (tmp_path / "site" / "reference" / "commands" / "index.html").read_text(encoding="utf-8")
     assert "stylesheets/extra.css" in commands
+    # The changelog page is CHANGELOG.md itself, drawn in at build time (one file for both).
+    changelog = (tmp_path / "site" / "changelog" / "index.html").read_text(encoding="utf-8")
+    first_entry = (REPO / "CHANGELOG.md").read_text().split("\n### ", 1)[1].split("\n- ", 1)[1].split()[0:3]
+    assert " ".join(first_entry) in " ".join(re.sub(r"<[^>]+>", "", changelog).split())
     assert "white-space: pre-wrap" in (tmp_path / "site" / "stylesheets" / "extra.css").read_text()
 
 
@@ -167,3 +171,26 @@ def test_every_shell_block_in_the_docs_is_valid_shell():
         if parsed.returncode or any(line.lstrip().startswith("-") for line in joined):
             bad.append(f"{page}: {body.strip()[:120]!r} {parsed.stderr.strip()[:200]}")
     assert bad == []
+
+
+def test_every_box_file_the_docs_show_is_valid(tmp_path):
+    """A ```yaml block that starts with `# boxes/NAME.yaml` is a box file a reader copies: the
+    schema takes it (its playbooks stand in as empty files)."""
+    from ruamel.yaml import YAML
+
+    from vagabond.spec import boxfile
+
+    shown = []
+    for page in [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        for name, body in re.findall(r"^```yaml\n# boxes/([\w.-]+)\.yaml\n(.*?)^```", page.read_text(), re.M | re.S):
+            shown.append((page.relative_to(REPO), name, body))
+    assert shown, "no box file shown in the docs"
+    for page, name, body in shown:
+        project = tmp_path / name
+        (project / "boxes").mkdir(parents=True)
+        (project / "boxes" / f"{name}.yaml").write_text(body)
+        for entry in YAML(typ="safe").load(body).get("playbooks") or []:
+            path = project / (entry if isinstance(entry, str) else entry["path"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("- hosts: all\n  tasks: []\n")
+        assert boxfile.find_box(name, project / "boxes").name == name, page

@@ -3,6 +3,8 @@ reference page is generated from it, and a test keeps it in step with the names 
 
 from __future__ import annotations
 
+from vagabond import timeouts
+
 # vagabond's own.
 VARIABLES: dict[str, str] = {
     "VAGABOND_BOXES": "A directory of box files, looked up before the project's boxes/ (as --boxes-dir).",
@@ -18,10 +20,17 @@ VARIABLES: dict[str, str] = {
     "VAGABOND_REGISTRY": "The OCI registry (host[:port]) VAGABOND_REGISTRY_PASSWORD is for; it is offered to no other.",
     "VAGABOND_REGISTRY_USERNAME": "The user name for an OCI registry (default: vagabond; a token needs none).",
     "VAGABOND_REGISTRY_PASSWORD": "A password or token for an OCI registry (GitHub Actions: the job's token).",
-    "VAGABOND_TIMEOUT_TURN": "Seconds to wait for the host-wide turn to create a domain (default 900).",
-    "VAGABOND_TIMEOUT_PUBLISH_LOCK": "Seconds to wait for a directory catalog's publish lock (default 1800).",
-    "VAGABOND_TIMEOUT_REGISTRY_DOCUMENT": "Seconds one registry answer (a manifest, a token) may take (default 120).",
-    "VAGABOND_TIMEOUT_REGISTRY_TRANSFER": "Seconds one blob up- or download from a registry may take (default 10800).",
+}
+
+
+def _scaled(name: str) -> str:
+    return f" Under software emulation, {timeouts.NON_KVM_COEF}x that." if name in timeouts.SCALED else ""
+
+
+# Every timeout, by the name timeouts.py gives it: a slow host raises the one wait it needs.
+VARIABLES |= {
+    f"VAGABOND_TIMEOUT_{name}": f"Seconds to wait for {waits_for} (default {default:g}).{_scaled(name)}"
+    for name, (default, waits_for) in timeouts.DOCUMENTED.items()
 }
 
 # Others' variables that vagabond honours.

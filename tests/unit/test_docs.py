@@ -54,7 +54,7 @@ def test_every_environment_variable_vagabond_reads_is_listed_and_nothing_else():
             continue  # the workflow's and the action's own variables, which vagabond writes, not reads
         text = path.read_text(encoding="utf-8")
         read |= set(re.findall(r"\"(VAGABOND_[A-Z_]+)\"", text))
-        read |= {f"VAGABOND_TIMEOUT_{n}" for n in re.findall(r"_setting\([^,]+, \"([A-Z_]+)\"\)", text)}
+        read |= {f"VAGABOND_TIMEOUT_{n}" for n in re.findall(r"_setting\([^,]+, \"([A-Z_]+)\",", text)}
     read |= set(re.findall(r"ENV\['(VAGABOND_[A-Z_]+)'\]", (REPO / "Vagrantfile.j2").read_text()))
     read.discard("VAGABOND_PROBE_ROOT")  # the Vagrantfile's, for tests only
     assert read == set(environment.VARIABLES), (

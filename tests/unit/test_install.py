@@ -189,3 +189,32 @@ def test_an_index_install_without_a_record_is_refused(monkeypatch):
 )
 def test_https_remote(url, https):
     assert install.https_remote(url) == https
+
+
+def test_every_timeout_has_its_variable_and_a_bad_one_is_said_not_used():
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from vagabond import environment, timeouts
+
+    names = {n for n, v in vars(timeouts).items() if n.isupper() and isinstance(v, (int, float))} - {"NON_KVM_COEF"}
+    assert names == set(timeouts.DOCUMENTED), "a timeout no variable overrides"
+    assert {f"VAGABOND_TIMEOUT_{n}" for n in names} <= set(environment.VARIABLES)
+    scaled = set()
+    for path in (REPO / "vagabond").rglob("*.py"):
+        scaled |= set(re.findall(r"for_driver\(timeouts\.([A-Z_]+)", path.read_text()))
+    assert scaled == set(timeouts.SCALED), "the reference's 'under emulation, 4x' must name what for_driver scales"
+    code = "from vagabond import timeouts; print(timeouts.BOOT, timeouts.GUEST_COMMAND, timeouts.MALFORMED)"
+    env = {"VAGABOND_TIMEOUT_BOOT": "900", "VAGABOND_TIMEOUT_GUEST_COMMAND": "soon", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "900.0 120 {'VAGABOND_TIMEOUT_GUEST_COMMAND': 'soon'}"
+    timeouts.MALFORMED["VAGABOND_TIMEOUT_GUEST_COMMAND"] = "soon"
+    try:
+        (check,) = doctor.check_timeouts()
+    finally:
+        del timeouts.MALFORMED["VAGABOND_TIMEOUT_GUEST_COMMAND"]
+    assert (
+        not check.ok and not check.required and check.detail == "'soon' is not a number of seconds: the default holds"
+    )

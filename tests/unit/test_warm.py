@@ -263,7 +263,7 @@ def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up(
 
 def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume_world, monkeypatch):
     wd, calls, world = resume_world
-    monkeypatch.setattr(warm, "LEASE_WAIT", 0.2)
+    monkeypatch.setattr(warm.timeouts, "LEASE", 0.2)
     monkeypatch.setattr(libvirt, "set_link", lambda domain, mac, up: calls.append(("set_link", mac, up)))
     with pytest.raises(warm.WarmError, match=r"got no address from network vagrant-libvirt within 0s") as exc:
         warm._after_resume(wd, description(wd))

@@ -66,6 +66,14 @@ def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Chec
     )
 
 
+def check_timeouts() -> list[Check]:
+    """An override of a timeout that is not a positive number of seconds is ignored: said here."""
+    return [
+        Check(name, False, f"{value!r} is not a number of seconds: the default holds", False, f"export {name}=SECONDS")
+        for name, value in timeouts.MALFORMED.items()
+    ]
+
+
 def check_ansible() -> list[Check]:
     """The ansible-playbook vagabond runs (its own environment's first, see process.which), and the
     Mitogen it loads: each within the range vagabond supports, or a failed check that says why."""
@@ -242,6 +250,7 @@ def run_doctor(boxes: list[Box], decision: detect.Decision) -> list[Check]:
     checks.append(check_tool("qemu", ["qemu-system-x86_64", "--version"], advice.qemu))
     checks.append(check_tool("qemu-img", ["qemu-img", "--version"], advice.qemu_img))
     checks.append(check_python())
+    checks += check_timeouts()
     checks += check_ansible()
     checks.append(check_tool("mmdebstrap", ["mmdebstrap", "--version"], advice.mmdebstrap, required=False))
     checks += check_resources(boxes)

@@ -39,7 +39,6 @@ from vagabond.vm.workdir import Workdir
 # Vagrant's machine state that comes back with the VM (index_uuid names an entry of Vagrant's global
 # index, which its destroy removed: Vagrant makes a new one as it would for a new machine).
 VAGRANT_FILES = ("id", "creator_uid", "box_meta", "synced_folders", "action_provision", "vagrant_cwd")
-LEASE_WAIT = 60.0  # seconds for the restored guest's DHCP renewal (software emulation)
 
 # --- the domain's XML --------------------------------------------------------------------------------
 
@@ -336,12 +335,12 @@ def _after_resume(wd: Workdir, meta: dict) -> None:
             for nic in m.interfaces:
                 libvirt.set_link(m.domain, nic["mac"], up=False)
                 libvirt.set_link(m.domain, nic["mac"], up=True)
-        deadline = time.monotonic() + LEASE_WAIT
+        deadline = time.monotonic() + timeouts.LEASE
         while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
             if time.monotonic() > deadline:
                 raise WarmError(
                     f"{m.domain} got no address from network {first['network']} "
-                    f"within {LEASE_WAIT:.0f}s after its restore",
+                    f"within {timeouts.LEASE:.0f}s after its restore",
                     hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
                 )
             time.sleep(0.1)

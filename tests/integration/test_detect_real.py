@@ -29,8 +29,19 @@ def kernel() -> Path:
 
 
 def test_real_facts_are_consistent():
+    """What the probe reads is what /dev/kvm, /proc/cpuinfo and /sys/module say, on any host, and
+    the decision follows from it: kvm only with the device, vmx/svm and a hardware module."""
     facts = detect.probe_host(smoke="never")
     decision = detect.decide_driver(facts)
+    cpu = Path("/proc/cpuinfo").read_text()
+    assert ("vmx" in facts.cpu_flags) == (" vmx" in cpu) and ("svm" in facts.cpu_flags) == (" svm" in cpu)
+    loaded = {m for m in ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm") if Path(f"/sys/module/{m}").exists()}
+    assert loaded <= set(facts.modules)
+    if not Path("/dev/kvm").exists():
+        assert facts.kvm_device == "missing"
+    assert decision.driver in ("kvm", "qemu") and decision.reason
+    if decision.driver == "kvm":
+        assert facts.kvm_device == "ok" and facts.cpu_flags & {"vmx", "svm"} and facts.modules & detect.HW_MODULES
     if PVM_HOST:
         assert decision.driver == "qemu"
         assert "kvm_pvm" in decision.reason

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import configparser
 
+import pytest
+
 from tests.conftest import write_box
+from vagabond.errors import BoxDefinitionError
 from vagabond.spec import boxfile
 from vagabond.vm import ansiblecfg, playbooks
 from vagabond.vm.workdir import Workdir
@@ -87,12 +90,8 @@ def test_rendering_keeps_what_galaxy_installed_and_the_digest_follows_the_files(
 
 def test_a_broken_project_cfg_is_a_clear_error(project):
     box = make(project, cfg="not a section\n")
-    try:
+    with pytest.raises(BoxDefinitionError, match=r"ansible\.cfg: not an ansible\.cfg vagabond can read: "):
         ansiblecfg.config_text(box, project, galaxy=False)
-    except Exception as exc:
-        assert "ansible.cfg: not an ansible.cfg vagabond can read" in str(exc)
-    else:
-        raise AssertionError("a broken ansible.cfg must be refused")
 
 
 def test_ansible_reads_keys_in_any_case_and_section(project):

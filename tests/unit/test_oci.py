@@ -14,7 +14,7 @@ import pytest
 from tests import helpers
 from tests.conftest import stub_programs
 from vagabond import redaction
-from vagabond.errors import RegistryError, UsageError
+from vagabond.errors import PublishError, RegistryError, UsageError
 from vagabond.publish import bodies, credentials, oci, registry
 
 
@@ -115,7 +115,9 @@ def test_a_credential_helper_answers_for_its_registry(monkeypatch, tmp_path):
 def test_a_garbled_auth_file_entry_is_one_line_naming_the_file(tmp_path):
     (tmp_path / "docker").mkdir()
     (tmp_path / "docker" / "config.json").write_text(json.dumps({"auths": {"ghcr.io": {"auth": "%%%"}}}))
-    with pytest.raises(Exception, match=r"config.json: the credentials for ghcr.io are not base64"):
+    with pytest.raises(
+        PublishError, match=r"config.json: the credentials for ghcr.io are not base64 of user:password$"
+    ):
         credentials.credentials("ghcr.io")
 
 

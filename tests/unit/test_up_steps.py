@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import stub_programs, write_box
 from vagabond import process
-from vagabond.errors import StepFailed
+from vagabond.errors import ModeCheckFailed, StepFailed
 from vagabond.host import libvirt
 from vagabond.host.detect import Decision
 from vagabond.publish.read import Published
@@ -241,7 +241,7 @@ def test_verify_modes_asks_inside_the_guest(world, project, monkeypatch):
     lifecycle.verify_modes(run)
     assert any("getenforce" in c[-1] for c in calls(world, "ssh"))
     monkeypatch.setenv("STUB_MODE", "Permissive")
-    with pytest.raises(Exception, match=r"selinux check failed on default: .* printed 'Permissive'"):
+    with pytest.raises(ModeCheckFailed, match=r"selinux check failed on default: .* printed 'Permissive'"):
         lifecycle.verify_modes(run)
 
 

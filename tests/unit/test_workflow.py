@@ -643,3 +643,22 @@ def test_a_runner_python_that_ansible_core_cannot_run_on_stops_the_job_early(pro
     assert install.CONTROLLER_PYTHON == ((3, 10), (3, 12)), (
         "ansible-core's controller support matrix for the pinned 2.16"
     )
+
+
+def test_ci_githubs_options_are_the_settings_fields_declared_once():
+    """Each option of `ci github` that shapes the workflow is a Settings field of the same name,
+    its default the field's; settings_from makes Settings from them without typer."""
+    from dataclasses import fields
+
+    group = typer.main.get_command(app)
+    command = group.commands["ci"].commands["github"]
+    options = {p.name: p for p in command.params}
+    settable = {f.name for f in fields(workflow.Settings)} - {"boxes_dir", "command"}  # worked out, not typed
+    assert settable <= set(options), f"fields no option sets: {sorted(settable - set(options))}"
+    for name in settable:
+        default = options[name].default
+        assert default in (None, False) or default == getattr(workflow.DEFAULTS, name), name
+    made = workflow.settings_from({"runs_on": "self-hosted", "paths_ignore": "a/**, ,b", "aws_role": None, "force": 1})
+    assert made.runs_on == "self-hosted" and made.paths_ignore == ["a/**", "b"]
+    assert made.aws_role == "" and made.keep == workflow.DEFAULTS.keep
+    assert workflow.settings_from({"paths_ignore": ""}).paths_ignore == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +77,19 @@ class Settings:
     inline: bool = False  # inline steps even where the action could be used (vagabond ci github --inline)
     boxes_dir: str = ""  # the box files' directory relative to the repository root, when not boxes/
     command: str = "vagabond ci github"
+
+
+DEFAULTS = Settings()
+
+
+def settings_from(options: dict) -> Settings:
+    """The workflow's settings from `vagabond ci github`'s options, each named as its field: an
+    option left out (None) keeps the field's default; --paths-ignore is comma-separated text."""
+    names = {f.name for f in fields(Settings)}
+    values = {name: value for name, value in options.items() if name in names and value is not None}
+    if isinstance(values.get("paths_ignore"), str):
+        values["paths_ignore"] = [p.strip() for p in values["paths_ignore"].split(",") if p.strip()]
+    return Settings(**values)
 
 
 @dataclass

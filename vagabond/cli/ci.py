@@ -24,6 +24,7 @@ app.add_typer(ci_app, name="ci")
 
 @ci_app.command("github")
 def ci_github(
+    ctx: typer.Context,
     boxes_opt: Annotated[
         Optional[list[str]], typer.Option("--boxes", help="Boxes to test, comma-separated or repeated (default: all).")
     ] = None,
@@ -44,7 +45,7 @@ def ci_github(
     ] = None,
     runs_on: Annotated[
         str, typer.Option("--runs-on", help="GitHub runner label (ubuntu-24.04, ubuntu-26.04, or a self-hosted one).")
-    ] = "ubuntu-24.04",
+    ] = workflow.DEFAULTS.runs_on,
     vagabond_spec: Annotated[
         Optional[str],
         typer.Option(
@@ -60,10 +61,10 @@ def ci_github(
             help="hashicorp (Ubuntu: HashiCorp's apt repository + the plugin) or "
             "distribution (Debian runners: Debian's vagrant and vagrant-libvirt).",
         ),
-    ] = "hashicorp",
+    ] = workflow.DEFAULTS.vagrant_from,
     branch: Annotated[
         str, typer.Option("--branch", help="The branch whose pushes run the tests (pull requests always do).")
-    ] = "main",
+    ] = workflow.DEFAULTS.branch,
     paths_ignore: Annotated[
         Optional[str],
         typer.Option(
@@ -72,11 +73,15 @@ def ci_github(
             f"default: {','.join(workflow.PATHS_IGNORE)}).",
         ),
     ] = None,
-    cron: Annotated[str, typer.Option("--cron", help="When the nightly prebuilt-box job runs (UTC).")] = "17 3 * * *",
-    keep: Annotated[int, typer.Option("--keep", min=1, help="Prebuilt versions kept in the catalog.")] = 5,
+    cron: Annotated[
+        str, typer.Option("--cron", help="When the nightly prebuilt-box job runs (UTC).")
+    ] = workflow.DEFAULTS.cron,
+    keep: Annotated[
+        int, typer.Option("--keep", min=1, help="Prebuilt versions kept in the catalog.")
+    ] = workflow.DEFAULTS.keep,
     environment: Annotated[
         str, typer.Option("--environment", help="GitHub environment holding the publish step's secrets.")
-    ] = "vagabond-publish",
+    ] = workflow.DEFAULTS.environment,
     aws_role: Annotated[
         Optional[str],
         typer.Option("--aws-role", help="IAM role ARN the publish step assumes by OIDC (no stored keys)."),
@@ -85,7 +90,9 @@ def ci_github(
         Optional[str],
         typer.Option("--s3-acl", help="Canned ACL for published S3 objects (buckets made since 2023 refuse ACLs)."),
     ] = None,
-    timeout: Annotated[int, typer.Option("--timeout", min=10, help="Job timeout in minutes.")] = 120,
+    timeout: Annotated[
+        int, typer.Option("--timeout", min=10, help="Job timeout in minutes.")
+    ] = workflow.DEFAULTS.timeout,
     use_action: Annotated[
         Optional[str],
         typer.Option(
@@ -128,23 +135,7 @@ def ci_github(
         raise errors.UsageError(
             "--test-command is empty", hint="give the command that runs the tests, or leave the option out"
         )
-    settings = workflow.Settings(
-        runs_on=runs_on,
-        test_command=test_command or "",
-        cron=cron,
-        keep=keep,
-        timeout=timeout,
-        vagabond_spec=vagabond_spec or "",
-        vagrant_from=vagrant_from,
-        branch=branch,
-        environment=environment,
-        aws_role=aws_role or "",
-        s3_acl=s3_acl or "",
-        use_action=use_action or "",
-        inline=inline,
-    )
-    if paths_ignore is not None:
-        settings.paths_ignore = [p.strip() for p in paths_ignore.split(",") if p.strip()]
+    settings = workflow.settings_from(ctx.params | {"test_command": test_command or None})
     if _state["boxes_dir"] is not None:
         workflow.check_line("--boxes-dir", str(_state["boxes_dir"]))
         root, given = project.project_root(), Path(_state["boxes_dir"]).resolve()

@@ -22,7 +22,7 @@ from tests.helpers import free_port, wait_for
 from vagabond import files, process
 from vagabond.boxes import archive, vagrant
 from vagabond.errors import CommandFailed, PublishError
-from vagabond.publish import stores, transaction
+from vagabond.publish import catalogs, documents, stores
 from vagabond.spec.schema import VagrantBase
 
 pytestmark = pytest.mark.real
@@ -142,7 +142,7 @@ def test_tampered_box_is_refused_and_nothing_installed(tiny_box, tmp_path, nginx
     root, http = nginx
     cat_dir = root / "tampered"
     box = make_version(tiny_box, tmp_path, "2.0.0")
-    transaction.publish(box, str(cat_dir), base_url=f"{http}/tampered")
+    catalogs.publish(box, str(cat_dir), base_url=f"{http}/tampered")
     published = cat_dir / "2.0.0" / "vagabond-test-tiny-2.0.0-libvirt.box"
     with published.open("r+b") as fh:  # flip bytes inside the published file
         fh.seek(10_000)
@@ -174,9 +174,7 @@ def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(
     assert vagrant.download(right) is False, "a box in the store is used as it is"
     # From a catalog, with a version constraint: the newest version that fits.
     for version in ("3.1.0", "4.0.0"):
-        transaction.publish(
-            make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat"
-        )
+        catalogs.publish(make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat")
     fitting = VagrantBase(box="vagabond-test/tiny", url=f"{http}/basecat/metadata.json", version="~> 3.0")
     assert vagrant.download(fitting) is True
     assert "vagabond-test/tiny (libvirt, 3.1.0" in listed() and "4.0.0" not in listed()
@@ -185,17 +183,17 @@ def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(
 def test_published_versions_are_immutable(tiny_box, tmp_path):
     cat = tmp_path / "cat"
     box = make_version(tiny_box, tmp_path, "1.0.0")
-    transaction.publish(box, str(cat))
+    catalogs.publish(box, str(cat))
     with pytest.raises(PublishError, match=r"^vagabond-test/tiny 1.0.0 is already in .*published boxes are immutable"):
-        transaction.publish(box, str(cat))
-    transaction.publish(box, str(cat), force=True)
+        catalogs.publish(box, str(cat))
+    catalogs.publish(box, str(cat), force=True)
     assert [v["version"] for v in json.loads((cat / "metadata.json").read_text())["versions"]] == ["1.0.0"]
 
 
 def test_keep_prunes_files_and_entries(tiny_box, tmp_path):
     cat = tmp_path / "cat"
     for version in ("1.0.0", "1.1.0", "1.10.0", "1.2.0"):
-        transaction.publish(make_version(tiny_box, tmp_path, version), str(cat), keep=2)
+        catalogs.publish(make_version(tiny_box, tmp_path, version), str(cat), keep=2)
     doc = json.loads((cat / "metadata.json").read_text())
     assert [v["version"] for v in doc["versions"]] == ["1.2.0", "1.10.0"]
     assert sorted(p.name for p in cat.iterdir() if p.is_dir()) == ["1.10.0", "1.2.0"]
@@ -206,7 +204,7 @@ def test_changed_box_file_is_refused_before_upload(tiny_box, tmp_path):
     with box.open("ab") as fh:
         fh.write(b"x")
     with pytest.raises(PublishError, match="does not match the sha256"):
-        transaction.publish(box, str(tmp_path / "cat"))
+        catalogs.publish(box, str(tmp_path / "cat"))
     assert not (tmp_path / "cat").exists()
 
 
@@ -236,7 +234,7 @@ def test_concurrent_publishes_to_a_directory_lose_nothing(tiny_box, tmp_path):
 
 def test_s3_catalog(tiny_box, tmp_path, s3, vagrant_home):
     box = make_version(tiny_box, tmp_path, "1.0.0")
-    result = transaction.publish(box, "s3://boxes/ci/tiny", acl="public-read")
+    result = catalogs.publish(box, "s3://boxes/ci/tiny", acl="public-read")
     assert result["metadata_url"] == f"{s3}/boxes/ci/tiny/metadata.json"
     with urllib.request.urlopen(result["metadata_url"]) as resp:
         assert resp.headers["Content-Type"] == "application/json"
@@ -247,7 +245,7 @@ def test_s3_catalog(tiny_box, tmp_path, s3, vagrant_home):
     added = box_add(result["metadata_url"], vagrant_home)
     assert added.ok, added.stderr
     with pytest.raises(PublishError, match="immutable"):
-        transaction.publish(box, "s3://boxes/ci/tiny")
+        catalogs.publish(box, "s3://boxes/ci/tiny")
 
 
 def test_concurrent_publishes_to_s3_lose_nothing(tiny_box, tmp_path, s3):
@@ -308,7 +306,7 @@ def test_credentials_never_reach_output_logs_summary_or_argv(tiny_box, tmp_path,
 def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     root, http = nginx
     box = make_version(tiny_box, tmp_path, "7.0.0")
-    transaction.publish(box, str(root / "repack"), base_url=f"{http}/repack")
+    catalogs.publish(box, str(root / "repack"), base_url=f"{http}/repack")
     assert box_add(f"{http}/repack/metadata.json", vagrant_home).ok
     out = tmp_path / "out"
     env = dict(vagrant_home)
@@ -320,7 +318,7 @@ def test_repackage_then_publish(tiny_box, tmp_path, vagrant_home, nginx):
     assert repacked.name == "vagabond-test-tiny-7.0.0-libvirt.box"
     assert info["sha256"] == files.sha256_file(repacked) and info["size"] == repacked.stat().st_size
     # The description travels: publish reads name and version from it.
-    result = transaction.publish(repacked, str(tmp_path / "cat2"))
+    result = catalogs.publish(repacked, str(tmp_path / "cat2"))
     assert (result["name"], result["version"]) == ("vagabond-test/tiny", "7.0.0")
     missing = process.run([*VAGABOND, "repackage", "nope/none", "--out", out], env=env)
     assert missing.returncode == 2 and "no libvirt box named 'nope/none'" in missing.stderr
@@ -368,7 +366,7 @@ def test_same_version_published_twice_at_once_keeps_one_consistent_box(tiny_box,
 def test_box_objects_are_never_overwritten_without_force(tiny_box, tmp_path, s3):
     for store in (stores.DirStore(tmp_path / "dir", None), stores.open_store("s3://boxes/noclobber")):
         store.put_file("1.0.0/a.box", tiny_box)
-        with pytest.raises(stores.Conflict):
+        with pytest.raises(documents.Conflict):
             store.put_file("1.0.0/a.box", tiny_box)
         store.put_file("1.0.0/a.box", tiny_box, replace=True)
         assert store.read_back("1.0.0/a.box")[1] == files.sha256_file(tiny_box)
@@ -383,7 +381,7 @@ def test_a_publish_cancelled_during_the_upload_leaves_no_file_behind(tmp_path):
     box = archive.write_box(work / "box.img", work / "big.box", virtual_size_gib=1)
     (work / "box.img").unlink()
     cat = tmp_path / "cat"
-    transaction.publish(make_version(box, tmp_path, "1.0.0"), str(cat))  # an earlier version stays as it is
+    catalogs.publish(make_version(box, tmp_path, "1.0.0"), str(cat))  # an earlier version stays as it is
     before = sorted(p.relative_to(cat) for p in cat.rglob("*"))
     proc = subprocess.Popen(
         [*VAGABOND, "publish", str(make_version(box, tmp_path, "2.0.0")), "--catalog", str(cat)],

@@ -26,7 +26,7 @@ from tests.helpers import free_port
 from vagabond import files
 from vagabond.errors import PublishError
 from vagabond.host.vagrant import Vagrant
-from vagabond.publish import oci, registry, transaction
+from vagabond.publish import catalogs, oci, registry
 from vagabond.publish.read import Published, find_current
 from vagabond.vm import prebuilt
 
@@ -80,7 +80,7 @@ def anonymous(served):
 def test_publish_tags_a_version_whose_manifest_says_what_up_needs(anonymous, tmp_path):
     catalog = f"{anonymous}/org/boxes/tiny"
     box = make_box(tmp_path, "1.0.0")
-    result = transaction.publish(box, catalog)
+    result = catalogs.publish(box, catalog)
     assert result["url"] == f"{catalog}:1.0.0" and result["sha256"] == files.sha256_file(box)
     reg = oci.open_registry(catalog)
     assert reg.tags() == ["1.0.0"]
@@ -97,37 +97,37 @@ def test_publish_tags_a_version_whose_manifest_says_what_up_needs(anonymous, tmp
 def test_versions_are_immutable_unless_forced_and_keep_prunes_the_oldest(anonymous, tmp_path):
     catalog = f"{anonymous}/org/tiny"
     first = make_box(tmp_path, "1.0.0")
-    transaction.publish(first, catalog)
+    catalogs.publish(first, catalog)
     with pytest.raises(PublishError, match="already published with this very file"):
-        transaction.publish(first, catalog)
+        catalogs.publish(first, catalog)
     other = make_box(tmp_path, "1.0.0", disk=b"other disk")
     with pytest.raises(PublishError, match=r"already in .* published boxes are immutable"):
-        transaction.publish(other, catalog)
-    transaction.publish(other, catalog, force=True)
+        catalogs.publish(other, catalog)
+    catalogs.publish(other, catalog, force=True)
     reg = oci.open_registry(catalog)
     assert reg.manifest("1.0.0")[0]["layers"][0]["digest"] == f"sha256:{files.sha256_file(other)}"
-    transaction.publish(make_box(tmp_path, "1.1.0"), catalog)
-    result = transaction.publish(make_box(tmp_path, "1.2.0"), catalog, keep=2)
+    catalogs.publish(make_box(tmp_path, "1.1.0"), catalog)
+    result = catalogs.publish(make_box(tmp_path, "1.2.0"), catalog, keep=2)
     assert result["pruned"] == ["1.0.0"]
     assert sorted(reg.tags()) == ["1.1.0", "1.2.0"]
     with pytest.raises(PublishError, match="--keep 2 would prune it at once"):
-        transaction.publish(make_box(tmp_path, "0.9.0"), catalog, keep=2)
+        catalogs.publish(make_box(tmp_path, "0.9.0"), catalog, keep=2)
 
 
 def test_a_big_box_goes_up_in_chunks_and_comes_back_whole(anonymous, tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "CHUNK", 2**20)
     catalog = f"{anonymous}/org/big"
     box = make_box(tmp_path, "2.0.0", disk=os.urandom(5 * 2**20 + 123))
-    transaction.publish(box, catalog)
+    catalogs.publish(box, catalog)
     path, sha = oci.download(catalog, NAME, "2.0.0")
     assert sha == files.sha256_file(box) and path.read_bytes() == box.read_bytes()
 
 
 def test_up_finds_the_newest_version_built_from_this_definition(anonymous, tmp_path):
     catalog = f"{anonymous}/org/pick"
-    transaction.publish(make_box(tmp_path, "1.0.0"), catalog)
-    transaction.publish(make_box(tmp_path, "1.1.0"), catalog)
-    transaction.publish(make_box(tmp_path, "2.0.0", digest="e" * 64), catalog)
+    catalogs.publish(make_box(tmp_path, "1.0.0"), catalog)
+    catalogs.publish(make_box(tmp_path, "1.1.0"), catalog)
+    catalogs.publish(make_box(tmp_path, "2.0.0", digest="e" * 64), catalog)
     found, why = find_current(catalog, DIGEST, NAME)
     assert found == Published(NAME, "1.1.0", catalog) and "1.1.0 matches this definition" in why
     found, _ = find_current(catalog, DIGEST, NAME, "< 1.1")
@@ -141,12 +141,12 @@ def test_a_pulled_box_is_in_vagrants_store_and_a_tampered_blob_is_refused(anonym
     monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "vagrant.d"))
     catalog = f"{anonymous}/org/pull"
     box = make_box(tmp_path, "1.0.0")
-    transaction.publish(box, catalog)
+    catalogs.publish(box, catalog)
     assert prebuilt.fetch(Published(NAME, "1.0.0", catalog))[0] is not None
     assert Vagrant().has_box(NAME, "1.0.0")
     assert not list((tmp_path / "cache" / "prebuilt").rglob("*.box")), "the download went into the store"
 
-    transaction.publish(make_box(tmp_path, "1.1.0", disk=b"to be tampered with"), catalog)
+    catalogs.publish(make_box(tmp_path, "1.1.0", disk=b"to be tampered with"), catalog)
     layer = oci.open_registry(catalog).manifest("1.1.0")[0]["layers"][0]["digest"].split(":")[1]
     (blob,) = (tmp_path / "storage").rglob(f"blobs/sha256/{layer[:2]}/{layer}/data")
     blob.write_bytes(blob.read_bytes().replace(b"to be tampered with", b"TAMPERED tampered!!"))
@@ -177,7 +177,7 @@ def test_an_interrupted_push_leaves_no_tag(anonymous, tmp_path, monkeypatch):
 
     monkeypatch.setattr(registry.Registry, "request", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        transaction.publish(box, catalog)
+        catalogs.publish(box, catalog)
     monkeypatch.setattr(registry.Registry, "request", real)
     assert oci.open_registry(catalog).tags() == []
 
@@ -223,16 +223,16 @@ def test_basic_auth_from_the_environment_or_dockers_file_and_never_in_a_message(
     catalog = f"{basic}/org/private"
     box = make_box(tmp_path, "1.0.0")
     with pytest.raises(PublishError, match=r"HTTP 401 \(.*\)$") as refused:
-        transaction.publish(box, catalog)
+        catalogs.publish(box, catalog)
     assert "\n" not in str(refused.value)
     monkeypatch.setenv("VAGABOND_REGISTRY_USERNAME", USER)
     monkeypatch.setenv("VAGABOND_REGISTRY", basic.removeprefix("oci://"))
     monkeypatch.setenv("VAGABOND_REGISTRY_PASSWORD", "wrong-" + PASSWORD)
     with pytest.raises(PublishError) as wrong:
-        transaction.publish(box, catalog)
+        catalogs.publish(box, catalog)
     assert PASSWORD not in str(wrong.value) and "HTTP 401" in str(wrong.value)
     monkeypatch.setenv("VAGABOND_REGISTRY_PASSWORD", PASSWORD)
-    transaction.publish(box, catalog)
+    catalogs.publish(box, catalog)
     monkeypatch.delenv("VAGABOND_REGISTRY_USERNAME")
     monkeypatch.delenv("VAGABOND_REGISTRY_PASSWORD")
     host = basic.removeprefix("oci://")
@@ -327,11 +327,11 @@ def test_the_token_flow_anonymous_pulls_and_an_authenticated_push(token_auth, tm
     catalog = f"{token_auth}/org/tokens"
     box = make_box(tmp_path, "1.0.0")
     with pytest.raises(PublishError, match="HTTP 401"):
-        transaction.publish(box, catalog)  # an anonymous token holds no push
+        catalogs.publish(box, catalog)  # an anonymous token holds no push
     monkeypatch.setenv("VAGABOND_REGISTRY_USERNAME", USER)
     monkeypatch.setenv("VAGABOND_REGISTRY_PASSWORD", PASSWORD)
     monkeypatch.setenv("VAGABOND_REGISTRY", token_auth.removeprefix("oci://"))
-    transaction.publish(box, catalog)
+    catalogs.publish(box, catalog)
     assert "pull,push" in TokenService.issued
     monkeypatch.delenv("VAGABOND_REGISTRY_PASSWORD")
     found, why = find_current(catalog, DIGEST, NAME)  # public pulls, as GHCR's, ask for a token too

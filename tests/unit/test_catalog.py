@@ -12,7 +12,8 @@ from tests.conftest import write_box
 from vagabond import paths
 from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
-from vagabond.publish import documents, read, s3, stores, versions
+from vagabond.publish import documents, s3, stores, versions
+from vagabond.publish.catalogs import open_catalog
 from vagabond.publish.documents import Archive
 from vagabond.publish.read import Published
 from vagabond.spec import boxfile
@@ -59,12 +60,12 @@ def catalog_file(tmp_path, versions) -> Path:
 
 def test_find_current_matches_digest(tmp_path):
     meta = catalog_file(tmp_path, (("1", "old"), ("2", "cur"), ("3", "other"), ("4", "cur")))
-    found, why = read.find_current(meta.as_uri(), "cur", "org/deps")
+    found, why = open_catalog(meta.as_uri()).find_current("cur", "org/deps")
     assert (found.name, found.version) == ("org/deps", "4")
     assert why == "prebuilt org/deps 4 matches this definition"
-    none, why = read.find_current(meta.as_uri(), "nope", "org/deps")
+    none, why = open_catalog(meta.as_uri()).find_current("nope", "org/deps")
     assert none is None and why.startswith(f"no version in {meta.as_uri()} was built from this box definition")
-    missing, why = read.find_current((tmp_path / "absent.json").as_uri(), "cur", "org/deps")
+    missing, why = open_catalog((tmp_path / "absent.json").as_uri()).find_current("cur", "org/deps")
     assert missing is None and "could not be read" in why
 
 
@@ -97,9 +98,9 @@ def test_version_constraints_mean_what_they_mean_to_vagrant(version, constraint,
 
 def test_the_newest_current_version_the_constraint_allows(tmp_path):
     meta = catalog_file(tmp_path, (("1.0.5", "cur"), ("1.2.0", "cur"), ("2.0.0", "cur"), ("1.3.0", "old")))
-    assert read.find_current(meta.as_uri(), "cur", "org/deps")[0].version == "2.0.0"
-    assert read.find_current(meta.as_uri(), "cur", "org/deps", "~> 1.0")[0].version == "1.2.0"
-    none, why = read.find_current(meta.as_uri(), "cur", "org/deps", "~> 3.0")
+    assert open_catalog(meta.as_uri()).find_current("cur", "org/deps")[0].version == "2.0.0"
+    assert open_catalog(meta.as_uri()).find_current("cur", "org/deps", "~> 1.0")[0].version == "1.2.0"
+    none, why = open_catalog(meta.as_uri()).find_current("cur", "org/deps", "~> 3.0")
     assert none is None and why.endswith("meets the version constraint '~> 3.0' (1.0.5, 1.2.0, 2.0.0 do not)")
 
 
@@ -142,12 +143,12 @@ GOOD_VERSION = {
 def test_a_catalog_that_is_not_what_vagabond_expects_is_a_reason_not_a_crash(tmp_path, body, why):
     meta = tmp_path / "metadata.json"
     meta.write_bytes(body)
-    found, reason = read.find_current(meta.as_uri(), "cur", "org/deps")
+    found, reason = open_catalog(meta.as_uri()).find_current("cur", "org/deps")
     assert found is None and why in reason, reason
 
 
 def test_a_catalog_url_that_is_not_http_or_file_is_a_reason(tmp_path):
-    found, reason = read.find_current("ftp://h/metadata.json", "cur", "org/deps")
+    found, reason = open_catalog("ftp://h/metadata.json").find_current("cur", "org/deps")
     assert found is None and reason.startswith(
         "catalog ftp://h/metadata.json could not be read ('ftp://h/metadata.json' is not an http(s)://"
     )
@@ -163,7 +164,7 @@ def test_an_entry_without_a_checksum_is_never_current(tmp_path):
     }
     for entry in (bare, weak):
         meta.write_text(json.dumps({"name": "org/deps", "versions": [entry]}))
-        found, reason = read.find_current(meta.as_uri(), "cur", "org/deps")
+        found, reason = open_catalog(meta.as_uri()).find_current("cur", "org/deps")
         assert found is None
         assert reason == (
             f"the versions in {meta.as_uri()} built from this box definition (1) list no sha256 checksum, "
@@ -190,7 +191,7 @@ def test_a_plain_http_box_file_needs_a_checksum(project):
 def test_the_prebuilt_name_is_the_box_files_not_the_catalogs(tmp_path):
     meta = tmp_path / "metadata.json"
     meta.write_text(json.dumps({"name": "org/deps", "versions": [GOOD_VERSION]}))
-    found, _ = read.find_current(meta.as_uri(), "cur", "org/deps")
+    found, _ = open_catalog(meta.as_uri()).find_current("cur", "org/deps")
     assert found.name == "org/deps"
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from tests import helpers
 from vagabond.cli.app import app
 from vagabond.errors import EXIT_CODES
-from vagabond.publish import read
+from vagabond.publish.catalogs import open_catalog
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 runner = CliRunner()
@@ -264,7 +264,7 @@ def test_random_publishes_never_write_outside_the_catalog(
 def test_random_catalogs_are_a_reason_for_up_never_a_crash(tmp_path_factory, doc, raw, use_raw):
     meta = tmp_path_factory.mktemp("cat") / "metadata.json"
     meta.write_bytes(raw if use_raw else json.dumps(doc).encode())
-    found, why = read.find_current(meta.as_uri(), "d" * 64, "org/tiny")
+    found, why = open_catalog(meta.as_uri()).find_current("d" * 64, "org/tiny")
     assert found is None or found.name == "org/tiny"
     assert isinstance(why, str) and "\n" not in why
 

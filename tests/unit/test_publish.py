@@ -13,7 +13,7 @@ from vagabond import files
 from vagabond.boxes import archive
 from vagabond.cli.app import app
 from vagabond.errors import PublishError, UsageError
-from vagabond.publish import stores, transaction
+from vagabond.publish import catalogs, stores
 
 runner = CliRunner()
 NAME = "org/tiny"
@@ -38,7 +38,7 @@ def catalog_doc(root: Path) -> dict:
 
 def test_publish_then_the_catalog_names_exactly_the_files_it_holds(tmp_path):
     cat = tmp_path / "cat"
-    result = transaction.publish(make_box(tmp_path, "1.0.0"), str(cat))
+    result = catalogs.publish(make_box(tmp_path, "1.0.0"), str(cat))
     assert listing(cat) == ["1.0.0/org-tiny-1.0.0-libvirt.box", "metadata.json"]
     assert result["url"] == (cat / "1.0.0/org-tiny-1.0.0-libvirt.box").as_uri()
 
@@ -56,7 +56,7 @@ def test_keep_never_deletes_outside_the_catalog(tmp_path):
             }
         )
     )
-    result = transaction.publish(make_box(tmp_path, "2"), str(cat), keep=1)
+    result = catalogs.publish(make_box(tmp_path, "2"), str(cat), keep=1)
     assert victim.read_text() == "keep me"
     assert result["pruned"] == ["1"] and [v["version"] for v in catalog_doc(cat)["versions"]] == ["2"]
 
@@ -65,7 +65,7 @@ def test_keep_never_deletes_outside_the_catalog(tmp_path):
 def test_a_version_vagrant_cannot_order_is_refused_before_any_upload(tmp_path, version):
     cat = tmp_path / "cat"
     with pytest.raises(UsageError, match="is not one Vagrant can order"):
-        transaction.publish(make_box(tmp_path, "1.0.0"), str(cat), version=version)
+        catalogs.publish(make_box(tmp_path, "1.0.0"), str(cat), version=version)
     assert not cat.exists() and not (tmp_path / "x").exists()
 
 
@@ -76,16 +76,16 @@ def test_a_catalog_vagabond_cannot_order_is_refused_before_any_upload(tmp_path):
         json.dumps({"name": NAME, "versions": [{"version": "1.0.beta", "providers": []}]})
     )
     with pytest.raises(PublishError, match="has no version of digits and dots"):
-        transaction.publish(make_box(tmp_path, "1.0.1"), str(cat))
+        catalogs.publish(make_box(tmp_path, "1.0.1"), str(cat))
     assert listing(cat) == ["metadata.json"], "a refused publish must leave no file behind"
 
 
 def test_force_uploads_beside_the_live_file_then_switches_and_removes_the_old_one(tmp_path):
     cat = tmp_path / "cat"
-    transaction.publish(make_box(tmp_path, "1.0.0", b"old"), str(cat))
+    catalogs.publish(make_box(tmp_path, "1.0.0", b"old"), str(cat))
     old_sha = catalog_doc(cat)["versions"][0]["providers"][0]["checksum"]
     new = make_box(tmp_path, "1.0.0", b"new contents")
-    result = transaction.publish(new, str(cat), force=True)
+    result = catalogs.publish(new, str(cat), force=True)
     provider = catalog_doc(cat)["versions"][0]["providers"][0]
     assert provider["checksum"] == files.sha256_file(new) != old_sha
     assert result["url"] == provider["url"] and result["url"].endswith(f"-{provider['checksum'][:12]}-libvirt.box")
@@ -94,28 +94,28 @@ def test_force_uploads_beside_the_live_file_then_switches_and_removes_the_old_on
 
 def test_a_failed_read_back_leaves_the_catalog_and_its_file_as_they_were(tmp_path, monkeypatch):
     cat = tmp_path / "cat"
-    transaction.publish(make_box(tmp_path, "1.0.0", b"old"), str(cat))
+    catalogs.publish(make_box(tmp_path, "1.0.0", b"old"), str(cat))
     before, listed = catalog_doc(cat), listing(cat)
     monkeypatch.setattr(stores.DirStore, "read_back", lambda self, key: (1, "0" * 64))
     with pytest.raises(PublishError, match="reads back as 1 bytes"):
-        transaction.publish(make_box(tmp_path, "1.0.0", b"new"), str(cat), force=True)
+        catalogs.publish(make_box(tmp_path, "1.0.0", b"new"), str(cat), force=True)
     assert catalog_doc(cat) == before and listing(cat) == listed
 
 
 def test_keep_refuses_a_version_it_would_prune_at_once(tmp_path):
     cat = tmp_path / "cat"
     for v in ("3", "4"):
-        transaction.publish(make_box(tmp_path, v), str(cat))
+        catalogs.publish(make_box(tmp_path, v), str(cat))
     with pytest.raises(
         PublishError, match=r"^org/tiny 2 is older than the 2 newest versions in .*: --keep 2 would prune it at once"
     ):
-        transaction.publish(make_box(tmp_path, "2"), str(cat), keep=2)
+        catalogs.publish(make_box(tmp_path, "2"), str(cat), keep=2)
     assert [v["version"] for v in catalog_doc(cat)["versions"]] == ["3", "4"] and len(listing(cat)) == 3
 
 
 def test_a_version_pruned_by_a_concurrent_publish_is_reported_and_its_file_removed(tmp_path, monkeypatch):
     cat = tmp_path / "cat"
-    transaction.publish(make_box(tmp_path, "1"), str(cat))
+    catalogs.publish(make_box(tmp_path, "1"), str(cat))
     real = stores.DirStore.get_metadata
     calls = {"n": 0}
 
@@ -128,20 +128,20 @@ def test_a_version_pruned_by_a_concurrent_publish_is_reported_and_its_file_remov
 
     monkeypatch.setattr(stores.DirStore, "get_metadata", newer_meanwhile)
     with pytest.raises(PublishError, match="was published, but --keep 2 pruned it at once"):
-        transaction.publish(make_box(tmp_path, "2"), str(cat), keep=2)
+        catalogs.publish(make_box(tmp_path, "2"), str(cat), keep=2)
     assert not (cat / "2").exists(), "the pruned version's file must not stay behind"
 
 
 def test_an_interrupted_publish_leaves_no_upload(tmp_path, monkeypatch):
     cat = tmp_path / "cat"
-    transaction.publish(make_box(tmp_path, "1"), str(cat))
+    catalogs.publish(make_box(tmp_path, "1"), str(cat))
 
     def interrupted(self, data, token):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(stores.DirStore, "put_metadata", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        transaction.publish(make_box(tmp_path, "2"), str(cat))
+        catalogs.publish(make_box(tmp_path, "2"), str(cat))
     assert listing(cat) == ["1/org-tiny-1-libvirt.box", "metadata.json"]
 
 

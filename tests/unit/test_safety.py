@@ -20,7 +20,8 @@ from vagabond import files, paths, timeouts
 from vagabond.cli.app import app
 from vagabond.errors import Busy, PublishError, UnsafePath
 from vagabond.host import libvirt
-from vagabond.publish import documents, read, transaction
+from vagabond.publish import catalogs, documents
+from vagabond.publish.catalogs import open_catalog
 from vagabond.spec import boxfile
 from vagabond.vm import remote
 from vagabond.vm.workdir import Workdir
@@ -227,13 +228,13 @@ def test_publish_lock_and_upload_never_follow_links(tmp_path, victim):
     (cat / documents.LOCK).symlink_to(victim[1])
     box = make_box(tmp_path, "1.0.0")
     with pytest.raises(UnsafePath, match="is a symbolic link"):
-        transaction.publish(box, str(cat))
+        catalogs.publish(box, str(cat))
     assert untouched(victim)
     (cat / documents.LOCK).unlink()
     (cat / "1.0.0").mkdir()
     for name in (f".org-tiny-1.0.0-libvirt.box.{os.getpid()}.tmp", ".metadata.json.tmp"):  # earlier predictable names
         (cat / "1.0.0" / name).symlink_to(victim[1])
-    transaction.publish(box, str(cat))
+    catalogs.publish(box, str(cat))
     assert untouched(victim)
     assert (cat / "1.0.0" / "org-tiny-1.0.0-libvirt.box").read_bytes() == box.read_bytes()
 
@@ -271,13 +272,13 @@ def test_pruning_deletes_only_names_vagabond_gave_that_no_kept_entry_uses(tmp_pa
     from tests.unit.test_publish import NAME, make_box
 
     cat = tmp_path / "cat"
-    transaction.publish(make_box(tmp_path, "2"), str(cat))
+    catalogs.publish(make_box(tmp_path, "2"), str(cat))
     doc = json.loads((cat / "metadata.json").read_text())
     doc["versions"].insert(0, {"version": "1", "providers": [{"name": "libvirt", "url": cat.as_uri() + "/" + url}]})
     (cat / "metadata.json").write_text(json.dumps(doc))
     (cat / ".publish.lock").write_text("")
     before = sorted(p.relative_to(cat).as_posix() for p in cat.rglob("*"))
-    result = transaction.publish(make_box(tmp_path, "3"), str(cat), keep=2)
+    result = catalogs.publish(make_box(tmp_path, "3"), str(cat), keep=2)
     assert result["pruned"] == ["1"]
     after = sorted(p.relative_to(cat).as_posix() for p in cat.rglob("*"))
     assert set(before) <= set(after), "nothing but the pruned version's own file may go"
@@ -289,7 +290,7 @@ def test_pruning_deletes_the_pruned_versions_own_file(tmp_path):
 
     cat = tmp_path / "cat"
     for version in ("1", "2", "3"):
-        transaction.publish(make_box(tmp_path, version), str(cat), keep=2)
+        catalogs.publish(make_box(tmp_path, version), str(cat), keep=2)
     assert not (cat / "1").exists() and (cat / "2" / "org-tiny-2-libvirt.box").is_file()
 
 
@@ -341,7 +342,7 @@ def test_publish_refuses_an_archive_vagrant_box_add_would_refuse(tmp_path, membe
     box.with_name(box.name + ".json").write_text(json.dumps({"name": "org/bad", "version": "1.0"}))
     cat = tmp_path / "cat"
     with pytest.raises(PublishError, match=f"member '.*' is {kind}; vagrant box add would refuse this box"):
-        transaction.publish(box, str(cat))
+        catalogs.publish(box, str(cat))
     assert not cat.exists()
 
 
@@ -353,7 +354,7 @@ def test_deeply_nested_json_is_one_line_everywhere(tmp_path, monkeypatch):
     deep = "[" * 100_000 + "]" * 100_000
     meta = tmp_path / "metadata.json"
     meta.write_text(deep)
-    found, reason = read.find_current(meta.as_uri(), "d", "org/x")
+    found, reason = open_catalog(meta.as_uri()).find_current("d", "org/x")
     assert (
         found is None
         and reason == f"catalog {meta.as_uri()} could not be read (catalog {meta.as_uri()} nests deeper than 64 levels)"
@@ -449,11 +450,11 @@ def test_pruning_removes_a_link_as_a_link_never_what_it_points_at(tmp_path):
 
     cat = tmp_path / "cat"
     for version in ("1", "2"):
-        transaction.publish(make_box(tmp_path, version), str(cat), keep=2)
+        catalogs.publish(make_box(tmp_path, version), str(cat), keep=2)
     old = cat / "1" / "org-tiny-1-libvirt.box"
     old.unlink()
     old.symlink_to(cat / "metadata.json")
-    result = transaction.publish(make_box(tmp_path, "3"), str(cat), keep=2)
+    result = catalogs.publish(make_box(tmp_path, "3"), str(cat), keep=2)
     assert result["pruned"] == ["1"]
     assert not old.is_symlink() and not old.exists()
     assert json.loads((cat / "metadata.json").read_text())["name"] == NAME

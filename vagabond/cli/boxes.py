@@ -213,9 +213,9 @@ def publish_(
 
     Example: vagabond publish dist/debian12-selinux.box --catalog oci://ghcr.io/myorg/myrepo/debian12-selinux
     """
-    from vagabond.publish import transaction
+    from vagabond.publish import catalogs
 
-    result = transaction.publish(
+    result = catalogs.publish(
         box_file, catalog, name=name, version=version, keep=keep, force=force, base_url=base_url, acl=s3_acl
     )
     if as_json:

@@ -175,14 +175,14 @@ def render_(
 
     Example: vagabond render centos7-selinux -o . && vagrant up && vagrant ssh -c getenforce
     """
-    from vagabond.publish import oci
+    from vagabond.publish.catalogs import open_catalog
     from vagabond.spec import boxfile
     from vagabond.vm import render
 
     definition = boxfile.find_box(box, _box_dirs())
     options = render.RenderOptions(driver=driver.value if driver else None, fresh=fresh)
     spec = definition.spec.prebuilt
-    if spec is not None and not fresh and oci.is_oci(spec.catalog):
+    if spec is not None and not fresh and not open_catalog(spec.catalog).vagrant_reads:
         ui.info(
             f"the prebuilt box {spec.name} is in an OCI registry, which plain `vagrant up` cannot read: the "
             f"Vagrantfile boots it once `vagabond pull {box}` has added it to Vagrant's box store, and the base "

@@ -15,6 +15,12 @@ from vagabond import files
 from vagabond.errors import PublishError, UsageError
 from vagabond.publish.versions import BOX_NAME, VERSION, check_version, version_key
 
+
+class Conflict(Exception):
+    """Someone else changed metadata.json (or created the object) since we looked: read again
+    (a store's conditional write: directories and S3 alike)."""
+
+
 METADATA = "metadata.json"
 LOCK = ".publish.lock"  # beside metadata.json in a directory catalog
 

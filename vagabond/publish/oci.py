@@ -29,10 +29,6 @@ ANNOTATION = "dev.vagabond."  # prefix of vagabond's own annotations
 MAX_CANDIDATES = 50
 
 
-def is_oci(catalog: str) -> bool:
-    return urlparse(catalog).scheme == SCHEME
-
-
 def open_registry(catalog: str) -> Registry:
     """oci://HOST[:PORT]/REPOSITORY, checked, as a Registry client (credentials found, not used yet)."""
     parsed = urlparse(catalog)  # which drops tabs and line breaks silently: refused before
@@ -67,8 +63,6 @@ def _annotations(archive: Archive, size: int) -> dict[str, str]:
 def publish(path: Path, catalog: str, *, name=None, version=None, keep=None, force=False) -> dict:
     """Push the box as the artifact of its version's tag (refused when the tag exists, unless
     force); with keep, remove this box's oldest versions beyond the keep newest."""
-    if keep is not None and keep < 1:
-        raise UsageError("--keep must be at least 1")
     if version is not None:
         check_version(version)
     archive = Archive.load(path, name=name, version=version)

@@ -10,7 +10,6 @@ from urllib.request import urlopen
 
 from vagabond import files, timeouts, ui
 from vagabond.errors import PublishError
-from vagabond.publish import oci
 from vagabond.publish.documents import check_catalog
 from vagabond.publish.versions import satisfies, version_key
 
@@ -33,13 +32,12 @@ def fetch_metadata(url: str, timeout: float = timeouts.CATALOG) -> object:
         return files.loads(resp.read(files.JSON_MAX_BYTES + 1), f"catalog {url}")
 
 
-def find_current(url: str, digest: str, name: str, constraint: str | None = None) -> tuple[Published | None, str]:
-    """The newest version of box ``name`` built from this exact definition (among the versions the
-    constraint allows), or None and the reason there is none. Whatever the catalog holds, the
-    answer is one of the two, never an exception."""
-    if oci.is_oci(url):
-        version, why = oci.find_current(url, digest, name, constraint)
-        return (Published(name, version, url) if version else None), why
+def find_current_in_metadata(
+    url: str, digest: str, name: str, constraint: str | None = None
+) -> tuple[Published | None, str]:
+    """In a metadata.json catalog: the newest version of box ``name`` built from this exact
+    definition (among the versions the constraint allows), or None and the reason there is none.
+    Whatever the catalog holds, the answer is one of the two, never an exception."""
     try:
         doc = check_catalog(fetch_metadata(url), f"catalog {url}", name)
     except PublishError as exc:

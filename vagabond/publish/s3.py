@@ -14,8 +14,7 @@ from pathlib import Path
 
 from vagabond import redaction
 from vagabond.errors import PublishError, UsageError
-from vagabond.publish.documents import METADATA, parse_json
-from vagabond.publish.stores import Conflict
+from vagabond.publish.documents import METADATA, Conflict, parse_json
 
 AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 log = logging.getLogger("vagabond.publish")  # --debug: every request to a bucket, by URL

@@ -13,11 +13,7 @@ from urllib.parse import urlparse
 
 from vagabond import files, timeouts
 from vagabond.errors import PublishError, UsageError
-from vagabond.publish.documents import LOCK, METADATA, parse_json
-
-
-class Conflict(Exception):
-    """Someone else changed metadata.json (or created the object) since we looked: read again."""
+from vagabond.publish.documents import LOCK, METADATA, Conflict, parse_json
 
 
 class Store(Protocol):

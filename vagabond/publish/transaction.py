@@ -9,24 +9,19 @@ import time
 from pathlib import Path
 
 from vagabond import ui
-from vagabond.errors import PublishError, UsageError
-from vagabond.publish import oci
-from vagabond.publish.documents import METADATA, Archive, box_key, check_catalog, merge, own_key, urls
-from vagabond.publish.stores import Conflict, Store, open_store
+from vagabond.errors import PublishError
+from vagabond.publish.documents import METADATA, Archive, Conflict, box_key, check_catalog, merge, own_key, urls
+from vagabond.publish.stores import Store, open_store
 from vagabond.publish.versions import check_version, version_key
 
 CONFLICT_RETRIES = 20
 
 
-def publish(path: Path, catalog: str, **options) -> dict:
-    """Check everything, upload and verify, then add the version to metadata.json in one atomic (or
-    conditional) write, then delete what left the catalog. Nothing is uploaded before every input
-    is known to be good; a publish that fails after uploading removes its upload again."""
-    if oci.is_oci(catalog):
-        for option in ("base_url", "acl"):
-            if options.pop(option, None):
-                raise UsageError(f"--{option.replace('_', '-')} does not apply to an oci:// catalog")
-        return oci.publish(path, catalog, **options)
+def publish_to_store(path: Path, catalog: str, **options) -> dict:
+    """A metadata catalog (a directory or S3; catalogs.py chooses): check everything, upload and
+    verify, then add the version to metadata.json in one atomic (or conditional) write, then delete
+    what left the catalog. Nothing is uploaded before every input is known to be good; a publish
+    that fails after uploading removes its upload again."""
     try:
         return _publish(path, catalog, **options)
     except OSError as exc:  # the catalog directory: not writable, not a directory, disk full ...
@@ -45,8 +40,6 @@ def _publish(
     base_url: str | None = None,
     acl: str | None = None,
 ) -> dict:
-    if keep is not None and keep < 1:
-        raise UsageError("--keep must be at least 1")
     if version is not None:
         check_version(version)
     archive = Archive.load(path, name=name, version=version)

@@ -4,11 +4,9 @@ back to the base box when it fails."""
 
 from __future__ import annotations
 
-from vagabond import files, timeouts, ui
-from vagabond.boxes import archive
-from vagabond.errors import CommandFailed, PublishError
+from vagabond import timeouts, ui
 from vagabond.host.vagrant import Vagrant
-from vagabond.publish import oci, read
+from vagabond.publish.catalogs import open_catalog
 from vagabond.publish.read import Published
 from vagabond.spec.schema import Box
 from vagabond.vm import playbooks
@@ -27,7 +25,7 @@ def current(box: Box) -> dict:
             "store": None,
             "reason": f"box {box.name!r} has no prebuilt section",
         }
-    found, why = read.find_current(spec.catalog, playbooks.definition_digest(box), spec.name, spec.version)
+    found, why = open_catalog(spec.catalog).find_current(playbooks.definition_digest(box), spec.name, spec.version)
     # The version's own directory: a CI cache of it holds that version once, not every version stored.
     store = str(Vagrant().box_dir(spec.name) / found.version) if found else None
     return {
@@ -59,7 +57,7 @@ def in_store(box: Box) -> tuple[Published | None, str]:
     if box.spec.prebuilt is None:
         return None, f"{box.name}'s box file declares no prebuilt box (add a prebuilt: section)"
     spec = box.spec.prebuilt
-    found, why = read.find_current(spec.catalog, playbooks.definition_digest(box), spec.name, spec.version)
+    found, why = open_catalog(spec.catalog).find_current(playbooks.definition_digest(box), spec.name, spec.version)
     if found is None:
         return None, why
     fetched, failure = fetch(found)
@@ -73,37 +71,6 @@ def fetch(source: Published) -> tuple[Published | None, str]:
     v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
     if v.has_box(source.name, source.version):
         return source, ""
-    if oci.is_oci(source.url):
-        return _fetch_from_registry(v, source)
-    try:
-        with ui.step(f"download {source.name} {source.version}"):
-            v.box_add_catalog(source.url, source.version)
-    except CommandFailed as exc:
-        # Vagrant's message is a paragraph (then details): keep the paragraph, on one line.
-        reason = " ".join(exc.stderr.strip().split("\n\n")[0].split()) or str(exc)
-        return None, f"download of {source.name} {source.version} failed: {reason}"
-    return source, ""
-
-
-def _fetch_from_registry(v: Vagrant, source: Published) -> tuple[Published | None, str]:
-    """Vagrant cannot read a registry: vagabond downloads the blob (checked against its digest) and
-    hands Vagrant a one-version catalog beside it, so the store records the version, and Vagrant
-    checks the checksum once more as it adds the box."""
-    try:
-        box_file, sha = oci.download(source.url, source.name, source.version)
-        with files.private_dir(box_file.parent) as work:
-            catalog = work / "metadata.json"
-            archive.write_catalog(
-                catalog,
-                name=source.name,
-                description=f"from {source.url}",
-                version=source.version,
-                box_url=box_file.as_uri(),
-                sha256=sha,
-            )
-            with ui.step(f"vagrant box add {source.name} {source.version}"):
-                v.box_add_catalog(catalog.as_uri(), source.version)
-        files.remove(box_file)  # Vagrant's store holds it now
-    except (PublishError, CommandFailed) as exc:
-        return None, f"{source.name} {source.version} from the registry: {' '.join(str(exc).split())[:300]}"
-    return source, ""
+    with ui.step(f"download {source.name} {source.version}"):
+        failure = open_catalog(source.url).add_to_vagrant(v, source)
+    return (None, failure) if failure else (source, "")

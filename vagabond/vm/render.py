@@ -15,7 +15,7 @@ from vagabond import files, paths, timeouts
 from vagabond.boxes import guest
 from vagabond.errors import RenderError, UsageError
 from vagabond.host import libvirt
-from vagabond.publish import oci
+from vagabond.publish.catalogs import open_catalog
 from vagabond.publish.read import Published
 from vagabond.spec import project
 from vagabond.spec.schema import Box, SyncedFolder, VagrantBase
@@ -176,9 +176,9 @@ def _box_coordinates(box: Box, options: RenderOptions) -> dict[str, Any]:
         # A catalog lists each box's checksum itself; Vagrant checks it on download. A box from a
         # registry is in Vagrant's store already (vagabond downloaded and checked it).
         name, version = options.source.name, f"= {options.source.version}"
-        url = None if oci.is_oci(options.source.url) else options.source.url
+        url = options.source.url if open_catalog(options.source.url).vagrant_reads else None
         checksum_type = checksum = ""
-    elif spec.prebuilt is not None and not options.fresh and oci.is_oci(spec.prebuilt.catalog):
+    elif spec.prebuilt is not None and not options.fresh and not open_catalog(spec.prebuilt.catalog).vagrant_reads:
         # Vagrant cannot read a registry: the file boots the prebuilt box when Vagrant's store has a
         # version the constraint allows (`vagabond pull`), and the base box otherwise.
         from_registry = {

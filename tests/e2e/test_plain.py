@@ -39,10 +39,13 @@ def plain_path(tmp_path_factory) -> str:
     return f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def vagrant(directory: Path, plain_path: str, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+def vagrant(
+    directory: Path, plain_path: str, *args: str, timeout: float = 3600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Plain Vagrant, in the namespace where the guests' network lives, as a person would run it."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAGABOND_", "CI", "GITHUB_"))}
-    env |= {"PATH": plain_path, "VAGRANT_DEFAULT_PROVIDER": "libvirt", "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    env |= {"PATH": plain_path, "VAGRANT_DEFAULT_PROVIDER": "libvirt", "VAGRANT_CHECKPOINT_DISABLE": "1"} | extra
     started = time.monotonic()
     result = subprocess.run(
         ["ip", "netns", "exec", NETNS, "vagrant", *args],
@@ -164,3 +167,46 @@ def test_plain_vagrant_up_from_the_prebuilt_box_skips_what_the_box_holds(
     assert not [d for d in virsh("list", "--all", "--name").split() if d.startswith(prefix)], (
         "vagrant destroy left a domain"
     )
+
+
+def test_plain_vagrant_up_where_vagabond_never_ran_downloads_the_made_base_from_its_catalog(
+    vagabond, catalog_server, catalog_in_netns, plain_path, tmp_path
+):
+    """A fresh Vagrant home, no vagabond on PATH: the base box vagabond made is published to a
+    catalog, the box file names it, and plain `vagrant up` of the rendered files downloads it,
+    boots and provisions it."""
+    root, http = catalog_server
+    dist = tmp_path / "dist"
+    vagabond("base", "build", "debian12", "--no-add", "-o", str(dist))  # the tier's cached base, copied
+    (box_file,) = dist.glob("*.box")
+    version = json.loads(Path(f"{box_file}.json").read_text())["version"]
+    catalog = root / "base-debian12"
+    vagabond("publish", str(box_file), "--catalog", str(catalog), "--base-url", f"{http}/base-debian12")
+    metadata = f"{http}/base-debian12/metadata.json"
+    (vagabond.cwd / "boxes" / "anywhere.yaml").write_text(
+        (vagabond.cwd / "boxes" / "debian12.yaml")
+        .read_text()
+        .replace("description: ", "description: anywhere ")
+        .replace("base:\n", f"base:\n  catalog: {metadata}\n", 1)
+    )
+    home = tmp_path / "vagrant.d"  # a machine where vagabond never ran: nothing in Vagrant's store
+    try:
+        rendered = vagabond("render", "anywhere", "-o", str(vagabond.cwd))
+        assert "needs `vagabond up" not in rendered.stderr, "a box with a catalog needs no vagabond"
+        checkout = render_and_copy(vagabond, "anywhere", tmp_path)
+        with removing_the_box_images_vagrant_uploads():
+            try:
+                up = vagrant(checkout, plain_path, "up", env={"VAGRANT_HOME": str(home)})
+                assert up.returncode == 0
+                assert f"Loading metadata for box '{metadata}'" in up.stdout
+                assert f"Adding box 'vagabond/debian12' (v{version}) for provider: libvirt" in up.stdout
+                assert "PLAY RECAP" in up.stdout and "failed=0" in up.stdout
+                ssh = vagrant(
+                    checkout, plain_path, "ssh", "-c", "cat /etc/debian_version", env={"VAGRANT_HOME": str(home)}
+                )
+                assert ssh.stdout.strip().startswith("12.")
+            finally:
+                vagrant(checkout, plain_path, "destroy", "--force", env={"VAGRANT_HOME": str(home)})
+    finally:
+        (vagabond.cwd / "boxes" / "anywhere.yaml").unlink()
+        unrender(vagabond.cwd)

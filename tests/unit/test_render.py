@@ -335,3 +335,40 @@ def test_a_box_whose_only_provisioning_is_packages_is_provisioned(tmp_path):
     assert not playbooks.all_playbooks(box) and playbooks.provisions(box)
     text = render.render(box, render.RenderOptions(), tmp_path)
     assert "ansible.playbook = 'vagabond-provision/site.yml'" in text
+
+
+@pytest.mark.parametrize("kind", ["mmdebstrap", "image"])
+def test_a_made_base_with_a_catalog_is_what_plain_vagrant_downloads(project, kind):
+    """Plain Vagrant on a machine that never ran vagabond: the made base box comes from the catalog
+    the project published it to; without one, render says that vagabond must run once."""
+    from typer.testing import CliRunner
+
+    from vagabond.cli.app import app
+
+    base = (
+        "{kind: mmdebstrap, box: org/deb, suite: bookworm"
+        if kind == "mmdebstrap"
+        else "{kind: image, box: org/img, image: 'https://example.org/i.qcow2', checksum: 'sha256:" + "a" * 64 + "'"
+    )
+    write_box(project, "c", f"description: x\nbase: {base}, catalog: 'https://example.org/b/metadata.json'}}\n")
+    write_box(project, "n", f"description: x\nbase: {base}}}\n")
+    text = render.render(boxfile.find_box("c", project / "boxes"), render.RenderOptions(), project)
+    assert "config.vm.box_url = 'https://example.org/b/metadata.json'" in text
+    assert "config.vm.box_check_update = false" in text, "the store's own version: no catalog request per up"
+    assert "box_url" not in render.render(boxfile.find_box("n", project / "boxes"), render.RenderOptions(), project)
+    said = " ".join(CliRunner().invoke(app, ["render", "n"]).stderr.split())
+    assert "plain `vagrant up` needs `vagabond up n` once first" in said
+    assert "needs `vagabond up" not in " ".join(CliRunner().invoke(app, ["render", "c"]).stderr.split())
+
+
+@pytest.mark.parametrize(
+    "catalog", ["ftp://x/metadata.json", "https://x/box.box", "metadata.json", "https://x/ y.json"]
+)
+def test_a_base_catalog_vagrant_cannot_read_is_refused_at_its_line(project, catalog):
+    write_box(
+        project,
+        "c",
+        f"description: x\nbase:\n  kind: mmdebstrap\n  box: o/d\n  suite: bookworm\n  catalog: '{catalog}'\n",
+    )
+    with pytest.raises(BoxDefinitionError, match=r"c\.yaml:6: base\.catalog: a catalog Vagrant reads"):
+        boxfile.find_box("c", project / "boxes")

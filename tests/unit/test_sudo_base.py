@@ -98,3 +98,20 @@ def test_a_base_build_without_root_says_the_one_command_that_needs_it(project, m
     assert (
         'sudo "$(command -v vagabond)" base build debian12' in said and "then vagabond up debian12 runs as you" in said
     )
+
+
+def test_a_made_base_copied_out_is_publishable_as_it_is(tmp_path):
+    """base build -o DIR writes the .box and its description, which publish takes without options."""
+    from vagabond.boxes import archive
+    from vagabond.publish import catalogs
+    from vagabond.publish.documents import Archive
+
+    (tmp_path / "box.img").write_bytes(b"disk")
+    box = archive.write_box(tmp_path / "box.img", tmp_path / "cache.box", virtual_size_gib=1)
+    built = made.MadeBase("vagabond/debian12", "20261206.1", box, tmp_path / "metadata.json", files.sha256_file(box))
+    copied = made.copy_box(built, tmp_path / "dist")
+    assert copied.name == "vagabond-debian12-20261206.1.box"
+    loaded = Archive.load(copied)
+    assert (loaded.name, loaded.version, loaded.sha256) == ("vagabond/debian12", "20261206.1", built.sha256)
+    result = catalogs.publish(copied, str(tmp_path / "site"), base_url="https://example.org/boxes")
+    assert result["metadata_url"] == "https://example.org/boxes/metadata.json"

@@ -72,8 +72,18 @@ class MadeBase:
 
 
 def copy_box(built: MadeBase, directory: Path) -> Path:
-    """A copy of the cached .box file in ``directory`` (made if missing), written whole or not at all."""
-    return files.copy(built.box_file, directory / f"{files.safe_name(built.name)}-{built.version}.box")
+    """A copy of the cached .box file in ``directory`` (made if missing), written whole or not at
+    all, with its description beside it (BOX.box.json: name, version, sha256), so that `vagabond
+    publish` takes it as it is and plain Vagrant elsewhere can download it from that catalog."""
+    target = files.copy(built.box_file, directory / f"{files.safe_name(built.name)}-{built.version}.box")
+    info = {
+        "name": built.name,
+        "version": built.version,
+        "sha256": built.sha256,
+        "description": f"base box {built.name} made by vagabond",
+    }
+    files.write_json(target.with_name(target.name + ".json"), info, sort_keys=True)
+    return target
 
 
 def add_to_store(built: MadeBase) -> MadeBase:

@@ -188,6 +188,13 @@ def render_(
             f"Vagrantfile boots it once `vagabond pull {box}` has added it to Vagrant's box store, and the base "
             "box with the full playbooks until then"
         )
+    base = definition.spec.base
+    if base.kind != "vagrant" and base.catalog is None:
+        ui.info(
+            f"note: the base box {base.box} is made by vagabond ({base.kind}), and no catalog of it is named: on "
+            f"a machine where vagabond never ran, plain `vagrant up` needs `vagabond up {box}` once first (or "
+            "publish the base box and give its base a catalog:, see the base boxes guide)"
+        )
     if output is None:
         sys.stdout.write(render.render(definition, options, Path.cwd()))
         return

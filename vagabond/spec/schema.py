@@ -10,7 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from vagabond import paths
 
@@ -103,9 +103,23 @@ class VagrantBase(_Strict):
 
 
 class _LocalBase(_Strict):
-    """A base box vagabond makes itself: it has a box name, but no catalog version or URL."""
+    """A base box vagabond makes itself: it has a box name, no version constraint, and a catalog
+    only where the project publishes the made box for plain Vagrant."""
 
     box: BoxName = Field(description="The name the made box gets in Vagrant's store.", examples=["vagabond/debian12"])
+    catalog: Text | None = Field(
+        None,
+        description="A metadata.json catalog the made box is published to (vagabond publish): the rendered "
+        "Vagrantfile names it, so plain `vagrant up` on a machine that never ran vagabond downloads it.",
+        examples=["https://example.org/boxes/debian12/metadata.json"],
+    )
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_vagrant_reads(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(https?|file)://\S+\.json", value):
+            raise ValueError("a catalog Vagrant reads: an http(s):// or file:// URL of its metadata.json")
+        return value
 
     @property
     def box_name(self) -> str:
@@ -116,8 +130,8 @@ class _LocalBase(_Strict):
         return None
 
     @property
-    def url(self) -> None:
-        return None
+    def url(self) -> str | None:
+        return self.catalog
 
 
 class MmdebstrapBase(_LocalBase):

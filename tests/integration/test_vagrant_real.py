@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from tests.conftest import require_tool, write_box
+from tests.conftest import REPO, require_tool, write_box
 from tests.helpers import virsh
 from vagabond import paths, process
 from vagabond.errors import BoxDefinitionError
@@ -21,7 +21,7 @@ from vagabond.vm import render, workdir
 pytestmark = pytest.mark.real
 
 DUMP = Path(__file__).with_name("vagrant_config_dump.rb")
-SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-fips", "debian12-selinux"]
+SHIPPED = sorted(p.stem for p in (REPO / "boxes").glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)
@@ -296,7 +296,8 @@ TEMPLATE_EMPTIES = ("uuid", "title", "os/kernel", "os/initrd", "os/cmdline")
 
 
 @pytest.mark.parametrize(
-    ("name", "driver"), [(name, "kvm") for name in SHIPPED] + [("debian12", "qemu"), ("alma9-fips", "qemu")]
+    ("name", "driver"),
+    [(name, "kvm") for name in SHIPPED] + [("debian12", "qemu"), ("alma9-fips", "qemu"), ("alma10", "qemu")],
 )
 def test_the_domain_vagrant_libvirt_defines_passes_libvirts_schema_and_parser(tmp_path, name, driver):
     """Every x64 runner takes driver kvm, which this host cannot boot. What can be checked is what
@@ -337,6 +338,8 @@ def test_the_domain_vagrant_libvirt_defines_passes_libvirts_schema_and_parser(tm
     cpu = defined.find("cpu")
     if driver == "kvm":  # the host's CPU as it is; under TCG a model it emulates in full
         assert cpu is not None and cpu.get("mode") == "host-passthrough"
+    elif render.cpu_model_for(box) == "max":  # every feature TCG emulates: libvirt's maximum mode
+        assert cpu is not None and cpu.get("mode") == "maximum"
     else:
         assert cpu is not None and cpu.get("mode") == "custom" and cpu.findtext("model") == render.cpu_model_for(box)
     [disk] = defined.findall("devices/disk")

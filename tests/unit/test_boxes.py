@@ -97,8 +97,15 @@ def test_a_size_that_is_not_one_says_which_unit(project, memory, problem):
 
 
 def test_unknown_key_is_an_error(project):
-    text = VALID.replace("  cpus: 2", "  cpu: 2")
-    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpu: unknown key: did you mean 'cpus'?"]
+    text = VALID.replace("  cpus: 2", "  cpuss: 2")
+    assert problems(project, text) == ["boxes/alma9-fips.yaml:6: resources.cpuss: unknown key: did you mean 'cpus'?"]
+
+
+def test_the_cpu_under_emulation_is_one_qemu_model_vagabond_knows(project):
+    text = VALID.replace("  cpus: 2", "  cpus: 2\n  cpu: host")
+    assert problems(project, text) == [
+        "boxes/alma9-fips.yaml:7: resources.cpu: Input should be 'qemu64', 'Nehalem' or 'max' (got 'host')"
+    ]
 
 
 def test_missing_required_key(project):

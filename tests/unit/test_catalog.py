@@ -247,6 +247,18 @@ def test_definition_digest_follows_box_and_playbooks(project):
     assert len({first, second, third}) == 3
 
 
+def test_fields_added_since_count_only_when_set_and_a_bases_catalog_never(project):
+    """Prebuilt boxes built before resources.cpu and base.catalog existed stay current."""
+    path = project / "boxes" / "b.yaml"
+    path.write_text("description: x\nbase: {kind: mmdebstrap, box: o/d, suite: bookworm}\n")
+    plain = playbooks.definition_digest(boxfile.load_box(path))  # as before these fields (the golden files pin it)
+    catalog = "base: {kind: mmdebstrap, box: o/d, suite: bookworm, catalog: 'https://x.org/m.json'}"
+    path.write_text(f"description: x\n{catalog}\n")
+    assert playbooks.definition_digest(boxfile.load_box(path)) == plain, "where the base is published changes no VM"
+    path.write_text(f"description: x\n{catalog}\nresources: {{cpu: max}}\n")
+    assert playbooks.definition_digest(boxfile.load_box(path)) != plain, "another CPU under emulation counts"
+
+
 def test_definition_digest_follows_everything_a_playbook_can_load(project):
     deps = project / "playbooks" / "deps"
     (deps / "roles" / "app" / "tasks").mkdir(parents=True)

@@ -17,7 +17,7 @@ from vagabond.spec import boxfile, project
 from vagabond.vm import playbooks, render, workdir
 
 GOLDEN = REPO / "tests" / "golden"
-SHIPPED = ["alma9-fips", "centos7-selinux", "debian12", "debian12-fips", "debian12-selinux"]
+SHIPPED = sorted(p.stem for p in (REPO / "boxes").glob("*.yaml"))  # every shipped box has its golden files
 
 
 def rendered_project(root, name: str) -> dict[str, str]:
@@ -372,3 +372,21 @@ def test_a_base_catalog_vagrant_cannot_read_is_refused_at_its_line(project, cata
     )
     with pytest.raises(BoxDefinitionError, match=r"c\.yaml:6: base\.catalog: a catalog Vagrant reads"):
         boxfile.find_box("c", project / "boxes")
+
+
+@pytest.mark.parametrize(
+    ("resources", "guest", "expected"),
+    [
+        ("", "debian", "libvirt.cpu_model = 'qemu64'"),
+        ("", "redhat", "libvirt.cpu_model = 'Nehalem'"),
+        ("resources: {cpu: Nehalem}\n", "debian", "libvirt.cpu_model = 'Nehalem'"),
+        ("resources: {cpu: max}\n", "redhat", "libvirt.cpu_mode = 'maximum'"),
+    ],
+)
+def test_the_cpu_under_emulation_is_the_boxs_or_its_familys(project, resources, guest, expected):
+    """EL 10 needs x86-64-v3, which only `max` gives under TCG: the CPU is a property of the box."""
+    write_box(project, "c", f"description: x\nbase: {{box: a/b}}\nguest: {guest}\n{resources}")
+    text = render.render(boxfile.find_box("c", project / "boxes"), render.RenderOptions(), project)
+    emulated = text.split("if vagabond_driver == 'qemu'", 1)[1].split("else", 1)[0]
+    assert expected in emulated
+    assert "libvirt.cpu_mode = 'host-passthrough'" in text, "under KVM the host's CPU, whatever the box says"

@@ -202,6 +202,12 @@ class Resources(_Strict):
     memory: MiB = Field(1024, ge=256, le=1024 * 1024, description="Memory in MiB, or with a unit: 2G, 2048M.")
     cpus: int = Field(1, ge=1, le=256, description="Virtual CPUs.")
     disk: GiB = Field(20, ge=1, le=65536, description="The VM's disk in GiB, or with a unit: 40G.")
+    cpu: Literal["qemu64", "Nehalem", "max"] | None = Field(
+        None,
+        description="The CPU under software emulation (under KVM the host's own): qemu64 (x86-64), Nehalem "
+        "(x86-64-v2, which EL 9 needs), max (all TCG emulates, x86-64-v3 included, which EL 10 needs). "
+        "Default: Nehalem for the redhat and fedora families, qemu64 otherwise.",
+    )
 
 
 class ResourceOverrides(_Strict):

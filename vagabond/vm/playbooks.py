@@ -125,6 +125,12 @@ def definition_digest(box: Box) -> str:
     # A field added since (packages) counts only when set: a definition that does not use it keeps its digest.
     unset = {name for name in ("packages",) if not getattr(box.spec, name)}
     spec = box.spec.model_dump(mode="json", exclude=AFTER_PROVISIONING | unset)
+    # Nested, likewise: resources.cpu counts when set; where a made base is published (base.catalog)
+    # changes nothing in the VM, so it never counts.
+    if spec.get("resources", {}).get("cpu") is None:
+        spec.get("resources", {}).pop("cpu", None)
+    if isinstance(spec.get("base"), dict):
+        spec["base"].pop("catalog", None)
     digest.update(json.dumps(spec, sort_keys=True).encode())
     for extra in [*ansiblecfg.project_inputs(box), *ansiblecfg.requirements_files(box, box.playbook_paths())]:
         digest.update(

@@ -107,6 +107,9 @@ def environment() -> jinja2.Environment:
 
 
 def cpu_model_for(box: Box) -> str:
+    """The CPU model under software emulation: the box's own, else one its guest family boots on."""
+    if box.spec.resources.cpu:
+        return box.spec.resources.cpu
     return QEMU_CPU_MODEL_V2 if box.spec.guest in ("redhat", "fedora") else QEMU_CPU_MODEL
 
 

@@ -277,20 +277,6 @@ def remove(path: Path) -> bool:
     return True
 
 
-def give_to(top: Path, uid: int, gid: int) -> list[Path]:
-    """What root made in ``top`` (``top`` included) handed to this user, never through a link (a
-    link itself is handed over, not what it points at); what others own stays theirs. The paths
-    handed over."""
-    given = []
-    for directory, dirs, names in os.walk(top, followlinks=False):
-        for path in [Path(directory), *(Path(directory) / n for n in dirs + names)]:
-            st = os.lstat(path)
-            if st.st_uid == 0 and path not in given:
-                os.lchown(path, uid, gid)
-                given.append(path)
-    return given
-
-
 def open_lock(path: Path, *, mode: int = 0o644) -> int:
     """A lock file's descriptor, opened without following a link and only if it is a regular file.
     ``mode`` is given only to a file this call creates: an existing file keeps its owner's mode."""

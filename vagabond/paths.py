@@ -55,6 +55,10 @@ def sudo_invoker() -> tuple[int, int, Path] | None:
     return entry.pw_uid, int(gid) if gid.isdigit() else entry.pw_gid, Path(entry.pw_dir)
 
 
+# Base boxes built as root through sudo: root writes here, every user reads (and nobody else writes).
+SHARED_CACHE = Path("/var/lib/vagabond/cache")
+
+
 def cache_dir() -> Path:
     """Large artifacts (base boxes, probe kernels, verdicts) live here, never in a repository."""
     env = os.environ.get("VAGABOND_CACHE")

@@ -1,5 +1,6 @@
-"""A base box built through sudo lands in the cache of the user who ran sudo, owned by them: root
-is needed for that one step, and their own `vagabond up` adds the box to their Vagrant store."""
+"""A base box built through sudo lands in the shared cache (/var/lib/vagabond/cache), which root
+writes and every user reads: root is needed for that one step, nothing in the user's home is
+touched, and their own `vagabond up` finds the box there and adds it to their Vagrant store."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from vagabond.boxes import made, mmdebstrap
 from vagabond.cli.app import app
 
 NOBODY = pwd.getpwnam("nobody")
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root (CI runs as root)")
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="a root-owned shared cache needs root (CI runs as root)")
 
 
 def as_sudo(monkeypatch, uid: int = NOBODY.pw_uid, home: str = "/nonexistent") -> None:
@@ -43,49 +44,59 @@ def test_the_invoker_is_the_sudo_user_and_never_root(monkeypatch, tmp_path):
 
 
 @root_only
-def test_give_to_hands_over_what_root_made_and_follows_no_link(tmp_path):
-    top = tmp_path / "cache"
-    (top / "boxes").mkdir(parents=True)
-    (top / "boxes" / "box.img").write_text("x")
-    outside = tmp_path / "outside"
-    outside.write_text("root's")
-    (top / "link").symlink_to(outside)
-    theirs = top / "someone-elses"
-    theirs.write_text("y")
-    os.chown(theirs, 4242, 4242)
-    given = files.give_to(top, NOBODY.pw_uid, NOBODY.pw_gid)
-    assert set(given) == {top, top / "boxes", top / "boxes" / "box.img", top / "link"}
-    assert (top / "boxes" / "box.img").stat().st_uid == NOBODY.pw_uid
-    assert os.lstat(top / "link").st_uid == NOBODY.pw_uid and outside.stat().st_uid == 0, "the link, not its target"
-    assert theirs.stat().st_uid == 4242
-
-
-@root_only
-def test_base_build_through_sudo_builds_into_the_users_cache_theirs_and_adds_nothing(project, monkeypatch, tmp_path):
+def test_base_build_through_sudo_builds_into_the_shared_cache_and_touches_nothing_of_the_user(
+    project, monkeypatch, tmp_path
+):
     home = tmp_path / "home"
     home.mkdir()
-    os.chown(home, NOBODY.pw_uid, NOBODY.pw_gid)
     as_sudo(monkeypatch, home=str(home))
+    monkeypatch.setattr(paths, "SHARED_CACHE", tmp_path / "shared")
     monkeypatch.delenv("VAGABOND_CACHE", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    added = []
+    added, seen = [], []
 
     def build(box, force=False):
-        where = mmdebstrap.paths.cache_dir() / "boxes" / "vagabond-debian12" / "abc"
-        where.mkdir(parents=True)
-        (where / "box.box").write_text("box")
-        return made.MadeBase("vagabond/debian12", "1", where / "box.box", where / "metadata.json", "0" * 64)
+        seen.append(paths.cache_dir())
+        return made.MadeBase("vagabond/debian12", "1", tmp_path / "b.box", tmp_path / "metadata.json", "0" * 64)
 
     monkeypatch.setattr(mmdebstrap, "build", build)
     monkeypatch.setattr(made, "add_to_store", lambda built: added.append(built))
     result = CliRunner().invoke(app, ["base", "build", "debian12"])
     assert result.exit_code == 0, result.output
-    cache = home / ".cache" / "vagabond"
-    assert result.stdout.strip() == str(cache / "boxes" / "vagabond-debian12" / "abc" / "box.box")
-    owners = {p.lstat().st_uid for p in [home / ".cache", *cache.rglob("*"), cache]}
-    assert owners == {NOBODY.pw_uid}, "everything the build made in the user's cache is theirs"
+    assert seen == [tmp_path / "shared"] and list(home.iterdir()) == [], "nothing in the user's home"
     assert added == [], "root's Vagrant store is not the user's: their up adds it"
-    assert "'vagabond up debian12' adds it to your Vagrant store" in " ".join(result.stderr.split())
+    assert "'vagabond up debian12' as you adds it to your Vagrant store" in " ".join(result.stderr.split())
+
+
+@root_only
+def test_a_user_finds_the_shared_build_only_where_only_root_can_change_it(project, monkeypatch, tmp_path):
+    """A shared cache someone else could write (or a link in it) is not trusted: the user's up
+    builds (or says how to) instead of booting what another user may have planted."""
+    from vagabond.boxes import archive
+    from vagabond.spec import boxfile
+
+    monkeypatch.setattr(paths, "SHARED_CACHE", tmp_path / "shared")
+    monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "mine"))
+    base = boxfile.find_box("debian12", paths.shipped_boxes_dir()).spec.base
+    where = paths.SHARED_CACHE / mmdebstrap.cache_dir_for(base).relative_to(paths.cache_dir())
+    where.mkdir(parents=True)
+    (tmp_path / "box.img").write_bytes(b"disk")
+    box = archive.write_box(tmp_path / "box.img", where / "vagabond-debian12.box", virtual_size_gib=1)
+    archive.write_catalog(
+        where / "metadata.json",
+        name="vagabond/debian12",
+        description="d",
+        version="1",
+        box_url=box.as_uri(),
+        sha256=files.sha256_file(box),
+    )
+    made.MadeBase("vagabond/debian12", "1", box, where / "metadata.json", files.sha256_file(box)).save(where)
+    assert mmdebstrap.cached(base).box_file == box, "root's shared build, read by the user"
+    os.chmod(paths.SHARED_CACHE, 0o777)
+    assert mmdebstrap.cached(base) is None, "a shared cache anyone can write"
+    os.chmod(paths.SHARED_CACHE, 0o755)
+    os.chown(where, NOBODY.pw_uid, NOBODY.pw_gid)
+    assert mmdebstrap.cached(base) is None, "a directory another user owns"
 
 
 def test_a_base_build_without_root_says_the_one_command_that_needs_it(project, monkeypatch):

@@ -3,6 +3,7 @@ catalog to add it from, checked again whenever its file changed; and adding it t
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,8 @@ class MadeBase:
                     "making it again"
                 )
                 return None
-            box._stamp(directory)
+            with contextlib.suppress(PermissionError):  # a shared cache this user reads, not writes
+                box._stamp(directory)
         return box
 
 

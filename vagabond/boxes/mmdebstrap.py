@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -63,7 +64,25 @@ def cache_dir_for(base: MmdebstrapBase) -> Path:
 
 
 def cached(base: MmdebstrapBase) -> MadeBase | None:
-    return MadeBase.load(cache_dir_for(base))
+    """The base built in this user's cache; else one built as root through sudo (the shared cache,
+    when root owns it and nobody else can write it)."""
+    return MadeBase.load(cache_dir_for(base)) or _shared(base)
+
+
+def _shared(base: MmdebstrapBase) -> MadeBase | None:
+    directory = paths.SHARED_CACHE / cache_dir_for(base).relative_to(paths.cache_dir())
+    if paths.cache_dir() == paths.SHARED_CACHE:
+        return None  # this is the shared cache (a build through sudo): looked in already
+    try:
+        for probe in (directory, *directory.parents):
+            st = probe.lstat()
+            if stat.S_ISLNK(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+                return None  # a link, or a directory someone other than root could change
+            if probe == paths.SHARED_CACHE:
+                break
+    except OSError:
+        return None
+    return MadeBase.load(directory)
 
 
 def build(box: Box, *, force: bool = False) -> MadeBase:
@@ -77,8 +96,8 @@ def build(box: Box, *, force: bool = False) -> MadeBase:
     if os.geteuid() != 0:
         raise UsageError(
             f"the base box of {box.name} is built once, as root (loop devices, mount, chroot)",
-            hint=f'sudo "$(command -v vagabond)" base build {box.name}: it goes to your cache, yours; '
-            f"then vagabond up {box.name} runs as you",
+            hint=f'sudo "$(command -v vagabond)" base build {box.name}: it goes to {paths.SHARED_CACHE}, '
+            f"which every user reads; then vagabond up {box.name} runs as you",
         )
     for tool in ("mmdebstrap", "losetup", "partx", "mkfs.ext4", "qemu-img"):
         if not process.which(tool):

@@ -329,41 +329,32 @@ def base_build(
 ) -> None:
     """Build a Debian/Ubuntu base box with mmdebstrap (cached in ~/.cache/vagabond; needs root).
 
-    Through sudo, the box goes to the cache of the user who ran sudo, owned by them, and their next
-    'vagabond up' adds it to their Vagrant box store: root is needed for this step only.
+    Through sudo, the box goes to /var/lib/vagabond/cache, which root writes and every user reads:
+    the user's own 'vagabond up' finds it there and adds it to their Vagrant box store, so root is
+    needed for this step only.
 
     The box has a 'vagrant' user with Vagrant's insecure key, passwordless sudo, DHCP on the first
     NIC, python3 for Ansible, and no machine-id or SSH host keys (each VM makes its own).
 
     Example: sudo "$(command -v vagabond)" base build debian12 && vagabond up debian12
     """
-    from vagabond import files
     from vagabond.boxes import made, mmdebstrap
     from vagabond.spec import boxfile
 
     definition = boxfile.find_box(box, _box_dirs())
-    invoker = paths.sudo_invoker()
-    if invoker and not os.environ.get("VAGABOND_CACHE") and not os.environ.get("XDG_CACHE_HOME"):
-        # For this process only, as `sudo env VAGABOND_CACHE=~USER/.cache/vagabond` would.
-        os.environ["VAGABOND_CACHE"] = str(invoker[2] / ".cache" / "vagabond")
+    shared = paths.sudo_invoker() is not None and not os.environ.get("VAGABOND_CACHE")
+    if shared and not os.environ.get("XDG_CACHE_HOME"):
+        # For this process only: root's own directory, which the invoking user's up reads (no file
+        # in their home is touched, nothing handed over).
+        os.environ["VAGABOND_CACHE"] = str(paths.SHARED_CACHE)
     else:
-        invoker = None
-    try:
-        built = mmdebstrap.build(definition, force=force)
-    finally:
-        if invoker:  # what root made in that cache, the user's (a failed build's leftovers too)
-            uid, gid, home = invoker
-            _give_dir(home / ".cache", uid, gid)
-            if paths.cache_dir().is_dir():
-                files.give_to(paths.cache_dir(), uid, gid)
-    if invoker:
-        ui.info(f"the base box is in {paths.cache_dir()}, yours; 'vagabond up {box}' adds it to your Vagrant store")
+        shared = False
+    built = mmdebstrap.build(definition, force=force)
+    if shared:
+        ui.info(
+            f"the base box is in {paths.SHARED_CACHE}, which every user reads: 'vagabond up {box}' as you adds it "
+            "to your Vagrant store (not added to root's)"
+        )
     elif add:
         made.add_to_store(built)
     print(made.copy_box(built, out) if out is not None else built.box_file)
-
-
-def _give_dir(path: Path, uid: int, gid: int) -> None:
-    """One directory root made for the user (their ~/.cache, when it was not there), theirs."""
-    if path.is_dir() and not path.is_symlink() and path.stat().st_uid == 0:
-        os.lchown(path, uid, gid)

@@ -390,3 +390,21 @@ def test_the_cpu_under_emulation_is_the_boxs_or_its_familys(project, resources, 
     emulated = text.split("if vagabond_driver == 'qemu'", 1)[1].split("else", 1)[0]
     assert expected in emulated
     assert "libvirt.cpu_mode = 'host-passthrough'" in text, "under KVM the host's CPU, whatever the box says"
+
+
+def test_no_note_when_plain_vagrant_boots_the_prebuilt_box_from_its_catalog(project):
+    from typer.testing import CliRunner
+
+    from vagabond.cli.app import app
+
+    write_box(
+        project,
+        "p",
+        "description: x\nbase: {kind: mmdebstrap, box: o/d, suite: bookworm}\n"
+        "prebuilt: {name: org/p, catalog: 'https://example.org/p/metadata.json'}\n",
+    )
+    said = " ".join(CliRunner().invoke(app, ["render", "p"]).stderr.split())
+    assert "needs `vagabond up" not in said, "the Vagrantfile boots the prebuilt box from its catalog"
+    assert "needs `vagabond up p` once first" in " ".join(
+        CliRunner().invoke(app, ["render", "p", "--fresh"]).stderr.split()
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -227,7 +228,7 @@ def resume_world(box_wd, monkeypatch):
     """_after_resume against a recorded libvirt and guest: what it asked of each, in order."""
     box, wd = box_wd
     calls: list[tuple] = []
-    world = {"leases": {}, "ours": ["vagrant-libvirt"]}
+    world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True}
     monkeypatch.setattr(warm.remote, "write_ssh_config", lambda wd, config: calls.append(("ssh_config",)))
     monkeypatch.setattr(warm.remote, "addresses", lambda wd: {"default": "192.168.121.7"})
     monkeypatch.setattr(warm.remote, "close_master", lambda wd, machine: calls.append(("close_master", machine)))
@@ -241,7 +242,12 @@ def resume_world(box_wd, monkeypatch):
             world["leases"][mac] = "192.168.121.7"
 
     monkeypatch.setattr(libvirt, "set_link", set_link)
-    monkeypatch.setattr(warm, "_first_command", lambda wd, m: calls.append(("first_command", m.name)))
+
+    def first_command(wd, m):
+        calls.append(("first_command", m.name))
+        return SimpleNamespace(stdout="renewed\n" if world["networkd"] else "\n")
+
+    monkeypatch.setattr(warm, "_first_command", first_command)
     monkeypatch.setattr(warm.registry, "read", lambda: {"networks": list(world["ours"])})
     return wd, calls, world
 
@@ -259,6 +265,15 @@ def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up(
     warm._after_resume(wd, description(wd))
     assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
     assert [c[2] for c in calls if c[0] == "set_link"] == [False, True]
+
+
+def test_a_resumed_guest_without_networkd_gets_its_link_taken_down_and_up_lease_or_not(resume_world):
+    """Its DHCP client's timers stood still while it was saved; the server's did not."""
+    wd, calls, world = resume_world
+    world["networkd"] = False
+    world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    warm._after_resume(wd, description(wd))
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
 
 
 def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume_world, monkeypatch):

@@ -189,7 +189,8 @@ def render_(
             "box with the full playbooks until then"
         )
     base = definition.spec.base
-    if base.kind != "vagrant" and base.catalog is None:
+    prebuilt_for_vagrant = spec is not None and not fresh and open_catalog(spec.catalog).vagrant_reads
+    if base.kind != "vagrant" and base.catalog is None and not prebuilt_for_vagrant:
         ui.info(
             f"note: the base box {base.box} is made by vagabond ({base.kind}), and no catalog of it is named: on "
             f"a machine where vagabond never ran, plain `vagrant up` needs `vagabond up {box}` once first (or "

@@ -71,6 +71,14 @@ def fetch(source: Published) -> tuple[Published | None, str]:
     v = Vagrant(timeout=timeouts.BOX_DOWNLOAD)
     if v.has_box(source.name, source.version):
         return source, ""
-    with ui.step(f"download {source.name} {source.version}"):
-        failure = open_catalog(source.url).add_to_vagrant(v, source)
-    return (None, failure) if failure else (source, "")
+    try:
+        with ui.step(f"download {source.name} {source.version}"):
+            if failure := open_catalog(source.url).add_to_vagrant(v, source):
+                raise _Failed(failure)  # the step says it failed, in the log and the job's summary
+    except _Failed as exc:
+        return None, str(exc)
+    return source, ""
+
+
+class _Failed(Exception):
+    """A download that failed, carried out of its step."""

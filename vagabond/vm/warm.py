@@ -326,13 +326,14 @@ def _after_resume(wd: Workdir, meta: dict) -> None:
         address = remote.addresses(wd).get(m.name)
         if address:
             libvirt.announce(first["network"], address, first["mac"])
-        # The network's DHCP server knows the guest's lease (the network outlived the save): the
-        # guest's renewal keeps it. It does not (the network was made anew): a renewal is ignored,
-        # and only the link going down and up makes the guest ask afresh.
-        leased = libvirt.lease_address(first["network"], first["mac"]) is not None
-        _first_command(wd, m)
-        if not leased:
-            for nic in m.interfaces:
+        # A network's DHCP server that knows the NIC's lease (the network outlived the save) keeps
+        # it when the guest's networkd renews it. One made anew ignores a renewal of a lease it
+        # never gave, and a guest without networkd renews nothing: only the link going down and up
+        # makes the guest ask afresh.
+        unleased = [nic for nic in m.interfaces if libvirt.lease_address(nic["network"], nic["mac"]) is None]
+        renewed = "renewed" in _first_command(wd, m).stdout
+        for nic in m.interfaces:
+            if nic in unleased or not renewed:
                 libvirt.set_link(m.domain, nic["mac"], up=False)
                 libvirt.set_link(m.domain, nic["mac"], up=True)
         deadline = time.monotonic() + timeouts.LEASE

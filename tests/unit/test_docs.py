@@ -138,6 +138,7 @@ README_FIGURES = [
     ("boot", "One command", "vagrant ssh -c true"),
     ("warm", "No VM to getenforce", "vagabond up (warm image)"),
     ("warm", "No VM to getenforce", "vagabond up --cold"),
+    ("help", "vagabond --help", "vagabond"),
 ]
 
 

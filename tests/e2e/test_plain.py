@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.conftest import NETNS
+from tests.conftest import NETNS, REPO
 from tests.e2e.conftest import CATALOG_PORT, HOST_FROM_GUEST, MIRROR_PORT, pool_volumes
 from tests.e2e.test_lifecycle import VERSION
 from tests.helpers import virsh
@@ -174,39 +174,48 @@ def test_plain_vagrant_up_where_vagabond_never_ran_downloads_the_made_base_from_
 ):
     """A fresh Vagrant home, no vagabond on PATH: the base box vagabond made is published to a
     catalog, the box file names it, and plain `vagrant up` of the rendered files downloads it,
-    boots and provisions it."""
+    boots and provisions it. The base is debian13's, built here with mmdebstrap: its boot in the
+    tier is this one."""
     root, http = catalog_server
     dist = tmp_path / "dist"
-    vagabond("base", "build", "debian12", "--no-add", "-o", str(dist))  # the tier's cached base, copied
+    vagabond("base", "build", "debian13", "--no-add", "-o", str(dist), timeout=3600)
     (box_file,) = dist.glob("*.box")
     version = json.loads(Path(f"{box_file}.json").read_text())["version"]
-    catalog = root / "base-debian12"
-    vagabond("publish", str(box_file), "--catalog", str(catalog), "--base-url", f"{http}/base-debian12")
-    metadata = f"{http}/base-debian12/metadata.json"
+    catalog = root / "base-debian13"
+    vagabond("publish", str(box_file), "--catalog", str(catalog), "--base-url", f"{http}/base-debian13")
+    metadata = f"{http}/base-debian13/metadata.json"
+    playbook = vagabond.cwd / "playbooks" / "anywhere.yml"
+    playbook.parent.mkdir(exist_ok=True)
+    playbook.write_text(
+        "- hosts: all\n  become: true\n  tasks:\n"
+        "    - copy: {dest: /etc/provisioned-by-plain-vagrant, content: \"yes\\n\", mode: '0644'}\n"
+    )
     (vagabond.cwd / "boxes" / "anywhere.yaml").write_text(
-        (vagabond.cwd / "boxes" / "debian12.yaml")
+        (REPO / "boxes" / "debian13.yaml")
         .read_text()
         .replace("description: ", "description: anywhere ")
         .replace("base:\n", f"base:\n  catalog: {metadata}\n", 1)
+        + "playbooks: [playbooks/anywhere.yml]\n"
     )
     home = tmp_path / "vagrant.d"  # a machine where vagabond never ran: nothing in Vagrant's store
+    plain_home = {"VAGRANT_HOME": str(home)}
     try:
         rendered = vagabond("render", "anywhere", "-o", str(vagabond.cwd))
         assert "needs `vagabond up" not in rendered.stderr, "a box with a catalog needs no vagabond"
         checkout = render_and_copy(vagabond, "anywhere", tmp_path)
         with removing_the_box_images_vagrant_uploads():
             try:
-                up = vagrant(checkout, plain_path, "up", env={"VAGRANT_HOME": str(home)})
+                up = vagrant(checkout, plain_path, "up", env=plain_home)
                 assert up.returncode == 0
                 assert f"Loading metadata for box '{metadata}'" in up.stdout
-                assert f"Adding box 'vagabond/debian12' (v{version}) for provider: libvirt" in up.stdout
+                assert f"Adding box 'vagabond/debian13' (v{version}) for provider: libvirt" in up.stdout
                 assert "PLAY RECAP" in up.stdout and "failed=0" in up.stdout
-                ssh = vagrant(
-                    checkout, plain_path, "ssh", "-c", "cat /etc/debian_version", env={"VAGRANT_HOME": str(home)}
-                )
-                assert ssh.stdout.strip().startswith("12.")
+                guest = "cat /etc/debian_version /etc/provisioned-by-plain-vagrant"
+                said = vagrant(checkout, plain_path, "ssh", "-c", guest, env=plain_home).stdout.split()
+                assert said[0].startswith("13.") and said[1:] == ["yes"], "Debian 13, booted and provisioned"
             finally:
-                vagrant(checkout, plain_path, "destroy", "--force", env={"VAGRANT_HOME": str(home)})
+                vagrant(checkout, plain_path, "destroy", "--force", env=plain_home)
     finally:
         (vagabond.cwd / "boxes" / "anywhere.yaml").unlink()
+        playbook.unlink()
         unrender(vagabond.cwd)

@@ -117,7 +117,8 @@ def test_render_unknown_box_is_one_line_without_traceback(project):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr == (
         "error: no box named 'nope' in boxes or the shipped boxes "
-        "(available: alma9-fips, centos7-selinux, debian12, debian12-fips, debian12-selinux)\n"
+        "(available: alma10, alma9-fips, centos7-selinux, debian12, debian12-fips, debian12-selinux, debian13, "
+        "ubuntu2404)\n"
     )
 
 
@@ -355,7 +356,9 @@ def test_base_build_out_copies_the_cached_box_whole(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     copy = tmp_path / "out" / "vagabond-debian12-20261127.1.box"
     assert result.stdout.strip() == str(copy) and copy.read_bytes() == cached.read_bytes()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [copy.name], "no partial file stays"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [copy.name, f"{copy.name}.json"], (
+        "no partial file stays; the description publish reads is beside it"
+    )
 
 
 @pytest.mark.parametrize(

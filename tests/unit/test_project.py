@@ -64,7 +64,7 @@ def test_init_keeps_an_existing_playbook(tmp_path):
 def test_init_of_an_unknown_box_names_the_shipped_ones(tmp_path):
     result = runner.invoke(app, ["init", "nope"], catch_exceptions=False)
     assert result.exit_code == 4
-    assert result.stderr.startswith("error: no box named 'nope' in the shipped boxes (available: alma9-fips")
+    assert result.stderr.startswith("error: no box named 'nope' in the shipped boxes (available: alma10, alma9-fips")
 
 
 def test_commands_answer_about_the_same_vm_from_a_subdirectory(tmp_path, monkeypatch):

@@ -188,6 +188,25 @@ def render_(
             f"Vagrantfile boots it once `vagabond pull {box}` has added it to Vagrant's box store, and the base "
             "box with the full playbooks until then"
         )
+    if output is None:
+        sys.stdout.write(render.render(definition, options, Path.cwd()))
+        _needs_vagabond_note(definition, box, fresh)
+        return
+    if output.name == "Vagrantfile" and not output.is_dir():
+        output = output.parent  # -o vm/Vagrantfile, as earlier versions took it
+    changed = render.write(definition, options, output, force=force)
+    _needs_vagabond_note(definition, box, fresh)
+    if changed:
+        ui.info(f"wrote {', '.join(changed)} in {output}")
+    else:
+        ui.info(f"{output}/Vagrantfile and {output}/vagabond-provision are up to date")
+
+
+def _needs_vagabond_note(definition, box: str, fresh: bool) -> None:
+    """One line when the rendered Vagrantfile cannot boot on a machine where vagabond never ran."""
+    from vagabond.publish.catalogs import open_catalog
+
+    spec = definition.spec.prebuilt
     base = definition.spec.base
     prebuilt_for_vagrant = spec is not None and not fresh and open_catalog(spec.catalog).vagrant_reads
     if base.kind != "vagrant" and base.catalog is None and not prebuilt_for_vagrant:
@@ -196,13 +215,3 @@ def render_(
             f"a machine where vagabond never ran, plain `vagrant up` needs `vagabond up {box}` once first (or "
             "publish the base box and give its base a catalog:, see the base boxes guide)"
         )
-    if output is None:
-        sys.stdout.write(render.render(definition, options, Path.cwd()))
-        return
-    if output.name == "Vagrantfile" and not output.is_dir():
-        output = output.parent  # -o vm/Vagrantfile, as earlier versions took it
-    changed = render.write(definition, options, output, force=force)
-    if changed:
-        ui.info(f"wrote {', '.join(changed)} in {output}")
-    else:
-        ui.info(f"{output}/Vagrantfile and {output}/vagabond-provision are up to date")

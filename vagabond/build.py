@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import time
@@ -169,8 +170,8 @@ def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, versio
     digest = playbooks.definition_digest(box)
     target = out / f"{name.replace('/', '-')}-{version}-libvirt.box"
     img = out / f".{target.stem}.img"
-    opts.prebuilt = False  # a dependency box is always built from its base, never from itself
-    lifecycle.up(box, wd, opts)
+    # A dependency box is always built from its base, never from itself (the caller's options stay theirs).
+    lifecycle.up(box, wd, dataclasses.replace(opts, prebuilt=False))
     try:
         machine = box.primary()
         # The box says which definition it holds: site.yml skips the playbooks on it when it is this one.

@@ -27,7 +27,8 @@ from vagabond import files
 from vagabond.errors import PublishError
 from vagabond.host.vagrant import Vagrant
 from vagabond.publish import catalogs, oci, registry
-from vagabond.publish.read import Published, find_current
+from vagabond.publish.catalogs import open_catalog
+from vagabond.publish.read import Published
 from vagabond.vm import prebuilt
 
 pytestmark = pytest.mark.real
@@ -128,11 +129,11 @@ def test_up_finds_the_newest_version_built_from_this_definition(anonymous, tmp_p
     catalogs.publish(make_box(tmp_path, "1.0.0"), catalog)
     catalogs.publish(make_box(tmp_path, "1.1.0"), catalog)
     catalogs.publish(make_box(tmp_path, "2.0.0", digest="e" * 64), catalog)
-    found, why = find_current(catalog, DIGEST, NAME)
+    found, why = open_catalog(catalog).find_current(DIGEST, NAME)
     assert found == Published(NAME, "1.1.0", catalog) and "1.1.0 matches this definition" in why
-    found, _ = find_current(catalog, DIGEST, NAME, "< 1.1")
+    found, _ = open_catalog(catalog).find_current(DIGEST, NAME, "< 1.1")
     assert found.version == "1.0.0"
-    found, why = find_current(catalog, "f" * 64, NAME)
+    found, why = open_catalog(catalog).find_current("f" * 64, NAME)
     assert found is None and "no version in" in why and "3 versions listed" in why
 
 
@@ -157,7 +158,7 @@ def test_a_pulled_box_is_in_vagrants_store_and_a_tampered_blob_is_refused(anonym
 
 
 def test_an_unreachable_registry_is_one_line_and_no_version(tmp_path):
-    found, why = find_current(f"oci://127.0.0.1:{free_port()}/org/none", DIGEST, NAME)
+    found, why = open_catalog(f"oci://127.0.0.1:{free_port()}/org/none").find_current(DIGEST, NAME)
     assert found is None and "could not be read" in why and "\n" not in why
 
 
@@ -240,7 +241,7 @@ def test_basic_auth_from_the_environment_or_dockers_file_and_never_in_a_message(
     config.parent.mkdir()
     config.write_text(json.dumps({"auths": {host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(config.parent))
-    found, why = find_current(catalog, DIGEST, NAME)
+    found, why = open_catalog(catalog).find_current(DIGEST, NAME)
     assert found is not None, why
 
 
@@ -334,7 +335,7 @@ def test_the_token_flow_anonymous_pulls_and_an_authenticated_push(token_auth, tm
     catalogs.publish(box, catalog)
     assert "pull,push" in TokenService.issued
     monkeypatch.delenv("VAGABOND_REGISTRY_PASSWORD")
-    found, why = find_current(catalog, DIGEST, NAME)  # public pulls, as GHCR's, ask for a token too
+    found, why = open_catalog(catalog).find_current(DIGEST, NAME)  # public pulls, as GHCR's, ask for a token too
     assert found is not None, why
     path, _ = oci.download(catalog, NAME, "1.0.0")
     assert path.read_bytes() == box.read_bytes()

@@ -438,3 +438,16 @@ def test_help_imports_no_command_module(argv):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "Usage" in result.stdout, result.stderr
     assert result.stderr.strip().splitlines()[-1:] in ([], [""]), f"--help imported {result.stderr.strip()}"
+
+
+def test_run_with_a_machine_the_box_does_not_have_is_bad_usage_not_a_vm_that_is_down(project):
+    """`|| vagabond up` after a typo would boot a VM for nothing: a usage error (255 from run), never 6."""
+    from vagabond import paths
+    from vagabond.errors import UsageError
+    from vagabond.spec import boxfile
+    from vagabond.vm import remote
+    from vagabond.vm.workdir import Workdir
+
+    wd = Workdir.for_box(boxfile.find_box("debian12", paths.shipped_boxes_dir()))
+    with pytest.raises(UsageError, match=r"box 'debian12' has no machine 'dbb'"):
+        remote.ssh_argv(wd, "dbb", ["true"])

@@ -109,6 +109,10 @@ def ssh_argv(
     env: Mapping[str, str] | None = None,
     box: str | None = None,
 ) -> list[str]:
+    if wd.box is not None and machine not in wd.box.machine_names():
+        raise UsageError(
+            f"box {wd.box.name!r} has no machine {machine!r}", hint=f"its machines: {', '.join(wd.box.machine_names())}"
+        )
     if machine not in hosts(wd):
         name = box or (wd.box.name if wd.box is not None else wd.path.name)
         raise NotRunning(

@@ -84,3 +84,6 @@ def require_tool(*names: str) -> None:
     missing = [n for n in names if not shutil.which(n)]
     if missing:
         pytest.skip(f"{MISSING}: {', '.join(missing)} not installed (run scripts/install.sh)")
+
+
+from tests.fake_process import processes  # noqa: E402, F401 - the shared process stand-in, a fixture for every tier

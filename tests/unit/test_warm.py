@@ -315,3 +315,14 @@ def test_destroy_takes_the_layers_of_a_dropped_warm_image_that_nothing_needs_now
     monkeypatch.setattr(warmimage.files, "remove", lambda path: removed.append(path.name) or True)
     assert warmimage.drop_unneeded_layers(wd) == [f"disk layer {free}"]
     assert removed == [free] and forgotten == [free]
+
+
+def test_the_bridge_forwards_at_once_only_when_root_can_set_it(processes, monkeypatch):
+    processes.answer("virsh", "net-dumpxml", stdout="<network><bridge name='virbr7' stp='on' delay='0'/></network>")
+    processes.answer("ip", "link", "set")
+    monkeypatch.setattr(libvirt.os, "geteuid", lambda: 1000)
+    libvirt.forward_at_once("vagrant-libvirt")
+    assert processes.calls == [], "as a user: nothing asked (it would fail), and said in the debug log"
+    monkeypatch.setattr(libvirt.os, "geteuid", lambda: 0)
+    libvirt.forward_at_once("vagrant-libvirt")
+    assert processes.asked("ip", "link", "set")[-1][-6:] == ["dev", "virbr7", "type", "bridge", "stp_state", "0"]

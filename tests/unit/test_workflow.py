@@ -662,3 +662,32 @@ def test_ci_githubs_options_are_the_settings_fields_declared_once():
     assert made.runs_on == "self-hosted" and made.paths_ignore == ["a/**", "b"]
     assert made.aws_role == "" and made.keep == workflow.DEFAULTS.keep
     assert workflow.settings_from({"paths_ignore": ""}).paths_ignore == []
+
+
+@pytest.mark.parametrize(
+    ("makefile", "detected"),
+    [
+        ("test:\n\techo\n", "make test"),
+        ("test::\n\techo\n", "make test"),
+        ("check test: all\n\techo\n", "make test"),
+        ("test := x\n", ""),
+        ("test ::= x\n", ""),
+        ("test ?= x\n", ""),
+        ("tests:\n\techo\n", ""),
+        ("# test:\n", ""),
+    ],
+)
+def test_a_test_target_is_what_make_would_run(tmp_path, makefile, detected):
+    (tmp_path / "Makefile").write_text(makefile)
+    assert workflow.detected_test_command(tmp_path) == detected
+
+
+def test_a_makefile_link_inside_the_project_is_read_one_outside_is_not(tmp_path):
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "Makefile").write_text("test:\n\techo\n")
+    (tmp_path / "Makefile").symlink_to("build/Makefile")
+    assert workflow.detected_test_command(tmp_path) == "make test"
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.mk"
+    outside.write_text("test:\n\techo\n")
+    (tmp_path / "GNUmakefile").symlink_to(outside)
+    assert workflow.detected_test_command(tmp_path) == "", "GNUmakefile, read first, leads out of the project"

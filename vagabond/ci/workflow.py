@@ -136,9 +136,16 @@ def detected_test_command(root: Path) -> str:
     the box's verify commands through `vagabond test`): never a command the project cannot run."""
     for name in MAKEFILES:
         path = root / name
-        if path.is_file() and not path.is_symlink():
-            text = path.read_text(encoding="utf-8", errors="replace")
-            return "make test" if re.search(r"^test\s*::?(?!=)", text, re.MULTILINE) else ""
+        if not path.exists():
+            continue
+        # The first makefile make reads is the one (a link included, when it stays in the project).
+        real = path.resolve()
+        if not real.is_file() or not real.is_relative_to(root.resolve()):
+            return ""
+        text = real.read_text(encoding="utf-8", errors="replace")
+        # A rule naming test among its targets; not an assignment (test := x, test ::= x, test ?= x).
+        rule = re.compile(r"^(?:[^\s:=#][^:=#]*\s)?test(?:\s[^:=#]*)?\s*::?(?![:=])", re.MULTILINE)
+        return "make test" if rule.search(text) else ""
     return ""
 
 

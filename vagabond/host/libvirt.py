@@ -312,12 +312,17 @@ def forward_at_once(network: str) -> None:
     guest's new port listens 2 s and learns 2 s before a packet passes, which a cold boot hides and a
     restore does not. A NAT network of VMs has no loop for spanning tree to break. Only for a network
     vagabond made (the caller's to decide); best effort: the guest is reached 4 s later otherwise."""
+    if os.geteuid() != 0:
+        log.debug("bridge of %s left as it is: changing it needs root (the restored guest waits 4 s)", network)
+        return
     if bridge := _bridge(network):
-        process.run(
+        result = process.run(
             ["ip", "link", "set", "dev", bridge, "type", "bridge", "stp_state", "0"],
             timeout=timeouts.PROBE,
             vm_network=True,
         )
+        if not result.ok:
+            log.debug("bridge %s keeps spanning tree: %s", bridge, result.stderr.strip()[-200:])
 
 
 def network_xml(network: str) -> str:

@@ -20,7 +20,7 @@ from vagabond.host import install
 from vagabond.publish.s3 import S3_CANNED_ACLS
 
 if TYPE_CHECKING:  # `vagabond ci github --help` reads this module's defaults: no jinja2 or schema for that
-    import jinja2  # only to render: `ci github --help` reads this module without it
+    import jinja2
 
     from vagabond.spec.schema import Box
 
@@ -129,6 +129,8 @@ def check_line(flag: str, value: str) -> None:
 
 
 MAKEFILES = ("GNUmakefile", "makefile", "Makefile")  # the order GNU make reads them in
+# A rule naming test among its targets; not an assignment (test := x, test ::= x, test ?= x).
+TEST_RULE = re.compile(r"^(?:[^\s:=#][^:=#]*\s)?test(?:\s[^:=#]*)?\s*::?(?![:=])", re.MULTILINE)
 
 
 def detected_test_command(root: Path) -> str:
@@ -142,10 +144,7 @@ def detected_test_command(root: Path) -> str:
         real = path.resolve()
         if not real.is_file() or not real.is_relative_to(root.resolve()):
             return ""
-        text = real.read_text(encoding="utf-8", errors="replace")
-        # A rule naming test among its targets; not an assignment (test := x, test ::= x, test ?= x).
-        rule = re.compile(r"^(?:[^\s:=#][^:=#]*\s)?test(?:\s[^:=#]*)?\s*::?(?![:=])", re.MULTILINE)
-        return "make test" if rule.search(text) else ""
+        return "make test" if TEST_RULE.search(real.read_text(encoding="utf-8", errors="replace")) else ""
     return ""
 
 

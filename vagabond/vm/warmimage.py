@@ -209,27 +209,24 @@ def drop_unneeded_layers(wd: Workdir) -> list[str]:
     candidates = [v for v in libvirt.volumes(frozen_prefix(wd)) if v in recorded]
     if not candidates:
         return []
-    keep = libvirt.volumes_in_use() | layers_in_use()
-    gone = [v for v in candidates if v not in keep and files.remove(libvirt.POOL_DIR / v)]
+    return _remove_layers(candidates, keep=libvirt.volumes_in_use() | layers_in_use())
+
+
+def _remove_layers(names: list[str], *, keep: set[str]) -> list[str]:
+    """The pool's frozen layers among ``names`` that are not in ``keep``, removed, the pool told
+    and the record updated; what was removed, said for a person."""
+    gone = [n for n in names if n.startswith(FROZEN_PREFIX) and n not in keep and files.remove(libvirt.POOL_DIR / n)]
     if gone:
         libvirt.refresh_pool()
         registry.forget(warm=gone)
-    return [f"disk layer {v}" for v in gone]
+    return [f"disk layer {n}" for n in gone]
 
 
 def _drop_directory(directory: Path, meta: dict | None) -> list[str]:
     removed = []
     if meta is not None:
-        in_use = libvirt.volumes_in_use()
-        gone = []
-        for layer in [layer for m in meta["machines"] for layer in m["frozen"]]:
-            name = plain(layer)
-            if name.startswith(FROZEN_PREFIX) and name not in in_use and files.remove(libvirt.POOL_DIR / name):
-                gone.append(name)
-                removed.append(f"disk layer {name}")
-        if gone:
-            libvirt.refresh_pool()
-            registry.forget(warm=gone)
+        layers = [plain(layer) for m in meta["machines"] for layer in m["frozen"]]
+        removed += _remove_layers(layers, keep=libvirt.volumes_in_use())
     if files.remove(directory):
         removed.append(f"warm image {directory}")
     return removed

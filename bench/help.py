@@ -24,7 +24,7 @@ TARGET = 0.25
 EAGER = (
     "import sys; import vagabond.build, vagabond.vm.lifecycle, vagabond.vm.testrun, vagabond.vm.warm, "
     "vagabond.vm.render, vagabond.ci.workflow, vagabond.host.doctor, vagabond.host.prepare, "
-    "vagabond.publish.transaction, vagabond.boxes.cloudimage, vagabond.boxes.mmdebstrap, vagabond.vm.gc; "
+    "vagabond.catalog.transaction, vagabond.bases.cloudimage, vagabond.bases.mmdebstrap, vagabond.vm.gc; "
     "from vagabond.entry import main; sys.argv = ['vagabond', *sys.argv[1:]]; main()"
 )
 

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from vagabond.boxes import archive
+from vagabond.bases import archive
 
 
 def virsh(*args: str, check: bool = True) -> str:

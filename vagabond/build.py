@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 from vagabond import files, interrupts, process, timeouts, ui
-from vagabond.boxes import archive, diskimage, guest
+from vagabond.bases import archive, diskimage, guest
+from vagabond.catalog import versions
+from vagabond.definition.schema import Box
 from vagabond.errors import UsageError, VagabondError
 from vagabond.host import libvirt
 from vagabond.host.vagrant import Vagrant
-from vagabond.publish import versions
-from vagabond.spec.schema import Box
 from vagabond.vm import lifecycle, playbooks, remote
 from vagabond.vm.workdir import Workdir
 

@@ -23,7 +23,7 @@ from vagabond import sandbox
 from vagabond.errors import CommandFailed, ToolMissing, format_argv
 from vagabond.redaction import redact
 
-log = logging.getLogger("vagabond.process")
+log = logging.getLogger(__name__)
 
 # Seconds between SIGTERM and SIGKILL when a command's process group must go.
 KILL_GRACE = 3.0

@@ -70,9 +70,9 @@ def all_networks() -> set[str]:
 def unrecorded(made: set[str], kind: str) -> list[str]:
     """What the tests made that vagabond's record does not hold: nothing would ever remove it
     (`vagabond gc`, which CI runs after the tier, removes exactly what the record lists)."""
-    from vagabond.host import registry
+    from vagabond.host import ledger
 
-    record = registry.read()
+    record = ledger.read()
     return sorted(made - set(record[kind]) - (set(record["warm"]) if kind == "volumes" else set()))
 
 

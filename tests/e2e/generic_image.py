@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from vagabond import paths
-from vagabond.boxes import diskimage, guest, mmdebstrap
-from vagabond.spec.schema import MmdebstrapBase
+from vagabond.bases import diskimage, guest, mmdebstrap
+from vagabond.definition.schema import MmdebstrapBase
 
 
 def build_generic_image() -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.conftest import ours
 from vagabond import process
-from vagabond.boxes import archive
+from vagabond.bases import archive
 from vagabond.vm.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]

@@ -12,8 +12,8 @@ import pytest
 
 from tests.e2e.conftest import ours
 from vagabond import build, process
-from vagabond.boxes import archive
-from vagabond.spec import boxfile
+from vagabond.bases import archive
+from vagabond.definition import boxfile
 from vagabond.vm import playbooks
 from vagabond.vm.workdir import domain_prefix
 

@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.conftest import cache_dir, ours
 from tests.e2e.generic_image import build_generic_image
 from vagabond import files
-from vagabond.boxes import diskimage
+from vagabond.bases import diskimage
 from vagabond.vm.workdir import domain_prefix
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]

@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import ours
 from tests.e2e.generic_image import build_generic_image
 from vagabond import files
-from vagabond.boxes import diskimage
+from vagabond.bases import diskimage
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

@@ -275,7 +275,7 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
     assert "selinux on default: Enforcing" in up.stderr
     # The network, vagabond's (this tier's first up made it), lets the guest's new port forward at
     # once (no 4 s of spanning tree's listening and learning before the first packet passes).
-    from vagabond.host import registry
+    from vagabond.host import ledger
 
     bridge = ET.fromstring(virsh("net-dumpxml", MGMT_NETWORK)).find("bridge").get("name")
     stp = subprocess.run(
@@ -284,7 +284,7 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
         text=True,
         check=True,
     )
-    ours_now = MGMT_NETWORK in registry.read()["networks"]
+    ours_now = MGMT_NETWORK in ledger.read()["networks"]
     assert ours_now or MGMT_NETWORK in NETWORKS_AT_START, "a network no one made"
     assert stp.stdout.strip() == ("0" if ours_now else "1"), "spanning tree on a network vagabond made"
     assert vagabond("run", BOX, "--", "cat", "/home/vagrant/before-save").stdout == "saved\n"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import require_tool, stub_programs
 from vagabond import paths, process
-from vagabond.spec import boxfile
+from vagabond.definition import boxfile
 from vagabond.vm import provision, remote
 from vagabond.vm.workdir import Workdir
 

@@ -20,10 +20,10 @@ from tests import helpers
 from tests.conftest import require_tool
 from tests.helpers import free_port, wait_for
 from vagabond import files, process
-from vagabond.boxes import archive, vagrant
+from vagabond.bases import archive, vagrantbox
+from vagabond.catalog import catalogs, documents, stores
+from vagabond.definition.schema import VagrantBase
 from vagabond.errors import CommandFailed, PublishError
-from vagabond.publish import catalogs, documents, stores
-from vagabond.spec.schema import VagrantBase
 
 pytestmark = pytest.mark.real
 
@@ -166,17 +166,17 @@ def test_a_base_that_vagrant_downloads_is_added_on_the_host_before_up(
     listed = lambda: process.check(["vagrant", "box", "list"], env=vagrant_home).stdout  # noqa: E731
     wrong = VagrantBase(box="org/base", url=f"{http}/base.box", checksum="sha256:" + "0" * 64)
     with pytest.raises(CommandFailed, match="vagrant box add"):
-        vagrant.download(wrong)
+        vagrantbox.download(wrong)
     assert "org/base" not in listed(), "a box that fails its checksum is not kept"
     right = VagrantBase(box="org/base", url=f"{http}/base.box", checksum=f"sha256:{files.sha256_file(tiny_box)}")
-    assert vagrant.download(right) is True
+    assert vagrantbox.download(right) is True
     assert "org/base (libvirt, 0" in listed()
-    assert vagrant.download(right) is False, "a box in the store is used as it is"
+    assert vagrantbox.download(right) is False, "a box in the store is used as it is"
     # From a catalog, with a version constraint: the newest version that fits.
     for version in ("3.1.0", "4.0.0"):
         catalogs.publish(make_version(tiny_box, tmp_path, version), str(root / "basecat"), base_url=f"{http}/basecat")
     fitting = VagrantBase(box="vagabond-test/tiny", url=f"{http}/basecat/metadata.json", version="~> 3.0")
-    assert vagrant.download(fitting) is True
+    assert vagrantbox.download(fitting) is True
     assert "vagabond-test/tiny (libvirt, 3.1.0" in listed() and "4.0.0" not in listed()
 
 
@@ -292,7 +292,9 @@ def test_credentials_never_reach_output_logs_summary_or_argv(tiny_box, tmp_path,
         time.sleep(0.05)
     out, err = proc.communicate()
     assert (proc.returncode == 0) == (outcome == "success"), err
-    assert "vagabond.publish: s3: GET http://127.0.0.1:" in err, "--debug is on: every request to the bucket is traced"
+    assert "vagabond.catalog.s3: s3: GET http://127.0.0.1:" in err, (
+        "--debug is on: every request to the bucket is traced"
+    )
     for name, canary in CANARIES.items():
         for where, text in (
             ("stdout", out),

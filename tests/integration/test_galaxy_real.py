@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_box
-from vagabond.spec import boxfile
+from vagabond.definition import boxfile
 from vagabond.vm import ansiblecfg, playbooks
 from vagabond.vm.workdir import Workdir
 

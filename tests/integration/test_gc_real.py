@@ -54,7 +54,7 @@ def leaked(tmp_path):
         wd.mkdir()
         (wd / "state.json").write_text(json.dumps({"prefix": prefix}))
     (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "registry.json").write_text(
+    (tmp_path / "state" / "ledger.json").write_text(
         json.dumps(
             {
                 "workdirs": {ALIVE: str(alive), DEAD: str(tmp_path / "deleted"), REUSED: str(reused)},
@@ -131,7 +131,7 @@ def test_gc_removes_only_what_vagabond_leaked(leaked):
     for kept in (f"{ALIVE}default.img", f"{STRANGER}default.img", KEPT_BOX_IMAGE, THEIR_BOX_IMAGE, OTHER_USERS_IMAGE):
         assert kept in volumes
     assert NETWORK not in virsh("net-list", "--all", "--name").split()
-    registry = json.loads(open(leaked["VAGABOND_STATE"] + "/registry.json").read())
+    registry = json.loads(open(leaked["VAGABOND_STATE"] + "/ledger.json").read())
     assert set(registry["workdirs"]) == {ALIVE}, "the registry must forget what no longer exists"
     assert registry["volumes"] == [KEPT_BOX_IMAGE] and "boxes" not in registry
     assert gc(leaked)["orphans"] == [], "a second gc finds nothing"
@@ -198,7 +198,7 @@ def test_destroy_ends_when_the_turn_is_held_for_good_and_removes_the_network_onc
     if not made:
         pytest.skip("vagrant-libvirt's network belongs to a VM of this host: this test removes only one it defined")
     (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "registry.json").write_text(json.dumps({"workdirs": {}, "networks": [MGMT]}))
+    (tmp_path / "state" / "ledger.json").write_text(json.dumps({"workdirs": {}, "networks": [MGMT]}))
     lock = "/run/vagabond/libvirt.lock"
     os.makedirs("/run/vagabond", exist_ok=True)
     holder = subprocess.Popen(
@@ -224,4 +224,4 @@ def test_destroy_ends_when_the_turn_is_held_for_good_and_removes_the_network_onc
     result = destroy(env, tmp_path)
     assert result.returncode == 0 and f"network {MGMT}" in result.stderr, result.stderr
     assert MGMT not in virsh("net-list", "--all", "--name").split()
-    assert json.loads((tmp_path / "state" / "registry.json").read_text())["networks"] == []
+    assert json.loads((tmp_path / "state" / "ledger.json").read_text())["networks"] == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from vagabond.boxes import archive, diskimage
+from vagabond.bases import archive, diskimage
 
 pytestmark = pytest.mark.real
 

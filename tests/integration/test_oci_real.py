@@ -24,11 +24,11 @@ from tests import helpers
 from tests.conftest import require_tool
 from tests.helpers import free_port
 from vagabond import files
+from vagabond.catalog import catalogs, distribution, oci
+from vagabond.catalog.catalogs import open_catalog
+from vagabond.catalog.read import Published
 from vagabond.errors import PublishError
 from vagabond.host.vagrant import Vagrant
-from vagabond.publish import catalogs, oci, registry
-from vagabond.publish.catalogs import open_catalog
-from vagabond.publish.read import Published
 from vagabond.vm import prebuilt
 
 pytestmark = pytest.mark.real
@@ -116,7 +116,7 @@ def test_versions_are_immutable_unless_forced_and_keep_prunes_the_oldest(anonymo
 
 
 def test_a_big_box_goes_up_in_chunks_and_comes_back_whole(anonymous, tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "CHUNK", 2**20)
+    monkeypatch.setattr(distribution, "CHUNK", 2**20)
     catalog = f"{anonymous}/org/big"
     box = make_box(tmp_path, "2.0.0", disk=os.urandom(5 * 2**20 + 123))
     catalogs.publish(box, catalog)
@@ -165,9 +165,9 @@ def test_an_unreachable_registry_is_one_line_and_no_version(tmp_path):
 def test_an_interrupted_push_leaves_no_tag(anonymous, tmp_path, monkeypatch):
     catalog = f"{anonymous}/org/cut"
     box = make_box(tmp_path, "1.0.0", disk=os.urandom(3 * 2**20))
-    monkeypatch.setattr(registry, "CHUNK", 2**20)
+    monkeypatch.setattr(distribution, "CHUNK", 2**20)
     sent = []
-    real = registry.Registry.request
+    real = distribution.Registry.request
 
     def interrupted(self, method, url, **kwargs):
         if method == "PATCH":
@@ -176,10 +176,10 @@ def test_an_interrupted_push_leaves_no_tag(anonymous, tmp_path, monkeypatch):
                 raise KeyboardInterrupt
         return real(self, method, url, **kwargs)
 
-    monkeypatch.setattr(registry.Registry, "request", interrupted)
+    monkeypatch.setattr(distribution.Registry, "request", interrupted)
     with pytest.raises(KeyboardInterrupt):
         catalogs.publish(box, catalog)
-    monkeypatch.setattr(registry.Registry, "request", real)
+    monkeypatch.setattr(distribution.Registry, "request", real)
     assert oci.open_registry(catalog).tags() == []
 
 
@@ -188,7 +188,7 @@ def test_a_publish_killed_mid_push_leaves_no_tag(served, tmp_path):
     stopped (the next chunk hangs), then the publish gets SIGTERM; nothing is tagged."""
     url, registry_proc = served
     catalog = f"{url}/org/killed"
-    box = make_box(tmp_path, "1.0.0", disk=os.urandom(3 * registry.CHUNK))
+    box = make_box(tmp_path, "1.0.0", disk=os.urandom(3 * distribution.CHUNK))
     proc = subprocess.Popen(
         [sys.executable, "-m", "vagabond", "publish", str(box), "--catalog", catalog],
         stderr=subprocess.PIPE,

@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import REPO, require_tool, write_box
 from tests.helpers import virsh
 from vagabond import paths, process
+from vagabond.definition import boxfile
 from vagabond.errors import BoxDefinitionError
-from vagabond.spec import boxfile
 from vagabond.vm import render, workdir
 
 pytestmark = pytest.mark.real

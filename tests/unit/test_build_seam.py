@@ -7,9 +7,9 @@ import pytest
 
 from tests.conftest import write_box
 from vagabond import build
+from vagabond.definition import boxfile
 from vagabond.errors import CommandFailed
 from vagabond.process import Result
-from vagabond.spec import boxfile
 from vagabond.vm import lifecycle
 from vagabond.vm.workdir import Workdir
 

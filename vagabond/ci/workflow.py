@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vagabond import __version__, files, ui
+from vagabond.catalog.s3 import S3_CANNED_ACLS
 from vagabond.errors import UsageError
 from vagabond.host import install
-from vagabond.publish.s3 import S3_CANNED_ACLS
 
 if TYPE_CHECKING:  # `vagabond ci github --help` reads this module's defaults: no jinja2 or schema for that
     import jinja2
 
-    from vagabond.spec.schema import Box
+    from vagabond.definition.schema import Box
 
 TEMPLATES = Path(__file__).with_name("templates")
 TEMPLATE = TEMPLATES / "github-workflow.yml.j2"

@@ -1,11 +1,11 @@
 """The `vagabond` command: the app with every group of commands registered, and their help
 reflowed for the terminal. Options are parsed in the group modules; each command calls into the
-sub-packages below, and the funnel (cli.base) turns a failure into one line and an exit code."""
+sub-packages below, and the funnel (cli.common) turns a failure into one line and an exit code."""
 
 from __future__ import annotations
 
-from vagabond.cli import boxes, ci, host, project, vm  # noqa: F401 - importing a group registers its commands
-from vagabond.cli.base import _reflow, app
+from vagabond.cli import box_commands, ci_commands, host_commands, project_commands, vm_commands  # noqa: F401 - importing a group registers its commands
+from vagabond.cli.common import _reflow, app
 
 __all__ = ["app"]
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from vagabond import paths
+from vagabond.definition import project
 from vagabond.errors import VagabondError
-from vagabond.spec import project
 from vagabond.vm import remote
 from vagabond.vm.workdir import Workdir, default_path
 
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
 
 def _collect_logs(name: str, workdir: Path, out: Path) -> None:
     """Under CI a failing command also brings back the logs; only then is the rest of vagabond imported."""
-    from vagabond.spec import boxfile  # the schema: only when a failed command asks for its logs
+    from vagabond.definition import boxfile  # the schema: only when a failed command asks for its logs
     from vagabond.vm import logs  # log collection: likewise
 
     try:

@@ -11,10 +11,10 @@ from importlib import metadata
 from pathlib import Path
 
 from vagabond import process, timeouts
+from vagabond.definition.schema import Box
 from vagabond.errors import CommandFailed, ToolMissing, VagabondError
 from vagabond.host import detect, install, libvirt
 from vagabond.host.vagrant import Vagrant
-from vagabond.spec.schema import Box
 
 # Memory qemu itself needs besides the guest's RAM (MiB), and room for Vagrant/Ansible on the host.
 HOST_OVERHEAD_MIB = 1024

@@ -19,7 +19,7 @@ from vagabond import files, process, timeouts, ui
 from vagabond.errors import Busy, UnsafePath
 from vagabond.host.vagrant import store_name
 
-log = logging.getLogger("vagabond.libvirt")
+log = logging.getLogger(__name__)
 
 POOL = "default"
 POOL_DIR = Path("/var/lib/libvirt/images")  # where the pool lives when vagabond defines it

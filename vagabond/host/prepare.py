@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vagabond import files, github, process, timeouts, ui
+from vagabond.definition.schema import Box
 from vagabond.errors import PrepareError, UsageError
-from vagabond.host import detect, doctor, libvirt, registry
-from vagabond.spec.schema import Box
+from vagabond.host import detect, doctor, ledger, libvirt
 
 DEFAULT_SWAP_FILE = Path("/var/lib/vagabond/swapfile")
 HOST_HEADROOM_MIB = doctor.HOST_OVERHEAD_MIB
@@ -97,7 +97,7 @@ def active_swaps(path: Path = Path("/proc/swaps")) -> dict[str, int]:
 def _check_ours(swap_file: Path) -> None:
     """Only a swap file vagabond made may be replaced or removed: --swap-file is a path from the
     command line, and the steps below swapoff, unlink and overwrite it."""
-    if (swap_file.exists() or swap_file.is_symlink()) and str(swap_file.absolute()) not in registry.read()["swapfiles"]:
+    if (swap_file.exists() or swap_file.is_symlink()) and str(swap_file.absolute()) not in ledger.read()["swapfiles"]:
         raise UsageError(
             f"{swap_file} exists and is not a swap file vagabond made: it is left as it is",
             hint="choose another --swap-file",
@@ -114,7 +114,7 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
             return Action("swap", False, f"no swap file at {swap_file}")
         process.check(["swapoff", str(swap_file)], timeout=timeouts.SWAP)
         swap_file.unlink(missing_ok=True)
-        registry.forget(swapfiles=[str(swap_file)])
+        ledger.forget(swapfiles=[str(swap_file)])
         return Action("swap", True, f"removed {swap_file} ({ours} MiB)")
     mem = detect.meminfo()
     if size is not None:
@@ -139,7 +139,7 @@ def ensure_swap(boxes: list[Box], size: str | None, swap_file: Path) -> Action:
             f"not enough disk for a {want} MiB swap file in {swap_file.parent} ({free} MiB free)",
             hint="pass a smaller --swap or another --swap-file",
         )
-    registry.add_swapfile(swap_file)  # recorded before it exists: an interrupted run leaves nothing unowned
+    ledger.add_swapfile(swap_file)  # recorded before it exists: an interrupted run leaves nothing unowned
     # fallocate is instant; file systems that cannot swap on preallocated files get a written one.
     made = process.run(["fallocate", "-l", f"{want}M", str(swap_file)], timeout=timeouts.SWAP)
     if not made.ok:

@@ -24,8 +24,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from vagabond import files, process, timeouts, ui
+from vagabond.definition.schema import Box
 from vagabond.errors import BoxDefinitionError
-from vagabond.spec.schema import Box
 
 # (section, key, value, the other sections Ansible also reads the key from): what vagabond wants.
 SETTINGS = [

@@ -1,7 +1,7 @@
 """`vagabond gc`: remove what vagabond created in libvirt and nothing still owns.
 
 Owners are work directories and Vagrant's box store. An object is vagabond's only when the
-registry (vagabond.registry) ties it to vagabond: a domain or volume whose name starts with a
+ledger (vagabond.host.ledger) ties it to vagabond: a domain or volume whose name starts with a
 recorded work directory prefix, a base-box image volume of a box vagabond added (vagrant-libvirt
 leaves those in the pool when the box is removed), a network a vagabond run brought into being.
 Everything else in libvirt is left alone, whatever its name.
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vagabond import ui
-from vagabond.host import libvirt, registry
+from vagabond.host import ledger, libvirt
 from vagabond.host.vagrant import Vagrant, box_name
 from vagabond.vm import warmimage
 from vagabond.vm.workdir import Workdir
@@ -43,7 +43,7 @@ def _workdir_verdict(prefix: str, path: Path) -> str | None:
 
 
 def find() -> list[Orphan]:
-    data = registry.read()
+    data = ledger.read()
     domains = list(libvirt.domains())
     volumes = libvirt.volumes()
     orphans: list[Orphan] = []
@@ -83,7 +83,7 @@ def find() -> list[Orphan]:
 
 
 def collect(dry_run: bool = False) -> list[Orphan]:
-    """Find the orphans and, unless dry_run, remove them; the registry forgets what is gone."""
+    """Find the orphans and, unless dry_run, remove them; the ledger forgets what is gone."""
     if not dry_run:
         for item in warmimage.drop_orphaned():  # first: their layers are then no longer in use
             ui.info(f"removed {item}: its work directory is gone")
@@ -107,15 +107,15 @@ def collect(dry_run: bool = False) -> list[Orphan]:
 
 
 def _forget_finished() -> None:
-    """Drop registry entries that own nothing any more: the record stays as small as the host's state."""
-    data = registry.read()
+    """Drop ledger entries that own nothing any more: the record stays as small as the host's state."""
+    data = ledger.read()
     domains, volumes, networks = list(libvirt.domains()), libvirt.volumes(), libvirt.networks()
     stale = []
     for prefix, workdir in data["workdirs"].items():
         leftovers = [n for n in domains + volumes if n.startswith(prefix)]
         if not leftovers and _workdir_verdict(prefix, Path(workdir)):
             stale.append(prefix)
-    registry.forget(
+    ledger.forget(
         workdirs=stale,
         networks=[n for n in data["networks"] if n not in networks],
         volumes=[v for v in data["volumes"] if v not in volumes],

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vagabond import github, interrupts, timeouts, ui
-from vagabond.boxes import kinds
+from vagabond.bases import kinds
+from vagabond.catalog.read import Published
+from vagabond.definition.schema import Box
 from vagabond.errors import Interrupted, NotIdempotent, StepFailed, VagabondError
-from vagabond.host import detect, libvirt, registry
+from vagabond.host import detect, ledger, libvirt
 from vagabond.host.detect import Decision
-from vagabond.publish.read import Published
-from vagabond.spec.schema import Box
 from vagabond.vm import boot, logs, playbooks, prebuilt, provision, remote, render, warm, warmimage
 from vagabond.vm.ownership import MadeByUp, remove_vm
 from vagabond.vm.status import require_up
@@ -119,7 +119,7 @@ def render_files(run: UpRun) -> None:
         prebuilt=run.source.__dict__ if run.source else None,
         provisioned=provisioned,
     )
-    registry.add_workdir(wd.prefix, wd.path)  # `vagabond gc` finds what this directory leaves
+    ledger.add_workdir(wd.prefix, wd.path)  # `vagabond gc` finds what this directory leaves
     if run.new:
         remote.make_key(wd)
         wd.write_state(ssh_key=True)
@@ -309,11 +309,11 @@ def destroy(box: Box, wd: Workdir) -> list[str]:
         removed += warmimage.drop_unneeded_layers(wd)
         # The management network only with the record that a vagabond run made it: another tool's stays.
         net = libvirt.MGMT_NETWORK
-        if net in registry.read()["networks"]:
+        if net in ledger.read()["networks"]:
             if libvirt.remove_network_if_unused(net):
                 removed.append(f"network {net}")
             if net not in libvirt.networks():  # gone with it, or vagrant destroy took it with the last domain
-                registry.forget(networks=[net])
+                ledger.forget(networks=[net])
         wd.remove_state()
         return removed
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vagabond import files, process, timeouts, ui
+from vagabond.definition.schema import Box
 from vagabond.errors import UnsafePath, VagabondError
-from vagabond.spec.schema import Box
 from vagabond.vm import remote
 from vagabond.vm.workdir import Workdir
 

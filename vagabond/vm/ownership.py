@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vagabond import ui
-from vagabond.host import libvirt, registry
+from vagabond.host import ledger, libvirt
 from vagabond.vm import remote
 from vagabond.vm.workdir import Workdir
 
@@ -44,9 +44,9 @@ class MadeByUp:
     def record(self) -> None:
         """After a successful up: what `vagabond gc` and `destroy` may take later, by the record."""
         if not self.network_existed and libvirt.MGMT_NETWORK in libvirt.networks():
-            registry.add_networks([libvirt.MGMT_NETWORK])
+            ledger.add_networks([libvirt.MGMT_NETWORK])
         if self.upload_started:
-            registry.add_volumes(self.uploaded())
+            ledger.add_volumes(self.uploaded())
 
     def undo(self, wd: Workdir) -> list[str]:
         """After a failed up: remove what it made (an incomplete upload too), say what."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vagabond import files, paths
-from vagabond.spec.schema import Box
+from vagabond.definition.schema import Box
 from vagabond.vm import ansiblecfg
 
 

@@ -5,10 +5,10 @@ back to the base box when it fails."""
 from __future__ import annotations
 
 from vagabond import timeouts, ui
+from vagabond.catalog.catalogs import open_catalog
+from vagabond.catalog.read import Published
+from vagabond.definition.schema import Box
 from vagabond.host.vagrant import Vagrant
-from vagabond.publish.catalogs import open_catalog
-from vagabond.publish.read import Published
-from vagabond.spec.schema import Box
 from vagabond.vm import playbooks
 
 

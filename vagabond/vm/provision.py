@@ -64,7 +64,7 @@ def ansible_env(wd: Workdir) -> dict[str, str]:
         # vagabond reads the recap and the changed tasks from the default callback's output.
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
         "ANSIBLE_FORCE_COLOR": "0",
-        # (Pipelining, host keys, remote_tmp and the rest are in ansible.cfg: see vagabond.ansiblecfg.)
+        # (Pipelining, host keys, remote_tmp and the rest are in ansible.cfg: see vagabond.vm.ansiblecfg.)
         # Facts are gathered once per play and cached between runs (`vagabond provision`).
         "ANSIBLE_GATHERING": "smart",
         "ANSIBLE_CACHE_PLUGIN": "jsonfile",

@@ -12,13 +12,13 @@ from xml.sax.saxutils import escape
 import jinja2
 
 from vagabond import files, paths, timeouts
-from vagabond.boxes import guest
+from vagabond.bases import guest
+from vagabond.catalog.catalogs import open_catalog
+from vagabond.catalog.read import Published
+from vagabond.definition import project
+from vagabond.definition.schema import Box, SyncedFolder, VagrantBase
 from vagabond.errors import RenderError, UsageError
 from vagabond.host import libvirt
-from vagabond.publish.catalogs import open_catalog
-from vagabond.publish.read import Published
-from vagabond.spec import project
-from vagabond.spec.schema import Box, SyncedFolder, VagrantBase
 from vagabond.vm import ansiblecfg, playbooks, remote
 
 # A CPU model every qemu TCG build provides. RHEL 9 family boxes need x86-64-v2, so they ask for

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from vagabond.definition.schema import Box
 from vagabond.errors import NotRunning
-from vagabond.host import libvirt, registry
-from vagabond.spec.schema import Box
+from vagabond.host import ledger, libvirt
 from vagabond.vm import remote
 from vagabond.vm.workdir import Workdir
 
@@ -26,7 +26,7 @@ def require_up(wd: Workdir) -> None:
 def running() -> list[dict]:
     """`vagabond ps`: every VM of a work directory vagabond recorded, one row per machine, with what
     libvirt says of its domain now; a work directory whose domains are all gone is left out."""
-    recorded = registry.read()["workdirs"]
+    recorded = ledger.read()["workdirs"]
     domains = libvirt.domains(tuple(recorded))  # the state of ours only: one virsh call per domain
     rows = []
     now = time.time()

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vagabond import files, github, ui
+from vagabond.definition.schema import Box
 from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
 from vagabond.host import libvirt
-from vagabond.spec.schema import Box
 from vagabond.vm import lifecycle, logs, playbooks, remote, warm
 from vagabond.vm.workdir import Workdir
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from vagabond import files, interrupts, process, timeouts, ui
+from vagabond.definition.schema import Box
 from vagabond.errors import NotRunning, UsageError, WarmError
-from vagabond.host import libvirt, registry
-from vagabond.spec.schema import Box
+from vagabond.host import ledger, libvirt
 from vagabond.vm import remote
 from vagabond.vm.warmimage import (
     META,
@@ -174,7 +174,7 @@ def _save_machine(wd: Workdir, machine: str, domain: str, disk: Path, interfaces
     memory = f"{machine}.{stamp}.save"
     frozen = libvirt.POOL_DIR / f"{frozen_prefix(wd)}{machine}-{stamp}.qcow2"
     uuid = libvirt.domain_uuid(domain)
-    registry.add_warm([frozen.name])  # recorded before it exists: gc finds it whatever happens next
+    ledger.add_warm([frozen.name])  # recorded before it exists: gc finds it whatever happens next
     with files.private_dir(target) as work:
         with interrupts.cleanup():  # libvirtd writes the image into this directory until it is done
             libvirt.save(domain, work / memory)
@@ -196,7 +196,7 @@ def _save_machine(wd: Workdir, machine: str, domain: str, disk: Path, interfaces
                 if libvirt.run("domstate", domain).stdout.strip() == "shut off":
                     libvirt.run("restore", str(image))
                 files.remove(target / memory)
-                registry.forget(warm=[frozen.name])
+                ledger.forget(warm=[frozen.name])
             raise
     return Machine(machine, domain, uuid, memory, str(disk), layers, interfaces)
 
@@ -226,7 +226,7 @@ def _drop_unused(wd: Workdir, previous: dict | None, current: dict) -> None:
                 gone.append(layer)
     if gone:
         libvirt.refresh_pool()
-        registry.forget(warm=gone)
+        ledger.forget(warm=gone)
 
 
 # --- restore ------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
     for network, xml in meta.get("networks", {}).items():
         with libvirt.CreationTurn():
             if libvirt.ensure_network(network, xml):
-                registry.add_networks([network])
+                ledger.add_networks([network])
     _ports_forward_at_once(meta)
     restored: list[str] = []
     try:
@@ -265,13 +265,13 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
             wd.claim(name)
             files.copy_regular(target / name, wd.path / name, mode=0o600 if not name.endswith(".pub") else 0o644)
     wd.write_state(**meta.get("state", {}), warm={"saved_at": meta["saved_at"], "restored_at": time.time()})
-    registry.add_workdir(wd.prefix, wd.path)
+    ledger.add_workdir(wd.prefix, wd.path)
     _after_resume(wd, meta)
 
 
 def _ports_forward_at_once(meta: dict) -> None:
     """The restored guests' new bridge ports forward at once, on the networks vagabond made."""
-    ours = set(registry.read()["networks"])
+    ours = set(ledger.read()["networks"])
     for network in meta.get("networks", {}):
         if network in ours:
             libvirt.forward_at_once(network)

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from vagabond import files, paths, process, timeouts
+from vagabond.definition.schema import Box
 from vagabond.errors import VagabondError, WarmError
-from vagabond.host import libvirt, registry
-from vagabond.spec.schema import Box
+from vagabond.host import ledger, libvirt
 from vagabond.vm import playbooks, render
 from vagabond.vm.workdir import Workdir
 
@@ -205,7 +205,7 @@ def drop_unneeded_layers(wd: Workdir) -> list[str]:
     """After `destroy`: this work directory's frozen disk layers that no domain and no warm image
     needs any more (a VM ran on its overlay while its warm image was dropped); only layers the
     record says a vagabond save made."""
-    recorded = set(registry.read()["warm"])
+    recorded = set(ledger.read()["warm"])
     candidates = [v for v in libvirt.volumes(frozen_prefix(wd)) if v in recorded]
     if not candidates:
         return []
@@ -218,7 +218,7 @@ def _remove_layers(names: list[str], *, keep: set[str]) -> list[str]:
     gone = [n for n in names if n.startswith(FROZEN_PREFIX) and n not in keep and files.remove(libvirt.POOL_DIR / n)]
     if gone:
         libvirt.refresh_pool()
-        registry.forget(warm=gone)
+        ledger.forget(warm=gone)
     return [f"disk layer {n}" for n in gone]
 
 

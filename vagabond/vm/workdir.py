@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vagabond import files, timeouts
+from vagabond.definition import project
 from vagabond.errors import Busy, VagabondError
-from vagabond.spec import project
 
 if TYPE_CHECKING:  # importing the schema and the template engine costs ~200 ms: `vagabond run` skips them
+    from vagabond.definition.schema import Box
     from vagabond.host.vagrant import Vagrant
-    from vagabond.spec.schema import Box
 
 ROOT_NAME = project.WORKDIRS
 # What destroy keeps of what vagabond made here: the rendered Vagrantfile (a file a person may use)

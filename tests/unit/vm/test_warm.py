@@ -1,0 +1,328 @@
+"""Warm images without a VM: the key and the one line `up` says when it boots cold, the description
+read back only when every name in it is this work directory's own, the address a restored guest
+gets written into its SSH configuration. (tests/e2e/test_lifecycle.py saves and restores a real VM.)"""
+
+from __future__ import annotations
+
+import copy
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import write_box
+from vagabond import files
+from vagabond.definition import boxfile
+from vagabond.errors import UnsafePath
+from vagabond.host import libvirt
+from vagabond.host.detect import Decision
+from vagabond.vm import lifecycle, warm, warmimage
+from vagabond.vm.lifecycle import UpOptions, UpRun
+from vagabond.vm.workdir import Workdir
+
+KEY = {
+    "format": 1,
+    "definition": "d" * 64,
+    "provisioning": {"extra_vars": warmimage.extra_vars_digest(()), "sync": None, "provision": True},
+    "driver": "kvm",
+    "arch": "x86_64",
+    "qemu": "QEMU 7.2.0",
+    "cpu": "host-passthrough (Some CPU)",
+    "memory": {"default": 1024},
+    "domains": ["vagabond-b-01234567-default"],
+}
+
+
+def test_the_key_names_the_part_that_differs():
+    assert warmimage.difference(KEY, copy.deepcopy(KEY)) is None
+    assert warmimage.difference(KEY, KEY | {"driver": "qemu"}) == "the driver differs (saved kvm, now qemu)"
+    assert warmimage.difference(KEY, KEY | {"qemu": "QEMU 9.2.0"}) == (
+        "the QEMU version differs (saved QEMU 7.2.0, now QEMU 9.2.0)"
+    )
+    changed = warmimage.difference(KEY, KEY | {"definition": "e" * 64})
+    assert changed == "the box definition (its playbooks or settings changed) differs"
+    given = {"extra_vars": warmimage.extra_vars_digest(["x=1"]), "sync": None, "provision": True}
+    extra = KEY | {"provisioning": given}
+    assert warmimage.difference(KEY, extra) == "how it was provisioned (-e, --sync, --no-provision) differs"
+
+
+@pytest.fixture
+def box_wd(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "cache"))
+    write_box(project, "b", "description: x\nbase: {box: org/base}\n")
+    box = boxfile.find_box("b", project / "boxes")
+    return box, Workdir.for_box(box)
+
+
+def description(wd: Workdir) -> dict:
+    return {
+        "key": KEY,
+        "saved_at": 1.0,
+        "box": "b",
+        "machines": [
+            {
+                "name": "default",
+                "domain": wd.domain("default"),
+                "uuid": "0b0e5e5e-1111-4222-8333-444455556666",
+                "memory_image": "default.20261206.save",
+                "disk": str(libvirt.POOL_DIR / f"{wd.prefix}default.img"),
+                "frozen": [warmimage.frozen_prefix(wd) + "default-20261206.qcow2"],
+                "interfaces": [{"mac": "52:54:00:12:34:56", "network": "vagrant-libvirt"}],
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("disk", "/etc/shadow"),
+        ("disk", str(libvirt.POOL_DIR / "someone-elses.img")),
+        ("disk", str(libvirt.POOL_DIR / "sub" / "vagabond-b-x-default.img")),
+        ("domain", "another-domain"),
+        ("memory_image", "../../../root/.ssh/authorized_keys"),
+        ("memory_image", ".hidden"),
+        ("frozen", ["theirs.qcow2"]),
+        ("frozen", ["vagabond-warm-b-99999999-default-20261206.qcow2"]),
+        ("frozen", ["vagabond-warm-x/../../etc/passwd"]),
+        ("frozen", []),
+        ("name", "other"),
+        ("interfaces", [{"mac": 1}]),
+    ],
+)
+def test_a_description_naming_what_is_not_this_work_directorys_own_is_not_used(box_wd, field, value):
+    box, wd = box_wd
+    path = warmimage.image_dir(wd) / warmimage.META
+    files.make_dirs(path.parent)
+    meta = description(wd)
+    files.write_json(path, meta)
+    assert warmimage.load(wd) == meta  # as save writes it
+    meta["machines"][0][field] = value
+    files.write_json(path, meta)
+    assert warmimage.load(wd) is None
+
+
+def test_a_description_that_is_a_link_is_refused_and_one_that_is_not_json_not_used(box_wd, tmp_path):
+    box, wd = box_wd
+    path = warmimage.image_dir(wd) / warmimage.META
+    files.make_dirs(path.parent)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(description(wd)))
+    path.symlink_to(elsewhere)
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        warmimage.load(wd)
+    path.unlink()
+    path.write_text("{not json")
+    assert warmimage.load(wd) is None
+
+
+def test_the_restored_guests_address_goes_into_its_own_host_entry_only():
+    config = "Host default\n  HostName 192.168.121.7\n  User vagrant\nHost db\n  HostName 192.168.121.8\n"
+    got = warm._with_address(config, "default", "192.168.121.99")
+    assert "  HostName 192.168.121.99\n  User vagrant\nHost db\n  HostName 192.168.121.8\n" in got
+
+
+@pytest.fixture
+def saved(box_wd, monkeypatch):
+    box, wd = box_wd
+    path = warmimage.image_dir(wd) / warmimage.META
+    files.make_dirs(path.parent)
+    files.write_json(path, description(wd))
+    # What this host would say now: the same key but for what a test changes.
+    monkeypatch.setattr(warmimage, "key_for", lambda box, wd, driver, **k: copy.deepcopy(KEY) | {"driver": driver})
+    return box, wd
+
+
+@pytest.mark.parametrize(
+    "opts, decision, said",
+    [
+        ({}, "qemu", "the driver differs (saved kvm, now qemu)"),
+        ({"warm": False}, "kvm", "--cold"),
+        ({"prebuilt": False}, "kvm", "--fresh asks for the base box"),
+        ({}, "kvm", "its memory image default.20261206.save is gone"),
+    ],
+)
+def test_up_boots_cold_and_says_why_in_one_line(saved, capsys, opts, decision, said):
+    box, wd = saved
+    run = UpRun(box, wd, UpOptions(**opts), Decision(decision, "test"), None)
+    assert lifecycle.warm_image(run) is None
+    err = capsys.readouterr().err
+    assert f"booting cold, not from the warm image saved here: {said}" in " ".join(err.split())
+
+
+def test_up_takes_a_warm_image_whose_key_and_files_match(saved, monkeypatch, capsys):
+    box, wd = saved
+    monkeypatch.setattr(warmimage, "missing_parts", lambda wd, meta: None)
+    run = UpRun(box, wd, UpOptions(), Decision("kvm", "test"), None)
+    assert lifecycle.warm_image(run)["key"] == KEY
+    assert "booting cold" not in capsys.readouterr().err
+
+
+def test_up_says_nothing_of_warm_images_when_there_is_none(box_wd, capsys):
+    box, wd = box_wd
+    run = UpRun(box, wd, UpOptions(), Decision("qemu", "test"), None)
+    assert lifecycle.warm_image(run) is None
+    assert "warm" not in capsys.readouterr().err
+
+
+def test_a_restore_that_fails_removes_what_it_made_says_why_and_up_boots_cold(saved, monkeypatch, capsys):
+    box, wd = saved
+    removed = []
+
+    def fails(box, wd, meta):
+        wd.write_state(provisioned=True)  # as far as a restore gets before the guest does not answer
+        raise warm.WarmError("the guest does not answer over SSH after its restore")
+
+    monkeypatch.setattr(warm, "restore", fails)
+    monkeypatch.setattr(lifecycle, "remove_vm", lambda wd: removed.append(wd.prefix) or [])
+    run = UpRun(box, wd, UpOptions(), Decision("kvm", "test"), None)
+    assert lifecycle.restore_warm(run, description(wd)) is False
+    assert removed == [wd.prefix] and wd.read_state() == {}, "nothing of the attempt stays for the cold boot"
+    said = " ".join(capsys.readouterr().err.split())
+    assert "the warm image did not restore (the guest does not answer over SSH after its restore); booting cold" in said
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("ssh", "Host default\n  HostName 192.168.121.7\n  ProxyCommand sh -c 'touch /tmp/owned'\n"),
+        ("networks", {"default": "<network/>"}),  # a network no interface of the VM uses
+        ("networks", ["vagrant-libvirt"]),
+        ("vagrant", {"default": {"id": 1}}),
+        ("state", "provisioned"),
+    ],
+)
+def test_a_description_with_a_hostile_part_is_not_used(box_wd, field, value):
+    box, wd = box_wd
+    path = warmimage.image_dir(wd) / warmimage.META
+    files.make_dirs(path.parent)
+    files.write_json(path, description(wd) | {field: value})
+    assert warmimage.load(wd) is None
+
+
+def test_gc_drops_the_warm_image_of_a_work_directory_that_is_gone_and_keeps_the_others(box_wd, tmp_path, monkeypatch):
+    box, wd = box_wd
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    monkeypatch.setattr(libvirt, "POOL_DIR", pool)
+    monkeypatch.setattr(libvirt, "volumes_in_use", lambda names=None: set())
+    monkeypatch.setattr(libvirt, "refresh_pool", lambda pool="default": None)
+    monkeypatch.setenv("VAGABOND_STATE", str(tmp_path / "state"))
+    kept_dir = tmp_path / "kept"
+    kept_dir.mkdir()
+    for name, workdir in (("gone", tmp_path / "gone"), ("kept", kept_dir)):
+        meta = description(wd) | {"workdir": str(workdir)}
+        meta["machines"][0]["frozen"] = [f"vagabond-warm-{name}-default.qcow2"]
+        meta["machines"][0]["disk"] = str(pool / f"{wd.prefix}default.img")
+        (pool / f"vagabond-warm-{name}-default.qcow2").write_bytes(b"layer")
+        files.make_dirs(tmp_path / "cache" / "warm" / name)
+        files.write_json(tmp_path / "cache" / "warm" / name / warmimage.META, meta)
+    removed = warmimage.drop_orphaned()
+    assert removed == ["disk layer vagabond-warm-gone-default.qcow2", f"warm image {tmp_path / 'cache/warm/gone'}"]
+    assert sorted(p.name for p in pool.iterdir()) == ["vagabond-warm-kept-default.qcow2"]
+    assert (tmp_path / "cache" / "warm" / "kept").is_dir()
+
+
+@pytest.fixture
+def resume_world(box_wd, monkeypatch):
+    """_after_resume against a recorded libvirt and guest: what it asked of each, in order."""
+    box, wd = box_wd
+    calls: list[tuple] = []
+    world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True}
+    monkeypatch.setattr(warm.remote, "write_ssh_config", lambda wd, config: calls.append(("ssh_config",)))
+    monkeypatch.setattr(warm.remote, "addresses", lambda wd: {"default": "192.168.121.7"})
+    monkeypatch.setattr(warm.remote, "close_master", lambda wd, machine: calls.append(("close_master", machine)))
+    monkeypatch.setattr(libvirt, "announce", lambda net, address, mac: calls.append(("announce", net, address)))
+    monkeypatch.setattr(libvirt, "forward_at_once", lambda net: calls.append(("forward_at_once", net)))
+    monkeypatch.setattr(libvirt, "lease_address", lambda net, mac: world["leases"].get(mac))
+
+    def set_link(domain, mac, up):
+        calls.append(("set_link", mac, up))
+        if up:  # the guest asks afresh and the network's DHCP server leases it its address
+            world["leases"][mac] = "192.168.121.7"
+
+    monkeypatch.setattr(libvirt, "set_link", set_link)
+
+    def first_command(wd, m):
+        calls.append(("first_command", m.name))
+        return SimpleNamespace(stdout="renewed\n" if world["networkd"] else "\n")
+
+    monkeypatch.setattr(warm, "_first_command", first_command)
+    monkeypatch.setattr(warm.ledger, "read", lambda: {"networks": list(world["ours"])})
+    return wd, calls, world
+
+
+def test_a_resumed_guest_whose_lease_the_network_knows_keeps_its_link(resume_world):
+    wd, calls, world = resume_world
+    world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    warm._after_resume(wd, description(wd))
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command"]
+
+
+def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up(resume_world):
+    """dnsmasq ignores a renewal of a lease it never gave: the guest must ask afresh."""
+    wd, calls, world = resume_world
+    warm._after_resume(wd, description(wd))
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
+    assert [c[2] for c in calls if c[0] == "set_link"] == [False, True]
+
+
+def test_a_resumed_guest_without_networkd_gets_its_link_taken_down_and_up_lease_or_not(resume_world):
+    """Its DHCP client's timers stood still while it was saved; the server's did not."""
+    wd, calls, world = resume_world
+    world["networkd"] = False
+    world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    warm._after_resume(wd, description(wd))
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
+
+
+def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume_world, monkeypatch):
+    wd, calls, world = resume_world
+    monkeypatch.setattr(warm.timeouts, "LEASE", 0.2)
+    monkeypatch.setattr(libvirt, "set_link", lambda domain, mac, up: calls.append(("set_link", mac, up)))
+    with pytest.raises(warm.WarmError, match=r"got no address from network vagrant-libvirt within 0s") as exc:
+        warm._after_resume(wd, description(wd))
+    assert exc.value.hint == "vagabond destroy b && vagabond up b --cold"
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_only_a_network_vagabond_made_gets_its_ports_forwarding_at_once(resume_world, ours):
+    wd, calls, world = resume_world
+    world["ours"] = ["vagrant-libvirt"] if ours else []
+    warm._ports_forward_at_once(description(wd) | {"networks": {"vagrant-libvirt": "<network/>"}})
+    assert calls == ([("forward_at_once", "vagrant-libvirt")] if ours else [])
+
+
+def test_the_resume_script_asks_networkd_without_awaiting_its_reply():
+    """networkctl renew waits for a reply SELinux may deny (Debian's policy does): 5 s lost a restore."""
+    assert "--expect-reply=no" in warm.RESUME_SCRIPT and "networkctl renew" not in warm.RESUME_SCRIPT
+    assert warm.RESUME_SCRIPT.startswith("cat > /dev/urandom && ")
+
+
+def test_destroy_takes_the_layers_of_a_dropped_warm_image_that_nothing_needs_now(box_wd, monkeypatch):
+    """save --drop while the VM runs keeps its layer (the VM's disk stands on it); destroy then
+    takes it, and only it: not a layer a warm image or a domain needs, not one the record lacks."""
+    box, wd = box_wd
+    prefix = warmimage.frozen_prefix(wd)
+    free, needed, used, unrecorded = (f"{prefix}default-{n}.qcow2" for n in ("1", "2", "3", "4"))
+    removed, forgotten = [], []
+    monkeypatch.setattr(libvirt, "volumes", lambda p="", pool=libvirt.POOL: [free, needed, used, unrecorded])
+    monkeypatch.setattr(libvirt, "volumes_in_use", lambda names=None: {used})
+    monkeypatch.setattr(libvirt, "refresh_pool", lambda pool=libvirt.POOL: None)
+    monkeypatch.setattr(warmimage, "layers_in_use", lambda: {needed})
+    monkeypatch.setattr(warmimage.ledger, "read", lambda: {"warm": [free, needed, used]})
+    monkeypatch.setattr(warmimage.ledger, "forget", lambda warm: forgotten.extend(warm))
+    monkeypatch.setattr(warmimage.files, "remove", lambda path: removed.append(path.name) or True)
+    assert warmimage.drop_unneeded_layers(wd) == [f"disk layer {free}"]
+    assert removed == [free] and forgotten == [free]
+
+
+def test_the_bridge_forwards_at_once_only_when_root_can_set_it(processes, monkeypatch):
+    processes.answer("virsh", "net-dumpxml", stdout="<network><bridge name='virbr7' stp='on' delay='0'/></network>")
+    processes.answer("ip", "link", "set")
+    monkeypatch.setattr(libvirt.os, "geteuid", lambda: 1000)
+    libvirt.forward_at_once("vagrant-libvirt")
+    assert processes.calls == [], "as a user: nothing asked (it would fail), and said in the debug log"
+    monkeypatch.setattr(libvirt.os, "geteuid", lambda: 0)
+    libvirt.forward_at_once("vagrant-libvirt")
+    assert processes.asked("ip", "link", "set")[-1][-6:] == ["dev", "virbr7", "type", "bridge", "stp_state", "0"]

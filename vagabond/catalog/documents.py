@@ -1,0 +1,211 @@
+"""Catalog documents: Vagrant's metadata.json checked before use, the box archive a publish takes
+(its .box.json description read and checked), the keys box files get in a catalog, and the
+catalog with a version added or pruned."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vagabond import files
+from vagabond.catalog.versions import BOX_NAME, VERSION, check_version, version_key
+from vagabond.errors import PublishError, UsageError
+
+
+class Conflict(Exception):
+    """Someone else changed metadata.json (or created the object) since we looked: read again
+    (a store's conditional write: directories and S3 alike)."""
+
+
+METADATA = "metadata.json"
+LOCK = ".publish.lock"  # beside metadata.json in a directory catalog
+
+
+def parse_json(raw: str | bytes, where: str) -> dict:
+    try:
+        return files.loads(raw, where)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PublishError(str(exc), hint="fix or remove it") from None
+
+
+def check_catalog(doc: object, where: str, name: str | None = None) -> dict:
+    """A Vagrant box catalog as vagabond can use it, or PublishError saying what is wrong with it."""
+
+    def bad(what: str) -> PublishError:
+        return PublishError(f"{where} is not a box catalog vagabond can use: {what}", hint="fix or remove it")
+
+    if not isinstance(doc, dict):
+        raise bad(f"a JSON {type(doc).__name__} instead of an object")
+    if not isinstance(doc.get("name"), str):
+        raise bad("no box name")
+    if name is not None and doc["name"] != name:
+        raise bad(f"it holds box {doc['name']!r}, not {name!r} (one catalog per box)")
+    versions = doc.get("versions", [])
+    if not isinstance(versions, list):
+        raise bad("'versions' is not a list")
+    for entry in versions:
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("version"), str)
+            or not VERSION.fullmatch(entry["version"])
+        ):
+            raise bad(f"version entry {json.dumps(entry)[:80]} has no version of digits and dots")
+        providers = entry.get("providers", [])
+        if not isinstance(providers, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("url", ""), str) for p in providers
+        ):
+            raise bad(f"version {entry['version']} has malformed providers")
+    return doc
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A box and what is known about it (the JSON description that build/repackage write beside it)."""
+
+    path: Path
+    name: str
+    version: str
+    sha256: str
+    description: str = ""
+    architecture: str = "amd64"
+    definition_digest: str | None = None
+
+    @classmethod
+    def load(cls, path: Path, *, name: str | None = None, version: str | None = None) -> Archive:
+        if not path.is_file():
+            raise UsageError(f"box file {path} does not exist")
+        info_path = path.with_name(path.name + ".json")
+        info = parse_json(info_path.read_bytes(), str(info_path)) if info_path.is_file() else {}
+        if not isinstance(info, dict):
+            raise PublishError(f"{info_path} is not a box description (a JSON object)")
+        name = name or info.get("name")
+        version = version or info.get("version")
+        if not name or not version:
+            raise UsageError(f"{path}: no {info_path.name} beside it; pass --name and --version")
+        if not isinstance(name, str) or not BOX_NAME.fullmatch(name):
+            raise PublishError(f"box name {name!r} is not a Vagrant box name (like 'org/name')")
+        check_version(version)
+        check_box_archive(path)
+        sha = files.sha256_file(path)
+        if info.get("sha256") and info["sha256"] != sha:
+            raise PublishError(
+                f"{path} does not match the sha256 in {info_path.name}: the file changed after it was built"
+            )
+        description = info.get("description", "")
+        digest = info.get("definition_digest")
+        return cls(
+            path,
+            name,
+            version,
+            sha,
+            description if isinstance(description, str) else "",
+            "amd64",
+            digest if isinstance(digest, str) else None,
+        )
+
+
+def check_box_archive(path: Path) -> None:
+    """A vagrant-libvirt box: a tar (plain, gzip or xz) holding metadata.json for libvirt and
+    box.img, every member a plain file or directory inside the box. `vagrant box add` refuses an
+    archive with an absolute, '..' or linked member, so such a version could never be installed:
+    refused before anything is uploaded. The whole archive is read (a bad member may come last)."""
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if (
+                    member.name.startswith("/")
+                    or ".." in member.name.split("/")
+                    or not (member.isfile() or member.isdir())
+                ):
+                    kind = (
+                        "a link"
+                        if member.issym() or member.islnk()
+                        else (
+                            "absolute"
+                            if member.name.startswith("/")
+                            else "outside the box"
+                            if ".." in member.name.split("/")
+                            else "not a plain file"
+                        )
+                    )
+                    raise PublishError(
+                        f"{path}: member {member.name[:80]!r} is {kind}; vagrant box add would refuse this box",
+                        hint="publish what 'vagabond build' wrote",
+                    )
+                if name == "metadata.json" and member.isfile() and member.size < 2**16:
+                    found[name] = tar.extractfile(member).read()
+                elif name == "box.img" and member.isfile():
+                    found[name] = b""
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise PublishError(f"{path} is not a box archive ({exc})", hint="publish what 'vagabond build' wrote") from None
+    if "box.img" not in found or "metadata.json" not in found:
+        missing = " and ".join(n for n in ("metadata.json", "box.img") if n not in found)
+        raise PublishError(f"{path} is not a vagrant-libvirt box: no {missing} in it")
+    try:
+        provider = json.loads(found["metadata.json"]).get("provider")
+    except (ValueError, AttributeError):
+        provider = None
+    if provider != "libvirt":
+        raise PublishError(f"{path}: its metadata.json names provider {provider!r}, not 'libvirt'")
+
+
+def box_key(box: Archive, *, replacing: bool = False) -> str:
+    """Where the box lives in the catalog. A forced replacement gets a key of its own (by content),
+    so the file the catalog names is never overwritten while the catalog still names it."""
+    safe = files.safe_name(box.name)
+    unique = f"-{box.sha256[:12]}" if replacing else ""
+    return f"{box.version}/{safe}-{box.version}{unique}-libvirt.box"
+
+
+def own_key(key: str, name: str) -> str | None:
+    """``key`` as box_key writes it for box ``name``, once normalised, or None: the only keys a
+    publish may delete. A catalog entry can name any URL (metadata.json itself, an alias such as
+    '2.0/../1.0/x.box' of a file another entry still lists); only vagabond's own names qualify."""
+    if not key or key.startswith("/") or "\\" in key:
+        return None
+    normal = posixpath.normpath(key)
+    if normal != key or normal.startswith("../") or normal in (METADATA, LOCK):
+        return None
+    match = re.fullmatch(r"([0-9.]+)/(.+)-\1(-[0-9a-f]{12})?-libvirt\.box", normal)
+    if not match or not VERSION.fullmatch(match[1]) or match[2] != files.safe_name(name):
+        return None
+    return normal
+
+
+def merge(metadata: dict | None, box: Archive, url: str, *, keep: int | None) -> tuple[dict, list[dict]]:
+    """The catalog with this version added (replacing a forced one); returns it and the version
+    entries that left it (the replaced one and those --keep pruned)."""
+    doc = dict(metadata or {"name": box.name, "description": box.description, "versions": []})
+    if doc.get("name") != box.name:
+        raise PublishError(f"the catalog holds box {doc.get('name')!r}, not {box.name!r}: use one catalog per box")
+    provider = {
+        "name": "libvirt",
+        "url": url,
+        "checksum_type": "sha256",
+        "checksum": box.sha256,
+        "architecture": box.architecture,
+        "default_architecture": True,
+    }
+    entry = {"version": box.version, "providers": [provider]}
+    if box.definition_digest:
+        # Vagrant ignores unknown keys; vagabond up reads this to decide if the box is current.
+        entry["vagabond"] = {"definition_digest": box.definition_digest}
+    versions = doc.get("versions", [])
+    gone = [v for v in versions if v.get("version") == box.version]
+    versions = [v for v in versions if v.get("version") != box.version] + [entry]
+    versions.sort(key=lambda v: version_key(v["version"]))
+    if keep is not None and len(versions) > keep:
+        gone += versions[: len(versions) - keep]
+        versions = versions[len(versions) - keep :]
+    doc["versions"] = versions
+    return doc, gone
+
+
+def urls(entries: list[dict]) -> set[str]:
+    return {p.get("url", "") for v in entries for p in v.get("providers", [])}

@@ -13,6 +13,7 @@ what vagabond asked of them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -27,6 +28,7 @@ class _Rule:
     stdout: str = ""
     stderr: str = ""
     times: int | None = None  # answers this many times, then the next rule that matches
+    effect: Callable[[list[str]], None] | None = None  # what the program leaves behind (files it writes)
 
     def matches(self, argv: list[str]) -> bool:
         program, *rest = argv
@@ -47,9 +49,12 @@ class Processes:
     rules: list[_Rule] = field(default_factory=list)
     strict: bool = True  # a program no rule answers fails the test (nothing runs for real)
 
-    def answer(self, *words: str, stdout: str = "", stderr: str = "", returncode: int = 0, times=None) -> None:
-        """``words``: the program and words its argv holds in this order; the newest rule wins."""
-        self.rules.insert(0, _Rule(words, returncode, stdout, stderr, times))
+    def answer(
+        self, *words: str, stdout: str = "", stderr: str = "", returncode: int = 0, times=None, effect=None
+    ) -> None:
+        """``words``: the program and words its argv holds in this order; the newest rule wins.
+        ``effect(argv)`` runs when the rule answers: the files the real program would leave."""
+        self.rules.insert(0, _Rule(words, returncode, stdout, stderr, times, effect))
 
     def fail(self, *words: str, stderr: str = "failed", returncode: int = 1, times=None) -> None:
         self.answer(*words, stderr=stderr, returncode=returncode, times=times)
@@ -66,6 +71,8 @@ class Processes:
             if rule.times != 0 and rule.matches(args):
                 if rule.times is not None:
                     rule.times -= 1
+                if rule.effect is not None:
+                    rule.effect(args)
                 return process.Result(args, rule.returncode, rule.stdout, rule.stderr, 0.0)
         if self.strict:
             raise AssertionError(f"no answer for {args}: say what it answers with processes.answer(...)")

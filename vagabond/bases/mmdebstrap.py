@@ -230,6 +230,10 @@ def _progress(prefix: str):
     return sink
 
 
+# Where udev keeps a file system's link by UUID (made here by hand while GRUB is configured).
+BY_UUID = Path("/dev/disk/by-uuid")
+
+
 def make_disk(
     raw: Path, rootfs_tar: Path, size_gib: int, *, kernel_out: Path, vagrant_user: bool = True, gpt: bool = False
 ) -> None:
@@ -277,7 +281,7 @@ def make_disk(
         )
         # grub-mkconfig writes root=UUID=... only when /dev/disk/by-uuid has the link, which udev
         # would make; without udev the kernel would be told root=/dev/loopNp1.
-        by_uuid = Path("/dev/disk/by-uuid") / uuid
+        by_uuid = BY_UUID / uuid
         by_uuid.parent.mkdir(parents=True, exist_ok=True)
         by_uuid.symlink_to(part)
         stack.callback(by_uuid.unlink, missing_ok=True)

@@ -3,6 +3,8 @@ answer, and which objects it names as orphans, and why; everything else it leave
 
 from __future__ import annotations
 
+import json
+
 from vagabond.host import ledger
 from vagabond.vm import gc
 
@@ -69,3 +71,83 @@ def test_a_recorded_network_is_an_orphan_only_when_no_domain_uses_it(processes, 
     assert gc.find() == [], "a domain is on it"
     processes.answer("virsh", "list", "--all", "--name", stdout="")
     assert [(o.kind, o.name) for o in gc.find()] == [("network", "vagrant-libvirt")]
+
+
+GONE = "vagabond-gone-11111111-"
+
+
+def a_world_with_orphans(processes, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAGABOND_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "cache"))
+    ledger.add_workdir(GONE, tmp_path / "gone")
+    ledger.add_networks(["vagabond-net"])
+    world(
+        processes,
+        domains=[f"{GONE}default", "someone-elses-vm"],
+        volumes=[f"{GONE}default.img", "someone-elses.img"],
+        networks="vagrant-libvirt\nvagabond-net\n",
+        disks={f"{GONE}default": f"{GONE}default.img", "someone-elses-vm": "someone-elses.img"},
+    )
+    processes.answer("virsh", "domstate", f"{GONE}default", stdout="running\n")
+    processes.answer("virsh", "destroy")
+    processes.answer("virsh", "net-destroy")
+
+
+def test_collect_removes_the_orphans_and_the_ledger_forgets_them(processes, tmp_path, monkeypatch):
+    a_world_with_orphans(processes, tmp_path, monkeypatch)
+
+    def undefined(argv):  # libvirt no longer lists the domain nor its disk
+        processes.answer("virsh", "list", "--all", "--name", stdout="someone-elses-vm\n")
+        processes.answer("virsh", "vol-list", stdout=POOL_HEADER + " someone-elses.img  /p/someone-elses.img\n")
+
+    processes.answer("virsh", "undefine", f"{GONE}default", "--nvram", effect=undefined)
+    processes.answer("virsh", "vol-delete")
+    processes.answer(
+        "virsh", "net-undefine", effect=lambda argv: processes.answer("virsh", "net-list", stdout="vagrant-libvirt\n")
+    )
+    orphans = gc.collect()
+    assert {(o.kind, o.name, o.removed) for o in orphans} == {
+        ("domain", f"{GONE}default", True),
+        ("volume", f"{GONE}default.img", True),
+        ("network", "vagabond-net", True),
+    }
+    assert processes.asked("virsh", "destroy", f"{GONE}default"), "a running orphan is stopped first"
+    assert [argv[-1] for argv in processes.asked("virsh", "vol-delete")] == [f"{GONE}default.img"]
+    touched = " ".join(
+        " ".join(a) for a in processes.calls if any(w in a for w in ("undefine", "vol-delete", "destroy"))
+    )
+    assert "someone-elses" not in touched
+    record = ledger.read()
+    assert record["workdirs"] == {} and record["networks"] == []
+
+
+def test_what_libvirt_refuses_to_remove_is_said_and_stays_in_the_ledger(processes, tmp_path, monkeypatch, capsys):
+    a_world_with_orphans(processes, tmp_path, monkeypatch)
+    processes.fail("virsh", "undefine", stderr="error: Requested operation is not valid")
+    processes.fail("virsh", "vol-delete", stderr="error: volume in use")
+    processes.fail("virsh", "net-undefine", stderr="error: network is busy")
+    orphans = gc.collect()
+    assert not any(o.removed for o in orphans) and len(orphans) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"could not remove domain {GONE}default" in err and "could not remove network vagabond-net" in err
+    record = ledger.read()
+    assert GONE in record["workdirs"] and record["networks"] == ["vagabond-net"], (
+        "nothing forgotten that is still there"
+    )
+
+
+def test_a_dry_run_names_the_orphans_and_removes_nothing(processes, tmp_path, monkeypatch):
+    a_world_with_orphans(processes, tmp_path, monkeypatch)
+    assert len(gc.collect(dry_run=True)) == 3
+    assert not [a for a in processes.calls if {"undefine", "vol-delete", "destroy", "net-destroy"} & set(a)]
+    assert GONE in ledger.read()["workdirs"]
+
+
+def test_a_work_directory_that_holds_no_vm_or_another_one_no_longer_owns_the_prefix(tmp_path):
+    wd = tmp_path / "project" / ".vagabond" / "box"
+    wd.mkdir(parents=True)
+    assert gc._workdir_verdict(GONE, wd) == f"its work directory {wd} holds no VM (destroyed)"
+    (wd / "state.json").write_text(json.dumps({"prefix": "vagabond-box-22222222-"}))
+    assert gc._workdir_verdict(GONE, wd) == f"its work directory {wd} now holds another VM"
+    (wd / "state.json").write_text(json.dumps({"prefix": GONE}))
+    assert gc._workdir_verdict(GONE, wd) is None

@@ -195,3 +195,80 @@ def test_every_box_file_the_docs_show_is_valid(tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("- hosts: all\n  tasks: []\n")
         assert boxfile.find_box(name, project / "boxes").name == name, page
+
+
+def _shown_commands() -> list[tuple[str, list[str]]]:
+    """Every vagabond command the docs show in a shell or console block (README included), as
+    (page, argv after 'vagabond'): a `sudo ... vagabond` prefix and trailing comments dropped."""
+    import shlex
+
+    found = []
+    for page in [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for body in re.findall(r"^```(?:sh|bash|shell|console)\n(.*?)^```", text, re.M | re.S):
+            for line in body.replace("\\\n", " ").splitlines():
+                line = line.strip().removeprefix("$ ")
+                try:
+                    words = shlex.split(line, comments=True)
+                except ValueError:
+                    continue
+                for i, word in enumerate(words):
+                    if word.endswith("vagabond") or word == "$(command -v vagabond)":
+                        rest = words[i + 1 :]
+                        ends = [n for n, w in enumerate(rest) if w in ("&&", "||", ";", "|", ">", "2>&1")]
+                        found.append((str(page.relative_to(REPO)), rest[: ends[0]] if ends else rest))
+                        break
+                    if word not in ("sudo", "-E") and not word.startswith("VAGABOND_") and "=" not in word:
+                        break
+    return found
+
+
+def test_every_vagabond_command_the_docs_show_parses():
+    """Each one names a command that exists, with options it has and the arguments it takes: the
+    real CLI parses it (nothing runs). A renamed option or a command that went fails here."""
+    import typer
+    from typer import _click as click  # typer's own click (vendored since typer 0.25)
+
+    from vagabond.cli.app import app
+
+    shown = _shown_commands()
+    assert len(shown) > 40
+    root = typer.main.get_command(app)
+    bad, parsed = [], 0
+    for page, argv in shown:
+        if not argv or argv[0].startswith("<") or "CMD" in argv or "COMMAND" in argv or "--help" in argv:
+            continue
+        try:
+            ctx = root.make_context("vagabond", list(argv))
+            command, args = root, [*ctx._protected_args, *ctx.args]
+            while hasattr(command, "resolve_command") and args:  # a group: its command, then that one's options
+                name, command, args = command.resolve_command(ctx, args)
+                if command is None:
+                    raise click.UsageError(f"no such command {name!r}")
+                ctx = command.make_context(name, args, parent=ctx)
+                args = [*ctx._protected_args, *ctx.args] if hasattr(command, "resolve_command") else []
+            parsed += command is not root
+        except click.ClickException as exc:
+            bad.append(f"{page}: vagabond {' '.join(argv)}: {exc.format_message()}")
+    assert bad == []
+    assert parsed > 40, "the parser saw (almost) nothing"
+
+
+def test_the_getting_started_commands_that_need_no_vm_run_as_the_page_says(tmp_path):
+    """The laptop page's project commands, in its order, in a new directory: init, list, render
+    (the VM commands after them run in the end-to-end tier: tests/e2e/test_lifecycle.py, test_plain.py)."""
+    page = "docs/getting-started/laptop.md"
+    runnable = [argv for where, argv in _shown_commands() if where == page and argv[0] in ("init", "list", "render")]
+    assert [a[0] for a in runnable] == ["init", "list", "render"], runnable
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAGABOND_", "CI", "GITHUB_"))}
+    env["VAGABOND_CACHE"], env["VAGABOND_STATE"] = str(tmp_path / "cache"), str(tmp_path / "state")
+    project = tmp_path / "project"
+    project.mkdir()
+    for argv in runnable:
+        result = subprocess.run(
+            [sys.executable, "-m", "vagabond", *argv], cwd=project, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"vagabond {' '.join(argv)}: {result.stderr[-1500:]}"
+    assert (project / "boxes" / "debian12-selinux.yaml").is_file()
+    assert (project / "Vagrantfile").is_file() and (project / "vagabond-provision" / "site.yml").is_file()
+    assert subprocess.run(["ruby", "-c", "Vagrantfile"], cwd=project, capture_output=True).returncode == 0

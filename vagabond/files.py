@@ -175,6 +175,29 @@ def _open_regular(path: Path, flags: int, mode: int) -> int:
     return fd
 
 
+def take_over(earlier: Path, target: Path) -> bool:
+    """Give a file this process's user owns a new name in the same directory, when that name is
+    free: the file's earlier name (a format moved on) is taken over once. Never a link, never a file
+    someone else owns, never over a file at ``target`` (a concurrent run that took it over first, or
+    one written anew). True when it moved."""
+    try:
+        st = os.lstat(earlier)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+        return False
+    try:
+        os.link(earlier, target, follow_symlinks=False)  # fails when target exists: nothing overwritten
+    except FileExistsError:
+        return False
+    moved = os.lstat(target)
+    if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):  # earlier was swapped meanwhile
+        os.unlink(target)
+        return False
+    os.unlink(earlier)
+    return True
+
+
 def open_regular_read(path: Path) -> IO[bytes]:
     """A regular file opened for reading: a link, a device (/dev/zero) or a FIFO is refused."""
     return os.fdopen(_open_regular(path, os.O_RDONLY | os.O_NONBLOCK, 0), "rb")

@@ -17,7 +17,7 @@ from vagabond.catalog.documents import METADATA, Conflict, parse_json
 from vagabond.errors import PublishError, UsageError
 
 AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-log = logging.getLogger("vagabond.catalog")  # --debug: every request to a bucket, by URL
+log = logging.getLogger(__name__)  # --debug: every request to a bucket, by URL
 
 
 class S3Store:

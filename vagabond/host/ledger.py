@@ -17,19 +17,13 @@ from pathlib import Path
 from vagabond import files, paths, timeouts, ui
 from vagabond.definition import project
 
-# The file's name before the ledger had its own (vagabond 0.x called the module "registry").
+# The file's name before the ledger had its own (the module was called "registry"); read() takes
+# such a file over once, under the ledger's lock.
 _EARLIER_NAME = "registry.json"
 
 
 def path() -> Path:
-    """The ledger's file; one an earlier vagabond wrote under its old name is moved to the new one
-    (never a link: only a regular file of the state directory's own is taken over)."""
-    target = paths.state_dir() / "ledger.json"
-    earlier = target.with_name(_EARLIER_NAME)
-    if not target.exists() and earlier.is_file() and not earlier.is_symlink():
-        with contextlib.suppress(FileNotFoundError):  # another vagabond moved it first
-            earlier.replace(target)
-    return target
+    return paths.state_dir() / "ledger.json"
 
 
 LISTS = ("volumes", "networks", "swapfiles", "warm")
@@ -50,8 +44,17 @@ def read() -> dict:
     """The record; a file that is not one is put aside (never silently read as empty, which the
     next update would write back, dropping every earlier record) and rebuilt from what is known."""
     target = path()
+    earlier = target.with_name(_EARLIER_NAME)
+    if not os.path.lexists(target) and os.path.lexists(earlier):
+        with _locked():
+            files.take_over(earlier, target)
+    return _read(target)
+
+
+def _read(target: Path) -> dict:
     try:
-        raw = target.read_bytes()
+        with files.open_regular_read(target) as fh:  # a link at the ledger's name is refused
+            raw = fh.read()
     except FileNotFoundError:
         data = {}
     else:
@@ -88,16 +91,24 @@ def _recover(target: Path) -> dict:
 
 
 @contextlib.contextmanager
-def _updating() -> Iterator[dict]:
-    target = path()
-    fd = files.open_lock(target.with_suffix(".lock"))
+def _locked() -> Iterator[None]:
+    lock = path().with_suffix(".lock")
+    fd = files.open_lock(lock)
     try:
-        files.wait_for_lock(fd, target.with_suffix(".lock"), timeouts.PUBLISH_LOCK, "recording what vagabond created")
-        data = read()
-        yield data
-        files.write_json(target, data, sort_keys=True)
+        files.wait_for_lock(fd, lock, timeouts.PUBLISH_LOCK, "recording what vagabond created")
+        yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _updating() -> Iterator[dict]:
+    target = path()
+    with _locked():
+        files.take_over(target.with_name(_EARLIER_NAME), target)
+        data = _read(target)
+        yield data
+        files.write_json(target, data, sort_keys=True)
 
 
 def add_workdir(prefix: str, workdir: Path) -> None:

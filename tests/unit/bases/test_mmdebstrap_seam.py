@@ -4,6 +4,7 @@ device link is left; a run that goes through asks for what a bootable disk needs
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -131,11 +132,13 @@ def whole_disk(processes, disk, monkeypatch, tmp_path):
     monkeypatch.setattr(mmdebstrap, "BY_UUID", by_uuid)
     processes.answer("tar", "--extract", effect=lambda argv: a_root(Path(argv[argv.index("--directory") + 1])))
     programs_in_the_guest(processes, tmp_path / "mnt")
-    processes.answer(
-        "chroot",
-        "update-grub",
-        effect=lambda argv: (Path(argv[1]) / "boot/grub/grub.cfg").write_text(f"linux /vmlinuz root=UUID={UUID} ro\n"),
-    )
+
+    def update_grub(argv):  # as grub-mkconfig: root=UUID=... only when udev's link names the partition
+        link = by_uuid / UUID
+        root = f"UUID={UUID}" if link.is_symlink() and os.readlink(link) == "/dev/loop9p1" else "/dev/loop9p1"
+        (Path(argv[1]) / "boot/grub/grub.cfg").write_text(f"linux /vmlinuz root={root} ro\n")
+
+    processes.answer("chroot", "update-grub", effect=update_grub)
     return by_uuid
 
 

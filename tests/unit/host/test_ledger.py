@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from vagabond.errors import UnsafePath
 from vagabond.host import ledger
 
 
@@ -57,7 +58,7 @@ def test_a_ledger_under_its_earlier_name_is_taken_over(state):
     state.mkdir()
     (state / "registry.json").write_text(json.dumps({"workdirs": {"vagabond-a-11111111-": "/p/a"}}))
     assert ledger.read()["workdirs"] == {"vagabond-a-11111111-": "/p/a"}
-    assert sorted(p.name for p in state.iterdir()) == ["ledger.json"]
+    assert sorted(p.name for p in state.iterdir()) == ["ledger.json", "ledger.lock"]
 
 
 def test_a_link_under_the_earlier_name_is_not_followed(state, tmp_path):
@@ -67,3 +68,15 @@ def test_a_link_under_the_earlier_name_is_not_followed(state, tmp_path):
     (state / "registry.json").symlink_to(elsewhere)
     assert ledger.read()["workdirs"] == {}
     assert (state / "registry.json").is_symlink() and not (state / "ledger.json").exists()
+
+
+def test_a_link_at_the_ledgers_name_is_refused_not_followed(state, tmp_path):
+    state.mkdir()
+    elsewhere = tmp_path / "someone-elses.json"
+    elsewhere.write_text(json.dumps({"workdirs": {"vagabond-x-22222222-": "/etc"}}))
+    (state / "ledger.json").symlink_to(elsewhere)
+    with pytest.raises(UnsafePath, match="ledger.json"):
+        ledger.read()
+    with pytest.raises(UnsafePath, match="ledger.json"):
+        ledger.add_workdir("vagabond-a-11111111-", ledger.Path("/p/a"))
+    assert json.loads(elsewhere.read_text()) == {"workdirs": {"vagabond-x-22222222-": "/etc"}}

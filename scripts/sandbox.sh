@@ -88,9 +88,22 @@ ensure_pool() {
   fi
 }
 
+# The system bus, as a host with a service manager has one: libvirtd asks polkit over it whether a
+# user who is not root may use qemu:///system (the libvirt package's polkit rule lets members of
+# the libvirt group in). Without it only root can use libvirt here.
+ensure_system_bus() {
+  if pgrep -x dbus-daemon >/dev/null && [[ -S /run/dbus/system_bus_socket ]]; then return 0; fi
+  if ! command -v dbus-daemon >/dev/null; then log "no dbus-daemon: only root can use libvirt here"; return 0; fi
+  mkdir -p /run/dbus
+  rm -f /run/dbus/system_bus_socket /run/dbus/pid  # a bus that died left them
+  dbus-daemon --system --fork
+  log "started the system bus (dbus-daemon): libvirt's polkit rule lets the libvirt group in"
+}
+
 start() {
   ensure_netns
   configure_qemu
+  ensure_system_bus
   mkdir -p /run/libvirt /var/log/libvirt
   start_daemon virtlogd -d
   start_daemon libvirtd -d

@@ -294,7 +294,7 @@ def _remove_laptop_user(home: Path | None) -> None:
 
 
 @pytest.fixture(scope="package", autouse=True)
-def laptop(sandbox):
+def laptop(sandbox, nothing_outlives_the_tier):  # the leak check ends after the user's clean-up
     """The laptop user, made for the tier and removed after it, and the page's first root step
     run by them through sudo: `sudo vagabond base build debian12` puts the base in the shared cache
     (/var/lib/vagabond/cache), root-owned and read by every user. It is the tier's one build of that
@@ -328,7 +328,12 @@ def laptop(sandbox):
     finally:
         # What the user's runs left in libvirt (a test that failed half-way): their own vagabond
         # removes it, from their ledger, before the account and its home go.
-        as_user("cd ~/project 2>/dev/null && vagabond destroy debian12; vagabond gc", timeout=600)
+        # Their box store goes first, so that gc also takes a box image their run uploaded (one root
+        # uploaded earlier is root's: in root's ledger, not theirs).
+        as_user(
+            "cd ~/project 2>/dev/null && vagabond destroy debian12; rm -rf ~/.vagrant.d/boxes; vagabond gc",
+            timeout=600,
+        )
         sudoers.unlink(missing_ok=True)
         prepare.undo_user_access(LAPTOP_USER)  # the ACLs prepare --user gave them
         _remove_laptop_user(home)

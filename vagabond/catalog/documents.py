@@ -209,3 +209,15 @@ def merge(metadata: dict | None, box: Archive, url: str, *, keep: int | None) ->
 
 def urls(entries: list[dict]) -> set[str]:
     return {p.get("url", "") for v in entries for p in v.get("providers", [])}
+
+
+def check_not_pruned_at_once(archive: Archive, versions, catalog: str, keep: int | None) -> None:
+    """The --keep rule of every catalog kind: a version that the prune after its own publish would
+    remove at once (older than the keep newest already there) is refused before anything is sent."""
+    newer = sorted((version_key(v) for v in versions if v != archive.version), reverse=True)
+    if keep is not None and len(newer) >= keep and version_key(archive.version) < newer[keep - 1]:
+        raise PublishError(
+            f"{archive.name} {archive.version} is older than the {keep} newest versions in {catalog}: "
+            f"--keep {keep} would prune it at once",
+            hint="publish a newer version",
+        )

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from vagabond import __version__, files, paths, ui
 from vagabond.catalog.distribution import Registry, check_digest, check_tag
-from vagabond.catalog.documents import Archive
+from vagabond.catalog.documents import Archive, check_not_pruned_at_once
 from vagabond.catalog.versions import VERSION, check_version, satisfies, version_key
 from vagabond.errors import PublishError, RegistryError, UsageError
 
@@ -81,13 +81,7 @@ def publish(path: Path, catalog: str, *, name=None, version=None, keep=None, for
                 f"{archive.name} {archive.version} is already in {catalog}; published boxes are immutable "
                 "(publish a new version, or --force to replace it)"
             )
-    newer = sorted((version_key(v) for v in versions if v != archive.version), reverse=True)
-    if keep is not None and len(newer) >= keep and version_key(archive.version) < newer[keep - 1]:
-        raise PublishError(
-            f"{archive.name} {archive.version} is older than the {keep} newest versions in {catalog}: "
-            f"--keep {keep} would prune it at once",
-            hint="publish a newer version",
-        )
+    check_not_pruned_at_once(archive, versions, catalog, keep)
     size = archive.path.stat().st_size
     config = json.dumps(
         {

@@ -9,7 +9,17 @@ import time
 from pathlib import Path
 
 from vagabond import ui
-from vagabond.catalog.documents import METADATA, Archive, Conflict, box_key, check_catalog, merge, own_key, urls
+from vagabond.catalog.documents import (
+    METADATA,
+    Archive,
+    Conflict,
+    box_key,
+    check_catalog,
+    check_not_pruned_at_once,
+    merge,
+    own_key,
+    urls,
+)
 from vagabond.catalog.stores import Store, open_store
 from vagabond.catalog.versions import check_version, version_key
 from vagabond.errors import PublishError
@@ -92,13 +102,7 @@ def _check_admissible(
 ) -> None:
     if archive.version in published and not force:
         raise immutable
-    newer = sorted((version_key(v) for v in published if v != archive.version), reverse=True)
-    if keep is not None and len(newer) >= keep and version_key(archive.version) < newer[keep - 1]:
-        raise PublishError(
-            f"{archive.name} {archive.version} is older than the {keep} newest versions in {catalog}: "
-            f"--keep {keep} would prune it at once",
-            hint="publish a newer version",
-        )
+    check_not_pruned_at_once(archive, published, catalog, keep)
 
 
 @contextlib.contextmanager

@@ -13,4 +13,9 @@ fi
 if [[ $EUID -eq 0 && "$(ps -p 1 -o comm= 2>/dev/null)" != systemd ]]; then
   scripts/sandbox.sh start
 fi
+# The whole suite runs in two lanes at once (tests/lanes.py): the VMs on this host's libvirt in
+# one, the runner twins (hosts of their own) in the other, the rest wherever a worker is free.
+if [[ $# -eq 0 ]]; then
+  set -- -n 2 --dist loadgroup
+fi
 exec "$VENV/bin/python" -m pytest "$@"

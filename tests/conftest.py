@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import lanes
 from vagabond import redaction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +42,15 @@ def pytest_runtest_makereport(item, call):
     if UNDER_CI and report.skipped and MISSING in str(report.longrepr):
         report.outcome = "failed"
         report.longrepr = f"{report.longrepr}\n(under CI a real tool that is missing fails the test)"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the marks
+def pytest_collection_modifyitems(config, items):
+    """Each test's lane (tests/lanes.py), as the group pytest-xdist keeps on one worker."""
+    for item in items:
+        name = lanes.lane(Path(item.path).relative_to(REPO).as_posix())
+        if name:
+            item.add_marker(pytest.mark.xdist_group(name))
 
 
 @pytest.fixture(autouse=True)

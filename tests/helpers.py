@@ -32,6 +32,24 @@ def network_users(network: str) -> list[str]:
     ]
 
 
+# The accounts tests make on this host take ids from 20000 up: never the runner twin's 1001 (GitHub's
+# runner user), whose processes run meanwhile in the other lane (tests/lanes.py), where a
+# `pkill -u` or a `userdel` of a test's account would reach them.
+USER_IDS = ["-K", "UID_MIN=20000", "-K", "GID_MIN=20000"]
+
+
+def sandbox_pids(command: str, netns: str) -> list[str]:
+    """The processes named `command` in network namespace `netns`: the sandbox's libvirtd, say, and
+    not the one a runner twin runs in its own namespace meanwhile."""
+    listed = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+    found = []
+    for pid in listed:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == command:
+                found.append(pid)
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -313,7 +313,10 @@ def laptop(sandbox, nothing_outlives_the_tier):  # the leak check ends after the
     if existing:
         _remove_laptop_user(None)  # an earlier run's, killed before its clean-up
     cache_was_there = paths.SHARED_CACHE.exists()
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", MARK, LAPTOP_USER], check=True)
+    subprocess.run(
+        ["useradd", *helpers.USER_IDS, "--create-home", "--shell", "/bin/bash", "--comment", MARK, LAPTOP_USER],
+        check=True,
+    )
     home = Path(os.path.expanduser(f"~{LAPTOP_USER}"))
     sudoers = Path("/etc/sudoers.d") / LAPTOP_USER
     sudoers.write_text(f"{LAPTOP_USER} ALL=(root) NOPASSWD: {exe}\n")

@@ -87,8 +87,11 @@ def test_base_build_cancelled_in_each_phase_leaves_nothing_and_then_builds(vagab
         "description: Debian 12 with less\nbase: {kind: mmdebstrap, suite: bookworm, box: vagabond-test/debian12-less, "
         "packages: [less]}\nguest: debian\nresources: {memory: 512, cpus: 1, disk: 4}\n"
     )
-    cache = tmp_path / "cache"
-    env = {"VAGABOND_CACHE": str(cache)}
+    cache, scratch = tmp_path / "cache", tmp_path / "tmp"
+    # TMPDIR of its own: what vagabond or mmdebstrap leaves in the temporary directory is seen
+    # there, not mixed with what the other lane (tests/lanes.py) is doing in /tmp at that moment.
+    scratch.mkdir()
+    env = {"VAGABOND_CACHE": str(cache), "TMPDIR": str(scratch)}
     try:
         # In the middle of each: packages unpacking into a chroot, or the disk on a loop device, mounted.
         for phase, delay in (("mmdebstrap: I: extracting archives", 3.0), ("disk image (", 1.0)):
@@ -98,7 +101,7 @@ def test_base_build_cancelled_in_each_phase_leaves_nothing_and_then_builds(vagab
             took = run.cancel_like_github()
             assert run.proc.returncode == 130, run.output[-2000:]
             assert "interrupted by SIGINT" in run.output
-            assert mounts_below(cache) == [] and mounts_below(Path("/tmp")) == [], "mounts left behind"
+            assert mounts_below(cache) == [] and mounts_below(scratch) == [], "mounts left behind"
             leftovers = [
                 p.name
                 for p in cache.rglob("*")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.conftest import NETNS, REPO
 
 pytestmark = pytest.mark.real
@@ -144,17 +145,17 @@ def test_libvirtd_is_started_when_nothing_runs_it():
         ["virsh", "-c", "qemu:///system", "list", "--name"], capture_output=True, text=True
     ).stdout.strip():
         pytest.skip("a VM is running: stopping libvirtd now would disturb it")
-    subprocess.run(["pkill", "-x", "libvirtd"])
+    # The sandbox's libvirtd, not a runner twin's in its own namespace (tests/lanes.py).
+    subprocess.run(["kill", *helpers.sandbox_pids("libvirtd", NETNS)], capture_output=True)
     for _ in range(100):
-        if subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode != 0:
+        if not helpers.sandbox_pids("libvirtd", NETNS):
             break
         time.sleep(0.1)
     code, actions = prepare()
     assert code == 0, actions
     assert by_step(actions)["libvirt"]["changed"] is True
     assert "started virtlogd and libvirtd (no service manager)" in by_step(actions)["libvirt"]["detail"]
-    pid = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True).stdout.split()[0]
-    assert subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True).stdout.strip() == NETNS
+    assert len(helpers.sandbox_pids("libvirtd", NETNS)) == 1, "libvirtd started again, in the VMs' namespace"
     code, actions = prepare()
     assert by_step(actions)["libvirt"] == {
         "step": "libvirt",
@@ -165,7 +166,7 @@ def test_libvirtd_is_started_when_nothing_runs_it():
 
 def test_a_ci_user_is_let_in_to_libvirt_and_kvm_without_root():
     user = f"vagabond-ci-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["useradd", "--no-create-home", user], check=True)
+    subprocess.run(["useradd", *helpers.USER_IDS, "--no-create-home", user], check=True)
     try:
         code, actions = prepare("--user", user)
         assert code == 0, actions

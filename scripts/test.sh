@@ -16,6 +16,6 @@ fi
 # The whole suite runs in two lanes at once (tests/lanes.py): the VMs on this host's libvirt in
 # one, the runner twins (hosts of their own) in the other, the rest wherever a worker is free.
 if [[ $# -eq 0 ]]; then
-  set -- -n 2 --dist loadgroup
+  set -- -n 2
 fi
 exec "$VENV/bin/python" -m pytest "$@"

@@ -44,13 +44,18 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"{report.longrepr}\n(under CI a real tool that is missing fails the test)"
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the marks
-def pytest_collection_modifyitems(config, items):
-    """Each test's lane (tests/lanes.py), as the group pytest-xdist keeps on one worker."""
-    for item in items:
-        name = lanes.lane(Path(item.path).relative_to(REPO).as_posix())
-        if name:
-            item.add_marker(pytest.mark.xdist_group(name))
+@pytest.hookimpl(optionalhook=True)  # (a pytest-xdist hook: without it, no lanes)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduler by scope, each lane one scope (tests/lanes.py): a lane's tests go to
+    one worker, in file order; a test of no lane is a scope of its own, for whichever worker is free.
+    The biggest scope goes out first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lanes.lane(nodeid.split("::", 1)[0]) or nodeid
+
+    return LaneScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)

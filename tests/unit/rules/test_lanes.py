@@ -75,23 +75,29 @@ def test_no_test_stops_a_program_by_name_host_wide():
 
 def test_the_whole_suite_runs_in_two_lanes():
     script = (REPO / "scripts" / "test.sh").read_text()
-    assert "set -- -n 2 --dist loadgroup" in script
+    assert "set -- -n 2\n" in script
     pyproject = (REPO / "pyproject.toml").read_text()
     assert '"pytest-xdist>=' in pyproject
 
 
-def test_collection_puts_each_test_in_its_lane():
-    """The conftest hook marks each item with its lane, the group pytest-xdist keeps on one worker."""
+def test_the_scheduler_keeps_each_lane_on_one_worker():
+    """The conftest's pytest-xdist scheduler: each lane one scope, any other test a scope of its own."""
     from tests import conftest
 
-    class Item:
-        def __init__(self, path: str):
-            self.path, self.marks = REPO / path, []
+    scheduler = conftest.pytest_xdist_make_scheduler(_Config(), None)
+    twin = next(iter(lanes.TWIN_MODULES))
+    assert scheduler._split_scope("tests/e2e/test_fips.py::test_x") == lanes.HOST
+    assert scheduler._split_scope("tests/e2e/test_plain.py::test_y[a::b]") == lanes.HOST
+    assert scheduler._split_scope(f"{twin}::test_z[ubuntu-26.04]") == lanes.TWIN
+    assert scheduler._split_scope("tests/unit/test_files.py::test_w") == "tests/unit/test_files.py::test_w"
 
-        def add_marker(self, mark):
-            self.marks.append(mark)
 
-    items = [Item("tests/e2e/test_fips.py"), Item(next(iter(lanes.TWIN_MODULES))), Item("tests/unit/test_files.py")]
-    conftest.pytest_collection_modifyitems(None, items)
-    groups = [[(m.name, m.args) for m in item.marks] for item in items]
-    assert groups == [[("xdist_group", ("host",))], [("xdist_group", ("twin",))], []]
+class _Config:
+    """What pytest-xdist's scheduler reads of the configuration."""
+
+    class option:
+        maxschedchunk = None
+        loadscopereorder = True
+
+    def getvalue(self, name):
+        return {"tx": ["popen"] * 2, "numprocesses": 2}.get(name)

@@ -145,10 +145,12 @@ def test_libvirtd_is_started_when_nothing_runs_it():
         ["virsh", "-c", "qemu:///system", "list", "--name"], capture_output=True, text=True
     ).stdout.strip():
         pytest.skip("a VM is running: stopping libvirtd now would disturb it")
-    # The sandbox's libvirtd, not a runner twin's in its own namespace (tests/lanes.py).
-    subprocess.run(["kill", *helpers.sandbox_pids("libvirtd", NETNS)], capture_output=True)
-    for _ in range(100):
-        if not helpers.sandbox_pids("libvirtd", NETNS):
+    # The sandbox's libvirtd, not a runner twin's in its own namespace (tests/lanes.py), and gone
+    # from the process table (a dead one that was not reaped yet still looks like a libvirtd).
+    killed = helpers.sandbox_pids("libvirtd", NETNS)
+    subprocess.run(["kill", *killed], capture_output=True)
+    for _ in range(300):
+        if not any(Path(f"/proc/{pid}").exists() for pid in killed):
             break
         time.sleep(0.1)
     code, actions = prepare()

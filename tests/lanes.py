@@ -22,6 +22,8 @@ TWIN_MODULES = frozenset({"tests/integration/test_workflow_steps_real.py"})
 
 # Real test modules that share nothing with either lane, and why.
 UNSHARED = {
+    "tests/integration/test_catalog_real.py": "catalogs on free ports; a Vagrant home, cache, record of its own",
+    "tests/integration/test_oci_real.py": "registries on ports it picks free, a Vagrant home and cache of its own",
     "tests/integration/test_detect_real.py": "reads the host's CPU flags and /dev/kvm, changes nothing",
     "tests/integration/test_docs_site_real.py": "builds the site in its own directory, serves it in its own namespace",
     "tests/integration/test_galaxy_real.py": "ansible-galaxy against a local directory of its own",

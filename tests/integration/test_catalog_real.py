@@ -30,6 +30,13 @@ pytestmark = pytest.mark.real
 VAGABOND = [sys.executable, "-m", "vagabond"]
 
 
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """A cache and a record of the test's own: nothing it does reaches the run's (tests/lanes.py)."""
+    monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VAGABOND_STATE", str(tmp_path / "state"))
+
+
 @pytest.fixture(scope="module")
 def tiny_box(tmp_path_factory) -> Path:
     """A real (tiny) vagrant-libvirt box: a 16 MiB qcow2, metadata.json and a Vagrantfile."""

@@ -51,12 +51,12 @@ def build_(
     Example (nightly): vagabond build centos7-selinux --out dist && vagabond publish dist/*.box --catalog s3://boxes/centos7
     """
     from vagabond import build
-    from vagabond.vm import lifecycle
+    from vagabond.vm import lifecycle, provision
 
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.UpOptions(
         driver=driver.value if driver else None,
-        extra_vars=extra_vars or (),
+        extra_vars=provision.extra_vars(extra_vars or ()),
         logs_dir=paths.logs_on_failure_dir(logs_on_failure),
         image=str(image) if image else None,
     )

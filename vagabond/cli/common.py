@@ -224,7 +224,11 @@ ImageOption = Annotated[
 ]
 ExtraVarsOption = Annotated[
     Optional[list[str]],
-    typer.Option("--extra-vars", "-e", help="Passed to ansible-playbook as is: key=value, JSON or @file. Repeatable."),
+    typer.Option(
+        "--extra-vars",
+        "-e",
+        help="Passed to ansible-playbook: key=value, JSON or @FILE (found from where you run vagabond). Repeatable.",
+    ),
 ]
 
 

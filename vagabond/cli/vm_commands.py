@@ -76,13 +76,13 @@ def up_(
 
     Example: vagabond up centos7-selinux && vagabond run centos7-selinux -- getenforce
     """
-    from vagabond.vm import lifecycle
+    from vagabond.vm import lifecycle, provision
 
     definition, wd = _box_and_workdir(box, workdir)
     opts = lifecycle.UpOptions(
         driver=driver.value if driver else None,
         keep_on_failure=keep_on_failure,
-        extra_vars=extra_vars or (),
+        extra_vars=provision.extra_vars(extra_vars or ()),
         provision=not no_provision,
         prebuilt=not fresh,
         boot_timeout=boot_timeout,
@@ -177,14 +177,14 @@ def test_(
 
     Example: vagabond test debian12-selinux --junit results/vagabond.xml -- getenforce
     """
-    from vagabond.vm import lifecycle, testrun
+    from vagabond.vm import lifecycle, provision, testrun
 
     definition, wd = _box_and_workdir(box, workdir)
     if sync is not None and not sync.startswith("/"):
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
     opts = lifecycle.UpOptions(
         driver=driver.value if driver else None,
-        extra_vars=extra_vars or (),
+        extra_vars=provision.extra_vars(extra_vars or ()),
         prebuilt=not fresh,
         logs_dir=paths.logs_on_failure_dir(logs_on_failure),
         image=str(image) if image else None,
@@ -270,13 +270,13 @@ def provision_(
     On a box built from this very definition (a prebuilt box), the playbooks are skipped unless
     -e is given or --check-idempotence asks for the full run.
     """
-    from vagabond.vm import lifecycle
+    from vagabond.vm import lifecycle, provision
 
     definition, wd = _box_and_workdir(box, workdir)
     if check_idempotence:
-        recaps = lifecycle.check_idempotence(definition, wd, extra_vars or ())
+        recaps = lifecycle.check_idempotence(definition, wd, provision.extra_vars(extra_vars or ()))
     else:
-        recaps = lifecycle.reprovision(definition, wd, extra_vars or ())
+        recaps = lifecycle.reprovision(definition, wd, provision.extra_vars(extra_vars or ()))
     for r in recaps:
         ui.out.print(
             f"{r.host}: ok={r.ok} changed={r.changed} unreachable={r.unreachable} failed={r.failed}", markup=False

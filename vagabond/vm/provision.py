@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vagabond import files, process, timeouts, ui
-from vagabond.errors import ModeCheckFailed
+from vagabond.errors import ModeCheckFailed, UsageError
 from vagabond.vm import ansiblecfg, remote
 from vagabond.vm.playbooks import GROUP, HOST_VARS, PROVISION_DIR, ModeCheck, mode_checks, provisions
 from vagabond.vm.workdir import Workdir
@@ -124,6 +124,25 @@ def parse_recap(output: str) -> list[Recap]:
         Recap(m[0], int(m[1]), int(m[2]), int(m[3]), int(m[4]), tuple(tasks.get(m[0], ())))
         for m in RECAP.findall(output)
     ]
+
+
+def extra_vars(values: Sequence[str], cwd: Path | None = None) -> tuple[str, ...]:
+    """-e values as ansible-playbook takes them, each @FILE made absolute from where vagabond was
+    started (ansible-playbook runs in the work directory, where a relative one names nothing) and
+    refused before anything starts when it is not a regular file vagabond can read."""
+    base = cwd or Path.cwd()
+    resolved = []
+    for value in values:
+        if value.startswith("@"):
+            path = base / os.path.expanduser(value[1:])
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise UsageError(
+                    f"-e {value}: {path} is not a file vagabond can read",
+                    hint="give a variables file that exists (YAML or JSON), or key=value",
+                )
+            value = f"@{path.resolve()}"
+        resolved.append(value)
+    return tuple(resolved)
 
 
 def run_playbooks(

@@ -53,8 +53,17 @@ def _host_cpu() -> str:
 
 def extra_vars_digest(extra_vars) -> str:
     """What -e asked for, as the key and the work directory's state keep it: a digest, never the
-    values (a password given with -e stays out of files others can read)."""
-    return files.sha256_bytes(json.dumps(list(extra_vars)).encode())
+    values (a password given with -e stays out of files others can read). A variables file (@FILE)
+    counts by its content too: changed since, it provisions another VM."""
+    parts = []
+    for value in extra_vars:
+        parts.append(value)
+        if value.startswith("@"):
+            try:
+                parts.append(files.sha256_file(Path(value[1:])))
+            except OSError:
+                parts.append("unreadable")
+    return files.sha256_bytes(json.dumps(parts).encode())
 
 
 def key_for(box: Box, wd: Workdir, driver: str, *, extra_vars_sha256: str, sync_project=None, provision=True) -> dict:

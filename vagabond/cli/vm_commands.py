@@ -62,12 +62,22 @@ def up_(
     cold: Annotated[
         bool, typer.Option("--cold", help="Boot and provision even when a warm image (vagabond save) matches.")
     ] = False,
+    warm_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--warm-from",
+            metavar="FILE",
+            help="A warm image `vagabond save --export` wrote (a CI cache): taken in and restored when it "
+            "is of this VM; otherwise, or when FILE is not there, up boots cold and says why.",
+        ),
+    ] = None,
 ) -> None:
     """Bring the box's VM up: render the Vagrantfile, boot it, provision with Ansible, verify its modes.
 
     When `vagabond save` left a warm image of this box here and everything it depends on is the
     same (box definition, provisioning options, driver, QEMU, CPU model, memory), the VM is restored
-    from it in seconds instead; otherwise one line says which of those differs.
+    from it in seconds instead; otherwise one line says which of those differs. --warm-from takes
+    in an exported one first (checked: a file from a cache is not trusted).
 
     Local base boxes are made first when missing: built from the distribution's packages (kind
     mmdebstrap), or imported from the distribution's cloud image (kind image), which is downloaded
@@ -91,6 +101,7 @@ def up_(
         sync_project=sync,
         strict=strict,
         warm=not cold,
+        warm_from=warm_from.absolute() if warm_from else None,
     )
     if sync is not None and not sync.startswith("/"):
         raise errors.UsageError(f"--sync {sync!r}: a guest path is absolute, e.g. /src")
@@ -311,6 +322,20 @@ def save_(
     box: BoxArg,
     workdir: WorkdirOption = None,
     drop: Annotated[bool, typer.Option("--drop", help="Remove this box's warm image here instead.")] = False,
+    export: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--export",
+            metavar="FILE",
+            help="Also write the warm image to FILE, one file that travels (a CI cache): `vagabond up "
+            "--warm-from FILE` takes it in, in a work directory at the same path. Not for a VM provisioned "
+            "with -e values (they may be secrets) unless --no-secrets says they are none.",
+        ),
+    ] = None,
+    no_secrets: Annotated[
+        bool,
+        typer.Option("--no-secrets", help="With --export: the -e values the VM was provisioned with are no secret."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Save the running, provisioned VM as a warm image: `up` after a destroy, and `reset`, restore it in seconds.
@@ -330,9 +355,16 @@ def save_(
             removed = warmimage.drop(wd)
         ui.info(f"warm image of {box}: " + (", ".join(removed) + " removed" if removed else "there was none"))
         return
+    if export is not None:
+        from vagabond.vm import warmarchive
+
+        warmarchive.check_exportable(definition, wd.read_state().get("extra_vars_sha256"), no_secrets)
     meta = warm.save(definition, wd)
+    exported = None
+    if export is not None:
+        exported = warmarchive.export(definition, wd, export, no_secrets=no_secrets)
     if as_json:
-        print(json.dumps(warmimage.describe(meta), indent=2))
+        print(json.dumps(warmimage.describe(meta) | ({"export": exported} if exported else {}), indent=2))
         return
     ui.info(f"saved a warm image of {box}: 'vagabond reset {box}' goes back to it, and 'vagabond up {box}' restores it")
 

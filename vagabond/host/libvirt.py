@@ -14,6 +14,7 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree import ElementTree
 
 from vagabond import files, process, timeouts, ui
 from vagabond.errors import Busy, CommandFailed, UnsafePath
@@ -262,6 +263,17 @@ def restore(image: Path) -> None:
 
 def saved_domain_xml(image: Path) -> str:
     return check("save-image-dumpxml", str(image)).stdout
+
+
+def define_saved_image(image: Path, xml: str) -> None:
+    """Change the domain a memory image defines (libvirt takes only XML of the same machine)."""
+    check("save-image-define", str(image), "/dev/stdin", input=xml)
+
+
+def emulators() -> set[str]:
+    """The QEMU programs this host's libvirt runs guests with."""
+    root = ElementTree.fromstring(check("capabilities").stdout)
+    return {e.text.strip() for e in root.iter("emulator") if e.text}
 
 
 def define(xml: str) -> None:

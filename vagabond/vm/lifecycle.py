@@ -4,6 +4,7 @@ render, vagrant up, SSH, provision, verify), reprovision and the idempotence che
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from vagabond.definition.schema import Box
 from vagabond.errors import Interrupted, NotIdempotent, StepFailed, VagabondError
 from vagabond.host import detect, ledger, libvirt
 from vagabond.host.detect import Decision
-from vagabond.vm import boot, logs, playbooks, prebuilt, provision, remote, render, warm, warmimage
+from vagabond.vm import boot, logs, playbooks, prebuilt, provision, remote, render, warm, warmarchive, warmimage
 from vagabond.vm.ownership import MadeByUp, remove_vm
 from vagabond.vm.status import require_up
 from vagabond.vm.workdir import Workdir
@@ -35,6 +36,7 @@ class UpOptions:
     sync_project: str | None = None  # also sync the project to this guest path (a box without synced folders, in CI)
     strict: bool = False  # a VM that Vagrant's published key opens is a failure, not a warning
     warm: bool = True  # restore the work directory's warm image when it matches
+    warm_from: Path | None = None  # an exported warm image (a CI cache) to take in when it matches
 
 
 @dataclass
@@ -168,6 +170,25 @@ def warm_image(run: UpRun) -> dict | None:
     """The work directory's warm image when it can stand in for this up; otherwise None, and one
     line that says why it does not (nothing is said when there is none)."""
     opts = run.opts
+
+    @functools.cache
+    def wanted() -> dict:  # asks libvirt for its QEMU: only when there is an image to compare
+        return warmimage.key_for(
+            run.box,
+            run.wd,
+            run.decision.driver,
+            extra_vars_sha256=warmimage.extra_vars_digest(opts.extra_vars),
+            sync_project=opts.sync_project,
+            provision=opts.provision,
+        )
+
+    def usable(meta: dict | None) -> bool:
+        return meta is not None and not (
+            warmimage.difference(meta["key"], wanted()) or warmimage.missing_parts(run.wd, meta)
+        )
+
+    if opts.warm_from is not None and opts.warm and opts.prebuilt and not usable(warmimage.load(run.wd)):
+        take_in(run, opts.warm_from, wanted())  # a warm image here that matches wins: nothing to take in
     meta = warmimage.load(run.wd)
     if meta is None:
         return None
@@ -177,19 +198,27 @@ def warm_image(run: UpRun) -> dict | None:
     elif not opts.prebuilt:
         why = "--fresh asks for the base box"
     else:
-        wanted = warmimage.key_for(
-            run.box,
-            run.wd,
-            run.decision.driver,
-            extra_vars_sha256=warmimage.extra_vars_digest(opts.extra_vars),
-            sync_project=opts.sync_project,
-            provision=opts.provision,
-        )
-        why = warmimage.difference(meta["key"], wanted) or warmimage.missing_parts(run.wd, meta)
+        why = warmimage.difference(meta["key"], wanted()) or warmimage.missing_parts(run.wd, meta)
     if why:
         ui.info(f"booting cold, not from the warm image saved here: {why}")
         return None
     return meta
+
+
+def take_in(run: UpRun, archive: Path, wanted: dict) -> None:
+    """An exported warm image in place of the work directory's own, when it is one of this VM;
+    otherwise one line that says why not (a file that is not there is a first run: said too)."""
+    if not archive.exists():
+        ui.info(f"no warm image at {archive} yet: booting cold")
+        return
+    try:
+        with ui.step(f"take in the warm image {archive}"):
+            warmarchive.import_(run.box, run.wd, archive, wanted)
+    except warmarchive.Mismatch as why:
+        ui.info(f"booting cold, not from the warm image in {archive}: {why}")
+    except (VagabondError, OSError) as exc:
+        message = exc.message if isinstance(exc, VagabondError) else f"{archive}: {exc.strerror or exc}"
+        ui.warning(f"not using the warm image in {archive}: {message}", title=f"vagabond up {run.box.name}")
 
 
 def restore_warm(run: UpRun, meta: dict) -> bool:

@@ -1,0 +1,297 @@
+"""A warm image that travels, without a VM: an archive as export writes it is taken in whole (the
+layer in the pool, the memory image and key in the cache, a description `load` accepts, vagabond's
+own state); one of another VM is a Mismatch with its reason; a hostile or broken one is refused
+with nothing of it left behind. (tests/e2e/test_lifecycle.py exports and takes in a real one.)"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_box
+from tests.unit.vm.test_warmdomain import SAVED
+from vagabond.definition import boxfile
+from vagabond.errors import UsageError, WarmError
+from vagabond.host import ledger, libvirt
+from vagabond.host.detect import Decision
+from vagabond.vm import lifecycle, warmarchive, warmimage
+from vagabond.vm.lifecycle import UpOptions, UpRun
+from vagabond.vm.workdir import Workdir
+
+KEY = {
+    "format": 1,
+    "definition": "d" * 64,
+    "provisioning": {"extra_vars": warmimage.extra_vars_digest(()), "sync": None, "provision": True},
+    "driver": "qemu",
+    "arch": "x86_64",
+    "qemu": "QEMU 7.2.0",
+    "cpu": "qemu64",
+    "memory": {"default": 1},
+}
+MEMORY = b"LibvirtQemudSave" + b"\0" * 4096
+DISK = b"QFI\xfb" + b"\0" * 4096
+
+
+@pytest.fixture
+def world(project, tmp_path, monkeypatch):
+    """A work directory, a pool directory and a ledger of the test's own, and a libvirt and
+    qemu-img that answer as this host's would for a good archive."""
+    monkeypatch.setenv("VAGABOND_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VAGABOND_STATE", str(tmp_path / "state"))
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    monkeypatch.setattr(libvirt, "POOL_DIR", pool)
+    write_box(project, "wx", "description: x\nbase: {box: org/base}\n")
+    box = boxfile.find_box("wx", project / "boxes")
+    wd = Workdir.for_box(box)
+    host = {"disk": {"format": "qcow2", "virtual-size": 8 << 30}, "xml": None, "networks": [], "defined": []}
+    monkeypatch.setattr(libvirt, "refresh_pool", lambda pool="default": None)
+    monkeypatch.setattr(libvirt, "networks", lambda: host["networks"])
+    monkeypatch.setattr(libvirt, "emulators", lambda: {"/usr/bin/qemu-system-x86_64"})
+    monkeypatch.setattr(libvirt, "serial_log", lambda domain: Path(f"/var/log/libvirt/qemu/{domain}-serial.log"))
+    monkeypatch.setattr(libvirt, "saved_domain_xml", lambda image: host["xml"] or saved_xml(wd))
+    monkeypatch.setattr(libvirt, "define_saved_image", lambda image, xml: host["defined"].append(xml))
+
+    class Info:
+        stdout = ""
+
+    def qemu_img(argv, **kwargs):
+        assert argv[:2] == ["qemu-img", "info"], argv
+        info = Info()
+        info.stdout = json.dumps(host["disk"])
+        return info
+
+    monkeypatch.setattr(warmarchive.process, "check", qemu_img)
+    wanted = KEY | {"domains": [wd.domain("default")]}
+    return box, wd, pool, host, wanted
+
+
+def saved_xml(wd: Workdir) -> str:
+    """The domain as libvirt keeps it in the memory image of this work directory's VM."""
+    return SAVED.replace("vagabond-wx-6b60becd-", wd.prefix).replace("/var/lib/libvirt/images/", f"{libvirt.POOL_DIR}/")
+
+
+def manifest_meta(wd: Workdir, key: dict) -> dict:
+    frozen = warmimage.frozen_prefix(wd) + "default-20261207113220.qcow2"
+    return {
+        "key": key,
+        "saved_at": 1.0,
+        "box": "wx",
+        "machines": [
+            {
+                "name": "default",
+                "domain": wd.domain("default"),
+                "uuid": "5435e76c-8002-4a5d-9bf3-16076bcc8f32",
+                "memory_image": "default.20261207113220.save",
+                "disk": str(libvirt.POOL_DIR / f"{wd.prefix}default.img"),
+                "frozen": [frozen],
+                "interfaces": [{"mac": "52:54:00:20:d1:fc", "network": "vagrant-libvirt"}],
+            }
+        ],
+        "vagrant": {"default": {"box_meta": '{"name":"org/base"}', "id": "x", "vagrant_cwd": "/etc"}},
+        "networks": {"vagrant-libvirt": "<network><name>vagrant-libvirt</name><forward mode='bridge'/></network>"},
+        "state": {"created": ["../../etc"], "prebuilt": {"name": "org/b", "version": "1", "url": "https://c/m.json"}},
+        "ssh": (
+            f"Host default\n  HostName 192.168.121.7\n  User vagrant\n  IdentityFile {wd.ssh_key}\n"
+            "  IdentityFile /root/.vagrant.d/insecure_private_key\n  IdentitiesOnly yes\n\nHost *\n"
+            "  ControlMaster auto\n"
+        ),
+        "workdir": str(wd.path),
+    }
+
+
+def archive(path: Path, meta: dict, members: dict[str, bytes] | None = None, *, manifest=None, first=None) -> Path:
+    """An archive as export writes it (members: name -> bytes, in order after the manifest)."""
+    m = meta["machines"][0]
+    if members is None:
+        members = {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(MEMORY), "ssh_key": b"KEY\n"}
+    sums = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in members.items()}
+    body = manifest if manifest is not None else {"format": 1, "meta": meta, "files": sums}
+    entries = [("manifest.json", json.dumps(body).encode()), *members.items()]
+    if first is not None:
+        entries.insert(0, first)
+    with tarfile.open(path, "w") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def left_behind(wd: Workdir, pool: Path) -> list[str]:
+    cache = warmimage.image_dir(wd).parent
+    return sorted(str(p) for p in [*pool.iterdir(), *(cache.iterdir() if cache.is_dir() else [])])
+
+
+def test_an_exported_image_is_taken_in_whole_and_only_vagabonds_own_values_are_kept(world, tmp_path):
+    box, wd, pool, host, wanted = world
+    meta = manifest_meta(wd, wanted)
+    installed = warmarchive.import_(box, wd, archive(tmp_path / "w.tar", meta), wanted)
+    layer = meta["machines"][0]["frozen"][0]
+    assert (pool / layer).read_bytes() == DISK and (pool / layer).stat().st_mode & 0o777 == 0o600
+    image = warmimage.image_dir(wd)
+    assert (image / "default.20261207113220.save").read_bytes() == MEMORY, "the memory image unpacked"
+    assert (image / "ssh_key").stat().st_mode & 0o777 == 0o600
+    assert layer in ledger.read()["warm"], "recorded: gc finds it"
+    assert warmimage.load(wd) == installed, "a description load accepts"
+    assert host["defined"] and "backingStore" not in host["defined"][0], "the recorded chain dropped"
+    assert installed["networks"] == {"vagrant-libvirt": libvirt.MGMT_NETWORK_XML}, "vagabond's network, not theirs"
+    assert installed["vagrant"] == {"default": {"box_meta": '{"name":"org/base"}'}}
+    assert "created" not in installed["state"] and installed["state"]["box"] == "wx"
+    assert installed["state"]["prebuilt"] == {"name": "org/b", "version": "1", "url": "https://c/m.json"}
+    assert "insecure_private_key" not in installed["ssh"] and "ControlMaster" not in installed["ssh"]
+    assert f"IdentityFile {wd.ssh_key}" in installed["ssh"]
+
+
+def test_an_image_of_another_vm_is_a_mismatch_with_its_reason_and_leaves_nothing(world, tmp_path):
+    box, wd, pool, host, wanted = world
+    meta = manifest_meta(wd, wanted | {"qemu": "QEMU 9.2.0"})
+    with pytest.raises(warmarchive.Mismatch, match=r"the QEMU version differs \(saved QEMU 9.2.0, now QEMU 7.2.0\)"):
+        warmarchive.import_(box, wd, archive(tmp_path / "w.tar", meta), wanted)
+    other = copy.deepcopy(manifest_meta(wd, wanted))
+    other["machines"][0]["domain"] = "vagabond-wx-00000000-default"
+    with pytest.raises(warmarchive.Mismatch, match="the work directory differs"):
+        warmarchive.import_(box, wd, archive(tmp_path / "o.tar", other), wanted)
+    lonely = manifest_meta(wd, wanted)
+    lonely["machines"][0]["interfaces"][0]["network"] = "their-net"
+    lonely["networks"] = {}
+    with pytest.raises(warmarchive.Mismatch, match="its network their-net is not on this host"):
+        warmarchive.import_(box, wd, archive(tmp_path / "n.tar", lonely), wanted)
+    assert left_behind(wd, pool) == []
+
+
+def hostile(wd: Workdir, wanted: dict, case: str, tmp_path: Path, host: dict) -> Path:
+    meta = manifest_meta(wd, wanted)
+    m = meta["machines"][0]
+    good = {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(MEMORY)}
+    path = tmp_path / "w.tar"
+    if case == "not a tar":
+        path.write_bytes(b"nothing of the kind")
+        return path
+    if case == "manifest not first":
+        return archive(path, meta, good, first=("ssh_key", b"x"))
+    if case == "a member the manifest does not name":
+        archive(path, meta, good)
+        with tarfile.open(path, "a") as tar:
+            info = tarfile.TarInfo("authorized_keys")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+        return path
+    if case == "a link in place of a file":
+        sums = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in good.items()}
+        archive(path, meta, {m["frozen"][0]: DISK}, manifest={"format": 1, "meta": meta, "files": sums})
+        with tarfile.open(path, "a") as tar:
+            info = tarfile.TarInfo(m["memory_image"] + ".gz")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
+            tar.addfile(info)
+        return path
+    if case == "a name out of its directory":
+        bad = copy.deepcopy(meta)
+        bad["machines"][0]["frozen"] = ["../../vagabond-warm-x.qcow2"]
+        return archive(path, bad, {"../../vagabond-warm-x.qcow2": DISK})
+    if case == "a file that is not the one named":
+        archive(path, meta, good)
+        data = bytearray(path.read_bytes())
+        at = data.index(DISK)
+        data[at + 100] = 1  # same size, another content
+        path.write_bytes(bytes(data))
+        return path
+    if case == "a file missing":
+        sums = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in good.items()}
+        return archive(path, meta, {m["frozen"][0]: DISK}, manifest={"format": 1, "meta": meta, "files": sums})
+    if case == "a memory image larger than its VM":
+        return archive(path, meta, {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(bytes(3 << 20))})
+    if case == "a disk that stands on another file":
+        host["disk"] = {"format": "qcow2", "virtual-size": 1 << 30, "backing-filename": "/dev/sda"}
+        return archive(path, meta, good)
+    if case == "a disk with an external data file":
+        host["disk"] = {"format": "qcow2", "virtual-size": 1, "format-specific": {"data": {"data-file": "/etc/x"}}}
+        return archive(path, meta, good)
+    if case == "a domain with a host device":
+        host["xml"] = saved_xml(wd).replace("<memballoon", "<hostdev mode='subsystem' type='pci'/><memballoon")
+        return archive(path, meta, good)
+    if case == "an SSH configuration that runs a program":
+        bad = copy.deepcopy(meta)
+        bad["ssh"] = "Host default\n  HostName 192.168.121.7\n  KnownHostsCommand /bin/sh -c id\n"
+        return archive(path, bad, good)
+    if case == "two disk layers":
+        bad = copy.deepcopy(meta)
+        bad["machines"][0]["frozen"].append(warmimage.frozen_prefix(wd) + "default-base.qcow2")
+        return archive(path, bad, good)
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case, said",
+    [
+        ("not a tar", "is not a warm image archive"),
+        ("manifest not first", "does not start with its manifest.json"),
+        ("a member the manifest does not name", "holds 'authorized_keys', which is not a file its manifest names"),
+        ("a link in place of a file", "which is not a file its manifest names"),
+        ("a name out of its directory", "names '../../vagabond-warm-x.qcow2', which is not a plain file name"),
+        ("a file that is not the one named", "sha256 differs"),
+        ("a file missing", "lacks default.20261207113220.save.gz"),
+        ("a memory image larger than its VM", "unpacks to more than its VM's memory"),
+        ("a disk that stands on another file", "is not a standalone qcow2 disk"),
+        ("a disk with an external data file", "is not a standalone qcow2 disk"),
+        ("a domain with a host device", "asks for the device <hostdev>"),
+        ("an SSH configuration that runs a program", "says KnownHostsCommand"),
+        ("two disk layers", "has 2 disk layers, not one standalone disk"),
+    ],
+)
+def test_a_hostile_or_broken_archive_is_refused_and_nothing_of_it_stays(world, tmp_path, monkeypatch, case, said):
+    box, wd, pool, host, wanted = world
+    monkeypatch.setattr(warmarchive, "MEMORY_SLACK", 1 << 20)  # the VM's 1 MiB and 1 MiB more
+    before = ledger.read()["warm"]
+    with pytest.raises(WarmError, match=said):
+        warmarchive.import_(box, wd, hostile(wd, wanted, case, tmp_path, host), wanted)
+    assert left_behind(wd, pool) == [] and ledger.read()["warm"] == before
+
+
+def test_a_vm_given_values_with_e_is_not_exported_unless_they_are_said_to_be_no_secret(world):
+    box, wd, pool, host, wanted = world
+    given = warmimage.extra_vars_digest(["password=hunter2"])
+    with pytest.raises(UsageError, match="provisioned with -e values") as caught:
+        warmarchive.check_exportable(box, given, no_secrets=False)
+    assert "hunter2" not in caught.value.message and "--no-secrets" in caught.value.hint
+    warmarchive.check_exportable(box, given, no_secrets=True)
+    warmarchive.check_exportable(box, warmimage.extra_vars_digest(()), no_secrets=False)
+
+
+def test_up_says_in_one_line_why_it_takes_nothing_in_and_boots_cold(world, tmp_path, capsys, monkeypatch):
+    box, wd, pool, host, wanted = world
+    monkeypatch.setattr(warmimage, "key_for", lambda *a, **k: copy.deepcopy(wanted))
+    run = UpRun(box, wd, UpOptions(warm_from=tmp_path / "none.tar"), Decision("qemu", "test"), None)
+    assert lifecycle.warm_image(run) is None
+    assert f"no warm image at {tmp_path / 'none.tar'} yet: booting cold" in capsys.readouterr().err
+    stale = archive(tmp_path / "stale.tar", manifest_meta(wd, wanted | {"driver": "kvm"}))
+    run.opts.warm_from = stale
+    assert lifecycle.warm_image(run) is None
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"booting cold, not from the warm image in {stale}: the driver differs (saved kvm, now qemu)" in said
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(b"x")
+    run.opts.warm_from = broken
+    assert lifecycle.warm_image(run) is None
+    assert f"warning: not using the warm image in {broken}: {broken} is not a warm image archive" in " ".join(
+        capsys.readouterr().err.split()
+    )
+
+
+def test_up_restores_what_it_took_in_and_a_matching_image_here_wins_over_the_file(world, tmp_path, monkeypatch):
+    box, wd, pool, host, wanted = world
+    monkeypatch.setattr(warmimage, "key_for", lambda *a, **k: copy.deepcopy(wanted))
+    good = archive(tmp_path / "good.tar", manifest_meta(wd, wanted))
+    run = UpRun(box, wd, UpOptions(warm_from=good), Decision("qemu", "test"), None)
+    meta = lifecycle.warm_image(run)
+    assert meta is not None and meta["imported"] is True
+    taken = []
+    monkeypatch.setattr(warmarchive, "import_", lambda *a: taken.append(a))
+    assert lifecycle.warm_image(run) == meta and taken == [], "the image here matches: the file is not read again"

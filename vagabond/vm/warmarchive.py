@@ -1,0 +1,450 @@
+"""A warm image as one file that travels: `vagabond save --export FILE` writes it, `vagabond up
+--warm-from FILE` brings it into a work directory at the same path on another host of the same
+kind (a CI job's cache, restored on the next runner), or on this one after its warm image went.
+
+The archive is an uncompressed tar of: ``manifest.json`` first (the warm image's description, and
+each file's size and sha256), per machine its disk as one standalone qcow2 (the frozen layer and
+everything under it, flattened and compressed) and its memory image (gzip), and the VM's SSH key.
+
+Everything in it is hostile until checked, because a cache can be written by another job: the
+description must be one of this work directory's and match what `up` would make (else up boots
+cold and says why), every file must be a regular member of the size and digest the manifest
+says, the disk a qcow2 that stands alone (no backing file, no external data file), and the domain
+the memory image defines nothing but what vagabond's Vagrantfile gives a VM: its own disk, its
+networks, a serial log of its own, no host device, no other program (vagabond.vm.warmdomain). Only
+vagabond's own state for the VM is written, built from the box and the key, not from the archive.
+A warm image provisioned with -e values is never exported: they may be secrets, and its memory
+holds what the playbooks were given.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import tarfile
+from pathlib import Path
+
+from vagabond import files, process, timeouts, ui
+from vagabond.definition.schema import Box
+from vagabond.errors import CommandFailed, UsageError, WarmError
+from vagabond.host import ledger, libvirt
+from vagabond.vm import warmdomain, warmimage
+from vagabond.vm.warmimage import META, image_dir, machines, plain
+from vagabond.vm.workdir import Workdir
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+MANIFEST_MAX = 1 << 20
+DISK_MAX = 1 << 40  # a disk's virtual size, and its file
+MEMORY_SLACK = 256 << 20  # a memory image beyond the VM's memory: its header and device state
+CHUNK = 4 << 20
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+# What a restored VM keeps of vagabond's state, by name; each from the box or the key, not the archive.
+VAGRANT_KEPT = ("box_meta", "action_provision")
+
+
+class Mismatch(Exception):
+    """The archive is a good warm image, of another VM than this up would make (the reason)."""
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def check_exportable(box: Box, extra_vars_sha256: object, no_secrets: bool) -> None:
+    """A VM provisioned with -e values travels only when the user says they are no secret."""
+    if extra_vars_sha256 not in (None, warmimage.extra_vars_digest(())) and not no_secrets:
+        raise UsageError(
+            f"the VM of {box.name!r} was provisioned with -e values, which its memory and disk may hold: "
+            "its warm image is not exported",
+            hint="put values that are no secret in the box definition's vars, or say so with --no-secrets",
+        )
+
+
+def export(box: Box, wd: Workdir, target: Path, *, no_secrets: bool = False) -> dict:
+    """This work directory's warm image as one file at ``target`` (replaced whole, or left as it
+    was); what was written, for --json."""
+    meta = warmimage.load(wd)
+    if meta is None:
+        raise UsageError(f"box {box.name!r} has no warm image here", hint=f"vagabond save {box.name}")
+    gone = warmimage.missing_parts(wd, meta)
+    if gone:
+        raise WarmError(f"the warm image of {box.name!r} cannot be exported: {gone}", hint=f"vagabond save {box.name}")
+    check_exportable(box, meta["key"]["provisioning"].get("extra_vars"), no_secrets)
+    target = Path(target).absolute()
+    files.refuse_link(target)
+    ms = machines(meta)
+    with files.private_dir(target.parent, prefix=".vagabond-export-") as work:
+        sums: dict[str, dict] = {}
+        with ui.step(f"export the warm image of {box.name}"):
+            for m in ms:
+                disk = work / plain(m.frozen[0])
+                # The chain below the frozen layer flattened into one compressed standalone qcow2.
+                process.check(
+                    [
+                        "qemu-img",
+                        "convert",
+                        "-U",
+                        "-q",
+                        "-c",
+                        "-O",
+                        "qcow2",
+                        "-o",
+                        "compression_type=zstd",
+                        str(libvirt.POOL_DIR / plain(m.frozen[0])),
+                        str(disk),
+                    ],
+                    timeout=timeouts.IMAGE,
+                )
+                sums[disk.name] = _digest(disk)
+                memory = work / (plain(m.memory_image) + ".gz")
+                with files.open_regular_read(image_dir(wd) / plain(m.memory_image)) as src:
+                    with (
+                        files.atomic(memory, mode=0o600) as out,
+                        gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1) as dst,
+                    ):
+                        while block := src.read(CHUNK):
+                            dst.write(block)
+                sums[memory.name] = _digest(memory)
+            for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
+                if (image_dir(wd) / name).is_file():
+                    files.copy_regular(image_dir(wd) / name, work / name, mode=0o600)
+                    sums[name] = _digest(work / name)
+            travelling = dict(meta)
+            travelling["machines"] = [m.__dict__ | {"frozen": [m.frozen[0]]} for m in ms]
+            manifest = {"format": FORMAT, "meta": travelling, "files": sums}
+            files.write_bytes(work / MANIFEST, json.dumps(manifest, sort_keys=True).encode(), mode=0o600)
+            made = work / "archive.tar"
+            with (
+                files.atomic(made, mode=0o600) as out,
+                tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                for name in [MANIFEST, *sums]:
+                    info = tar.gettarinfo(str(work / name), arcname=name)
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    info.mode = 0o600
+                    with open(work / name, "rb") as fh:
+                        tar.addfile(info, fh)
+            files.move(made, target, mode=0o600)
+    size = target.stat().st_size
+    ui.info(f"exported the warm image of {box.name} to {target} ({size / 2**20:.0f} MiB)")
+    return {"path": str(target), "size": size, "files": sorted(sums)}
+
+
+def _digest(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": files.sha256_file(path)}
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+def import_(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
+    """The archive's warm image in place of this work directory's, when it matches ``wanted``
+    (warmimage.key_for of this up); its description. Mismatch when it is of another VM; WarmError
+    when it is not a warm image vagabond can trust (nothing of it is kept either way)."""
+    archive = Path(archive)
+    with files.open_regular_read(archive) as fh, files.private_dir(image_dir(wd).parent, ".vagabond-import-") as work:
+        try:
+            tar = tarfile.open(fileobj=fh, mode="r|")
+        except tarfile.TarError as exc:
+            raise WarmError(f"{archive} is not a warm image archive: {exc}") from None
+        with tar:
+            members = iter(tar)
+            first = _next(members, archive)
+            if first is None or first.name != MANIFEST or not first.isreg() or first.size > MANIFEST_MAX:
+                raise WarmError(f"{archive} is not a warm image archive: it does not start with its {MANIFEST}")
+            manifest = files.loads(tar.extractfile(first).read(), f"{archive}:{MANIFEST}")
+            meta, expected = _checked_manifest(box, wd, manifest, archive)
+            why = warmimage.difference(meta["key"], wanted)
+            if why:
+                raise Mismatch(why)
+            networks = _networks(meta)
+            caps = _caps(meta)
+            while (member := _next(members, archive)) is not None:
+                _take(tar, member, expected, caps, work, archive)
+            missing = sorted(n for n, e in expected.items() if not e.get("taken"))
+            if missing:
+                raise WarmError(f"{archive} lacks {', '.join(missing)}, which its manifest names")
+        for m in machines(meta):
+            _check_disk(work / m.frozen[0], archive)
+            _check_memory_image(work / m.memory_image, wd, m, meta, archive)
+        return _install(box, wd, meta, work, networks)
+
+
+def _next(members, archive: Path):
+    try:
+        return next(members, None)
+    except tarfile.TarError as exc:
+        raise WarmError(f"{archive} is not a whole warm image archive: {exc}") from None
+
+
+def _checked_manifest(box: Box, wd: Workdir, manifest: object, archive: Path) -> tuple[dict, dict]:
+    """The warm image's description (this work directory's, as save writes it, one standalone
+    disk layer per machine) and the files it needs, by member name."""
+    bad = f"{archive} is not a warm image vagabond can use"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise WarmError(f"{bad}: its manifest is not of format {FORMAT}")
+    meta, sums = manifest.get("meta"), manifest.get("files")
+    if not warmimage._valid(meta):
+        raise WarmError(f"{bad}: its description is malformed")
+    for name in [n for m in machines(meta) for n in (m.memory_image, *m.frozen)]:
+        plain(name)  # a name out of its directory is hostile, not another VM's
+    if not warmimage._ours(wd, meta):
+        raise Mismatch(warmimage.KEY_NAMES["domains"] + " differs")
+    if sorted(m.name for m in machines(meta)) != sorted(box.machine_names()):
+        raise Mismatch("the box's machines differ")
+    if not isinstance(sums, dict):
+        raise WarmError(f"{bad}: its manifest lists no files")
+    wanted = {}
+    for m in machines(meta):
+        if len(m.frozen) != 1:
+            raise WarmError(f"{bad}: machine {m.name} has {len(m.frozen)} disk layers, not one standalone disk")
+        wanted[m.frozen[0]] = "disk"
+        wanted[m.memory_image + ".gz"] = "memory"
+    for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
+        if name in sums:
+            wanted[name] = "key"
+    if set(sums) != set(wanted):
+        raise WarmError(f"{bad}: its manifest lists {sorted(sums)}, not {sorted(wanted)}")
+    expected = {}
+    for name, kind in wanted.items():
+        entry = sums[name]
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("size"), int)
+            or isinstance(entry.get("size"), bool)
+            or not 0 < entry["size"] <= DISK_MAX
+            or not isinstance(entry.get("sha256"), str)
+            or not SHA256.fullmatch(entry["sha256"])
+        ):
+            raise WarmError(f"{bad}: its manifest's entry for {name} is malformed")
+        expected[plain(name)] = {"kind": kind, "size": entry["size"], "sha256": entry["sha256"]}
+    return meta, expected
+
+
+def _caps(meta: dict) -> dict[str, int]:
+    """How large each memory image may be once unpacked: its VM's memory and some."""
+    memory = meta["key"].get("memory", {})
+    return {
+        m.memory_image + ".gz": int(memory.get(m.name, 0)) * 2**20 + MEMORY_SLACK
+        for m in machines(meta)
+        if isinstance(memory.get(m.name), int)
+    }
+
+
+def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, expected: dict, caps: dict, work: Path, archive: Path):
+    """One member written into the private directory, as the manifest says it is (its size and
+    sha256; a memory image unpacked within its cap); anything else refuses the archive."""
+    entry = expected.get(member.name)
+    if entry is None or entry.get("taken") or not member.isreg() or member.size != entry["size"]:
+        raise WarmError(f"{archive} holds {member.name!r}, which is not a file its manifest names (or not as named)")
+    source = tar.extractfile(member)
+    digest = hashlib.sha256()
+    if entry["kind"] == "memory":
+        cap = caps.get(member.name, 0)
+        target = work / member.name.removesuffix(".gz")
+        written = 0
+
+        class Hashing:
+            def read(self, n=-1):
+                block = source.read(n)
+                digest.update(block)
+                return block
+
+        with files.atomic(target, mode=0o600) as out:
+            try:
+                with gzip.GzipFile(fileobj=Hashing(), mode="rb") as unpacked:
+                    while block := unpacked.read(CHUNK):
+                        written += len(block)
+                        if written > cap:
+                            raise WarmError(f"{archive}: {member.name} unpacks to more than its VM's memory")
+                        out.write(block)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                raise WarmError(f"{archive}: {member.name} is not a whole gzip file: {exc}") from None
+    else:
+        with files.atomic(work / member.name, mode=0o600) as out:
+            while block := source.read(CHUNK):
+                digest.update(block)
+                out.write(block)
+    if digest.hexdigest() != entry["sha256"]:
+        raise WarmError(f"{archive}: {member.name} is not the file its manifest names (sha256 differs)")
+    entry["taken"] = True
+
+
+def _check_disk(disk: Path, archive: Path) -> None:
+    """A qcow2 that stands alone: no backing file and no external data file for QEMU to open."""
+    info = process.check(
+        ["qemu-img", "info", "-U", "--output=json", "-f", "qcow2", str(disk)], timeout=timeouts.TOOL
+    ).stdout
+    data = files.loads(info, f"qemu-img info {disk.name}")
+    specific = (data.get("format-specific") or {}).get("data") or {} if isinstance(data, dict) else {}
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != "qcow2"
+        or "backing-filename" in data
+        or "full-backing-filename" in data
+        or "data-file" in specific
+        or not isinstance(data.get("virtual-size"), int)
+        or data["virtual-size"] > DISK_MAX
+    ):
+        raise WarmError(f"{archive}: {disk.name} is not a standalone qcow2 disk")
+
+
+def _check_memory_image(image: Path, wd: Workdir, m: warmimage.Machine, meta: dict, archive: Path) -> None:
+    """The domain the memory image defines is one vagabond would make for this machine; the disk
+    chain it recorded goes (libvirt finds the chain from the disk: the overlay over this layer)."""
+    try:
+        xml = libvirt.saved_domain_xml(image)
+    except CommandFailed as exc:  # libvirt says what it could not read
+        raise WarmError(f"{archive}: the memory image of {m.name} is not one libvirt reads: {exc}") from None
+    networks = {i["network"] for i in m.interfaces}
+    cleaned = warmdomain.check(
+        xml,
+        domain=wd.domain(m.name),
+        disk=m.disk,
+        networks=networks,
+        serial_log=str(libvirt.serial_log(wd.domain(m.name))),
+        emulators=libvirt.emulators(),
+        where=f"{archive}: the memory image of {m.name}",
+    )
+    libvirt.define_saved_image(image, cleaned)
+
+
+def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, str]) -> dict:
+    """The checked files in place: the disk layer in the pool (recorded first), the memory image
+    and key in the cache, and a description whose every value vagabond chose or checked."""
+    key = meta["key"]
+    installed = {
+        "key": key,
+        "saved_at": meta["saved_at"],
+        "box": box.name,
+        "machines": meta["machines"],
+        "vagrant": {
+            m: {n: t for n, t in saved.items() if n in VAGRANT_KEPT and len(t) < 4096}
+            for m, saved in meta.get("vagrant", {}).items()
+            if m in box.machine_names()
+        },
+        "networks": networks,
+        "state": {
+            "sync_project": key["provisioning"]["sync"],
+            "box": box.name,
+            "driver": key["driver"],
+            "driver_reason": "as the warm image was made",
+            "prefix": wd.prefix,
+            "machines": box.machine_names(),
+            "primary": box.primary(),
+            "env": box.spec.env,
+            "extra_vars_sha256": key["provisioning"]["extra_vars"],
+            "prebuilt": _checked_prebuilt(meta.get("state", {}).get("prebuilt")),
+            "provisioned": True,
+            "playbooks_ran": True,
+            "ssh_key": True,
+        },
+        "ssh": _checked_ssh_config(meta.get("ssh", ""), wd),
+        "workdir": str(wd.path),
+        "imported": True,
+    }
+    target = image_dir(wd)
+    warmimage.drop(wd)
+    files.make_dirs(target.parent, mode=0o700)
+    files.make_dirs(target, mode=0o700)
+    layers = [m.frozen[0] for m in machines(meta)]
+    taken = [n for n in layers if (libvirt.POOL_DIR / n).exists() or (libvirt.POOL_DIR / n).is_symlink()]
+    if taken:
+        raise WarmError(f"{libvirt.POOL_DIR} already holds {', '.join(taken)}", hint="vagabond gc")
+    ledger.add_warm(layers)
+    try:
+        for m in machines(meta):
+            files.move(work / m.frozen[0], libvirt.POOL_DIR / m.frozen[0], mode=0o600)
+            files.move(work / m.memory_image, target / m.memory_image, mode=0o600)
+        for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
+            if (work / name).is_file():
+                files.move(work / name, target / name, mode=0o600)
+        files.write_json(target / META, installed, mode=0o600, sort_keys=True)
+    except BaseException:
+        for n in layers:
+            files.remove(libvirt.POOL_DIR / n)
+        ledger.forget(warm=layers)
+        files.remove(target)
+        raise
+    finally:
+        libvirt.refresh_pool()
+    return installed
+
+
+PREBUILT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+PREBUILT_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+
+
+def _checked_prebuilt(value: object) -> dict | None:
+    """The prebuilt box the VM was made from (the Vagrantfile names it again), when it is one a
+    catalog could have given: a box name, a version, an http(s) or file URL; else none."""
+    if not isinstance(value, dict) or set(value) != {"name", "version", "url"}:
+        return None
+    name, version, url = value["name"], value["version"], value["url"]
+    if not all(isinstance(x, str) for x in (name, version, url)):
+        return None
+    if not PREBUILT_NAME.fullmatch(name) or not PREBUILT_VERSION.fullmatch(version):
+        return None
+    if not url.startswith(("https://", "http://", "file:///")) or len(url) > 2048 or not url.isprintable():
+        return None
+    return {"name": name, "version": version, "url": url}
+
+
+def _networks(meta: dict) -> dict[str, str]:
+    """The networks the VM's interfaces are on, as this host defines them: vagabond's management
+    network from vagabond's own definition (the archive's is not used), any other only where this
+    host has it already."""
+    names = {i["network"] for m in machines(meta) for i in m.interfaces}
+    present = set(libvirt.networks())
+    missing = sorted(n for n in names if n != libvirt.MGMT_NETWORK and n not in present)
+    if missing:
+        raise Mismatch(f"its network {', '.join(missing)} is not on this host")
+    return {libvirt.MGMT_NETWORK: libvirt.MGMT_NETWORK_XML} if libvirt.MGMT_NETWORK in names else {}
+
+
+SSH_KEYWORDS = {
+    "host",
+    "hostname",
+    "user",
+    "port",
+    "userknownhostsfile",
+    "stricthostkeychecking",
+    "passwordauthentication",
+    "identityfile",
+    "identitiesonly",
+    "loglevel",
+    "pubkeyacceptedkeytypes",
+    "pubkeyacceptedalgorithms",
+    "hostkeyalgorithms",
+    "forwardagent",
+    "forwardx11",
+}
+
+
+def _checked_ssh_config(text: object, wd: Workdir) -> str:
+    """The SSH configuration as Vagrant writes it, and nothing that opens another file or runs a
+    program: known keywords only, its identity this work directory's own key."""
+    if not isinstance(text, str) or len(text) > 65536:
+        raise WarmError("the warm image's SSH configuration is malformed")
+    text = text.split("\nHost *\n")[0]  # Vagrant's part: vagabond writes its own after it again
+    kept = []
+    for line in text.splitlines():
+        words = line.split(None, 1)
+        if not words or words[0].startswith("#"):
+            continue
+        keyword = words[0].lower()
+        value = words[1].strip().strip('"') if len(words) > 1 else ""
+        if keyword not in SSH_KEYWORDS:
+            raise WarmError(f"the warm image's SSH configuration says {words[0]}, which Vagrant's never does")
+        if keyword == "identityfile" and value != str(wd.ssh_key):
+            continue  # Vagrant's insecure key too: a restored VM takes its own only
+        if keyword in ("forwardagent", "forwardx11") and value.lower() != "no":
+            raise WarmError(f"the warm image's SSH configuration forwards {words[0][7:]}")
+        if keyword == "userknownhostsfile" and value != "/dev/null":
+            raise WarmError("the warm image's SSH configuration names a known-hosts file")
+        kept.append(line)
+    return "\n".join(kept) + "\n"

@@ -310,6 +310,33 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
     again = vagabond("up", BOX, "-e", f"@{apt_mirror}", timeout=900)
     assert f"restore {BOX} from its warm image" in again.stderr
 
+    # The warm image as one file that travels (a CI cache), taken in where none is left here, as on
+    # a new runner: its disk stands alone (no box image under it), and it is the VM that was saved.
+    exported = vagabond.cwd / "warm.tar"
+    refused = vagabond("save", BOX, "--export", str(exported), check=False)
+    assert refused.returncode == 2 and "provisioned with -e values" in " ".join(refused.stderr.split())
+    assert not exported.exists(), "refused before anything was saved or written"
+    described = json.loads(vagabond("save", BOX, "--export", str(exported), "--no-secrets", "--json").stdout)
+    assert described["export"]["size"] == exported.stat().st_size and exported.stat().st_mode & 0o777 == 0o600
+    print(f"exported warm image: {exported.stat().st_size / 2**20:.0f} MiB")
+    vagabond("destroy", BOX)
+    vagabond("save", BOX, "--drop")
+    assert warm_layers(prefix) == [] and not (cache_dir() / "warm" / prefix.rstrip("-")).exists()
+    taken = vagabond("up", BOX, "-e", f"@{apt_mirror}", "--warm-from", str(exported), timeout=900)
+    assert f"take in the warm image {exported}" in taken.stderr and "vagrant up" not in taken.stderr, taken.stderr
+    assert f"restore {BOX} from its warm image" in taken.stderr and "selinux on default: Enforcing" in taken.stderr
+    (layer,) = warm_layers(prefix)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", f"/var/lib/libvirt/images/{layer}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert "backing-filename" not in info and info["format-specific"]["data"]["compression-type"] == "zstd"
+    assert vagabond("run", BOX, "--", "cat", "/home/vagrant/before-save").stdout == "saved\n"
+
 
 def test_build_and_publish_the_dependency_box(
     vagabond, selinux_vm, catalog_server, s3_server, registry_server, tmp_path_factory

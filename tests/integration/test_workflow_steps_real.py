@@ -118,6 +118,7 @@ BOXES_DIR = "ci/boxes"
 GUEST_PACKAGES = ["make"]  # what the README's example runs, from the box's `packages:`
 GUEST_MIRROR_PORT = 8321
 README_STEP = "The README's example command"
+WARM_STEP = "The next run's up, from the exported warm image"
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 REMOTE = "https://github.com/example/vagabond.git"
 KVM_GID = 992
@@ -861,6 +862,14 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     command, readme_box = readme_example()
     cleanup = next(i for i, s in enumerate(job["steps"]) if s.get("uses", "").startswith("example/vagabond/cleanup"))
     job["steps"].insert(cleanup, {"name": README_STEP, "run": command.replace(f" {readme_box} ", f" {BOX} ", 1)})
+    # The next run, as far as this runner can play it: no VM and no warm image here, the file the
+    # action exported in the cache's place; its up (the action's own options) takes it in and
+    # restores, and the README's example runs in the restored VM.
+    next_run = (
+        f"vagabond destroy {BOX} && vagabond save {BOX} --drop && "
+        f'vagabond up {BOX} --logs-on-failure vagabond-logs --warm-from "$RUNNER_TEMP/vagabond-warm/{BOX}.tar"'
+    )
+    job["steps"].insert(cleanup, {"name": WARM_STEP, "run": next_run})
     scope, env = job_scope(doc, job)
     steps = plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions")
     names = [s["name"] for s in steps]
@@ -891,6 +900,13 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     assert len(made) == 1 and made[0].stat().st_uid == 1001, "the base box, the runner's own"
     up = by_name["Bring the VM up (or test in it)"]
     assert "Install the box's packages (apt)" in up["stdout"] + up["stderr"], up["stderr"][-3000:]
+    exported = by_name["Export the warm image for the next run"]
+    assert (
+        f"exported the warm image of {BOX} to /home/runner/work/_temp/vagabond-warm/{BOX}.tar" in exported["stderr"]
+    ), exported["stderr"][-3000:]
+    taken = by_name[WARM_STEP]["stderr"]
+    assert "take in the warm image" in taken and f"restore {BOX} from its warm image" in taken, taken[-3000:]
+    assert "vagrant up" not in taken, "restored, not booted"
     for name in ("Run the tests in the VM", README_STEP):
         ran = by_name[name]["stdout"]
         assert re.search(r"the project's tests ran on \S+-cloud-amd64 in /src", ran), f"{name}: {ran[-2000:]}"

@@ -389,17 +389,23 @@ def status_(
     workdir: WorkdirOption = None,
     as_json: JsonOption = False,
     github_output: Annotated[
-        bool, typer.Option("--github-output", help="Print workdir= and ssh-config= lines for $GITHUB_OUTPUT.")
+        bool,
+        typer.Option(
+            "--github-output",
+            help="Print workdir= and ssh-config= lines for $GITHUB_OUTPUT, and warm-key= (the key a warm "
+            "image of this provisioned VM has, for a cache's key; empty when it is not provisioned).",
+        ),
     ] = False,
 ) -> None:
     """Show the VM's state per machine (from libvirt), its driver and whether it is provisioned."""
     from vagabond import github
-    from vagabond.vm import status
+    from vagabond.vm import status, warmimage
 
     definition, wd = _box_and_workdir(box, workdir)
     result = status.status(definition, wd)
     if github_output:
-        sys.stdout.write(github.outputs({"workdir": wd.path, "ssh-config": wd.ssh_config}))
+        key = warmimage.key_digest(warmimage.key_of_vm(definition, wd)) if result["provisioned"] else ""
+        sys.stdout.write(github.outputs({"workdir": wd.path, "ssh-config": wd.ssh_config, "warm-key": key}))
         return
     if as_json:
         print(json.dumps(result, indent=2))

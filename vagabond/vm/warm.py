@@ -25,10 +25,9 @@ from vagabond.vm.warmimage import (
     META,
     Machine,
     backing_layers,
-    extra_vars_digest,
     frozen_prefix,
     image_dir,
-    key_for,
+    key_of_vm,
     load,
     machines,
     missing_parts,
@@ -94,14 +93,7 @@ def save(box: Box, wd: Workdir) -> dict:
                 f"box {box.name!r} is not provisioned: a warm image is of a provisioned VM",
                 hint=f"run 'vagabond provision {box.name}' first",
             )
-        key = key_for(
-            box,
-            wd,
-            state.get("driver") or "qemu",
-            extra_vars_sha256=state.get("extra_vars_sha256") or extra_vars_digest(()),
-            sync_project=state.get("sync_project"),
-            provision=True,
-        )
+        key = key_of_vm(box, wd)
         target = image_dir(wd)
         files.make_dirs(target.parent, mode=0o700)
         files.make_dirs(target, mode=0o700)

@@ -83,6 +83,25 @@ def key_for(box: Box, wd: Workdir, driver: str, *, extra_vars_sha256: str, sync_
     }
 
 
+def key_of_vm(box: Box, wd: Workdir) -> dict:
+    """The key a warm image of the VM here has (saved now): as its work directory's state says it
+    was made and provisioned."""
+    state = wd.read_state()
+    return key_for(
+        box,
+        wd,
+        state.get("driver") or "qemu",
+        extra_vars_sha256=state.get("extra_vars_sha256") or extra_vars_digest(()),
+        sync_project=state.get("sync_project"),
+        provision=True,
+    )
+
+
+def key_digest(key: dict) -> str:
+    """A warm image's key in a name (a CI cache's key): equal digests, equal keys."""
+    return files.sha256_bytes(json.dumps(key, sort_keys=True).encode())[:32]
+
+
 KEY_NAMES = {
     "format": "the warm image format",
     "definition": "the box definition (its playbooks or settings changed)",

@@ -46,6 +46,7 @@ class _Rule:
 @dataclass
 class Processes:
     calls: list[list[str]] = field(default_factory=list)
+    inputs: list[str | None] = field(default_factory=list)  # what each call got on its stdin
     rules: list[_Rule] = field(default_factory=list)
     strict: bool = True  # a program no rule answers fails the test (nothing runs for real)
 
@@ -67,6 +68,7 @@ class Processes:
     def run(self, argv, **kwargs) -> process.Result:
         args = [str(a) for a in argv]
         self.calls.append(args)
+        self.inputs.append(kwargs.get("input"))
         for rule in self.rules:
             if rule.times != 0 and rule.matches(args):
                 if rule.times is not None:

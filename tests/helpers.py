@@ -180,3 +180,42 @@ def no_registry_credentials(monkeypatch, home: Path) -> None:
     for var in REGISTRY_CREDENTIAL_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
+
+
+def pool_as_files(monkeypatch, pool: Path) -> Path:
+    """libvirt's default pool as a directory of the test's own: the volume calls vagabond makes
+    (libvirtd does them for real) done on its files."""
+    import shutil as _shutil
+
+    from vagabond.host import libvirt
+
+    pool.mkdir(exist_ok=True)
+    monkeypatch.setattr(libvirt, "POOL_DIR", pool)
+    monkeypatch.setattr(libvirt, "refresh_pool", lambda pool="default": None)
+
+    def delete(name, pool_name="default"):
+        path = pool / name
+        if not path.is_file():
+            return False
+        path.unlink()
+        return True
+
+    monkeypatch.setattr(libvirt, "delete_volume", delete)
+    monkeypatch.setattr(libvirt, "volume_exists", lambda name, pool_name="default": (pool / name).is_file())
+    monkeypatch.setattr(
+        libvirt, "upload_volume", lambda name, source, pool_name="default": _shutil.copyfile(source, pool / name)
+    )
+    monkeypatch.setattr(
+        libvirt, "download_volume", lambda name, target, pool_name="default": _shutil.copyfile(pool / name, target)
+    )
+    monkeypatch.setattr(
+        libvirt,
+        "freeze_volume",
+        lambda source, target, pool_name="default": _shutil.copyfile(pool / source, pool / target),
+    )
+    monkeypatch.setattr(
+        libvirt,
+        "create_overlay",
+        lambda name, backing, pool_name="default": (pool / name).write_text(f"over {backing}"),
+    )
+    return pool

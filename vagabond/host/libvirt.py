@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 from vagabond import files, process, timeouts, ui
 from vagabond.errors import Busy, CommandFailed, UnsafePath
@@ -148,6 +149,53 @@ def volumes(prefix: str = "", pool: str = POOL) -> list[str]:
 
 def delete_volume(name: str, pool: str = POOL) -> bool:
     return run("vol-delete", "--pool", pool, name).ok
+
+
+def volume_exists(name: str, pool: str = POOL) -> bool:
+    return run("vol-info", "--pool", pool, name).ok
+
+
+def _volume_xml(name: str, capacity: int, fmt: str, backing: str | None = None) -> str:
+    """A volume only its owner reads (libvirt's default lets every user read a pool's files)."""
+    chain = f"<backingStore><path>{escape(backing)}</path><format type='qcow2'/></backingStore>" if backing else ""
+    return (
+        f"<volume type='file'><name>{escape(name)}</name><capacity unit='bytes'>{int(capacity)}</capacity>"
+        f"<target><format type='{fmt}'/><permissions><mode>0600</mode></permissions></target>{chain}</volume>"
+    )
+
+
+def volume_capacity(name: str, pool: str = POOL) -> int:
+    found = re.search(r"^Capacity:\s+(\d+)", check("vol-info", "--bytes", "--pool", pool, name).stdout, re.M)
+    return int(found[1]) if found else 0  # 0: libvirt then says what is wrong with the volume
+
+
+def freeze_volume(source: str, target: str, pool: str = POOL) -> None:
+    """A standalone copy of a volume (its backing chain folded in), 0600: libvirtd writes it, so a
+    user in the libvirt group can freeze a disk in a pool's directory that only root may write."""
+    xml = _volume_xml(target, volume_capacity(source, pool), "qcow2")
+    check("vol-create-from", pool, "/dev/stdin", "--inputpool", pool, source, input=xml, timeout=timeouts.IMAGE)
+
+
+def create_overlay(name: str, backing: str, pool: str = POOL) -> None:
+    """A new, empty qcow2 volume over ``backing`` (a volume's path), 0600, made by libvirtd."""
+    xml = _volume_xml(name, volume_capacity(os.path.basename(backing), pool), "qcow2", backing)
+    check("vol-create", pool, "/dev/stdin", input=xml, timeout=timeouts.TOOL)
+
+
+def upload_volume(name: str, source: Path, pool: str = POOL) -> None:
+    """A new volume holding exactly the bytes of ``source`` (a qcow2 image vagabond checked), 0600."""
+    check("vol-create", pool, "/dev/stdin", input=_volume_xml(name, source.stat().st_size, "raw"))
+    try:
+        check("vol-upload", "--pool", pool, name, str(source), timeout=timeouts.IMAGE)
+    except BaseException:
+        delete_volume(name, pool)
+        raise
+    refresh_pool(pool)  # libvirt reads the image's format from its header
+
+
+def download_volume(name: str, target: Path, pool: str = POOL) -> None:
+    """A volume's bytes into a file of the caller's (libvirtd reads what only root may)."""
+    check("vol-download", "--pool", pool, name, str(target), timeout=timeouts.IMAGE)
 
 
 def networks() -> list[str]:

@@ -24,7 +24,6 @@ from vagabond.vm import remote
 from vagabond.vm.warmimage import (
     META,
     Machine,
-    backing_layers,
     frozen_prefix,
     image_dir,
     key_of_vm,
@@ -62,15 +61,11 @@ def _disk_and_interfaces(xml: str) -> tuple[str, list[dict], bool]:
 
 
 def _new_overlay(disk: Path, frozen: Path) -> None:
-    """A fresh qcow2 overlay over the frozen layer, at the domain's disk path (qemu-img writes it in
-    a private directory of ours in the pool's directory; files.move puts it in place)."""
-    with files.private_dir(disk.parent, prefix=".vagabond-warm-") as work:
-        made = work / "overlay.qcow2"
-        process.check(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(frozen), str(made)],
-            timeout=timeouts.TOOL,
-        )
-        files.move(made, disk, mode=0o600)
+    """A fresh qcow2 overlay over the frozen layer at the domain's disk path, in place of what was
+    there (libvirtd makes it: the pool's directory is root's, and the VM may be a user's)."""
+    if libvirt.volume_exists(disk.name):
+        libvirt.check("vol-delete", "--pool", libvirt.POOL, disk.name)
+    libvirt.create_overlay(disk.name, str(frozen))
 
 
 # --- save ---------------------------------------------------------------------------------------
@@ -168,27 +163,29 @@ def _save_machine(wd: Workdir, machine: str, domain: str, disk: Path, interfaces
     uuid = libvirt.domain_uuid(domain)
     ledger.add_warm([frozen.name])  # recorded before it exists: gc finds it whatever happens next
     with files.private_dir(target) as work:
+        # The user's own file, which libvirtd (root) writes into: so the user can read and move it.
+        files.write_bytes(work / memory, b"", mode=0o600)
         with interrupts.cleanup():  # libvirtd writes the image into this directory until it is done
             libvirt.save(domain, work / memory)
-        moved = False
+        frozen_made = False
         try:
             files.move(work / memory, target / memory, mode=0o600)
-            files.move(disk, frozen, mode=0o600)
-            moved = True
+            libvirt.freeze_volume(disk.name, frozen.name)  # the disk as saved, standalone
+            frozen_made = True
             _new_overlay(disk, frozen)
-            libvirt.refresh_pool()
-            layers = [frozen.name, *backing_layers(str(frozen))]
+            layers = [frozen.name]
             libvirt.restore(target / memory)
         except BaseException:
             with interrupts.cleanup():
-                if moved:
-                    files.move(frozen, disk, mode=0o600)  # the VM's disk back as it was
-                    libvirt.refresh_pool()
+                if frozen_made and not libvirt.volume_exists(disk.name):
+                    libvirt.create_overlay(disk.name, str(frozen))  # the disk as it was saved
+                elif not frozen_made:
+                    libvirt.delete_volume(frozen.name)
+                    ledger.forget(warm=[frozen.name])
                 image = target / memory if (target / memory).is_file() else work / memory
                 if libvirt.run("domstate", domain).stdout.strip() == "shut off":
                     libvirt.run("restore", str(image))
                 files.remove(target / memory)
-                ledger.forget(warm=[frozen.name])
             raise
     return Machine(machine, domain, uuid, memory, str(disk), layers, interfaces)
 
@@ -214,10 +211,9 @@ def _drop_unused(wd: Workdir, previous: dict | None, current: dict) -> None:
         if m.memory_image not in used_images:
             files.remove(image_dir(wd) / plain(m.memory_image))
         for layer in m.frozen:
-            if layer not in used_layers and files.remove(libvirt.POOL_DIR / plain(layer)):
+            if layer not in used_layers and libvirt.delete_volume(plain(layer)):
                 gone.append(layer)
     if gone:
-        libvirt.refresh_pool()
         ledger.forget(warm=gone)
 
 
@@ -239,7 +235,6 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
         for m in machines(meta):
             image = target / plain(m.memory_image)
             _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
-            libvirt.refresh_pool()
             libvirt.define(libvirt.saved_domain_xml(image))
             restored.append(m.domain)
             libvirt.restore(image)
@@ -248,8 +243,7 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
             libvirt.remove_domain(domain)
         for m in machines(meta):
             if m.domain not in restored:
-                files.remove(Path(m.disk))
-        libvirt.refresh_pool()
+                libvirt.delete_volume(Path(m.disk).name)
         raise
     _write_vagrant_state(wd, meta)
     for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
@@ -423,7 +417,6 @@ def reset(box: Box, wd: Workdir) -> dict:
                 libvirt.stop(m.domain)
                 _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
                 libvirt.restore(image_dir(wd) / plain(m.memory_image))
-            libvirt.refresh_pool()
             _after_resume(wd, meta)
         wd.write_state(warm={"saved_at": meta["saved_at"], "restored_at": time.time()})
         return meta

@@ -11,7 +11,7 @@ description must be one of this work directory's and match what `up` would make 
 cold and says why), every file must be a regular member of the size and digest the manifest
 says, the disk a qcow2 that stands alone (no backing file, no external data file), and the domain
 the memory image defines nothing but what vagabond's Vagrantfile gives a VM: its own disk, its
-networks, a serial log of its own, no host device, no other program (vagabond.vm.warmdomain). Only
+networks, a serial log of its own, no host device, no other program (vagabond.vm.warmchecks). Only
 vagabond's own state for the VM is written, built from the box and the key, not from the archive.
 A warm image provisioned with -e values is never exported: they may be secrets, and its memory
 holds what the playbooks were given.
@@ -30,7 +30,7 @@ from vagabond import files, process, timeouts, ui
 from vagabond.definition.schema import Box
 from vagabond.errors import CommandFailed, UsageError, WarmError
 from vagabond.host import ledger, libvirt
-from vagabond.vm import warmdomain, warmimage
+from vagabond.vm import warmchecks, warmimage
 from vagabond.vm.warmimage import META, image_dir, machines, plain
 from vagabond.vm.workdir import Workdir
 
@@ -81,23 +81,26 @@ def export(box: Box, wd: Workdir, target: Path, *, no_secrets: bool = False) -> 
         with ui.step(f"export the warm image of {box.name}"):
             for m in ms:
                 disk = work / plain(m.frozen[0])
-                # The chain below the frozen layer flattened into one compressed standalone qcow2.
+                # The frozen layer's bytes (libvirtd reads the pool's files), then that layer and
+                # whatever stands under it as one standalone compressed qcow2.
+                layer = work / "layer.qcow2"
+                libvirt.download_volume(plain(m.frozen[0]), layer)
                 process.check(
                     [
                         "qemu-img",
                         "convert",
-                        "-U",
                         "-q",
                         "-c",
                         "-O",
                         "qcow2",
                         "-o",
                         "compression_type=zstd",
-                        str(libvirt.POOL_DIR / plain(m.frozen[0])),
+                        str(layer),
                         str(disk),
                     ],
                     timeout=timeouts.IMAGE,
                 )
+                files.remove(layer)
                 sums[disk.name] = _digest(disk)
                 memory = work / (plain(m.memory_image) + ".gz")
                 with files.open_regular_read(image_dir(wd) / plain(m.memory_image)) as src:
@@ -301,7 +304,7 @@ def _check_memory_image(image: Path, wd: Workdir, m: warmimage.Machine, meta: di
     except CommandFailed as exc:  # libvirt says what it could not read
         raise WarmError(f"{archive}: the memory image of {m.name} is not one libvirt reads: {exc}") from None
     networks = {i["network"] for i in m.interfaces}
-    cleaned = warmdomain.check(
+    cleaned = warmchecks.domain(
         xml,
         domain=wd.domain(m.name),
         disk=m.disk,
@@ -338,12 +341,12 @@ def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, 
             "primary": box.primary(),
             "env": box.spec.env,
             "extra_vars_sha256": key["provisioning"]["extra_vars"],
-            "prebuilt": _checked_prebuilt(meta.get("state", {}).get("prebuilt")),
+            "prebuilt": warmchecks.prebuilt(meta.get("state", {}).get("prebuilt")),
             "provisioned": True,
             "playbooks_ran": True,
             "ssh_key": True,
         },
-        "ssh": _checked_ssh_config(meta.get("ssh", ""), wd),
+        "ssh": warmchecks.ssh_config(meta.get("ssh", ""), wd.ssh_key),
         "workdir": str(wd.path),
         "imported": True,
     }
@@ -358,7 +361,7 @@ def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, 
     ledger.add_warm(layers)
     try:
         for m in machines(meta):
-            files.move(work / m.frozen[0], libvirt.POOL_DIR / m.frozen[0], mode=0o600)
+            libvirt.upload_volume(m.frozen[0], work / m.frozen[0])
             files.move(work / m.memory_image, target / m.memory_image, mode=0o600)
         for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
             if (work / name).is_file():
@@ -366,32 +369,11 @@ def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, 
         files.write_json(target / META, installed, mode=0o600, sort_keys=True)
     except BaseException:
         for n in layers:
-            files.remove(libvirt.POOL_DIR / n)
+            libvirt.delete_volume(n)
         ledger.forget(warm=layers)
         files.remove(target)
         raise
-    finally:
-        libvirt.refresh_pool()
     return installed
-
-
-PREBUILT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-PREBUILT_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
-
-
-def _checked_prebuilt(value: object) -> dict | None:
-    """The prebuilt box the VM was made from (the Vagrantfile names it again), when it is one a
-    catalog could have given: a box name, a version, an http(s) or file URL; else none."""
-    if not isinstance(value, dict) or set(value) != {"name", "version", "url"}:
-        return None
-    name, version, url = value["name"], value["version"], value["url"]
-    if not all(isinstance(x, str) for x in (name, version, url)):
-        return None
-    if not PREBUILT_NAME.fullmatch(name) or not PREBUILT_VERSION.fullmatch(version):
-        return None
-    if not url.startswith(("https://", "http://", "file:///")) or len(url) > 2048 or not url.isprintable():
-        return None
-    return {"name": name, "version": version, "url": url}
 
 
 def _networks(meta: dict) -> dict[str, str]:
@@ -404,47 +386,3 @@ def _networks(meta: dict) -> dict[str, str]:
     if missing:
         raise Mismatch(f"its network {', '.join(missing)} is not on this host")
     return {libvirt.MGMT_NETWORK: libvirt.MGMT_NETWORK_XML} if libvirt.MGMT_NETWORK in names else {}
-
-
-SSH_KEYWORDS = {
-    "host",
-    "hostname",
-    "user",
-    "port",
-    "userknownhostsfile",
-    "stricthostkeychecking",
-    "passwordauthentication",
-    "identityfile",
-    "identitiesonly",
-    "loglevel",
-    "pubkeyacceptedkeytypes",
-    "pubkeyacceptedalgorithms",
-    "hostkeyalgorithms",
-    "forwardagent",
-    "forwardx11",
-}
-
-
-def _checked_ssh_config(text: object, wd: Workdir) -> str:
-    """The SSH configuration as Vagrant writes it, and nothing that opens another file or runs a
-    program: known keywords only, its identity this work directory's own key."""
-    if not isinstance(text, str) or len(text) > 65536:
-        raise WarmError("the warm image's SSH configuration is malformed")
-    text = text.split("\nHost *\n")[0]  # Vagrant's part: vagabond writes its own after it again
-    kept = []
-    for line in text.splitlines():
-        words = line.split(None, 1)
-        if not words or words[0].startswith("#"):
-            continue
-        keyword = words[0].lower()
-        value = words[1].strip().strip('"') if len(words) > 1 else ""
-        if keyword not in SSH_KEYWORDS:
-            raise WarmError(f"the warm image's SSH configuration says {words[0]}, which Vagrant's never does")
-        if keyword == "identityfile" and value != str(wd.ssh_key):
-            continue  # Vagrant's insecure key too: a restored VM takes its own only
-        if keyword in ("forwardagent", "forwardx11") and value.lower() != "no":
-            raise WarmError(f"the warm image's SSH configuration forwards {words[0][7:]}")
-        if keyword == "userknownhostsfile" and value != "/dev/null":
-            raise WarmError("the warm image's SSH configuration names a known-hosts file")
-        kept.append(line)
-    return "\n".join(kept) + "\n"

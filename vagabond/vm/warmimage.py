@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vagabond import files, paths, process, timeouts
+from vagabond import files, paths
 from vagabond.definition.schema import Box
 from vagabond.errors import VagabondError, WarmError
 from vagabond.host import ledger, libvirt
@@ -243,9 +243,8 @@ def drop_unneeded_layers(wd: Workdir) -> list[str]:
 def _remove_layers(names: list[str], *, keep: set[str]) -> list[str]:
     """The pool's frozen layers among ``names`` that are not in ``keep``, removed, the pool told
     and the record updated; what was removed, said for a person."""
-    gone = [n for n in names if n.startswith(FROZEN_PREFIX) and n not in keep and files.remove(libvirt.POOL_DIR / n)]
+    gone = [n for n in names if n.startswith(FROZEN_PREFIX) and n not in keep and libvirt.delete_volume(n)]
     if gone:
-        libvirt.refresh_pool()
         ledger.forget(warm=gone)
     return [f"disk layer {n}" for n in gone]
 
@@ -296,17 +295,6 @@ def layers_in_use() -> set[str]:
                 with contextlib.suppress(ValueError, VagabondError):
                     used |= libvirt.volumes_in_chain(str(libvirt.POOL_DIR / layer))
     return used
-
-
-def backing_layers(disk: str) -> list[str]:
-    """The warm layers (ours, in the pool's directory) below a disk, top first."""
-    info = process.check(["qemu-img", "info", "-U", "--backing-chain", "--output=json", disk], timeout=timeouts.TOOL)
-    layers = []
-    for layer in files.loads(info.stdout, f"qemu-img info {disk}")[1:]:
-        name = os.path.basename(layer.get("filename", ""))
-        if name.startswith(FROZEN_PREFIX) and Path(layer["filename"]).parent == libvirt.POOL_DIR:
-            layers.append(name)
-    return layers
 
 
 def describe(meta: dict) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """libvirt at the process seam (tests/fake_process.py): the management network vagabond defines
-when there is none, and a concurrent definition of it that is not an error."""
+when there is none, and a concurrent definition of it that is not an error; the volumes a warm
+image's disk becomes, made by libvirtd and only their owner's to read."""
 
 from __future__ import annotations
 
@@ -37,3 +38,35 @@ def test_a_definition_libvirt_refuses_is_the_error_it_is(processes):
     processes.fail("virsh", "net-define", stderr="error: XML error: unsupported configuration")
     with pytest.raises(CommandFailed, match="unsupported configuration"):
         libvirt.make_management_network()
+
+
+def test_a_frozen_layer_an_overlay_and_an_upload_are_volumes_only_their_owner_reads(processes, tmp_path):
+    processes.answer("virsh", "vol-info", "--bytes", stdout="Name: x\nType: file\nCapacity: 8589934592 bytes\n")
+    for verb in ("vol-create-from", "vol-create", "vol-upload", "pool-refresh"):
+        processes.answer("virsh", verb)
+    libvirt.freeze_volume("vagabond-b-1-default.img", "vagabond-warm-b-1-default-2.qcow2")
+    libvirt.create_overlay("vagabond-b-1-default.img", "/var/lib/libvirt/images/vagabond-warm-b-1-default-2.qcow2")
+    image = tmp_path / "layer.qcow2"
+    image.write_bytes(b"QFI\xfb" + bytes(60))
+    libvirt.upload_volume("vagabond-warm-b-1-default-2.qcow2", image)
+    made = [
+        i
+        for argv, i in zip(processes.calls, processes.inputs, strict=True)
+        if argv[3] in ("vol-create-from", "vol-create")
+    ]
+    assert len(made) == 3 and all("<permissions><mode>0600</mode></permissions>" in xml for xml in made)
+    assert "<capacity unit='bytes'>8589934592</capacity>" in made[0], "the frozen layer is as large as the disk"
+    assert "<backingStore><path>/var/lib/libvirt/images/vagabond-warm-b-1-default-2.qcow2</path>" in made[1]
+    assert "<capacity unit='bytes'>64</capacity><target><format type='raw'/>" in made[2], "exactly the file's bytes"
+    assert processes.asked("virsh", "vol-create-from", "--inputpool", "default", "vagabond-b-1-default.img")
+
+
+def test_an_upload_that_fails_leaves_no_volume(processes, tmp_path):
+    processes.answer("virsh", "vol-create")
+    processes.fail("virsh", "vol-upload", stderr="error: cannot upload")
+    processes.answer("virsh", "vol-delete")
+    image = tmp_path / "layer.qcow2"
+    image.write_bytes(b"x")
+    with pytest.raises(CommandFailed, match="cannot upload"):
+        libvirt.upload_volume("vagabond-warm-b-1-default-2.qcow2", image)
+    assert processes.asked("virsh", "vol-delete", "vagabond-warm-b-1-default-2.qcow2")

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import write_box
+from tests.helpers import pool_as_files
 from vagabond import files
 from vagabond.definition import boxfile
 from vagabond.errors import UnsafePath
@@ -202,11 +203,8 @@ def test_a_description_with_a_hostile_part_is_not_used(box_wd, field, value):
 
 def test_gc_drops_the_warm_image_of_a_work_directory_that_is_gone_and_keeps_the_others(box_wd, tmp_path, monkeypatch):
     box, wd = box_wd
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    monkeypatch.setattr(libvirt, "POOL_DIR", pool)
+    pool = pool_as_files(monkeypatch, tmp_path / "pool")
     monkeypatch.setattr(libvirt, "volumes_in_use", lambda names=None: set())
-    monkeypatch.setattr(libvirt, "refresh_pool", lambda pool="default": None)
     monkeypatch.setenv("VAGABOND_STATE", str(tmp_path / "state"))
     kept_dir = tmp_path / "kept"
     kept_dir.mkdir()
@@ -312,7 +310,7 @@ def test_destroy_takes_the_layers_of_a_dropped_warm_image_that_nothing_needs_now
     monkeypatch.setattr(warmimage, "layers_in_use", lambda: {needed})
     monkeypatch.setattr(warmimage.ledger, "read", lambda: {"warm": [free, needed, used]})
     monkeypatch.setattr(warmimage.ledger, "forget", lambda warm: forgotten.extend(warm))
-    monkeypatch.setattr(warmimage.files, "remove", lambda path: removed.append(path.name) or True)
+    monkeypatch.setattr(libvirt, "delete_volume", lambda name, pool=libvirt.POOL: removed.append(name) or True)
     assert warmimage.drop_unneeded_layers(wd) == [f"disk layer {free}"]
     assert removed == [free] and forgotten == [free]
 

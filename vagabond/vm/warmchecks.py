@@ -1,9 +1,12 @@
-"""The domain a warm image from elsewhere may define (vagabond.vm.warmarchive takes one in): a
-memory image holds its domain's XML, and libvirtd, as root, starts what it says. Only what
-vagabond's Vagrantfile gives a VM passes; any other host resource refuses the image."""
+"""What a warm image from elsewhere may hold (vagabond.vm.warmarchive takes one in), value by value:
+the domain its memory image defines (libvirtd, as root, starts what it says: only what vagabond's
+Vagrantfile gives a VM passes, any other host resource refuses the image), the SSH configuration
+vagabond will use (Vagrant's keywords, the VM's own key), and the prebuilt box it names."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from xml.etree import ElementTree
 
 from vagabond.errors import WarmError
@@ -60,7 +63,7 @@ RANDOM = {"/dev/random", "/dev/urandom", "/dev/hwrng"}
 CHANNEL_DIR = "/var/lib/libvirt/qemu/channel/"
 
 
-def check(
+def domain(
     xml: str, *, domain: str, disk: str, networks: set[str], serial_log: str, emulators: set[str], where: str
 ) -> str:
     """The saved domain's XML when it asks for nothing but what a VM of vagabond's gets (its name,
@@ -161,3 +164,66 @@ def check(
     if disks != [disk]:
         raise refuse(f"{len(disks)} disks of its own, not one")
     return ElementTree.tostring(root, encoding="unicode")
+
+
+PREBUILT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+PREBUILT_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+
+
+def prebuilt(value: object) -> dict | None:
+    """The prebuilt box the VM was made from (the Vagrantfile names it again), when it is one a
+    catalog could have given: a box name, a version, an http(s) or file URL; else none."""
+    if not isinstance(value, dict) or set(value) != {"name", "version", "url"}:
+        return None
+    name, version, url = value["name"], value["version"], value["url"]
+    if not all(isinstance(x, str) for x in (name, version, url)):
+        return None
+    if not PREBUILT_NAME.fullmatch(name) or not PREBUILT_VERSION.fullmatch(version):
+        return None
+    if not url.startswith(("https://", "http://", "file:///")) or len(url) > 2048 or not url.isprintable():
+        return None
+    return {"name": name, "version": version, "url": url}
+
+
+SSH_KEYWORDS = {
+    "host",
+    "hostname",
+    "user",
+    "port",
+    "userknownhostsfile",
+    "stricthostkeychecking",
+    "passwordauthentication",
+    "identityfile",
+    "identitiesonly",
+    "loglevel",
+    "pubkeyacceptedkeytypes",
+    "pubkeyacceptedalgorithms",
+    "hostkeyalgorithms",
+    "forwardagent",
+    "forwardx11",
+}
+
+
+def ssh_config(text: object, key: Path) -> str:
+    """The SSH configuration as Vagrant writes it, and nothing that opens another file or runs a
+    program: known keywords only, its identity this work directory's own key."""
+    if not isinstance(text, str) or len(text) > 65536:
+        raise WarmError("the warm image's SSH configuration is malformed")
+    text = text.split("\nHost *\n")[0]  # Vagrant's part: vagabond writes its own after it again
+    kept = []
+    for line in text.splitlines():
+        words = line.split(None, 1)
+        if not words or words[0].startswith("#"):
+            continue
+        keyword = words[0].lower()
+        value = words[1].strip().strip('"') if len(words) > 1 else ""
+        if keyword not in SSH_KEYWORDS:
+            raise WarmError(f"the warm image's SSH configuration says {words[0]}, which Vagrant's never does")
+        if keyword == "identityfile" and value != str(key):
+            continue  # Vagrant's insecure key too: a restored VM takes its own only
+        if keyword in ("forwardagent", "forwardx11") and value.lower() != "no":
+            raise WarmError(f"the warm image's SSH configuration forwards {words[0][7:]}")
+        if keyword == "userknownhostsfile" and value != "/dev/null":
+            raise WarmError("the warm image's SSH configuration names a known-hosts file")
+        kept.append(line)
+    return "\n".join(kept) + "\n"

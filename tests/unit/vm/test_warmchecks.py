@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 import pytest
 
 from vagabond.errors import WarmError
-from vagabond.vm import warmdomain
+from vagabond.vm import warmchecks
 
 DOMAIN = "vagabond-wx-6b60becd-default"
 DISK = f"/var/lib/libvirt/images/{DOMAIN}.img"
@@ -85,7 +85,7 @@ SAVED = f"""<domain type='qemu'>
 
 
 def check(xml: str) -> str:
-    return warmdomain.check(
+    return warmchecks.domain(
         xml,
         domain=DOMAIN,
         disk=DISK,

@@ -51,6 +51,13 @@ class _Funnel(TyperGroup):
             detail = str(exc)
             ui.error(detail, title=f"vagabond {command}")
             sys.exit(errors.exit_code_of(exc, ctx.invoked_subcommand))
+        except OSError as exc:  # a file or program the host refused: one line, the path and why
+            if _state["debug"]:
+                traceback.print_exc()
+            where = f"{exc.filename}: " if exc.filename else ""
+            detail = f"{where}{exc.strerror or exc}"
+            ui.error(f"{detail} (run with --debug for where it happened)", title=f"vagabond {command}")
+            sys.exit(1)
         except KeyboardInterrupt:
             detail = "interrupted"
             ui.error(detail, title=f"vagabond {command}")

@@ -451,3 +451,18 @@ def test_run_with_a_machine_the_box_does_not_have_is_bad_usage_not_a_vm_that_is_
     wd = Workdir.for_box(boxfile.find_box("debian12", paths.shipped_boxes_dir()))
     with pytest.raises(UsageError, match=r"box 'debian12' has no machine 'dbb'"):
         remote.ssh_argv(wd, "dbb", ["true"])
+
+
+def test_a_file_the_host_refuses_is_one_line_with_its_path_not_a_traceback(project, monkeypatch):
+    from vagabond.vm import status
+
+    def refused(box, wd):
+        raise PermissionError(1, "Operation not permitted", "/var/lib/libvirt/images/x.img")
+
+    monkeypatch.setattr(status, "status", refused)
+    write_box(project, "b", "description: x\nbase: {box: org/base}\n")
+    result = runner.invoke(app, ["--boxes-dir", str(project / "boxes"), "status", "b"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "error: /var/lib/libvirt/images/x.img: Operation not permitted (run with --debug for where it happened)\n"
+    )

@@ -867,9 +867,11 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     # restores, and the README's example runs in the restored VM.
     next_run = (
         f"vagabond destroy {BOX} && vagabond save {BOX} --drop && "
-        f'vagabond up {BOX} --logs-on-failure vagabond-logs --warm-from "$RUNNER_TEMP/vagabond-warm/{BOX}.tar"'
+        f'vagabond up {BOX} --logs-on-failure vagabond-logs --warm-from "$RUNNER_TEMP/vagabond-warm/{BOX}/warm.tar"'
     )
     job["steps"].insert(cleanup, {"name": WARM_STEP, "run": next_run})
+    action = next(s for s in job["steps"] if s.get("uses", "") == f"example/vagabond@{sha}")
+    action["with"]["warm-cache"] = "true"  # as a project turns it on
     scope, env = job_scope(doc, job)
     steps = plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions")
     names = [s["name"] for s in steps]
@@ -902,8 +904,10 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     assert "Install the box's packages (apt)" in up["stdout"] + up["stderr"], up["stderr"][-3000:]
     exported = by_name["Export the warm image for the next run"]
     assert (
-        f"exported the warm image of {BOX} to /home/runner/work/_temp/vagabond-warm/{BOX}.tar" in exported["stderr"]
+        f"exported the warm image of {BOX} to /home/runner/work/_temp/vagabond-warm/{BOX}/warm.tar"
+        in exported["stderr"]
     ), exported["stderr"][-3000:]
+    assert f"no warm image at /home/runner/work/_temp/vagabond-warm/{BOX}/warm.tar yet: booting cold" in up["stderr"]
     taken = by_name[WARM_STEP]["stderr"]
     assert "take in the warm image" in taken and f"restore {BOX} from its warm image" in taken, taken[-3000:]
     assert "vagrant up" not in taken, "restored, not booted"

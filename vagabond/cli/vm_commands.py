@@ -392,8 +392,9 @@ def status_(
         bool,
         typer.Option(
             "--github-output",
-            help="Print workdir= and ssh-config= lines for $GITHUB_OUTPUT, and warm-key= (the key a warm "
-            "image of this provisioned VM has, for a cache's key; empty when it is not provisioned).",
+            help="Print workdir= and ssh-config= lines for $GITHUB_OUTPUT, warm-key= (the key a warm "
+            "image of this provisioned VM has, for a cache's key; empty when it is not provisioned) and "
+            "restored= (true when the VM came from a warm image).",
         ),
     ] = False,
 ) -> None:
@@ -405,7 +406,9 @@ def status_(
     result = status.status(definition, wd)
     if github_output:
         key = warmimage.key_digest(warmimage.key_of_vm(definition, wd)) if result["provisioned"] else ""
-        sys.stdout.write(github.outputs({"workdir": wd.path, "ssh-config": wd.ssh_config, "warm-key": key}))
+        restored = "true" if (wd.read_state().get("warm") or {}).get("restored_at") else "false"
+        outputs = {"workdir": wd.path, "ssh-config": wd.ssh_config, "warm-key": key, "restored": restored}
+        sys.stdout.write(github.outputs(outputs))
         return
     if as_json:
         print(json.dumps(result, indent=2))

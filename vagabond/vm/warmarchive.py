@@ -22,9 +22,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
 import tarfile
+import zlib
 from pathlib import Path
+from xml.etree import ElementTree
 
 from vagabond import files, process, timeouts, ui
 from vagabond.definition.schema import Box
@@ -41,6 +44,9 @@ DISK_MAX = 1 << 40  # a disk's virtual size, and its file
 MEMORY_SLACK = 256 << 20  # a memory image beyond the VM's memory: its header and device state
 CHUNK = 4 << 20
 SHA256 = re.compile(r"[0-9a-f]{64}")
+MEMORY_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}\.\d{14}\.save")  # machine.stamp.save
+LAYER_NAME = re.compile(r"vagabond-warm-[a-z0-9-]+\.qcow2")
+KEY_MAX = 16384
 
 # What a restored VM keeps of vagabond's state, by name; each from the box or the key, not the archive.
 VAGRANT_KEPT = ("box_meta", "action_provision")
@@ -149,7 +155,15 @@ def import_(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
     (warmimage.key_for of this up); its description. Mismatch when it is of another VM; WarmError
     when it is not a warm image vagabond can trust (nothing of it is kept either way)."""
     archive = Path(archive)
+    try:
+        return _import(box, wd, archive, wanted)
+    except (tarfile.TarError, ValueError, EOFError, zlib.error) as exc:  # a file cut short, or not JSON
+        raise WarmError(f"{archive} is not a whole warm image archive: {exc}") from None
+
+
+def _import(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
     with files.open_regular_read(archive) as fh, files.private_dir(image_dir(wd).parent, ".vagabond-import-") as work:
+        size = os.fstat(fh.fileno()).st_size
         try:
             tar = tarfile.open(fileobj=fh, mode="r|")
         except tarfile.TarError as exc:
@@ -161,6 +175,8 @@ def import_(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
                 raise WarmError(f"{archive} is not a warm image archive: it does not start with its {MANIFEST}")
             manifest = files.loads(tar.extractfile(first).read(), f"{archive}:{MANIFEST}")
             meta, expected = _checked_manifest(box, wd, manifest, archive)
+            if sum(e["size"] for e in expected.values()) > size:
+                raise WarmError(f"{archive} is smaller than the files its manifest names")
             why = warmimage.difference(meta["key"], wanted)
             if why:
                 raise Mismatch(why)
@@ -193,8 +209,13 @@ def _checked_manifest(box: Box, wd: Workdir, manifest: object, archive: Path) ->
     meta, sums = manifest.get("meta"), manifest.get("files")
     if not warmimage._valid(meta):
         raise WarmError(f"{bad}: its description is malformed")
-    for name in [n for m in machines(meta) for n in (m.memory_image, *m.frozen)]:
+    names = [n for m in machines(meta) for n in (m.memory_image, *m.frozen)]
+    for name in names:
         plain(name)  # a name out of its directory is hostile, not another VM's
+    if len(set(names)) != len(names) or not all(
+        MEMORY_NAME.fullmatch(m.memory_image) and all(LAYER_NAME.fullmatch(n) for n in m.frozen) for m in machines(meta)
+    ):
+        raise WarmError(f"{bad}: its files' names are not those save gives")
     if not warmimage._ours(wd, meta):
         raise Mismatch(warmimage.KEY_NAMES["domains"] + " differs")
     if sorted(m.name for m in machines(meta)) != sorted(box.machine_names()):
@@ -224,6 +245,8 @@ def _checked_manifest(box: Box, wd: Workdir, manifest: object, archive: Path) ->
             or not SHA256.fullmatch(entry["sha256"])
         ):
             raise WarmError(f"{bad}: its manifest's entry for {name} is malformed")
+        if kind == "key" and entry["size"] > KEY_MAX:
+            raise WarmError(f"{bad}: its {name} is larger than a key")
         expected[plain(name)] = {"kind": kind, "size": entry["size"], "sha256": entry["sha256"]}
     return meta, expected
 
@@ -242,7 +265,8 @@ def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, expected: dict, caps: d
     """One member written into the private directory, as the manifest says it is (its size and
     sha256; a memory image unpacked within its cap); anything else refuses the archive."""
     entry = expected.get(member.name)
-    if entry is None or entry.get("taken") or not member.isreg() or member.size != entry["size"]:
+    plain_file = member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and member.sparse is None
+    if entry is None or entry.get("taken") or not plain_file or member.size != entry["size"]:
         raise WarmError(f"{archive} holds {member.name!r}, which is not a file its manifest names (or not as named)")
     source = tar.extractfile(member)
     digest = hashlib.sha256()
@@ -280,7 +304,9 @@ def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, expected: dict, caps: d
 def _check_disk(disk: Path, archive: Path) -> None:
     """A qcow2 that stands alone: no backing file and no external data file for QEMU to open."""
     info = process.check(
-        ["qemu-img", "info", "-U", "--output=json", "-f", "qcow2", str(disk)], timeout=timeouts.TOOL
+        # Limited as OpenStack limits it for an image from elsewhere: 1 GiB of memory, 30 s of CPU.
+        ["prlimit", "--as=1073741824", "--cpu=30", "qemu-img", "info", "-U", "--output=json", "-f", "qcow2", str(disk)],
+        timeout=timeouts.TOOL,
     ).stdout
     data = files.loads(info, f"qemu-img info {disk.name}")
     specific = (data.get("format-specific") or {}).get("data") or {} if isinstance(data, dict) else {}
@@ -303,16 +329,21 @@ def _check_memory_image(image: Path, wd: Workdir, m: warmimage.Machine, meta: di
         xml = libvirt.saved_domain_xml(image)
     except CommandFailed as exc:  # libvirt says what it could not read
         raise WarmError(f"{archive}: the memory image of {m.name} is not one libvirt reads: {exc}") from None
-    networks = {i["network"] for i in m.interfaces}
+    where = f"{archive}: the memory image of {m.name}"
     cleaned = warmchecks.domain(
         xml,
         domain=wd.domain(m.name),
+        uuid=m.uuid,
+        memory_mib=meta["key"]["memory"][m.name],
         disk=m.disk,
-        networks=networks,
+        networks={libvirt.MGMT_NETWORK},
         serial_log=str(libvirt.serial_log(wd.domain(m.name))),
         emulators=libvirt.emulators(),
-        where=f"{archive}: the memory image of {m.name}",
+        where=where,
     )
+    macs = [e.get("address") for e in ElementTree.fromstring(cleaned).iter("mac")]
+    if macs != [i["mac"] for i in m.interfaces]:
+        raise WarmError(f"{where} has the network cards {macs}, not those its description names")
     libvirt.define_saved_image(image, cleaned)
 
 
@@ -346,7 +377,7 @@ def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, 
             "playbooks_ran": True,
             "ssh_key": True,
         },
-        "ssh": warmchecks.ssh_config(meta.get("ssh", ""), wd.ssh_key),
+        "ssh": warmchecks.ssh_config(meta.get("ssh", ""), wd.ssh_key, libvirt.MGMT_SUBNET),
         "workdir": str(wd.path),
         "imported": True,
     }
@@ -355,7 +386,7 @@ def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, 
     files.make_dirs(target.parent, mode=0o700)
     files.make_dirs(target, mode=0o700)
     layers = [m.frozen[0] for m in machines(meta)]
-    taken = [n for n in layers if (libvirt.POOL_DIR / n).exists() or (libvirt.POOL_DIR / n).is_symlink()]
+    taken = [n for n in layers if libvirt.volume_exists(n) or (libvirt.POOL_DIR / n).is_symlink()]
     if taken:
         raise WarmError(f"{libvirt.POOL_DIR} already holds {', '.join(taken)}", hint="vagabond gc")
     ledger.add_warm(layers)
@@ -378,11 +409,10 @@ def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, 
 
 def _networks(meta: dict) -> dict[str, str]:
     """The networks the VM's interfaces are on, as this host defines them: vagabond's management
-    network from vagabond's own definition (the archive's is not used), any other only where this
-    host has it already."""
+    network, from vagabond's own definition (the archive's is not used), and no other (a VM taken
+    in must not join a network of someone else's)."""
     names = {i["network"] for m in machines(meta) for i in m.interfaces}
-    present = set(libvirt.networks())
-    missing = sorted(n for n in names if n != libvirt.MGMT_NETWORK and n not in present)
-    if missing:
-        raise Mismatch(f"its network {', '.join(missing)} is not on this host")
-    return {libvirt.MGMT_NETWORK: libvirt.MGMT_NETWORK_XML} if libvirt.MGMT_NETWORK in names else {}
+    others = sorted(n for n in names if n != libvirt.MGMT_NETWORK)
+    if others:
+        raise Mismatch(f"its network {warmimage._shown(', '.join(others))} is not vagabond's management network")
+    return {libvirt.MGMT_NETWORK: libvirt.MGMT_NETWORK_XML} if names else {}

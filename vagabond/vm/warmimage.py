@@ -115,13 +115,19 @@ KEY_NAMES = {
 }
 
 
+def _shown(value: object) -> str:
+    """A value from a key said in a line: printable, short (a key from elsewhere may hold anything)."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def difference(saved: dict, wanted: dict) -> str | None:
     """None when the keys match; else which part differs, said for a person."""
     for name, label in KEY_NAMES.items():
         if saved.get(name) != wanted.get(name):
             if name in ("definition", "provisioning", "domains", "memory"):
                 return f"{label} differs"
-            return f"{label} differs (saved {saved.get(name)}, now {wanted.get(name)})"
+            return f"{label} differs (saved {_shown(saved.get(name))}, now {_shown(wanted.get(name))})"
     return None
 
 

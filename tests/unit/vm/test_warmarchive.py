@@ -61,7 +61,7 @@ def world(project, tmp_path, monkeypatch):
         stdout = ""
 
     def qemu_img(argv, **kwargs):
-        assert argv[:2] == ["qemu-img", "info"], argv
+        assert argv[:3] == ["prlimit", "--as=1073741824", "--cpu=30"] and argv[3:5] == ["qemu-img", "info"], argv
         info = Info()
         info.stdout = json.dumps(host["disk"])
         return info
@@ -73,7 +73,8 @@ def world(project, tmp_path, monkeypatch):
 
 def saved_xml(wd: Workdir) -> str:
     """The domain as libvirt keeps it in the memory image of this work directory's VM."""
-    return SAVED.replace("vagabond-wx-6b60becd-", wd.prefix).replace("/var/lib/libvirt/images/", f"{libvirt.POOL_DIR}/")
+    xml = SAVED.replace("vagabond-wx-6b60becd-", wd.prefix).replace("/var/lib/libvirt/images/", f"{libvirt.POOL_DIR}/")
+    return xml.replace(">1048576<", ">1024<")  # the key's 1 MiB
 
 
 def manifest_meta(wd: Workdir, key: dict) -> dict:
@@ -112,7 +113,8 @@ def archive(path: Path, meta: dict, members: dict[str, bytes] | None = None, *, 
         members = {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(MEMORY), "ssh_key": b"KEY\n"}
     sums = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in members.items()}
     body = manifest if manifest is not None else {"format": 1, "meta": meta, "files": sums}
-    entries = [("manifest.json", json.dumps(body).encode()), *members.items()]
+    text = body if isinstance(body, str) else json.dumps(body)
+    entries = [("manifest.json", text.encode()), *members.items()]
     if first is not None:
         entries.insert(0, first)
     with tarfile.open(path, "w") as tar:
@@ -121,6 +123,10 @@ def archive(path: Path, meta: dict, members: dict[str, bytes] | None = None, *, 
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def m_frozen(meta: dict) -> str:
+    return meta["machines"][0]["frozen"][0]
 
 
 def left_behind(wd: Workdir, pool: Path) -> list[str]:
@@ -160,7 +166,7 @@ def test_an_image_of_another_vm_is_a_mismatch_with_its_reason_and_leaves_nothing
     lonely = manifest_meta(wd, wanted)
     lonely["machines"][0]["interfaces"][0]["network"] = "their-net"
     lonely["networks"] = {}
-    with pytest.raises(warmarchive.Mismatch, match="its network their-net is not on this host"):
+    with pytest.raises(warmarchive.Mismatch, match="its network their-net is not vagabond's management network"):
         warmarchive.import_(box, wd, archive(tmp_path / "n.tar", lonely), wanted)
     assert left_behind(wd, pool) == []
 
@@ -219,6 +225,36 @@ def hostile(wd: Workdir, wanted: dict, case: str, tmp_path: Path, host: dict) ->
         bad = copy.deepcopy(meta)
         bad["ssh"] = "Host default\n  HostName 192.168.121.7\n  KnownHostsCommand /bin/sh -c id\n"
         return archive(path, bad, good)
+    if case == "a sparse member":
+        archive(path, meta, good)
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()
+        data = bytearray(path.read_bytes())
+        disk = next(m for m in members if m.name == m_frozen(meta))
+        data[disk.offset + 156] = ord("S")  # GNU sparse: its size is what it expands to
+        header = data[disk.offset : disk.offset + 512]
+        header[148:156] = b" " * 8
+        header[148:155] = f"{sum(header):06o}\0".encode()
+        data[disk.offset : disk.offset + 512] = header
+        path.write_bytes(bytes(data))
+        return path
+    if case == "a file cut short":
+        archive(path, meta, good)
+        path.write_bytes(path.read_bytes()[:1500])
+        return path
+    if case == "a manifest that is not JSON":
+        return archive(path, meta, good, manifest="{not json")
+    if case == "a key larger than a key":
+        big = {**good, "ssh_key": bytes(20000)}
+        return archive(path, meta, big)
+    if case == "a name save never gives":
+        bad = copy.deepcopy(meta)
+        bad["machines"][0]["memory_image"] = "ssh_key"
+        return archive(path, bad, {m["frozen"][0]: DISK, "ssh_key.gz": gzip.compress(MEMORY)})
+    if case == "network cards other than its description names":
+        bad = copy.deepcopy(meta)
+        bad["machines"][0]["interfaces"][0]["mac"] = "52:54:00:00:00:01"
+        return archive(path, bad, good)
     if case == "two disk layers":
         bad = copy.deepcopy(meta)
         bad["machines"][0]["frozen"].append(warmimage.frozen_prefix(wd) + "default-base.qcow2")
@@ -242,6 +278,12 @@ def hostile(wd: Workdir, wanted: dict, case: str, tmp_path: Path, host: dict) ->
         ("a domain with a host device", "asks for the device <hostdev>"),
         ("an SSH configuration that runs a program", "says KnownHostsCommand"),
         ("two disk layers", "has 2 disk layers, not one standalone disk"),
+        ("a sparse member", "which is not a file its manifest names"),
+        ("a file cut short", "is not a whole warm image archive"),
+        ("a manifest that is not JSON", "is not a whole warm image archive|manifest is not of format"),
+        ("a key larger than a key", "its ssh_key is larger than a key"),
+        ("a name save never gives", "its files' names are not those save gives"),
+        ("network cards other than its description names", "has the network cards"),
     ],
 )
 def test_a_hostile_or_broken_archive_is_refused_and_nothing_of_it_stays(world, tmp_path, monkeypatch, case, said):

@@ -134,6 +134,11 @@ def main() -> int:
                     "series": {"vagabond up --cold": cold, "vagabond up (warm image)": warm},
                 },
                 {"title": "vagabond reset", "unit": "s", "series": {"vagabond reset": resets}},
+                {
+                    "title": "No warm image here to getenforce: one taken in from its file against a cold boot",
+                    "unit": "s",
+                    "series": {"vagabond up --cold": cold, "vagabond up --warm-from FILE": taken},
+                },
             ],
         )
     finally:

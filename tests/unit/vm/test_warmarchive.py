@@ -18,8 +18,9 @@ import pytest
 from tests.conftest import write_box
 from tests.helpers import pool_as_files
 from tests.unit.vm.test_warmchecks import SAVED
+from vagabond import files
 from vagabond.definition import boxfile
-from vagabond.errors import UsageError, WarmError
+from vagabond.errors import CommandFailed, UsageError, WarmError
 from vagabond.host import ledger, libvirt
 from vagabond.host.detect import Decision
 from vagabond.vm import lifecycle, warmarchive, warmimage
@@ -61,6 +62,9 @@ def world(project, tmp_path, monkeypatch):
         stdout = ""
 
     def qemu_img(argv, **kwargs):
+        if argv[:2] == ["qemu-img", "convert"]:  # export's flattening: the layer as it is, here
+            Path(argv[-1]).write_bytes(Path(argv[-2]).read_bytes())
+            return Info()
         assert argv[:3] == ["prlimit", "--as=1073741824", "--cpu=30"] and argv[3:5] == ["qemu-img", "info"], argv
         info = Info()
         info.stdout = json.dumps(host["disk"])
@@ -335,3 +339,41 @@ def test_up_restores_what_it_took_in_and_a_matching_image_here_wins_over_the_fil
     taken = []
     monkeypatch.setattr(warmarchive, "import_", lambda *a: taken.append(a))
     assert lifecycle.warm_image(run) == meta and taken == [], "the image here matches: the file is not read again"
+
+
+def test_what_export_writes_is_what_import_takes_in_and_a_failed_upload_leaves_nothing(world, tmp_path, monkeypatch):
+    """save's warm image, exported and taken in again where it was dropped: the layer, the memory
+    image and the key come back byte for byte; an upload libvirt refuses leaves no volume, no
+    record and no warm image behind."""
+    box, wd, pool, host, wanted = world
+    monkeypatch.setattr(libvirt, "volumes_in_use", lambda names=None: set())  # no domain uses a layer
+    meta = manifest_meta(wd, wanted)
+    layer, memory = meta["machines"][0]["frozen"][0], meta["machines"][0]["memory_image"]
+    (pool / layer).write_bytes(DISK)
+    image = warmimage.image_dir(wd)
+    files.make_dirs(image, mode=0o700)
+    (image / memory).write_bytes(MEMORY)
+    (image / "ssh_key").write_bytes(b"KEY\n")
+    files.write_json(image / warmimage.META, meta, mode=0o600)
+    assert warmimage.load(wd) is not None
+    target = tmp_path / "out" / "warm.tar"
+    written = warmarchive.export(box, wd, target)
+    assert target.stat().st_mode & 0o777 == 0o600 and written["size"] == target.stat().st_size
+    with tarfile.open(target) as tar:
+        assert tar.getnames()[0] == "manifest.json" and all(m.isreg() and m.mode == 0o600 for m in tar)
+    warmimage.drop(wd)
+    assert not (pool / layer).exists() and not image.exists()
+    warmarchive.import_(box, wd, target, wanted)
+    assert (pool / layer).read_bytes() == DISK and (image / memory).read_bytes() == MEMORY
+    assert (image / "ssh_key").read_bytes() == b"KEY\n"
+
+    warmimage.drop(wd)
+    before = ledger.read()["warm"]
+
+    def refused(name, source, pool_name="default"):
+        raise CommandFailed(["virsh", "vol-upload"], 1, "", "error: no space left on device")
+
+    monkeypatch.setattr(libvirt, "upload_volume", refused)
+    with pytest.raises(CommandFailed, match="no space left"):
+        warmarchive.import_(box, wd, target, wanted)
+    assert left_behind(wd, pool) == [] and ledger.read()["warm"] == before

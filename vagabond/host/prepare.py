@@ -218,6 +218,23 @@ def _kvm_access(device: Path) -> Action:
     )
 
 
+def _alive(daemon: str) -> bool:
+    """A running process of that name; a dead one its parent has not reaped yet (state Z, which
+    pgrep still lists) is not one."""
+    found = process.run(["pgrep", "-x", daemon], timeout=timeouts.PROBE)
+    for pid in found.stdout.split() if found.ok else []:
+        try:
+            state = (PROC / pid / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            return True
+    return False
+
+
+PROC = Path("/proc")
+
+
 def ensure_libvirt() -> Action:
     if libvirt.answers():
         started = ""
@@ -226,7 +243,7 @@ def ensure_libvirt() -> Action:
         started = "started libvirtd (systemctl)"
     else:
         for daemon in ("virtlogd", "libvirtd"):
-            if not process.run(["pgrep", "-x", daemon], timeout=timeouts.PROBE).ok:
+            if not _alive(daemon):
                 process.check(
                     [daemon, "-d"], timeout=timeouts.SERVICE, vm_network=True
                 )  # guests' networks live where libvirtd does

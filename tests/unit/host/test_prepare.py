@@ -1,6 +1,10 @@
-"""prepare's decisions at the process seam: sizes, what the boxes need, the /dev/kvm udev fix."""
+"""prepare's decisions at the process seam: sizes, what the boxes need, the /dev/kvm udev fix, a
+daemon that died."""
 
 from __future__ import annotations
+
+import subprocess
+import time
 
 import pytest
 
@@ -112,3 +116,26 @@ def test_no_kvm_under_github_actions_is_a_warning_and_a_summary_line(monkeypatch
         "⚠️ No KVM on this runner: VMs run under software emulation (qemu driver), 5-10x slower "
         "than under KVM. no /dev/kvm: VMs run under software emulation (qemu driver)"
     ]
+
+
+def test_a_daemon_that_died_and_was_not_reaped_is_not_running(processes):
+    """pgrep lists a zombie; prepare must start the daemon then (it found a dead libvirtd alive)."""
+    dead = subprocess.Popen(["true"])  # exits at once; not waited for: a zombie until reaped
+    living = subprocess.Popen(["sleep", "30"])
+    try:
+        for _ in range(100):
+            state = (prepare.PROC / str(dead.pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.02)
+        assert state == "Z"
+        processes.answer("pgrep", "-x", "libvirtd", stdout=f"{dead.pid}\n")
+        assert prepare._alive("libvirtd") is False
+        processes.answer("pgrep", "-x", "libvirtd", stdout=f"{dead.pid}\n{living.pid}\n")
+        assert prepare._alive("libvirtd") is True
+        processes.answer("pgrep", "-x", "virtlogd", returncode=1)
+        assert prepare._alive("virtlogd") is False
+    finally:
+        living.kill()
+        living.wait()
+        dead.wait()

@@ -162,6 +162,7 @@ def import_(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
 
 
 def _import(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
+    files.make_dirs(image_dir(wd).parent, mode=0o700)  # as save makes it: private to its user
     with files.open_regular_read(archive) as fh, files.private_dir(image_dir(wd).parent, ".vagabond-import-") as work:
         size = os.fstat(fh.fileno()).st_size
         try:

@@ -75,6 +75,7 @@ class Settings:
     vagrant_from: str = "hashicorp"
     use_action: str = ""  # OWNER/REPO@REF: the test job uses vagabond's action instead of inline steps
     inline: bool = False  # inline steps even where the action could be used (vagabond ci github --inline)
+    warm_cache: bool = False  # the action's warm-cache: the provisioned VM from the Actions cache
     boxes_dir: str = ""  # the box files' directory relative to the repository root, when not boxes/
     command: str = "vagabond ci github"
 
@@ -241,6 +242,7 @@ def render(boxes: list[Box], settings: Settings) -> str:
         use_action=settings.use_action,
         boxes_dir=settings.boxes_dir,
         cleanup_action=settings.use_action.replace("@", "/cleanup@", 1),
+        warm_cache=settings.warm_cache,
     )
     return text.rstrip("\n") + "\n"
 
@@ -321,6 +323,8 @@ def command_line(boxes: list[str], settings: Settings, output: Path | None) -> s
             ]
     if settings.inline:
         argv.append("--inline")
+    if settings.warm_cache:
+        argv.append("--warm-cache")
     if output:
         argv += ["-o", str(output)]
     return " ".join(shlex.quote(a) for a in argv)

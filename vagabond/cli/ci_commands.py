@@ -108,6 +108,15 @@ def ci_github(
             "--inline", help="Inline install steps in the test jobs, even where vagabond's action could be used."
         ),
     ] = False,
+    warm_cache: Annotated[
+        bool,
+        typer.Option(
+            "--warm-cache",
+            help="Test jobs restore the provisioned VM from a warm image in the Actions cache, which a cold run "
+            "on the default branch saves (the action's warm-cache; an image is the whole VM, and pull "
+            "requests' runs read the cache). Needs the action and a test command.",
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing file that vagabond did not generate.")
     ] = False,
@@ -146,6 +155,8 @@ def ci_github(
         settings.boxes_dir = given.relative_to(root).as_posix()
     if inline and use_action:
         raise errors.UsageError("--inline and --use-action contradict each other", hint="give one of them")
+    if warm_cache and inline:
+        raise errors.UsageError("--warm-cache is the action's: not with --inline", hint="leave out --inline")
     workflow.check_settings(settings, output)  # bad input is said before anything is looked up
     settings.command = workflow.command_line(
         [b.name for b in chosen], settings, output
@@ -164,6 +175,13 @@ def ci_github(
                 "note: no Makefile with a test target here: each job runs the box's verify commands "
                 "(vagabond test); give --test-command 'CMD' to run your tests in the VM"
             )
+    if warm_cache and not settings.test_command:
+        raise errors.UsageError(
+            "--warm-cache needs a test command: without one each job runs `vagabond test`, whose VM goes",
+            hint="give --test-command 'CMD'",
+        )
+    if warm_cache and not settings.use_action:
+        raise errors.UsageError("--warm-cache is the action's, and these jobs do not use it", hint="give --use-action")
     text = workflow.render(chosen, settings)
     if output is None:
         sys.stdout.write(text)

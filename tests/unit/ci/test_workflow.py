@@ -724,4 +724,23 @@ def test_the_actions_warm_cache_is_off_unless_asked_and_saves_only_a_cold_defaul
     assert '"$RUNNER_TEMP/vagabond-warm/$BOX/warm.tar"' in export["run"]
     up = steps["Bring the VM up (or test in it)"]["run"]
     assert '--warm-from "$RUNNER_TEMP/vagabond-warm/$BOX/warm.tar"' in up
-    assert "warm-cache" not in (REPO / "vagabond/ci/templates/github-workflow.yml.j2").read_text()
+
+
+def test_warm_cache_is_turned_on_in_the_action_jobs_and_said_again_in_the_header(project):
+    ref = "example/vagabond@" + "ab" * 20
+    text = generate(project, "--use-action", ref, "--test-command", "make check", "--warm-cache").stdout
+    steps = YAML(typ="safe").load(text)["jobs"]["test"]["steps"]
+    assert steps[1]["uses"] == ref and steps[1]["with"]["warm-cache"] == "true"
+    assert "--warm-cache" in text.splitlines()[1], "regenerating keeps it"
+    plain = YAML(typ="safe").load(generate(project, "--use-action", ref, "--test-command", "make check").stdout)
+    assert "warm-cache" not in plain["jobs"]["test"]["steps"][1]["with"], "off unless asked"
+
+
+def test_warm_cache_without_the_action_or_a_test_command_is_refused(project):
+    inline = generate(project, "--inline", "--test-command", "make check", "--warm-cache")
+    assert inline.exit_code == 2 and "--warm-cache is the action's: not with --inline" in inline.stderr
+    workflow_project.make(project)
+    (project / "Makefile").unlink()  # no test target: each job runs `vagabond test`, whose VM goes
+    ref = "example/vagabond@" + "ab" * 20
+    result = CliRunner().invoke(app, ["ci", "github", "--vagabond-spec", SPEC, "--use-action", ref, "--warm-cache"])
+    assert result.exit_code == 2 and "--warm-cache needs a test command" in " ".join(result.stderr.split())

@@ -824,10 +824,10 @@ def job_scope(doc: dict, job: dict, given: dict | None = None) -> tuple[dict, di
     return scope, env
 
 
-def generated_workflow(vagabond: str, ctx: dict) -> dict:
-    """`vagabond ci github` in the twin's workspace, the project's boxes in ci/boxes."""
+def generated_workflow(vagabond: str, ctx: dict, *args: str) -> dict:
+    """`vagabond ci github ARGS` in the twin's workspace, the project's boxes in ci/boxes."""
     out = subprocess.run(
-        [vagabond, "--boxes-dir", BOXES_DIR, "ci", "github"],
+        [vagabond, "--boxes-dir", BOXES_DIR, "ci", "github", *args],
         cwd=ctx["workspace"],
         capture_output=True,
         text=True,
@@ -846,19 +846,21 @@ def readme_example() -> tuple[str, str]:
 
 @pytest.mark.parametrize("twin", list(IMAGES), indirect=True)
 def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
-    """`vagabond ci github` as a new user runs it (a vagabond installed from its repository, the
-    project's boxes in ci/boxes), then every step of the test job, which uses vagabond's own action
+    """`vagabond ci github --warm-cache` as a new user runs it (a vagabond installed from its
+    repository, the project's boxes in ci/boxes), then every step of the test job, which uses vagabond's own action
     at the same commit, on the twin of each image: the base box built from Debian's packages on a
     root without Debian's keyring, the VM up and provisioned (the box's `packages:` installed), the
     project's tests run in it, the README's example command (its box swapped for the project's:
     EL guests cannot boot here), and the cleanup action's destroy."""
     vagabond, sha = vagabond_from_github
     ctx = twin
-    doc = generated_workflow(vagabond, ctx)
+    doc = generated_workflow(vagabond, ctx, "--warm-cache")  # as a project turns it on
     assert doc["env"]["VAGABOND_SPEC"] == f"vagabond-vm @ git+{REMOTE}@{sha}", "a source that exists"
     assert doc["env"]["VAGABOND_BOXES"] == BOXES_DIR
     job = doc["jobs"]["test"]
     assert f"example/vagabond@{sha}" in [s.get("uses") for s in job["steps"]], "the action at the same commit"
+    action = next(s for s in job["steps"] if s.get("uses") == f"example/vagabond@{sha}")
+    assert action["with"]["warm-cache"] == "true"
     command, readme_box = readme_example()
     cleanup = next(i for i, s in enumerate(job["steps"]) if s.get("uses", "").startswith("example/vagabond/cleanup"))
     job["steps"].insert(cleanup, {"name": README_STEP, "run": command.replace(f" {readme_box} ", f" {BOX} ", 1)})
@@ -870,8 +872,6 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
         f'vagabond up {BOX} --logs-on-failure vagabond-logs --warm-from "$RUNNER_TEMP/vagabond-warm/{BOX}/warm.tar"'
     )
     job["steps"].insert(cleanup, {"name": WARM_STEP, "run": next_run})
-    action = next(s for s in job["steps"] if s.get("uses", "") == f"example/vagabond@{sha}")
-    action["with"]["warm-cache"] = "true"  # as a project turns it on
     scope, env = job_scope(doc, job)
     steps = plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions")
     names = [s["name"] for s in steps]

@@ -182,13 +182,13 @@ def warm_image(run: UpRun) -> dict | None:
             provision=opts.provision,
         )
 
-    def usable(meta: dict | None) -> bool:
-        return meta is not None and not (
-            warmimage.difference(meta["key"], wanted()) or warmimage.missing_parts(run.wd, meta)
-        )
+    def why_not(meta: dict) -> str | None:  # None: the image stands in for this up
+        return warmimage.difference(meta["key"], wanted()) or warmimage.missing_parts(run.wd, meta)
 
-    if opts.warm_from is not None and opts.warm and opts.prebuilt and not usable(warmimage.load(run.wd)):
-        take_in(run, opts.warm_from, wanted())  # a warm image here that matches wins: nothing to take in
+    if opts.warm_from is not None and opts.warm and opts.prebuilt:
+        here = warmimage.load(run.wd)
+        if here is None or why_not(here):  # a warm image here that matches wins: nothing to take in
+            take_in(run, opts.warm_from, wanted())
     meta = warmimage.load(run.wd)
     if meta is None:
         return None
@@ -198,7 +198,7 @@ def warm_image(run: UpRun) -> dict | None:
     elif not opts.prebuilt:
         why = "--fresh asks for the base box"
     else:
-        why = warmimage.difference(meta["key"], wanted()) or warmimage.missing_parts(run.wd, meta)
+        why = why_not(meta)
     if why:
         ui.info(f"booting cold, not from the warm image saved here: {why}")
         return None

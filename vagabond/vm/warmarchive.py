@@ -135,7 +135,7 @@ def export(box: Box, wd: Workdir, target: Path, *, no_secrets: bool = False) -> 
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
                     info.mode = 0o600
-                    with open(work / name, "rb") as fh:
+                    with files.open_regular_read(work / name) as fh:
                         tar.addfile(info, fh)
             files.move(made, target, mode=0o600)
     size = target.stat().st_size

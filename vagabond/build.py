@@ -149,6 +149,7 @@ for unit in ssh.socket ssh.service sshd.service; do
   if systemctl is-active --quiet "$unit"; then echo "$unit still runs: the key is not put back" >&2; exit 1; fi
 done
 printf '%s\\n' {shlex.quote(guest.INSECURE_PUBLIC_KEY)} > /home/vagrant/.ssh/authorized_keys
+rm -f {guest.AUTHORIZED_KEY_STATE}
 (sleep 1; systemctl poweroff) >/dev/null 2>&1 &
 """
 

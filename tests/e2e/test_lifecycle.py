@@ -55,6 +55,22 @@ def test_up_provisions_and_verifies_selinux(selinux_vm):
     assert "TASK [Activate SELinux (Debian)]" in selinux_vm.stderr
 
 
+SSH_ALONE = [
+    *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"),
+    *("-o", "ConnectTimeout=30", "-o", "IdentitiesOnly=yes"),
+]
+
+
+def ssh_with_key(vagabond, key) -> subprocess.CompletedProcess:
+    """`true` in the VM over a connection of its own (no shared one), with this key only."""
+    wd = vagabond.cwd / ".vagabond" / BOX
+    host = next(
+        line.split()[1] for line in (wd / "ssh_config").read_text().splitlines() if line.strip().startswith("HostName")
+    )
+    argv = ["ip", "netns", "exec", NETNS, "ssh", *SSH_ALONE, "-i", str(key), f"vagrant@{host}", "true"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
 def test_only_the_vms_own_key_opens_it(vagabond, selinux_vm, tmp_path):
     """Vagrant's published insecure key and the box convention's password open nothing: anyone on
     the host's libvirt network could have changed the VM (and a box built from it) with them."""
@@ -266,7 +282,10 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
     assert image.stat().st_mode & 0o777 == 0o600 and image.parent.stat().st_mode & 0o777 == 0o700
     print(f"warm image: memory {image.stat().st_size / 2**20:.0f} MiB for a 1024 MiB VM")
     assert warm_layers(prefix) == machine["disk_layers"], "one frozen layer in the pool, under the VM's new overlay"
+    assert not (image.parent / "ssh_key").exists(), "the guest has an agent: each restore gives it a new key"
     assert vagabond("run", BOX, "--", "getenforce").stdout == "Enforcing\n", "the VM runs on after its save"
+    saved_key = vagabond.cwd / "saved_key"
+    shutil.copy(wd / "ssh_key", saved_key)
 
     vagabond("destroy", BOX)
     assert ours(prefix)["domains"] == [] and warm_layers(prefix), "destroy keeps the warm image"
@@ -291,6 +310,12 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
     guest_now = float(vagabond("run", BOX, "--", "date", "+%s").stdout)
     assert abs(guest_now - time.time()) < 30, "the restored guest's clock is the host's"
     assert plain_vagrant(wd, "ssh", "-c", "true").returncode == 0
+    # Its own new key, given through the guest agent before its network came back: the key it was
+    # saved with opens it no more.
+    assert (wd / "ssh_key").read_bytes() != saved_key.read_bytes()
+    assert ssh_with_key(vagabond, wd / "ssh_key").returncode == 0
+    refused = ssh_with_key(vagabond, saved_key)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
 
     vagabond("run", BOX, "--", "sh", "-c", "echo later > /home/vagrant/after-save")
     vagabond("reset", BOX, timeout=900)
@@ -336,6 +361,20 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
     )
     assert "backing-filename" not in info and info["format-specific"]["data"]["compression-type"] == "zstd"
     assert vagabond("run", BOX, "--", "cat", "/home/vagrant/before-save").stdout == "saved\n"
+    with tarfile.open(exported) as tar:
+        assert not [n for n in tar.getnames() if "ssh_key" in n], "no key travels: the VM takes a new one"
+
+    # A reboot keeps the key the restore gave (the SMBIOS string still holds the saved one).
+    given = (wd / "ssh_key.pub").read_text().strip()
+    boot_id = ["cat", "/proc/sys/kernel/random/boot_id"]
+    before = vagabond("run", BOX, "--", *boot_id).stdout
+    vagabond("run", BOX, "--", "sudo", "systemctl", "reboot", check=False)
+    deadline = time.monotonic() + 600
+    while (after := vagabond("run", BOX, "--", *boot_id, check=False)).returncode != 0 or after.stdout == before:
+        assert time.monotonic() < deadline, "the restored VM did not come back from its reboot"
+        time.sleep(5)
+    assert vagabond("run", BOX, "--", "cat", "/home/vagrant/.ssh/authorized_keys").stdout.strip() == given
+    assert ssh_with_key(vagabond, saved_key).returncode == 255
 
 
 def test_build_and_publish_the_dependency_box(

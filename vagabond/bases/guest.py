@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # Bump when the guest recipe (here, in mmdebstrap.py or cloudimage.py) changes what ends up in an
 # image: cached base boxes are keyed on it.
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 
 # Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
 # time; vagabond renders `config.ssh.insert_key = false`, so it stays (see Vagrantfile.j2).
@@ -22,25 +22,44 @@ INSECURE_PUBLIC_KEY = (
 # key before sshd starts. Vagrant's published insecure key then opens nothing, for anyone else on
 # the host's libvirt network; a VM started without such a string (plain `vagrant up`) keeps the
 # box's key. The string is read from /sys, as every kernel with DMI has it (CentOS 7's too).
+#
+# A VM restored from a warm image gets a new key through the guest agent before its network comes
+# back (`rekey`, the key on stdin): the SMBIOS string is part of the saved machine and cannot change,
+# so the script records which key replaced it, and a reboot keeps the new key, not the saved one.
 AUTHORIZED_KEY_PREFIX = "vagabond:authorized-key="
 AUTHORIZED_KEY_SCRIPT_PATH = "/usr/local/libexec/vagabond-authorized-key"
+AUTHORIZED_KEY_STATE = "/var/lib/vagabond/authorized-key"
 AUTHORIZED_KEY_SCRIPT = f"""\
 #!/bin/sh
-# vagabond: this VM's SSH key, handed over by the host in an SMBIOS OEM string (type 11).
-key=""
+# vagabond: this VM's SSH key, handed over by the host in an SMBIOS OEM string (type 11) at boot,
+# or by the host's guest agent after a restore from a warm image ("rekey", the key on stdin).
+state={AUTHORIZED_KEY_STATE}
+given=""
 for f in /sys/firmware/dmi/entries/11-*/raw; do
   [ -r "$f" ] || continue
-  key=$(tr '\\000' '\\n' < "$f" | sed -n 's/^.*{AUTHORIZED_KEY_PREFIX}//p' | head -n 1)
-  [ -n "$key" ] && break
+  given=$(tr '\\000' '\\n' < "$f" | sed -n 's/^.*{AUTHORIZED_KEY_PREFIX}//p' | head -n 1)
+  [ -n "$given" ] && break
 done
-case "$key" in
-  ssh-ed25519\\ *|ssh-rsa\\ *|ecdsa-sha2-*) ;;
-  *) exit 0 ;;  # none given: the box's own key stays
-esac
+valid() {{
+  printf '%s\\n' "$1" | grep -Eqx '(ssh-ed25519|ssh-rsa|ecdsa-sha2-[a-z0-9]+) [A-Za-z0-9+/=]+( [A-Za-z0-9_.@-]+)?'
+}}
 umask 077
+if [ "$1" = rekey ]; then
+  key=$(head -n 1)
+  valid "$key" || {{ echo "not one OpenSSH public key line" >&2; exit 2; }}
+  mkdir -p "${{state%/*}}"
+  printf '%s\\n%s\\n' "$given" "$key" > "$state.new" && mv -f "$state.new" "$state" || exit 1
+elif [ -f "$state" ] && [ "$(sed -n 1p "$state")" = "$given" ]; then
+  key=$(sed -n 2p "$state")  # restored and given a new key since: it stays
+else
+  rm -f "$state"
+  key=$given
+fi
+valid "$key" || exit 0  # none given: the box's own key stays
 mkdir -p /home/vagrant/.ssh
-printf '%s\\n' "$key" > /home/vagrant/.ssh/authorized_keys
+printf '%s\\n' "$key" > /home/vagrant/.ssh/authorized_keys.new
 chown -R vagrant: /home/vagrant/.ssh
+mv -f /home/vagrant/.ssh/authorized_keys.new /home/vagrant/.ssh/authorized_keys
 if command -v restorecon >/dev/null 2>&1; then restorecon -R /home/vagrant/.ssh; fi
 exit 0
 """

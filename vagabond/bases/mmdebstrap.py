@@ -29,6 +29,7 @@ BASE_PACKAGES = [
     "python3",  # Ansible's modules run on it
     "python3-apt",  # Ansible's apt module needs it and would otherwise fetch it on first use
     "rsync",  # rsync synced folders
+    "qemu-guest-agent",  # a VM restored from a warm image gets its new SSH key through it
 ]
 NETWORK_UNIT = """\
 [Match]

@@ -304,9 +304,9 @@ def save(domain: str, target: Path) -> None:
     check("save", domain, str(target), timeout=timeouts.SAVE, hint="the VM keeps running; see libvirt's qemu log")
 
 
-def restore(image: Path) -> None:
+def restore(image: Path, *, paused: bool = False) -> None:
     """Start the domain a memory image holds, as it was when saved (its disks must be as they were)."""
-    check("restore", str(image), timeout=timeouts.SAVE)
+    check("restore", str(image), *(["--paused"] if paused else []), timeout=timeouts.SAVE)
 
 
 def saved_domain_xml(image: Path) -> str:

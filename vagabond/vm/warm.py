@@ -3,24 +3,24 @@ after a destroy and by `reset` without one (vagabond.vm.warmimage keeps the imag
 
 Each restore puts a fresh overlay over the frozen disk layer at the domain's disk path, so the
 saved state is never written; then the resumed guest renews its address (where vagrant-libvirt
-looks for it), and gets the host's time and fresh randomness. Vagrant's machine state and the VM's
-own SSH key come back with it, so `vagabond run`, plain `vagrant ssh`, halt and destroy work on it.
+looks for it), and gets the host's time and fresh randomness. Vagrant's machine state comes back
+with it, so `vagabond run`, plain `vagrant ssh`, halt and destroy work on it; a guest with an agent
+gets a new SSH key on each restore, before its network comes back (an image keeps no key then).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import time
 from pathlib import Path
 from xml.etree import ElementTree
 
-from vagabond import files, interrupts, process, timeouts, ui
+from vagabond import files, interrupts, timeouts, ui
 from vagabond.definition.schema import Box
 from vagabond.errors import NotRunning, UsageError, WarmError
 from vagabond.host import ledger, libvirt
-from vagabond.vm import remote
+from vagabond.vm import remote, resume
 from vagabond.vm.warmimage import (
     META,
     Machine,
@@ -31,6 +31,7 @@ from vagabond.vm.warmimage import (
     machines,
     missing_parts,
     plain,
+    rekeys,
 )
 from vagabond.vm.workdir import Workdir
 
@@ -121,12 +122,13 @@ def save(box: Box, wd: Workdir) -> dict:
                 "workdir": str(wd.path),
             }
             for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
-                if (wd.path / name).is_file():
+                files.remove(target / name)
+                if not rekeys(meta) and (wd.path / name).is_file():  # no agent: the VM keeps its key
                     files.copy_regular(wd.path / name, target / name, mode=0o600)
             previous = load(wd)
             files.write_json(target / META, meta, mode=0o600, sort_keys=True)
             _drop_unused(wd, previous, meta)
-            _after_resume(wd, meta)
+            resume.after_resume(wd, meta)
         wd.write_state(warm={"saved_at": meta["saved_at"]})
         return meta
 
@@ -161,6 +163,7 @@ def _save_machine(wd: Workdir, machine: str, domain: str, disk: Path, interfaces
     memory = f"{machine}.{stamp}.save"
     frozen = libvirt.POOL_DIR / f"{frozen_prefix(wd)}{machine}-{stamp}.qcow2"
     uuid = libvirt.domain_uuid(domain)
+    agent = resume.can_rekey(domain)
     ledger.add_warm([frozen.name])  # recorded before it exists: gc finds it whatever happens next
     with files.private_dir(target) as work:
         # The user's own file, which libvirtd (root) writes into: so the user can read and move it.
@@ -187,7 +190,7 @@ def _save_machine(wd: Workdir, machine: str, domain: str, disk: Path, interfaces
                     libvirt.run("restore", str(image))
                 files.remove(target / memory)
             raise
-    return Machine(machine, domain, uuid, memory, str(disk), layers, interfaces)
+    return Machine(machine, domain, uuid, memory, str(disk), layers, interfaces, agent)
 
 
 def _vagrant_files(wd: Workdir, machine: str) -> dict[str, str]:
@@ -229,7 +232,8 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
         with libvirt.CreationTurn():
             if libvirt.ensure_network(network, xml):
                 ledger.add_networks([network])
-    _ports_forward_at_once(meta)
+    resume.ports_forward_at_once(meta)
+    key = resume.new_key(wd, meta)
     restored: list[str] = []
     try:
         for m in machines(meta):
@@ -237,7 +241,7 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
             _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
             libvirt.define(libvirt.saved_domain_xml(image))
             restored.append(m.domain)
-            libvirt.restore(image)
+            resume.restore_machine(wd, m, image, key)
     except BaseException:
         for domain in restored:
             libvirt.remove_domain(domain)
@@ -246,21 +250,9 @@ def restore(box: Box, wd: Workdir, meta: dict) -> None:
                 libvirt.delete_volume(Path(m.disk).name)
         raise
     _write_vagrant_state(wd, meta)
-    for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
-        if (target / name).is_file():
-            wd.claim(name)
-            files.copy_regular(target / name, wd.path / name, mode=0o600 if not name.endswith(".pub") else 0o644)
     wd.write_state(**meta.get("state", {}), warm={"saved_at": meta["saved_at"], "restored_at": time.time()})
     ledger.add_workdir(wd.prefix, wd.path)
-    _after_resume(wd, meta)
-
-
-def _ports_forward_at_once(meta: dict) -> None:
-    """The restored guests' new bridge ports forward at once, on the networks vagabond made."""
-    ours = set(ledger.read()["networks"])
-    for network in meta.get("networks", {}):
-        if network in ours:
-            libvirt.forward_at_once(network)
+    resume.after_resume(wd, meta)
 
 
 def _write_vagrant_state(wd: Workdir, meta: dict) -> None:
@@ -278,111 +270,6 @@ def _write_vagrant_state(wd: Workdir, meta: dict) -> None:
         files.write_text(here / "creator_uid", str(os.geteuid()))
         files.write_text(here / "id", libvirt.domain_uuid(wd.domain(machine)))
         files.remove(here / "index_uuid")
-
-
-# In the guest, after a resume: fresh randomness from the host (stdin), and where
-# systemd-networkd runs, its DHCP leases renewed (a request for the address it has: the network's
-# server then holds the lease vagrant-libvirt looks for). The request goes over D-Bus with no reply
-# awaited: SELinux policies (Debian's among them) deny networkd's reply to an unconfined caller,
-# and `networkctl renew` then waits for it until its timeout, the renewal long done. Prints
-# "renewed" when it asked.
-RESUME_SCRIPT = (
-    "cat > /dev/urandom && "
-    "if command -v busctl >/dev/null 2>&1 && pidof systemd-networkd >/dev/null 2>&1; then r=renewed; "
-    'for l in /sys/class/net/*; do [ "${l##*/}" = lo ] || '
-    "timeout 5 busctl call --expect-reply=no org.freedesktop.network1 /org/freedesktop/network1 "
-    'org.freedesktop.network1.Manager RenewLink i "$(cat "$l/ifindex")" >/dev/null 2>&1 || r=; '
-    'done; echo "$r"; fi'
-)
-
-
-def _after_resume(wd: Workdir, meta: dict) -> None:
-    """Resumed guests: reachable at the address they had (the SSH configuration as saved), given the
-    host's time and fresh randomness, and their leases renewed (by networkd in the guest; else their
-    links go down and up, and the guest asks again), so that vagrant-libvirt finds them; the SSH
-    configuration follows an address that changed."""
-    saved = meta.get("ssh") or ""
-    config = saved.split("\nHost *\n")[0]  # Vagrant's part: write_ssh_config adds vagabond's own
-    remote.write_ssh_config(wd, config)
-    for m in machines(meta):
-        if not m.interfaces:
-            _first_command(wd, m)
-            continue
-        first = m.interfaces[0]
-        address = remote.addresses(wd).get(m.name)
-        if address:
-            libvirt.announce(first["network"], address, first["mac"])
-        # A network's DHCP server that knows the NIC's lease (the network outlived the save) keeps
-        # it when the guest's networkd renews it. One made anew ignores a renewal of a lease it
-        # never gave, and a guest without networkd renews nothing: only the link going down and up
-        # makes the guest ask afresh.
-        unleased = [nic for nic in m.interfaces if libvirt.lease_address(nic["network"], nic["mac"]) is None]
-        renewed = "renewed" in _first_command(wd, m).stdout
-        for nic in m.interfaces:
-            if nic in unleased or not renewed:
-                libvirt.set_link(m.domain, nic["mac"], up=False)
-                libvirt.set_link(m.domain, nic["mac"], up=True)
-        deadline = time.monotonic() + timeouts.LEASE
-        while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
-            if time.monotonic() > deadline:
-                raise WarmError(
-                    f"{m.domain} got no address from network {first['network']} "
-                    f"within {timeouts.LEASE:.0f}s after its restore",
-                    hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
-                )
-            time.sleep(0.1)
-        if remote.addresses(wd).get(m.name) != address:
-            remote.close_master(wd, m.name)
-            config = _with_address(config, m.name, address)
-            remote.write_ssh_config(wd, config)
-
-
-def _first_command(wd: Workdir, m: Machine) -> process.Result:
-    """The resume script over SSH, tried again while the guest is not reachable yet (ssh's 255)."""
-    deadline = time.monotonic() + timeouts.GUEST_COMMAND
-    while True:
-        result = remote.run(
-            wd,
-            m.name,
-            ["sudo", "-n", "sh", "-c", RESUME_SCRIPT],
-            stream=False,
-            timeout=timeouts.GUEST_COMMAND,
-            input=secrets.token_hex(256),
-        )
-        if result.returncode != 255 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    if result.returncode == 0:
-        # The host's time, sent over the connection now open (the first one may take seconds).
-        clock = remote.run(
-            wd,
-            m.name,
-            ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"],
-            stream=False,
-            timeout=timeouts.GUEST_COMMAND,
-        )
-        if clock.returncode != 0:
-            result = clock
-    if result.returncode != 0:
-        detail = result.stderr.strip()[-200:] or f"exit {result.returncode}"
-        raise WarmError(
-            f"{m.domain} does not answer over SSH after its restore: {detail}",
-            hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
-        )
-    return result
-
-
-def _with_address(config: str, machine: str, address: str) -> str:
-    """Vagrant's ssh-config of the machine with its HostName set to the address it has now."""
-    lines, host = [], None
-    for line in config.splitlines():
-        words = line.split()
-        if len(words) == 2 and words[0] == "Host":
-            host = words[1]
-        if host == machine and len(words) == 2 and words[0] == "HostName":
-            line = line[: line.index("HostName")] + f"HostName {address}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
 
 
 # --- reset ------------------------------------------------------------------------------
@@ -411,12 +298,14 @@ def reset(box: Box, wd: Workdir) -> dict:
                     hint=f"vagabond destroy {box.name} && vagabond up {box.name}, or vagabond save {box.name}",
                 )
         with ui.step(f"reset {box.name} to its warm image"):
-            _ports_forward_at_once(meta)
+            resume.ports_forward_at_once(meta)
             for m in machines(meta):
                 remote.close_master(wd, m.name)
+            key = resume.new_key(wd, meta)
+            for m in machines(meta):
                 libvirt.stop(m.domain)
                 _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
-                libvirt.restore(image_dir(wd) / plain(m.memory_image))
-            _after_resume(wd, meta)
+                resume.restore_machine(wd, m, image_dir(wd) / plain(m.memory_image), key)
+            resume.after_resume(wd, meta)
         wd.write_state(warm={"saved_at": meta["saved_at"], "restored_at": time.time()})
         return meta

@@ -37,7 +37,7 @@ from vagabond.vm import warmchecks, warmimage
 from vagabond.vm.warmimage import META, image_dir, machines, plain
 from vagabond.vm.workdir import Workdir
 
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "manifest.json"
 MANIFEST_MAX = 1 << 20
 DISK_MAX = 1 << 40  # a disk's virtual size, and its file
@@ -232,6 +232,8 @@ def _checked_manifest(box: Box, wd: Workdir, manifest: object, archive: Path) ->
     for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
         if name in sums:
             wanted[name] = "key"
+    if wd.ssh_key.name not in wanted and not warmimage.rekeys(meta):
+        raise WarmError(f"{bad}: it holds no SSH key, and its VM has no guest agent to take a new one")
     if set(sums) != set(wanted):
         raise WarmError(f"{bad}: its manifest lists {sorted(sums)}, not {sorted(wanted)}")
     expected = {}

@@ -64,7 +64,11 @@ DEVICES = {
     "memballoon": _shape("model autodeflate freePageReporting", stats=_shape("period"), alias=ALIAS, address=ADDRESS),
     "rng": _shape("model", backend=_shape("model"), rate=_shape("bytes period"), alias=ALIAS, address=ADDRESS),
     "audio": _shape("id type"),
+    "channel": _shape(
+        "type", source=_shape("mode path"), target=_shape("type name state"), alias=ALIAS, address=ADDRESS
+    ),
 }
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
 TOP = {
     "name": LEAF,
     "uuid": LEAF,
@@ -121,9 +125,10 @@ def domain(
 ) -> str:
     """The saved domain's XML when it is one vagabond's Vagrantfile makes for this machine: its
     name, UUID and memory, its one qcow2 disk, its networks, its serial log or a pty, host
-    randomness, the host's own QEMU, nothing else (module table above). Returned without what
-    libvirt chooses itself (the disk's recorded backing chain, the security labels, the tap
-    device's name), so the host's defaults apply. Anything else refuses it, named."""
+    randomness, the guest agent's channel, the host's own QEMU, nothing else (module table above).
+    Returned without what libvirt chooses itself (the disk's recorded backing chain, the security
+    labels, the tap device's name, the agent's socket), so the host's defaults apply. Anything else
+    refuses it, named."""
 
     def refuse(what: str) -> WarmError:
         return WarmError(f"{where} asks for {what}, which a VM of vagabond's never has: not restored")
@@ -145,6 +150,8 @@ def domain(
     for element in root.findall("devices/interface"):  # the host names the tap device itself
         for removed in element.findall("target"):
             element.remove(removed)
+    for element in root.findall("devices/channel/source"):  # libvirtd makes the agent's socket itself
+        element.attrib.pop("path", None)
     for child in root:
         if child.tag == "metadata" or child.tag == "devices":
             continue
@@ -201,6 +208,16 @@ def domain(
             backend = device.find("backend")
             if backend is None or backend.get("model") != "random" or (backend.text or "").strip() not in RANDOM:
                 raise refuse("randomness from anything but the host's random device")
+        elif device.tag == "channel":
+            source, target = device.find("source"), device.find("target")
+            if (
+                kind != "unix"
+                or (source is not None and source.get("mode") != "bind")
+                or target is None
+                or target.get("type") != "virtio"
+                or target.get("name") != AGENT_CHANNEL
+            ):
+                raise refuse(f"a channel other than the guest agent's ({kind!r})")
         elif device.tag == "audio" and kind != "none":
             raise refuse(f"audio of type {kind!r}")
     if disks != [disk]:

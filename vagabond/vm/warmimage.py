@@ -28,7 +28,7 @@ from vagabond.host import ledger, libvirt
 from vagabond.vm import playbooks, render
 from vagabond.vm.workdir import Workdir
 
-FORMAT = 1
+FORMAT = 2
 META = "meta.json"
 FROZEN_PREFIX = "vagabond-warm-"  # never a work directory's prefix, which `destroy` removes by name
 
@@ -140,6 +140,7 @@ class Machine:
     disk: str  # the domain's disk path, where each restore puts a fresh overlay
     frozen: list[str]  # the warm layers under that overlay (top first), in the pool's directory
     interfaces: list[dict]  # {"mac":, "network":}
+    agent: bool  # its guest agent answered when saved: each restore gives it a new SSH key through it
 
 
 def load(wd: Workdir) -> dict | None:
@@ -163,6 +164,8 @@ def _valid(meta: object) -> bool:
         if not isinstance(m, dict) or set(m) != set(Machine.__dataclass_fields__):
             return False
         if not all(isinstance(m[k], str) for k in ("name", "domain", "uuid", "memory_image", "disk")):
+            return False
+        if not isinstance(m["agent"], bool):
             return False
         if not isinstance(m["frozen"], list) or not m["frozen"] or not all(isinstance(x, str) for x in m["frozen"]):
             return False
@@ -210,6 +213,12 @@ def _ours(wd: Workdir, meta: dict) -> bool:
 
 def machines(meta: dict) -> list[Machine]:
     return [Machine(**m) for m in meta["machines"]]
+
+
+def rekeys(meta: dict) -> bool:
+    """Whether each restore gives the VM a new SSH key (every machine has a guest agent): its
+    image then keeps no key, and one that travels opens no VM made from it."""
+    return all(m.agent for m in machines(meta))
 
 
 def missing_parts(wd: Workdir, meta: dict) -> str | None:

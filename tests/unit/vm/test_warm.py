@@ -13,11 +13,12 @@ import pytest
 from tests.conftest import write_box
 from tests.helpers import pool_as_files
 from vagabond import files
+from vagabond.bases import guest
 from vagabond.definition import boxfile
 from vagabond.errors import UnsafePath
 from vagabond.host import libvirt
 from vagabond.host.detect import Decision
-from vagabond.vm import lifecycle, warm, warmimage
+from vagabond.vm import lifecycle, resume, warm, warmimage
 from vagabond.vm.lifecycle import UpOptions, UpRun
 from vagabond.vm.workdir import Workdir
 
@@ -69,6 +70,7 @@ def description(wd: Workdir) -> dict:
                 "disk": str(libvirt.POOL_DIR / f"{wd.prefix}default.img"),
                 "frozen": [warmimage.frozen_prefix(wd) + "default-20261206.qcow2"],
                 "interfaces": [{"mac": "52:54:00:12:34:56", "network": "vagrant-libvirt"}],
+                "agent": False,
             }
         ],
     }
@@ -119,7 +121,7 @@ def test_a_description_that_is_a_link_is_refused_and_one_that_is_not_json_not_us
 
 def test_the_restored_guests_address_goes_into_its_own_host_entry_only():
     config = "Host default\n  HostName 192.168.121.7\n  User vagrant\nHost db\n  HostName 192.168.121.8\n"
-    got = warm._with_address(config, "default", "192.168.121.99")
+    got = resume._with_address(config, "default", "192.168.121.99")
     assert "  HostName 192.168.121.99\n  User vagrant\nHost db\n  HostName 192.168.121.8\n" in got
 
 
@@ -245,7 +247,7 @@ def resume_world(box_wd, monkeypatch):
         calls.append(("first_command", m.name))
         return SimpleNamespace(stdout="renewed\n" if world["networkd"] else "\n")
 
-    monkeypatch.setattr(warm, "_first_command", first_command)
+    monkeypatch.setattr(resume, "_first_command", first_command)
     monkeypatch.setattr(warm.ledger, "read", lambda: {"networks": list(world["ours"])})
     return wd, calls, world
 
@@ -253,14 +255,14 @@ def resume_world(box_wd, monkeypatch):
 def test_a_resumed_guest_whose_lease_the_network_knows_keeps_its_link(resume_world):
     wd, calls, world = resume_world
     world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
-    warm._after_resume(wd, description(wd))
+    resume.after_resume(wd, description(wd))
     assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command"]
 
 
 def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up(resume_world):
     """dnsmasq ignores a renewal of a lease it never gave: the guest must ask afresh."""
     wd, calls, world = resume_world
-    warm._after_resume(wd, description(wd))
+    resume.after_resume(wd, description(wd))
     assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
     assert [c[2] for c in calls if c[0] == "set_link"] == [False, True]
 
@@ -270,7 +272,7 @@ def test_a_resumed_guest_without_networkd_gets_its_link_taken_down_and_up_lease_
     wd, calls, world = resume_world
     world["networkd"] = False
     world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
-    warm._after_resume(wd, description(wd))
+    resume.after_resume(wd, description(wd))
     assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
 
 
@@ -279,7 +281,7 @@ def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume
     monkeypatch.setattr(warm.timeouts, "LEASE", 0.2)
     monkeypatch.setattr(libvirt, "set_link", lambda domain, mac, up: calls.append(("set_link", mac, up)))
     with pytest.raises(warm.WarmError, match=r"got no address from network vagrant-libvirt within 0s") as exc:
-        warm._after_resume(wd, description(wd))
+        resume.after_resume(wd, description(wd))
     assert exc.value.hint == "vagabond destroy b && vagabond up b --cold"
 
 
@@ -287,14 +289,14 @@ def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume
 def test_only_a_network_vagabond_made_gets_its_ports_forwarding_at_once(resume_world, ours):
     wd, calls, world = resume_world
     world["ours"] = ["vagrant-libvirt"] if ours else []
-    warm._ports_forward_at_once(description(wd) | {"networks": {"vagrant-libvirt": "<network/>"}})
+    resume.ports_forward_at_once(description(wd) | {"networks": {"vagrant-libvirt": "<network/>"}})
     assert calls == ([("forward_at_once", "vagrant-libvirt")] if ours else [])
 
 
 def test_the_resume_script_asks_networkd_without_awaiting_its_reply():
     """networkctl renew waits for a reply SELinux may deny (Debian's policy does): 5 s lost a restore."""
-    assert "--expect-reply=no" in warm.RESUME_SCRIPT and "networkctl renew" not in warm.RESUME_SCRIPT
-    assert warm.RESUME_SCRIPT.startswith("cat > /dev/urandom && ")
+    assert "--expect-reply=no" in resume.RESUME_SCRIPT and "networkctl renew" not in resume.RESUME_SCRIPT
+    assert resume.RESUME_SCRIPT.startswith("cat > /dev/urandom && ")
 
 
 def test_destroy_takes_the_layers_of_a_dropped_warm_image_that_nothing_needs_now(box_wd, monkeypatch):
@@ -324,3 +326,110 @@ def test_the_bridge_forwards_at_once_only_when_root_can_set_it(processes, monkey
     monkeypatch.setattr(libvirt.os, "geteuid", lambda: 0)
     libvirt.forward_at_once("vagrant-libvirt")
     assert processes.asked("ip", "link", "set")[-1][-6:] == ["dev", "virbr7", "type", "bridge", "stp_state", "0"]
+
+
+@pytest.fixture
+def restoring(box_wd, monkeypatch):
+    """restore_machine against a recorded libvirt and guest agent."""
+    box, wd = box_wd
+    calls: list[tuple] = []
+    world = {"answers": True, "rekey": (0, "")}
+    monkeypatch.setattr(libvirt, "restore", lambda image, paused=False: calls.append(("restore", paused)))
+    monkeypatch.setattr(libvirt, "set_link", lambda domain, mac, up: calls.append(("set_link", up)))
+    monkeypatch.setattr(libvirt, "check", lambda *args, **kw: calls.append(("virsh", *args)))
+    monkeypatch.setattr(resume.guestagent, "answers", lambda domain, within: world["answers"])
+
+    def agent_run(domain, path, args, input=""):
+        calls.append(("agent", path, args, input))
+        return world["rekey"]
+
+    monkeypatch.setattr(resume.guestagent, "run", agent_run)
+    machine = warmimage.Machine(**description(wd)["machines"][0] | {"agent": True})
+    return wd, machine, calls, world
+
+
+KEY_LINE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAFlxNGIXNWVE3iiQVv3 vagabond"
+
+
+def test_a_restored_guest_with_an_agent_takes_its_new_key_while_its_network_is_unplugged(restoring):
+    wd, machine, calls, world = restoring
+    resume.restore_machine(wd, machine, wd.path / "x.save", KEY_LINE)
+    assert calls == [
+        ("restore", True),
+        ("set_link", False),
+        ("virsh", "resume", machine.domain),
+        ("agent", guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], KEY_LINE + "\n"),
+        ("set_link", True),
+    ]
+
+
+def test_a_guest_saved_without_an_agent_is_restored_as_it_was(restoring):
+    wd, machine, calls, world = restoring
+    resume.restore_machine(wd, machine, wd.path / "x.save", None)
+    assert calls == [("restore", False)]
+
+
+@pytest.mark.parametrize(
+    "answers, rekey, said",
+    [
+        (False, (0, ""), "guest agent does not answer after its restore: it cannot get its new SSH key"),
+        (
+            True,
+            (2, "not one OpenSSH\npublic key line\n"),
+            "did not take its new SSH key: not one OpenSSH public key line",
+        ),
+        (True, (1, ""), "did not take its new SSH key: exit 1"),
+    ],
+)
+def test_a_guest_that_does_not_take_its_new_key_stays_off_the_network_and_says_why(restoring, answers, rekey, said):
+    wd, machine, calls, world = restoring
+    world["answers"], world["rekey"] = answers, rekey
+    with pytest.raises(warm.WarmError, match=said) as exc:
+        resume.restore_machine(wd, machine, wd.path / "x.save", KEY_LINE)
+    assert ("set_link", True) not in calls, "its network cards stay unplugged"
+    assert exc.value.hint == "vagabond destroy b && vagabond up b --cold"
+
+
+def test_each_restore_of_a_rekeying_image_makes_a_new_key_and_one_without_an_agent_takes_the_saved_one(box_wd):
+    box, wd = box_wd
+    files.make_dirs(wd.path)
+    meta = description(wd)
+    meta["machines"][0]["agent"] = True
+    first = resume.new_key(wd, meta)
+    second = resume.new_key(wd, meta)
+    assert first.startswith("ssh-ed25519 ") and second != first
+    assert wd.ssh_key.with_name("ssh_key.pub").read_text().strip() == second
+    meta["machines"][0]["agent"] = False
+    files.make_dirs(warmimage.image_dir(wd))
+    (warmimage.image_dir(wd) / "ssh_key").write_text("SAVED PRIVATE\n")
+    (warmimage.image_dir(wd) / "ssh_key.pub").write_text("SAVED PUBLIC\n")
+    assert resume.new_key(wd, meta) is None
+    assert wd.ssh_key.read_text() == "SAVED PRIVATE\n" and (wd.ssh_key.stat().st_mode & 0o777) == 0o600
+
+
+def test_the_mark_save_looks_for_is_in_the_key_script_every_box_gets():
+    assert resume.REKEY_MARK in guest.AUTHORIZED_KEY_SCRIPT
+
+
+@pytest.mark.parametrize(
+    "answers, grep, expected",
+    [
+        (True, (0, ""), True),
+        (False, (0, ""), False),  # no agent in the guest
+        (True, (1, ""), False),  # a key script from before rekey
+        (True, warm.WarmError("the agent did not run /bin/grep"), False),  # RHEL's agent forbids guest-exec
+    ],
+)
+def test_a_guest_can_take_a_new_key_only_with_an_agent_that_runs_the_key_script_that_knows_rekey(
+    monkeypatch, answers, grep, expected
+):
+    monkeypatch.setattr(resume.guestagent, "answers", lambda domain: answers)
+
+    def run(domain, path, args, input=""):
+        assert path == "/bin/grep" and args[-1] == guest.AUTHORIZED_KEY_SCRIPT_PATH
+        if isinstance(grep, Exception):
+            raise grep
+        return grep
+
+    monkeypatch.setattr(resume.guestagent, "run", run)
+    assert resume.can_rekey("vagabond-b-1-default") is expected

@@ -94,6 +94,7 @@ def manifest_meta(wd: Workdir, key: dict) -> dict:
                 "disk": str(libvirt.POOL_DIR / f"{wd.prefix}default.img"),
                 "frozen": [frozen],
                 "interfaces": [{"mac": "52:54:00:20:d1:fc", "network": "vagrant-libvirt"}],
+                "agent": True,
             }
         ],
         "vagrant": {"default": {"box_meta": '{"name":"org/base"}', "id": "x", "vagrant_cwd": "/etc"}},
@@ -114,7 +115,7 @@ def archive(path: Path, meta: dict, members: dict[str, bytes] | None = None, *, 
     if members is None:
         members = {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(MEMORY), "ssh_key": b"KEY\n"}
     sums = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in members.items()}
-    body = manifest if manifest is not None else {"format": 1, "meta": meta, "files": sums}
+    body = manifest if manifest is not None else {"format": warmarchive.FORMAT, "meta": meta, "files": sums}
     text = body if isinstance(body, str) else json.dumps(body)
     entries = [("manifest.json", text.encode()), *members.items()]
     if first is not None:
@@ -156,6 +157,22 @@ def test_an_exported_image_is_taken_in_whole_and_only_vagabonds_own_values_are_k
     assert f"IdentityFile {wd.ssh_key}" in installed["ssh"]
 
 
+def test_an_image_of_a_vm_with_a_guest_agent_travels_without_a_key_and_one_without_an_agent_needs_its_key(
+    world, tmp_path
+):
+    box, wd, pool, host, wanted = world
+    meta = manifest_meta(wd, wanted)
+    m = meta["machines"][0]
+    m["agent"] = False
+    keyless = {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(MEMORY)}
+    with pytest.raises(WarmError, match="holds no SSH key, and its VM has no guest agent to take a new one"):
+        warmarchive.import_(box, wd, archive(tmp_path / "a.tar", meta, keyless), wanted)
+    assert left_behind(wd, pool) == []
+    m["agent"] = True
+    installed = warmarchive.import_(box, wd, archive(tmp_path / "b.tar", meta, keyless), wanted)
+    assert warmimage.rekeys(installed) and not (warmimage.image_dir(wd) / "ssh_key").exists()
+
+
 def test_an_image_of_another_vm_is_a_mismatch_with_its_reason_and_leaves_nothing(world, tmp_path):
     box, wd, pool, host, wanted = world
     meta = manifest_meta(wd, wanted | {"qemu": "QEMU 9.2.0"})
@@ -192,7 +209,9 @@ def hostile(wd: Workdir, wanted: dict, case: str, tmp_path: Path, host: dict) ->
         return path
     if case == "a link in place of a file":
         sums = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in good.items()}
-        archive(path, meta, {m["frozen"][0]: DISK}, manifest={"format": 1, "meta": meta, "files": sums})
+        archive(
+            path, meta, {m["frozen"][0]: DISK}, manifest={"format": warmarchive.FORMAT, "meta": meta, "files": sums}
+        )
         with tarfile.open(path, "a") as tar:
             info = tarfile.TarInfo(m["memory_image"] + ".gz")
             info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
@@ -211,7 +230,9 @@ def hostile(wd: Workdir, wanted: dict, case: str, tmp_path: Path, host: dict) ->
         return path
     if case == "a file missing":
         sums = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in good.items()}
-        return archive(path, meta, {m["frozen"][0]: DISK}, manifest={"format": 1, "meta": meta, "files": sums})
+        return archive(
+            path, meta, {m["frozen"][0]: DISK}, manifest={"format": warmarchive.FORMAT, "meta": meta, "files": sums}
+        )
     if case == "a memory image larger than its VM":
         return archive(path, meta, {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(bytes(3 << 20))})
     if case == "a disk that stands on another file":

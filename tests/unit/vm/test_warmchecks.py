@@ -19,7 +19,8 @@ DISK = f"/var/lib/libvirt/images/{DOMAIN}.img"
 SERIAL = f"/var/log/libvirt/qemu/{DOMAIN}-serial.log"
 EMULATOR = "/usr/bin/qemu-system-x86_64"
 
-# As `virsh save-image-dumpxml` printed it for a VM `vagabond up` made (libvirt 9.0, 2026-12-07),
+# As `virsh save-image-dumpxml` printed it for a VM `vagabond up` made (libvirt 9.0, 2026-12-07;
+# the guest agent's channel and its controller as it printed them for a VM of 2026-12-07 14:05),
 # with the disk's recorded backing chain a save keeps, a security label and the tap device's name.
 SAVED = f"""<domain type='qemu'>
   <name>{DOMAIN}</name>
@@ -87,9 +88,16 @@ SAVED = f"""<domain type='qemu'>
       <source path='{SERIAL}'/>
       <target type='serial' port='0'/>
     </console>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+      <address type='virtio-serial' controller='0' bus='0' port='1'/>
+    </channel>
     <input type='mouse' bus='ps2'/>
     <input type='keyboard' bus='ps2'/>
     <audio id='1' type='none'/>
+    <controller type='virtio-serial' index='0'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x06' function='0x0'/>
+    </controller>
     <memballoon model='virtio'>
       <address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>
     </memballoon>
@@ -191,10 +199,22 @@ QEMU_NS = "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qem
         (swap("<audio id='1' type='none'/>", "<graphics type='vnc' socket='/tmp/s'/>"), "the device <graphics>"),
         (
             swap(
-                "<audio id='1' type='none'/>",
-                "<channel type='unix'><source mode='connect' path='/var/lib/libvirt/qemu/channel/x'/></channel>",
+                "<target type='virtio' name='org.qemu.guest_agent.0'/>",
+                "<source mode='connect' path='/run/x'/><target type='virtio' name='org.qemu.guest_agent.0'/>",
             ),
-            "the device <channel>",
+            "a channel other than the guest agent's",
+        ),
+        (
+            swap("name='org.qemu.guest_agent.0'", "name='com.redhat.spice.0'"),
+            "a channel other than the guest agent's",
+        ),
+        (swap("<channel type='unix'>", "<channel type='pty'>"), "a channel other than the guest agent's ('pty')"),
+        (
+            swap(
+                "<target type='virtio' name='org.qemu.guest_agent.0'/>",
+                "<target type='guestfwd' address='10.0.2.1' port='80'/>",
+            ),
+            "the attribute 'address' on <devices/channel/target>",
         ),
         (
             swap("<backend model='random'>/dev/random", "<backend model='random'>/dev/sda"),
@@ -265,6 +285,16 @@ def test_a_cdrom_without_media_passes_and_keeps_no_chain():
     cdrom += "<readonly/><backingStore type='file'><source file='/etc/shadow'/></backingStore></disk>"
     cleaned = ElementTree.fromstring(check(swap("<controller type='usb'", cdrom + "<controller type='usb'")))
     assert all(d.find("backingStore") is None for d in cleaned.iter("disk"))
+
+
+def test_the_guest_agents_channel_passes_with_the_socket_libvirtd_makes_itself():
+    bound = "<source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-3-x/org.qemu.guest_agent.0'/>"
+    cleaned = ElementTree.fromstring(
+        check(swap("<target type='virtio' name='org.qemu", bound + "<target type='virtio' name='org.qemu"))
+    )
+    (channel,) = cleaned.iter("channel")
+    assert channel.find("source").attrib == {"mode": "bind"}
+    assert channel.find("target").get("name") == "org.qemu.guest_agent.0"
 
 
 def test_what_is_not_a_domains_xml_is_said_so():

@@ -1,0 +1,79 @@
+"""The QEMU guest agent of a running domain, through libvirt (`virsh qemu-agent-command`): whether
+it answers, and a program run in the guest with its exit code. libvirt carries the requests, so
+this works for a user in the libvirt group as for root; the agent's socket is libvirtd's own.
+
+vagabond uses it for one thing: a VM restored from a warm image gets a new SSH key before its
+network comes back (vagabond.vm.warm)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from vagabond import timeouts
+from vagabond.errors import WarmError
+from vagabond.host import libvirt
+
+# The largest output of a guest program kept (the agent sends it base64 in one JSON answer).
+OUTPUT_LIMIT = 4096
+
+
+def _command(domain: str, execute: str, arguments: dict | None = None, *, wait: float = 5) -> dict | None:
+    """One agent request; its "return" value, or None when the agent does not answer in ``wait``
+    seconds (no agent in the guest, or not started yet)."""
+    request = {"execute": execute} | ({"arguments": arguments} if arguments else {})
+    result = libvirt.run("qemu-agent-command", domain, json.dumps(request), "--timeout", str(max(1, int(wait))))
+    if not result.ok:
+        return None
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        return None
+    return answer.get("return") if isinstance(answer, dict) else None
+
+
+def answers(domain: str, *, within: float = 2) -> bool:
+    """Whether the domain's guest agent answers a ping within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        if _command(domain, "guest-ping", wait=1) is not None:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def run(
+    domain: str, path: str, args: list[str], *, input: str = "", timeout: float = timeouts.GUEST_COMMAND
+) -> tuple[int, str]:
+    """``path ARGS`` run by the guest agent as root in the guest, ``input`` on its stdin: its exit
+    code and stderr. WarmError when the agent does not take it or it does not end in ``timeout``."""
+    started = _command(
+        domain,
+        "guest-exec",
+        {
+            "path": path,
+            "arg": args,
+            "input-data": base64.b64encode(input.encode()).decode(),
+            "capture-output": True,
+        },
+    )
+    pid = started.get("pid") if isinstance(started, dict) else None
+    if not isinstance(pid, int):
+        raise WarmError(f"{domain}'s guest agent did not run {path}")
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        status = _command(domain, "guest-exec-status", {"pid": pid})
+        if isinstance(status, dict) and status.get("exited"):
+            code = status.get("exitcode")
+            try:
+                stderr = base64.b64decode(str(status.get("err-data") or ""))[:OUTPUT_LIMIT].decode(errors="replace")
+            except ValueError:
+                stderr = ""
+            return (code if isinstance(code, int) else -1), stderr
+        if time.monotonic() > deadline:
+            raise WarmError(f"{path} run by {domain}'s guest agent did not end within {timeout:g}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)

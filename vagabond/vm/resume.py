@@ -1,0 +1,183 @@
+"""A guest back from its memory image (vagabond.vm.warm restores and resets one): a new SSH key
+through its agent while its network cards are unplugged, then its address where vagrant-libvirt
+looks for it, the host's time and fresh randomness."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from vagabond import files, process, timeouts
+from vagabond.bases import guest
+from vagabond.errors import WarmError
+from vagabond.host import guestagent, ledger, libvirt
+from vagabond.vm import remote
+from vagabond.vm.warmimage import Machine, image_dir, machines, rekeys
+from vagabond.vm.workdir import Workdir
+
+
+def new_key(wd: Workdir, meta: dict) -> str | None:
+    """The key pair the restored VM is reached with, in the work directory: a new one when its
+    guests take one through their agents (its public half returned), else the one it was saved with."""
+    if rekeys(meta):
+        remote.make_key(wd)
+        return wd.ssh_key.with_name(wd.ssh_key.name + ".pub").read_text().strip()
+    for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
+        if (image_dir(wd) / name).is_file():
+            wd.claim(name)
+            files.copy_regular(image_dir(wd) / name, wd.path / name, mode=0o644 if name.endswith(".pub") else 0o600)
+    return None
+
+
+def can_rekey(domain: str) -> bool:
+    """Whether the running guest can take a new key after a restore: its agent answers, runs
+    programs (RHEL's default configuration forbids that) and has vagabond's key script that knows
+    `rekey` (a box made before it did lacks it)."""
+    if not guestagent.answers(domain):
+        return False
+    try:
+        code, _ = guestagent.run(domain, "/bin/grep", ["-qsF", REKEY_MARK, guest.AUTHORIZED_KEY_SCRIPT_PATH])
+    except WarmError:
+        return False
+    return code == 0
+
+
+REKEY_MARK = '[ "$1" = rekey ]'
+
+
+def restore_machine(wd: Workdir, m: Machine, image: Path, key: str | None) -> None:
+    """The domain back from its memory image. Given a public key, the guest's agent makes it the
+    guest's only SSH key while its network cards are unplugged: the key it was saved with opens
+    nothing by the time it is on the network again (and after a reboot neither: guest.py)."""
+    if key is None:
+        libvirt.restore(image)
+        return
+    libvirt.restore(image, paused=True)
+    for nic in m.interfaces:
+        libvirt.set_link(m.domain, nic["mac"], up=False)
+    libvirt.check("resume", m.domain)
+    hint = f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold"
+    if not guestagent.answers(m.domain, within=timeouts.AGENT):
+        raise WarmError(
+            f"{m.domain}'s guest agent does not answer after its restore: it cannot get its new SSH key", hint=hint
+        )
+    code, stderr = guestagent.run(m.domain, guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], input=key + "\n")
+    if code != 0:
+        detail = " ".join(stderr.split())[-200:] or f"exit {code}"
+        raise WarmError(f"{m.domain} did not take its new SSH key: {detail}", hint=hint)
+    for nic in m.interfaces:
+        libvirt.set_link(m.domain, nic["mac"], up=True)
+
+
+def ports_forward_at_once(meta: dict) -> None:
+    """The restored guests' new bridge ports forward at once, on the networks vagabond made."""
+    ours = set(ledger.read()["networks"])
+    for network in meta.get("networks", {}):
+        if network in ours:
+            libvirt.forward_at_once(network)
+
+
+# In the guest, after a resume: fresh randomness from the host (stdin), and where
+# systemd-networkd runs, its DHCP leases renewed (a request for the address it has: the network's
+# server then holds the lease vagrant-libvirt looks for). The request goes over D-Bus with no reply
+# awaited: SELinux policies (Debian's among them) deny networkd's reply to an unconfined caller,
+# and `networkctl renew` then waits for it until its timeout, the renewal long done. Prints
+# "renewed" when it asked.
+RESUME_SCRIPT = (
+    "cat > /dev/urandom && "
+    "if command -v busctl >/dev/null 2>&1 && pidof systemd-networkd >/dev/null 2>&1; then r=renewed; "
+    'for l in /sys/class/net/*; do [ "${l##*/}" = lo ] || '
+    "timeout 5 busctl call --expect-reply=no org.freedesktop.network1 /org/freedesktop/network1 "
+    'org.freedesktop.network1.Manager RenewLink i "$(cat "$l/ifindex")" >/dev/null 2>&1 || r=; '
+    'done; echo "$r"; fi'
+)
+
+
+def after_resume(wd: Workdir, meta: dict) -> None:
+    """Resumed guests: reachable at the address they had (the SSH configuration as saved), given the
+    host's time and fresh randomness, and their leases renewed (by networkd in the guest; else their
+    links go down and up, and the guest asks again), so that vagrant-libvirt finds them; the SSH
+    configuration follows an address that changed."""
+    saved = meta.get("ssh") or ""
+    config = saved.split("\nHost *\n")[0]  # Vagrant's part: write_ssh_config adds vagabond's own
+    remote.write_ssh_config(wd, config)
+    for m in machines(meta):
+        if not m.interfaces:
+            _first_command(wd, m)
+            continue
+        first = m.interfaces[0]
+        address = remote.addresses(wd).get(m.name)
+        if address:
+            libvirt.announce(first["network"], address, first["mac"])
+        # A network's DHCP server that knows the NIC's lease (the network outlived the save) keeps
+        # it when the guest's networkd renews it. One made anew ignores a renewal of a lease it
+        # never gave, and a guest without networkd renews nothing: only the link going down and up
+        # makes the guest ask afresh.
+        unleased = [nic for nic in m.interfaces if libvirt.lease_address(nic["network"], nic["mac"]) is None]
+        renewed = "renewed" in _first_command(wd, m).stdout
+        for nic in m.interfaces:
+            if nic in unleased or not renewed:
+                libvirt.set_link(m.domain, nic["mac"], up=False)
+                libvirt.set_link(m.domain, nic["mac"], up=True)
+        deadline = time.monotonic() + timeouts.LEASE
+        while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
+            if time.monotonic() > deadline:
+                raise WarmError(
+                    f"{m.domain} got no address from network {first['network']} "
+                    f"within {timeouts.LEASE:.0f}s after its restore",
+                    hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
+                )
+            time.sleep(0.1)
+        if remote.addresses(wd).get(m.name) != address:
+            remote.close_master(wd, m.name)
+            config = _with_address(config, m.name, address)
+            remote.write_ssh_config(wd, config)
+
+
+def _first_command(wd: Workdir, m: Machine) -> process.Result:
+    """The resume script over SSH, tried again while the guest is not reachable yet (ssh's 255)."""
+    deadline = time.monotonic() + timeouts.GUEST_COMMAND
+    while True:
+        result = remote.run(
+            wd,
+            m.name,
+            ["sudo", "-n", "sh", "-c", RESUME_SCRIPT],
+            stream=False,
+            timeout=timeouts.GUEST_COMMAND,
+            input=secrets.token_hex(256),
+        )
+        if result.returncode != 255 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if result.returncode == 0:
+        # The host's time, sent over the connection now open (the first one may take seconds).
+        clock = remote.run(
+            wd,
+            m.name,
+            ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"],
+            stream=False,
+            timeout=timeouts.GUEST_COMMAND,
+        )
+        if clock.returncode != 0:
+            result = clock
+    if result.returncode != 0:
+        detail = result.stderr.strip()[-200:] or f"exit {result.returncode}"
+        raise WarmError(
+            f"{m.domain} does not answer over SSH after its restore: {detail}",
+            hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
+        )
+    return result
+
+
+def _with_address(config: str, machine: str, address: str) -> str:
+    """Vagrant's ssh-config of the machine with its HostName set to the address it has now."""
+    lines, host = [], None
+    for line in config.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "Host":
+            host = words[1]
+        if host == machine and len(words) == 2 and words[0] == "HostName":
+            line = line[: line.index("HostName")] + f"HostName {address}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
-"""A guest back from its memory image (vagabond.vm.warm restores and resets one): a new SSH key
-through its agent while its network cards are unplugged, then its address where vagrant-libvirt
-looks for it, the host's time and fresh randomness."""
+"""A guest back from its memory image (vagabond.vm.warm restores and resets one): its SSH key (the
+one it was saved with, or for an image from elsewhere a new one, given through its agent while its
+network cards are unplugged), then its address where vagrant-libvirt looks for it, the host's time
+and fresh randomness."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from vagabond.vm.workdir import Workdir
 
 
 def new_key(wd: Workdir, meta: dict) -> str | None:
-    """The key pair the restored VM is reached with, in the work directory: a new one when its
-    guests take one through their agents (its public half returned), else the one it was saved with."""
-    if rekeys(meta):
+    """The key pair the restored VM is reached with, in the work directory. An image saved here
+    keeps the VM's key pair: it comes back with it (None). One from elsewhere holds none: a new
+    pair, whose public half (returned) the guest's agent makes its only key."""
+    if not (image_dir(wd) / wd.ssh_key.name).is_file():
+        if not rekeys(meta):
+            raise WarmError("the warm image holds no SSH key and its VM cannot take a new one")
         remote.make_key(wd)
         return wd.ssh_key.with_name(wd.ssh_key.name + ".pub").read_text().strip()
     for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):

@@ -4,8 +4,9 @@ after a destroy and by `reset` without one (vagabond.vm.warmimage keeps the imag
 Each restore puts a fresh overlay over the frozen disk layer at the domain's disk path, so the
 saved state is never written; then the resumed guest renews its address (where vagrant-libvirt
 looks for it), and gets the host's time and fresh randomness. Vagrant's machine state comes back
-with it, so `vagabond run`, plain `vagrant ssh`, halt and destroy work on it; a guest with an agent
-gets a new SSH key on each restore, before its network comes back (an image keeps no key then).
+with it, so `vagabond run`, plain `vagrant ssh`, halt and destroy work on it. The VM's own SSH key
+comes back with it too; an image from elsewhere holds none, and the VM restored from it gets a new
+one through its guest agent before its network comes back (vagabond.vm.resume).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from vagabond.vm.warmimage import (
     machines,
     missing_parts,
     plain,
-    rekeys,
 )
 from vagabond.vm.workdir import Workdir
 
@@ -122,8 +122,7 @@ def save(box: Box, wd: Workdir) -> dict:
                 "workdir": str(wd.path),
             }
             for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
-                files.remove(target / name)
-                if not rekeys(meta) and (wd.path / name).is_file():  # no agent: the VM keeps its key
+                if (wd.path / name).is_file():  # a restore here comes back with it (export leaves it out)
                     files.copy_regular(wd.path / name, target / name, mode=0o600)
             previous = load(wd)
             files.write_json(target / META, meta, mode=0o600, sort_keys=True)

@@ -118,7 +118,8 @@ def export(box: Box, wd: Workdir, target: Path, *, no_secrets: bool = False) -> 
                             dst.write(block)
                 sums[memory.name] = _digest(memory)
             for name in (wd.ssh_key.name, wd.ssh_key.name + ".pub"):
-                if (image_dir(wd) / name).is_file():
+                # A VM that can take a new key gets one where it is restored: no key travels then.
+                if not warmimage.rekeys(meta) and (image_dir(wd) / name).is_file():
                     files.copy_regular(image_dir(wd) / name, work / name, mode=0o600)
                     sums[name] = _digest(work / name)
             travelling = dict(meta)

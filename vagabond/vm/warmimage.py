@@ -216,8 +216,8 @@ def machines(meta: dict) -> list[Machine]:
 
 
 def rekeys(meta: dict) -> bool:
-    """Whether each restore gives the VM a new SSH key (every machine has a guest agent): its
-    image then keeps no key, and one that travels opens no VM made from it."""
+    """Whether the VM can take a new SSH key after a restore (every machine's guest agent can give
+    it one): an exported image then carries no key, and the VM restored from it gets a new one."""
     return all(m.agent for m in machines(meta))
 
 

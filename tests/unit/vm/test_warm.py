@@ -390,20 +390,21 @@ def test_a_guest_that_does_not_take_its_new_key_stays_off_the_network_and_says_w
     assert exc.value.hint == "vagabond destroy b && vagabond up b --cold"
 
 
-def test_each_restore_of_a_rekeying_image_makes_a_new_key_and_one_without_an_agent_takes_the_saved_one(box_wd):
+def test_an_image_from_elsewhere_gets_a_new_key_each_restore_and_one_saved_here_comes_back_with_its_own(box_wd):
     box, wd = box_wd
     files.make_dirs(wd.path)
     meta = description(wd)
+    with pytest.raises(warm.WarmError, match="holds no SSH key and its VM cannot take a new one"):
+        resume.new_key(wd, meta)
     meta["machines"][0]["agent"] = True
     first = resume.new_key(wd, meta)
     second = resume.new_key(wd, meta)
     assert first.startswith("ssh-ed25519 ") and second != first
     assert wd.ssh_key.with_name("ssh_key.pub").read_text().strip() == second
-    meta["machines"][0]["agent"] = False
     files.make_dirs(warmimage.image_dir(wd))
     (warmimage.image_dir(wd) / "ssh_key").write_text("SAVED PRIVATE\n")
     (warmimage.image_dir(wd) / "ssh_key.pub").write_text("SAVED PUBLIC\n")
-    assert resume.new_key(wd, meta) is None
+    assert resume.new_key(wd, meta) is None, "saved here: no new key needed"
     assert wd.ssh_key.read_text() == "SAVED PRIVATE\n" and (wd.ssh_key.stat().st_mode & 0o777) == 0o600
 
 

@@ -362,11 +362,12 @@ def test_up_restores_what_it_took_in_and_a_matching_image_here_wins_over_the_fil
 
 def test_what_export_writes_is_what_import_takes_in_and_a_failed_upload_leaves_nothing(world, tmp_path, monkeypatch):
     """save's warm image, exported and taken in again where it was dropped: the layer, the memory
-    image and the key come back byte for byte; an upload libvirt refuses leaves no volume, no
-    record and no warm image behind."""
+    image and (of a VM that cannot take a new key) the key come back byte for byte; an upload
+    libvirt refuses leaves no volume, no record and no warm image behind."""
     box, wd, pool, host, wanted = world
     monkeypatch.setattr(libvirt, "volumes_in_use", lambda names=None: set())  # no domain uses a layer
     meta = manifest_meta(wd, wanted)
+    meta["machines"][0]["agent"] = False
     layer, memory = meta["machines"][0]["frozen"][0], meta["machines"][0]["memory_image"]
     (pool / layer).write_bytes(DISK)
     image = warmimage.image_dir(wd)
@@ -385,6 +386,17 @@ def test_what_export_writes_is_what_import_takes_in_and_a_failed_upload_leaves_n
     warmarchive.import_(box, wd, target, wanted)
     assert (pool / layer).read_bytes() == DISK and (image / memory).read_bytes() == MEMORY
     assert (image / "ssh_key").read_bytes() == b"KEY\n"
+
+    # A VM whose agent gives it a new key: the same image travels without its key.
+    (image / "ssh_key").write_bytes(b"KEY\n")
+    meta["machines"][0]["agent"] = True
+    files.write_json(image / warmimage.META, meta, mode=0o600)
+    warmarchive.export(box, wd, target)
+    with tarfile.open(target) as tar:
+        assert "ssh_key" not in tar.getnames() and "ssh_key.pub" not in tar.getnames()
+    warmimage.drop(wd)
+    warmarchive.import_(box, wd, target, wanted)
+    assert not (image / "ssh_key").exists() and (image / memory).read_bytes() == MEMORY
 
     warmimage.drop(wd)
     before = ledger.read()["warm"]

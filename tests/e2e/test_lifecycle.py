@@ -373,7 +373,8 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
         assert time.monotonic() < deadline, "the restored VM did not come back from its reboot"
         time.sleep(5)
     assert vagabond("run", BOX, "--", "cat", "/home/vagrant/.ssh/authorized_keys").stdout.strip() == given
-    assert ssh_with_key(vagabond, saved_key).returncode == 255
+    refused = ssh_with_key(vagabond, saved_key)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
     # A reset of the image taken in: the guest is back at the exporter's key, and takes a new one again.
     vagabond("reset", BOX, timeout=900)
     assert (wd / "ssh_key.pub").read_text().strip() != given

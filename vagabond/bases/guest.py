@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # Bump when the guest recipe (here, in mmdebstrap.py or cloudimage.py) changes what ends up in an
 # image: cached base boxes are keyed on it.
-RECIPE_VERSION = 6
+RECIPE_VERSION = 7
 
 # Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
 # time; vagabond renders `config.ssh.insert_key = false`, so it stays (see Vagrantfile.j2).
@@ -33,9 +33,12 @@ AUTHORIZED_KEY_SCRIPT = f"""\
 #!/bin/sh
 # vagabond: this VM's SSH key, handed over by the host in an SMBIOS OEM string (type 11) at boot,
 # or by the host's guest agent after a restore from a warm image ("rekey", the key on stdin).
+dmi=/sys/firmware/dmi/entries
+ssh_dir=/home/vagrant/.ssh
+owner=vagrant:
 state={AUTHORIZED_KEY_STATE}
 given=""
-for f in /sys/firmware/dmi/entries/11-*/raw; do
+for f in "$dmi"/11-*/raw; do
   [ -r "$f" ] || continue
   given=$(tr '\\000' '\\n' < "$f" | sed -n 's/^.*{AUTHORIZED_KEY_PREFIX}//p' | head -n 1)
   [ -n "$given" ] && break
@@ -47,20 +50,27 @@ umask 077
 if [ "$1" = rekey ]; then
   key=$(head -n 1)
   valid "$key" || {{ echo "not one OpenSSH public key line" >&2; exit 2; }}
-  mkdir -p "${{state%/*}}"
+  mkdir -p "${{state%/*}}" || exit 1
   printf '%s\\n%s\\n' "$given" "$key" > "$state.new" && mv -f "$state.new" "$state" || exit 1
-elif [ -f "$state" ] && [ "$(sed -n 1p "$state")" = "$given" ]; then
+elif [ -f "$state" ]; then
   key=$(sed -n 2p "$state")  # restored and given a new key since: it stays
+  if [ -s "$state" ] && [ "$(sed -n 1p "$state")" != "$given" ]; then
+    rm -f "$state"  # written in another VM (a box made from a restored one): this VM's string counts
+    key=$given
+  elif ! valid "$key"; then
+    exit 0  # empty or damaged (cut short by a crash): the key it has stays
+  fi
 else
-  rm -f "$state"
   key=$given
 fi
 valid "$key" || exit 0  # none given: the box's own key stays
-mkdir -p /home/vagrant/.ssh
-printf '%s\\n' "$key" > /home/vagrant/.ssh/authorized_keys.new
-chown -R vagrant: /home/vagrant/.ssh
-mv -f /home/vagrant/.ssh/authorized_keys.new /home/vagrant/.ssh/authorized_keys
-if command -v restorecon >/dev/null 2>&1; then restorecon -R /home/vagrant/.ssh; fi
+mkdir -p "$ssh_dir" || exit 1
+printf '%s\\n' "$key" > "$ssh_dir/authorized_keys.new" || exit 1
+chown -R "$owner" "$ssh_dir" || exit 1
+mv -f "$ssh_dir/authorized_keys.new" "$ssh_dir/authorized_keys" || exit 1
+if command -v restorecon >/dev/null 2>&1; then restorecon -R "$ssh_dir" || exit 1; fi
+[ "$(cat "$ssh_dir/authorized_keys")" = "$key" ] || {{ echo "authorized_keys does not hold the key" >&2; exit 1; }}
+sync
 exit 0
 """
 AUTHORIZED_KEY_UNIT_NAME = "vagabond-authorized-key.service"

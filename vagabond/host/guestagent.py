@@ -3,18 +3,20 @@ it answers, and a program run in the guest with its exit code. libvirt carries t
 this works for a user in the libvirt group as for root; the agent's socket is libvirtd's own.
 
 vagabond uses it for one thing: a VM restored from a warm image gets a new SSH key before its
-network comes back (vagabond.vm.warm)."""
+network comes back (vagabond.vm.resume)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
+from xml.etree import ElementTree
 
 from vagabond import timeouts
 from vagabond.errors import WarmError
 from vagabond.host import libvirt
 
+CHANNEL = "org.qemu.guest_agent.0"
 # The largest output of a guest program kept (the agent sends it base64 in one JSON answer).
 OUTPUT_LIMIT = 4096
 
@@ -31,6 +33,19 @@ def _command(domain: str, execute: str, arguments: dict | None = None, *, wait: 
     except ValueError:
         return None
     return answer.get("return") if isinstance(answer, dict) else None
+
+
+def connected(domain: str) -> bool:
+    """Whether the running domain has the agent's channel and a guest agent holds it open (libvirt
+    says so in the live XML): no waiting on a guest that has none."""
+    try:
+        root = ElementTree.fromstring(libvirt.domain_xml(domain))
+    except ElementTree.ParseError:
+        return False
+    return any(
+        target.get("name") == CHANNEL and target.get("state") == "connected"
+        for target in root.iterfind("devices/channel/target")
+    )
 
 
 def answers(domain: str, *, within: float = 2) -> bool:

@@ -14,14 +14,14 @@ from vagabond.bases import guest
 from vagabond.errors import WarmError
 from vagabond.host import guestagent, ledger, libvirt
 from vagabond.vm import remote
-from vagabond.vm.warmimage import Machine, image_dir, machines, rekeys
+from vagabond.vm.warmimage import Machine, _shown, image_dir, machines, rekeys
 from vagabond.vm.workdir import Workdir
 
 
 def new_key(wd: Workdir, meta: dict) -> str | None:
     """The key pair the restored VM is reached with, in the work directory. An image saved here
-    keeps the VM's key pair: it comes back with it (None). One from elsewhere holds none: a new
-    pair, whose public half (returned) the guest's agent makes its only key."""
+    keeps the VM's key pair: it comes back with it (None). One taken in from a VM that can take a
+    new key holds none: a new pair, whose public half (returned) the guest's agent makes its only key."""
     if not (image_dir(wd) / wd.ssh_key.name).is_file():
         if not rekeys(meta):
             raise WarmError("the warm image holds no SSH key and its VM cannot take a new one")
@@ -34,14 +34,17 @@ def new_key(wd: Workdir, meta: dict) -> str | None:
     return None
 
 
-def can_rekey(domain: str) -> bool:
-    """Whether the running guest can take a new key after a restore: its agent answers, runs
-    programs (RHEL's default configuration forbids that) and has vagabond's key script that knows
-    `rekey` (a box made before it did lacks it)."""
-    if not guestagent.answers(domain):
+def can_rekey(domain: str, key: str) -> bool:
+    """Whether the running guest can take a new key after a restore: it has the agent's channel and
+    its agent answers, may run programs (RHEL's default configuration forbids that), has vagabond's
+    key script that knows `rekey` (a box made before it did lacks it), and that script takes the
+    key the guest has now (``key``: nothing changes) as it will take a new one."""
+    if not guestagent.connected(domain) or not guestagent.answers(domain, within=timeouts.AGENT):
         return False
     try:
         code, _ = guestagent.run(domain, "/bin/grep", ["-qsF", REKEY_MARK, guest.AUTHORIZED_KEY_SCRIPT_PATH])
+        if code == 0:
+            code, _ = guestagent.run(domain, guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], input=key + "\n")
     except WarmError:
         return False
     return code == 0
@@ -68,7 +71,7 @@ def restore_machine(wd: Workdir, m: Machine, image: Path, key: str | None) -> No
         )
     code, stderr = guestagent.run(m.domain, guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], input=key + "\n")
     if code != 0:
-        detail = " ".join(stderr.split())[-200:] or f"exit {code}"
+        detail = _shown(" ".join(stderr.split())[-200:]) if stderr.strip() else f"exit {code}"
         raise WarmError(f"{m.domain} did not take its new SSH key: {detail}", hint=hint)
     for nic in m.interfaces:
         libvirt.set_link(m.domain, nic["mac"], up=True)

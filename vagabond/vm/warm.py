@@ -162,7 +162,8 @@ def _save_machine(wd: Workdir, machine: str, domain: str, disk: Path, interfaces
     memory = f"{machine}.{stamp}.save"
     frozen = libvirt.POOL_DIR / f"{frozen_prefix(wd)}{machine}-{stamp}.qcow2"
     uuid = libvirt.domain_uuid(domain)
-    agent = resume.can_rekey(domain)
+    public = wd.ssh_key.with_name(wd.ssh_key.name + ".pub")
+    agent = public.is_file() and resume.can_rekey(domain, public.read_text().strip())
     ledger.add_warm([frozen.name])  # recorded before it exists: gc finds it whatever happens next
     with files.private_dir(target) as work:
         # The user's own file, which libvirtd (root) writes into: so the user can read and move it.
@@ -301,10 +302,16 @@ def reset(box: Box, wd: Workdir) -> dict:
             for m in machines(meta):
                 remote.close_master(wd, m.name)
             key = resume.new_key(wd, meta)
-            for m in machines(meta):
-                libvirt.stop(m.domain)
-                _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
-                resume.restore_machine(wd, m, image_dir(wd) / plain(m.memory_image), key)
+            try:
+                for m in machines(meta):
+                    libvirt.stop(m.domain)
+                    _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
+                    resume.restore_machine(wd, m, image_dir(wd) / plain(m.memory_image), key)
+            except BaseException:
+                with interrupts.cleanup():  # no machine runs on with a key the work directory lost
+                    for m in machines(meta):
+                        libvirt.stop(m.domain)
+                raise
             resume.after_resume(wd, meta)
         wd.write_state(warm={"saved_at": meta["saved_at"], "restored_at": time.time()})
         return meta

@@ -122,6 +122,12 @@ def export(box: Box, wd: Workdir, target: Path, *, no_secrets: bool = False) -> 
                 if not warmimage.rekeys(meta) and (image_dir(wd) / name).is_file():
                     files.copy_regular(image_dir(wd) / name, work / name, mode=0o600)
                     sums[name] = _digest(work / name)
+            if wd.ssh_key.name in sums:
+                ui.warning(
+                    f"{box.name}'s VM cannot take a new SSH key where it is restored (no guest agent that "
+                    f"may run vagabond's key script): {target.name} carries its private key, which opens "
+                    "every VM restored from it"
+                )
             travelling = dict(meta)
             travelling["machines"] = [m.__dict__ | {"frozen": [m.frozen[0]]} for m in ms]
             manifest = {"format": FORMAT, "meta": travelling, "files": sums}
@@ -235,6 +241,8 @@ def _checked_manifest(box: Box, wd: Workdir, manifest: object, archive: Path) ->
             wanted[name] = "key"
     if wd.ssh_key.name not in wanted and not warmimage.rekeys(meta):
         raise WarmError(f"{bad}: it holds no SSH key, and its VM has no guest agent to take a new one")
+    if wd.ssh_key.name in wanted and warmimage.rekeys(meta):
+        raise WarmError(f"{bad}: it holds an SSH key, which a VM that takes a new one never travels with")
     if set(sums) != set(wanted):
         raise WarmError(f"{bad}: its manifest lists {sorted(sums)}, not {sorted(wanted)}")
     expected = {}

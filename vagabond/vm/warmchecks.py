@@ -11,6 +11,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from vagabond.errors import WarmError
+from vagabond.host import guestagent
 
 
 def _shape(attributes: str = "", **children: tuple) -> tuple[frozenset[str], dict[str, tuple]]:
@@ -68,7 +69,6 @@ DEVICES = {
         "type", source=_shape("mode path"), target=_shape("type name state"), alias=ALIAS, address=ADDRESS
     ),
 }
-AGENT_CHANNEL = "org.qemu.guest_agent.0"
 TOP = {
     "name": LEAF,
     "uuid": LEAF,
@@ -215,7 +215,7 @@ def domain(
                 or (source is not None and source.get("mode") != "bind")
                 or target is None
                 or target.get("type") != "virtio"
-                or target.get("name") != AGENT_CHANNEL
+                or target.get("name") != guestagent.CHANNEL
             ):
                 raise refuse(f"a channel other than the guest agent's ({kind!r})")
         elif device.tag == "audio" and kind != "none":

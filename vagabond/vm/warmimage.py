@@ -140,7 +140,7 @@ class Machine:
     disk: str  # the domain's disk path, where each restore puts a fresh overlay
     frozen: list[str]  # the warm layers under that overlay (top first), in the pool's directory
     interfaces: list[dict]  # {"mac":, "network":}
-    agent: bool  # its guest agent answered when saved: each restore gives it a new SSH key through it
+    agent: bool  # when saved, its guest agent took its key anew: a restore from elsewhere gives it a new one
 
 
 def load(wd: Workdir) -> dict | None:

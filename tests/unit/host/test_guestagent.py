@@ -84,3 +84,23 @@ def test_a_hostile_answer_gives_a_bounded_stderr_and_an_exit_code_of_its_own(age
     assert code == -1 and len(stderr) == guestagent.OUTPUT_LIMIT
     agent["answers"]["guest-exec-status"] = ['{"return":{"exited":true,"exitcode":0,"err-data":"!!not base64"}}']
     assert guestagent.run(DOMAIN, "/x", []) == (0, "")
+
+
+@pytest.mark.parametrize(
+    "channel, connected",
+    [
+        (
+            "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='connected'/></channel>",
+            True,
+        ),
+        (
+            "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='disconnected'/></channel>",
+            False,
+        ),
+        ("<channel type='unix'><target type='virtio' name='org.other.0' state='connected'/></channel>", False),
+        ("", False),
+    ],
+)
+def test_a_domain_has_a_connected_agent_only_when_its_live_xml_says_so(monkeypatch, channel, connected):
+    monkeypatch.setattr(libvirt, "domain_xml", lambda name: f"<domain><devices>{channel}</devices></domain>")
+    assert guestagent.connected(DOMAIN) is connected

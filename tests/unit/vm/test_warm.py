@@ -225,7 +225,7 @@ def test_gc_drops_the_warm_image_of_a_work_directory_that_is_gone_and_keeps_the_
 
 @pytest.fixture
 def resume_world(box_wd, monkeypatch):
-    """_after_resume against a recorded libvirt and guest: what it asked of each, in order."""
+    """after_resume against a recorded libvirt and guest: what it asked of each, in order."""
     box, wd = box_wd
     calls: list[tuple] = []
     world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True}
@@ -413,24 +413,91 @@ def test_the_mark_save_looks_for_is_in_the_key_script_every_box_gets():
 
 
 @pytest.mark.parametrize(
-    "answers, grep, expected",
+    "connected, grep, rekey, expected",
     [
-        (True, (0, ""), True),
-        (False, (0, ""), False),  # no agent in the guest
-        (True, (1, ""), False),  # a key script from before rekey
-        (True, warm.WarmError("the agent did not run /bin/grep"), False),  # RHEL's agent forbids guest-exec
+        (True, (0, ""), (0, ""), True),
+        (False, (0, ""), (0, ""), False),  # no agent in the guest: not even asked
+        (True, (1, ""), (0, ""), False),  # a key script from before rekey (it ignores the word and exits 0)
+        (True, (0, ""), (1, "authorized_keys does not hold the key"), False),  # a confined agent cannot write
+        (True, warm.WarmError("the agent did not run /bin/grep"), (0, ""), False),  # RHEL's agent forbids guest-exec
     ],
 )
-def test_a_guest_can_take_a_new_key_only_with_an_agent_that_runs_the_key_script_that_knows_rekey(
-    monkeypatch, answers, grep, expected
+def test_a_guest_can_take_a_new_key_only_when_its_key_script_takes_the_one_it_has_now(
+    monkeypatch, connected, grep, rekey, expected
 ):
-    monkeypatch.setattr(resume.guestagent, "answers", lambda domain: answers)
+    asked = []
+    monkeypatch.setattr(resume.guestagent, "connected", lambda domain: connected)
+    monkeypatch.setattr(resume.guestagent, "answers", lambda domain, within: True)
 
     def run(domain, path, args, input=""):
-        assert path == "/bin/grep" and args[-1] == guest.AUTHORIZED_KEY_SCRIPT_PATH
-        if isinstance(grep, Exception):
-            raise grep
-        return grep
+        asked.append((path, args, input))
+        answer = grep if path == "/bin/grep" else rekey
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     monkeypatch.setattr(resume.guestagent, "run", run)
-    assert resume.can_rekey("vagabond-b-1-default") is expected
+    assert resume.can_rekey("vagabond-b-1-default", KEY_LINE) is expected
+    if expected:
+        assert asked[-1] == (guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], KEY_LINE + "\n"), "its own key, unchanged"
+    if not connected:
+        assert asked == []
+
+
+@pytest.fixture
+def resetting(saved, monkeypatch):
+    """reset against a recorded libvirt: the VM of the saved description runs here."""
+    box, wd = saved
+    meta = description(wd)
+    calls: list[tuple] = []
+    monkeypatch.setattr(warm, "missing_parts", lambda wd, meta: None)
+    monkeypatch.setattr(libvirt, "domains", lambda prefix: {meta["machines"][0]["domain"]: "running"})
+    monkeypatch.setattr(libvirt, "domain_uuid", lambda domain: meta["machines"][0]["uuid"])
+    monkeypatch.setattr(libvirt, "stop", lambda domain: calls.append(("stop", domain)))
+    monkeypatch.setattr(warm, "_new_overlay", lambda disk, frozen: calls.append(("overlay",)))
+    monkeypatch.setattr(resume, "ports_forward_at_once", lambda meta: None)
+    monkeypatch.setattr(resume, "after_resume", lambda wd, meta: calls.append(("after_resume",)))
+    monkeypatch.setattr(warm.remote, "close_master", lambda wd, machine: None)
+    files.make_dirs(wd.path)
+    return box, wd, calls
+
+
+def test_a_reset_to_an_image_saved_here_keeps_its_key_and_one_taken_in_gives_a_new_one_each_time(
+    resetting, monkeypatch
+):
+    box, wd, calls = resetting
+    keys = []
+    monkeypatch.setattr(resume, "restore_machine", lambda wd, m, image, key: keys.append(key))
+    image = warmimage.image_dir(wd)
+    (image / "ssh_key").write_text("SAVED\n")
+    (image / "ssh_key.pub").write_text(KEY_LINE + "\n")
+    warm.reset(box, wd)
+    assert keys == [None] and wd.ssh_key.read_text() == "SAVED\n"
+    # Taken in: no key in the image, a guest that takes one.
+    (image / "ssh_key").unlink()
+    (image / "ssh_key.pub").unlink()
+    meta = description(wd)
+    meta["machines"][0]["agent"] = True
+    files.write_json(image / warmimage.META, meta)
+    warm.reset(box, wd)
+    warm.reset(box, wd)
+    assert keys[1].startswith("ssh-ed25519 ") and keys[2].startswith("ssh-ed25519 ") and keys[1] != keys[2]
+    assert wd.ssh_key.with_name("ssh_key.pub").read_text().strip() == keys[2]
+
+
+def test_a_reset_that_fails_leaves_no_machine_running(resetting, monkeypatch):
+    box, wd, calls = resetting
+    image = warmimage.image_dir(wd)
+    meta = description(wd)
+    meta["machines"][0]["agent"] = True
+    files.write_json(image / warmimage.META, meta)
+
+    def fails(wd, m, image, key):
+        calls.append(("restore_machine",))
+        raise warm.WarmError("did not take its new SSH key: exit 1")
+
+    monkeypatch.setattr(resume, "restore_machine", fails)
+    with pytest.raises(warm.WarmError, match="did not take its new SSH key"):
+        warm.reset(box, wd)
+    domain = meta["machines"][0]["domain"]
+    assert calls == [("stop", domain), ("overlay",), ("restore_machine",), ("stop", domain)]

@@ -113,7 +113,9 @@ def archive(path: Path, meta: dict, members: dict[str, bytes] | None = None, *, 
     """An archive as export writes it (members: name -> bytes, in order after the manifest)."""
     m = meta["machines"][0]
     if members is None:
-        members = {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(MEMORY), "ssh_key": b"KEY\n"}
+        members = {m["frozen"][0]: DISK, m["memory_image"] + ".gz": gzip.compress(MEMORY)}
+        if not m["agent"]:  # a VM that cannot take a new key travels with its own
+            members["ssh_key"] = b"KEY\n"
     sums = {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in members.items()}
     body = manifest if manifest is not None else {"format": warmarchive.FORMAT, "meta": meta, "files": sums}
     text = body if isinstance(body, str) else json.dumps(body)
@@ -145,7 +147,7 @@ def test_an_exported_image_is_taken_in_whole_and_only_vagabonds_own_values_are_k
     assert (pool / layer).read_bytes() == DISK, "uploaded through libvirt (a volume only its owner reads)"
     image = warmimage.image_dir(wd)
     assert (image / "default.20261207113220.save").read_bytes() == MEMORY, "the memory image unpacked"
-    assert (image / "ssh_key").stat().st_mode & 0o777 == 0o600
+    assert not (image / "ssh_key").exists(), "the VM takes a new key where it is restored"
     assert layer in ledger.read()["warm"], "recorded: gc finds it"
     assert warmimage.load(wd) == installed, "a description load accepts"
     assert host["defined"] and "backingStore" not in host["defined"][0], "the recorded chain dropped"
@@ -267,7 +269,10 @@ def hostile(wd: Workdir, wanted: dict, case: str, tmp_path: Path, host: dict) ->
         return path
     if case == "a manifest that is not JSON":
         return archive(path, meta, good, manifest="{not json")
+    if case == "a key with a VM that takes a new one":
+        return archive(path, meta, {**good, "ssh_key": b"KEY\n"})
     if case == "a key larger than a key":
+        m["agent"] = False
         big = {**good, "ssh_key": bytes(20000)}
         return archive(path, meta, big)
     if case == "a name save never gives":
@@ -305,6 +310,10 @@ def hostile(wd: Workdir, wanted: dict, case: str, tmp_path: Path, host: dict) ->
         ("a file cut short", "is not a whole warm image archive"),
         ("a manifest that is not JSON", "is not a whole warm image archive|manifest is not of format"),
         ("a key larger than a key", "its ssh_key is larger than a key"),
+        (
+            "a key with a VM that takes a new one",
+            "holds an SSH key, which a VM that takes a new one never travels with",
+        ),
         ("a name save never gives", "its files' names are not those save gives"),
         ("network cards other than its description names", "has the network cards"),
     ],

@@ -1,0 +1,122 @@
+"""The guest's key script, run for real by /bin/sh with its paths moved into a directory of the
+test's: the SMBIOS string at boot, `rekey` from the guest agent, a reboot after it, a VM made from
+a box that holds another VM's record, and writes that fail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vagabond.bases import guest
+
+PREFIX = guest.AUTHORIZED_KEY_PREFIX
+K0 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMCeHfOArptlIedHV2K1 vagabond"
+K1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAFlxNGIXNWVE3iiQVv3 vagabond"
+K2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBWYNxkVHU/+phpXGyZB vagabond"
+BOX_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8Y vagrant insecure public key"
+
+
+class Guest:
+    def __init__(self, root: Path):
+        self.root = root
+        self.dmi, self.ssh, self.state = root / "dmi", root / "home/.ssh", root / "var/lib/vagabond/authorized-key"
+        script = guest.AUTHORIZED_KEY_SCRIPT
+        for old, new in (
+            ("dmi=/sys/firmware/dmi/entries\n", f"dmi={self.dmi}\n"),
+            ("ssh_dir=/home/vagrant/.ssh\n", f"ssh_dir={self.ssh}\n"),
+            ("owner=vagrant:\n", f"owner={os.getuid()}:{os.getgid()}\n"),
+            (f"state={guest.AUTHORIZED_KEY_STATE}\n", f"state={self.state}\n"),
+            ("command -v restorecon", "command -v no-restorecon-in-this-test"),
+        ):
+            assert old in script, old
+            script = script.replace(old, new)
+        self.script = root / "vagabond-authorized-key"
+        self.script.write_text(script)
+        self.ssh.mkdir(parents=True)
+        self.authorized().write_text(BOX_KEY + "\n")
+
+    def authorized(self) -> Path:
+        return self.ssh / "authorized_keys"
+
+    def smbios(self, key: str | None) -> None:
+        """The OEM strings libvirt's <sysinfo> gives (type 11, as the kernel shows it raw)."""
+        entry = self.dmi / "11-0"
+        entry.mkdir(parents=True, exist_ok=True)
+        strings = b"" if key is None else (PREFIX + key).encode()
+        (entry / "raw").write_bytes(b"\x0b\x05\x00\x01\x01" + strings + b"\x00\x00")
+
+    def boot(self) -> subprocess.CompletedProcess:
+        return subprocess.run(["/bin/sh", str(self.script)], capture_output=True, text=True, timeout=30)
+
+    def rekey(self, line: str) -> subprocess.CompletedProcess:
+        argv = ["/bin/sh", str(self.script), "rekey"]
+        return subprocess.run(argv, input=line + "\n", capture_output=True, text=True, timeout=30)
+
+    def key(self) -> str:
+        return self.authorized().read_text().strip()
+
+
+@pytest.fixture
+def vm(tmp_path) -> Guest:
+    return Guest(tmp_path)
+
+
+def test_the_smbios_key_at_boot_a_new_key_from_the_agent_and_a_reboot_that_keeps_it(vm):
+    vm.smbios(K0)
+    assert vm.boot().returncode == 0 and vm.key() == K0
+    assert vm.authorized().stat().st_mode & 0o777 == 0o600
+    done = vm.rekey(K1)
+    assert done.returncode == 0, done.stderr
+    assert vm.key() == K1 and vm.state.read_text() == f"{K0}\n{K1}\n"
+    assert vm.boot().returncode == 0 and vm.key() == K1, "a reboot keeps the new key, not the SMBIOS one"
+
+
+def test_a_vm_made_from_a_box_that_holds_another_vms_record_takes_its_own_string(vm):
+    vm.smbios(K0)
+    vm.rekey(K1)
+    vm.smbios(K2)  # another VM: another string
+    assert vm.boot().returncode == 0 and vm.key() == K2 and not vm.state.exists()
+
+
+def test_without_a_string_the_box_key_stays_and_a_record_of_another_vm_goes(vm):
+    vm.smbios(None)  # plain `vagrant up`
+    assert vm.boot().returncode == 0 and vm.key() == BOX_KEY
+    vm.state.parent.mkdir(parents=True)
+    vm.state.write_text(f"{K0}\n{K1}\n")
+    assert vm.boot().returncode == 0 and vm.key() == BOX_KEY and not vm.state.exists()
+
+
+@pytest.mark.parametrize("record", ["", f"{K0}\nnot a key\n"])
+def test_a_record_cut_short_or_damaged_keeps_the_key_the_guest_has(vm, record):
+    vm.smbios(K0)
+    vm.rekey(K1)
+    vm.state.write_text(record)
+    assert vm.boot().returncode == 0 and vm.key() == K1, "never back to the exporter's key"
+
+
+@pytest.mark.parametrize(
+    "line", ["", "ssh-ed25519 AAAA vagabond\nssh-rsa BBBB evil", 'command="sh" ssh-ed25519 AAAA x', "ssh-dss AAAA x"]
+)
+def test_rekey_refuses_what_is_not_one_public_key_line_and_changes_nothing(vm, line):
+    vm.smbios(K0)
+    vm.boot()
+    done = subprocess.run(
+        ["/bin/sh", str(vm.script), "rekey"], input=line + "\n", capture_output=True, text=True, timeout=30
+    )
+    if "\n" in line:  # only the first line counts: a valid first line is taken alone
+        assert done.returncode == 0 and vm.key() == "ssh-ed25519 AAAA vagabond"
+        return
+    assert done.returncode == 2 and "not one OpenSSH public key line" in done.stderr
+    assert vm.key() == K0 and not vm.state.exists()
+
+
+def test_a_rekey_whose_write_fails_says_so_and_the_host_keeps_the_network_unplugged(vm):
+    vm.smbios(K0)
+    vm.boot()
+    (vm.ssh / "authorized_keys.new").mkdir()  # what the write cannot replace
+    done = vm.rekey(K1)
+    assert done.returncode != 0, "a failed write is not a new key"
+    assert vm.key() == K0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # Bump when the guest recipe (here, in mmdebstrap.py or cloudimage.py) changes what ends up in an
 # image: cached base boxes are keyed on it.
-RECIPE_VERSION = 7
+RECIPE_VERSION = 8
 
 # Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
 # time; vagabond renders `config.ssh.insert_key = false`, so it stays (see Vagrantfile.j2).
@@ -50,6 +50,8 @@ umask 077
 if [ "$1" = rekey ]; then
   key=$(head -n 1)
   valid "$key" || {{ echo "not one OpenSSH public key line" >&2; exit 2; }}
+  # Without the string it replaces, the record could not keep the new key over a reboot.
+  [ -n "$given" ] || {{ echo "no vagabond key string in the SMBIOS tables to record" >&2; exit 1; }}
   mkdir -p "${{state%/*}}" || exit 1
   printf '%s\\n%s\\n' "$given" "$key" > "$state.new" && mv -f "$state.new" "$state" || exit 1
 elif [ -f "$state" ]; then

@@ -75,7 +75,7 @@ def run(
         },
     )
     pid = started.get("pid") if isinstance(started, dict) else None
-    if not isinstance(pid, int):
+    if type(pid) is not int:  # a JSON true is no pid
         raise WarmError(f"{domain}'s guest agent did not run {path}")
     deadline = time.monotonic() + timeout
     delay = 0.01
@@ -87,7 +87,7 @@ def run(
                 stderr = base64.b64decode(str(status.get("err-data") or ""))[:OUTPUT_LIMIT].decode(errors="replace")
             except ValueError:
                 stderr = ""
-            return (code if isinstance(code, int) else -1), stderr
+            return (code if type(code) is int else -1), stderr  # nor a JSON false an exit code
         if time.monotonic() > deadline:
             raise WarmError(f"{path} run by {domain}'s guest agent did not end within {timeout:g}s")
         time.sleep(delay)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vagabond import files, process, timeouts
 from vagabond.bases import guest
-from vagabond.errors import WarmError
+from vagabond.errors import VagabondError, WarmError
 from vagabond.host import guestagent, ledger, libvirt
 from vagabond.vm import remote
 from vagabond.vm.warmimage import Machine, _shown, image_dir, machines, rekeys
@@ -42,10 +42,14 @@ def can_rekey(domain: str, key: str) -> bool:
     if not guestagent.connected(domain) or not guestagent.answers(domain, within=timeouts.AGENT):
         return False
     try:
-        code, _ = guestagent.run(domain, "/bin/grep", ["-qsF", REKEY_MARK, guest.AUTHORIZED_KEY_SCRIPT_PATH])
+        code, _ = guestagent.run(
+            domain, "/bin/grep", ["-qsF", REKEY_MARK, guest.AUTHORIZED_KEY_SCRIPT_PATH], timeout=timeouts.AGENT
+        )
         if code == 0:
-            code, _ = guestagent.run(domain, guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], input=key + "\n")
-    except WarmError:
+            code, _ = guestagent.run(
+                domain, guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], input=key + "\n", timeout=timeouts.AGENT
+            )
+    except VagabondError:  # the agent did not run it, or virsh did not answer: the VM keeps its key
         return False
     return code == 0
 

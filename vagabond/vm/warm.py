@@ -308,9 +308,14 @@ def reset(box: Box, wd: Workdir) -> dict:
                     _new_overlay(Path(m.disk), libvirt.POOL_DIR / plain(m.frozen[0]))
                     resume.restore_machine(wd, m, image_dir(wd) / plain(m.memory_image), key)
             except BaseException:
-                with interrupts.cleanup():  # no machine runs on with a key the work directory lost
+                # No machine runs on with a key the work directory lost; one that was to take a new
+                # key goes whole (its SMBIOS string names the exporter's): up restores it again.
+                with interrupts.cleanup():
                     for m in machines(meta):
-                        libvirt.stop(m.domain)
+                        if key is None:
+                            libvirt.stop(m.domain)
+                        else:
+                            libvirt.remove_domain(m.domain)
                 raise
             resume.after_resume(wd, meta)
         wd.write_state(warm={"saved_at": meta["saved_at"], "restored_at": time.time()})

@@ -241,7 +241,7 @@ def _checked_manifest(box: Box, wd: Workdir, manifest: object, archive: Path) ->
             wanted[name] = "key"
     if wd.ssh_key.name not in wanted and not warmimage.rekeys(meta):
         raise WarmError(f"{bad}: it holds no SSH key, and its VM has no guest agent to take a new one")
-    if wd.ssh_key.name in wanted and warmimage.rekeys(meta):
+    if any(kind == "key" for kind in wanted.values()) and warmimage.rekeys(meta):
         raise WarmError(f"{bad}: it holds an SSH key, which a VM that takes a new one never travels with")
     if set(sums) != set(wanted):
         raise WarmError(f"{bad}: its manifest lists {sorted(sums)}, not {sorted(wanted)}")

@@ -161,11 +161,12 @@ def _valid(meta: object) -> bool:
     if not isinstance(meta.get("machines"), list) or not meta["machines"]:
         return False
     for m in meta["machines"]:
-        if not isinstance(m, dict) or set(m) != set(Machine.__dataclass_fields__):
+        # "agent" came with format 2: an image from before has none (and up says its format differs).
+        if not isinstance(m, dict) or set(m) | {"agent"} != set(Machine.__dataclass_fields__):
             return False
         if not all(isinstance(m[k], str) for k in ("name", "domain", "uuid", "memory_image", "disk")):
             return False
-        if not isinstance(m["agent"], bool):
+        if not isinstance(m.get("agent", False), bool):
             return False
         if not isinstance(m["frozen"], list) or not m["frozen"] or not all(isinstance(x, str) for x in m["frozen"]):
             return False
@@ -212,7 +213,7 @@ def _ours(wd: Workdir, meta: dict) -> bool:
 
 
 def machines(meta: dict) -> list[Machine]:
-    return [Machine(**m) for m in meta["machines"]]
+    return [Machine(**({"agent": False} | m)) for m in meta["machines"]]
 
 
 def rekeys(meta: dict) -> bool:

@@ -29,7 +29,6 @@ class Guest:
             ("ssh_dir=/home/vagrant/.ssh\n", f"ssh_dir={self.ssh}\n"),
             ("owner=vagrant:\n", f"owner={os.getuid()}:{os.getgid()}\n"),
             (f"state={guest.AUTHORIZED_KEY_STATE}\n", f"state={self.state}\n"),
-            ("command -v restorecon", "command -v no-restorecon-in-this-test"),
         ):
             assert old in script, old
             script = script.replace(old, new)
@@ -37,6 +36,18 @@ class Guest:
         self.script.write_text(script)
         self.ssh.mkdir(parents=True)
         self.authorized().write_text(BOX_KEY + "\n")
+        # The guest's restorecon: one that works, unless a test breaks it.
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        self.restorecon(0)
+
+    def restorecon(self, code: int) -> None:
+        tool = self.bin / "restorecon"
+        tool.write_text(f"#!/bin/sh\nexit {code}\n")
+        tool.chmod(0o755)
+
+    def env(self) -> dict:
+        return {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"}
 
     def authorized(self) -> Path:
         return self.ssh / "authorized_keys"
@@ -49,11 +60,11 @@ class Guest:
         (entry / "raw").write_bytes(b"\x0b\x05\x00\x01\x01" + strings + b"\x00\x00")
 
     def boot(self) -> subprocess.CompletedProcess:
-        return subprocess.run(["/bin/sh", str(self.script)], capture_output=True, text=True, timeout=30)
+        return subprocess.run(["/bin/sh", str(self.script)], capture_output=True, text=True, timeout=30, env=self.env())
 
     def rekey(self, line: str) -> subprocess.CompletedProcess:
         argv = ["/bin/sh", str(self.script), "rekey"]
-        return subprocess.run(argv, input=line + "\n", capture_output=True, text=True, timeout=30)
+        return subprocess.run(argv, input=line + "\n", capture_output=True, text=True, timeout=30, env=self.env())
 
     def key(self) -> str:
         return self.authorized().read_text().strip()
@@ -103,9 +114,7 @@ def test_a_record_cut_short_or_damaged_keeps_the_key_the_guest_has(vm, record):
 def test_rekey_refuses_what_is_not_one_public_key_line_and_changes_nothing(vm, line):
     vm.smbios(K0)
     vm.boot()
-    done = subprocess.run(
-        ["/bin/sh", str(vm.script), "rekey"], input=line + "\n", capture_output=True, text=True, timeout=30
-    )
+    done = vm.rekey(line)
     if "\n" in line:  # only the first line counts: a valid first line is taken alone
         assert done.returncode == 0 and vm.key() == "ssh-ed25519 AAAA vagabond"
         return
@@ -120,3 +129,31 @@ def test_a_rekey_whose_write_fails_says_so_and_the_host_keeps_the_network_unplug
     done = vm.rekey(K1)
     assert done.returncode != 0, "a failed write is not a new key"
     assert vm.key() == K0
+
+
+def test_a_rekey_whose_record_cannot_be_written_fails_and_a_reboot_keeps_the_key_it_had(vm):
+    vm.smbios(K0)
+    vm.boot()
+    vm.state.parent.mkdir(parents=True)
+    Path(f"{vm.state}.new").mkdir()  # what the record's write cannot replace
+    assert vm.rekey(K1).returncode != 0
+    assert vm.boot().returncode == 0 and vm.key() == K0
+
+
+def test_a_rekey_without_the_smbios_string_fails_rather_than_keep_a_record_a_reboot_would_drop(vm):
+    vm.smbios(None)
+    done = vm.rekey(K1)
+    assert done.returncode == 1 and "no vagabond key string" in done.stderr
+    assert vm.key() == BOX_KEY and not vm.state.exists()
+
+
+def test_a_restorecon_that_fails_fails_the_rekey(vm):
+    vm.smbios(K0)
+    vm.boot()
+    vm.restorecon(1)
+    assert vm.rekey(K1).returncode == 1
+
+
+def test_a_string_that_is_not_a_key_leaves_the_box_key_at_boot(vm):
+    vm.smbios('ssh-ed25519 AAAA x" && touch /tmp/owned')
+    assert vm.boot().returncode == 0 and vm.key() == BOX_KEY

@@ -63,6 +63,7 @@ def test_a_program_runs_with_its_input_and_gives_its_exit_code_and_stderr(agent)
         (None, None, "did not run /x"),
         ("not json", None, "did not run /x"),
         ('{"return":{"pid":"1; rm -rf /"}}', None, "did not run /x"),
+        ('{"return":{"pid":true}}', None, "did not run /x"),
         ('{"error":{"class":"GenericError","desc":"Command guest-exec has been disabled"}}', None, "did not run /x"),
         ('{"return":{"pid":7}}', '{"return":{"exited":false}}', "did not end within 0.2s"),
     ],
@@ -84,6 +85,8 @@ def test_a_hostile_answer_gives_a_bounded_stderr_and_an_exit_code_of_its_own(age
     assert code == -1 and len(stderr) == guestagent.OUTPUT_LIMIT
     agent["answers"]["guest-exec-status"] = ['{"return":{"exited":true,"exitcode":0,"err-data":"!!not base64"}}']
     assert guestagent.run(DOMAIN, "/x", []) == (0, "")
+    agent["answers"]["guest-exec-status"] = ['{"return":{"exited":true,"exitcode":false}}']
+    assert guestagent.run(DOMAIN, "/x", [])[0] == -1, "a JSON false is no exit code 0"
 
 
 @pytest.mark.parametrize(

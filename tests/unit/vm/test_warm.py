@@ -15,7 +15,7 @@ from tests.helpers import pool_as_files
 from vagabond import files
 from vagabond.bases import guest
 from vagabond.definition import boxfile
-from vagabond.errors import UnsafePath
+from vagabond.errors import CommandFailed, UnsafePath
 from vagabond.host import libvirt
 from vagabond.host.detect import Decision
 from vagabond.vm import lifecycle, resume, warm, warmimage
@@ -420,6 +420,7 @@ def test_the_mark_save_looks_for_is_in_the_key_script_every_box_gets():
         (True, (1, ""), (0, ""), False),  # a key script from before rekey (it ignores the word and exits 0)
         (True, (0, ""), (1, "authorized_keys does not hold the key"), False),  # a confined agent cannot write
         (True, warm.WarmError("the agent did not run /bin/grep"), (0, ""), False),  # RHEL's agent forbids guest-exec
+        (True, CommandFailed(["virsh"], -9, "", "timed out"), (0, ""), False),  # virsh did not answer
     ],
 )
 def test_a_guest_can_take_a_new_key_only_when_its_key_script_takes_the_one_it_has_now(
@@ -429,7 +430,8 @@ def test_a_guest_can_take_a_new_key_only_when_its_key_script_takes_the_one_it_ha
     monkeypatch.setattr(resume.guestagent, "connected", lambda domain: connected)
     monkeypatch.setattr(resume.guestagent, "answers", lambda domain, within: True)
 
-    def run(domain, path, args, input=""):
+    def run(domain, path, args, input="", timeout=None):
+        assert timeout == warm.timeouts.AGENT
         asked.append((path, args, input))
         answer = grep if path == "/bin/grep" else rekey
         if isinstance(answer, Exception):
@@ -497,7 +499,31 @@ def test_a_reset_that_fails_leaves_no_machine_running(resetting, monkeypatch):
         raise warm.WarmError("did not take its new SSH key: exit 1")
 
     monkeypatch.setattr(resume, "restore_machine", fails)
+    monkeypatch.setattr(libvirt, "remove_domain", lambda domain: calls.append(("remove_domain", domain)) or [])
     with pytest.raises(warm.WarmError, match="did not take its new SSH key"):
         warm.reset(box, wd)
     domain = meta["machines"][0]["domain"]
+    # Taking a new key: the machine goes whole (cold-booted, its SMBIOS string would name the exporter's key).
+    assert calls == [("stop", domain), ("overlay",), ("restore_machine",), ("remove_domain", domain)]
+    # An image saved here: the machine is stopped, its definition kept.
+    (image / "ssh_key").write_text("SAVED\n")
+    (image / "ssh_key.pub").write_text(KEY_LINE + "\n")
+    calls.clear()
+    with pytest.raises(warm.WarmError):
+        warm.reset(box, wd)
     assert calls == [("stop", domain), ("overlay",), ("restore_machine",), ("stop", domain)]
+
+
+def test_a_description_from_before_the_agent_is_read_and_up_says_its_format_differs(saved, capsys, monkeypatch):
+    box, wd = saved
+    monkeypatch.setattr(warmimage, "missing_parts", lambda wd, meta: None)
+    now = copy.deepcopy(KEY) | {"format": warmimage.FORMAT}
+    monkeypatch.setattr(warmimage, "key_for", lambda box, wd, driver, **k: now | {"driver": driver})
+    meta = description(wd)
+    del meta["machines"][0]["agent"]
+    meta["key"] = copy.deepcopy(KEY) | {"format": 1}
+    files.write_json(warmimage.image_dir(wd) / warmimage.META, meta)
+    assert warmimage.machines(warmimage.load(wd))[0].agent is False
+    run = UpRun(box, wd, UpOptions(), Decision("kvm", "test"), None)
+    assert lifecycle.warm_image(run) is None
+    assert "the warm image format differs" in " ".join(capsys.readouterr().err.split())

@@ -73,12 +73,32 @@ def attached(raw: Path) -> Iterator[tuple[str, list[str]]]:
         listed = process.run(["partx", "--show", "--noheadings", "--output", "NR", loop], timeout=timeouts.TOOL)
         numbers = listed.stdout.split() if listed.ok else []
         if numbers:
+            if kernel_partitions(loop):  # an earlier use's, whose delete failed: partx --add would refuse
+                process.run(["partx", "--delete", loop], timeout=timeouts.TOOL)
             process.check(["partx", "--add", loop], timeout=timeouts.TOOL)
-            stack.callback(process.run, ["partx", "--delete", loop], timeout=timeouts.TOOL)
+            stack.callback(_delete_partitions, loop)
         parts = [f"{loop}p{n}" for n in numbers]
         for part in parts:
             wait_for(Path(part))
         yield loop, parts
+
+
+def kernel_partitions(loop: str) -> list[str]:
+    """The partitions the kernel holds for a loop device (its /sys entries), whatever is attached."""
+    name = Path(loop).name
+    return sorted(p.name for p in (Path("/sys/class/block") / name).glob(f"{name}p*"))
+
+
+def _delete_partitions(loop: str) -> None:
+    """The loop device's partitions out of the kernel again. A partition still open for a moment
+    (a lazy unmount, e2fsck just done) refuses: asked again for a few seconds, as a partition left
+    behind makes every later `partx --add` on this device fail."""
+    deadline = time.monotonic() + timeouts.DEVICE_NODE
+    while not process.run(["partx", "--delete", loop], timeout=timeouts.TOOL).ok and kernel_partitions(loop):
+        if time.monotonic() > deadline:
+            ui.warning(f"partx could not remove the partitions of {loop}: the next use of {loop} removes them")
+            return
+        time.sleep(0.2)
 
 
 def mounts_under(path: Path) -> list[str]:

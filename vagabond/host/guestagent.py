@@ -48,7 +48,7 @@ def connected(domain: str) -> bool:
     )
 
 
-def answers(domain: str, *, within: float = 2) -> bool:
+def answers(domain: str, *, within: float) -> bool:
     """Whether the domain's guest agent answers a ping within ``within`` seconds."""
     deadline = time.monotonic() + within
     while True:

@@ -68,7 +68,7 @@ def restore_machine(wd: Workdir, m: Machine, image: Path, key: str | None) -> No
     for nic in m.interfaces:
         libvirt.set_link(m.domain, nic["mac"], up=False)
     libvirt.check("resume", m.domain)
-    hint = f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold"
+    hint = _cold(wd)
     if not guestagent.answers(m.domain, within=timeouts.AGENT):
         raise WarmError(
             f"{m.domain}'s guest agent does not answer after its restore: it cannot get its new SSH key", hint=hint
@@ -79,6 +79,11 @@ def restore_machine(wd: Workdir, m: Machine, image: Path, key: str | None) -> No
         raise WarmError(f"{m.domain} did not take its new SSH key: {detail}", hint=hint)
     for nic in m.interfaces:
         libvirt.set_link(m.domain, nic["mac"], up=True)
+
+
+def _cold(wd: Workdir) -> str:
+    """What to do when a restored guest does not come back: the VM gone, and a cold boot."""
+    return f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold"
 
 
 def ports_forward_at_once(meta: dict) -> None:
@@ -137,7 +142,7 @@ def after_resume(wd: Workdir, meta: dict) -> None:
                 raise WarmError(
                     f"{m.domain} got no address from network {first['network']} "
                     f"within {timeouts.LEASE:.0f}s after its restore",
-                    hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
+                    hint=_cold(wd),
                 )
             time.sleep(0.1)
         if remote.addresses(wd).get(m.name) != address:
@@ -176,7 +181,7 @@ def _first_command(wd: Workdir, m: Machine) -> process.Result:
         detail = result.stderr.strip()[-200:] or f"exit {result.returncode}"
         raise WarmError(
             f"{m.domain} does not answer over SSH after its restore: {detail}",
-            hint=f"vagabond destroy {wd.box.name} && vagabond up {wd.box.name} --cold",
+            hint=_cold(wd),
         )
     return result
 

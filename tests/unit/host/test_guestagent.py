@@ -37,7 +37,7 @@ def agent(monkeypatch):
 
 def test_an_agent_that_answers_a_ping_answers(agent):
     agent["answers"]["guest-ping"] = ['{"return":{}}']
-    assert guestagent.answers(DOMAIN)
+    assert guestagent.answers(DOMAIN, within=1)
     assert agent["asked"] == [{"execute": "guest-ping"}]
 
 

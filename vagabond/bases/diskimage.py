@@ -74,7 +74,7 @@ def attached(raw: Path) -> Iterator[tuple[str, list[str]]]:
         numbers = listed.stdout.split() if listed.ok else []
         if numbers:
             if kernel_partitions(loop):  # an earlier use's, whose delete failed: partx --add would refuse
-                process.run(["partx", "--delete", loop], timeout=timeouts.TOOL)
+                _delete_partitions(loop)
             process.check(["partx", "--add", loop], timeout=timeouts.TOOL)
             stack.callback(_delete_partitions, loop)
         parts = [f"{loop}p{n}" for n in numbers]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # Bump when the guest recipe (here, in mmdebstrap.py or cloudimage.py) changes what ends up in an
 # image: cached base boxes are keyed on it.
-RECIPE_VERSION = 8
+RECIPE_VERSION = 9
 
 # Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
 # time; vagabond renders `config.ssh.insert_key = false`, so it stays (see Vagrantfile.j2).
@@ -37,6 +37,7 @@ dmi=/sys/firmware/dmi/entries
 ssh_dir=/home/vagrant/.ssh
 owner=vagrant:
 state={AUTHORIZED_KEY_STATE}
+host_keys=/etc/ssh
 given=""
 for f in "$dmi"/11-*/raw; do
   [ -r "$f" ] || continue
@@ -54,6 +55,18 @@ if [ "$1" = rekey ]; then
   [ -n "$given" ] || {{ echo "no vagabond key string in the SMBIOS tables to record" >&2; exit 1; }}
   mkdir -p "${{state%/*}}" || exit 1
   printf '%s\\n%s\\n' "$given" "$key" > "$state.new" && mv -f "$state.new" "$state" || exit 1
+  # New SSH host keys too: every VM restored from one image would share the saved ones (sshd
+  # reads them at each connection). Those of a type ssh-keygen cannot make stay as they are.
+  for hk in "$host_keys"/ssh_host_*_key; do
+    [ -f "$hk" ] || continue
+    kind=${{hk##*/ssh_host_}}
+    kind=${{kind%_key}}
+    case $kind in ed25519|ecdsa|rsa) ;; *) continue ;; esac
+    rm -f "$hk.new" "$hk.new.pub"
+    ssh-keygen -q -t "$kind" -N '' -C '' -f "$hk.new" </dev/null >/dev/null || exit 1
+    mv -f "$hk.new.pub" "$hk.pub" && mv -f "$hk.new" "$hk" || exit 1
+    if command -v restorecon >/dev/null 2>&1; then restorecon "$hk" "$hk.pub" || exit 1; fi
+  done
 elif [ -f "$state" ]; then
   key=$(sed -n 2p "$state")  # restored and given a new key since: it stays
   if [ -s "$state" ] && [ "$(sed -n 1p "$state")" != "$given" ]; then

@@ -23,12 +23,15 @@ class Guest:
     def __init__(self, root: Path):
         self.root = root
         self.dmi, self.ssh, self.state = root / "dmi", root / "home/.ssh", root / "var/lib/vagabond/authorized-key"
+        self.host_keys = root / "etc/ssh"
+        self.host_keys.mkdir(parents=True)
         script = guest.AUTHORIZED_KEY_SCRIPT
         for old, new in (
             ("dmi=/sys/firmware/dmi/entries\n", f"dmi={self.dmi}\n"),
             ("ssh_dir=/home/vagrant/.ssh\n", f"ssh_dir={self.ssh}\n"),
             ("owner=vagrant:\n", f"owner={os.getuid()}:{os.getgid()}\n"),
             (f"state={guest.AUTHORIZED_KEY_STATE}\n", f"state={self.state}\n"),
+            ("host_keys=/etc/ssh\n", f"host_keys={self.host_keys}\n"),
         ):
             assert old in script, old
             script = script.replace(old, new)
@@ -157,3 +160,24 @@ def test_a_restorecon_that_fails_fails_the_rekey(vm):
 def test_a_string_that_is_not_a_key_leaves_the_box_key_at_boot(vm):
     vm.smbios('ssh-ed25519 AAAA x" && touch /tmp/owned')
     assert vm.boot().returncode == 0 and vm.key() == BOX_KEY
+
+
+def test_rekey_gives_the_vm_new_ssh_host_keys_of_the_kinds_it_has(vm):
+    """Every VM restored from one image would share the saved host keys: rekey makes new ones."""
+    vm.smbios(K0)
+    for kind in ("ed25519", "rsa"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(vm.host_keys / f"ssh_host_{kind}_key")], check=True
+        )
+    (vm.host_keys / "ssh_host_dsa_key").write_text("a key of a kind ssh-keygen no longer makes\n")
+    before = {p.name: p.read_bytes() for p in vm.host_keys.iterdir()}
+    done = vm.rekey(K1)
+    assert done.returncode == 0, done.stderr
+    after = {p.name: p.read_bytes() for p in vm.host_keys.iterdir()}
+    assert sorted(after) == sorted(before), "the same kinds of key, and nothing left half-made"
+    for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_rsa_key.pub"):
+        assert after[name] != before[name], name
+    assert after["ssh_host_dsa_key"] == before["ssh_host_dsa_key"]
+    assert (vm.host_keys / "ssh_host_ed25519_key").stat().st_mode & 0o077 == 0
+    listed = subprocess.run(["ssh-keygen", "-l", "-f", str(vm.host_keys / "ssh_host_ed25519_key")], capture_output=True)
+    assert listed.returncode == 0, "a key sshd can load"

@@ -76,6 +76,7 @@ class Settings:
     use_action: str = ""  # OWNER/REPO@REF: the test job uses vagabond's action instead of inline steps
     inline: bool = False  # inline steps even where the action could be used (vagabond ci github --inline)
     warm_cache: bool = False  # the action's warm-cache: the provisioned VM from the Actions cache
+    warm_catalog: bool = False  # the nightly build bakes a warm image, which publish puts in the catalog
     boxes_dir: str = ""  # the box files' directory relative to the repository root, when not boxes/
     command: str = "vagabond ci github"
 
@@ -243,6 +244,7 @@ def render(boxes: list[Box], settings: Settings) -> str:
         boxes_dir=settings.boxes_dir,
         cleanup_action=settings.use_action.replace("@", "/cleanup@", 1),
         warm_cache=settings.warm_cache,
+        warm_catalog=settings.warm_catalog,
     )
     return text.rstrip("\n") + "\n"
 
@@ -325,6 +327,8 @@ def command_line(boxes: list[str], settings: Settings, output: Path | None) -> s
         argv.append("--inline")
     if settings.warm_cache:
         argv.append("--warm-cache")
+    if settings.warm_catalog:
+        argv.append("--warm-catalog")
     if output:
         argv += ["-o", str(output)]
     return " ".join(shlex.quote(a) for a in argv)

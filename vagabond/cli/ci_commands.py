@@ -117,6 +117,15 @@ def ci_github(
             "requests' runs read the cache). Needs the action and a test command.",
         ),
     ] = False,
+    warm_catalog: Annotated[
+        bool,
+        typer.Option(
+            "--warm-catalog",
+            help="The nightly job also bakes the provisioned VM's warm image (build --warm), which publish puts "
+            "in the catalog beside the box: test jobs on the same kind of runner restore it instead of booting "
+            "(under KVM, only on a runner with the same CPU model).",
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing file that vagabond did not generate.")
     ] = False,
@@ -179,6 +188,11 @@ def ci_github(
         raise errors.UsageError(
             "--warm-cache needs a test command: without one each job runs `vagabond test`, whose VM goes",
             hint="give --test-command 'CMD'",
+        )
+    if warm_catalog and not workflow.nightly_boxes(chosen):
+        raise errors.UsageError(
+            "--warm-catalog is the nightly job's, and no box here has a prebuilt: section",
+            hint="add a prebuilt: section to the box file",
         )
     if warm_cache and not settings.use_action:
         raise errors.UsageError("--warm-cache is the action's, and these jobs do not use it", hint="give --use-action")

@@ -736,6 +736,29 @@ def test_warm_cache_is_turned_on_in_the_action_jobs_and_said_again_in_the_header
     assert "warm-cache" not in plain["jobs"]["test"]["steps"][1]["with"], "off unless asked"
 
 
+BUILD_STEP = "Build the prebuilt dependency box (as root, for the loop devices of the offline compaction)"
+
+
+def test_warm_catalog_bakes_a_warm_image_in_the_nightly_build_which_publish_takes_along(project):
+    text = generate(project, "--warm-catalog").stdout
+    doc = YAML(typ="safe").load(text)
+    build = steps_named(doc["jobs"]["prebuilt"])[BUILD_STEP]["run"]
+    assert build.rstrip().endswith('build "$BOX" --out dist --logs-on-failure vagabond-logs --warm')
+    assert "--warm-catalog" in text.splitlines()[1], "regenerating keeps it"
+    publish = [s["run"] for s in doc["jobs"]["publish"]["steps"] if 'vagabond" publish' in s.get("run", "")]
+    assert publish and "--no-warm" not in publish[0], "publish takes the warm image the build named"
+    plain = load(generate(project))
+    assert "--warm" not in steps_named(plain["jobs"]["prebuilt"])[BUILD_STEP]["run"], "off unless asked"
+
+
+def test_warm_catalog_without_a_nightly_box_is_refused(project):
+    workflow_project.make(project)
+    result = CliRunner().invoke(
+        app, ["ci", "github", "--vagabond-spec", SPEC, "--boxes", "centos7-selinux", "--warm-catalog"]
+    )
+    assert result.exit_code == 2 and "--warm-catalog is the nightly job's" in " ".join(result.stderr.split())
+
+
 def test_warm_cache_without_the_action_or_a_test_command_is_refused(project):
     inline = generate(project, "--inline", "--test-command", "make check", "--warm-cache")
     assert inline.exit_code == 2 and "--warm-cache is the action's: not with --inline" in inline.stderr

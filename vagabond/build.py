@@ -15,7 +15,7 @@ from vagabond.definition.schema import Box
 from vagabond.errors import UsageError, VagabondError
 from vagabond.host import libvirt
 from vagabond.host.vagrant import Vagrant
-from vagabond.vm import lifecycle, playbooks, remote
+from vagabond.vm import lifecycle, playbooks, remote, warm, warmarchive, warmimage
 from vagabond.vm.workdir import Workdir
 
 # Run in the guest as root before packaging: nothing that identifies this VM, no caches, no logs.
@@ -53,6 +53,22 @@ rm -rf /tmp/* /var/tmp/* /root/.ansible /home/*/.ansible /tmp/.ansible-*
 rm -f /root/.bash_history /home/*/.bash_history
 sync
 fstrim -av || true
+"""
+
+
+# Run in each guest before `build --warm` saves it: what a warm image in a catalog need not carry,
+# as the box leaves without it (package lists and caches, Ansible's temporary files, shell
+# histories, logs). The guest's SSH host keys it keeps: a VM restored from it gets new ones with
+# its new SSH key (the key script's rekey).
+WARM_CLEAN = r"""
+set -u
+(command -v apt-get >/dev/null && apt-get clean) || true
+(command -v dnf >/dev/null && dnf clean all) || (command -v yum >/dev/null && yum clean all) || true
+rm -rf /var/lib/apt/lists/* /var/cache/dnf/* /var/cache/yum/*
+rm -rf /root/.ansible /home/*/.ansible /tmp/.ansible-* /var/tmp/.ansible-*
+rm -f /root/.bash_history /home/*/.bash_history
+(journalctl --rotate && journalctl --vacuum-time=1s) >/dev/null 2>&1 || true
+find /var/log -type f -exec truncate -s 0 {} +
 """
 
 
@@ -98,8 +114,10 @@ def describe(
     description: str = "",
     base: dict | None = None,
     digest: str | None = None,
+    warm: dict | None = None,
 ) -> dict:
-    """Write BOX.box.json beside the box: what publish, and people, need to know about it."""
+    """Write BOX.box.json beside the box: what publish, and people, need to know about it (and
+    the warm image build --warm wrote beside it, which publish takes along)."""
     info = {
         "name": name,
         "version": version,
@@ -112,6 +130,8 @@ def describe(
         "definition_digest": digest,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if warm is not None:
+        info["warm"] = warm
     files.write_json(box_file.with_name(box_file.name + ".json"), info)
     return info
 
@@ -163,16 +183,57 @@ def _wait_shut_off(domain: str, timeout: float) -> None:
         time.sleep(1)
 
 
-def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, version: str | None = None) -> dict:
+def _warm_image(box: Box, wd: Workdir, path: Path) -> dict | None:
+    """The provisioned build VM's warm image, exported beside the box for its catalog (the VM runs
+    on); how the box description names it, or None when the guest cannot take a new SSH key where
+    it is restored (the image would carry the key that opens every VM made from it)."""
+    with ui.step("clean the guest for its warm image"):
+        for machine in box.machine_names():
+            remote.check(wd, machine, ["sudo", "-n", "sh", "-c", WARM_CLEAN], timeout=timeouts.GUEST_CLEANUP)
+    meta = warm.save(box, wd)
+    try:
+        if not warmimage.rekeys(meta):
+            ui.warning(
+                f"no warm image of {box.name} for its catalog: its guest has no guest agent that may run "
+                "vagabond's key script, so a VM restored from it could not get a key of its own",
+                title=f"vagabond build {box.name} --warm",
+            )
+            return None
+        exported = warmarchive.export(box, wd, path)
+        return {
+            "file": path.name,
+            "sha256": files.sha256_file(path),
+            "size": exported["size"],
+            "key": meta["key"],
+            "key_digest": warmimage.key_digest(meta["key"]),
+        }
+    finally:
+        warmimage.drop(wd)  # the build leaves its file, not a warm image here (destroy removes its disk layer)
+
+
+def build(
+    box: Box,
+    wd: Workdir,
+    opts: lifecycle.UpOptions,
+    *,
+    out: Path,
+    version: str | None = None,
+    warm_image: bool = False,
+) -> dict:
     """Base box + playbooks -> a prebuilt dependency box: up, provision, verify, clean, halt,
-    flatten the disk into a compressed qcow2, write the box and its description, destroy the VM."""
+    flatten the disk into a compressed qcow2, write the box and its description, destroy the VM.
+    With warm_image, the provisioned VM's warm image is exported beside the box first."""
     version = versions.check_version(version or time.strftime("%Y%m%d.%H%M%S", time.gmtime()))
+    if warm_image:  # refused before the long part: -e values may be secrets, which its memory would hold
+        warmarchive.check_exportable(box, warmimage.extra_vars_digest(opts.extra_vars), no_secrets=False)
     name = default_name(box)
     digest = playbooks.definition_digest(box)
     target = out / f"{name.replace('/', '-')}-{version}-libvirt.box"
     img = out / f".{target.stem}.img"
     # A dependency box is always built from its base, never from itself (the caller's options stay theirs).
     lifecycle.up(box, wd, dataclasses.replace(opts, prebuilt=False))
+    warm_file = target.with_name(f"{target.stem}.warm.tar")
+    info = warm_info = None
     try:
         machine = box.primary()
         # The box says which definition it holds: site.yml skips the playbooks on it when it is this one.
@@ -187,6 +248,9 @@ def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, versio
                 f"mkdir -p {os.path.dirname(playbooks.DEFINITION_FILE)} && echo {digest} > {playbooks.DEFINITION_FILE}",
             ],
         )
+        files.make_dirs(out)
+        # Saved with the definition file in it: a VM restored from it is one made from this box.
+        warm_info = _warm_image(box, wd, warm_file) if warm_image else None
         with ui.step("clean the guest for reuse"):
             remote.check(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], timeout=timeouts.GUEST_CLEANUP)
         # The build VM took only its own key; the box goes out with Vagrant's insecure one again, so
@@ -201,7 +265,6 @@ def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, versio
         disks = libvirt.domain_volumes(domain)
         if not disks:
             raise VagabondError(f"domain {domain} has no disk to package")
-        files.make_dirs(out)
         flatten_and_compact(Path(disks[0]), img)
         virtual = diskimage.image_info(img)["virtual-size"]
         with ui.step("write the box (tar, xz)"):
@@ -216,10 +279,15 @@ def build(box: Box, wd: Workdir, opts: lifecycle.UpOptions, *, out: Path, versio
             description=box.spec.description,
             base={"box": base.box_name, "version": state.get("base_version")},
             digest=digest,
+            warm=warm_info,
         )
     finally:
         with interrupts.cleanup():  # an interrupted build leaves neither its VM nor a half-written image
             img.unlink(missing_ok=True)
+            if info is None and warm_info is not None:
+                files.remove(warm_file)  # the warm image of a box that was not written
             lifecycle.destroy(box, wd)
     ui.info(f"built {name} {version}: {target} ({info['size'] / 2**20:.0f} MiB)")
+    if warm_info is not None:
+        ui.info(f"and its warm image: {target.with_name(warm_info['file'])} ({warm_info['size'] / 2**20:.0f} MiB)")
     return info | {"path": str(target)}

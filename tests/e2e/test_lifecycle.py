@@ -388,9 +388,21 @@ def test_build_and_publish_the_dependency_box(
     root, http = catalog_server
     prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
     out = tmp_path_factory.mktemp("dist")
-    info = json.loads(vagabond("build", BOX, "--out", str(out), "--version", VERSION, "--json", timeout=3600).stdout)
+    info = json.loads(
+        vagabond("build", BOX, "--out", str(out), "--version", VERSION, "--warm", "--json", timeout=3600).stdout
+    )
     box = out / f"vagabond-debian12-selinux-{VERSION}-libvirt.box"
     assert info["path"] == str(box) and info["name"] == "vagabond/debian12-selinux"
+    # --warm: the provisioned VM's warm image beside the box, named in its description, with no SSH key.
+    warm = out / info["warm"]["file"]
+    assert (
+        warm == out / f"vagabond-debian12-selinux-{VERSION}-libvirt.warm.tar"
+        and warm.stat().st_size == info["warm"]["size"]
+    )
+    with tarfile.open(warm) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+    assert not [n for n in manifest["files"] if "key" in n], manifest["files"]
+    assert manifest["meta"]["key"] == info["warm"]["key"]
     assert info["base"]["box"] == "vagabond/debian12" and info["base"]["version"]
     assert len(info["definition_digest"]) == 64 and info["size"] == box.stat().st_size
     assert ours(prefix) == {"domains": [], "volumes": [], "networks": []}, "build must destroy its VM"
@@ -412,6 +424,9 @@ def test_build_and_publish_the_dependency_box(
         "--json",
     )
     assert json.loads(result.stdout)["metadata_url"] == f"{http}/debian12-selinux/metadata.json"
+    listed = json.loads((root / "debian12-selinux" / "metadata.json").read_text())["versions"][-1]["vagabond"]["warm"]
+    name = f"vagabond-debian12-selinux-{VERSION}-warm-{info['warm']['key_digest']}.tar"
+    assert [w["url"] for w in listed] == [f"{http}/debian12-selinux/{VERSION}/{name}"]
 
     # The same box in an S3 catalog, read back by the real `vagrant box add` (its checksum included).
     result = vagabond(
@@ -450,10 +465,41 @@ def test_build_and_publish_the_dependency_box(
     )
     published = json.loads(result.stdout)
     assert published["name"] == OCI_NAME and published["version"] == VERSION, published
+    assert (
+        published["warm"]["url"]
+        == f"{registry_server}/vagabond/debian12-selinux:{VERSION}-warm-{info['warm']['key_digest']}"
+    )
+
+
+def test_up_restores_the_warm_image_its_catalog_lists(vagabond, catalog_server):
+    """build --warm put the provisioned VM's warm image beside the box and publish put it in the
+    catalog: up in the same work directory downloads it, takes it in and restores it (no boot, no
+    playbook), the VM gets an SSH key of its own, and destroy with --drop leaves nothing of it."""
+    prefix = None
+    try:
+        result = vagabond("up", BOX, timeout=1800)
+        assert f"take in the warm image of vagabond/debian12-selinux {VERSION}" in result.stderr, result.stderr[-3000:]
+        assert f"restore {BOX} from its warm image" in result.stderr
+        assert "TASK [" not in result.stderr
+        assert "selinux on default: Enforcing" in result.stderr
+        assert vagabond("run", BOX, "--", "getenforce").stdout == "Enforcing\n"
+        wd = vagabond.cwd / ".vagabond" / BOX
+        given = (wd / "ssh_key.pub").read_text().split()[1]
+        assert vagabond("run", BOX, "--", "cat", "/home/vagrant/.ssh/authorized_keys").stdout.split()[1] == given
+        state = json.loads((wd / "state.json").read_text())
+        assert state["prebuilt"]["version"] == VERSION, "the VM counts as made from the catalog's box"
+        assert not list((cache_dir() / "warm-downloads").iterdir()), "the download goes once taken in"
+        prefix = status(vagabond)["machines"][0]["domain"].removesuffix("default")
+        assert plain_vagrant(wd, "ssh", "-c", "true").returncode == 0
+    finally:
+        vagabond("destroy", BOX, check=False)
+        vagabond("save", BOX, "--drop", check=False)
+    assert prefix and ours(prefix) == {"domains": [], "volumes": [], "networks": []}
+    assert warm_layers(prefix) == []
 
 
 def test_up_from_prebuilt_box_skips_provisioning(vagabond, catalog_server):
-    result = vagabond("up", BOX, timeout=1800)
+    result = vagabond("up", BOX, "--cold", timeout=1800)  # the catalog's warm image is the test above
     assert f"using prebuilt vagabond/debian12-selinux {VERSION} matches this definition" in result.stderr
     assert "TASK [" not in result.stderr  # no playbook ran: no install, no relabel, no reboot
     assert "selinux on default: Enforcing" in result.stderr
@@ -475,6 +521,11 @@ def test_up_from_a_prebuilt_box_in_an_oci_registry(vagabond, registry_server, tm
     try:
         result = oci("up", BOX, timeout=1800)
         assert f"using prebuilt {OCI_NAME} {VERSION} matches this definition" in result.stderr, result.stderr
+        # The registry lists the version's warm image, made in another work directory: not restored.
+        assert (
+            f"booting cold: the warm images of {OCI_NAME} {VERSION} in its catalog are of other VMs "
+            "(1; the work directory differs)" in result.stderr
+        )
         assert f"download {OCI_NAME} {VERSION}" in result.stderr
         assert "TASK [" not in result.stderr
         assert "selinux on default: Enforcing" in result.stderr

@@ -115,6 +115,35 @@ def test_versions_are_immutable_unless_forced_and_keep_prunes_the_oldest(anonymo
         catalogs.publish(make_box(tmp_path, "0.9.0"), catalog, keep=2)
 
 
+def test_a_warm_image_goes_up_as_its_own_artifact_and_comes_back_checked(anonymous, tmp_path):
+    """build --warm's file beside the box: pushed to the real registry as the artifact of its
+    version and key, offered by its key, pulled back whole, and pruned with its version."""
+    catalog = f"{anonymous}/org/warm"
+    key = {"format": 2, "driver": "qemu", "domains": ["vagabond-x-12345678-default"]}
+    for version in ("1.0.0", "2.0.0"):
+        box = make_box(tmp_path, version)
+        warm = box.with_name(f"tiny-{version}.warm.tar")
+        warm.write_bytes(f"the warm image of {version}".encode() * 1000)
+        info = json.loads(box.with_name(box.name + ".json").read_text())
+        info["warm"] = {
+            "file": warm.name,
+            "sha256": files.sha256_file(warm),
+            "size": warm.stat().st_size,
+            "key": key,
+            "key_digest": "b" * 32,
+        }
+        box.with_name(box.name + ".json").write_text(json.dumps(info))
+        result = catalogs.publish(box, catalog, keep=1, check_warm=lambda *checked: None)
+        assert result["warm"]["url"] == f"{catalog}:{version}-warm-{'b' * 32}"
+    reg = oci.open_registry(catalog)
+    assert sorted(reg.tags()) == ["2.0.0", f"2.0.0-warm-{'b' * 32}"], "the pruned version's warm image went with it"
+    found = open_catalog(catalog)
+    offers, why = found.warm_offers(Published(NAME, "2.0.0", catalog))
+    assert why == "" and [o.key for o in offers] == [key]
+    pulled = found.download_warm(offers[0])
+    assert pulled.read_bytes() == warm.read_bytes()
+
+
 def test_a_big_box_goes_up_in_chunks_and_comes_back_whole(anonymous, tmp_path, monkeypatch):
     monkeypatch.setattr(distribution, "CHUNK", 2**20)
     catalog = f"{anonymous}/org/big"

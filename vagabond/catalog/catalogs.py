@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from vagabond import files
 from vagabond.bases import archive
 from vagabond.catalog import oci, read, transaction
-from vagabond.catalog.read import Published
+from vagabond.catalog.read import Published, WarmOffer
 from vagabond.errors import CommandFailed, PublishError, UsageError
 from vagabond.host.vagrant import Vagrant
 
@@ -38,7 +38,16 @@ class Catalog(Protocol):
         ...
 
     def publish(self, path: Path, **options) -> dict:
-        """Add a .box as a new version (checked, uploaded, read back), pruning beyond --keep."""
+        """Add a .box as a new version (checked, uploaded, read back), pruning beyond --keep; the
+        warm image its description names goes with it (unless warm=False)."""
+        ...
+
+    def warm_offers(self, source: Published) -> tuple[list[WarmOffer], str]:
+        """The warm images the catalog lists for this version, or none and why (never an exception)."""
+        ...
+
+    def download_warm(self, offer: WarmOffer) -> Path:
+        """One of them in vagabond's cache, checked against its sha256 (PublishError when it fails)."""
         ...
 
 
@@ -76,6 +85,12 @@ class MetadataCatalog:
     def publish(self, path: Path, **options) -> dict:
         check_keep(options.get("keep"))
         return transaction.publish_to_store(path, self.url, **options)
+
+    def warm_offers(self, source: Published) -> tuple[list[WarmOffer], str]:
+        return read.warm_offers_in_metadata(self.url, source)
+
+    def download_warm(self, offer: WarmOffer) -> Path:
+        return read.download_warm_over_url(offer, self.url)
 
 
 class OciCatalog:
@@ -116,6 +131,12 @@ class OciCatalog:
                 raise UsageError(f"--{option.replace('_', '-')} does not apply to an oci:// catalog")
         check_keep(options.get("keep"))
         return oci.publish(path, self.url, **options)
+
+    def warm_offers(self, source: Published) -> tuple[list[WarmOffer], str]:
+        return oci.warm_offers(self.url, source.name, source.version)
+
+    def download_warm(self, offer: WarmOffer) -> Path:
+        return oci.download_warm(self.url, offer)
 
 
 def publish(path: Path, catalog: str, **options) -> dict:

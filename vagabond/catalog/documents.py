@@ -1,13 +1,15 @@
 """Catalog documents: Vagrant's metadata.json checked before use, the box archive a publish takes
-(its .box.json description read and checked), the keys box files get in a catalog, and the
-catalog with a version added or pruned."""
+(its .box.json description read and checked, with the warm image `build --warm` wrote beside
+it), the keys box files get in a catalog, and the catalog with a version added or pruned."""
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,10 @@ class Conflict(Exception):
 
 METADATA = "metadata.json"
 LOCK = ".publish.lock"  # beside metadata.json in a directory catalog
+WARM_KEY_DIGEST = re.compile(r"[0-9a-f]{32}")  # a warm image's key in a name (warmimage.key_digest)
+WARM_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.tar")
+WARM_KEY_MAX = 16384  # the key as JSON: a few hundred bytes
+WARM_MAX = 1 << 40
 
 
 def parse_json(raw: str | bytes, where: str) -> dict:
@@ -63,6 +69,65 @@ def check_catalog(doc: object, where: str, name: str | None = None) -> dict:
 
 
 @dataclass(frozen=True)
+class Warm:
+    """A warm image of the box's provisioned VM, which `vagabond build --warm` wrote beside it:
+    the file (`vagabond save --export`'s archive), and the key a VM must have for `up` to restore
+    it (compared by the VM layer; only carried here)."""
+
+    path: Path
+    sha256: str
+    size: int
+    key: dict
+    key_digest: str
+
+    @classmethod
+    def load(
+        cls, info: object, box_path: Path, where: str, check: Callable[[Path, dict, str], None] | None = None
+    ) -> Warm:
+        """The warm image a box description names: a plain file name in the box's own directory
+        (no path, no link), of the sha256 the description gives."""
+
+        def bad(what: str) -> PublishError:
+            return PublishError(f"{where}: its warm image {what}", hint="publish what 'vagabond build --warm' wrote")
+
+        if not isinstance(info, dict):
+            raise bad("is not described by an object")
+        name, sha, key, digest = (info.get(k) for k in ("file", "sha256", "key", "key_digest"))
+        if not isinstance(name, str) or not WARM_FILE.fullmatch(name):
+            raise bad(f"file {str(name)[:80]!r} is not a plain .tar file name beside the box")
+        if not isinstance(digest, str) or not WARM_KEY_DIGEST.fullmatch(digest):
+            raise bad("has no key digest")
+        if not isinstance(key, dict) or len(json.dumps(key)) > WARM_KEY_MAX:
+            raise bad("has no key")
+        path = box_path.with_name(name)
+        try:
+            with files.open_regular_read(path) as fh:  # a link is refused, not followed
+                size = os.fstat(fh.fileno()).st_size
+        except OSError as exc:
+            raise bad(f"{path} cannot be read: {exc.strerror or exc}") from None
+        if not 0 < size <= WARM_MAX:
+            raise bad(f"{path} is empty or too large")
+        got = files.sha256_file(path)
+        if got != sha:
+            raise bad(f"{path} does not match the sha256 in the description: the file changed after it was built")
+        if check is None:  # what may be published is the VM layer's rule: never skipped
+            raise bad("cannot be checked here (publish it with `vagabond publish`)")
+        check(path, key, digest)
+        return cls(path, got, size, key, digest)
+
+    def entry(self, url: str) -> dict:
+        """How a metadata catalog lists it, in its version's vagabond section."""
+        return {
+            "key": self.key,
+            "key_digest": self.key_digest,
+            "url": url,
+            "checksum_type": "sha256",
+            "checksum": self.sha256,
+            "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
 class Archive:
     """A box and what is known about it (the JSON description that build/repackage write beside it)."""
 
@@ -73,9 +138,21 @@ class Archive:
     description: str = ""
     architecture: str = "amd64"
     definition_digest: str | None = None
+    warm: Warm | None = None
 
     @classmethod
-    def load(cls, path: Path, *, name: str | None = None, version: str | None = None) -> Archive:
+    def load(
+        cls,
+        path: Path,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        warm: bool = True,
+        check_warm: Callable[[Path, dict, str], None] | None = None,
+    ) -> Archive:
+        """The box and its description; with warm, the warm image the description names too,
+        which check_warm (the VM layer's rule of what may be published: path, key, key digest)
+        then reads."""
         if not path.is_file():
             raise UsageError(f"box file {path} does not exist")
         info_path = path.with_name(path.name + ".json")
@@ -105,6 +182,9 @@ class Archive:
             description if isinstance(description, str) else "",
             "amd64",
             digest if isinstance(digest, str) else None,
+            Warm.load(info["warm"], path, str(info_path), check_warm)
+            if warm and info.get("warm") is not None
+            else None,
         )
 
 
@@ -163,8 +243,14 @@ def box_key(box: Archive, *, replacing: bool = False) -> str:
     return f"{box.version}/{safe}-{box.version}{unique}-libvirt.box"
 
 
+def warm_key(box: Archive, *, replacing: bool = False) -> str:
+    """Where the box's warm image lives in the catalog: beside the box, named by its key."""
+    unique = f"-{box.sha256[:12]}" if replacing else ""
+    return f"{box.version}/{files.safe_name(box.name)}-{box.version}{unique}-warm-{box.warm.key_digest}.tar"
+
+
 def own_key(key: str, name: str) -> str | None:
-    """``key`` as box_key writes it for box ``name``, once normalised, or None: the only keys a
+    """``key`` as box_key or warm_key writes it for box ``name``, once normalised, or None: the only keys a
     publish may delete. A catalog entry can name any URL (metadata.json itself, an alias such as
     '2.0/../1.0/x.box' of a file another entry still lists); only vagabond's own names qualify."""
     if not key or key.startswith("/") or "\\" in key:
@@ -172,15 +258,18 @@ def own_key(key: str, name: str) -> str | None:
     normal = posixpath.normpath(key)
     if normal != key or normal.startswith("../") or normal in (METADATA, LOCK):
         return None
-    match = re.fullmatch(r"([0-9.]+)/(.+)-\1(-[0-9a-f]{12})?-libvirt\.box", normal)
+    match = re.fullmatch(r"([0-9.]+)/(.+)-\1(-[0-9a-f]{12})?-(?:libvirt\.box|warm-[0-9a-f]{32}\.tar)", normal)
     if not match or not VERSION.fullmatch(match[1]) or match[2] != files.safe_name(name):
         return None
     return normal
 
 
-def merge(metadata: dict | None, box: Archive, url: str, *, keep: int | None) -> tuple[dict, list[dict]]:
-    """The catalog with this version added (replacing a forced one); returns it and the version
-    entries that left it (the replaced one and those --keep pruned)."""
+def merge(
+    metadata: dict | None, box: Archive, url: str, *, keep: int | None, warm_url: str | None = None
+) -> tuple[dict, list[dict]]:
+    """The catalog with this version added (replacing a forced one), its warm image listed when
+    it has one; returns it and the version entries that left it (the replaced one and those
+    --keep pruned)."""
     doc = dict(metadata or {"name": box.name, "description": box.description, "versions": []})
     if doc.get("name") != box.name:
         raise PublishError(f"the catalog holds box {doc.get('name')!r}, not {box.name!r}: use one catalog per box")
@@ -196,6 +285,8 @@ def merge(metadata: dict | None, box: Archive, url: str, *, keep: int | None) ->
     if box.definition_digest:
         # Vagrant ignores unknown keys; vagabond up reads this to decide if the box is current.
         entry["vagabond"] = {"definition_digest": box.definition_digest}
+    if box.warm is not None and warm_url is not None:
+        entry.setdefault("vagabond", {})["warm"] = [box.warm.entry(warm_url)]
     versions = doc.get("versions", [])
     gone = [v for v in versions if v.get("version") == box.version]
     versions = [v for v in versions if v.get("version") != box.version] + [entry]
@@ -207,8 +298,17 @@ def merge(metadata: dict | None, box: Archive, url: str, *, keep: int | None) ->
     return doc, gone
 
 
+def warm_entries(entry: dict) -> list[dict]:
+    """A version entry's warm images as listed (each an object; nothing else of them checked)."""
+    ours = entry.get("vagabond")
+    listed = ours.get("warm") if isinstance(ours, dict) else None
+    return [w for w in listed if isinstance(w, dict)] if isinstance(listed, list) else []
+
+
 def urls(entries: list[dict]) -> set[str]:
-    return {p.get("url", "") for v in entries for p in v.get("providers", [])}
+    """Every file the version entries name: their boxes and their warm images."""
+    boxes = {p.get("url", "") for v in entries for p in v.get("providers", [])}
+    return boxes | {w["url"] for v in entries for w in warm_entries(v) if isinstance(w.get("url"), str)}
 
 
 def check_not_pruned_at_once(archive: Archive, versions, catalog: str, keep: int | None) -> None:

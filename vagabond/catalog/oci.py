@@ -4,19 +4,26 @@ config, and the manifest's annotations say what `up` needs to choose a version (
 definition digest, provider) without downloading a blob. Content addressing is the integrity
 check: a blob is taken only when its sha256 is the digest the manifest names.
 
+A version's warm image (`build --warm`) is an artifact of its own, per version and key, under the
+tag VERSION-warm-KEYDIGEST, pushed before the version's tag (a version that has one names it from
+the start) and pruned with it; its annotations carry the key `up` compares.
+
 The tag is the commit point of a publish: blobs go first, the manifest last, so a push that fails
 or is interrupted leaves no tag (the registry collects blobs nothing names)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from vagabond import __version__, files, paths, ui
 from vagabond.catalog.distribution import Registry, check_digest, check_tag
-from vagabond.catalog.documents import Archive, check_not_pruned_at_once
+from vagabond.catalog.documents import Archive, Warm, check_not_pruned_at_once
+from vagabond.catalog.read import WARM_OFFERS_MAX, WarmOffer, download_into_cache, offer
 from vagabond.catalog.versions import VERSION, check_version, satisfies, version_key
 from vagabond.errors import PublishError, RegistryError, UsageError
 
@@ -24,6 +31,9 @@ SCHEME = "oci"
 ARTIFACT = "application/vnd.vagabond.box.v1"
 CONFIG = "application/vnd.vagabond.box.config.v1+json"
 LAYER = "application/vnd.vagabond.box.layer.v1.tar"
+WARM_ARTIFACT = "application/vnd.vagabond.box.warm.v1"
+WARM_CONFIG = "application/vnd.vagabond.box.warm.config.v1+json"
+WARM_LAYER = "application/vnd.vagabond.box.warm.layer.v1.tar"
 ANNOTATION = "dev.vagabond."  # prefix of vagabond's own annotations
 # At most this many manifests are read when choosing a prebuilt box (newest first).
 MAX_CANDIDATES = 50
@@ -60,12 +70,19 @@ def _annotations(archive: Archive, size: int) -> dict[str, str]:
     }
 
 
-def publish(path: Path, catalog: str, *, name=None, version=None, keep=None, force=False) -> dict:
+def warm_tag(version: str, key_digest: str) -> str:
+    return f"{version}-warm-{key_digest}"
+
+
+def publish(
+    path: Path, catalog: str, *, name=None, version=None, keep=None, force=False, warm=True, check_warm=None
+) -> dict:
     """Push the box as the artifact of its version's tag (refused when the tag exists, unless
-    force); with keep, remove this box's oldest versions beyond the keep newest."""
+    force), its warm image first as an artifact of its own; with keep, remove this box's oldest
+    versions beyond the keep newest."""
     if version is not None:
         check_version(version)
-    archive = Archive.load(path, name=name, version=version)
+    archive = Archive.load(path, name=name, version=version, warm=warm, check_warm=check_warm)
     check_tag(archive.version)
     reg = open_registry(catalog)
     versions = _versions(reg)
@@ -98,33 +115,44 @@ def publish(path: Path, catalog: str, *, name=None, version=None, keep=None, for
         sort_keys=True,
     ).encode()
     config_digest = "sha256:" + files.sha256_bytes(config)
-    with ui.step(f"push {archive.path.name} to {catalog}"):
-        reg.push_blob(archive.path, layer_digest, progress=_progress(f"push {archive.path.name}"))
-        reg.push_blob(config, config_digest)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": ARTIFACT,
-        "config": {"mediaType": CONFIG, "digest": config_digest, "size": len(config)},
-        "layers": [
-            {
-                "mediaType": LAYER,
-                "digest": layer_digest,
-                "size": size,
-                "annotations": {"org.opencontainers.image.title": archive.path.name},
-            }
-        ],
-        "annotations": _annotations(archive, size),
-    }
-    body = json.dumps(manifest, sort_keys=True).encode()
-    digest = "sha256:" + files.sha256_bytes(body)
-    reg.put_manifest(archive.version, body)  # the commit: from here the version is in the catalog
-    got = reg.manifest(archive.version)
-    if got is None or got[1] != digest:
-        raise PublishError(
-            f"{catalog}:{archive.version} names another manifest than the one just pushed: "
-            "a concurrent publish of this version replaced it"
-        )
+    warm_pushed = _push_warm(reg, archive, archive.warm, catalog) if archive.warm is not None else None
+    try:
+        with ui.step(f"push {archive.path.name} to {catalog}"):
+            reg.push_blob(archive.path, layer_digest, progress=_progress(f"push {archive.path.name}"))
+            reg.push_blob(config, config_digest)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": ARTIFACT,
+            "config": {"mediaType": CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [
+                {
+                    "mediaType": LAYER,
+                    "digest": layer_digest,
+                    "size": size,
+                    "annotations": {"org.opencontainers.image.title": archive.path.name},
+                }
+            ],
+            "annotations": _annotations(archive, size),
+        }
+        body = json.dumps(manifest, sort_keys=True).encode()
+        digest = "sha256:" + files.sha256_bytes(body)
+        reg.put_manifest(archive.version, body)  # the commit: from here the version is in the catalog
+        got = reg.manifest(archive.version)
+        if got is None or got[1] != digest:
+            raise PublishError(
+                f"{catalog}:{archive.version} names another manifest than the one just pushed: "
+                "a concurrent publish of this version replaced it"
+            )
+    except BaseException:
+        if warm_pushed is not None:  # no version names it: it goes again (a registry may refuse)
+            with contextlib.suppress(Exception):
+                reg.delete_manifest(warm_pushed["manifest_digest"])
+        raise
+    # Warm images of this version made for another box file (a --force that replaced it) go.
+    for _, stale_digest in _warm_manifests(reg, archive.name, archive.version, reg.tags()):
+        if stale_digest != (warm_pushed or {}).get("manifest_digest"):
+            reg.delete_manifest(stale_digest)
     pruned, left = _prune(reg, archive, keep) if keep is not None else ([], [])
     for version_left in left:
         ui.warning(f"left {archive.name} {version_left} in {catalog}: the registry does not allow deleting it")
@@ -138,6 +166,53 @@ def publish(path: Path, catalog: str, *, name=None, version=None, keep=None, for
         "catalog": catalog,
         "manifest_digest": digest,
         "pruned": pruned,
+        "warm": {k: v for k, v in warm_pushed.items() if k != "manifest_digest"} if warm_pushed else None,
+    }
+
+
+def _push_warm(reg: Registry, archive: Archive, warm: Warm, catalog: str) -> dict:
+    """The warm image as the artifact of its version and key (replacing one of the same key)."""
+    tag = warm_tag(archive.version, warm.key_digest)
+    check_tag(tag)
+    key = json.dumps(warm.key, sort_keys=True)
+    config = json.dumps(
+        {"name": archive.name, "version": archive.version, "key": warm.key, "key_digest": warm.key_digest},
+        sort_keys=True,
+    ).encode()
+    config_digest = "sha256:" + files.sha256_bytes(config)
+    layer_digest = f"sha256:{warm.sha256}"
+    with ui.step(f"push the warm image {warm.path.name} to {catalog}"):
+        reg.push_blob(warm.path, layer_digest, progress=_progress(f"push {warm.path.name}"))
+        reg.push_blob(config, config_digest)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": WARM_ARTIFACT,
+            "config": {"mediaType": WARM_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [
+                {
+                    "mediaType": WARM_LAYER,
+                    "digest": layer_digest,
+                    "size": warm.size,
+                    "annotations": {"org.opencontainers.image.title": warm.path.name},
+                }
+            ],
+            "annotations": {
+                "org.opencontainers.image.version": archive.version,
+                f"{ANNOTATION}box": archive.name,
+                f"{ANNOTATION}box-sha256": archive.sha256,
+                f"{ANNOTATION}warm-key": key,
+                f"{ANNOTATION}warm-key-digest": warm.key_digest,
+                f"{ANNOTATION}vagabond-version": __version__,
+            },
+        }
+        body = json.dumps(manifest, sort_keys=True).encode()
+        reg.put_manifest(tag, body)
+    return {
+        "url": f"{catalog}:{tag}",
+        "key_digest": warm.key_digest,
+        "size": warm.size,
+        "manifest_digest": "sha256:" + files.sha256_bytes(body),
     }
 
 
@@ -156,9 +231,80 @@ def _prune(reg: Registry, archive: Archive, keep: int) -> tuple[list[str], list[
             ours.append((tag, found[1]))
     ours.sort(key=lambda item: version_key(item[0]), reverse=True)
     removed, left = [], []
+    tags = reg.tags()
     for tag, digest in ours[keep:]:
         (removed if reg.delete_manifest(digest) else left).append(tag)
+        for _, warm_digest in _warm_manifests(reg, archive.name, tag, tags):
+            if not reg.delete_manifest(warm_digest):
+                ui.warning(f"left a warm image of {archive.name} {tag}: the registry does not allow deleting it")
     return sorted(removed, key=version_key), sorted(left, key=version_key)
+
+
+def _warm_manifests(reg: Registry, name: str, version: str, tags: list[str]) -> list[tuple[dict, str]]:
+    """This box version's warm images in the registry (manifest, digest): tags VERSION-warm-KEY
+    whose manifest is vagabond's warm image of this box and version, of that very key."""
+    pattern = re.compile(re.escape(version) + r"-warm-([0-9a-f]{32})")
+    found = []
+    for tag in [t for t in tags if pattern.fullmatch(t)][:WARM_OFFERS_MAX]:
+        got = reg.manifest(tag)
+        notes = got[0].get("annotations") if got and isinstance(got[0], dict) else None
+        if (
+            isinstance(notes, dict)
+            and got[0].get("artifactType") == WARM_ARTIFACT
+            and notes.get(f"{ANNOTATION}box") == name
+            and notes.get("org.opencontainers.image.version") == version
+            and notes.get(f"{ANNOTATION}warm-key-digest") == pattern.fullmatch(tag)[1]
+        ):
+            found.append((got[0], got[1]))
+    return found
+
+
+def warm_offers(catalog: str, name: str, version: str) -> tuple[list[WarmOffer], str]:
+    """The warm images of this box version in the registry made with the box file its tag names
+    now, from their manifests (no blob read); or none and why (never an exception)."""
+    try:
+        reg = open_registry(catalog)
+        box = reg.manifest(version)
+        notes = box[0].get("annotations") if box and isinstance(box[0], dict) else None
+        box_sha = notes.get(f"{ANNOTATION}sha256") if isinstance(notes, dict) else None
+        found = []
+        for manifest, _ in _warm_manifests(reg, name, version, reg.tags()):
+            candidate = _offer(manifest, catalog, version)
+            if candidate is not None and manifest["annotations"].get(f"{ANNOTATION}box-sha256") == box_sha:
+                found.append(candidate)
+    except (PublishError, UsageError) as exc:
+        return [], f"catalog {catalog} could not be read ({' '.join(str(exc).split())[:200]})"
+    return found, "" if found else f"{name} {version} in {catalog} has no warm image"
+
+
+def _offer(manifest: dict, catalog: str, version: str) -> WarmOffer | None:
+    """A warm image's manifest as an offer, or None when it is not one vagabond wrote."""
+    layers = manifest.get("layers")
+    notes = manifest["annotations"]
+    text = notes.get(f"{ANNOTATION}warm-key")
+    if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict) or not isinstance(text, str):
+        return None
+    try:
+        key = files.loads(text, f"{catalog}: a warm image's key")
+    except ValueError:
+        return None
+    digest = layers[0].get("digest")
+    if layers[0].get("mediaType") != WARM_LAYER or not isinstance(digest, str) or not digest.startswith("sha256:"):
+        return None
+    tag = f"{version}-warm-{notes[f'{ANNOTATION}warm-key-digest']}"
+    return offer(key, f"{catalog}:{tag}", digest.removeprefix("sha256:"), layers[0].get("size"))
+
+
+def download_warm(catalog: str, found: WarmOffer) -> Path:
+    """A warm image's blob into vagabond's cache (a partial download resumed), checked against its digest."""
+    reg = open_registry(catalog)
+    return download_into_cache(
+        found,
+        f"the warm image {found.url}",
+        lambda partial: reg.download_blob(
+            f"sha256:{found.sha256}", partial, found.size, progress=_progress("download the warm image")
+        ),
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------------

@@ -1,17 +1,28 @@
 """Reading a catalog (vagabond up with a prebuilt box): the newest version built from this very
-box definition, with a checksum Vagrant can check, or the reason there is none."""
+box definition, with a checksum Vagrant can check, or the reason there is none; and the warm
+images a version lists, downloaded into vagabond's cache and checked against their sha256."""
 
 from __future__ import annotations
 
+import http.client
+import os
 import re
+import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 from urllib.request import urlopen
 
-from vagabond import files, timeouts, ui
-from vagabond.catalog.documents import check_catalog
+from vagabond import files, paths, timeouts, ui
+from vagabond.catalog.documents import WARM_MAX, check_catalog, warm_entries
 from vagabond.catalog.versions import satisfies, version_key
 from vagabond.errors import PublishError
+
+WARM_OFFERS_MAX = 20  # warm images read per version: one per kind of runner, a few kinds
+DISK_SLACK = 1 << 30  # what a download leaves free on the cache's file system
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,62 @@ class Published:
     name: str
     version: str
     url: str
+
+
+@dataclass(frozen=True)
+class WarmOffer:
+    """A warm image a catalog lists for a box version: the key a VM must have to restore it (the
+    VM layer compares it; the archive's own manifest is checked again when it is taken in), where
+    it is, and the sha256 and size its download must have."""
+
+    key: dict
+    url: str
+    sha256: str
+    size: int
+
+
+def offer(key: object, url: object, sha256: object, size: object) -> WarmOffer | None:
+    """A warm image as a catalog describes it, or None when the description is not one."""
+    if (
+        not isinstance(key, dict)
+        or not isinstance(url, str)
+        or not url.isprintable()
+        or not isinstance(sha256, str)
+        or not SHA256.fullmatch(sha256)
+        or not isinstance(size, int)
+        or isinstance(size, bool)
+        or not 0 < size <= WARM_MAX
+    ):
+        return None
+    return WarmOffer(key, url, sha256, size)
+
+
+def download_into_cache(found: WarmOffer, what: str, fill: Callable[[Path], None]) -> Path:
+    """The warm image in vagabond's cache (private to its user), downloaded by ``fill`` into a
+    partial file that must then have the offer's sha256: otherwise nothing of it is kept."""
+    where = files.make_dirs(paths.cache_dir() / "warm-downloads", mode=0o700)
+    final = where / f"{found.sha256}.tar"
+    if final.is_file() and files.sha256_file(final) == found.sha256:
+        return final
+    partial = final.with_name(final.name + ".part")
+    have = partial.stat().st_size if partial.is_file() else 0
+    free = shutil.disk_usage(where).free
+    # Twice the file: it is unpacked beside itself when taken in (and the disk is left its slack).
+    if 2 * (found.size - have) + DISK_SLACK > free:
+        raise PublishError(
+            f"{what} is {found.size / 2**20:.0f} MiB, and {where} has {free / 2**20:.0f} MiB free: not downloaded"
+        )
+    with ui.step(f"download {what} ({found.size / 2**20:.0f} MiB)"):
+        fill(partial)
+        got = files.sha256_file(partial) if partial.is_file() else ""
+        if got != found.sha256:
+            files.remove(partial)  # a resume would only append to what is wrong
+            raise PublishError(
+                f"{what} does not match its sha256 (got {got[:12] or 'nothing'}..., the catalog names "
+                f"{found.sha256[:12]}...): refused, nothing kept"
+            )
+        files.move(partial, final, mode=0o600)
+    return final
 
 
 def fetch_metadata(url: str, timeout: float = timeouts.CATALOG) -> object:
@@ -84,3 +151,74 @@ def _checksummed(provider: dict) -> bool:
     kind, value = provider.get("checksum_type"), provider.get("checksum")
     sizes = {"sha256": 64, "sha384": 96, "sha512": 128}
     return isinstance(value, str) and kind in sizes and re.fullmatch(f"[0-9a-fA-F]{{{sizes[kind]}}}", value) is not None
+
+
+def warm_offers_in_metadata(url: str, source: Published) -> tuple[list[WarmOffer], str]:
+    """The warm images a metadata catalog lists for this version, or none and why (never an
+    exception). A file:// warm image must lie inside the catalog's own directory."""
+    try:
+        doc = check_catalog(fetch_metadata(url), f"catalog {url}", source.name)
+    except PublishError as exc:
+        return [], str(exc)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return [], f"catalog {url} could not be read ({' '.join(str(exc).split())[:200]})"
+    entry = next((v for v in doc.get("versions", []) if v.get("version") == source.version), None)
+    if entry is None:
+        return [], f"{url} no longer lists {source.name} {source.version}"
+    found = []
+    for listed in warm_entries(entry)[:WARM_OFFERS_MAX]:
+        if listed.get("checksum_type") != "sha256":
+            continue
+        candidate = offer(listed.get("key"), listed.get("url"), listed.get("checksum"), listed.get("size"))
+        if candidate is not None and _reachable(candidate.url, url):
+            found.append(candidate)
+    if not found:
+        return [], f"{source.name} {source.version} in {url} lists no warm image"
+    return found, ""
+
+
+def _reachable(link: str, catalog: str) -> bool:
+    """http(s), or a file inside the catalog's own directory (a catalog names no other file here)."""
+    try:
+        scheme = urlparse(link).scheme
+        if scheme in ("http", "https"):
+            return True
+        if scheme != "file" or urlparse(catalog).scheme != "file":
+            return False
+        return _local(link) is not None and _local(link).is_relative_to(_local(catalog).parent)
+    except ValueError:  # not a URL (an unclosed [ ...)
+        return False
+
+
+def _local(url: str) -> Path | None:
+    """A file:// URL's path with every link resolved, or None for one with a host."""
+    parsed = urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        return None
+    return Path(os.path.realpath(unquote(parsed.path)))
+
+
+def download_warm_over_url(found: WarmOffer, catalog: str) -> Path:
+    """A warm image a metadata catalog lists, from its http(s) or file:// URL, into the cache."""
+
+    def fill(partial: Path) -> None:
+        local = _local(found.url) if urlparse(found.url).scheme == "file" else None
+        deadline = time.monotonic() + timeouts.BOX_DOWNLOAD
+        source = files.open_regular_read(local) if local else urlopen(found.url, timeout=timeouts.CONNECT)
+        with source as src, files.open_download(partial, resume=False) as out:
+            written = 0
+            while block := src.read(4 << 20):
+                written += len(block)
+                if written > found.size:
+                    break  # more than the catalog said: the digest check refuses it
+                if time.monotonic() > deadline:
+                    raise PublishError(f"the warm image at {found.url} took over {timeouts.BOX_DOWNLOAD}s to download")
+                out.write(block)
+
+    if not _reachable(found.url, catalog):
+        raise PublishError(f"the warm image at {found.url} is not one the catalog {catalog} may name")
+    try:
+        return download_into_cache(found, f"the warm image {found.url}", fill)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())[:200]
+        raise PublishError(f"the warm image at {found.url} could not be downloaded: {reason}") from None

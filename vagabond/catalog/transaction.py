@@ -19,6 +19,7 @@ from vagabond.catalog.documents import (
     merge,
     own_key,
     urls,
+    warm_key,
 )
 from vagabond.catalog.stores import Store, open_store
 from vagabond.catalog.versions import check_version, version_key
@@ -49,10 +50,12 @@ def _publish(
     force: bool = False,
     base_url: str | None = None,
     acl: str | None = None,
+    warm: bool = True,
+    check_warm=None,
 ) -> dict:
     if version is not None:
         check_version(version)
-    archive = Archive.load(path, name=name, version=version)
+    archive = Archive.load(path, name=name, version=version, warm=warm, check_warm=check_warm)
     store = open_store(catalog, base_url, acl)
     published = _published(store, archive)
     immutable = PublishError(
@@ -66,10 +69,27 @@ def _publish(
         raise PublishError(
             f"{archive.name} {archive.version} is already published with this very file", hint="nothing to do"
         )
-    with _uploaded(
-        store, key, url, archive, replace=force and archive.version not in published, immutable=immutable
-    ) as (size, sha):
-        doc, gone = _add_version(store, archive, url, catalog, keep=keep, force=force, immutable=immutable)
+    replace = force and archive.version not in published
+    warm_url = store.url(warm_key(archive, replacing=archive.version in published)) if archive.warm else None
+    with contextlib.ExitStack() as uploads:
+        size, sha = uploads.enter_context(
+            _uploaded(store, key, url, archive.path, archive.sha256, replace=replace, immutable=immutable)
+        )
+        if archive.warm is not None:
+            uploads.enter_context(
+                _uploaded(
+                    store,
+                    warm_key(archive, replacing=archive.version in published),
+                    warm_url,
+                    archive.warm.path,
+                    archive.warm.sha256,
+                    replace=replace,
+                    immutable=immutable,
+                )
+            )
+        doc, gone = _add_version(
+            store, archive, url, catalog, keep=keep, force=force, immutable=immutable, warm_url=warm_url
+        )
     _prune(store, catalog, archive, doc, gone)
     if url not in urls(doc["versions"]):  # --keep dropped the version just published (a newer one landed meanwhile)
         raise PublishError(
@@ -77,6 +97,8 @@ def _publish(
             "(newer versions landed meanwhile); its file is removed"
         )
     ui.info(f"published {archive.name} {archive.version} ({size / 2**20:.0f} MiB, sha256 {sha[:12]}...) to {catalog}")
+    if archive.warm is not None:
+        ui.info(f"published its warm image ({archive.warm.size / 2**20:.0f} MiB) to {warm_url}")
     return {
         "name": archive.name,
         "version": archive.version,
@@ -86,6 +108,9 @@ def _publish(
         "catalog": catalog,
         "metadata_url": store.url(METADATA),
         "pruned": sorted({v["version"] for v in gone} - {archive.version}, key=version_key),
+        "warm": {"url": warm_url, "key_digest": archive.warm.key_digest, "size": archive.warm.size}
+        if archive.warm is not None
+        else None,
     }
 
 
@@ -106,21 +131,22 @@ def _check_admissible(
 
 
 @contextlib.contextmanager
-def _uploaded(store: Store, key: str, url: str, archive: Archive, *, replace: bool, immutable: PublishError):
-    """The box under ``key``, read back as it was sent (size and sha256); if what follows fails or
-    is interrupted before the catalog names the upload, the upload goes again."""
+def _uploaded(store: Store, key: str, url: str, path: Path, sha256: str, *, replace: bool, immutable: PublishError):
+    """The file (the box, or its warm image) under ``key``, read back as it was sent (size and
+    sha256); if what follows fails or is interrupted before the catalog names the upload, the
+    upload goes again."""
     uploaded = False
     try:
         try:
-            with ui.step(f"upload {archive.path.name}"):
+            with ui.step(f"upload {path.name}"):
                 # Never over a file another publish of this version just made; --force may replace
                 # a file the catalog does not name.
-                store.put_file(key, archive.path, replace=replace)
+                store.put_file(key, path, replace=replace)
                 uploaded = True
         except Conflict:
             raise immutable from None  # a concurrent publish of this version got there first
         size, sha = store.read_back(key)
-        expected = (archive.path.stat().st_size, archive.sha256)
+        expected = (path.stat().st_size, sha256)
         if (size, sha) != expected:
             raise PublishError(
                 f"uploaded {key} reads back as {size} bytes, sha256 {sha}; expected {expected[0]} bytes, "
@@ -137,7 +163,15 @@ def _uploaded(store: Store, key: str, url: str, archive: Archive, *, replace: bo
 
 
 def _add_version(
-    store: Store, archive: Archive, url: str, catalog: str, *, keep: int | None, force: bool, immutable: PublishError
+    store: Store,
+    archive: Archive,
+    url: str,
+    catalog: str,
+    *,
+    keep: int | None,
+    force: bool,
+    immutable: PublishError,
+    warm_url: str | None,
 ) -> tuple[dict, list[dict]]:
     """metadata.json with this version, written in one step: under the store's lock, or a
     conditional write retried while others change it."""
@@ -148,7 +182,7 @@ def _add_version(
                 check_catalog(metadata, store.url(METADATA), archive.name)
             if not force and any(v["version"] == archive.version for v in (metadata or {}).get("versions", [])):
                 raise immutable  # published meanwhile by someone else
-            doc, gone = merge(metadata, archive, url, keep=keep)
+            doc, gone = merge(metadata, archive, url, keep=keep, warm_url=warm_url)
             try:
                 store.put_metadata(doc, token)
                 return doc, gone

@@ -39,6 +39,15 @@ def build_(
     extra_vars: ExtraVarsOption = None,
     logs_on_failure: LogsOnFailureOption = None,
     image: ImageOption = None,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm",
+            help="Also export the provisioned VM's warm image beside the box (BOX.warm.tar, named in "
+            "its .box.json), which publish puts in the catalog: `up` in a work directory at the same "
+            "path (a CI job of the same repository) restores it instead of booting.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build the box's prebuilt dependency box: base box + playbooks, verified, cleaned, packaged.
@@ -60,7 +69,7 @@ def build_(
         logs_dir=paths.logs_on_failure_dir(logs_on_failure),
         image=str(image) if image else None,
     )
-    info = build.build(definition, wd, opts, out=out, version=version)
+    info = build.build(definition, wd, opts, out=out, version=version, warm_image=warm)
     print(json.dumps(info, indent=2) if as_json else info["path"])
 
 
@@ -192,6 +201,14 @@ def publish_(
         Optional[int], typer.Option("--keep", help="Keep only the newest N versions (files and entries).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a version that is already published.")] = False,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm/--no-warm",
+            help="Publish the warm image `vagabond build --warm` wrote beside the box too (when its "
+            ".box.json names one), for `up` to restore instead of booting.",
+        ),
+    ] = True,
     base_url: Annotated[
         Optional[str],
         typer.Option("--base-url", help="URL the catalog is served from (default: file:// or the S3 endpoint)."),
@@ -214,9 +231,19 @@ def publish_(
     Example: vagabond publish dist/debian12-selinux.box --catalog oci://ghcr.io/myorg/myrepo/debian12-selinux
     """
     from vagabond.catalog import catalogs
+    from vagabond.vm import warmcatalog
 
     result = catalogs.publish(
-        box_file, catalog, name=name, version=version, keep=keep, force=force, base_url=base_url, acl=s3_acl
+        box_file,
+        catalog,
+        name=name,
+        version=version,
+        keep=keep,
+        force=force,
+        base_url=base_url,
+        acl=s3_acl,
+        warm=warm,
+        check_warm=warmcatalog.check_publishable,
     )
     if as_json:
         print(json.dumps(result, indent=2))

@@ -17,7 +17,19 @@ from vagabond.definition.schema import Box
 from vagabond.errors import Interrupted, NotIdempotent, StepFailed, VagabondError
 from vagabond.host import detect, ledger, libvirt
 from vagabond.host.detect import Decision
-from vagabond.vm import boot, logs, playbooks, prebuilt, provision, remote, render, warm, warmarchive, warmimage
+from vagabond.vm import (
+    boot,
+    logs,
+    playbooks,
+    prebuilt,
+    provision,
+    remote,
+    render,
+    warm,
+    warmarchive,
+    warmcatalog,
+    warmimage,
+)
 from vagabond.vm.ownership import MadeByUp, remove_vm
 from vagabond.vm.status import require_up
 from vagabond.vm.workdir import Workdir
@@ -185,10 +197,17 @@ def warm_image(run: UpRun) -> dict | None:
     def why_not(meta: dict) -> str | None:  # None: the image stands in for this up
         return warmimage.difference(meta["key"], wanted()) or warmimage.missing_parts(run.wd, meta)
 
-    if opts.warm_from is not None and opts.warm and opts.prebuilt:
+    def stands_in() -> bool:
         here = warmimage.load(run.wd)
-        if here is None or why_not(here):  # a warm image here that matches wins: nothing to take in
+        return here is not None and not why_not(here)
+
+    # A warm image here that matches wins: nothing to take in. Then an exported one (a CI cache),
+    # then the catalog's.
+    if opts.warm and opts.prebuilt and not stands_in():
+        if opts.warm_from is not None:
             take_in(run, opts.warm_from, wanted())
+        if not stands_in():
+            warmcatalog.take_in(run.box, run.wd, wanted())
     meta = warmimage.load(run.wd)
     if meta is None:
         return None

@@ -25,7 +25,7 @@ def current(box: Box) -> dict:
             "store": None,
             "reason": f"box {box.name!r} has no prebuilt section",
         }
-    found, why = _find(box)
+    found, why = find(box)
     # The version's own directory: a CI cache of it holds that version once, not every version stored.
     store = str(Vagrant().box_dir(spec.name) / found.version) if found else None
     return {
@@ -56,16 +56,19 @@ def in_store(box: Box) -> tuple[Published | None, str]:
     download)."""
     if box.spec.prebuilt is None:
         return None, f"{box.name}'s box file declares no prebuilt box (add a prebuilt: section)"
-    found, why = _find(box)
+    found, why = find(box)
     if found is None:
         return None, why
     fetched, failure = fetch(found)
     return (found, why) if fetched else (None, failure)
 
 
-def _find(box: Box) -> tuple[Published | None, str]:
-    """The newest version in the box's catalog built from this very definition, or None and why."""
+def find(box: Box) -> tuple[Published | None, str]:
+    """The newest version in the box's catalog built from this very definition, or None and why
+    (nothing downloaded)."""
     spec = box.spec.prebuilt
+    if spec is None:
+        return None, f"{box.name}'s box file declares no prebuilt box"
     return open_catalog(spec.catalog).find_current(playbooks.definition_digest(box), spec.name, spec.version)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from vagabond import files, process, timeouts, ui
+from vagabond.catalog.read import Published
 from vagabond.definition.schema import Box
 from vagabond.errors import CommandFailed, UsageError, WarmError
 from vagabond.host import ledger, libvirt
@@ -157,18 +158,19 @@ def _digest(path: Path) -> dict:
 # --- import -------------------------------------------------------------------------------------
 
 
-def import_(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
+def import_(box: Box, wd: Workdir, archive: Path, wanted: dict, *, source: Published | None = None) -> dict:
     """The archive's warm image in place of this work directory's, when it matches ``wanted``
     (warmimage.key_for of this up); its description. Mismatch when it is of another VM; WarmError
-    when it is not a warm image vagabond can trust (nothing of it is kept either way)."""
+    when it is not a warm image vagabond can trust (nothing of it is kept either way). ``source``:
+    the prebuilt box whose catalog listed it, which the VM is then said to be made from."""
     archive = Path(archive)
     try:
-        return _import(box, wd, archive, wanted)
+        return _import(box, wd, archive, wanted, source)
     except (tarfile.TarError, ValueError, EOFError, zlib.error) as exc:  # a file cut short, or not JSON
         raise WarmError(f"{archive} is not a whole warm image archive: {exc}") from None
 
 
-def _import(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
+def _import(box: Box, wd: Workdir, archive: Path, wanted: dict, source: Published | None) -> dict:
     files.make_dirs(image_dir(wd).parent, mode=0o700)  # as save makes it: private to its user
     with files.open_regular_read(archive) as fh, files.private_dir(image_dir(wd).parent, ".vagabond-import-") as work:
         size = os.fstat(fh.fileno()).st_size
@@ -198,7 +200,7 @@ def _import(box: Box, wd: Workdir, archive: Path, wanted: dict) -> dict:
         for m in machines(meta):
             _check_disk(work / m.frozen[0], archive)
             _check_memory_image(work / m.memory_image, wd, m, meta, archive)
-        return _install(box, wd, meta, work, networks)
+        return _install(box, wd, meta, work, networks, source)
 
 
 def _next(members, archive: Path):
@@ -359,7 +361,7 @@ def _check_memory_image(image: Path, wd: Workdir, m: warmimage.Machine, meta: di
     libvirt.define_saved_image(image, cleaned)
 
 
-def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, str]) -> dict:
+def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, str], source: Published | None) -> dict:
     """The checked files in place: the disk layer in the pool (recorded first), the memory image
     and key in the cache, and a description whose every value vagabond chose or checked."""
     key = meta["key"]
@@ -384,7 +386,7 @@ def _install(box: Box, wd: Workdir, meta: dict, work: Path, networks: dict[str, 
             "primary": box.primary(),
             "env": box.spec.env,
             "extra_vars_sha256": key["provisioning"]["extra_vars"],
-            "prebuilt": warmchecks.prebuilt(meta.get("state", {}).get("prebuilt")),
+            "prebuilt": source.__dict__ if source else warmchecks.prebuilt(meta.get("state", {}).get("prebuilt")),
             "provisioned": True,
             "playbooks_ran": True,
             "ssh_key": True,

@@ -339,6 +339,8 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
         assert not [n for n in tar.getnames() if "ssh_key" in n], "no key travels: the VM takes a new one"
     saved_key = vagabond.cwd / "saved_key"
     shutil.copy(wd / "ssh_key", saved_key)
+    host_key = ["sudo", "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"]
+    saved_host_key = vagabond("run", BOX, "--", *host_key).stdout.split()[1]
     vagabond("destroy", BOX)
     vagabond("save", BOX, "--drop")
     assert warm_layers(prefix) == [] and not (cache_dir() / "warm" / prefix.rstrip("-")).exists()
@@ -362,6 +364,8 @@ def test_a_warm_image_brings_the_provisioned_vm_back_and_resets_it(vagabond, sel
     assert ssh_with_key(vagabond, wd / "ssh_key").returncode == 0
     refused = ssh_with_key(vagabond, saved_key)
     assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+    # And new SSH host keys: VMs restored from one image do not share them.
+    assert vagabond("run", BOX, "--", *host_key).stdout.split()[1] != saved_host_key
 
     # A reboot keeps the key the restore gave (the SMBIOS string still holds the saved one).
     given = (wd / "ssh_key.pub").read_text().strip()

@@ -100,42 +100,22 @@ def publish(
             )
     check_not_pruned_at_once(archive, versions, catalog, keep)
     size = archive.path.stat().st_size
-    config = json.dumps(
-        {
-            "name": archive.name,
-            "version": archive.version,
-            "provider": "libvirt",
-            "architecture": archive.architecture,
-            "sha256": archive.sha256,
-            "size": size,
-            "description": archive.description,
-            "definition_digest": archive.definition_digest,
-            "vagabond": __version__,
-        },
-        sort_keys=True,
-    ).encode()
-    config_digest = "sha256:" + files.sha256_bytes(config)
+    config = {
+        "name": archive.name,
+        "version": archive.version,
+        "provider": "libvirt",
+        "architecture": archive.architecture,
+        "sha256": archive.sha256,
+        "size": size,
+        "description": archive.description,
+        "definition_digest": archive.definition_digest,
+        "vagabond": __version__,
+    }
     warm_pushed = _push_warm(reg, archive, archive.warm, catalog) if archive.warm is not None else None
     try:
-        with ui.step(f"push {archive.path.name} to {catalog}"):
-            reg.push_blob(archive.path, layer_digest, progress=_progress(f"push {archive.path.name}"))
-            reg.push_blob(config, config_digest)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": ARTIFACT,
-            "config": {"mediaType": CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [
-                {
-                    "mediaType": LAYER,
-                    "digest": layer_digest,
-                    "size": size,
-                    "annotations": {"org.opencontainers.image.title": archive.path.name},
-                }
-            ],
-            "annotations": _annotations(archive, size),
-        }
-        body = json.dumps(manifest, sort_keys=True).encode()
+        body = _push_artifact(
+            reg, catalog, archive.path, archive.sha256, config, (ARTIFACT, CONFIG, LAYER), _annotations(archive, size)
+        )
         digest = "sha256:" + files.sha256_bytes(body)
         reg.put_manifest(archive.version, body)  # the commit: from here the version is in the catalog
         got = reg.manifest(archive.version)
@@ -170,44 +150,52 @@ def publish(
     }
 
 
+def _push_artifact(
+    reg: Registry, catalog: str, path: Path, sha256: str, config: dict, kinds: tuple[str, str, str], annotations: dict
+) -> bytes:
+    """One file as an artifact's one layer, with its description as the config: both blobs
+    pushed; the manifest that names them, to be put under its tag by the caller."""
+    artifact, config_type, layer_type = kinds
+    config_body = json.dumps(config, sort_keys=True).encode()
+    config_digest = "sha256:" + files.sha256_bytes(config_body)
+    with ui.step(f"push {path.name} to {catalog}"):
+        reg.push_blob(path, f"sha256:{sha256}", progress=_progress(f"push {path.name}"))
+        reg.push_blob(config_body, config_digest)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": artifact,
+        "config": {"mediaType": config_type, "digest": config_digest, "size": len(config_body)},
+        "layers": [
+            {
+                "mediaType": layer_type,
+                "digest": f"sha256:{sha256}",
+                "size": path.stat().st_size,
+                "annotations": {"org.opencontainers.image.title": path.name},
+            }
+        ],
+        "annotations": annotations,
+    }
+    return json.dumps(manifest, sort_keys=True).encode()
+
+
 def _push_warm(reg: Registry, archive: Archive, warm: Warm, catalog: str) -> dict:
     """The warm image as the artifact of its version and key (replacing one of the same key)."""
     tag = warm_tag(archive.version, warm.key_digest)
     check_tag(tag)
-    key = json.dumps(warm.key, sort_keys=True)
-    config = json.dumps(
-        {"name": archive.name, "version": archive.version, "key": warm.key, "key_digest": warm.key_digest},
-        sort_keys=True,
-    ).encode()
-    config_digest = "sha256:" + files.sha256_bytes(config)
-    layer_digest = f"sha256:{warm.sha256}"
-    with ui.step(f"push the warm image {warm.path.name} to {catalog}"):
-        reg.push_blob(warm.path, layer_digest, progress=_progress(f"push {warm.path.name}"))
-        reg.push_blob(config, config_digest)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": WARM_ARTIFACT,
-            "config": {"mediaType": WARM_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [
-                {
-                    "mediaType": WARM_LAYER,
-                    "digest": layer_digest,
-                    "size": warm.size,
-                    "annotations": {"org.opencontainers.image.title": warm.path.name},
-                }
-            ],
-            "annotations": {
-                "org.opencontainers.image.version": archive.version,
-                f"{ANNOTATION}box": archive.name,
-                f"{ANNOTATION}box-sha256": archive.sha256,
-                f"{ANNOTATION}warm-key": key,
-                f"{ANNOTATION}warm-key-digest": warm.key_digest,
-                f"{ANNOTATION}vagabond-version": __version__,
-            },
-        }
-        body = json.dumps(manifest, sort_keys=True).encode()
-        reg.put_manifest(tag, body)
+    config = {"name": archive.name, "version": archive.version, "key": warm.key, "key_digest": warm.key_digest}
+    annotations = {
+        "org.opencontainers.image.version": archive.version,
+        f"{ANNOTATION}box": archive.name,
+        f"{ANNOTATION}box-sha256": archive.sha256,
+        f"{ANNOTATION}warm-key": json.dumps(warm.key, sort_keys=True),
+        f"{ANNOTATION}warm-key-digest": warm.key_digest,
+        f"{ANNOTATION}vagabond-version": __version__,
+    }
+    body = _push_artifact(
+        reg, catalog, warm.path, warm.sha256, config, (WARM_ARTIFACT, WARM_CONFIG, WARM_LAYER), annotations
+    )
+    reg.put_manifest(tag, body)
     return {
         "url": f"{catalog}:{tag}",
         "key_digest": warm.key_digest,

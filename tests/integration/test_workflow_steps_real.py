@@ -119,6 +119,8 @@ GUEST_PACKAGES = ["make"]  # what the README's example runs, from the box's `pac
 GUEST_MIRROR_PORT = 8321
 README_STEP = "The README's example command"
 WARM_STEP = "The next run's up, from the exported warm image"
+TEST_COLD_STEP = 'The action\'s up step as test: "true" runs it, the first run'
+TEST_WARM_STEP = 'The action\'s up step as test: "true" runs it, the next run'
 SHA_RE = re.compile(r"[0-9a-f]{40}")
 REMOTE = "https://github.com/example/vagabond.git"
 KVM_GID = 992
@@ -872,8 +874,33 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
         f'vagabond up {BOX} --logs-on-failure vagabond-logs --warm-from "$RUNNER_TEMP/vagabond-warm/{BOX}/warm.tar"'
     )
     job["steps"].insert(cleanup, {"name": WARM_STEP, "run": next_run})
-    scope, env = job_scope(doc, job)
+    # A push to the default branch: the run that saves warm images.
+    pushed = {"github": {"event_name": "push", "ref_name": "main", "event.repository.default_branch": "main"}}
+    scope, env = job_scope(doc, job, pushed)
     steps = plan_steps(job["steps"], scope, ctx["root"] / "home/runner/work/_actions")
+    # And the action's own up step as `test: "true"` runs it, twice: a first run (no VM, no cached
+    # image) whose green sequence exports its VM, then the next run's sequence, which restores it.
+    up_step = next(s for s in steps if s.get("name") == "Bring the VM up (or test in it)")
+    first = next(i for i, s in enumerate(steps) if s.get("name") == README_STEP) + 1
+    sequence = [
+        {
+            "name": "No VM and no warm image (the sequence's first run)",
+            "id": None,
+            "env": {},
+            "run": f"vagabond destroy {BOX} && vagabond save {BOX} --drop && "
+            f'rm "$RUNNER_TEMP/vagabond-warm/{BOX}/warm.tar"',
+        },
+        up_step | {"name": TEST_COLD_STEP, "id": "test-cold", "env": up_step["env"] | {"TEST": "true"}},
+        # The next run is on a fresh runner: the export's local warm image is not there.
+        {
+            "name": "A fresh runner's cache: the exported file only",
+            "id": None,
+            "env": {},
+            "run": f"vagabond save {BOX} --drop",
+        },
+        up_step | {"name": TEST_WARM_STEP, "id": "test-warm", "env": up_step["env"] | {"TEST": "true"}},
+    ]
+    steps[first:first] = sequence
     names = [s["name"] for s in steps]
     for name in ("Install libvirt, qemu, Vagrant and vagabond", BASE_BUILD, "Bring the VM up (or test in it)"):
         assert name in names
@@ -914,6 +941,13 @@ def test_the_default_workflow_on_the_runner_twin(twin, vagabond_from_github):
     for name in ("Run the tests in the VM", README_STEP):
         ran = by_name[name]["stdout"]
         assert re.search(r"the project's tests ran on \S+-cloud-amd64 in /src", ran), f"{name}: {ran[-2000:]}"
+    cold = by_name[TEST_COLD_STEP]
+    assert f"exported the warm image of {BOX}" in cold["stderr"], cold["stderr"][-3000:]
+    assert "exported=true" in cold["outputs"] and re.search(r"^warm-key=[0-9a-f]{32}$", cold["outputs"], re.M)
+    again = by_name[TEST_WARM_STEP]
+    assert "take in the warm image" in again["stderr"], again["stderr"][-3000:]
+    assert f"restore {BOX} from its warm image" in again["stderr"]
+    assert "nothing to export" in again["stderr"] and "exported=true" not in again["outputs"]
     assert results["checks"]["root:domains"]["stdout"].split() == [], "the cleanup destroyed the VM"
 
 

@@ -114,7 +114,7 @@ def ci_github(
             "--warm-cache",
             help="Test jobs restore the provisioned VM from a warm image in the Actions cache, which a cold run "
             "on the default branch saves (the action's warm-cache; an image is the whole VM, and pull "
-            "requests' runs read the cache). Needs the action and a test command.",
+            "requests' runs read the cache). Needs the action.",
         ),
     ] = False,
     warm_catalog: Annotated[
@@ -184,11 +184,6 @@ def ci_github(
                 "note: no Makefile with a test target here: each job runs the box's verify commands "
                 "(vagabond test); give --test-command 'CMD' to run your tests in the VM"
             )
-    if warm_cache and not settings.test_command:
-        raise errors.UsageError(
-            "--warm-cache needs a test command: without one each job runs `vagabond test`, whose VM goes",
-            hint="give --test-command 'CMD'",
-        )
     if warm_catalog and not workflow.nightly_boxes(chosen):
         raise errors.UsageError(
             "--warm-catalog is the nightly job's, and no box here has a prebuilt: section",

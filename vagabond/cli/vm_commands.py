@@ -170,6 +170,23 @@ def test_(
         bool,
         typer.Option("--save", help="After a green run, save the VM as the warm image the next run starts from."),
     ] = False,
+    warm_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--warm-from",
+            metavar="FILE",
+            help="A warm image --export wrote (a CI cache): up takes it in and restores it when it is of this VM.",
+        ),
+    ] = None,
+    export: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--export",
+            metavar="FILE",
+            help="After a green run that booted cold, save the VM and write its warm image to FILE (as "
+            "`save --export`) for the next run's --warm-from. Never of a VM given -e values.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The whole sequence: up, idempotence, verify, destroy; each phase timed, the first failure decides the exit code.
@@ -201,6 +218,7 @@ def test_(
         image=str(image) if image else None,
         sync_project=sync,
         keep_on_failure=keep,
+        warm_from=warm_from.absolute() if warm_from else None,
     )
     result = testrun.run(
         definition,
@@ -212,6 +230,7 @@ def test_(
         verify_timeout=verify_timeout,
         junit=junit,
         save_warm=save,
+        export=export.absolute() if export else None,
     )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))

@@ -17,7 +17,7 @@ from vagabond import files, github, ui
 from vagabond.definition.schema import Box
 from vagabond.errors import TEST_PHASE_CODES, CommandFailed, Interrupted, PhaseFailed, UsageError, VagabondError
 from vagabond.host import libvirt
-from vagabond.vm import lifecycle, logs, playbooks, remote, warm
+from vagabond.vm import lifecycle, logs, playbooks, remote, warm, warmarchive
 from vagabond.vm.workdir import Workdir
 
 # Output kept per failed phase: enough to see why, small enough for a CI report.
@@ -67,6 +67,7 @@ def run(
     verify_timeout: float = 3600,
     junit: Path | None = None,
     save_warm: bool = False,
+    export: Path | None = None,
 ) -> Result:
     """The sequence, in a work directory of its own: a VM already there is someone's (a developer's
     `vagabond up`), and the destroy phase must never take it."""
@@ -79,7 +80,7 @@ def run(
     try:
         _converge_and_verify(result, box, wd, opts, command, idempotence, verify_timeout)
         if result.failed is None:
-            _offer_warm(box, wd, save_warm)
+            _offer_warm(box, wd, save_warm, export)
     finally:  # an interrupted test still destroys its VM (destroy runs as a cleanup section) and reports
         try:
             if keep:
@@ -125,10 +126,25 @@ def _converge_and_verify(
             logs.collect_on_failure(box, wd, opts.logs_dir)
 
 
-def _offer_warm(box: Box, wd: Workdir, save: bool) -> None:
-    """After a green run: the VM as it stands saved as the next run's warm image (--save), or a
-    line that says how, when this run booted cold. A save that fails is said, and fails nothing."""
+def _offer_warm(box: Box, wd: Workdir, save: bool, export: Path | None = None) -> None:
+    """After a green run: the VM as it stands saved as the next run's warm image (--save), and
+    written to one file (--export, after a cold run only: a restored VM's image is there already),
+    or a line that says how, when this run booted cold. A save or export that fails is said, and
+    fails nothing."""
     restored = "restored_at" in (wd.read_state().get("warm") or {})
+    if export is not None:
+        if restored:
+            ui.info(f"restored from a warm image: nothing to export to {export}")
+            return
+        try:
+            warmarchive.check_exportable(box, wd.read_state().get("extra_vars_sha256"), no_secrets=False)
+            warm.save(box, wd)
+            warmarchive.export(box, wd, export)
+        except Interrupted:
+            raise
+        except VagabondError as exc:
+            ui.warning(f"no warm image exported: {exc.message}", title=f"vagabond test {box.name}: export")
+        return
     if save:
         try:
             warm.save(box, wd)

@@ -720,10 +720,24 @@ def test_the_actions_warm_cache_is_off_unless_asked_and_saves_only_a_cold_defaul
         "github.ref_name == github.event.repository.default_branch",
     ):
         assert condition in export["if"], condition
-    assert export["continue-on-error"] is True and save["if"] == "steps.warm-export.outcome == 'success'"
+    assert export["continue-on-error"] is True
+    assert save["if"] == "steps.warm-export.outcome == 'success' || steps.up.outputs.exported == 'true'"
     assert '"$RUNNER_TEMP/vagabond-warm/$BOX/warm.tar"' in export["run"]
-    up = steps["Bring the VM up (or test in it)"]["run"]
-    assert '--warm-from "$RUNNER_TEMP/vagabond-warm/$BOX/warm.tar"' in up
+    up = steps["Bring the VM up (or test in it)"]
+    assert 'warm="$RUNNER_TEMP/vagabond-warm/$BOX/warm.tar"' in up["run"]
+    assert '--warm-from "$warm"' in up["run"] and "test" not in restore["if"]
+    # test: "true": the sequence destroys its VM, so `vagabond test --export` writes the image of a
+    # green cold run, under the same rules (the default branch's pushes and schedules, no extra vars).
+    assert up["env"]["EVENT"] == "${{ github.event_name }}" and up["env"]["REF_NAME"] == "${{ github.ref_name }}"
+    assert up["env"]["DEFAULT_BRANCH"] == "${{ github.event.repository.default_branch }}"
+    for condition in (
+        '[ "$WARM_CACHE" = true ]',
+        '[ -z "$EXTRA_VARS" ]',
+        '{ [ "$EVENT" = push ] || [ "$EVENT" = schedule ]; }',
+        '[ "$REF_NAME" = "$DEFAULT_BRANCH" ]',
+    ):
+        assert condition in up["run"], condition
+    assert 'args+=(--export "$warm")' in up["run"] and 'echo "exported=true" >> "$GITHUB_OUTPUT"' in up["run"]
 
 
 def test_warm_cache_is_turned_on_in_the_action_jobs_and_said_again_in_the_header(project):
@@ -759,11 +773,12 @@ def test_warm_catalog_without_a_nightly_box_is_refused(project):
     assert result.exit_code == 2 and "--warm-catalog is the nightly job's" in " ".join(result.stderr.split())
 
 
-def test_warm_cache_without_the_action_or_a_test_command_is_refused(project):
+def test_warm_cache_without_the_action_is_refused_and_without_a_test_command_uses_the_sequence(project):
     inline = generate(project, "--inline", "--test-command", "make check", "--warm-cache")
     assert inline.exit_code == 2 and "--warm-cache is the action's: not with --inline" in inline.stderr
     workflow_project.make(project)
-    (project / "Makefile").unlink()  # no test target: each job runs `vagabond test`, whose VM goes
+    (project / "Makefile").unlink()  # no test target: each job runs `vagabond test`, which exports its VM
     ref = "example/vagabond@" + "ab" * 20
     result = CliRunner().invoke(app, ["ci", "github", "--vagabond-spec", SPEC, "--use-action", ref, "--warm-cache"])
-    assert result.exit_code == 2 and "--warm-cache needs a test command" in " ".join(result.stderr.split())
+    steps = load(result)["jobs"]["test"]["steps"]
+    assert steps[1]["with"]["test"] == "true" and steps[1]["with"]["warm-cache"] == "true"

@@ -170,3 +170,34 @@ def test_junit_holds_any_output(tmp_path):
     failure = ET.parse(tmp_path / "j.xml").getroot().find("testsuite/testcase/failure")
     assert failure.text == "bell nul ü ✓\n" and failure.get("type") == "verify"
     assert ET.parse(tmp_path / "j.xml").getroot().find("testsuite/testcase").get("name") == "verify: printf '[31m'"
+
+
+def test_export_writes_the_warm_image_of_a_green_cold_run_only_and_a_failed_one_fails_nothing(
+    seams, project, monkeypatch
+):
+    """--warm-from reaches up; --export saves and exports the VM before the destroy phase, after a
+    green run that booted cold; a restored run exports nothing; an export that fails is a warning."""
+    from vagabond.errors import WarmError
+    from vagabond.vm import warm, warmarchive
+
+    calls, outcomes = seams
+    seen = {}
+    monkeypatch.setattr(
+        lifecycle, "up", lambda box, wd, opts: seen.update(warm_from=opts.warm_from) or calls.append("up")
+    )
+    monkeypatch.setattr(warm, "save", lambda box, wd: calls.append("save"))
+    monkeypatch.setattr(warmarchive, "export", lambda box, wd, target, **k: calls.append(f"export {target.name}"))
+    result = CliRunner().invoke(
+        app, ["test", "b", "--no-idempotence", "--warm-from", "cache/w.tar", "--export", "cache/w.tar"]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen["warm_from"] == project / "cache" / "w.tar"
+    assert calls[-3:] == ["save", "export w.tar", "destroy"], "exported before the VM goes"
+    calls.clear()
+    monkeypatch.setattr(warmarchive, "export", lambda *a, **k: (_ for _ in ()).throw(WarmError("disk full")))
+    result = CliRunner().invoke(app, ["test", "b", "--no-idempotence", "--export", "w.tar"])
+    assert result.exit_code == 0 and "no warm image exported: disk full" in " ".join(result.stderr.split())
+    calls.clear()
+    monkeypatch.setattr(lifecycle, "up", lambda box, wd, opts: wd.write_state(warm={"restored_at": 1.0}))
+    result = CliRunner().invoke(app, ["test", "b", "--no-idempotence", "--export", "w.tar"])
+    assert result.exit_code == 0 and "save" not in calls and "nothing to export" in result.stderr

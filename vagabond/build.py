@@ -68,7 +68,8 @@ rm -rf /var/lib/apt/lists/* /var/cache/dnf/* /var/cache/yum/*
 rm -rf /root/.ansible /home/*/.ansible /tmp/.ansible-* /var/tmp/.ansible-*
 rm -f /root/.bash_history /home/*/.bash_history
 (journalctl --rotate && journalctl --vacuum-time=1s) >/dev/null 2>&1 || true
-find /var/log -type f -exec truncate -s 0 {} +
+# journald's own files stay (it has them mapped): the rotation above archived and vacuumed them.
+find /var/log -path /var/log/journal -prune -o -type f -exec truncate -s 0 {} + || true
 """
 
 
@@ -183,10 +184,11 @@ def _wait_shut_off(domain: str, timeout: float) -> None:
         time.sleep(1)
 
 
-def _warm_image(box: Box, wd: Workdir, path: Path) -> dict | None:
-    """The provisioned build VM's warm image, exported beside the box for its catalog (the VM runs
-    on); how the box description names it, or None when the guest cannot take a new SSH key where
-    it is restored (the image would carry the key that opens every VM made from it)."""
+def _warm_image(box: Box, wd: Workdir, path: Path, name: str) -> dict | None:
+    """The provisioned build VM's warm image, exported to ``path`` beside the box (the VM runs on);
+    how the box description names it (as ``name``, once the box is written), or None when the
+    guest cannot take a new SSH key where it is restored (the image would carry the key that opens
+    every VM made from it)."""
     with ui.step("clean the guest for its warm image"):
         for machine in box.machine_names():
             remote.check(wd, machine, ["sudo", "-n", "sh", "-c", WARM_CLEAN], timeout=timeouts.GUEST_CLEANUP)
@@ -201,7 +203,7 @@ def _warm_image(box: Box, wd: Workdir, path: Path) -> dict | None:
             return None
         exported = warmarchive.export(box, wd, path)
         return {
-            "file": path.name,
+            "file": name,
             "sha256": files.sha256_file(path),
             "size": exported["size"],
             "key": meta["key"],
@@ -233,6 +235,7 @@ def build(
     # A dependency box is always built from its base, never from itself (the caller's options stay theirs).
     lifecycle.up(box, wd, dataclasses.replace(opts, prebuilt=False))
     warm_file = target.with_name(f"{target.stem}.warm.tar")
+    warm_partial = target.with_name(f".{warm_file.name}")  # its name once the box is written
     info = warm_info = None
     try:
         machine = box.primary()
@@ -250,7 +253,7 @@ def build(
         )
         files.make_dirs(out)
         # Saved with the definition file in it: a VM restored from it is one made from this box.
-        warm_info = _warm_image(box, wd, warm_file) if warm_image else None
+        warm_info = _warm_image(box, wd, warm_partial, warm_file.name) if warm_image else None
         with ui.step("clean the guest for reuse"):
             remote.check(wd, machine, ["sudo", "-n", "sh", "-c", CLEAN_GUEST], timeout=timeouts.GUEST_CLEANUP)
         # The build VM took only its own key; the box goes out with Vagrant's insecure one again, so
@@ -270,6 +273,8 @@ def build(
         with ui.step("write the box (tar, xz)"):
             archive.write_box(img, target, virtual_size_gib=max(1, -(-virtual // 2**30)), xz=True)
         img.unlink()
+        if warm_info is not None:
+            files.move(warm_partial, warm_file, mode=0o600)
         base = box.spec.base
         state = wd.read_state()
         info = describe(
@@ -284,8 +289,7 @@ def build(
     finally:
         with interrupts.cleanup():  # an interrupted build leaves neither its VM nor a half-written image
             img.unlink(missing_ok=True)
-            if info is None and warm_info is not None:
-                files.remove(warm_file)  # the warm image of a box that was not written
+            files.remove(warm_partial)  # the warm image of a box that was not written
             lifecycle.destroy(box, wd)
     ui.info(f"built {name} {version}: {target} ({info['size'] / 2**20:.0f} MiB)")
     if warm_info is not None:

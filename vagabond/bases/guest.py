@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # Bump when the guest recipe (here, in mmdebstrap.py or cloudimage.py) changes what ends up in an
 # image: cached base boxes are keyed on it.
-RECIPE_VERSION = 9
+RECIPE_VERSION = 10
 
 # Vagrant's published insecure public key (RSA). Boxes carry it so `vagrant up` can log in the first
 # time; vagabond renders `config.ssh.insert_key = false`, so it stays (see Vagrantfile.j2).
@@ -55,18 +55,29 @@ if [ "$1" = rekey ]; then
   [ -n "$given" ] || {{ echo "no vagabond key string in the SMBIOS tables to record" >&2; exit 1; }}
   mkdir -p "${{state%/*}}" || exit 1
   printf '%s\\n%s\\n' "$given" "$key" > "$state.new" && mv -f "$state.new" "$state" || exit 1
-  # New SSH host keys too: every VM restored from one image would share the saved ones (sshd
-  # reads them at each connection). Those of a type ssh-keygen cannot make stay as they are.
-  for hk in "$host_keys"/ssh_host_*_key; do
-    [ -f "$hk" ] || continue
-    kind=${{hk##*/ssh_host_}}
-    kind=${{kind%_key}}
-    case $kind in ed25519|ecdsa|rsa) ;; *) continue ;; esac
-    rm -f "$hk.new" "$hk.new.pub"
-    ssh-keygen -q -t "$kind" -N '' -C '' -f "$hk.new" </dev/null >/dev/null || exit 1
-    mv -f "$hk.new.pub" "$hk.pub" && mv -f "$hk.new" "$hk" || exit 1
-    if command -v restorecon >/dev/null 2>&1; then restorecon "$hk" "$hk.pub" || exit 1; fi
-  done
+  # With --host-keys (a restore, not save's probe): new SSH host keys too, since every VM restored
+  # from one image would share the saved ones; sshd is told (from OpenSSH 9.8 on, the listener
+  # hands its keys to each session). A key ssh-keygen cannot make stays as it is.
+  if [ "$2" = --host-keys ]; then
+    renewed=0
+    for hk in "$host_keys"/ssh_host_*_key; do
+      [ -f "$hk" ] || continue
+      kind=${{hk##*/ssh_host_}}
+      kind=${{kind%_key}}
+      case $kind in ed25519|ecdsa|rsa) ;; *) continue ;; esac
+      rm -f "$hk.new" "$hk.new.pub"
+      if ssh-keygen -q -t "$kind" -N '' -C '' -f "$hk.new" </dev/null >/dev/null 2>&1; then
+        chmod 644 "$hk.new.pub" && mv -f "$hk.new.pub" "$hk.pub" && mv -f "$hk.new" "$hk" || exit 1
+        if command -v restorecon >/dev/null 2>&1; then restorecon "$hk" "$hk.pub" || exit 1; fi
+        renewed=1
+      else
+        rm -f "$hk.new" "$hk.new.pub"
+      fi
+    done
+    if [ "$renewed" = 1 ] && command -v systemctl >/dev/null 2>&1; then
+      systemctl try-reload-or-restart ssh.service sshd.service >/dev/null 2>&1 || true
+    fi
+  fi
 elif [ -f "$state" ]; then
   key=$(sed -n 2p "$state")  # restored and given a new key since: it stays
   if [ -s "$state" ] && [ "$(sed -n 1p "$state")" != "$given" ]; then

@@ -258,7 +258,8 @@ def warm_offers(catalog: str, name: str, version: str) -> tuple[list[WarmOffer],
         found = []
         for manifest, _ in _warm_manifests(reg, name, version, reg.tags()):
             candidate = _offer(manifest, catalog, version)
-            if candidate is not None and manifest["annotations"].get(f"{ANNOTATION}box-sha256") == box_sha:
+            made_with = manifest["annotations"].get(f"{ANNOTATION}box-sha256")
+            if candidate is not None and isinstance(box_sha, str) and box_sha and made_with == box_sha:
                 found.append(candidate)
     except (PublishError, UsageError) as exc:
         return [], f"catalog {catalog} could not be read ({' '.join(str(exc).split())[:200]})"
@@ -292,6 +293,7 @@ def download_warm(catalog: str, found: WarmOffer) -> Path:
         lambda partial: reg.download_blob(
             f"sha256:{found.sha256}", partial, found.size, progress=_progress("download the warm image")
         ),
+        resumes=True,
     )
 
 

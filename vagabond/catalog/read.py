@@ -63,23 +63,29 @@ def offer(key: object, url: object, sha256: object, size: object) -> WarmOffer |
     return WarmOffer(key, url, sha256, size)
 
 
-def download_into_cache(found: WarmOffer, what: str, fill: Callable[[Path], None]) -> Path:
+def download_into_cache(found: WarmOffer, what: str, fill: Callable[[Path], None], *, resumes: bool = False) -> Path:
     """The warm image in vagabond's cache (private to its user), downloaded by ``fill`` into a
-    partial file that must then have the offer's sha256: otherwise nothing of it is kept."""
+    partial file that must then have the offer's sha256: otherwise nothing of it is kept. A fill
+    that fails leaves its partial file only when the next one resumes it."""
     where = files.make_dirs(paths.cache_dir() / "warm-downloads", mode=0o700)
     final = where / f"{found.sha256}.tar"
     if final.is_file() and files.sha256_file(final) == found.sha256:
         return final
     partial = final.with_name(final.name + ".part")
-    have = partial.stat().st_size if partial.is_file() else 0
-    free = shutil.disk_usage(where).free
-    # Twice the file: it is unpacked beside itself when taken in (and the disk is left its slack).
-    if 2 * (found.size - have) + DISK_SLACK > free:
+    free = shutil.disk_usage(where).free + (partial.stat().st_size if partial.is_file() else 0)
+    # Twice the file (it is unpacked beside itself when taken in: the memory image grows), and the
+    # file system keeps its slack. Not enough is said before anything is written.
+    if 2 * found.size + DISK_SLACK > free:
         raise PublishError(
             f"{what} is {found.size / 2**20:.0f} MiB, and {where} has {free / 2**20:.0f} MiB free: not downloaded"
         )
     with ui.step(f"download {what} ({found.size / 2**20:.0f} MiB)"):
-        fill(partial)
+        try:
+            fill(partial)
+        except BaseException:
+            if not resumes:
+                files.remove(partial)
+            raise
         got = files.sha256_file(partial) if partial.is_file() else ""
         if got != found.sha256:
             files.remove(partial)  # a resume would only append to what is wrong

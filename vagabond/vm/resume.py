@@ -73,7 +73,9 @@ def restore_machine(wd: Workdir, m: Machine, image: Path, key: str | None) -> No
         raise WarmError(
             f"{m.domain}'s guest agent does not answer after its restore: it cannot get its new SSH key", hint=hint
         )
-    code, stderr = guestagent.run(m.domain, guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], input=key + "\n")
+    code, stderr = guestagent.run(
+        m.domain, guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey", "--host-keys"], input=key + "\n"
+    )
     if code != 0:
         detail = _shown(" ".join(stderr.split())[-200:]) if stderr.strip() else f"exit {code}"
         raise WarmError(f"{m.domain} did not take its new SSH key: {detail}", hint=hint)

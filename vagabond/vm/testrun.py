@@ -142,8 +142,9 @@ def _offer_warm(box: Box, wd: Workdir, save: bool, export: Path | None = None) -
             warmarchive.export(box, wd, export)
         except Interrupted:
             raise
-        except VagabondError as exc:
-            ui.warning(f"no warm image exported: {exc.message}", title=f"vagabond test {box.name}: export")
+        except (VagabondError, OSError) as exc:  # a full disk too: the run stays green
+            said = exc.message if isinstance(exc, VagabondError) else f"{exc.filename or export}: {exc.strerror or exc}"
+            ui.warning(f"no warm image exported: {said}", title=f"vagabond test {box.name}: export")
         return
     if save:
         try:

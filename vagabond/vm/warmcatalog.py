@@ -21,7 +21,7 @@ from pathlib import Path
 from vagabond import files, ui
 from vagabond.catalog.catalogs import open_catalog
 from vagabond.definition.schema import Box
-from vagabond.errors import VagabondError, WarmError
+from vagabond.errors import Interrupted, VagabondError, WarmError
 from vagabond.vm import prebuilt, warmarchive, warmimage
 from vagabond.vm.workdir import Workdir
 
@@ -56,6 +56,8 @@ def take_in(box: Box, wd: Workdir, wanted: dict) -> bool:
     except warmarchive.Mismatch as exc:
         ui.info(f"booting cold, not from the warm image of {found.name} {found.version}: {exc}")
         return False
+    except Interrupted:
+        raise  # a cancelled run ends, it does not boot cold
     except (VagabondError, OSError) as exc:
         message = exc.message if isinstance(exc, VagabondError) else f"{chosen.url}: {exc.strerror or exc}"
         ui.warning(f"not using the catalog's warm image: {message}", title=f"vagabond up {box.name}")

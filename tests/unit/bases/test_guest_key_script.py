@@ -43,6 +43,11 @@ class Guest:
         self.bin = root / "bin"
         self.bin.mkdir()
         self.restorecon(0)
+        # The guest's systemctl: records what it is asked (never the host's own).
+        self.told = root / "systemctl-asked"
+        tool = self.bin / "systemctl"
+        tool.write_text(f'#!/bin/sh\necho "$@" >> {self.told}\n')
+        tool.chmod(0o755)
 
     def restorecon(self, code: int) -> None:
         tool = self.bin / "restorecon"
@@ -65,8 +70,8 @@ class Guest:
     def boot(self) -> subprocess.CompletedProcess:
         return subprocess.run(["/bin/sh", str(self.script)], capture_output=True, text=True, timeout=30, env=self.env())
 
-    def rekey(self, line: str) -> subprocess.CompletedProcess:
-        argv = ["/bin/sh", str(self.script), "rekey"]
+    def rekey(self, line: str, *more: str) -> subprocess.CompletedProcess:
+        argv = ["/bin/sh", str(self.script), "rekey", *more]
         return subprocess.run(argv, input=line + "\n", capture_output=True, text=True, timeout=30, env=self.env())
 
     def key(self) -> str:
@@ -162,22 +167,32 @@ def test_a_string_that_is_not_a_key_leaves_the_box_key_at_boot(vm):
     assert vm.boot().returncode == 0 and vm.key() == BOX_KEY
 
 
-def test_rekey_gives_the_vm_new_ssh_host_keys_of_the_kinds_it_has(vm):
-    """Every VM restored from one image would share the saved host keys: rekey makes new ones."""
+def test_rekey_with_host_keys_gives_the_vm_new_ones_of_the_kinds_it_has_and_tells_sshd(vm):
+    """Every VM restored from one image would share the saved host keys: a restore's rekey makes
+    new ones (save's probe, without --host-keys, leaves them); a kind ssh-keygen refuses stays."""
     vm.smbios(K0)
     for kind in ("ed25519", "rsa"):
         subprocess.run(
             ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(vm.host_keys / f"ssh_host_{kind}_key")], check=True
         )
     (vm.host_keys / "ssh_host_dsa_key").write_text("a key of a kind ssh-keygen no longer makes\n")
+    (vm.host_keys / "ssh_host_xmss_key").write_text("a kind this ssh-keygen cannot make\n")
     before = {p.name: p.read_bytes() for p in vm.host_keys.iterdir()}
-    done = vm.rekey(K1)
+    probe = vm.rekey(K1)
+    assert probe.returncode == 0, probe.stderr
+    assert {p.name: p.read_bytes() for p in vm.host_keys.iterdir()} == before, "save's probe renews nothing"
+    assert not vm.told.exists()
+    done = vm.rekey(K2, "--host-keys")
     assert done.returncode == 0, done.stderr
     after = {p.name: p.read_bytes() for p in vm.host_keys.iterdir()}
     assert sorted(after) == sorted(before), "the same kinds of key, and nothing left half-made"
     for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_rsa_key.pub"):
         assert after[name] != before[name], name
     assert after["ssh_host_dsa_key"] == before["ssh_host_dsa_key"]
+    assert after["ssh_host_xmss_key"] == before["ssh_host_xmss_key"]
     assert (vm.host_keys / "ssh_host_ed25519_key").stat().st_mode & 0o077 == 0
+    assert (vm.host_keys / "ssh_host_ed25519_key.pub").stat().st_mode & 0o777 == 0o644
     listed = subprocess.run(["ssh-keygen", "-l", "-f", str(vm.host_keys / "ssh_host_ed25519_key")], capture_output=True)
     assert listed.returncode == 0, "a key sshd can load"
+    assert vm.told.read_text() == "try-reload-or-restart ssh.service sshd.service\n", "sshd loads them anew"
+    assert vm.key() == K2

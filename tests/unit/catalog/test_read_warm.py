@@ -109,3 +109,4 @@ def test_a_warm_image_over_http_is_downloaded_checked_and_an_error_is_one_line(p
         catalog.download_warm(bigger)
     with pytest.raises(PublishError, match=r"^the warm image at .*/gone.tar could not be downloaded: HTTP Error 404"):
         catalog.download_warm(WarmOffer(KEY, f"{base}/gone.tar", "0" * 64, 10))
+    assert list(got.parent.iterdir()) == [], "nothing of a failed download stays (none resumes it)"

@@ -716,8 +716,8 @@ def test_the_actions_warm_cache_is_off_unless_asked_and_saves_only_a_cold_defaul
         "inputs.test != 'true'",
         "inputs.extra-vars == ''",
         "steps.up.outputs.restored != 'true'",
-        "(github.event_name == 'push' || github.event_name == 'schedule')",
-        "github.ref_name == github.event.repository.default_branch",
+        "(github.event_name == 'schedule' || (github.event_name == 'push' && "
+        "github.ref_name == github.event.repository.default_branch))",
     ):
         assert condition in export["if"], condition
     assert export["continue-on-error"] is True
@@ -733,8 +733,8 @@ def test_the_actions_warm_cache_is_off_unless_asked_and_saves_only_a_cold_defaul
     for condition in (
         '[ "$WARM_CACHE" = true ]',
         '[ -z "$EXTRA_VARS" ]',
-        '{ [ "$EVENT" = push ] || [ "$EVENT" = schedule ]; }',
-        '[ "$REF_NAME" = "$DEFAULT_BRANCH" ]',
+        '{ [ "$EVENT" = schedule ] || { [ "$EVENT" = push ] && [ -n "$REF_NAME" ] && '
+        '[ "$REF_NAME" = "$DEFAULT_BRANCH" ]; }; }',
     ):
         assert condition in up["run"], condition
     assert 'args+=(--export "$warm")' in up["run"] and 'echo "exported=true" >> "$GITHUB_OUTPUT"' in up["run"]

@@ -358,7 +358,7 @@ def test_a_restored_guest_with_an_agent_takes_its_new_key_while_its_network_is_u
         ("restore", True),
         ("set_link", False),
         ("virsh", "resume", machine.domain),
-        ("agent", guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], KEY_LINE + "\n"),
+        ("agent", guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey", "--host-keys"], KEY_LINE + "\n"),
         ("set_link", True),
     ]
 
@@ -441,7 +441,9 @@ def test_a_guest_can_take_a_new_key_only_when_its_key_script_takes_the_one_it_ha
     monkeypatch.setattr(resume.guestagent, "run", run)
     assert resume.can_rekey("vagabond-b-1-default", KEY_LINE) is expected
     if expected:
-        assert asked[-1] == (guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], KEY_LINE + "\n"), "its own key, unchanged"
+        assert asked[-1] == (guest.AUTHORIZED_KEY_SCRIPT_PATH, ["rekey"], KEY_LINE + "\n"), (
+            "its own key, unchanged, and its host keys left (a probe)"
+        )
     if not connected:
         assert asked == []
 

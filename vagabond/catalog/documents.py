@@ -4,6 +4,7 @@ it), the keys box files get in a catalog, and the catalog with a version added o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -103,11 +104,14 @@ class Warm:
         try:
             with files.open_regular_read(path) as fh:  # a link is refused, not followed
                 size = os.fstat(fh.fileno()).st_size
+                if not 0 < size <= WARM_MAX:
+                    raise bad(f"{path} is empty or too large")
+                hashing = hashlib.sha256()  # of the file opened, not of whatever the name holds later
+                while block := fh.read(4 << 20):
+                    hashing.update(block)
+                got = hashing.hexdigest()
         except OSError as exc:
             raise bad(f"{path} cannot be read: {exc.strerror or exc}") from None
-        if not 0 < size <= WARM_MAX:
-            raise bad(f"{path} is empty or too large")
-        got = files.sha256_file(path)
         if got != sha:
             raise bad(f"{path} does not match the sha256 in the description: the file changed after it was built")
         if check is None:  # what may be published is the VM layer's rule: never skipped

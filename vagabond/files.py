@@ -377,10 +377,15 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
+        return sha256_stream(fh, chunk)
+
+
+def sha256_stream(fh: IO[bytes], chunk: int = 4 * 2**20) -> str:
+    """The sha256 of what is left to read of an open file."""
+    digest = hashlib.sha256()
+    while block := fh.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 

@@ -4,7 +4,6 @@ it), the keys box files get in a catalog, and the catalog with a version added o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -106,10 +105,7 @@ class Warm:
                 size = os.fstat(fh.fileno()).st_size
                 if not 0 < size <= WARM_MAX:
                     raise bad(f"{path} is empty or too large")
-                hashing = hashlib.sha256()  # of the file opened, not of whatever the name holds later
-                while block := fh.read(4 << 20):
-                    hashing.update(block)
-                got = hashing.hexdigest()
+                got = files.sha256_stream(fh)  # of the file opened, not of whatever the name holds later
         except OSError as exc:
             raise bad(f"{path} cannot be read: {exc.strerror or exc}") from None
         if got != sha:
@@ -242,15 +238,18 @@ def check_box_archive(path: Path) -> None:
 def box_key(box: Archive, *, replacing: bool = False) -> str:
     """Where the box lives in the catalog. A forced replacement gets a key of its own (by content),
     so the file the catalog names is never overwritten while the catalog still names it."""
-    safe = files.safe_name(box.name)
-    unique = f"-{box.sha256[:12]}" if replacing else ""
-    return f"{box.version}/{safe}-{box.version}{unique}-libvirt.box"
+    return f"{_key_stem(box, replacing)}-libvirt.box"
 
 
 def warm_key(box: Archive, *, replacing: bool = False) -> str:
     """Where the box's warm image lives in the catalog: beside the box, named by its key."""
+    return f"{_key_stem(box, replacing)}-warm-{box.warm.key_digest}.tar"
+
+
+def _key_stem(box: Archive, replacing: bool) -> str:
+    """VERSION/NAME-VERSION, and the box's digest for a forced replacement (own_key reads it back)."""
     unique = f"-{box.sha256[:12]}" if replacing else ""
-    return f"{box.version}/{files.safe_name(box.name)}-{box.version}{unique}-warm-{box.warm.key_digest}.tar"
+    return f"{box.version}/{files.safe_name(box.name)}-{box.version}{unique}"
 
 
 def own_key(key: str, name: str) -> str | None:

@@ -191,7 +191,8 @@ def _reachable(link: str, catalog: str) -> bool:
             return True
         if scheme != "file" or urlparse(catalog).scheme != "file":
             return False
-        return _local(link) is not None and _local(link).is_relative_to(_local(catalog).parent)
+        local, base = _local(link), _local(catalog)
+        return local is not None and base is not None and local.is_relative_to(base.parent)
     except ValueError:  # not a URL (an unclosed [ ...)
         return False
 

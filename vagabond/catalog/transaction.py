@@ -70,7 +70,8 @@ def _publish(
             f"{archive.name} {archive.version} is already published with this very file", hint="nothing to do"
         )
     replace = force and archive.version not in published
-    warm_url = store.url(warm_key(archive, replacing=archive.version in published)) if archive.warm else None
+    warm_at = warm_key(archive, replacing=archive.version in published) if archive.warm else None
+    warm_url = store.url(warm_at) if warm_at else None
     with contextlib.ExitStack() as uploads:
         size, sha = uploads.enter_context(
             _uploaded(store, key, url, archive.path, archive.sha256, replace=replace, immutable=immutable)
@@ -79,7 +80,7 @@ def _publish(
             uploads.enter_context(
                 _uploaded(
                     store,
-                    warm_key(archive, replacing=archive.version in published),
+                    warm_at,
                     warm_url,
                     archive.warm.path,
                     archive.warm.sha256,

@@ -230,16 +230,9 @@ def take_in(run: UpRun, archive: Path, wanted: dict) -> None:
     if not archive.exists():
         ui.info(f"no warm image at {archive} yet: booting cold")
         return
-    try:
-        with ui.step(f"take in the warm image {archive}"):
-            warmarchive.import_(run.box, run.wd, archive, wanted)
-    except warmarchive.Mismatch as why:
-        ui.info(f"booting cold, not from the warm image in {archive}: {why}")
-    except Interrupted:
-        raise  # a cancelled run ends, it does not boot cold
-    except (VagabondError, OSError) as exc:
-        message = exc.message if isinstance(exc, VagabondError) else f"{archive}: {exc.strerror or exc}"
-        ui.warning(f"not using the warm image in {archive}: {message}", title=f"vagabond up {run.box.name}")
+    warmarchive.take_in(
+        run.box, run.wd, archive, wanted, step=f"take in the warm image {archive}", named=f"the warm image in {archive}"
+    )
 
 
 def restore_warm(run: UpRun, meta: dict) -> bool:

@@ -131,13 +131,14 @@ def _offer_warm(box: Box, wd: Workdir, save: bool, export: Path | None = None) -
     written to one file (--export, after a cold run only: a restored VM's image is there already),
     or a line that says how, when this run booted cold. A save or export that fails is said, and
     fails nothing."""
-    restored = "restored_at" in (wd.read_state().get("warm") or {})
+    state = wd.read_state()
+    restored = "restored_at" in (state.get("warm") or {})
     if export is not None:
         if restored:
             ui.info(f"restored from a warm image: nothing to export to {export}")
             return
         try:
-            warmarchive.check_exportable(box, wd.read_state().get("extra_vars_sha256"), no_secrets=False)
+            warmarchive.check_exportable(box, state.get("extra_vars_sha256"), no_secrets=False)
             warm.save(box, wd)
             warmarchive.export(box, wd, export)
         except Interrupted:

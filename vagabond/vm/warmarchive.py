@@ -32,7 +32,7 @@ from xml.etree import ElementTree
 from vagabond import files, process, timeouts, ui
 from vagabond.catalog.read import Published
 from vagabond.definition.schema import Box
-from vagabond.errors import CommandFailed, UsageError, WarmError
+from vagabond.errors import CommandFailed, Interrupted, UsageError, VagabondError, WarmError
 from vagabond.host import ledger, libvirt
 from vagabond.vm import warmchecks, warmimage
 from vagabond.vm.warmimage import META, image_dir, machines, plain
@@ -168,6 +168,24 @@ def import_(box: Box, wd: Workdir, archive: Path, wanted: dict, *, source: Publi
         return _import(box, wd, archive, wanted, source)
     except (tarfile.TarError, ValueError, EOFError, zlib.error) as exc:  # a file cut short, or not JSON
         raise WarmError(f"{archive} is not a whole warm image archive: {exc}") from None
+
+
+def take_in(box: Box, wd: Workdir, archive: Path, wanted: dict, *, step: str, named: str, source=None) -> bool:
+    """import_ for `up`: True when taken in; otherwise False and one line that says why, which
+    names the image as ``named`` (another VM's: said; one that cannot be trusted: a warning)."""
+    try:
+        with ui.step(step):
+            import_(box, wd, archive, wanted, source=source)
+    except Mismatch as why:
+        ui.info(f"booting cold, not from {named}: {why}")
+        return False
+    except Interrupted:
+        raise  # a cancelled run ends, it does not boot cold
+    except (VagabondError, OSError) as exc:
+        message = exc.message if isinstance(exc, VagabondError) else f"{archive}: {exc.strerror or exc}"
+        ui.warning(f"not using {named}: {message}", title=f"vagabond up {box.name}")
+        return False
+    return True
 
 
 def _import(box: Box, wd: Workdir, archive: Path, wanted: dict, source: Published | None) -> dict:

@@ -48,24 +48,19 @@ def take_in(box: Box, wd: Workdir, wanted: dict) -> bool:
         )
         return False
     chosen = offers[differences.index(None)]
-    path = None
     try:
         path = catalog.download_warm(chosen)
-        with ui.step(f"take in the warm image of {found.name} {found.version}"):
-            warmarchive.import_(box, wd, path, wanted, source=found)
-    except warmarchive.Mismatch as exc:
-        ui.info(f"booting cold, not from the warm image of {found.name} {found.version}: {exc}")
-        return False
     except Interrupted:
         raise  # a cancelled run ends, it does not boot cold
     except (VagabondError, OSError) as exc:
         message = exc.message if isinstance(exc, VagabondError) else f"{chosen.url}: {exc.strerror or exc}"
         ui.warning(f"not using the catalog's warm image: {message}", title=f"vagabond up {box.name}")
         return False
+    named = f"the warm image of {found.name} {found.version}"
+    try:
+        return warmarchive.take_in(box, wd, path, wanted, step=f"take in {named}", named=named, source=found)
     finally:
-        if path is not None:
-            files.remove(path)  # taken in, or refused: the download is not needed either way
-    return True
+        files.remove(path)  # taken in, or refused: the download is not needed either way
 
 
 def check_publishable(archive: Path, key: dict, key_digest: str) -> None:

@@ -359,9 +359,10 @@ def save_(
 ) -> None:
     """Save the running, provisioned VM as a warm image: `up` after a destroy, and `reset`, restore it in seconds.
 
-    The guest's disk is synced and trimmed and its caches dropped; then its memory is saved and
-    its disk state frozen (kept in vagabond's cache and libvirt's pool, private to its user); the VM
-    runs on over a fresh disk overlay. One warm image per box and work directory: a new save
+    The guest's disk is synced and trimmed, its caches dropped and its free memory zeroed (the
+    memory image then holds what the guest uses); then its memory is saved and its disk state
+    frozen (kept in vagabond's cache and libvirt's pool, private to its user); the VM runs on over
+    a fresh disk overlay. One warm image per box and work directory: a new save
     replaces the old one. `vagabond gc` removes the disk layers no warm image needs.
 
     Example: vagabond up debian12-selinux && vagabond save debian12-selinux

@@ -2,8 +2,9 @@
 it answers, and a program run in the guest with its exit code. libvirt carries the requests, so
 this works for a user in the libvirt group as for root; the agent's socket is libvirtd's own.
 
-vagabond uses it for one thing: a VM restored from a warm image gets a new SSH key before its
-network comes back (vagabond.vm.resume)."""
+vagabond uses it for a VM restored from a warm image (vagabond.vm.resume): one from elsewhere gets
+a new SSH key before its network comes back, and a guest with an agent gets the host's time and
+fresh randomness while its SSH connection opens, not over it."""
 
 from __future__ import annotations
 
@@ -64,6 +65,13 @@ def run(
 ) -> tuple[int, str]:
     """``path ARGS`` run by the guest agent as root in the guest, ``input`` on its stdin: its exit
     code and stderr. WarmError when the agent does not take it or it does not end in ``timeout``."""
+    code, _, stderr = wait(domain, start(domain, path, args, input=input), path, timeout=timeout)
+    return code, stderr
+
+
+def start(domain: str, path: str, args: list[str], *, input: str = "") -> int:
+    """``path ARGS`` started by the guest agent as root in the guest, ``input`` on its stdin; its pid
+    in the guest, for `wait`. WarmError when the agent does not take it."""
     started = _command(
         domain,
         "guest-exec",
@@ -77,18 +85,29 @@ def run(
     pid = started.get("pid") if isinstance(started, dict) else None
     if type(pid) is not int:  # a JSON true is no pid
         raise WarmError(f"{domain}'s guest agent did not run {path}")
+    return pid
+
+
+def wait(domain: str, pid: int, path: str, *, timeout: float = timeouts.GUEST_COMMAND) -> tuple[int, str, str]:
+    """The exit code, stdout and stderr of the program `start` gave ``pid`` (``path``, for the
+    error). WarmError when it does not end in ``timeout``."""
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
         status = _command(domain, "guest-exec-status", {"pid": pid})
         if isinstance(status, dict) and status.get("exited"):
             code = status.get("exitcode")
-            try:
-                stderr = base64.b64decode(str(status.get("err-data") or ""))[:OUTPUT_LIMIT].decode(errors="replace")
-            except ValueError:
-                stderr = ""
-            return (code if type(code) is int else -1), stderr  # nor a JSON false an exit code
+            out, err = (_decoded(status.get(name)) for name in ("out-data", "err-data"))
+            return (code if type(code) is int else -1), out, err  # nor a JSON false an exit code
         if time.monotonic() > deadline:
             raise WarmError(f"{path} run by {domain}'s guest agent did not end within {timeout:g}s")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def _decoded(data: object) -> str:
+    """An output the agent sent (base64), its first OUTPUT_LIMIT bytes; empty when it is not base64."""
+    try:
+        return base64.b64decode(str(data or ""))[:OUTPUT_LIMIT].decode(errors="replace")
+    except ValueError:
+        return ""

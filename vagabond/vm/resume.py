@@ -96,95 +96,128 @@ def ports_forward_at_once(meta: dict) -> None:
             libvirt.forward_at_once(network)
 
 
-# In the guest, after a resume: fresh randomness from the host (stdin), and where
-# systemd-networkd runs, its DHCP leases renewed (a request for the address it has: the network's
-# server then holds the lease vagrant-libvirt looks for). The request goes over D-Bus with no reply
-# awaited: SELinux policies (Debian's among them) deny networkd's reply to an unconfined caller,
-# and `networkctl renew` then waits for it until its timeout, the renewal long done. Prints
-# "renewed" when it asked.
-RESUME_SCRIPT = (
-    "cat > /dev/urandom && "
+# In the guest, after a resume, as root: where systemd-networkd runs, its DHCP leases renewed (a
+# request for the address it has: the network's server then holds the lease vagrant-libvirt looks
+# for). The request goes over D-Bus with no reply awaited: SELinux policies (Debian's among them)
+# deny networkd's reply to an unconfined caller, and `networkctl renew` then waits for it until its
+# timeout, the renewal long done. Prints "renewed" when it asked.
+RENEW_SCRIPT = (
     "if command -v busctl >/dev/null 2>&1 && pidof systemd-networkd >/dev/null 2>&1; then r=renewed; "
     'for l in /sys/class/net/*; do [ "${l##*/}" = lo ] || '
     "timeout 5 busctl call --expect-reply=no org.freedesktop.network1 /org/freedesktop/network1 "
     'org.freedesktop.network1.Manager RenewLink i "$(cat "$l/ifindex")" >/dev/null 2>&1 || r=; '
     'done; echo "$r"; fi'
 )
+# Fresh randomness from the host (stdin), which any user may give the kernel: it goes over SSH, as
+# no program's arguments (the agent's requests are virsh's) show it.
+RESEED = "cat > /dev/urandom"
+# Over SSH (sudo), where the agent does not do it: the randomness, then the renewal.
+RESUME_SCRIPT = f"{RESEED} && {RENEW_SCRIPT}"
+# By the guest's agent (root): the host's time, the first line of its stdin, sent as the agent
+# starts it (a fraction of a second off, where over SSH it waited for the connection and sudo),
+# then the renewal.
+AGENT_RESUME_SCRIPT = f'read -r t && date -u -s "@$t" >/dev/null && {RENEW_SCRIPT}'
 
 
 def after_resume(wd: Workdir, meta: dict) -> None:
     """Resumed guests: reachable at the address they had (the SSH configuration as saved), given the
     host's time and fresh randomness, and their leases renewed (by networkd in the guest; else their
     links go down and up, and the guest asks again), so that vagrant-libvirt finds them; the SSH
-    configuration follows an address that changed."""
+    configuration follows an address that changed. A guest whose agent ran programs at the save
+    gets the time, the randomness and the renewal through it, while its SSH connection opens; any
+    other guest, or one whose agent fails it now, over that connection."""
     saved = meta.get("ssh") or ""
     config = saved.split("\nHost *\n")[0]  # Vagrant's part: write_ssh_config adds vagabond's own
     remote.write_ssh_config(wd, config)
     for m in machines(meta):
-        if not m.interfaces:
-            _first_command(wd, m)
-            continue
-        first = m.interfaces[0]
+        first = m.interfaces[0] if m.interfaces else None
         address = remote.addresses(wd).get(m.name)
-        if address:
+        if first and address:
             libvirt.announce(first["network"], address, first["mac"])
         # A network's DHCP server that knows the NIC's lease (the network outlived the save) keeps
         # it when the guest's networkd renews it. One made anew ignores a renewal of a lease it
         # never gave, and a guest without networkd renews nothing: only the link going down and up
         # makes the guest ask afresh.
         unleased = [nic for nic in m.interfaces if libvirt.lease_address(nic["network"], nic["mac"]) is None]
-        renewed = "renewed" in _first_command(wd, m).stdout
+        renewing = len(unleased) < len(m.interfaces)
+        pending = _agent_start(m)  # the agent's script, running meanwhile
+        over_ssh = pending is None  # what the agent does not do, the first SSH connection does
+        renewed = opened = False
+        if renewing:  # the renewal's outcome decides which links go down and up: wait for it
+            out = None if over_ssh else _agent_result(m, pending)
+            if out is None:
+                out, opened = _resume_over_ssh(wd, m).stdout, True
+            renewed, pending, over_ssh = "renewed" in out, None, False
         for nic in m.interfaces:
             if nic in unleased or not renewed:
                 libvirt.set_link(m.domain, nic["mac"], up=False)
                 libvirt.set_link(m.domain, nic["mac"], up=True)
-        deadline = time.monotonic() + timeouts.LEASE
-        while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
-            if time.monotonic() > deadline:
-                raise WarmError(
-                    f"{m.domain} got no address from network {first['network']} "
-                    f"within {timeouts.LEASE:.0f}s after its restore",
-                    hint=_cold(wd),
-                )
-            time.sleep(0.1)
-        if remote.addresses(wd).get(m.name) != address:
-            remote.close_master(wd, m.name)
-            config = _with_address(config, m.name, address)
-            remote.write_ssh_config(wd, config)
+        if first:
+            deadline = time.monotonic() + timeouts.LEASE
+            while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
+                if time.monotonic() > deadline:
+                    raise WarmError(
+                        f"{m.domain} got no address from network {first['network']} "
+                        f"within {timeouts.LEASE:.0f}s after its restore",
+                        hint=_cold(wd),
+                    )
+                time.sleep(0.1)
+            if remote.addresses(wd).get(m.name) != address:
+                remote.close_master(wd, m.name)
+                config = _with_address(config, m.name, address)
+                remote.write_ssh_config(wd, config)
+        if over_ssh:
+            _resume_over_ssh(wd, m)
+        elif not opened:
+            # The connection the next commands share, opened while the agent works.
+            _ssh(wd, m, ["sh", "-c", RESEED], input=secrets.token_hex(256))
+            if pending is not None and _agent_result(m, pending) is None:
+                _resume_over_ssh(wd, m)
 
 
-def _first_command(wd: Workdir, m: Machine) -> process.Result:
-    """The resume script over SSH, tried again while the guest is not reachable yet (ssh's 255)."""
+def _agent_start(m: Machine) -> int | None:
+    """AGENT_RESUME_SCRIPT started by the guest's agent: its pid in the guest; None when the guest's
+    agent did not run programs at the save, or does not take this one now."""
+    if not m.agent:
+        return None
+    try:
+        return guestagent.start(m.domain, "/bin/sh", ["-c", AGENT_RESUME_SCRIPT], input=f"{time.time():.3f}\n")
+    except VagabondError:
+        return None
+
+
+def _agent_result(m: Machine, pid: int | None) -> str | None:
+    """What AGENT_RESUME_SCRIPT printed, once it ends; None when it did not start or did not do all
+    it had to (the guest then gets it over SSH)."""
+    if pid is None:
+        return None
+    try:
+        code, out, _ = guestagent.wait(m.domain, pid, "the resume script", timeout=timeouts.AGENT)
+    except VagabondError:
+        return None
+    return out if code == 0 else None
+
+
+def _resume_over_ssh(wd: Workdir, m: Machine) -> process.Result:
+    """RESUME_SCRIPT, then the host's time, over SSH."""
+    result = _ssh(wd, m, ["sudo", "-n", "sh", "-c", RESUME_SCRIPT], input=secrets.token_hex(256))
+    # The host's time, sent over the connection now open (the first one may take seconds).
+    _ssh(wd, m, ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"])
+    return result
+
+
+def _ssh(wd: Workdir, m: Machine, command: list[str], *, input: str | None = None) -> process.Result:
+    """A command in the resumed guest, tried again while the guest is not reachable yet (ssh's 255);
+    WarmError when it fails."""
     deadline = time.monotonic() + timeouts.GUEST_COMMAND
     while True:
-        result = remote.run(
-            wd,
-            m.name,
-            ["sudo", "-n", "sh", "-c", RESUME_SCRIPT],
-            stream=False,
-            timeout=timeouts.GUEST_COMMAND,
-            input=secrets.token_hex(256),
-        )
+        result = remote.run(wd, m.name, command, stream=False, timeout=timeouts.GUEST_COMMAND, input=input)
         if result.returncode != 255 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    if result.returncode == 0:
-        # The host's time, sent over the connection now open (the first one may take seconds).
-        clock = remote.run(
-            wd,
-            m.name,
-            ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"],
-            stream=False,
-            timeout=timeouts.GUEST_COMMAND,
-        )
-        if clock.returncode != 0:
-            result = clock
     if result.returncode != 0:
         detail = result.stderr.strip()[-200:] or f"exit {result.returncode}"
-        raise WarmError(
-            f"{m.domain} does not answer over SSH after its restore: {detail}",
-            hint=_cold(wd),
-        )
+        raise WarmError(f"{m.domain} does not answer over SSH after its restore: {detail}", hint=_cold(wd))
     return result
 
 

@@ -107,3 +107,15 @@ def test_a_hostile_answer_gives_a_bounded_stderr_and_an_exit_code_of_its_own(age
 def test_a_domain_has_a_connected_agent_only_when_its_live_xml_says_so(monkeypatch, channel, connected):
     monkeypatch.setattr(libvirt, "domain_xml", lambda name: f"<domain><devices>{channel}</devices></domain>")
     assert guestagent.connected(DOMAIN) is connected
+
+
+def test_a_program_started_now_is_waited_for_later_with_its_output(agent):
+    """resume starts the agent's script, opens SSH meanwhile, then takes the script's stdout."""
+    out, err = base64.b64encode(b"renewed\n").decode(), "%%%"  # an stderr that is no base64 reads as empty
+    agent["answers"]["guest-exec"] = ['{"return":{"pid":7}}']
+    agent["answers"]["guest-exec-status"] = [
+        json.dumps({"return": {"exited": True, "exitcode": 0, "out-data": out, "err-data": err}})
+    ]
+    pid = guestagent.start(DOMAIN, "/bin/sh", ["-c", "x"], input="1.000\n")
+    assert pid == 7 and [a["execute"] for a in agent["asked"]] == ["guest-exec"], "started, not waited for"
+    assert guestagent.wait(DOMAIN, pid, "the script") == (0, "renewed\n", "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -225,10 +226,12 @@ def test_gc_drops_the_warm_image_of_a_work_directory_that_is_gone_and_keeps_the_
 
 @pytest.fixture
 def resume_world(box_wd, monkeypatch):
-    """after_resume against a recorded libvirt and guest: what it asked of each, in order."""
+    """after_resume against a recorded libvirt, guest agent and guest: what it asked of each, in
+    order. world["agent"]: None (no agent at the save), or what the agent's script does now: "ok",
+    "fails" (exit 1), "refuses" (guest-exec not taken), "hangs" (does not end)."""
     box, wd = box_wd
     calls: list[tuple] = []
-    world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True}
+    world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True, "agent": None}
     monkeypatch.setattr(warm.remote, "write_ssh_config", lambda wd, config: calls.append(("ssh_config",)))
     monkeypatch.setattr(warm.remote, "addresses", lambda wd: {"default": "192.168.121.7"})
     monkeypatch.setattr(warm.remote, "close_master", lambda wd, machine: calls.append(("close_master", machine)))
@@ -242,29 +245,59 @@ def resume_world(box_wd, monkeypatch):
             world["leases"][mac] = "192.168.121.7"
 
     monkeypatch.setattr(libvirt, "set_link", set_link)
+    renewed = lambda: "renewed\n" if world["networkd"] else "\n"  # noqa: E731
 
-    def first_command(wd, m):
-        calls.append(("first_command", m.name))
-        return SimpleNamespace(stdout="renewed\n" if world["networkd"] else "\n")
+    def ssh(wd, m, command, input=None):
+        calls.append(("ssh", " ".join(command)[:20]))
+        if "urandom" in " ".join(command):  # the randomness goes over SSH, never in an argument
+            assert re.fullmatch(r"[0-9a-f]{512}", input or "")
+        return SimpleNamespace(stdout=renewed() if "RenewLink" in " ".join(command) else "")
 
-    monkeypatch.setattr(resume, "_first_command", first_command)
+    def start(domain, path, args, input=""):
+        calls.append(("agent start", path, args[0]))
+        assert args[1] == resume.AGENT_RESUME_SCRIPT
+        assert re.fullmatch(r"\d+\.\d{3}\n", input), "the host's time, and no secret: virsh's arguments carry it"
+        if world["agent"] == "refuses":
+            raise warm.WarmError("the agent did not run /bin/sh")
+        return 42
+
+    def wait(domain, pid, path, timeout):
+        calls.append(("agent wait", pid))
+        if world["agent"] == "hangs":
+            raise warm.WarmError(f"{path} did not end within {timeout}s")
+        return (0, renewed(), "") if world["agent"] == "ok" else (1, "", "date: cannot set date")
+
+    monkeypatch.setattr(resume, "_ssh", ssh)
+    monkeypatch.setattr(resume.guestagent, "start", start)
+    monkeypatch.setattr(resume.guestagent, "wait", wait)
     monkeypatch.setattr(warm.ledger, "read", lambda: {"networks": list(world["ours"])})
     return wd, calls, world
+
+
+def meta_of(wd, world) -> dict:
+    meta = description(wd)
+    meta["machines"][0]["agent"] = world["agent"] is not None
+    return meta
+
+
+RESEED = ("ssh", "sh -c cat > /dev/ura")
+RESUME_OVER_SSH = [("ssh", "sudo -n sh -c cat > "), ("ssh", "sudo -n date -u -s @")]
 
 
 def test_a_resumed_guest_whose_lease_the_network_knows_keeps_its_link(resume_world):
     wd, calls, world = resume_world
     world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
-    resume.after_resume(wd, description(wd))
-    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command"]
+    resume.after_resume(wd, meta_of(wd, world))
+    assert calls == [("ssh_config",), ("announce", "vagrant-libvirt", "192.168.121.7"), *RESUME_OVER_SSH]
 
 
 def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up(resume_world):
     """dnsmasq ignores a renewal of a lease it never gave: the guest must ask afresh."""
     wd, calls, world = resume_world
-    resume.after_resume(wd, description(wd))
-    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
+    resume.after_resume(wd, meta_of(wd, world))
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "set_link", "set_link", "ssh", "ssh"]
     assert [c[2] for c in calls if c[0] == "set_link"] == [False, True]
+    assert calls[-2:] == RESUME_OVER_SSH
 
 
 def test_a_resumed_guest_without_networkd_gets_its_link_taken_down_and_up_lease_or_not(resume_world):
@@ -272,8 +305,64 @@ def test_a_resumed_guest_without_networkd_gets_its_link_taken_down_and_up_lease_
     wd, calls, world = resume_world
     world["networkd"] = False
     world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
-    resume.after_resume(wd, description(wd))
-    assert [c[0] for c in calls] == ["ssh_config", "announce", "first_command", "set_link", "set_link"]
+    resume.after_resume(wd, meta_of(wd, world))
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "ssh", "ssh", "set_link", "set_link"]
+
+
+@pytest.mark.parametrize("networkd", [True, False])
+def test_a_guest_with_an_agent_gets_its_time_and_renewal_through_it_before_its_links(resume_world, networkd):
+    """The renewal's outcome decides the links: the agent's script is waited for first; then one
+    SSH connection, for the commands after."""
+    wd, calls, world = resume_world
+    world["agent"], world["networkd"] = "ok", networkd
+    world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    resume.after_resume(wd, meta_of(wd, world))
+    links = ["set_link", "set_link"] if not networkd else []
+    assert [c[0] for c in calls] == ["ssh_config", "announce", "agent start", "agent wait", *links, "ssh"]
+    assert calls[2] == ("agent start", "/bin/sh", "-c") and calls[-1] == RESEED
+
+
+def test_on_a_network_made_anew_the_agent_works_while_the_link_and_ssh_come_back(resume_world):
+    """Nothing waits for the agent's script until the SSH connection is open."""
+    wd, calls, world = resume_world
+    world["agent"] = "ok"
+    resume.after_resume(wd, meta_of(wd, world))
+    assert [c[0] for c in calls] == [
+        "ssh_config",
+        "announce",
+        "agent start",
+        "set_link",
+        "set_link",
+        "ssh",
+        "agent wait",
+    ]
+    assert calls[-2] == RESEED
+
+
+@pytest.mark.parametrize("agent", ["fails", "refuses", "hangs"])
+@pytest.mark.parametrize("leased", [True, False])
+def test_what_a_failing_agent_did_not_do_the_ssh_connection_does(resume_world, agent, leased):
+    wd, calls, world = resume_world
+    world["agent"] = agent
+    if leased:
+        world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    resume.after_resume(wd, meta_of(wd, world))
+    assert calls[-2:] == RESUME_OVER_SSH, "the script and the time over SSH, last"
+    started = agent != "refuses"
+    assert (RESEED in calls) == (started and not leased), "SSH opened meanwhile only while the agent ran"
+    assert (("agent wait", 42) in calls) == started
+
+
+def test_a_guest_without_network_cards_is_resumed_over_ssh_or_its_agent(resume_world):
+    wd, calls, world = resume_world
+    meta = meta_of(wd, world)
+    meta["machines"][0]["interfaces"] = []
+    resume.after_resume(wd, meta)
+    assert calls == [("ssh_config",), *RESUME_OVER_SSH]
+    calls.clear()
+    world["agent"] = "ok"
+    resume.after_resume(wd, meta_of(wd, world) | {"machines": [meta["machines"][0] | {"agent": True}]})
+    assert [c[0] for c in calls] == ["ssh_config", "agent start", "ssh", "agent wait"]
 
 
 def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume_world, monkeypatch):

@@ -75,19 +75,23 @@ start_daemon() {
 # reap it late (this sandbox's: about 2 s), and libvirtd waits for each QEMU it stops to be gone,
 # so every destroy and shutdown waited those seconds. `reaped CMD ...` runs CMD (a daemon that
 # forks into the background) under such a reaper in a session of its own, and returns CMD's exit
-# status once CMD has returned; the reaper stays, holding none of the caller's files.
+# status once CMD has returned; the reaper stays, holding none of the caller's files (nor its
+# working directory).
 REAPER='
 import ctypes, os, sys
-ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+    sys.stderr.write("sandbox: no subreaper (prctl failed): orphans go to PID 1\n")
 child = os.fork()
 if child == 0:
-    os.close(3)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status = os.waitpid(child, 0)
 os.write(3, b"%d" % os.waitstatus_to_exitcode(status))
+os.chdir("/")
 nothing = os.open(os.devnull, os.O_RDWR)
-for fd in (0, 1, 2, 3):
+for fd in (0, 1, 2):
     os.dup2(nothing, fd)
+os.closerange(3, os.sysconf("SC_OPEN_MAX"))
 while True:
     try:
         os.wait()

@@ -134,18 +134,19 @@ def save(box: Box, wd: Workdir) -> dict:
 
 # Memory the guest freed still holds what it held, and the save writes it out as it would a page in
 # use. Pages a process faults in are handed out cleared, and the kernel does not write to a page it
-# takes back: one process that touches all but 64 MiB of the free memory leaves it zero, and QEMU's
-# save records a zero page in a few bytes. It asks to be the OOM killer's first choice. A guest
-# without python3 keeps its free memory as it is.
+# takes back: one process that touches the free memory but a margin (64 MiB, or 1/32 of the
+# guest's memory if more: the kernel's reserves grow with it) leaves it zero, and QEMU's save
+# records a zero page in a few bytes. It asks to be the OOM killer's first choice. A guest without
+# python3 keeps its free memory as it is (a larger image, nothing else).
 ZERO_FREE = """import mmap
 with open("/proc/self/oom_score_adj", "w") as oom:
     oom.write("1000")
 with open("/proc/meminfo") as meminfo:
-    free = [int(line.split()[1]) for line in meminfo if line.startswith("MemFree:")][0] * 1024
-size = (free - 64 * 2**20) // 4096 * 4096
+    info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in meminfo if line.split()[1:2]}
+size = (info["MemFree"] - max(64 * 2**20, info["MemTotal"] // 32)) // mmap.PAGESIZE * mmap.PAGESIZE
 if size > 0:
-    memory = mmap.mmap(-1, size)
-    memory[::4096] = bytes(size // 4096)
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    memory[:: mmap.PAGESIZE] = bytes(size // mmap.PAGESIZE)
 """
 
 

@@ -113,19 +113,24 @@ RENEW_SCRIPT = (
 RESEED = "cat > /dev/urandom"
 # Over SSH (sudo), where the agent does not do it: the randomness, then the renewal.
 RESUME_SCRIPT = f"{RESEED} && {RENEW_SCRIPT}"
-# By the guest's agent (root): the host's time, the first line of its stdin, sent as the agent
-# starts it (a fraction of a second off, where over SSH it waited for the connection and sudo),
-# then the renewal.
-AGENT_RESUME_SCRIPT = f'read -r t && date -u -s "@$t" >/dev/null && {RENEW_SCRIPT}'
+# By the guest's agent (root), as the guest resumes: the host's time, the first line of its stdin,
+# sent as the agent starts it (a fraction of a second off, where over SSH it waited for the
+# connection and sudo).
+AGENT_CLOCK = 'read -r t && date -u -s "@$t" >/dev/null'
 
 
 def after_resume(wd: Workdir, meta: dict) -> None:
     """Resumed guests: reachable at the address they had (the SSH configuration as saved), given the
     host's time and fresh randomness, and their leases renewed (by networkd in the guest; else their
     links go down and up, and the guest asks again), so that vagrant-libvirt finds them; the SSH
-    configuration follows an address that changed. A guest whose agent ran programs at the save
-    gets the time, the randomness and the renewal through it, while its SSH connection opens; any
-    other guest, or one whose agent fails it now, over that connection."""
+    configuration follows an address that changed.
+
+    A NIC whose lease the network does not know (a network made anew ignores the renewal of a lease
+    it never gave, though libvirt's dnsmasq is authoritative) goes down and up at once, and the
+    first SSH connection waits for its new lease. A guest whose agent ran programs at the save has
+    its clock set by the agent meanwhile; the randomness, and the renewal of a known lease, go over
+    that first connection (the renewal with sudo). Any other guest, or one whose agent fails it
+    now, gets all of it over SSH with sudo."""
     saved = meta.get("ssh") or ""
     config = saved.split("\nHost *\n")[0]  # Vagrant's part: write_ssh_config adds vagabond's own
     remote.write_ssh_config(wd, config)
@@ -134,65 +139,75 @@ def after_resume(wd: Workdir, meta: dict) -> None:
         address = remote.addresses(wd).get(m.name)
         if first and address:
             libvirt.announce(first["network"], address, first["mac"])
-        # A network's DHCP server that knows the NIC's lease (the network outlived the save) keeps
-        # it when the guest's networkd renews it. One made anew ignores a renewal of a lease it
-        # never gave, and a guest without networkd renews nothing: only the link going down and up
-        # makes the guest ask afresh.
+        clock = _agent_start(m, AGENT_CLOCK, f"{time.time():.3f}\n")
         unleased = [nic for nic in m.interfaces if libvirt.lease_address(nic["network"], nic["mac"]) is None]
-        renewing = len(unleased) < len(m.interfaces)
-        pending = _agent_start(m)  # the agent's script, running meanwhile
-        over_ssh = pending is None  # what the agent does not do, the first SSH connection does
-        renewed = opened = False
-        if renewing:  # the renewal's outcome decides which links go down and up: wait for it
-            out = None if over_ssh else _agent_result(m, pending)
-            if out is None:
-                out, opened = _resume_over_ssh(wd, m).stdout, True
-            renewed, pending, over_ssh = "renewed" in out, None, False
-        for nic in m.interfaces:
-            if nic in unleased or not renewed:
-                libvirt.set_link(m.domain, nic["mac"], up=False)
-                libvirt.set_link(m.domain, nic["mac"], up=True)
-        if first:
-            deadline = time.monotonic() + timeouts.LEASE
-            while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
-                if time.monotonic() > deadline:
-                    raise WarmError(
-                        f"{m.domain} got no address from network {first['network']} "
-                        f"within {timeouts.LEASE:.0f}s after its restore",
-                        hint=_cold(wd),
-                    )
-                time.sleep(0.1)
-            if remote.addresses(wd).get(m.name) != address:
-                remote.close_master(wd, m.name)
-                config = _with_address(config, m.name, address)
-                remote.write_ssh_config(wd, config)
-        if over_ssh:
-            _resume_over_ssh(wd, m)
-        elif not opened:
-            # The connection the next commands share, opened while the agent works.
-            _ssh(wd, m, ["sh", "-c", RESEED], input=secrets.token_hex(256))
-            if pending is not None and _agent_result(m, pending) is None:
-                _resume_over_ssh(wd, m)
+        for nic in unleased:
+            _bounce(m, nic)
+        if first in unleased:
+            config = _leased(wd, m, config)
+        leased = [nic for nic in m.interfaces if nic not in unleased]
+        if clock is None:
+            out = _resume_over_ssh(wd, m).stdout
+        else:
+            # The connection the next commands share, opened while the agent sets the clock: the
+            # randomness, and where a lease is known its renewal (with sudo, as without an agent:
+            # the network's DHCP server saw none sent through the agent as the guest resumed).
+            command = ["sudo", "-n", "sh", "-c", RESUME_SCRIPT] if leased else ["sh", "-c", RESEED]
+            out = _ssh(wd, m, command, input=secrets.token_hex(256)).stdout
+            if _agent_result(m, clock) is None:
+                _ssh(wd, m, ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"])
+        if leased and "renewed" not in out:
+            for nic in leased:
+                _bounce(m, nic)
+            if first in leased:
+                config = _leased(wd, m, config)
 
 
-def _agent_start(m: Machine) -> int | None:
-    """AGENT_RESUME_SCRIPT started by the guest's agent: its pid in the guest; None when the guest's
-    agent did not run programs at the save, or does not take this one now."""
+def _bounce(m: Machine, nic: dict) -> None:
+    """The NIC's link down and up: the guest asks for a lease afresh."""
+    libvirt.set_link(m.domain, nic["mac"], up=False)
+    libvirt.set_link(m.domain, nic["mac"], up=True)
+
+
+def _leased(wd: Workdir, m: Machine, config: str) -> str:
+    """Once the network has leased the machine's first NIC an address: the SSH configuration,
+    changed (and written) when the address did."""
+    first = m.interfaces[0]
+    deadline = time.monotonic() + timeouts.LEASE
+    while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
+        if time.monotonic() > deadline:
+            raise WarmError(
+                f"{m.domain} got no address from network {first['network']} "
+                f"within {timeouts.LEASE:.0f}s after its restore",
+                hint=_cold(wd),
+            )
+        time.sleep(0.1)
+    if remote.addresses(wd).get(m.name) != address:
+        remote.close_master(wd, m.name)
+        config = _with_address(config, m.name, address)
+        remote.write_ssh_config(wd, config)
+    return config
+
+
+def _agent_start(m: Machine, script: str, input: str) -> int | None:
+    """``sh -c SCRIPT`` started by the guest's agent, ``input`` on its stdin: its pid in the guest;
+    None when the guest's agent did not run programs at the save, or does not take this one now."""
     if not m.agent:
         return None
     try:
-        return guestagent.start(m.domain, "/bin/sh", ["-c", AGENT_RESUME_SCRIPT], input=f"{time.time():.3f}\n")
+        return guestagent.start(m.domain, "/bin/sh", ["-c", script], input=input)
     except VagabondError:
         return None
 
 
 def _agent_result(m: Machine, pid: int | None) -> str | None:
-    """What AGENT_RESUME_SCRIPT printed, once it ends; None when it did not start or did not do all
-    it had to (the guest then gets it over SSH)."""
+    """What the agent's script printed, once it ends; None when it did not start, or failed (the
+    guest then gets it over SSH)."""
     if pid is None:
         return None
     try:
-        code, out, _ = guestagent.wait(m.domain, pid, "the resume script", timeout=timeouts.AGENT)
+        # `date` takes a fraction of a second; an agent that has not run it by then, SSH stands in for.
+        code, out, _ = guestagent.wait(m.domain, pid, "the guest's clock", timeout=5)
     except VagabondError:
         return None
     return out if code == 0 else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -254,18 +255,24 @@ def resume_world(box_wd, monkeypatch):
         return SimpleNamespace(stdout=renewed() if "RenewLink" in " ".join(command) else "")
 
     def start(domain, path, args, input=""):
-        calls.append(("agent start", path, args[0]))
-        assert args[1] == resume.AGENT_RESUME_SCRIPT
-        assert re.fullmatch(r"\d+\.\d{3}\n", input), "the host's time, and no secret: virsh's arguments carry it"
+        script = {resume.AGENT_CLOCK: "clock"}[args[1]]
+        calls.append(("agent start", script))
+        assert path == "/bin/sh" and args[0] == "-c"
+        if script == "clock":
+            assert re.fullmatch(r"\d+\.\d{3}\n", input), "the host's time, and no secret: virsh's arguments carry it"
+            assert abs(float(input) - time.time()) < 1, "the time as the agent starts the script"
         if world["agent"] == "refuses":
             raise warm.WarmError("the agent did not run /bin/sh")
-        return 42
+        return 41
 
     def wait(domain, pid, path, timeout):
         calls.append(("agent wait", pid))
+        assert timeout <= 10, "the script's own worst case (5 s a link), not the agent's 30 s"
         if world["agent"] == "hangs":
             raise warm.WarmError(f"{path} did not end within {timeout}s")
-        return (0, renewed(), "") if world["agent"] == "ok" else (1, "", "date: cannot set date")
+        if world["agent"] != "ok":
+            return 1, "", "date: cannot set date"
+        return 0, "", ""
 
     monkeypatch.setattr(resume, "_ssh", ssh)
     monkeypatch.setattr(resume.guestagent, "start", start)
@@ -281,18 +288,25 @@ def meta_of(wd, world) -> dict:
 
 
 RESEED = ("ssh", "sh -c cat > /dev/ura")
-RESUME_OVER_SSH = [("ssh", "sudo -n sh -c cat > "), ("ssh", "sudo -n date -u -s @")]
+CLOCK = ("ssh", "sudo -n date -u -s @")
+RESUME_OVER_SSH = [("ssh", "sudo -n sh -c cat > "), CLOCK]
+LEASE = "52:54:00:12:34:56"
+
+
+def kinds(calls) -> list[str]:
+    return [c[0] if c[0] not in ("ssh", "agent start", "agent wait") else f"{c[0]} {c[1]}" for c in calls]
 
 
 def test_a_resumed_guest_whose_lease_the_network_knows_keeps_its_link(resume_world):
     wd, calls, world = resume_world
-    world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    world["leases"][LEASE] = "192.168.121.7"
     resume.after_resume(wd, meta_of(wd, world))
     assert calls == [("ssh_config",), ("announce", "vagrant-libvirt", "192.168.121.7"), *RESUME_OVER_SSH]
 
 
-def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up(resume_world):
-    """dnsmasq ignores a renewal of a lease it never gave: the guest must ask afresh."""
+def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up_first(resume_world):
+    """dnsmasq ignores a renewal of a lease it never gave: the guest must ask afresh, and SSH goes to
+    the address it then has."""
     wd, calls, world = resume_world
     resume.after_resume(wd, meta_of(wd, world))
     assert [c[0] for c in calls] == ["ssh_config", "announce", "set_link", "set_link", "ssh", "ssh"]
@@ -304,39 +318,43 @@ def test_a_resumed_guest_without_networkd_gets_its_link_taken_down_and_up_lease_
     """Its DHCP client's timers stood still while it was saved; the server's did not."""
     wd, calls, world = resume_world
     world["networkd"] = False
-    world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    world["leases"][LEASE] = "192.168.121.7"
     resume.after_resume(wd, meta_of(wd, world))
     assert [c[0] for c in calls] == ["ssh_config", "announce", "ssh", "ssh", "set_link", "set_link"]
 
 
 @pytest.mark.parametrize("networkd", [True, False])
-def test_a_guest_with_an_agent_gets_its_time_and_renewal_through_it_before_its_links(resume_world, networkd):
-    """The renewal's outcome decides the links: the agent's script is waited for first; then one
-    SSH connection, for the commands after."""
+def test_with_an_agent_the_clock_is_set_as_ssh_opens_and_a_known_lease_renewed_over_it(resume_world, networkd):
+    """The renewal goes over SSH with sudo: from the agent's SELinux domain the D-Bus call may fail
+    silently."""
     wd, calls, world = resume_world
     world["agent"], world["networkd"] = "ok", networkd
-    world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+    world["leases"][LEASE] = "192.168.121.7"
     resume.after_resume(wd, meta_of(wd, world))
     links = ["set_link", "set_link"] if not networkd else []
-    assert [c[0] for c in calls] == ["ssh_config", "announce", "agent start", "agent wait", *links, "ssh"]
-    assert calls[2] == ("agent start", "/bin/sh", "-c") and calls[-1] == RESEED
+    assert kinds(calls) == [
+        "ssh_config",
+        "announce",
+        "agent start clock",
+        "ssh sudo -n sh -c cat > ",
+        "agent wait 41",
+        *links,
+    ]
 
 
-def test_on_a_network_made_anew_the_agent_works_while_the_link_and_ssh_come_back(resume_world):
-    """Nothing waits for the agent's script until the SSH connection is open."""
+def test_on_a_network_made_anew_the_agent_sets_the_clock_while_the_link_and_ssh_come_back(resume_world):
     wd, calls, world = resume_world
     world["agent"] = "ok"
     resume.after_resume(wd, meta_of(wd, world))
-    assert [c[0] for c in calls] == [
+    assert kinds(calls) == [
         "ssh_config",
         "announce",
-        "agent start",
+        "agent start clock",
         "set_link",
         "set_link",
-        "ssh",
-        "agent wait",
+        "ssh sh -c cat > /dev/ura",
+        "agent wait 41",
     ]
-    assert calls[-2] == RESEED
 
 
 @pytest.mark.parametrize("agent", ["fails", "refuses", "hangs"])
@@ -345,12 +363,14 @@ def test_what_a_failing_agent_did_not_do_the_ssh_connection_does(resume_world, a
     wd, calls, world = resume_world
     world["agent"] = agent
     if leased:
-        world["leases"]["52:54:00:12:34:56"] = "192.168.121.7"
+        world["leases"][LEASE] = "192.168.121.7"
     resume.after_resume(wd, meta_of(wd, world))
-    assert calls[-2:] == RESUME_OVER_SSH, "the script and the time over SSH, last"
-    started = agent != "refuses"
-    assert (RESEED in calls) == (started and not leased), "SSH opened meanwhile only while the agent ran"
-    assert (("agent wait", 42) in calls) == started
+    over_ssh = [c for c in calls if c[0] == "ssh"]
+    if agent == "refuses":  # it runs nothing: all of it over SSH, as for a guest without one
+        assert over_ssh == RESUME_OVER_SSH
+    else:  # the first connection as it would be, then the time over it
+        assert over_ssh == [RESUME_OVER_SSH[0] if leased else RESEED, CLOCK]
+    assert bool([c for c in calls if c[0] == "set_link"]) != leased, "renewed over SSH: no link down"
 
 
 def test_a_guest_without_network_cards_is_resumed_over_ssh_or_its_agent(resume_world):
@@ -360,9 +380,11 @@ def test_a_guest_without_network_cards_is_resumed_over_ssh_or_its_agent(resume_w
     resume.after_resume(wd, meta)
     assert calls == [("ssh_config",), *RESUME_OVER_SSH]
     calls.clear()
+    resume.after_resume(wd, meta | {"machines": [meta["machines"][0] | {"agent": True}]})
     world["agent"] = "ok"
-    resume.after_resume(wd, meta_of(wd, world) | {"machines": [meta["machines"][0] | {"agent": True}]})
-    assert [c[0] for c in calls] == ["ssh_config", "agent start", "ssh", "agent wait"]
+    calls.clear()
+    resume.after_resume(wd, meta | {"machines": [meta["machines"][0] | {"agent": True}]})
+    assert kinds(calls) == ["ssh_config", "agent start clock", "ssh sh -c cat > /dev/ura", "agent wait 41"]
 
 
 def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume_world, monkeypatch):
@@ -618,3 +640,15 @@ def test_a_description_from_before_the_agent_is_read_and_up_says_its_format_diff
     run = UpRun(box, wd, UpOptions(), Decision("kvm", "test"), None)
     assert lifecycle.warm_image(run) is None
     assert "the warm image format differs" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_save_first_zeroes_the_guests_free_memory_then_reads_its_login_back_in(box_wd, monkeypatch):
+    box, wd = box_wd
+    ran = []
+    monkeypatch.setattr(warm.remote, "run", lambda wd, m, command, **kw: ran.append((command, kw.get("input"))))
+    monkeypatch.setattr(warm.remote, "close_master", lambda wd, m: ran.append(("close",)))
+    warm._quiesce(wd, "default")
+    (quiesce, given), close, (login, _) = ran
+    assert quiesce[:4] == ["sudo", "-n", "sh", "-c"] and given == warm.ZERO_FREE
+    assert quiesce[4].index("drop_caches") < quiesce[4].index("python3 -"), "caches dropped, then memory zeroed"
+    assert close == ("close",) and "date" in login[4], "then one fresh login"

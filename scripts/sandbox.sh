@@ -78,12 +78,14 @@ start_daemon() {
 # status once CMD has returned; the reaper stays, holding none of the caller's files (nor its
 # working directory).
 REAPER='
-import ctypes, os, sys
+import ctypes, os, signal, sys
 if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
     sys.stderr.write("sandbox: no subreaper (prctl failed): orphans go to PID 1\n")
 child = os.fork()
 if child == 0:
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    for ignored in (signal.SIGPIPE, signal.SIGXFSZ):  # as Python set them: the daemon gets the defaults
+        signal.signal(ignored, signal.SIG_DFL)
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status = os.waitpid(child, 0)
 os.write(3, b"%d" % os.waitstatus_to_exitcode(status))

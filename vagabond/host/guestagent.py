@@ -3,8 +3,8 @@ it answers, and a program run in the guest with its exit code. libvirt carries t
 this works for a user in the libvirt group as for root; the agent's socket is libvirtd's own.
 
 vagabond uses it for a VM restored from a warm image (vagabond.vm.resume): one from elsewhere gets
-a new SSH key before its network comes back, and a guest with an agent gets the host's time and
-fresh randomness while its SSH connection opens, not over it."""
+a new SSH key before its network comes back, and a guest with an agent gets the host's time as it
+resumes, while its SSH connection opens, not over it."""
 
 from __future__ import annotations
 

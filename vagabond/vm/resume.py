@@ -140,7 +140,14 @@ def after_resume(wd: Workdir, meta: dict) -> None:
         if first and address:
             libvirt.announce(first["network"], address, first["mac"])
         clock = _agent_start(m, AGENT_CLOCK, f"{time.time():.3f}\n")
-        unleased = [nic for nic in m.interfaces if libvirt.lease_address(nic["network"], nic["mac"]) is None]
+        # The first NIC leased another address than the one SSH would go to (an earlier restore's)
+        # asks afresh too, so the address the SSH configuration gets is the one it ends with.
+        unleased = [
+            nic
+            for nic in m.interfaces
+            if (lease := libvirt.lease_address(nic["network"], nic["mac"])) is None
+            or (nic is first and address is not None and lease != address)
+        ]
         for nic in unleased:
             _bounce(m, nic)
         if first in unleased:

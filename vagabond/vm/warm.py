@@ -136,8 +136,9 @@ def save(box: Box, wd: Workdir) -> dict:
 # use. Pages a process faults in are handed out cleared, and the kernel does not write to a page it
 # takes back: one process that touches the free memory but a margin (64 MiB, or 1/32 of the
 # guest's memory if more: the kernel's reserves grow with it) leaves it zero, and QEMU's save
-# records a zero page in a few bytes. It asks to be the OOM killer's first choice. A guest without
-# python3 keeps its free memory as it is (a larger image, nothing else).
+# records a zero page in a few bytes. It asks to be the OOM killer's first choice, and has 90 s
+# (within the command's own time). A guest without python3 keeps its free memory as it is (a larger
+# image, nothing else).
 ZERO_FREE = """import mmap
 with open("/proc/self/oom_score_adj", "w") as oom:
     oom.write("1000")
@@ -157,7 +158,7 @@ def _quiesce(wd: Workdir, machine: str) -> None:
     wait on its disk."""
     quiesce = (
         "sync; fstrim -a >/dev/null 2>&1; sync; echo 3 > /proc/sys/vm/drop_caches; "
-        "command -v python3 >/dev/null 2>&1 && python3 - || true"
+        "command -v python3 >/dev/null 2>&1 && timeout 90 python3 - || true"
     )
     remote.run(
         wd,

@@ -148,10 +148,7 @@ def after_resume(wd: Workdir, meta: dict) -> None:
             if (lease := libvirt.lease_address(nic["network"], nic["mac"])) is None
             or (nic is first and address is not None and lease != address)
         ]
-        for nic in unleased:
-            _bounce(m, nic)
-        if first in unleased:
-            config = _leased(wd, m, config)
+        config = _ask_afresh(wd, m, unleased, config)
         leased = [nic for nic in m.interfaces if nic not in unleased]
         if clock is None:
             out = _resume_over_ssh(wd, m).stdout
@@ -161,19 +158,19 @@ def after_resume(wd: Workdir, meta: dict) -> None:
             # the network's DHCP server saw none sent through the agent as the guest resumed).
             command = ["sudo", "-n", "sh", "-c", RESUME_SCRIPT] if leased else ["sh", "-c", RESEED]
             out = _ssh(wd, m, command, input=secrets.token_hex(256)).stdout
-            if _agent_result(m, clock) is None:
+            if not _agent_done(m, clock):
                 _ssh(wd, m, ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"])
-        if leased and "renewed" not in out:
-            for nic in leased:
-                _bounce(m, nic)
-            if first in leased:
-                config = _leased(wd, m, config)
+        if "renewed" not in out:
+            config = _ask_afresh(wd, m, leased, config)
 
 
-def _bounce(m: Machine, nic: dict) -> None:
-    """The NIC's link down and up: the guest asks for a lease afresh."""
-    libvirt.set_link(m.domain, nic["mac"], up=False)
-    libvirt.set_link(m.domain, nic["mac"], up=True)
+def _ask_afresh(wd: Workdir, m: Machine, nics: list[dict], config: str) -> str:
+    """Each NIC's link down and up, so the guest asks for a lease afresh; the SSH configuration,
+    once the first NIC (when among them) has its lease."""
+    for nic in nics:
+        libvirt.set_link(m.domain, nic["mac"], up=False)
+        libvirt.set_link(m.domain, nic["mac"], up=True)
+    return _leased(wd, m, config) if m.interfaces and m.interfaces[0] in nics else config
 
 
 def _leased(wd: Workdir, m: Machine, config: str) -> str:
@@ -207,17 +204,14 @@ def _agent_start(m: Machine, script: str, input: str) -> int | None:
         return None
 
 
-def _agent_result(m: Machine, pid: int | None) -> str | None:
-    """What the agent's script printed, once it ends; None when it did not start, or failed (the
-    guest then gets it over SSH)."""
-    if pid is None:
-        return None
+def _agent_done(m: Machine, pid: int) -> bool:
+    """Whether the agent's script ended well; not when it failed or did not end (SSH stands in)."""
     try:
         # `date` takes a fraction of a second; an agent that has not run it by then, SSH stands in for.
-        code, out, _ = guestagent.wait(m.domain, pid, "the guest's clock", timeout=5)
+        code, _, _ = guestagent.wait(m.domain, pid, "the guest's clock", timeout=5)
     except VagabondError:
-        return None
-    return out if code == 0 else None
+        return False
+    return code == 0
 
 
 def _resume_over_ssh(wd: Workdir, m: Machine) -> process.Result:

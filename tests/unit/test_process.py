@@ -55,6 +55,27 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     assert not _alive(child), "the grandchild survived the timeout"
 
 
+def test_the_end_of_a_command_is_seen_at_once_not_looked_for_in_sleeps(monkeypatch):
+    """Popen.wait with a timeout sleeps between looks (up to 50 ms): each short virsh paid it."""
+    slept: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), real_sleep(s)))
+    result = process.run(["sleep", "0.2"], timeout=30)
+    assert result.returncode == 0 and slept == []
+    with pytest.raises(CommandFailed, match="timed out after 0.3s"):
+        process.check(["sleep", "5"], timeout=0.3)
+
+
+def test_without_a_pidfd_the_wait_still_ends_and_times_out(monkeypatch):
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(process.os, "pidfd_open", no_pidfd)
+    assert process.run(["true"], timeout=30).returncode == 0
+    with pytest.raises(CommandFailed, match="timed out"):
+        process.check(["sleep", "5"], timeout=0.3)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:

@@ -339,14 +339,13 @@ def set_link(domain: str, mac: str, up: bool) -> None:
     check("domif-setlink", domain, mac, "up" if up else "down")
 
 
-def lease_address(network: str, mac: str) -> str | None:
-    """The IPv4 address the network's DHCP server has leased to this MAC address, if any."""
-    result = run("net-dhcp-leases", network, "--mac", mac)
-    for line in result.stdout.splitlines():
-        match = re.search(r"\bipv4\s+(\d+\.\d+\.\d+\.\d+)/\d+", line)
-        if match and mac.lower() in line.lower():
-            return match.group(1)
-    return None
+def leases(network: str) -> dict[str, str]:
+    """The IPv4 addresses the network's DHCP server has leased, by MAC address (lower case)."""
+    found = {}
+    for line in run("net-dhcp-leases", network).stdout.splitlines():
+        if match := re.search(r"\b([0-9a-fA-F:]{17})\s+ipv4\s+(\d+\.\d+\.\d+\.\d+)/\d+", line):
+            found[match.group(1).lower()] = match.group(2)
+    return found
 
 
 def _bridge(network: str) -> str | None:

@@ -98,15 +98,17 @@ def ports_forward_at_once(meta: dict) -> None:
 
 # In the guest, after a resume, as root: where systemd-networkd runs, its DHCP leases renewed (a
 # request for the address it has: the network's server then holds the lease vagrant-libvirt looks
-# for). The request goes over D-Bus with no reply awaited: SELinux policies (Debian's among them)
-# deny networkd's reply to an unconfined caller, and `networkctl renew` then waits for it until its
+# for). Each request is left to run on its own (nohup: sudo's pty hangs up as the script ends): the
+# caller must stay connected until networkd has asked the bus who it is (systemd 252 fails the call
+# of one already gone, NameHasNoOwner, and renews nothing), and SELinux policies (Debian's among
+# them) deny networkd's reply to an unconfined caller, whom it would then keep waiting until its
 # timeout, the renewal long done. Prints "renewed" when it asked.
 RENEW_SCRIPT = (
-    "if command -v busctl >/dev/null 2>&1 && pidof systemd-networkd >/dev/null 2>&1; then r=renewed; "
+    "if command -v busctl >/dev/null 2>&1 && pidof systemd-networkd >/dev/null 2>&1; then "
     'for l in /sys/class/net/*; do [ "${l##*/}" = lo ] || '
-    "timeout 5 busctl call --expect-reply=no org.freedesktop.network1 /org/freedesktop/network1 "
-    'org.freedesktop.network1.Manager RenewLink i "$(cat "$l/ifindex")" >/dev/null 2>&1 || r=; '
-    'done; echo "$r"; fi'
+    "nohup busctl call --timeout=10 org.freedesktop.network1 /org/freedesktop/network1 "
+    'org.freedesktop.network1.Manager RenewLink i "$(cat "$l/ifindex")" </dev/null >/dev/null 2>&1 & '
+    "done; echo renewed; fi"
 )
 # Fresh randomness from the host (stdin), which any user may give the kernel: it goes over SSH, as
 # no program's arguments (the agent's requests are virsh's) show it.
@@ -125,12 +127,14 @@ def after_resume(wd: Workdir, meta: dict) -> None:
     links go down and up, and the guest asks again), so that vagrant-libvirt finds them; the SSH
     configuration follows an address that changed.
 
-    A NIC whose lease the network does not know (a network made anew ignores the renewal of a lease
-    it never gave, though libvirt's dnsmasq is authoritative) goes down and up at once, and the
-    first SSH connection waits for its new lease. A guest whose agent ran programs at the save has
-    its clock set by the agent meanwhile; the randomness, and the renewal of a known lease, go over
-    that first connection (the renewal with sudo). Any other guest, or one whose agent fails it
-    now, gets all of it over SSH with sudo."""
+    The first connection goes to the address the guest has: the network may not know its lease (a
+    network made anew), but libvirt's dnsmasq is authoritative and grants the renewal of an address
+    no other guest holds. Where the network leases that address to another guest, or the first NIC
+    another address (an earlier restore's), the first NIC asks afresh before the first connection;
+    any NIC still without a lease after the renewal asks afresh after it. A guest whose agent ran
+    programs at the save has its clock set by the agent meanwhile; the randomness and the renewal
+    (with sudo) go over that first connection. Any other guest, or one whose agent fails it now,
+    gets all of it over SSH."""
     saved = meta.get("ssh") or ""
     config = saved.split("\nHost *\n")[0]  # Vagrant's part: write_ssh_config adds vagabond's own
     remote.write_ssh_config(wd, config)
@@ -140,28 +144,43 @@ def after_resume(wd: Workdir, meta: dict) -> None:
         if first and address:
             libvirt.announce(first["network"], address, first["mac"])
         clock = _agent_start(m, AGENT_CLOCK, f"{time.time():.3f}\n")
-        # The first NIC leased another address than the one SSH would go to (an earlier restore's)
-        # asks afresh too, so the address the SSH configuration gets is the one it ends with.
-        unleased = [
-            nic
-            for nic in m.interfaces
-            if (lease := libvirt.lease_address(nic["network"], nic["mac"])) is None
-            or (nic is first and address is not None and lease != address)
-        ]
-        config = _ask_afresh(wd, m, unleased, config)
-        leased = [nic for nic in m.interfaces if nic not in unleased]
+        held = {nic["mac"]: _lease(nic) for nic in m.interfaces}
+        asked = [first] if first and not _free(first, address) else []
+        config = _ask_afresh(wd, m, asked, config)
         if clock is None:
             out = _resume_over_ssh(wd, m).stdout
         else:
-            # The connection the next commands share, opened while the agent sets the clock: the
-            # randomness, and where a lease is known its renewal (with sudo, as without an agent:
-            # the network's DHCP server saw none sent through the agent as the guest resumed).
-            command = ["sudo", "-n", "sh", "-c", RESUME_SCRIPT] if leased else ["sh", "-c", RESEED]
-            out = _ssh(wd, m, command, input=secrets.token_hex(256)).stdout
+            out = _ssh(wd, m, ["sudo", "-n", "sh", "-c", RESUME_SCRIPT], input=secrets.token_hex(256)).stdout
             if not _agent_done(m, clock):
                 _ssh(wd, m, ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"])
+        rest = [nic for nic in m.interfaces if nic not in asked]
         if "renewed" not in out:
-            config = _ask_afresh(wd, m, leased, config)
+            config = _ask_afresh(wd, m, rest, config)
+            continue
+        # A lease the network did not hold comes with the renewal's answer; where none comes (a NAK,
+        # a lost request), the NIC asks afresh.
+        pending = [nic for nic in rest if held[nic["mac"]] is None]
+        deadline = time.monotonic() + timeouts.RENEWAL
+        while (missing := [nic for nic in pending if _lease(nic) is None]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        config = _ask_afresh(wd, m, missing, config)
+        if first in pending and first not in missing:
+            config = _leased(wd, m, config)
+
+
+def _lease(nic: dict) -> str | None:
+    """The address the NIC's network has leased to its MAC address."""
+    return libvirt.leases(nic["network"]).get(nic["mac"].lower())
+
+
+def _free(nic: dict, address: str | None) -> bool:
+    """Whether SSH may go to ``address`` for this NIC: the network leases it to no other MAC address,
+    and this one no other address."""
+    if address is None:
+        return _lease(nic) is not None
+    held = libvirt.leases(nic["network"])
+    mine = held.get(nic["mac"].lower())
+    return mine in (None, address) and all(mac == nic["mac"].lower() for mac, a in held.items() if a == address)
 
 
 def _ask_afresh(wd: Workdir, m: Machine, nics: list[dict], config: str) -> str:
@@ -178,7 +197,7 @@ def _leased(wd: Workdir, m: Machine, config: str) -> str:
     changed (and written) when the address did."""
     first = m.interfaces[0]
     deadline = time.monotonic() + timeouts.LEASE
-    while (address := libvirt.lease_address(first["network"], first["mac"])) is None:
+    while (address := _lease(first)) is None:
         if time.monotonic() > deadline:
             raise WarmError(
                 f"{m.domain} got no address from network {first['network']} "

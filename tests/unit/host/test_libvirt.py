@@ -70,3 +70,24 @@ def test_an_upload_that_fails_leaves_no_volume(processes, tmp_path):
     with pytest.raises(CommandFailed, match="cannot upload"):
         libvirt.upload_volume("vagabond-warm-b-1-default-2.qcow2", image)
     assert processes.asked("virsh", "vol-delete", "vagabond-warm-b-1-default-2.qcow2")
+
+
+def test_the_networks_leases_are_read_by_mac_address_whatever_the_client_id_looks_like(processes):
+    """virsh's table as libvirt 9 prints it: a client ID of colon-separated hex, a hostname or none."""
+    processes.answer(
+        "virsh",
+        "net-dhcp-leases",
+        stdout=(
+            " Expiry Time           MAC address         Protocol   IP address           Hostname   Client ID or DUID\n"
+            "-" * 80 + "\n"
+            " 2026-12-08 01:11:13   52:54:00:7D:15:5f   ipv4       192.168.121.150/24   vagabond   "
+            "ff:66:18:dd:42:00:02:00:00:ab:11:cf:69:37:da:a2:d8:bb:bb\n"
+            " 2026-12-08 01:12:00   52:54:00:aa:bb:cc   ipv4       192.168.121.7/24     -          "
+            "01:52:54:00:aa:bb:cc\n"
+            " 2026-12-08 01:12:00   52:54:00:aa:bb:dd   ipv6       fd00::7/64           -          -\n"
+        ),
+    )
+    assert libvirt.leases("vagrant-libvirt") == {
+        "52:54:00:7d:15:5f": "192.168.121.150",
+        "52:54:00:aa:bb:cc": "192.168.121.7",
+    }

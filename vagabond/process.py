@@ -210,7 +210,7 @@ def _exited(proc: subprocess.Popen, timeout: float | None) -> int:
     """``proc.wait(timeout)``, woken the moment the child ends: with a timeout, Popen's own wait
     sleeps between looks, up to 50 ms, which each short command (virsh, ip) paid once more than it
     ran. A pidfd (Linux 5.3) becomes readable when its process ends."""
-    if timeout is None:
+    if timeout is None or proc.returncode is not None:  # reaped already: its pid may be another's
         return proc.wait()
     try:
         pidfd = os.pidfd_open(proc.pid)
@@ -219,8 +219,10 @@ def _exited(proc: subprocess.Popen, timeout: float | None) -> int:
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        if not poller.poll(max(0, int(timeout * 1000))):
-            raise subprocess.TimeoutExpired(proc.args, timeout)
+        deadline = time.monotonic() + timeout
+        while not poller.poll(min(max(0.0, deadline - time.monotonic()) * 1000, 2**31 - 1)):
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(proc.args, timeout)
     finally:
         os.close(pidfd)
     return proc.wait()

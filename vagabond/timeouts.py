@@ -74,7 +74,6 @@ GUEST_CLEANUP = _setting(1800, "GUEST_CLEANUP", "the cleanup before packaging (i
 SHUTDOWN = _setting(180, "SHUTDOWN", "a guest powering itself off")
 PLAYBOOK = _setting(3600, "PLAYBOOK", "one ansible-playbook run, reboots included")
 LEASE = _setting(60, "LEASE", "a restored guest's address from the network's DHCP server")
-RENEWAL = _setting(3, "RENEWAL", "a restored guest's renewed lease, before its link goes down and up")
 AGENT = _setting(30, "AGENT", "a restored guest's agent answering (its new SSH key goes through it)")
 # A real kernel printing its banner under KVM: ~1 s under TCG, so a host where KVM cannot run
 # ordinary guests (kvm_pvm, broken nesting) is found out by this (detect.smoke_boot).

@@ -62,6 +62,7 @@ def test_the_end_of_a_command_is_seen_at_once_not_looked_for_in_sleeps(monkeypat
     monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), real_sleep(s)))
     result = process.run(["sleep", "0.2"], timeout=30)
     assert result.returncode == 0 and slept == []
+    assert process.run(["true"], timeout=10**8).returncode == 0, "a timeout beyond poll's 24.8 days"
     with pytest.raises(CommandFailed, match="timed out after 0.3s"):
         process.check(["sleep", "5"], timeout=0.3)
 

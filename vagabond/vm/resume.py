@@ -5,6 +5,7 @@ and fresh randomness."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from pathlib import Path
@@ -102,7 +103,7 @@ def ports_forward_at_once(meta: dict) -> None:
 # caller must stay connected until networkd has asked the bus who it is (systemd 252 fails the call
 # of one already gone, NameHasNoOwner, and renews nothing), and SELinux policies (Debian's among
 # them) deny networkd's reply to an unconfined caller, whom it would then keep waiting until its
-# timeout, the renewal long done. Prints "renewed" when it asked.
+# timeout, the renewal long done. Prints "renewed" where networkd runs (the requests are on their way).
 RENEW_SCRIPT = (
     "if command -v busctl >/dev/null 2>&1 && pidof systemd-networkd >/dev/null 2>&1; then "
     'for l in /sys/class/net/*; do [ "${l##*/}" = lo ] || '
@@ -113,7 +114,7 @@ RENEW_SCRIPT = (
 # Fresh randomness from the host (stdin), which any user may give the kernel: it goes over SSH, as
 # no program's arguments (the agent's requests are virsh's) show it.
 RESEED = "cat > /dev/urandom"
-# Over SSH (sudo), where the agent does not do it: the randomness, then the renewal.
+# Over SSH (sudo): the randomness, then the renewal.
 RESUME_SCRIPT = f"{RESEED} && {RENEW_SCRIPT}"
 # By the guest's agent (root), as the guest resumes: the host's time, the first line of its stdin,
 # sent as the agent starts it (a fraction of a second off, where over SSH it waited for the
@@ -127,45 +128,36 @@ def after_resume(wd: Workdir, meta: dict) -> None:
     links go down and up, and the guest asks again), so that vagrant-libvirt finds them; the SSH
     configuration follows an address that changed.
 
-    The first connection goes to the address the guest has: the network may not know its lease (a
-    network made anew), but libvirt's dnsmasq is authoritative and grants the renewal of an address
-    no other guest holds. Where the network leases that address to another guest, or the first NIC
-    another address (an earlier restore's), the first NIC asks afresh before the first connection;
-    any NIC still without a lease after the renewal asks afresh after it. A guest whose agent ran
-    programs at the save has its clock set by the agent meanwhile; the randomness and the renewal
-    (with sudo) go over that first connection. Any other guest, or one whose agent fails it now,
-    gets all of it over SSH."""
+    SSH goes to the address the guest has only where the network leases that address to this guest
+    (a reset) and to no other. A NIC the network has no lease for (a network made anew), or whose
+    lease names another address, goes down and up first, and the network's DHCP server decides
+    which address the guest gets before the first connection goes anywhere. A guest whose agent ran
+    programs at the save has its clock set by the agent meanwhile; the randomness, and the renewal
+    of a known lease (with sudo), go over that first connection. Any other guest, or one whose
+    agent fails it now, gets all of it over SSH with sudo."""
     saved = meta.get("ssh") or ""
     config = saved.split("\nHost *\n")[0]  # Vagrant's part: write_ssh_config adds vagabond's own
     remote.write_ssh_config(wd, config)
     for m in machines(meta):
         first = m.interfaces[0] if m.interfaces else None
         address = remote.addresses(wd).get(m.name)
-        if first and address:
-            libvirt.announce(first["network"], address, first["mac"])
         clock = _agent_start(m, AGENT_CLOCK, f"{time.time():.3f}\n")
-        held = {nic["mac"]: _lease(nic) for nic in m.interfaces}
-        asked = [first] if first and not _free(first, address) else []
-        config = _ask_afresh(wd, m, asked, config)
+        unleased = [nic for nic in m.interfaces if not (_ours(nic, address) if nic is first else _lease(nic))]
+        if first and address and first not in unleased:
+            libvirt.announce(first["network"], address, first["mac"])
+        config = _ask_afresh(wd, m, unleased, config)
+        leased = [nic for nic in m.interfaces if nic not in unleased]
         if clock is None:
             out = _resume_over_ssh(wd, m).stdout
         else:
-            out = _ssh(wd, m, ["sudo", "-n", "sh", "-c", RESUME_SCRIPT], input=secrets.token_hex(256)).stdout
+            # The connection the next commands share, opened while the agent sets the clock: the
+            # randomness, and where a lease is known (not just granted afresh) its renewal, with sudo.
+            command = ["sudo", "-n", "sh", "-c", RESUME_SCRIPT] if leased else ["sh", "-c", RESEED]
+            out = _ssh(wd, m, command, input=secrets.token_hex(256)).stdout
             if not _agent_done(m, clock):
                 _ssh(wd, m, ["sudo", "-n", "date", "-u", "-s", f"@{time.time():.3f}"])
-        rest = [nic for nic in m.interfaces if nic not in asked]
         if "renewed" not in out:
-            config = _ask_afresh(wd, m, rest, config)
-            continue
-        # A lease the network did not hold comes with the renewal's answer; where none comes (a NAK,
-        # a lost request), the NIC asks afresh.
-        pending = [nic for nic in rest if held[nic["mac"]] is None]
-        deadline = time.monotonic() + timeouts.RENEWAL
-        while (missing := [nic for nic in pending if _lease(nic) is None]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        config = _ask_afresh(wd, m, missing, config)
-        if first in pending and first not in missing:
-            config = _leased(wd, m, config)
+            config = _ask_afresh(wd, m, leased, config)
 
 
 def _lease(nic: dict) -> str | None:
@@ -173,14 +165,11 @@ def _lease(nic: dict) -> str | None:
     return libvirt.leases(nic["network"]).get(nic["mac"].lower())
 
 
-def _free(nic: dict, address: str | None) -> bool:
-    """Whether SSH may go to ``address`` for this NIC: the network leases it to no other MAC address,
-    and this one no other address."""
-    if address is None:
-        return _lease(nic) is not None
+def _ours(nic: dict, address: str | None) -> bool:
+    """Whether the network leases ``address`` to this NIC's MAC address and to no other."""
     held = libvirt.leases(nic["network"])
-    mine = held.get(nic["mac"].lower())
-    return mine in (None, address) and all(mac == nic["mac"].lower() for mac, a in held.items() if a == address)
+    mac = nic["mac"].lower()
+    return address is not None and held.get(mac) == address and all(m == mac for m, a in held.items() if a == address)
 
 
 def _ask_afresh(wd: Workdir, m: Machine, nics: list[dict], config: str) -> str:
@@ -209,7 +198,21 @@ def _leased(wd: Workdir, m: Machine, config: str) -> str:
         remote.close_master(wd, m.name)
         config = _with_address(config, m.name, address)
         remote.write_ssh_config(wd, config)
+    if m.agent:
+        _holds(m, address)
     return config
+
+
+def _holds(m: Machine, address: str) -> None:
+    """Until the guest holds the address its lease names, as its agent sees it (a second at most):
+    a first connection sent before networkd has set it is lost, and TCP sends it again a second
+    later."""
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        found = libvirt.run("domifaddr", m.domain, "--source", "agent")
+        if not found.ok or re.search(rf"\s{re.escape(address)}/\d+", found.stdout):
+            return
+        time.sleep(0.05)
 
 
 def _agent_start(m: Machine, script: str, input: str) -> int | None:

@@ -232,7 +232,7 @@ def resume_world(box_wd, monkeypatch):
     "fails" (exit 1), "refuses" (guest-exec not taken), "hangs" (does not end)."""
     box, wd = box_wd
     calls: list[tuple] = []
-    world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True, "agent": None, "grants": True}
+    world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True, "agent": None}
     monkeypatch.setattr(warm.remote, "write_ssh_config", lambda wd, config: calls.append(("ssh_config",)))
     monkeypatch.setattr(warm.remote, "addresses", lambda wd: {"default": "192.168.121.7"})
     monkeypatch.setattr(warm.remote, "close_master", lambda wd, machine: calls.append(("close_master", machine)))
@@ -246,15 +246,19 @@ def resume_world(box_wd, monkeypatch):
             world["leases"][mac] = "192.168.121.7"
 
     monkeypatch.setattr(libvirt, "set_link", set_link)
+
+    def virsh(*args):
+        assert args[0] == "domifaddr" and args[2:] == ("--source", "agent"), args
+        calls.append(("guest's addresses",))
+        return SimpleNamespace(ok=True, stdout=" vnet0  52:54:00:12:34:56  ipv4  192.168.121.7/24\n")
+
+    monkeypatch.setattr(libvirt, "run", virsh)
     renewed = lambda: "renewed\n" if world["networkd"] else "\n"  # noqa: E731
 
     def ssh(wd, m, command, input=None):
         calls.append(("ssh", " ".join(command)[:20]))
         if "urandom" in " ".join(command):  # the randomness goes over SSH, never in an argument
             assert re.fullmatch(r"[0-9a-f]{512}", input or "")
-        if "RenewLink" in " ".join(command) and world["networkd"] and world["grants"]:
-            # libvirt's dnsmasq is authoritative: it grants the address the guest asks to renew
-            world["leases"].setdefault(LEASE, "192.168.121.7")
         return SimpleNamespace(stdout=renewed() if "RenewLink" in " ".join(command) else "")
 
     def start(domain, path, args, input=""):
@@ -300,25 +304,22 @@ def kinds(calls) -> list[str]:
     return [c[0] if c[0] not in ("ssh", "agent start", "agent wait") else f"{c[0]} {c[1]}" for c in calls]
 
 
-@pytest.mark.parametrize("known", [True, False])
-def test_a_resumed_guest_keeps_its_link_and_its_lease_is_renewed_known_or_not(resume_world, known):
-    """A network made anew knows no lease: libvirt's dnsmasq grants the renewal of the address the
-    guest has, so SSH goes there at once and no link goes down."""
+def test_a_resumed_guest_whose_lease_the_network_knows_keeps_its_link(resume_world):
     wd, calls, world = resume_world
-    if known:
-        world["leases"][LEASE] = "192.168.121.7"
+    world["leases"][LEASE] = "192.168.121.7"
     resume.after_resume(wd, meta_of(wd, world))
     assert calls == [("ssh_config",), ("announce", "vagrant-libvirt", "192.168.121.7"), *RESUME_OVER_SSH]
-    assert world["leases"] == {LEASE: "192.168.121.7"}
 
 
-def test_a_renewal_the_network_does_not_grant_has_the_link_go_down_and_up_after_ssh(resume_world, monkeypatch):
+def test_a_resumed_guest_on_a_network_made_anew_gets_its_link_taken_down_and_up_first(resume_world):
+    """The network's DHCP server decides which address the guest has before SSH goes anywhere (two
+    guests restored from one image would otherwise both answer at the saved address); the host's
+    neighbour entry is not pointed at an address the guest may not keep."""
     wd, calls, world = resume_world
-    world["grants"] = False
-    monkeypatch.setattr(warm.timeouts, "RENEWAL", 0.2)
     resume.after_resume(wd, meta_of(wd, world))
-    assert [c[0] for c in calls] == ["ssh_config", "announce", "ssh", "ssh", "set_link", "set_link"]
-    assert world["leases"] == {LEASE: "192.168.121.7"}
+    assert [c[0] for c in calls] == ["ssh_config", "set_link", "set_link", "ssh", "ssh"]
+    assert [c[2] for c in calls if c[0] == "set_link"] == [False, True]
+    assert calls[-2:] == RESUME_OVER_SSH
 
 
 def test_a_resumed_guest_without_networkd_gets_its_link_taken_down_and_up_lease_or_not(resume_world):
@@ -331,23 +332,37 @@ def test_a_resumed_guest_without_networkd_gets_its_link_taken_down_and_up_lease_
 
 
 @pytest.mark.parametrize("networkd", [True, False])
-@pytest.mark.parametrize("known", [True, False])
-def test_with_an_agent_the_clock_is_set_as_ssh_opens_and_the_lease_renewed_over_it(resume_world, networkd, known):
-    """The renewal goes over SSH with sudo: from the agent's SELinux domain the D-Bus call may fail
-    silently."""
+def test_with_an_agent_the_clock_is_set_as_ssh_opens_and_a_known_lease_renewed_over_it(resume_world, networkd):
+    """The renewal goes over SSH with sudo, as an unconfined caller under SELinux."""
     wd, calls, world = resume_world
     world["agent"], world["networkd"] = "ok", networkd
-    if known:
-        world["leases"][LEASE] = "192.168.121.7"
+    world["leases"][LEASE] = "192.168.121.7"
     resume.after_resume(wd, meta_of(wd, world))
-    links = ["set_link", "set_link"] if not networkd else []
+    links = ["set_link", "set_link", "guest's addresses"] if not networkd else []
     assert kinds(calls) == [
         "ssh_config",
-        "announce",
         "agent start clock",
+        "announce",
         "ssh sudo -n sh -c cat > ",
         "agent wait 41",
         *links,
+    ]
+
+
+def test_on_a_network_made_anew_the_agent_sets_the_clock_while_the_link_and_ssh_come_back(resume_world):
+    """A lease just granted needs no renewal: the first connection runs no sudo. SSH waits until
+    the guest holds the address (its agent says so): a connection sent before is lost for a second."""
+    wd, calls, world = resume_world
+    world["agent"] = "ok"
+    resume.after_resume(wd, meta_of(wd, world))
+    assert kinds(calls) == [
+        "ssh_config",
+        "agent start clock",
+        "set_link",
+        "set_link",
+        "guest's addresses",
+        "ssh sh -c cat > /dev/ura",
+        "agent wait 41",
     ]
 
 
@@ -360,8 +375,11 @@ def test_what_a_failing_agent_did_not_do_the_ssh_connection_does(resume_world, a
         world["leases"][LEASE] = "192.168.121.7"
     resume.after_resume(wd, meta_of(wd, world))
     over_ssh = [c for c in calls if c[0] == "ssh"]
-    assert over_ssh == RESUME_OVER_SSH, "what the agent did not do, the connection does: the time after the rest"
-    assert not [c for c in calls if c[0] == "set_link"], "renewed over SSH: no link down"
+    if agent == "refuses":  # it runs nothing: all of it over SSH, as for a guest without one
+        assert over_ssh == RESUME_OVER_SSH
+    else:  # the first connection as it would be, then the time over it
+        assert over_ssh == [RESUME_OVER_SSH[0] if leased else RESEED, CLOCK]
+    assert bool([c for c in calls if c[0] == "set_link"]) != leased, "renewed over SSH: no link down"
 
 
 def test_a_guest_without_network_cards_is_resumed_over_ssh_or_its_agent(resume_world):
@@ -373,14 +391,12 @@ def test_a_guest_without_network_cards_is_resumed_over_ssh_or_its_agent(resume_w
     calls.clear()
     world["agent"] = "ok"
     resume.after_resume(wd, meta | {"machines": [meta["machines"][0] | {"agent": True}]})
-    assert kinds(calls) == ["ssh_config", "agent start clock", "ssh sudo -n sh -c cat > ", "agent wait 41"]
+    assert kinds(calls) == ["ssh_config", "agent start clock", "ssh sh -c cat > /dev/ura", "agent wait 41"]
 
 
 def test_a_resumed_guest_that_gets_no_address_is_one_line_with_what_to_do(resume_world, monkeypatch):
     wd, calls, world = resume_world
     monkeypatch.setattr(warm.timeouts, "LEASE", 0.2)
-    monkeypatch.setattr(warm.timeouts, "RENEWAL", 0.2)
-    world["grants"] = False
     monkeypatch.setattr(libvirt, "set_link", lambda domain, mac, up: calls.append(("set_link", mac, up)))
     with pytest.raises(warm.WarmError, match=r"got no address from network vagrant-libvirt within 0s") as exc:
         resume.after_resume(wd, description(wd))
@@ -647,11 +663,27 @@ def test_the_save_first_zeroes_the_guests_free_memory_then_reads_its_login_back_
 
 
 @pytest.mark.parametrize("leased", [{LEASE: "192.168.121.99"}, {"52:54:00:aa:bb:cc": "192.168.121.7"}])
-def test_a_lease_of_another_address_or_to_another_guest_has_the_guest_ask_afresh_before_ssh(resume_world, leased):
+def test_a_lease_of_another_address_or_to_another_guest_has_the_guest_ask_afresh_before_ssh(
+    resume_world, leased, monkeypatch
+):
     """The network leased the NIC another address (at an earlier restore) than SSH's configuration
-    names, or that address to another guest: the link goes down and up, and SSH goes to the address
-    the guest then has, never to another guest."""
+    names, or that address to another guest: the link goes down and up before any connection, SSH
+    goes to the address the guest then has, and the host's neighbour entry for the other guest's
+    address is left alone."""
     wd, calls, world = resume_world
     world["leases"] = dict(leased)
-    resume.after_resume(wd, meta_of(wd, world))
-    assert [c[0] for c in calls] == ["ssh_config", "announce", "set_link", "set_link", "ssh", "ssh"]
+
+    def set_link(domain, mac, up):
+        calls.append(("set_link", mac, up))
+        if up:  # a free address
+            world["leases"][mac] = "192.168.121.42"
+
+    written: list[str] = []
+    monkeypatch.setattr(libvirt, "set_link", set_link)
+    monkeypatch.setattr(
+        warm.remote, "write_ssh_config", lambda wd, config: (calls.append(("ssh_config",)), written.append(config))
+    )
+    meta = meta_of(wd, world) | {"ssh": "Host default\n  HostName 192.168.121.7\n  User vagrant\n"}
+    resume.after_resume(wd, meta)
+    assert [c[0] for c in calls] == ["ssh_config", "set_link", "set_link", "close_master", "ssh_config", "ssh", "ssh"]
+    assert "HostName 192.168.121.42" in written[-1], "SSH goes to the address the guest has now"

@@ -339,12 +339,13 @@ def set_link(domain: str, mac: str, up: bool) -> None:
     check("domif-setlink", domain, mac, "up" if up else "down")
 
 
-def leases(network: str) -> dict[str, str]:
-    """The IPv4 addresses the network's DHCP server has leased, by MAC address (lower case)."""
-    found = {}
+def leases(network: str) -> list[tuple[str, str]]:
+    """The network's IPv4 leases as its DHCP server lists them: (MAC address in lower case, address);
+    a MAC address may hold more than one (one per client ID)."""
+    found = []
     for line in run("net-dhcp-leases", network).stdout.splitlines():
         if match := re.search(r"\b([0-9a-fA-F:]{17})\s+ipv4\s+(\d+\.\d+\.\d+\.\d+)/\d+", line):
-            found[match.group(1).lower()] = match.group(2)
+            found.append((match.group(1).lower(), match.group(2)))
     return found
 
 

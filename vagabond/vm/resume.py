@@ -161,15 +161,15 @@ def after_resume(wd: Workdir, meta: dict) -> None:
 
 
 def _lease(nic: dict) -> str | None:
-    """The address the NIC's network has leased to its MAC address."""
-    return libvirt.leases(nic["network"]).get(nic["mac"].lower())
+    """The address the NIC's network has leased to its MAC address (the last listed)."""
+    mine = [a for mac, a in libvirt.leases(nic["network"]) if mac == nic["mac"].lower()]
+    return mine[-1] if mine else None
 
 
 def _ours(nic: dict, address: str | None) -> bool:
     """Whether the network leases ``address`` to this NIC's MAC address and to no other."""
-    held = libvirt.leases(nic["network"])
-    mac = nic["mac"].lower()
-    return address is not None and held.get(mac) == address and all(m == mac for m, a in held.items() if a == address)
+    holders = {mac for mac, a in libvirt.leases(nic["network"]) if a == address}
+    return address is not None and holders == {nic["mac"].lower()}
 
 
 def _ask_afresh(wd: Workdir, m: Machine, nics: list[dict], config: str) -> str:
@@ -182,37 +182,35 @@ def _ask_afresh(wd: Workdir, m: Machine, nics: list[dict], config: str) -> str:
 
 
 def _leased(wd: Workdir, m: Machine, config: str) -> str:
-    """Once the network has leased the machine's first NIC an address: the SSH configuration,
-    changed (and written) when the address did."""
+    """Once the network has leased the machine's first NIC an address, and a guest with an agent
+    holds it (the table may still list the lease the NIC had before it asked afresh, and a first
+    connection sent before networkd has set the address is lost, sent again by TCP a second later):
+    the SSH configuration, changed (and written) when the address did."""
     first = m.interfaces[0]
     deadline = time.monotonic() + timeouts.LEASE
-    while (address := _lease(first)) is None:
+    while (address := _lease(first)) is None or (m.agent and not _holds(m, address)):
         if time.monotonic() > deadline:
             raise WarmError(
                 f"{m.domain} got no address from network {first['network']} "
                 f"within {timeouts.LEASE:.0f}s after its restore",
                 hint=_cold(wd),
             )
-        time.sleep(0.1)
+        time.sleep(0.05)
     if remote.addresses(wd).get(m.name) != address:
         remote.close_master(wd, m.name)
         config = _with_address(config, m.name, address)
         remote.write_ssh_config(wd, config)
-    if m.agent:
-        _holds(m, address)
     return config
 
 
-def _holds(m: Machine, address: str) -> None:
-    """Until the guest holds the address its lease names, as its agent sees it (a second at most):
-    a first connection sent before networkd has set it is lost, and TCP sends it again a second
-    later."""
-    deadline = time.monotonic() + 1
-    while time.monotonic() < deadline:
-        found = libvirt.run("domifaddr", m.domain, "--source", "agent")
-        if not found.ok or re.search(rf"\s{re.escape(address)}/\d+", found.stdout):
-            return
-        time.sleep(0.05)
+def _holds(m: Machine, address: str) -> bool:
+    """Whether the guest holds the address, as its agent sees it; an agent that does not answer
+    tells nothing, and the lease stands."""
+    try:
+        found = libvirt.run("domifaddr", m.domain, "--source", "agent", timeout=timeouts.PROBE)
+    except VagabondError:
+        return True
+    return not found.ok or re.search(rf"\s{re.escape(address)}/\d+", found.stdout) is not None
 
 
 def _agent_start(m: Machine, script: str, input: str) -> int | None:

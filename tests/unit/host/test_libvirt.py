@@ -72,7 +72,7 @@ def test_an_upload_that_fails_leaves_no_volume(processes, tmp_path):
     assert processes.asked("virsh", "vol-delete", "vagabond-warm-b-1-default-2.qcow2")
 
 
-def test_the_networks_leases_are_read_by_mac_address_whatever_the_client_id_looks_like(processes):
+def test_the_networks_leases_are_read_with_their_mac_addresses_whatever_the_client_id_looks_like(processes):
     """virsh's table as libvirt 9 prints it: a client ID of colon-separated hex, a hostname or none."""
     processes.answer(
         "virsh",
@@ -87,7 +87,7 @@ def test_the_networks_leases_are_read_by_mac_address_whatever_the_client_id_look
             " 2026-12-08 01:12:00   52:54:00:aa:bb:dd   ipv6       fd00::7/64           -          -\n"
         ),
     )
-    assert libvirt.leases("vagrant-libvirt") == {
-        "52:54:00:7d:15:5f": "192.168.121.150",
-        "52:54:00:aa:bb:cc": "192.168.121.7",
-    }
+    assert libvirt.leases("vagrant-libvirt") == [
+        ("52:54:00:7d:15:5f", "192.168.121.150"),
+        ("52:54:00:aa:bb:cc", "192.168.121.7"),
+    ]

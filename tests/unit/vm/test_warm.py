@@ -232,13 +232,14 @@ def resume_world(box_wd, monkeypatch):
     "fails" (exit 1), "refuses" (guest-exec not taken), "hangs" (does not end)."""
     box, wd = box_wd
     calls: list[tuple] = []
-    world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True, "agent": None}
+    world = {"leases": {}, "ours": ["vagrant-libvirt"], "networkd": True, "agent": None, "others": [], "holds": None}
     monkeypatch.setattr(warm.remote, "write_ssh_config", lambda wd, config: calls.append(("ssh_config",)))
     monkeypatch.setattr(warm.remote, "addresses", lambda wd: {"default": "192.168.121.7"})
     monkeypatch.setattr(warm.remote, "close_master", lambda wd, machine: calls.append(("close_master", machine)))
     monkeypatch.setattr(libvirt, "announce", lambda net, address, mac: calls.append(("announce", net, address)))
     monkeypatch.setattr(libvirt, "forward_at_once", lambda net: calls.append(("forward_at_once", net)))
-    monkeypatch.setattr(libvirt, "leases", lambda net: dict(world["leases"]))
+    # world["leases"]: the NIC's own, by MAC address; world["others"]: more (MAC, address) lines
+    monkeypatch.setattr(libvirt, "leases", lambda net: [*world["leases"].items(), *world["others"]])
 
     def set_link(domain, mac, up):
         calls.append(("set_link", mac, up))
@@ -247,10 +248,11 @@ def resume_world(box_wd, monkeypatch):
 
     monkeypatch.setattr(libvirt, "set_link", set_link)
 
-    def virsh(*args):
+    def virsh(*args, timeout):
         assert args[0] == "domifaddr" and args[2:] == ("--source", "agent"), args
         calls.append(("guest's addresses",))
-        return SimpleNamespace(ok=True, stdout=" vnet0  52:54:00:12:34:56  ipv4  192.168.121.7/24\n")
+        holds = world["holds"] or world["leases"].get(LEASE, "none")
+        return SimpleNamespace(ok=True, stdout=f" vnet0  52:54:00:12:34:56  ipv4  {holds}/24\n")
 
     monkeypatch.setattr(libvirt, "run", virsh)
     renewed = lambda: "renewed\n" if world["networkd"] else "\n"  # noqa: E731
@@ -687,3 +689,52 @@ def test_a_lease_of_another_address_or_to_another_guest_has_the_guest_ask_afresh
     resume.after_resume(wd, meta)
     assert [c[0] for c in calls] == ["ssh_config", "set_link", "set_link", "close_master", "ssh_config", "ssh", "ssh"]
     assert "HostName 192.168.121.42" in written[-1], "SSH goes to the address the guest has now"
+
+
+def test_a_lease_listed_for_this_guest_and_another_is_not_ours(resume_world):
+    """dnsmasq may list a MAC address twice (two client IDs): the address is ours only when no
+    other guest's line names it."""
+    wd, calls, world = resume_world
+    world["leases"][LEASE] = "192.168.121.7"
+    world["others"] = [("52:54:00:aa:bb:cc", "192.168.121.7")]
+    resume.after_resume(wd, meta_of(wd, world))
+    assert [c[0] for c in calls][:3] == ["ssh_config", "set_link", "set_link"], "no SSH, no neighbour entry before"
+    assert "announce" not in [c[0] for c in calls]
+
+
+def test_after_asking_afresh_ssh_waits_until_the_lease_listed_is_the_address_the_guest_holds(resume_world, monkeypatch):
+    """The table may list the lease the NIC had before its link went down for a moment, while the
+    guest takes another: SSH goes to the one the guest holds, as its agent says, once listed."""
+    wd, calls, world = resume_world
+    world["agent"] = "ok"
+    world["leases"][LEASE] = "192.168.121.99"  # not the saved .7: asks afresh
+    world["holds"] = "192.168.121.7"
+    looks = {"n": 0}
+
+    def set_link(domain, mac, up):
+        calls.append(("set_link", mac, up))
+
+    def leases(net):
+        looks["n"] += 1
+        if looks["n"] > 4:  # the new grant shows up a few looks later
+            world["leases"][LEASE] = "192.168.121.7"
+        return list(world["leases"].items())
+
+    monkeypatch.setattr(libvirt, "set_link", set_link)
+    monkeypatch.setattr(libvirt, "leases", leases)
+    resume.after_resume(wd, meta_of(wd, world))
+    assert kinds(calls).count("guest's addresses") >= 2, "the old lease was not taken for the guest's"
+    assert "close_master" not in kinds(calls), "the address SSH knew is the one the guest holds"
+    assert kinds(calls)[-2:] == ["ssh sh -c cat > /dev/ura", "agent wait 41"]
+
+
+def test_an_agent_that_cannot_say_leaves_the_lease_to_stand(resume_world, monkeypatch):
+    wd, calls, world = resume_world
+    world["agent"] = "ok"
+    monkeypatch.setattr(
+        libvirt,
+        "run",
+        lambda *a, timeout: (calls.append(("guest's addresses",)), SimpleNamespace(ok=False, stdout=""))[1],
+    )
+    resume.after_resume(wd, meta_of(wd, world))
+    assert kinds(calls).count("guest's addresses") == 1 and kinds(calls)[-1] == "agent wait 41"
